@@ -1,0 +1,18 @@
+//! Teleconsult server library: configuration, join tokens, the consultation service
+//! (roles, waiting room), WebSocket signalling and the HTTP edge. The `teleconsult`
+//! binary is a thin command line over this crate; integration tests start it in-process.
+
+pub mod config;
+pub mod consultation;
+pub mod protocol;
+pub mod token;
+pub mod ws;
+
+use std::sync::Arc;
+
+/// Shared state of the HTTP edge.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<config::Config>,
+    pub consultations: consultation::ConsultationService,
+}

@@ -1,0 +1,200 @@
+//! The signalling protocol, version 1 (`docs/signaling.md`): serde-tagged messages.
+
+use crate::token::Role;
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// WebSocket close codes (besides 1000 and 1009).
+pub mod close {
+    pub const BAD_JOIN: u16 = 4400;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+    pub const JOIN_TIMEOUT: u16 = 4408;
+    pub const FULL: u16 = 4409;
+    pub const ENDED: u16 = 4410;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParticipantState {
+    Waiting,
+    Admitted,
+    Reconnecting,
+    Left,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default)]
+    pub sdp_mid: Option<String>,
+    #[serde(default)]
+    pub sdp_mline_index: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub id: String,
+    pub role: Role,
+    pub display_name: String,
+    pub state: ParticipantState,
+    pub audio_muted: bool,
+    pub video_muted: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    pub id: String,
+    pub kind: MediaKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeftReason {
+    Left,
+    Removed,
+    Timeout,
+}
+
+/// Client → server.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    Join {
+        token: String,
+        #[serde(default)]
+        protocol: Option<u32>,
+        #[serde(default)]
+        consultation: Option<String>,
+    },
+    Answer {
+        sdp: String,
+    },
+    IceCandidate {
+        candidate: Option<IceCandidate>,
+    },
+    Admit {
+        participant: String,
+    },
+    Reject {
+        participant: String,
+    },
+    Remove {
+        participant: String,
+    },
+    EndConsultation,
+    Mute {
+        kind: MediaKind,
+        muted: bool,
+    },
+    Leave,
+    Ping,
+}
+
+/// Server → client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Joined {
+        protocol: u32,
+        consultation: String,
+        you: ParticipantInfo,
+        participants: Vec<ParticipantInfo>,
+    },
+    Admitted {
+        participants: Vec<ParticipantInfo>,
+    },
+    WaitingList {
+        participants: Vec<ParticipantInfo>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantState {
+        participant: String,
+        state: ParticipantState,
+    },
+    ParticipantLeft {
+        participant: String,
+        reason: LeftReason,
+    },
+    TrackPublished {
+        participant: String,
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        participant: String,
+        track: String,
+    },
+    Mute {
+        participant: String,
+        kind: MediaKind,
+        muted: bool,
+    },
+    Offer {
+        sdp: String,
+    },
+    IceCandidate {
+        candidate: Option<IceCandidate>,
+    },
+    Rejected,
+    Removed,
+    ConsultationEnded,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    Pong,
+}
+
+/// Stable error codes a client can see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadMessage,
+    BinaryNotSupported,
+    NotJoined,
+    AlreadyJoined,
+    Forbidden,
+    NotAdmitted,
+    UnknownParticipant,
+    BadSdp,
+    BadCandidate,
+    MediaFailed,
+    Internal,
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tagged_messages() {
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"join","token":"abc","protocol":1}"#).unwrap();
+        assert!(matches!(m, ClientMessage::Join { ref token, .. } if token == "abc"));
+        let m: ClientMessage = serde_json::from_str(r#"{"type":"end_consultation"}"#).unwrap();
+        assert_eq!(m, ClientMessage::EndConsultation);
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"launch_missiles"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"answer"}"#).is_err());
+        let s = serde_json::to_string(&ServerMessage::error(ErrorCode::Forbidden, "no")).unwrap();
+        assert_eq!(s, r#"{"type":"error","code":"forbidden","message":"no"}"#);
+    }
+}
