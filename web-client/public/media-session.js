@@ -1,0 +1,103 @@
+// One RTCPeerConnection per (re)connection. The server is always the offerer: we add our own
+// microphone and camera tracks first, then apply each offer in order and answer it.
+
+export class MediaSession {
+  /**
+   * @param {object} opts
+   * @param {MediaStream|null} opts.localStream  our camera and microphone (may be null: receive only)
+   * @param {RTCIceServer[]} [opts.iceServers]
+   * @param {(msg: object) => void} opts.send      sends a signalling message
+   * @param {(ev: RTCTrackEvent) => void} opts.onTrack
+   * @param {(state: string) => void} [opts.onConnectionState]
+   * @param {(err: Error) => void} [opts.onError]
+   */
+  constructor({ localStream, iceServers = [], send, onTrack, onConnectionState, onError }) {
+    this.send = send;
+    this.onError = onError ?? (() => {});
+    this.pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.closed = false;
+    // Offers are applied strictly one after another.
+    this.queue = Promise.resolve();
+    // Remote candidates that arrive before the offer they belong to has been applied.
+    this.pendingRemoteCandidates = [];
+    // Our candidates wait until the answer they belong to has been sent.
+    this.pendingLocalCandidates = [];
+    this.answerSent = false;
+
+    if (localStream) {
+      // Added BEFORE the first offer is applied, so the offer's recvonly audio/video sections
+      // bind to these senders (see docs/signaling.md, flow step 4).
+      for (const track of localStream.getTracks()) this.pc.addTrack(track, localStream);
+    }
+
+    this.pc.addEventListener('icecandidate', (ev) => {
+      const candidate = ev.candidate && ev.candidate.candidate
+        ? {
+            candidate: ev.candidate.candidate,
+            sdp_mid: ev.candidate.sdpMid ?? null,
+            sdp_mline_index: ev.candidate.sdpMLineIndex ?? null,
+          }
+        : null;
+      const msg = { type: 'ice_candidate', candidate };
+      if (this.answerSent) this.send(msg);
+      else this.pendingLocalCandidates.push(msg);
+    });
+    this.pc.addEventListener('track', (ev) => onTrack(ev));
+    this.pc.addEventListener('connectionstatechange', () => {
+      onConnectionState?.(this.pc.connectionState);
+    });
+  }
+
+  /** Apply a server offer and send our answer. */
+  handleOffer(sdp) {
+    this.queue = this.queue.then(() => this.#applyOffer(sdp)).catch((err) => this.onError(err));
+    return this.queue;
+  }
+
+  async #applyOffer(sdp) {
+    if (this.closed) return;
+    await this.pc.setRemoteDescription({ type: 'offer', sdp });
+    for (const c of this.pendingRemoteCandidates.splice(0)) await this.#addRemoteCandidate(c);
+    const answer = await this.pc.createAnswer();
+    if (this.closed) return;
+    await this.pc.setLocalDescription(answer);
+    if (this.closed) return;
+    this.send({ type: 'answer', sdp: this.pc.localDescription.sdp });
+    this.answerSent = true;
+    for (const msg of this.pendingLocalCandidates.splice(0)) this.send(msg);
+  }
+
+  /** A trickled server candidate (`null` = end of candidates). */
+  handleRemoteCandidate(candidate) {
+    if (this.closed) return;
+    if (!this.pc.remoteDescription) {
+      this.pendingRemoteCandidates.push(candidate);
+      return;
+    }
+    this.#addRemoteCandidate(candidate).catch((err) => this.onError(err));
+  }
+
+  async #addRemoteCandidate(candidate) {
+    if (candidate === null || candidate === undefined) {
+      // End of candidates.
+      try {
+        await this.pc.addIceCandidate();
+      } catch {
+        // Older implementations reject an end-of-candidates marker; nothing is lost.
+      }
+      return;
+    }
+    await this.pc.addIceCandidate({
+      candidate: candidate.candidate,
+      sdpMid: candidate.sdp_mid ?? null,
+      sdpMLineIndex: candidate.sdp_mline_index ?? null,
+    });
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    // The local tracks are not stopped: they belong to the page and survive reconnections.
+    this.pc.close();
+  }
+}

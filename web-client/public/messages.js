@@ -1,0 +1,79 @@
+// Human sentences for what the server tells us. Kept apart from the app so tests and
+// translators find them in one place.
+
+export const ROLE_LABEL = {
+  practitioner: 'practitioner',
+  patient: 'patient',
+  guest: 'guest',
+};
+
+export const END_SCREENS = {
+  ended: {
+    heading: 'The consultation has ended',
+    text: 'This consultation has ended. Thank you, you can close this page now.',
+  },
+  ended_by_you: {
+    heading: 'The consultation has ended',
+    text: 'You ended the consultation for everyone. You can close this page now.',
+  },
+  left: {
+    heading: 'You left the consultation',
+    text: 'You have left the consultation. You can close this page now.',
+  },
+  removed: {
+    heading: 'You were removed from the consultation',
+    text: 'The practitioner removed you from this consultation. Please contact your practice if you think this is a mistake.',
+  },
+  rejected: {
+    heading: 'You could not be admitted',
+    text: 'The practitioner did not admit you to this consultation. Please contact your practice if you think this is a mistake.',
+  },
+};
+
+export const ERRORS = {
+  noToken:
+    'This page needs your personal consultation link. Please open the link from your invitation again.',
+  badToken:
+    'This consultation link is not valid. Please check that you opened the complete link, or ask your practice for a new one.',
+  expiredToken: 'This consultation link has expired. Please ask your practice for a new link.',
+  wrongConsultation: 'This link belongs to a different consultation. Please open the link from your invitation again.',
+  full: 'This consultation is full. Please contact your practice.',
+  badJoin: 'The server did not understand this page. Please reload it with your invitation link, or update your browser.',
+  tooLarge: 'The connection was closed because a message was too large. Please rejoin with your invitation link.',
+  lost: 'The connection to the consultation was lost. Please open your invitation link again to rejoin.',
+  noWebRTC: 'This browser cannot make video calls. Please use a recent version of Firefox, Chrome, Edge or Safari.',
+};
+
+/** The sentence shown when the server closes the socket with a fatal code (4401 etc.). */
+export function fatalCloseMessage(code, reason = '') {
+  switch (code) {
+    case 4401:
+      return /expired/i.test(reason) ? ERRORS.expiredToken : ERRORS.badToken;
+    case 4403:
+      return ERRORS.wrongConsultation;
+    case 4409:
+      return ERRORS.full;
+    case 4400:
+      return ERRORS.badJoin;
+    case 1009:
+      return ERRORS.tooLarge;
+    default:
+      return null;
+  }
+}
+
+/** Sentence for getUserMedia failures. */
+export function mediaErrorMessage(err) {
+  switch (err && err.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return 'Your browser did not allow the camera and microphone. You can still join, but others will not see or hear you. Allow access in your browser settings and reload to fix this.';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return 'No camera or microphone was found. You can still join, but others will not see or hear you.';
+    case 'NotReadableError':
+      return 'Your camera or microphone is in use by another application. Close it and reload this page, or join without them.';
+    default:
+      return 'Your camera and microphone could not be started. You can still join, but others will not see or hear you.';
+  }
+}
