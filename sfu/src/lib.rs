@@ -1,51 +1,282 @@
-//! Teleconsult media plane (selective forwarding unit). See `Sfu`.
+//! Teleconsult media plane: a selective forwarding unit on the sans-I/O `rtc` stack.
+//!
+//! - **One UDP socket** carries all media, so a hospital firewall needs one rule. A reader thread
+//!   demultiplexes datagrams: a STUN binding request names its participant by our ICE ufrag (its
+//!   `USERNAME` is `<our ufrag>:<theirs>`); after that, the remote address does.
+//! - **Each consultation lives on one worker thread** (like a mediasoup Router inside its Worker).
+//!   A worker owns the `RTCPeerConnection` of every participant of its consultations, so
+//!   forwarding a packet from a publisher to its subscribers is a plain function call: no lock, no
+//!   channel, no task hop per packet.
+//! - The signalling layer talks to the SFU through [`Sfu`]: commands go down a channel to the
+//!   owning worker; what a participant's client must be told (offers, published tracks) comes back
+//!   up on that participant's [`SfuEvent`] channel.
+//!
+//! Error policy: every error caused by client input (SDP, candidates, datagrams) is returned or
+//! counted, never a panic. A panic means a broken invariant of this crate.
 
-use std::net::SocketAddr;
+mod forward;
+pub mod keyframe;
+mod peer;
+pub mod stun;
+mod worker;
+
+use dashmap::DashMap;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 
+pub use worker::metric_names;
+
+/// Media plane settings.
 #[derive(Clone, Debug)]
 pub struct SfuConfig {
+    /// Address of the single media UDP socket (port 0 picks a free one).
     pub bind: SocketAddr,
-    pub announce_ip: Option<std::net::IpAddr>,
+    /// Address announced in our ICE candidate; default: the bound address (which must then not be
+    /// unspecified).
+    pub announce_ip: Option<IpAddr>,
+    /// Worker threads; 0 means one per available core.
     pub workers: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind { Audio, Video }
+/// Kind of a track.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Audio,
+    Video,
+}
 
+/// An ICE candidate as it travels in signalling.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate { pub candidate: String, pub sdp_mid: Option<String>, pub sdp_mline_index: Option<u16> }
+pub struct Candidate {
+    pub candidate: String,
+    pub sdp_mid: Option<String>,
+    pub sdp_mline_index: Option<u16>,
+}
 
-#[derive(Debug)]
+/// What the SFU tells the signalling layer about one participant's media session.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SfuEvent {
+    /// Send this offer to the participant's client; its answer goes to [`Sfu::apply_answer`].
     Offer(String),
-    IceCandidate(Option<Candidate>),
+    /// The participant now publishes a track (announce it to the others).
     TrackPublished { track_id: String, kind: Kind },
+    /// The participant stopped publishing a track.
     TrackUnpublished { track_id: String },
+    /// ICE and DTLS are up.
     Connected,
+    /// The media connection failed or closed (ICE timeout, DTLS failure).
     Failed,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Errors of the SFU's operations. The `Display` text is safe to show to the client.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SfuError {
     #[error("unknown participant")]
     UnknownParticipant,
-    #[error("bad SDP: {0}")]
+    #[error("participant already has a media session")]
+    AlreadyExists,
+    #[error("no offer is waiting for an answer")]
+    NoPendingOffer,
+    #[error("invalid SDP: {0}")]
     BadSdp(String),
-    #[error("bad ICE candidate: {0}")]
+    #[error("invalid ICE candidate: {0}")]
     BadCandidate(String),
-    #[error("media worker unavailable")]
-    WorkerGone,
+    #[error("could not create the media session: {0}")]
+    Setup(String),
+    #[error("media plane stopped")]
+    Stopped,
 }
 
+/// Routing key of a participant: which worker owns it, and its number there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PeerKey {
+    worker: usize,
+    id: u64,
+}
+
+/// The demultiplexing tables shared by the reader thread and the workers.
+#[derive(Default)]
+pub(crate) struct Routes {
+    /// Our ICE ufrag → participant.
+    by_ufrag: DashMap<String, PeerKey>,
+    /// Remote address → participant, learnt from STUN binding requests.
+    by_addr: DashMap<SocketAddr, PeerKey>,
+}
+
+impl Routes {
+    pub(crate) fn forget(&self, key: PeerKey, ufrag: &str) {
+        self.by_ufrag.remove(ufrag);
+        self.by_addr.retain(|_, k| *k != key);
+    }
+}
+
+struct Inner {
+    local_addr: SocketAddr,
+    workers: Vec<mpsc::Sender<worker::Input>>,
+    participants: DashMap<String, PeerKey>,
+    next_id: AtomicU64,
+}
+
+/// Handle on the running media plane. Cheap to clone.
 #[derive(Clone)]
-pub struct Sfu { local_addr: SocketAddr }
+pub struct Sfu {
+    inner: Arc<Inner>,
+}
 
 impl Sfu {
-    pub fn start(config: SfuConfig) -> std::io::Result<Sfu> { Ok(Sfu { local_addr: config.bind }) }
-    pub fn local_addr(&self) -> SocketAddr { self.local_addr }
-    pub fn add_participant(&self, _consultation: &str, _participant: &str, _events: UnboundedSender<SfuEvent>) -> Result<(), SfuError> { Ok(()) }
-    pub async fn apply_answer(&self, _participant: &str, _sdp: String) -> Result<(), SfuError> { Ok(()) }
-    pub fn add_remote_candidate(&self, _participant: &str, _candidate: Option<Candidate>) {}
-    pub fn remove_participant(&self, _participant: &str) {}
+    /// Bind the media socket and start the reader and worker threads.
+    pub fn start(config: SfuConfig) -> std::io::Result<Sfu> {
+        let socket = UdpSocket::bind(config.bind)?;
+        let bound = socket.local_addr()?;
+        let announce_ip = config.announce_ip.unwrap_or(bound.ip());
+        if announce_ip.is_unspecified() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "media.announce_ip must be set when media.bind is 0.0.0.0 or ::",
+            ));
+        }
+        let local_addr = SocketAddr::new(announce_ip, bound.port());
+        let socket = Arc::new(socket);
+        let routes = Arc::new(Routes::default());
+        let n = if config.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.workers
+        };
+        let mut workers = Vec::with_capacity(n);
+        for index in 0..n {
+            let (tx, rx) = mpsc::channel();
+            let w = worker::Worker::new(index, socket.clone(), local_addr, routes.clone());
+            std::thread::Builder::new()
+                .name(format!("sfu-worker-{index}"))
+                .spawn(move || w.run(rx))?;
+            workers.push(tx);
+        }
+        {
+            let socket = socket.clone();
+            let routes = routes.clone();
+            let workers = workers.clone();
+            std::thread::Builder::new()
+                .name("sfu-udp-reader".into())
+                .spawn(move || worker::read_loop(&socket, local_addr, &routes, &workers))?;
+        }
+        tracing::info!(%local_addr, workers = n, "media plane started");
+        Ok(Sfu {
+            inner: Arc::new(Inner {
+                local_addr,
+                workers,
+                participants: DashMap::new(),
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The address announced in ICE candidates (announce IP, bound port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    fn worker_for(&self, consultation: &str) -> usize {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        consultation.hash(&mut h);
+        (h.finish() % self.inner.workers.len() as u64) as usize
+    }
+
+    fn send(&self, key: PeerKey, input: worker::Input) -> Result<(), SfuError> {
+        self.inner.workers[key.worker]
+            .send(input)
+            .map_err(|_| SfuError::Stopped)
+    }
+
+    fn key(&self, participant: &str) -> Result<PeerKey, SfuError> {
+        self.inner
+            .participants
+            .get(participant)
+            .map(|k| *k)
+            .ok_or(SfuError::UnknownParticipant)
+    }
+
+    /// Create the media session of an admitted participant. Its first [`SfuEvent::Offer`] follows
+    /// on `events`, offering to receive its audio and video and to send it every track already
+    /// published in the consultation.
+    pub async fn add_participant(
+        &self,
+        consultation: &str,
+        participant: &str,
+        events: UnboundedSender<SfuEvent>,
+    ) -> Result<(), SfuError> {
+        let key = PeerKey {
+            worker: self.worker_for(consultation),
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+        };
+        match self.inner.participants.entry(participant.to_string()) {
+            dashmap::Entry::Occupied(_) => return Err(SfuError::AlreadyExists),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(key);
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        let sent = self.send(
+            key,
+            worker::Input::Add {
+                key,
+                consultation: consultation.to_string(),
+                participant: participant.to_string(),
+                events,
+                reply,
+            },
+        );
+        let result = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(SfuError::Stopped)),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.inner.participants.remove(participant);
+        }
+        result
+    }
+
+    /// Apply the client's answer to our last offer.
+    pub async fn apply_answer(&self, participant: &str, sdp: String) -> Result<(), SfuError> {
+        let key = self.key(participant)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(key, worker::Input::Answer { key, sdp, reply })?;
+        rx.await.unwrap_or(Err(SfuError::Stopped))
+    }
+
+    /// Add a trickled remote candidate (`None`: end of candidates).
+    pub async fn add_remote_candidate(
+        &self,
+        participant: &str,
+        candidate: Option<Candidate>,
+    ) -> Result<(), SfuError> {
+        let key = self.key(participant)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            key,
+            worker::Input::Candidate {
+                key,
+                candidate,
+                reply,
+            },
+        )?;
+        rx.await.unwrap_or(Err(SfuError::Stopped))
+    }
+
+    /// Close a participant's media session; its tracks are withdrawn from the others.
+    pub fn remove_participant(&self, participant: &str) {
+        if let Some((_, key)) = self.inner.participants.remove(participant) {
+            let _ = self.send(key, worker::Input::Remove { key });
+        }
+    }
+
+    /// Whether the participant has a media session.
+    pub fn has_participant(&self, participant: &str) -> bool {
+        self.inner.participants.contains_key(participant)
+    }
 }

@@ -1,0 +1,150 @@
+//! Building one participant's `RTCPeerConnection`: codecs, interceptors, ICE-lite on the shared
+//! socket with fixed credentials (our ufrag is the demultiplexing key).
+
+use crate::keyframe::DeliverKeyframeRequests;
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Random ICE credentials: (ufrag, password). The ufrag is 16 alphanumerics (RFC 8445 allows
+/// 4..256 ice-chars), the password 32.
+pub fn ice_credentials() -> (String, String) {
+    let mut rng = rand::thread_rng();
+    let ufrag: String = (&mut rng)
+        .sample_iter(Alphanumeric)
+        .take(16)
+        .map(char::from)
+        .collect();
+    let pwd: String = (&mut rng)
+        .sample_iter(Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
+    (ufrag, pwd)
+}
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    [
+        ("goog-remb", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ]
+    .into_iter()
+    .map(|(typ, parameter)| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    })
+    .collect()
+}
+
+/// The codecs we forward: Opus; VP8 (Chrome, Firefox) and H.264 constrained baseline (Safari).
+/// No RTX: retransmissions go on the media SSRC, which every browser supports without it.
+fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
+    let mut m = MediaEngine::default();
+    m.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    m.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: 90000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: video_feedback(),
+            },
+            payload_type: 96,
+        },
+        RtpCodecKind::Video,
+    )?;
+    m.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_H264.to_owned(),
+                clock_rate: 90000,
+                channels: 0,
+                sdp_fmtp_line:
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+                        .to_owned(),
+                rtcp_feedback: video_feedback(),
+            },
+            payload_type: 102,
+        },
+        RtpCodecKind::Video,
+    )?;
+    Ok(m)
+}
+
+/// A new server-side peer connection for one participant, with our single host candidate and a
+/// `recvonly` audio and video transceiver for what the participant publishes.
+pub fn build(
+    now: Instant,
+    local_addr: SocketAddr,
+    ufrag: &str,
+    pwd: &str,
+) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
+    let mut media_engine = media_engine()?;
+    let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+    let registry = register_default_interceptors(registry, &mut media_engine)?;
+    let settings = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(settings)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .build(now)?;
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local_addr.ip().to_string(),
+            port: local_addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    pc.add_local_candidate(Default::default())?;
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        pc.add_transceiver_from_kind(
+            kind,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )?;
+    }
+    Ok(pc)
+}

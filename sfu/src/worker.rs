@@ -1,0 +1,909 @@
+//! A media worker: one thread owning the peer connections of its consultations, and the UDP
+//! reader that feeds the workers.
+
+use crate::forward::{self, PayloadMap};
+use crate::keyframe::is_keyframe_request;
+use crate::{Candidate, Kind, PeerKey, Routes, SfuError, SfuEvent, peer, stun};
+use bytes::BytesMut;
+use metrics::{Counter, Gauge};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::marshal::MarshalSize;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
+
+/// Names of the metrics this crate records (the binary installs the exporter).
+pub mod metric_names {
+    pub const RTP_PACKETS_IN: &str = "teleconsult_rtp_packets_in_total";
+    pub const RTP_BYTES_IN: &str = "teleconsult_rtp_bytes_in_total";
+    pub const RTP_PACKETS_OUT: &str = "teleconsult_rtp_packets_out_total";
+    pub const RTP_BYTES_OUT: &str = "teleconsult_rtp_bytes_out_total";
+    pub const DATAGRAMS_DROPPED: &str = "teleconsult_media_datagrams_dropped_total";
+    pub const TRACKS: &str = "teleconsult_tracks";
+    pub const KEYFRAME_REQUESTS: &str = "teleconsult_keyframe_requests_total";
+}
+
+/// Minimum spacing of keyframe requests sent to one published track.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest a worker sleeps when nothing is scheduled.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+/// Largest datagram we read; anything longer is truncated and rejected by the stack.
+const MAX_DATAGRAM: usize = 2048;
+
+pub enum Input {
+    Datagram {
+        key: PeerKey,
+        from: SocketAddr,
+        at: Instant,
+        data: BytesMut,
+    },
+    Add {
+        key: PeerKey,
+        consultation: String,
+        participant: String,
+        events: UnboundedSender<SfuEvent>,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Answer {
+        key: PeerKey,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Candidate {
+        key: PeerKey,
+        candidate: Option<Candidate>,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Remove {
+        key: PeerKey,
+    },
+}
+
+struct Metrics {
+    packets_in: Counter,
+    bytes_in: Counter,
+    packets_out: Counter,
+    bytes_out: Counter,
+    rejected: Counter,
+    tracks: Gauge,
+    keyframe_requests: Counter,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        use metric_names::*;
+        Metrics {
+            packets_in: metrics::counter!(RTP_PACKETS_IN),
+            bytes_in: metrics::counter!(RTP_BYTES_IN),
+            packets_out: metrics::counter!(RTP_PACKETS_OUT),
+            bytes_out: metrics::counter!(RTP_BYTES_OUT),
+            rejected: metrics::counter!(DATAGRAMS_DROPPED, "reason" => "rejected"),
+            tracks: metrics::gauge!(TRACKS),
+            keyframe_requests: metrics::counter!(KEYFRAME_REQUESTS),
+        }
+    }
+}
+
+/// A track a participant publishes.
+struct Published {
+    /// The id announced to the others (ours, not the client's).
+    public_id: String,
+    kind: Kind,
+    receiver_id: RTCRtpReceiverId,
+    ssrc: u32,
+    codec: RTCRtpCodec,
+    /// The publisher's negotiated payload types.
+    codecs: Vec<(u8, Codec)>,
+    last_keyframe_request: Option<Instant>,
+}
+
+/// One publisher track forwarded to this participant.
+struct Subscription {
+    publisher: u64,
+    /// The publisher's stack track id (key of `Peer::published`).
+    source: String,
+    sender_id: RTCRtpSenderId,
+    ssrc: u32,
+    kind: Kind,
+    payload: PayloadMap,
+    /// Ask the publisher for a keyframe once this subscriber can receive.
+    needs_keyframe: bool,
+}
+
+struct Peer {
+    key: PeerKey,
+    participant: String,
+    consultation: String,
+    ufrag: String,
+    pc: RTCPeerConnection,
+    events: UnboundedSender<SfuEvent>,
+    awaiting_answer: bool,
+    renegotiate: bool,
+    connected: bool,
+    failed: bool,
+    published: HashMap<String, Published>,
+    subscriptions: Vec<Subscription>,
+    timeout: Option<Instant>,
+}
+
+pub struct Worker {
+    index: usize,
+    socket: Arc<UdpSocket>,
+    local_addr: SocketAddr,
+    routes: Arc<Routes>,
+    peers: HashMap<u64, Peer>,
+    rooms: HashMap<String, Vec<u64>>,
+    scratch: Vec<TaggedRTCMessage>,
+    events: Vec<RTCPeerConnectionEvent>,
+    metrics: Option<Metrics>,
+    next_track: u64,
+}
+
+/// The codecs we forward, as a copyable key (no string compare per packet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Codec {
+    Opus,
+    Vp8,
+    H264,
+    Other,
+}
+
+impl Codec {
+    fn of(mime: &str) -> Codec {
+        if mime.eq_ignore_ascii_case("audio/opus") {
+            Codec::Opus
+        } else if mime.eq_ignore_ascii_case("video/VP8") {
+            Codec::Vp8
+        } else if mime.eq_ignore_ascii_case("video/H264") {
+            Codec::H264
+        } else {
+            Codec::Other
+        }
+    }
+}
+
+fn kind_of(kind: RtpCodecKind) -> Kind {
+    match kind {
+        RtpCodecKind::Audio => Kind::Audio,
+        _ => Kind::Video,
+    }
+}
+
+fn rtc_kind(kind: Kind) -> RtpCodecKind {
+    match kind {
+        Kind::Audio => RtpCodecKind::Audio,
+        Kind::Video => RtpCodecKind::Video,
+    }
+}
+
+impl Worker {
+    pub fn new(
+        index: usize,
+        socket: Arc<UdpSocket>,
+        local_addr: SocketAddr,
+        routes: Arc<Routes>,
+    ) -> Worker {
+        Worker {
+            index,
+            socket,
+            local_addr,
+            routes,
+            peers: HashMap::new(),
+            rooms: HashMap::new(),
+            scratch: Vec::with_capacity(64),
+            events: Vec::with_capacity(16),
+            metrics: None,
+            next_track: 1,
+        }
+    }
+
+    fn metrics(&mut self) -> &Metrics {
+        // Taken on first use, so the exporter installed by the binary is the one recorded into.
+        self.metrics.get_or_insert_with(Metrics::new)
+    }
+
+    pub fn run(mut self, rx: mpsc::Receiver<Input>) {
+        let _span = tracing::info_span!("sfu_worker", index = self.index).entered();
+        loop {
+            let now = Instant::now();
+            let next = self
+                .peers
+                .values()
+                .filter_map(|p| p.timeout)
+                .min()
+                .unwrap_or(now + IDLE_WAIT);
+            let wait = next.saturating_duration_since(now).min(IDLE_WAIT);
+            match rx.recv_timeout(wait) {
+                Ok(input) => {
+                    self.handle(input);
+                    // Drain what is already queued before looking at timers.
+                    for _ in 0..256 {
+                        match rx.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            let due: Vec<u64> = self
+                .peers
+                .values()
+                .filter(|p| p.timeout.is_some_and(|t| t <= now))
+                .map(|p| p.key.id)
+                .collect();
+            for id in due {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    let result = catch_unwind(AssertUnwindSafe(|| p.pc.handle_timeout(now)));
+                    if !matches!(result, Ok(Ok(()))) {
+                        tracing::debug!(participant = %p.participant, "timeout handling failed");
+                    }
+                }
+                self.process(id, now);
+            }
+        }
+        for id in self.peers.keys().copied().collect::<Vec<_>>() {
+            self.remove(id, Instant::now());
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Datagram {
+                key,
+                from,
+                at,
+                data,
+            } => {
+                let local_addr = self.local_addr;
+                let Some(p) = self.peers.get_mut(&key.id) else {
+                    return;
+                };
+                let msg = TaggedBytesMut {
+                    now: at,
+                    transport: TransportContext {
+                        local_addr,
+                        peer_addr: from,
+                        ecn: None,
+                        transport_protocol: TransportProtocol::UDP,
+                    },
+                    message: data,
+                };
+                let result = catch_unwind(AssertUnwindSafe(|| p.pc.handle_read(msg)));
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => self.metrics().rejected.increment(1),
+                    Err(_) => {
+                        tracing::error!("media stack panicked on a datagram; closing that session");
+                        self.metrics().rejected.increment(1);
+                        self.fail(key.id);
+                        return;
+                    }
+                }
+                self.process(key.id, at);
+            }
+            Input::Add {
+                key,
+                consultation,
+                participant,
+                events,
+                reply,
+            } => {
+                let result = self.add(key, consultation, participant, events);
+                let _ = reply.send(result);
+            }
+            Input::Answer { key, sdp, reply } => {
+                let result = self.answer(key.id, sdp);
+                let _ = reply.send(result);
+            }
+            Input::Candidate {
+                key,
+                candidate,
+                reply,
+            } => {
+                let Some(p) = self.peers.get_mut(&key.id) else {
+                    let _ = reply.send(Err(SfuError::UnknownParticipant));
+                    return;
+                };
+                let init = match candidate {
+                    Some(c) => RTCIceCandidateInit {
+                        candidate: c.candidate,
+                        sdp_mid: c.sdp_mid,
+                        sdp_mline_index: c.sdp_mline_index,
+                        ..Default::default()
+                    },
+                    None => RTCIceCandidateInit::default(),
+                };
+                // We are ICE-lite: remote candidates are optional (checks arrive from the client),
+                // but a malformed one is still reported.
+                let result = if init.candidate.is_empty() {
+                    Ok(())
+                } else {
+                    match catch_unwind(AssertUnwindSafe(|| p.pc.add_remote_candidate(init))) {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(SfuError::BadCandidate(e.to_string())),
+                        Err(_) => Err(SfuError::BadCandidate("unparsable".into())),
+                    }
+                };
+                let _ = reply.send(result);
+                self.process(key.id, Instant::now());
+            }
+            Input::Remove { key } => self.remove(key.id, Instant::now()),
+        }
+    }
+
+    fn add(
+        &mut self,
+        key: PeerKey,
+        consultation: String,
+        participant: String,
+        events: UnboundedSender<SfuEvent>,
+    ) -> Result<(), SfuError> {
+        let now = Instant::now();
+        let (ufrag, pwd) = peer::ice_credentials();
+        let pc = peer::build(now, self.local_addr, &ufrag, &pwd)
+            .map_err(|e| SfuError::Setup(e.to_string()))?;
+        self.routes.by_ufrag.insert(ufrag.clone(), key);
+        let members = self.rooms.entry(consultation.clone()).or_default();
+        let existing: Vec<u64> = members.clone();
+        members.push(key.id);
+        self.peers.insert(
+            key.id,
+            Peer {
+                key,
+                participant,
+                consultation,
+                ufrag,
+                pc,
+                events,
+                awaiting_answer: false,
+                renegotiate: false,
+                connected: false,
+                failed: false,
+                published: HashMap::new(),
+                subscriptions: Vec::new(),
+                timeout: None,
+            },
+        );
+        // Subscribe the newcomer to everything already published.
+        for publisher in existing {
+            let tracks: Vec<String> = self
+                .peers
+                .get(&publisher)
+                .map(|p| p.published.keys().cloned().collect())
+                .unwrap_or_default();
+            for source in tracks {
+                self.subscribe(key.id, publisher, &source);
+            }
+        }
+        self.negotiate(key.id, now);
+        self.process(key.id, now);
+        Ok(())
+    }
+
+    /// Add to `subscriber` a sender forwarding `publisher`'s track `source`. The caller negotiates.
+    fn subscribe(&mut self, subscriber: u64, publisher: u64, source: &str) {
+        let Some(p) = self.peers.get(&publisher) else {
+            return;
+        };
+        let Some(track) = p.published.get(source) else {
+            return;
+        };
+        let (kind, codec, stream_id) = (track.kind, track.codec.clone(), p.participant.clone());
+        let track_id = format!("{}-{}", stream_id, self.next_track);
+        self.next_track += 1;
+        let Some(s) = self.peers.get_mut(&subscriber) else {
+            return;
+        };
+        let ssrc = rand::random::<u32>();
+        let local = MediaStreamTrack::new(
+            stream_id,
+            track_id.clone(),
+            track_id,
+            rtc_kind(kind),
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        );
+        match s.pc.add_track(local) {
+            Ok(sender_id) => s.subscriptions.push(Subscription {
+                publisher,
+                source: source.to_string(),
+                sender_id,
+                ssrc,
+                kind,
+                payload: PayloadMap::default(),
+                needs_keyframe: kind == Kind::Video,
+            }),
+            Err(e) => tracing::warn!(error = %e, "could not add a subscription"),
+        }
+    }
+
+    /// Send a new offer, or remember to once the outstanding one is answered.
+    fn negotiate(&mut self, id: u64, now: Instant) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.failed {
+            return;
+        }
+        if p.awaiting_answer {
+            p.renegotiate = true;
+            return;
+        }
+        p.renegotiate = false;
+        let offer = p.pc.create_offer(None).and_then(|offer| {
+            p.pc.set_local_description(now, offer.clone())?;
+            Ok(offer)
+        });
+        match offer {
+            Ok(offer) => {
+                p.awaiting_answer = true;
+                let _ = p.events.send(SfuEvent::Offer(offer.sdp));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not create an offer");
+            }
+        }
+    }
+
+    fn answer(&mut self, id: u64, sdp: String) -> Result<(), SfuError> {
+        let now = Instant::now();
+        let p = self
+            .peers
+            .get_mut(&id)
+            .ok_or(SfuError::UnknownParticipant)?;
+        if !p.awaiting_answer {
+            return Err(SfuError::NoPendingOffer);
+        }
+        let answer =
+            RTCSessionDescription::answer(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        match catch_unwind(AssertUnwindSafe(|| {
+            p.pc.set_remote_description(now, answer)
+        })) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(SfuError::BadSdp(e.to_string())),
+            Err(_) => {
+                tracing::error!("media stack panicked on an answer; closing that session");
+                self.fail(id);
+                return Err(SfuError::BadSdp("unusable".into()));
+            }
+        }
+        p.awaiting_answer = false;
+        let again = p.renegotiate;
+        if again {
+            self.negotiate(id, now);
+        }
+        self.request_pending_keyframes(id, now);
+        self.process(id, now);
+        Ok(())
+    }
+
+    /// A session the stack can no longer be trusted with: tell signalling, stop using it.
+    fn fail(&mut self, id: u64) {
+        if let Some(p) = self.peers.get_mut(&id)
+            && !p.failed
+        {
+            p.failed = true;
+            let _ = p.events.send(SfuEvent::Failed);
+        }
+    }
+
+    fn remove(&mut self, id: u64, now: Instant) {
+        let Some(mut p) = self.peers.remove(&id) else {
+            return;
+        };
+        self.routes.forget(p.key, &p.ufrag);
+        let _ = catch_unwind(AssertUnwindSafe(|| p.pc.close()));
+        let published = p.published.len() as f64;
+        self.metrics().tracks.decrement(published);
+        let members = match self.rooms.get_mut(&p.consultation) {
+            Some(m) => {
+                m.retain(|&m| m != id);
+                m.clone()
+            }
+            None => Vec::new(),
+        };
+        if members.is_empty() {
+            self.rooms.remove(&p.consultation);
+        }
+        for other in members {
+            self.unsubscribe(other, |s| s.publisher == id, now);
+        }
+    }
+
+    /// Remove `subscriber`'s subscriptions matching `which`, renegotiating if any went.
+    fn unsubscribe(
+        &mut self,
+        subscriber: u64,
+        which: impl Fn(&Subscription) -> bool,
+        now: Instant,
+    ) {
+        let Some(s) = self.peers.get_mut(&subscriber) else {
+            return;
+        };
+        let mut removed = false;
+        let mut i = 0;
+        while i < s.subscriptions.len() {
+            if which(&s.subscriptions[i]) {
+                let sub = s.subscriptions.swap_remove(i);
+                let _ = s.pc.remove_track(sub.sender_id);
+                removed = true;
+            } else {
+                i += 1;
+            }
+        }
+        if removed {
+            self.negotiate(subscriber, now);
+            self.process(subscriber, now);
+        }
+    }
+
+    fn send_datagrams(socket: &UdpSocket, pc: &mut RTCPeerConnection) {
+        while let Some(out) = pc.poll_write() {
+            // UDP send errors (e.g. ICMP unreachable echoed back) are the remote's problem; the
+            // stack's own timers recover or fail the session.
+            let _ = socket.send_to(&out.message, out.transport.peer_addr);
+        }
+    }
+
+    /// Drain everything a participant's connection produced: datagrams out, events, media in
+    /// (forwarded to subscribers on the spot).
+    fn process(&mut self, id: u64, now: Instant) {
+        let mut reads = std::mem::take(&mut self.scratch);
+        let mut events = std::mem::take(&mut self.events);
+        loop {
+            let Some(p) = self.peers.get_mut(&id) else {
+                break;
+            };
+            Self::send_datagrams(&self.socket, &mut p.pc);
+            while let Some(e) = p.pc.poll_event() {
+                events.push(e);
+            }
+            while let Some(m) = p.pc.poll_read() {
+                reads.push(m);
+            }
+            p.timeout = p.pc.poll_timeout();
+            if events.is_empty() && reads.is_empty() {
+                break;
+            }
+            for e in events.drain(..) {
+                self.on_event(id, e, now);
+            }
+            for m in reads.drain(..) {
+                match m.message {
+                    RTCMessage::RtpPacket(track, packet) => self.forward(id, &track, packet),
+                    RTCMessage::RtcpPacket(_, packets) => {
+                        for packet in &packets {
+                            if is_keyframe_request(packet.as_ref()) {
+                                for ssrc in packet.destination_ssrc() {
+                                    self.on_keyframe_request(id, ssrc, now);
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.scratch = reads;
+        self.events = events;
+    }
+
+    fn on_event(&mut self, id: u64, event: RTCPeerConnectionEvent, now: Instant) {
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let Some(p) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                tracing::debug!(participant = %p.participant, %state, "media connection state");
+                match state {
+                    RTCPeerConnectionState::Connected => {
+                        p.connected = true;
+                        let _ = p.events.send(SfuEvent::Connected);
+                        self.request_pending_keyframes(id, now);
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        p.connected = false;
+                        self.fail(id);
+                    }
+                    RTCPeerConnectionState::Disconnected => p.connected = false,
+                    _ => {}
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.publish(id, init.track_id, init.receiver_id, init.ssrc, now);
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track)) => {
+                self.unpublish(id, &track, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn publish(
+        &mut self,
+        id: u64,
+        track: String,
+        receiver_id: RTCRtpReceiverId,
+        ssrc: u32,
+        now: Instant,
+    ) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.published.contains_key(&track) {
+            return;
+        }
+        let Some(mut receiver) = p.pc.rtp_receiver(receiver_id) else {
+            return;
+        };
+        let kind = kind_of(receiver.track().kind());
+        let params = &receiver.get_parameters().rtp_parameters.codecs;
+        let Some(codec) = params.first().map(|c| c.rtp_codec.clone()) else {
+            return;
+        };
+        let codecs = params
+            .iter()
+            .map(|c| (c.payload_type, Codec::of(&c.rtp_codec.mime_type)))
+            .collect();
+        let public_id = format!("{}-{}", p.participant, self.next_track);
+        self.next_track += 1;
+        let _ = p.events.send(SfuEvent::TrackPublished {
+            track_id: public_id.clone(),
+            kind,
+        });
+        p.published.insert(
+            track.clone(),
+            Published {
+                public_id,
+                kind,
+                receiver_id,
+                ssrc,
+                codec,
+                codecs,
+                last_keyframe_request: None,
+            },
+        );
+        let consultation = p.consultation.clone();
+        self.metrics().tracks.increment(1.0);
+        let others: Vec<u64> = self
+            .rooms
+            .get(&consultation)
+            .map(|m| m.iter().copied().filter(|&m| m != id).collect())
+            .unwrap_or_default();
+        for s in others {
+            self.subscribe(s, id, &track);
+            self.negotiate(s, now);
+            self.process(s, now);
+        }
+    }
+
+    fn unpublish(&mut self, id: u64, track: &str, now: Instant) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(gone) = p.published.remove(track) else {
+            return;
+        };
+        let _ = p.events.send(SfuEvent::TrackUnpublished {
+            track_id: gone.public_id,
+        });
+        let consultation = p.consultation.clone();
+        self.metrics().tracks.decrement(1.0);
+        let others: Vec<u64> = self
+            .rooms
+            .get(&consultation)
+            .map(|m| m.iter().copied().filter(|&m| m != id).collect())
+            .unwrap_or_default();
+        for s in others {
+            self.unsubscribe(s, |sub| sub.publisher == id && sub.source == track, now);
+        }
+    }
+
+    /// Forward one packet from `publisher`'s track `source` to every subscription of it.
+    fn forward(&mut self, publisher: u64, source: &str, packet: rtc::rtp::Packet) {
+        let size = (packet.header.marshal_size() + packet.payload.len()) as u64;
+        let m = self.metrics.get_or_insert_with(Metrics::new);
+        m.packets_in.increment(1);
+        m.bytes_in.increment(size);
+        let Some(p) = self.peers.get(&publisher) else {
+            return;
+        };
+        // The codec of this packet on the publisher's side, to resolve payload types below.
+        let codec = p
+            .published
+            .get(source)
+            .and_then(|t| t.codecs.iter().find(|c| c.0 == packet.header.payload_type))
+            .map(|c| c.1);
+        let Some(members) = self.rooms.get(&p.consultation) else {
+            return;
+        };
+        let mut sent = 0u64;
+        let mut sent_bytes = 0u64;
+        for &sid in members {
+            if sid == publisher {
+                continue;
+            }
+            let Some(s) = self.peers.get_mut(&sid) else {
+                continue;
+            };
+            if !s.connected {
+                continue;
+            }
+            for sub in s
+                .subscriptions
+                .iter_mut()
+                .filter(|sub| sub.publisher == publisher && sub.source == source)
+            {
+                let mut out = packet.clone();
+                let mut result = forward::translate(&mut out, sub.ssrc, &sub.payload);
+                if result == Err(forward::Drop::Unresolved) {
+                    let incoming = out.header.payload_type;
+                    let outgoing = codec.and_then(|codec| {
+                        let mut sender = s.pc.rtp_sender(sub.sender_id)?;
+                        sender
+                            .get_parameters()
+                            .rtp_parameters
+                            .codecs
+                            .iter()
+                            .find(|c| Codec::of(&c.rtp_codec.mime_type) == codec)
+                            .map(|c| c.payload_type)
+                    });
+                    sub.payload.set(incoming, outgoing);
+                    result = forward::translate(&mut out, sub.ssrc, &sub.payload);
+                }
+                if result.is_err() {
+                    continue;
+                }
+                if let Some(mut sender) = s.pc.rtp_sender(sub.sender_id) {
+                    let len = out.payload.len() as u64;
+                    if sender.write_rtp(Instant::now(), out).is_ok() {
+                        sent += 1;
+                        sent_bytes += len + 12;
+                    }
+                }
+            }
+            Self::send_datagrams(&self.socket, &mut s.pc);
+        }
+        let m = self.metrics.get_or_insert_with(Metrics::new);
+        m.packets_out.increment(sent);
+        m.bytes_out.increment(sent_bytes);
+    }
+
+    /// A subscriber asked for a keyframe of the track it receives on `ssrc`.
+    fn on_keyframe_request(&mut self, subscriber: u64, ssrc: u32, now: Instant) {
+        let Some(s) = self.peers.get(&subscriber) else {
+            return;
+        };
+        let Some(sub) = s.subscriptions.iter().find(|sub| sub.ssrc == ssrc) else {
+            return;
+        };
+        let (publisher, source) = (sub.publisher, sub.source.clone());
+        self.request_keyframe(publisher, &source, now);
+    }
+
+    /// Ask for keyframes on behalf of a subscriber that just became able to receive.
+    fn request_pending_keyframes(&mut self, subscriber: u64, now: Instant) {
+        let Some(s) = self.peers.get_mut(&subscriber) else {
+            return;
+        };
+        if !s.connected || s.awaiting_answer {
+            return;
+        }
+        let wanted: Vec<(u64, String)> = s
+            .subscriptions
+            .iter_mut()
+            .filter(|sub| sub.needs_keyframe && sub.kind == Kind::Video)
+            .map(|sub| {
+                sub.needs_keyframe = false;
+                (sub.publisher, sub.source.clone())
+            })
+            .collect();
+        for (publisher, source) in wanted {
+            self.request_keyframe(publisher, &source, now);
+        }
+    }
+
+    fn request_keyframe(&mut self, publisher: u64, source: &str, now: Instant) {
+        let Some(p) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let Some(track) = p.published.get_mut(source) else {
+            return;
+        };
+        if track
+            .last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        track.last_keyframe_request = Some(now);
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: track.ssrc,
+        };
+        let receiver_id = track.receiver_id;
+        if let Some(mut receiver) = p.pc.rtp_receiver(receiver_id) {
+            let _ = receiver.write_rtcp(now, vec![Box::new(pli)]);
+        }
+        Self::send_datagrams(&self.socket, &mut p.pc);
+        self.metrics().keyframe_requests.increment(1);
+    }
+}
+
+/// The UDP reader: demultiplex each datagram to the worker owning its participant.
+pub fn read_loop(
+    socket: &UdpSocket,
+    _local_addr: SocketAddr,
+    routes: &Routes,
+    workers: &[mpsc::Sender<Input>],
+) {
+    let unknown = metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "unknown_source");
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::Interrupted
+                    || e.kind() == std::io::ErrorKind::ConnectionReset
+                    || e.kind() == std::io::ErrorKind::ConnectionRefused
+                {
+                    continue;
+                }
+                tracing::error!(error = %e, "media socket read failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let data = &buf[..n];
+        let key = match stun::binding_request_local_ufrag(data) {
+            Some(ufrag) => match routes.by_ufrag.get(ufrag).map(|k| *k) {
+                Some(k) => {
+                    if routes.by_addr.get(&from).map(|e| *e) != Some(k) {
+                        routes.by_addr.insert(from, k);
+                    }
+                    Some(k)
+                }
+                None => None,
+            },
+            None => routes.by_addr.get(&from).map(|k| *k),
+        };
+        match key {
+            Some(key) => {
+                let _ = workers[key.worker].send(Input::Datagram {
+                    key,
+                    from,
+                    at: Instant::now(),
+                    data: BytesMut::from(data),
+                });
+            }
+            None => unknown.increment(1),
+        }
+    }
+}
