@@ -1,0 +1,375 @@
+// Test harness for the browser end-to-end tests: starts the real `teleconsult` binary on free
+// loopback ports, mints join tokens with its CLI, and drives headless Chromium (Debian's
+// /usr/bin/chromium; playwright-core never downloads a browser) with a fake camera and microphone.
+
+import { spawn, execFile } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import dgram from 'node:dgram';
+import { mkdirSync, existsSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+const execFileP = promisify(execFile);
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const BIN = process.env.TELECONSULT_BIN || path.join(REPO_ROOT, 'target', 'debug', 'teleconsult');
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+export const RESULTS_DIR = path.join(REPO_ROOT, 'web-client', 'test-results');
+
+export const CHROMIUM_ARGS = [
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--allow-loopback-in-peer-connection',
+  // Remote audio starts without a click on every page (the Join click counts too, but a
+  // reconnection or a practitioner's page must not depend on it).
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+/** The development signing secret (signaling/src/config.rs); used only to craft bad tokens. */
+export const DEV_SIGNING_SECRET = 'teleconsult-development-secret-do-not-use-in-production';
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A free TCP port on 127.0.0.1. */
+export function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** A free UDP port on 127.0.0.1. */
+export function freeUdpPort() {
+  return new Promise((resolve, reject) => {
+    const sock = dgram.createSocket('udp4');
+    sock.on('error', reject);
+    sock.bind(0, '127.0.0.1', () => {
+      const { port } = sock.address();
+      sock.close(() => resolve(port));
+    });
+  });
+}
+
+let uniq = 0;
+/** A consultation id unique to this process. */
+export function consultationId(prefix = 'c') {
+  uniq += 1;
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${uniq}`;
+}
+
+/**
+ * Start `teleconsult serve --dev` on free loopback ports and wait for `GET /healthz`.
+ * @returns {Promise<Server>}
+ */
+export async function startServer({ extraEnv = {}, timeoutMs = 30_000 } = {}) {
+  if (!existsSync(BIN)) {
+    throw new Error(
+      `server binary not found at ${BIN}: build it with \`cargo build -p teleconsult\` or set TELECONSULT_BIN`,
+    );
+  }
+  const port = await freeTcpPort();
+  const udpPort = await freeUdpPort();
+  const env = {
+    ...process.env,
+    TELECONSULT_SERVER__PORT: String(port),
+    TELECONSULT_SERVER__BIND: '127.0.0.1',
+    TELECONSULT_MEDIA__UDP_PORT: String(udpPort),
+    TELECONSULT_MEDIA__BIND: '127.0.0.1',
+    ...extraEnv,
+  };
+  const child = spawn(BIN, ['serve', '--dev'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = [];
+  const keep = (chunk) => {
+    log.push(chunk.toString());
+    if (log.length > 2000) log.splice(0, log.length - 2000);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  let exited = null;
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+  });
+
+  const server = new Server({ child, port, udpPort, env, log: () => log.join('') });
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (exited) {
+      throw new Error(`teleconsult exited early (${JSON.stringify(exited)}):\n${server.logText()}`);
+    }
+    try {
+      const res = await fetch(`${base}/healthz`);
+      if (res.ok) break;
+    } catch {
+      /* not listening yet */
+    }
+    if (Date.now() > deadline) {
+      await server.stop();
+      throw new Error(`teleconsult did not answer /healthz within ${timeoutMs} ms:\n${server.logText()}`);
+    }
+    await sleep(100);
+  }
+  return server;
+}
+
+export class Server {
+  constructor({ child, port, udpPort, env, log }) {
+    this.child = child;
+    this.port = port;
+    this.udpPort = udpPort;
+    this.env = env;
+    this.logText = log;
+    this.base = `http://127.0.0.1:${port}`;
+  }
+
+  /** Mint a join token with the server's CLI; returns the raw token. */
+  async mintToken({ consultation, identity, role }) {
+    const { stdout } = await execFileP(
+      BIN,
+      ['token', '--dev', '--consultation', consultation, '--identity', identity, '--role', role],
+      { env: this.env, timeout: 15_000 },
+    );
+    const m = /#token=([A-Za-z0-9_\-.]+)/.exec(stdout);
+    if (!m) throw new Error('`teleconsult token` printed no link containing #token=');
+    return m[1];
+  }
+
+  /** The join link on our port (the CLI's link may name another host or port). */
+  joinUrl(token) {
+    return `${this.base}/join#token=${token}`;
+  }
+
+  async stop() {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const done = new Promise((r) => this.child.once('exit', r));
+    this.child.kill('SIGTERM');
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 5_000);
+    await done;
+    clearTimeout(t);
+  }
+}
+
+/** Launch Debian's Chromium. */
+export function launchBrowser() {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`Chromium not found at ${CHROMIUM}: run scripts/install-test-deps`);
+  }
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+}
+
+/**
+ * One participant: its own browser context (cookies, storage, devices) and page.
+ */
+export class Participant {
+  constructor({ context, page, identity, role, token, label }) {
+    this.context = context;
+    this.page = page;
+    this.identity = identity;
+    this.role = role;
+    this.token = token;
+    this.label = label;
+    this.console = [];
+    page.on('console', (msg) => this.console.push(`[${msg.type()}] ${msg.text()}`));
+    page.on('pageerror', (err) => this.console.push(`[pageerror] ${err.message}`));
+  }
+
+  joinButton() {
+    return this.page.getByRole('button', { name: 'Join', exact: true });
+  }
+
+  async join() {
+    await this.joinButton().click();
+  }
+
+  /** Everything the page logged: the token must never appear in it. */
+  consoleText() {
+    return this.console.join('\n');
+  }
+}
+
+/**
+ * Mint a token and open the join page in a fresh context; waits for the pre-join screen.
+ */
+export async function openParticipant(browser, server, { consultation, identity, role }) {
+  const token = await server.mintToken({ consultation, identity, role });
+  return openLink(browser, server.joinUrl(token), { identity, role, token });
+}
+
+export async function openLink(browser, url, { identity = '', role = '', token = '' } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
+  const origin = new URL(url).origin;
+  await context.grantPermissions(['camera', 'microphone'], { origin });
+  const page = await context.newPage();
+  const p = new Participant({ context, page, identity, role, token, label: identity || 'anonymous' });
+  await page.goto(url);
+  return p;
+}
+
+/** Wait until the Join button is enabled (the camera preview has started or failed). */
+export async function waitForPrejoin(p) {
+  await p.joinButton().waitFor({ state: 'visible' });
+  await p.page.waitForFunction(() => {
+    const b = document.getElementById('join');
+    return b && !b.disabled;
+  });
+}
+
+/** The practitioner admits `name` from the "Waiting room" region. */
+export async function admit(practitioner, name) {
+  const region = practitioner.page.getByRole('region', { name: 'Waiting room' });
+  await region.getByRole('button', { name: `Admit ${name}`, exact: true }).click();
+}
+
+/** Inbound RTP stats of the page's current peer connection. */
+export function inboundStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.teleconsult && window.teleconsult.pc;
+    if (!pc) return [];
+    const report = await pc.getStats();
+    const out = [];
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp') {
+        out.push({
+          id: s.id,
+          kind: s.kind,
+          ssrc: s.ssrc,
+          mid: s.mid ?? null,
+          trackIdentifier: s.trackIdentifier ?? null,
+          packetsReceived: s.packetsReceived ?? 0,
+          framesDecoded: s.framesDecoded ?? 0,
+        });
+      }
+    });
+    return out;
+  });
+}
+
+/**
+ * Wait until the page decodes `videos` remote videos (framesDecoded growing between two samples
+ * `gapMs` apart) and receives `audios` remote audio streams (packetsReceived > 0).
+ * Throws with the last stats seen when the deadline passes.
+ */
+export async function waitForRemoteMedia(p, { videos, audios = videos, timeoutMs = 10_000, gapMs = 1_000 }) {
+  const deadline = Date.now() + timeoutMs;
+  let last = [];
+  let growing = [];
+  while (Date.now() < deadline) {
+    const a = await inboundStats(p.page);
+    const decoding = a.filter((s) => s.kind === 'video' && s.framesDecoded > 0);
+    const hearing = a.filter((s) => s.kind === 'audio' && s.packetsReceived > 0);
+    if (decoding.length >= videos && hearing.length >= audios) {
+      await sleep(gapMs);
+      const b = await inboundStats(p.page);
+      last = b;
+      growing = b.filter((s) => {
+        if (s.kind !== 'video') return false;
+        const before = a.find((x) => x.id === s.id);
+        return before && s.framesDecoded > before.framesDecoded;
+      });
+      const audioNow = b.filter((s) => s.kind === 'audio' && s.packetsReceived > 0);
+      if (growing.length >= videos && audioNow.length >= audios) {
+        return { stats: b, growingVideos: growing, audio: audioNow };
+      }
+    } else {
+      last = a;
+    }
+    await sleep(200);
+  }
+  throw new Error(
+    `${p.label}: expected ${videos} decoding remote videos and ${audios} remote audio streams ` +
+      `within ${timeoutMs} ms; last inbound-rtp stats: ${JSON.stringify(last)}`,
+  );
+}
+
+/** Remote tiles on a page (one `li` per remote participant). */
+export function tiles(p) {
+  return p.page.locator('#tiles > li');
+}
+
+/** The heading of the page's current screen. */
+export function visibleHeading(p) {
+  return p.page.locator('section.screen:not([hidden]) h1');
+}
+
+/**
+ * Run `fn` with a browser and a server; on failure, save screenshots, page consoles and the
+ * server log under web-client/test-results/<name>/ before rethrowing. Always cleans up.
+ */
+export async function withCall(name, fn) {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  const participants = [];
+  const ctx = {
+    server,
+    browser,
+    participants,
+    async open(opts) {
+      const p = await openParticipant(browser, server, opts);
+      participants.push(p);
+      return p;
+    },
+    async openLink(url, opts) {
+      const p = await openLink(browser, url, opts);
+      participants.push(p);
+      return p;
+    },
+  };
+  try {
+    await fn(ctx);
+    for (const p of participants) {
+      if (p.token && p.consoleText().includes(p.token)) {
+        throw new Error(`${p.label}: the join token appeared in the browser console`);
+      }
+    }
+  } catch (err) {
+    await saveDiagnostics(name, ctx).catch(() => {});
+    throw err;
+  } finally {
+    await browser.close().catch(() => {});
+    await server.stop().catch(() => {});
+  }
+}
+
+async function saveDiagnostics(name, { server, participants }) {
+  const dir = path.join(RESULTS_DIR, name.replace(/[^A-Za-z0-9_-]+/g, '_'));
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'server.log'), redact(server.logText(), participants));
+  let i = 0;
+  for (const p of participants) {
+    i += 1;
+    const base = path.join(dir, `${i}-${p.label.replace(/[^A-Za-z0-9_-]+/g, '_')}`);
+    writeFileSync(`${base}.console.txt`, redact(p.consoleText(), participants));
+    await p.page.screenshot({ path: `${base}.png`, fullPage: true }).catch(() => {});
+    const stats = await inboundStats(p.page).catch(() => []);
+    writeFileSync(`${base}.stats.json`, JSON.stringify(stats, null, 2));
+  }
+  process.stderr.write(`diagnostics saved in ${dir}\n`);
+}
+
+function redact(text, participants) {
+  let out = text;
+  for (const p of participants) if (p.token) out = out.split(p.token).join('<token>');
+  return out;
+}
+
+/** A token signed with the development secret, with claims of our choosing (for error paths). */
+export function craftToken(claims, secret = DEV_SIGNING_SECRET) {
+  const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
+  const sig = createHmac('sha256', secret).update(body).digest('base64url');
+  return `${body}.${sig}`;
+}
