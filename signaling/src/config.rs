@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// The development signing secret used by `serve --dev` and `token --dev`. Refused outside dev mode.
 pub const DEV_SIGNING_SECRET: &str = "teleconsult-development-secret-do-not-use-in-production";
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -80,18 +80,6 @@ impl std::fmt::Debug for AuthConfig {
             .field("signing_secret", &"<redacted>")
             .field("token_ttl_secs", &self.token_ttl_secs)
             .finish()
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            media: MediaConfig::default(),
-            consultation: ConsultationConfig::default(),
-            signaling: SignalingConfig::default(),
-            auth: AuthConfig::default(),
-        }
     }
 }
 
@@ -317,13 +305,15 @@ impl Config {
                 "missing: required when media.bind is a wildcard address (the address browsers reach the server at)",
             );
         }
-        if let Some(ip) = self.media.announce_ip {
-            if ip.is_unspecified() || ip.is_multicast() {
-                bad(
-                    "media.announce_ip",
-                    "must be a unicast address, not a wildcard or multicast address",
-                );
-            }
+        if self
+            .media
+            .announce_ip
+            .is_some_and(|ip| ip.is_unspecified() || ip.is_multicast())
+        {
+            bad(
+                "media.announce_ip",
+                "must be a unicast address, not a wildcard or multicast address",
+            );
         }
         if self.media.workers > 256 {
             bad("media.workers", "must be in 0..=256 (0 = one per CPU core)");
@@ -473,10 +463,12 @@ fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), Config
     let mut candidates = Vec::with_capacity(2);
     if current_is_string {
         // A string key takes the value verbatim (a secret may look like a TOML literal).
-    } else if let Ok(mut t) = format!("v = {raw}").parse::<toml::Table>() {
-        if let Some(v) = t.remove("v") {
-            candidates.push(v);
-        }
+    } else if let Some(v) = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+    {
+        candidates.push(v);
     }
     candidates.push(toml::Value::String(raw.to_string()));
     let mut first_error = None;
