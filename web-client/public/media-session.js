@@ -14,7 +14,8 @@ export class MediaSession {
   constructor({ localStream, iceServers = [], send, onTrack, onConnectionState, onError }) {
     this.send = send;
     this.onError = onError ?? (() => {});
-    this.pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    // Default bundle policy: as the answerer we bundle whatever the server's offer bundles.
+    this.pc = new RTCPeerConnection({ iceServers });
     this.closed = false;
     // Offers are applied strictly one after another.
     this.queue = Promise.resolve();
