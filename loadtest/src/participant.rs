@@ -1,0 +1,125 @@
+//! A synthetic participant: joins through the WebSocket signalling like a browser, answers every
+//! offer with its [`SyntheticPeer`], and keeps every other server message for inspection.
+
+use crate::peer::{BoxError, SyntheticPeer};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use teleconsult::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How the server closed the socket (code, reason), once it has.
+pub type Closed = Arc<std::sync::Mutex<Option<(u16, String)>>>;
+
+pub struct Participant {
+    outbox: mpsc::UnboundedSender<ClientMessage>,
+    inbox: mpsc::UnboundedReceiver<ServerMessage>,
+    /// Every server message so far (including those already taken from the inbox).
+    pub history: Arc<std::sync::Mutex<Vec<ServerMessage>>>,
+    pub closed: Closed,
+    pub peer: Arc<SyntheticPeer>,
+    pub id: String,
+}
+
+impl Participant {
+    /// Connect to `ws_url` (e.g. `ws://127.0.0.1:PORT/ws`) and join with `token`. Returns once
+    /// `joined` arrives.
+    pub async fn join(ws_url: &str, token: &str) -> Result<Participant, BoxError> {
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
+        let (mut sink, mut stream) = ws.split();
+        let peer = Arc::new(SyntheticPeer::new().await?);
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
+        let (in_tx, in_rx) = mpsc::unbounded_channel::<ServerMessage>();
+        let history = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let closed: Closed = Arc::default();
+        out_tx.send(ClientMessage::Join {
+            token: token.to_string(),
+            protocol: Some(PROTOCOL_VERSION),
+            consultation: None,
+        })?;
+        tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                let text = serde_json::to_string(&m).expect("client messages serialise");
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        {
+            let (peer, out_tx, history, closed) =
+                (peer.clone(), out_tx.clone(), history.clone(), closed.clone());
+            tokio::spawn(async move {
+                while let Some(Ok(msg)) = stream.next().await {
+                    let text = match msg {
+                        Message::Text(t) => t,
+                        Message::Close(frame) => {
+                            *closed.lock().unwrap() = Some(
+                                frame
+                                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                                    .unwrap_or((1005, String::new())),
+                            );
+                            break;
+                        }
+                        _ => continue,
+                    };
+                    let Ok(m) = serde_json::from_str::<ServerMessage>(&text) else {
+                        continue;
+                    };
+                    history.lock().unwrap().push(m.clone());
+                    if let ServerMessage::Offer { sdp } = &m {
+                        match peer.answer(sdp.clone()).await {
+                            Ok(answer) => {
+                                let _ = out_tx.send(ClientMessage::Answer { sdp: answer });
+                            }
+                            Err(e) => tracing::warn!(error = %e, "could not answer"),
+                        }
+                    }
+                    let _ = in_tx.send(m);
+                }
+                closed.lock().unwrap().get_or_insert((1006, String::new()));
+            });
+        }
+        let mut p = Participant {
+            outbox: out_tx,
+            inbox: in_rx,
+            history,
+            closed,
+            peer,
+            id: String::new(),
+        };
+        let joined = p
+            .expect(Duration::from_secs(10), |m| matches!(m, ServerMessage::Joined { .. }))
+            .await?;
+        if let ServerMessage::Joined { you, .. } = joined {
+            p.id = you.id;
+        }
+        Ok(p)
+    }
+
+    pub fn send(&self, msg: ClientMessage) {
+        let _ = self.outbox.send(msg);
+    }
+
+    /// Wait for the next server message matching `pred` (others are skipped).
+    pub async fn expect(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&ServerMessage) -> bool,
+    ) -> Result<ServerMessage, BoxError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+                Ok(Some(m)) if pred(&m) => return Ok(m),
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err("connection closed".into()),
+                Err(_) => return Err("timed out waiting for a message".into()),
+            }
+        }
+    }
+
+    /// Close code once the server has closed the socket.
+    pub fn close_code(&self) -> Option<(u16, String)> {
+        self.closed.lock().unwrap().clone()
+    }
+}

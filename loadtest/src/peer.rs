@@ -1,0 +1,322 @@
+//! A synthetic media peer: a real webrtc-rs `PeerConnection` that answers the server's offers,
+//! publishes an Opus and a VP8 track with verifiable payloads, and counts what it receives.
+//!
+//! Payload format (so a receiver can check a packet arrived intact and who sent it):
+//! `"TC" kind(0 audio, 1 video) tag(u16) seq(u16) filler...`, where `filler[i] = tag + seq + i`.
+
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use teleconsult_sfu::keyframe::{DeliverKeyframeRequests, is_keyframe_request};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCPeerConnectionState,
+};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const AUDIO: u8 = 0;
+const VIDEO: u8 = 1;
+const PAYLOAD_LEN: usize = 160;
+
+/// Build a verifiable payload.
+pub fn payload(kind: u8, tag: u16, seq: u16) -> Vec<u8> {
+    let mut p = Vec::with_capacity(PAYLOAD_LEN);
+    p.extend_from_slice(b"TC");
+    p.push(kind);
+    p.extend_from_slice(&tag.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    let base = tag.wrapping_add(seq) as u8;
+    for i in 0..(PAYLOAD_LEN - p.len()) {
+        p.push(base.wrapping_add(i as u8));
+    }
+    p
+}
+
+/// Parse and check a payload: `Some((kind, tag, seq))` if intact.
+pub fn check_payload(p: &[u8]) -> Option<(u8, u16, u16)> {
+    if p.len() != PAYLOAD_LEN || &p[..2] != b"TC" {
+        return None;
+    }
+    let kind = p[2];
+    let tag = u16::from_be_bytes([p[3], p[4]]);
+    let seq = u16::from_be_bytes([p[5], p[6]]);
+    (p == payload(kind, tag, seq).as_slice()).then_some((kind, tag, seq))
+}
+
+/// What one peer received from one publisher (stream id = publisher's participant id).
+#[derive(Clone, Debug, Default)]
+pub struct Received {
+    pub audio_packets: u64,
+    pub video_packets: u64,
+    pub corrupt: u64,
+    /// Publisher tags seen in payloads.
+    pub tags: HashSet<u16>,
+    audio_seqs: HashSet<u16>,
+    video_seqs: HashSet<u16>,
+}
+
+impl Received {
+    pub fn distinct_audio(&self) -> usize {
+        self.audio_seqs.len()
+    }
+    pub fn distinct_video(&self) -> usize {
+        self.video_seqs.len()
+    }
+}
+
+#[derive(Default)]
+pub struct PeerStats {
+    pub received: Mutex<HashMap<String, Received>>,
+    pub keyframe_requests: AtomicU64,
+    pub connected: AtomicBool,
+    pub failed: AtomicBool,
+    pub sent_audio: AtomicU64,
+    pub sent_video: AtomicU64,
+}
+
+struct Handler {
+    stats: Arc<PeerStats>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        match state {
+            RTCPeerConnectionState::Connected => self.stats.connected.store(true, Ordering::SeqCst),
+            RTCPeerConnectionState::Failed => self.stats.failed.store(true, Ordering::SeqCst),
+            _ => {}
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let stream = track.stream_id().await;
+            while let Some(evt) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(packet) = evt {
+                    let mut all = stats.received.lock().unwrap();
+                    let r = all.entry(stream.clone()).or_default();
+                    match check_payload(&packet.payload) {
+                        Some((kind, tag, seq)) => {
+                            r.tags.insert(tag);
+                            if kind == AUDIO {
+                                r.audio_packets += 1;
+                                r.audio_seqs.insert(seq);
+                            } else {
+                                r.video_packets += 1;
+                                r.video_seqs.insert(seq);
+                            }
+                        }
+                        None => r.corrupt += 1,
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
+    let audio = RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: 111,
+    };
+    let video = RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: 96,
+    };
+    (audio, video)
+}
+
+fn local_track(kind: RtpCodecKind, codec: &RTCRtpCodec, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    let name = format!("synthetic-{kind}");
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "synthetic".to_string(),
+        name.clone(),
+        name,
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec.clone(),
+            ..Default::default()
+        }],
+    )))
+}
+
+/// A synthetic participant's media side.
+pub struct SyntheticPeer {
+    pc: Box<dyn PeerConnection>,
+    pub stats: Arc<PeerStats>,
+    audio: Arc<TrackLocalStaticRTP>,
+    video: Arc<TrackLocalStaticRTP>,
+    audio_ssrc: u32,
+    video_ssrc: u32,
+}
+
+impl SyntheticPeer {
+    pub async fn new() -> Result<SyntheticPeer, BoxError> {
+        let (audio_codec, video_codec) = codecs();
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_codec(audio_codec.clone(), RtpCodecKind::Audio)?;
+        media_engine.register_codec(video_codec.clone(), RtpCodecKind::Video)?;
+        let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+        let registry = register_default_interceptors(registry, &mut media_engine)?;
+        let stats = Arc::new(PeerStats::default());
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler {
+                stats: stats.clone(),
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await?;
+        let audio_ssrc = rand::random::<u32>();
+        let video_ssrc = rand::random::<u32>();
+        let audio = local_track(RtpCodecKind::Audio, &audio_codec.rtp_codec, audio_ssrc);
+        let video = local_track(RtpCodecKind::Video, &video_codec.rtp_codec, video_ssrc);
+        pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await?;
+        pc.add_track(video.clone() as Arc<dyn TrackLocal>).await?;
+        // Count keyframe requests the SFU sends us about our video.
+        {
+            let video = video.clone();
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                while let Some(evt) = video.poll().await {
+                    let TrackLocalEvent::OnRtcpPacket(packets) = evt else {
+                        continue;
+                    };
+                    let n = packets
+                        .iter()
+                        .filter(|p| is_keyframe_request(p.as_ref()))
+                        .count();
+                    stats.keyframe_requests.fetch_add(n as u64, Ordering::SeqCst);
+                }
+            });
+        }
+        Ok(SyntheticPeer {
+            pc: Box::new(pc),
+            stats,
+            audio,
+            video,
+            audio_ssrc,
+            video_ssrc,
+        })
+    }
+
+    /// Apply the server's offer; returns our answer SDP.
+    pub async fn answer(&self, offer_sdp: String) -> Result<String, BoxError> {
+        let offer = RTCSessionDescription::offer(offer_sdp)?;
+        self.pc.set_remote_description(offer).await?;
+        let answer = self.pc.create_answer(None).await?;
+        self.pc.set_local_description(answer.clone()).await?;
+        Ok(answer.sdp)
+    }
+
+    /// Publish audio (every 20 ms) and video (every 33 ms) packets tagged with `tag` until the
+    /// returned handle is aborted.
+    pub fn start_publishing(&self, tag: u16) -> tokio::task::JoinHandle<()> {
+        let (audio, video) = (self.audio.clone(), self.video.clone());
+        let (audio_ssrc, video_ssrc) = (self.audio_ssrc, self.video_ssrc);
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut n: u32 = 0;
+            let (mut aseq, mut vseq) = (0u16, 0u16);
+            loop {
+                tick.tick().await;
+                n += 1;
+                if n % 2 == 0 {
+                    let p = packet(111, audio_ssrc, aseq, aseq as u32 * 960, payload(AUDIO, tag, aseq));
+                    if audio.write_rtp(p).await.is_ok() {
+                        stats.sent_audio.fetch_add(1, Ordering::Relaxed);
+                    }
+                    aseq = aseq.wrapping_add(1);
+                }
+                if n % 3 == 0 {
+                    let p = packet(96, video_ssrc, vseq, vseq as u32 * 3000, payload(VIDEO, tag, vseq));
+                    if video.write_rtp(p).await.is_ok() {
+                        stats.sent_video.fetch_add(1, Ordering::Relaxed);
+                    }
+                    vseq = vseq.wrapping_add(1);
+                }
+            }
+        })
+    }
+
+    pub fn received(&self) -> HashMap<String, Received> {
+        self.stats.received.lock().unwrap().clone()
+    }
+
+    pub fn keyframe_requests(&self) -> u64 {
+        self.stats.keyframe_requests.load(Ordering::SeqCst)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.stats.connected.load(Ordering::SeqCst)
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+fn packet(pt: u8, ssrc: u32, seq: u16, ts: u32, payload: Vec<u8>) -> rtc::rtp::Packet {
+    rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            marker: true,
+            ..Default::default()
+        },
+        payload: payload.into(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_detect_corruption() {
+        let p = payload(VIDEO, 7, 65535);
+        assert_eq!(check_payload(&p), Some((VIDEO, 7, 65535)));
+        let mut q = p.clone();
+        q[100] ^= 1;
+        assert_eq!(check_payload(&q), None);
+        assert_eq!(check_payload(&p[..50]), None);
+    }
+}
