@@ -40,29 +40,48 @@ export const DEV_SIGNING_SECRET = 'teleconsult-development-secret-do-not-use-in-
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** A free TCP port on 127.0.0.1. */
-export function freeTcpPort() {
-  return new Promise((resolve, reject) => {
+// Ports are picked at random below the kernel's ephemeral range (32768+ on Linux), where other
+// programs binding port 0 (parallel `cargo test` servers, browsers) cannot take them meanwhile.
+const PORT_LOW = 20_000;
+const PORT_HIGH = 32_000;
+const randomPort = () => PORT_LOW + Math.floor(Math.random() * (PORT_HIGH - PORT_LOW));
+
+function tcpFree(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 
-/** A free UDP port on 127.0.0.1. */
-export function freeUdpPort() {
-  return new Promise((resolve, reject) => {
+function udpFree(port) {
+  return new Promise((resolve) => {
     const sock = dgram.createSocket('udp4');
-    sock.on('error', reject);
-    sock.bind(0, '127.0.0.1', () => {
-      const { port } = sock.address();
-      sock.close(() => resolve(port));
+    sock.once('error', () => {
+      sock.close();
+      resolve(false);
     });
+    sock.bind(port, '127.0.0.1', () => sock.close(() => resolve(true)));
   });
+}
+
+/** A free TCP port on 127.0.0.1. */
+export async function freeTcpPort() {
+  for (let i = 0; i < 200; i += 1) {
+    const port = randomPort();
+    if (await tcpFree(port)) return port;
+  }
+  throw new Error('no free TCP port found');
+}
+
+/** A free UDP port on 127.0.0.1. */
+export async function freeUdpPort() {
+  for (let i = 0; i < 200; i += 1) {
+    const port = randomPort();
+    if (await udpFree(port)) return port;
+  }
+  throw new Error('no free UDP port found');
 }
 
 let uniq = 0;
@@ -114,7 +133,9 @@ export async function startServer({ extraEnv = {}, timeoutMs = 30_000 } = {}) {
     }
     try {
       const res = await fetch(`${base}/healthz`);
-      if (res.ok) break;
+      // Make sure it is our process that answered (not another program on a reused port).
+      await sleep(50);
+      if (res.ok && !exited) break;
     } catch {
       /* not listening yet */
     }
