@@ -4,7 +4,10 @@
 
 pub mod config;
 pub mod consultation;
+pub mod http;
 pub mod protocol;
+pub mod server;
+pub mod telemetry;
 pub mod token;
 pub mod ws;
 

@@ -1,0 +1,83 @@
+//! Prometheus metrics: one process-wide recorder (installed once, however many servers a test
+//! process starts), the metric names, and their descriptions.
+
+use metrics::{describe_counter, describe_gauge, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Metric names, shared by the signalling edge and the SFU.
+pub mod names {
+    pub const CONSULTATIONS: &str = "teleconsult_consultations";
+    pub const PARTICIPANTS: &str = "teleconsult_participants";
+    pub const TRACKS: &str = "teleconsult_tracks";
+    pub const RTP_PACKETS_IN: &str = "teleconsult_rtp_packets_in_total";
+    pub const RTP_BYTES_IN: &str = "teleconsult_rtp_bytes_in_total";
+    pub const RTP_PACKETS_OUT: &str = "teleconsult_rtp_packets_out_total";
+    pub const RTP_BYTES_OUT: &str = "teleconsult_rtp_bytes_out_total";
+    /// Label `reason`.
+    pub const MEDIA_DATAGRAMS_DROPPED: &str = "teleconsult_media_datagrams_dropped_total";
+    pub const WEBSOCKET_CONNECTIONS: &str = "teleconsult_websocket_connections";
+    /// Label `kind`.
+    pub const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the global Prometheus recorder (first call only), describe every metric and make the
+/// unlabelled ones visible at zero. Returns the handle that renders the scrape text.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let handle = match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => handle,
+            Err(e) => {
+                // Another recorder owns the process (e.g. a test harness): /metrics will render
+                // an empty page rather than fail.
+                tracing::warn!(error = %e, "metrics recorder not installed");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        };
+        describe();
+        touch();
+        handle
+    })
+}
+
+fn describe() {
+    use names::*;
+    describe_gauge!(CONSULTATIONS, "Consultations in progress");
+    describe_gauge!(
+        PARTICIPANTS,
+        "Participants connected (waiting, admitted or reconnecting)"
+    );
+    describe_gauge!(TRACKS, "Published tracks");
+    describe_counter!(RTP_PACKETS_IN, "RTP packets received from publishers");
+    describe_counter!(RTP_BYTES_IN, Unit::Bytes, "RTP bytes received from publishers");
+    describe_counter!(RTP_PACKETS_OUT, "RTP packets forwarded to subscribers");
+    describe_counter!(RTP_BYTES_OUT, Unit::Bytes, "RTP bytes forwarded to subscribers");
+    describe_counter!(
+        MEDIA_DATAGRAMS_DROPPED,
+        "Media UDP datagrams dropped, by reason"
+    );
+    describe_gauge!(WEBSOCKET_CONNECTIONS, "Open signalling WebSockets");
+    describe_counter!(
+        SIGNALING_ERRORS,
+        "Signalling errors sent to clients, by kind"
+    );
+}
+
+/// Metrics only appear in the scrape once touched: register the unlabelled ones at zero.
+/// (Labelled ones appear with their first label value.)
+fn touch() {
+    use names::*;
+    for gauge in [CONSULTATIONS, PARTICIPANTS, TRACKS, WEBSOCKET_CONNECTIONS] {
+        metrics::gauge!(gauge).increment(0.0);
+    }
+    for counter in [RTP_PACKETS_IN, RTP_BYTES_IN, RTP_PACKETS_OUT, RTP_BYTES_OUT] {
+        metrics::counter!(counter).increment(0);
+    }
+}
+
+/// The current scrape text.
+pub fn render() -> String {
+    install().render()
+}
