@@ -192,8 +192,8 @@ impl Config {
         Config::load_from(path, dev, env)
     }
 
-    /// [`Config::load`] with the environment given as `(name, value)` pairs; names without the
-    /// `TELECONSULT_` prefix are ignored.
+    /// [`Config::load`] with the environment given as `(name, value)` pairs. Only names of the form
+    /// `TELECONSULT_SECTION__KEY` are read; others (`PATH`, `TELECONSULT_BIN`) are ignored.
     pub fn load_from<I, K, V>(path: Option<&Path>, dev: bool, env: I) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -225,7 +225,13 @@ impl Config {
         }
         let mut vars: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(k, _)| k.as_ref().starts_with(ENV_PREFIX))
+            // Only `TELECONSULT_SECTION__KEY` names are configuration; others with the prefix
+            // (e.g. `TELECONSULT_BIN`, used by test harnesses) are not ours to refuse.
+            .filter(|(k, _)| {
+                k.as_ref()
+                    .strip_prefix(ENV_PREFIX)
+                    .is_some_and(|rest| rest.contains("__"))
+            })
             .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
             .collect();
         vars.sort();
@@ -662,6 +668,7 @@ mod tests {
             ("TELECONSULT_AUTH__SIGNING_SECRET", SECRET),
             ("TELECONSULT_SIGNALING__MAX_MESSAGE_BYTES", "4096"),
             ("PATH", "/usr/bin"),
+            ("TELECONSULT_BIN", "/not/configuration"),
         ];
         let c = Config::load_from(None, true, env).expect("loads");
         assert_eq!(c.server.port, 9000);
@@ -698,7 +705,7 @@ mod tests {
             ("TELECONSULT_SERVER__PROT", "1", "unknown field `prot`"),
             ("TELECONSULT_SERVRE__PORT", "1", "unknown field `servre`"),
             (
-                "TELECONSULT_SERVER_PORT",
+                "TELECONSULT___PORT",
                 "1",
                 "expected TELECONSULT_SECTION__KEY",
             ),
