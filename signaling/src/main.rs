@@ -1,1 +1,263 @@
-fn main() {}
+//! `teleconsult`: the server (`serve`) and a join-link minting tool (`token`).
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use teleconsult::config::{parse_duration, Config};
+use teleconsult::token::{self, Claims, Role};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "teleconsult",
+    version,
+    about = "Teleconsult telehealth video server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: web client, WebSocket signalling and media (SFU).
+    Serve {
+        /// TOML configuration file (every key: config/default.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Development mode: loopback only, plain HTTP on 8080, media UDP 40000, the public
+        /// development secret; prints demo join links.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Mint a join token and print it with its join link.
+    Token {
+        /// Consultation id (letters, digits, `-`, `_`).
+        #[arg(long)]
+        consultation: String,
+        /// Display name of the person.
+        #[arg(long)]
+        identity: String,
+        /// practitioner, patient or guest.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Lifetime, e.g. 90s, 15m, 2h, 1d (default: auth.token_ttl_secs).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use the development configuration and secret.
+        #[arg(long)]
+        dev: bool,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, dev } => {
+            init_tracing();
+            let config = Config::load(config.as_deref(), dev)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(serve(config, dev))
+        }
+        Command::Token {
+            consultation,
+            identity,
+            role,
+            ttl,
+            config,
+            dev,
+        } => {
+            let config = Config::load(config.as_deref(), dev)?;
+            let ttl = ttl.unwrap_or(Duration::from_secs(config.auth.token_ttl_secs));
+            let token = mint(&config, &consultation, &identity, role, ttl)?;
+            println!("{token}");
+            println!("{}", config.join_link(&token));
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Sign a token for `consultation`/`identity`/`role`, valid for `ttl` from now.
+fn mint(
+    config: &Config,
+    consultation: &str,
+    identity: &str,
+    role: Role,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    if consultation.is_empty()
+        || consultation.len() > 128
+        || !consultation
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        anyhow::bail!("--consultation: 1 to 128 letters, digits, '-' or '_'");
+    }
+    if identity.trim().is_empty() || identity.len() > 200 {
+        anyhow::bail!("--identity: must be non-empty and at most 200 bytes");
+    }
+    if ttl.is_zero() {
+        anyhow::bail!("--ttl: must be positive");
+    }
+    let claims = Claims {
+        consultation: consultation.to_string(),
+        identity: identity.to_string(),
+        role,
+        exp: token::unix_now().saturating_add(ttl.as_secs()),
+    };
+    Ok(token::sign(config.auth.signing_secret.as_bytes(), &claims))
+}
+
+async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
+    let demo_links = if dev {
+        let ttl = Duration::from_secs(config.auth.token_ttl_secs);
+        let practitioner = mint(&config, "demo", "Practitioner", Role::Practitioner, ttl)?;
+        let patient = mint(&config, "demo", "Patient", Role::Patient, ttl)?;
+        Some((practitioner, patient))
+    } else {
+        None
+    };
+    let mut server = teleconsult::server::start(config).await?;
+    if let Some((practitioner, patient)) = demo_links {
+        // The join link for the address actually bound (the port may have been 0).
+        let mut shown = (*server.state.config).clone();
+        shown.server.port = server.http_addr.port();
+        println!("Development mode: never expose this server; its signing secret is public.");
+        println!("Practitioner link: {}", shown.join_link(&practitioner));
+        println!("Patient link:      {}", shown.join_link(&patient));
+    }
+
+    tokio::select! {
+        result = server.wait() => {
+            result?;
+            anyhow::bail!("HTTP server stopped unexpectedly");
+        }
+        signal = shutdown_signal() => {
+            signal?;
+            tracing::info!("shutting down");
+        }
+    }
+    server.shutdown().await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn token_command_parses() {
+        let cli = Cli::try_parse_from([
+            "teleconsult",
+            "token",
+            "--consultation",
+            "c1",
+            "--identity",
+            "Dr A",
+            "--role",
+            "patient",
+            "--ttl",
+            "15m",
+            "--dev",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Token { role, ttl, dev, .. } => {
+                assert_eq!(role, Role::Patient);
+                assert_eq!(ttl, Some(Duration::from_secs(900)));
+                assert!(dev);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from([
+            "teleconsult",
+            "token",
+            "--consultation",
+            "c1",
+            "--identity",
+            "x",
+            "--role",
+            "doctor"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from([
+            "teleconsult",
+            "token",
+            "--consultation",
+            "c1",
+            "--identity",
+            "x",
+            "--role",
+            "guest",
+            "--ttl",
+            "2x"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn minted_token_verifies() {
+        let config = Config::dev();
+        let t = mint(
+            &config,
+            "demo",
+            "Dr A",
+            Role::Practitioner,
+            Duration::from_secs(60),
+        )
+        .expect("mint");
+        let claims = token::verify(config.auth.signing_secret.as_bytes(), &t, token::unix_now())
+            .expect("verifies");
+        assert_eq!(claims.consultation, "demo");
+        assert_eq!(claims.role, Role::Practitioner);
+        assert!(mint(
+            &config,
+            "../x",
+            "Dr A",
+            Role::Guest,
+            Duration::from_secs(60)
+        )
+        .is_err());
+        assert!(mint(&config, "demo", " ", Role::Guest, Duration::from_secs(60)).is_err());
+    }
+}
