@@ -122,6 +122,23 @@ struct Inner {
     next_id: AtomicU64,
 }
 
+/// Socket buffer we ask the kernel for: bursts of video (a keyframe is dozens of packets) from
+/// many participants must not overflow the default ~200 KiB.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+fn bind_media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // The kernel caps these at net.core.{r,w}mem_max; a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// Handle on the running media plane. Cheap to clone.
 #[derive(Clone)]
 pub struct Sfu {
@@ -131,7 +148,7 @@ pub struct Sfu {
 impl Sfu {
     /// Bind the media socket and start the reader and worker threads.
     pub fn start(config: SfuConfig) -> std::io::Result<Sfu> {
-        let socket = UdpSocket::bind(config.bind)?;
+        let socket = bind_media_socket(config.bind)?;
         let bound = socket.local_addr()?;
         let announce_ip = config.announce_ip.unwrap_or(bound.ip());
         if announce_ip.is_unspecified() {

@@ -1,0 +1,370 @@
+//! Bad input gets a clear answer, and nobody else is affected.
+
+mod common;
+
+use common::{T, TestServer, admit, eventually};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use teleconsult::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use teleconsult::token::{self, Claims, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+async fn raw(server: &TestServer) -> Ws {
+    tokio_tungstenite::connect_async(server.ws_url())
+        .await
+        .expect("connects")
+        .0
+}
+
+/// Next text message as a server message, or the close frame's (code, reason).
+async fn next(ws: &mut Ws) -> Result<ServerMessage, (u16, String)> {
+    loop {
+        let m = tokio::time::timeout(T, ws.next())
+            .await
+            .expect("server answers in time");
+        match m {
+            Some(Ok(Message::Text(t))) => {
+                return Ok(serde_json::from_str(&t).expect("server sends protocol messages"));
+            }
+            Some(Ok(Message::Close(f))) => {
+                return Err(f
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((1005, String::new())));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err((1006, e.to_string())),
+            None => return Err((1006, "eof".into())),
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, text: String) {
+    ws.send(Message::Text(text.into())).await.expect("sends");
+}
+
+async fn join_with(server: &TestServer, token: &str) -> Result<ServerMessage, (u16, String)> {
+    let mut ws = raw(server).await;
+    send(
+        &mut ws,
+        serde_json::json!({"type": "join", "token": token, "protocol": 1}).to_string(),
+    )
+    .await;
+    next(&mut ws).await
+}
+
+#[tokio::test]
+async fn bad_tokens_close_with_4401_and_a_reason() {
+    let server = TestServer::start().await;
+    let claims = |exp| Claims {
+        consultation: "c-tok".into(),
+        identity: "Pat".into(),
+        role: Role::Patient,
+        exp,
+    };
+    let expired = token::sign(server.config.auth.signing_secret.as_bytes(), &claims(1));
+    let forged = token::sign(
+        b"not-the-server-secret-not-the-server-secret",
+        &claims(token::unix_now() + 60),
+    );
+    for (token, reason) in [
+        ("", "token missing"),
+        ("garbage", "token malformed"),
+        ("a.b", "token malformed"),
+        (expired.as_str(), "token expired"),
+        (forged.as_str(), "token signature invalid"),
+    ] {
+        assert_eq!(
+            join_with(&server, token).await,
+            Err((4401, reason.to_string())),
+            "token {token:?}"
+        );
+    }
+    // A first message that is not a join at all.
+    let mut ws = raw(&server).await;
+    send(&mut ws, r#"{"type":"ping"}"#.into()).await;
+    assert_eq!(next(&mut ws).await, Ok(ServerMessage::Pong));
+    send(&mut ws, r#"{"type":"leave"}"#.into()).await;
+    assert!(matches!(next(&mut ws).await, Ok(ServerMessage::Error { code: ErrorCode::NotJoined, .. })));
+    assert_eq!(next(&mut ws).await.unwrap_err().0, 4400);
+}
+
+#[tokio::test]
+async fn token_for_another_consultation_is_refused() {
+    let server = TestServer::start().await;
+    let token = server.token("c-a", "Pat", Role::Patient);
+    let mut ws = raw(&server).await;
+    send(
+        &mut ws,
+        serde_json::json!({"type": "join", "token": token, "consultation": "c-b"}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        next(&mut ws).await,
+        Err((4403, "token is for another consultation".into()))
+    );
+}
+
+#[tokio::test]
+async fn patient_cannot_do_practitioner_actions() {
+    let server = TestServer::start().await;
+    let mut doctor = server.join("c-roles", "Dr Grey", Role::Practitioner).await;
+    let mut patient = server.join("c-roles", "Pat Doe", Role::Patient).await;
+    admit(&mut doctor, &patient.id).await;
+    patient
+        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
+        .await
+        .unwrap();
+    for msg in [
+        ClientMessage::EndConsultation,
+        ClientMessage::Remove {
+            participant: doctor.id.clone(),
+        },
+        ClientMessage::Admit {
+            participant: doctor.id.clone(),
+        },
+    ] {
+        patient.send(msg);
+        let reply = patient
+            .expect(T, |m| matches!(m, ServerMessage::Error { .. }))
+            .await
+            .unwrap();
+        assert!(
+            matches!(reply, ServerMessage::Error { code: ErrorCode::Forbidden, .. }),
+            "{reply:?}"
+        );
+    }
+    // Nothing happened: both still in, the connection still answers.
+    patient.send(ClientMessage::Ping);
+    patient
+        .expect(T, |m| *m == ServerMessage::Pong)
+        .await
+        .unwrap();
+    doctor.send(ClientMessage::Ping);
+    doctor.expect(T, |m| *m == ServerMessage::Pong).await.unwrap();
+    assert!(doctor.close_code().is_none() && patient.close_code().is_none());
+    let history = doctor.history.lock().unwrap();
+    assert!(!history.iter().any(|m| matches!(
+        m,
+        ServerMessage::ConsultationEnded | ServerMessage::Removed
+    )));
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_messages_get_an_error_and_the_connection_stays() {
+    let server = TestServer::start().await;
+    let mut ws = raw(&server).await;
+    let token = server.token("c-json", "Dr Grey", Role::Practitioner);
+    send(&mut ws, serde_json::json!({"type":"join","token":token}).to_string()).await;
+    assert!(matches!(next(&mut ws).await, Ok(ServerMessage::Joined { .. })));
+    for junk in [
+        "{not json",
+        r#"{"type":"launch_missiles"}"#,
+        r#"{"type":"admit"}"#,
+        r#"[1,2,3]"#,
+        "",
+    ] {
+        send(&mut ws, junk.to_string()).await;
+        // Skip what the server says on its own (waiting list, the media offer).
+        let reply = loop {
+            match next(&mut ws).await {
+                Ok(ServerMessage::WaitingList { .. } | ServerMessage::Offer { .. }) => continue,
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(reply, Ok(ServerMessage::Error { code: ErrorCode::BadMessage, .. })),
+            "{junk:?} → {reply:?}"
+        );
+    }
+    ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert!(matches!(
+        next(&mut ws).await,
+        Ok(ServerMessage::Error { code: ErrorCode::BinaryNotSupported, .. })
+    ));
+    send(&mut ws, r#"{"type":"ping"}"#.into()).await;
+    assert_eq!(next(&mut ws).await, Ok(ServerMessage::Pong));
+}
+
+#[tokio::test]
+async fn oversized_message_closes_with_1009() {
+    let server = TestServer::start().await;
+    let mut ws = raw(&server).await;
+    let token = server.token("c-big", "Dr Grey", Role::Practitioner);
+    send(&mut ws, serde_json::json!({"type":"join","token":token}).to_string()).await;
+    assert!(matches!(next(&mut ws).await, Ok(ServerMessage::Joined { .. })));
+    let big = format!(
+        r#"{{"type":"answer","sdp":"{}"}}"#,
+        "x".repeat(server.config.signaling.max_message_bytes + 10)
+    );
+    send(&mut ws, big).await;
+    let closed = loop {
+        match next(&mut ws).await {
+            Ok(_) => continue,
+            Err(c) => break c,
+        }
+    };
+    assert_eq!(closed.0, u16::from(CloseCode::Size));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sdp_is_refused_and_the_call_goes_on() {
+    let server = TestServer::start().await;
+    let mut doctor = server.join("c-sdp", "Dr Grey", Role::Practitioner).await;
+    let patient = server.join("c-sdp", "Pat Doe", Role::Patient).await;
+    admit(&mut doctor, &patient.id).await;
+    let _a = doctor.peer.start_publishing(1);
+    let _b = patient.peer.start_publishing(2);
+    let flowing = |p: &teleconsult_loadtest::participant::Participant| {
+        p.peer
+            .received()
+            .values()
+            .map(|r| r.distinct_video())
+            .sum::<usize>()
+    };
+    assert!(eventually(Duration::from_secs(20), || flowing(&patient) > 20).await);
+
+    // An attacker joins the same consultation as a guest and, once admitted, sends garbage SDP.
+    let mut attacker = server.join("c-sdp", "Mallory", Role::Guest).await;
+    admit(&mut doctor, &attacker.id).await;
+    attacker
+        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
+        .await
+        .unwrap();
+    let hostile = [
+        String::new(),
+        "v=0\r\n".to_string(),
+        "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\na=mid:\u{0}\r\n".to_string(),
+        format!("v=0\r\n{}", "a=x\r\n".repeat(2000)),
+        "m=audio 99999999999999999999 RTP/AVP 1\r\n".to_string(),
+        "\u{feff}\u{202e}<script>".to_string(),
+    ];
+    for sdp in hostile {
+        attacker.send(ClientMessage::Answer { sdp });
+        let reply = attacker
+            .expect(T, |m| matches!(m, ServerMessage::Error { .. }))
+            .await
+            .expect("an error comes back");
+        assert!(
+            matches!(reply, ServerMessage::Error { code: ErrorCode::BadSdp, .. }),
+            "{reply:?}"
+        );
+    }
+    attacker.send(ClientMessage::IceCandidate {
+        candidate: Some(teleconsult::protocol::IceCandidate {
+            candidate: "candidate:garbage".into(),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+        }),
+    });
+    attacker
+        .expect(T, |m| matches!(m, ServerMessage::Error { code: ErrorCode::BadCandidate, .. }))
+        .await
+        .expect("bad candidate refused");
+    // The doctor and patient are still receiving.
+    let before = flowing(&patient);
+    assert!(
+        eventually(Duration::from_secs(5), || flowing(&patient) > before + 20).await,
+        "media still flows to the patient"
+    );
+    let before = flowing(&doctor);
+    assert!(eventually(Duration::from_secs(5), || flowing(&doctor) > before + 20).await);
+}
+
+#[tokio::test]
+async fn full_consultation_refuses_clearly() {
+    let mut config = teleconsult::config::Config::for_tests();
+    config.consultation.max_participants = 2;
+    let server = TestServer::start_with(config).await;
+    let _doctor = server.join("c-full", "Dr Grey", Role::Practitioner).await;
+    let _patient = server.join("c-full", "Pat Doe", Role::Patient).await;
+    let token = server.token("c-full", "One Too Many", Role::Guest);
+    assert_eq!(
+        join_with(&server, &token).await,
+        Err((4409, "consultation is full".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_media_port_is_dropped_and_counted() {
+    let server = TestServer::start().await;
+    let mut doctor = server.join("c-udp", "Dr Grey", Role::Practitioner).await;
+    let patient = server.join("c-udp", "Pat Doe", Role::Patient).await;
+    admit(&mut doctor, &patient.id).await;
+    let _a = doctor.peer.start_publishing(1);
+    let _b = patient.peer.start_publishing(2);
+    let video = |p: &teleconsult_loadtest::participant::Participant| {
+        p.peer
+            .received()
+            .values()
+            .map(|r| r.distinct_video())
+            .sum::<usize>()
+    };
+    assert!(eventually(Duration::from_secs(20), || video(&patient) > 20).await);
+    let metrics = || async {
+        reqwest_metrics(&server).await
+    };
+    let dropped_before = dropped(&metrics().await);
+    // Random bytes, and STUN-looking packets with unknown ufrags, from a stranger.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut state = 0x9e37_79b9_u32;
+    for i in 0..500 {
+        let len = 1 + (i * 7) % 1400;
+        let mut buf = vec![0u8; len];
+        for b in buf.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            *b = state as u8;
+        }
+        if i % 5 == 0 && len >= 20 {
+            buf[0] = 0;
+            buf[1] = 1;
+            buf[4..8].copy_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        }
+        socket.send_to(&buf, server.media_addr).await.unwrap();
+        if i % 50 == 49 {
+            // Paced, so the kernel's socket buffer (not the server) is never the one dropping.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut after = dropped(&metrics().await);
+    while after < dropped_before + 500.0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = dropped(&metrics().await);
+    }
+    assert!(
+        after >= dropped_before + 500.0,
+        "every garbage datagram is counted as dropped: {dropped_before} → {after}\n{}",
+        metrics().await
+    );
+    let before = video(&patient);
+    assert!(
+        eventually(Duration::from_secs(5), || video(&patient) > before + 20).await,
+        "the live call is unaffected"
+    );
+}
+
+async fn reqwest_metrics(server: &TestServer) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.http_addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+fn dropped(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("teleconsult_media_datagrams_dropped_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
