@@ -120,7 +120,11 @@ async fn static_file(method: Method, uri: axum::http::Uri) -> Response {
         return not_found();
     }
     let path = uri.path().trim_start_matches('/');
-    if path.is_empty() || path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if path.is_empty()
+        || path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return not_found();
     }
     serve_asset(path)
@@ -143,8 +147,12 @@ pub fn content_security_policy(state: &AppState, host: Option<&str>) -> String {
         .public_url
         .strip_prefix("https://")
         .map(|r| (true, r))
-        .or_else(|| server.public_url.strip_prefix("http://").map(|r| (false, r)))
-    {
+        .or_else(|| {
+            server
+                .public_url
+                .strip_prefix("http://")
+                .map(|r| (false, r))
+        }) {
         Some((secure, rest)) => (secure, Some(rest.split('/').next().unwrap_or(rest))),
         None => (server.tls, host),
     };
@@ -173,7 +181,10 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
     if let Ok(v) = HeaderValue::from_str(&csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
     }
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -179,3 +179,308 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         task,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    struct Reply {
+        status: u16,
+        headers: HashMap<String, String>,
+        body: String,
+    }
+
+    /// A minimal HTTP/1.1 client: one request per connection.
+    async fn request<S: AsyncRead + AsyncWrite + Unpin>(
+        mut stream: S,
+        method: &str,
+        path: &str,
+    ) -> Reply {
+        let req =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.expect("write");
+        let mut raw = Vec::new();
+        // A TLS peer may close without close_notify after the body: keep what was read.
+        let _ = stream.read_to_end(&mut raw).await;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("complete response");
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let headers: HashMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn dechunk(mut s: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = s.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || rest.len() < n {
+                break;
+            }
+            out.push_str(&rest[..n]);
+            s = rest[n..].trim_start_matches("\r\n");
+        }
+        out
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> Reply {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        request(stream, "GET", path).await
+    }
+
+    fn assert_security_headers(r: &Reply) {
+        assert_eq!(r.headers["referrer-policy"], "no-referrer");
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        let csp = &r.headers["content-security-policy"];
+        for part in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self' ws://localhost",
+            "media-src 'self' blob:",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(part), "{part} missing in {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+    }
+
+    #[tokio::test]
+    async fn plain_http_edge() {
+        let server = start(Config::for_tests()).await.expect("server starts");
+        let addr = server.http_addr;
+        assert_ne!(addr.port(), 0);
+        assert_ne!(server.media_addr.port(), 0);
+
+        let r = get(addr, "/healthz").await;
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        assert_eq!(v, serde_json::json!({ "status": "ok" }));
+        assert_security_headers(&r);
+
+        let r = get(addr, "/metrics").await;
+        assert_eq!(r.status, 200);
+        assert!(r.headers["content-type"].starts_with("text/plain"));
+        for name in [
+            "# TYPE teleconsult_websocket_connections gauge",
+            "# TYPE teleconsult_consultations gauge",
+            "# TYPE teleconsult_participants gauge",
+            "# TYPE teleconsult_tracks gauge",
+            "# TYPE teleconsult_rtp_packets_in_total counter",
+            "# HELP teleconsult_websocket_connections Open signalling WebSockets",
+        ] {
+            assert!(r.body.contains(name), "{name} missing in\n{}", r.body);
+        }
+
+        for (path, file) in [("/join", "join.html"), ("/", "index.html")] {
+            let r = get(addr, path).await;
+            if crate::http::web_assets().iter().any(|(p, _)| *p == file) {
+                assert_eq!(r.status, 200, "{path}");
+                assert_eq!(r.headers["content-type"], "text/html; charset=utf-8");
+                assert_eq!(r.headers["cache-control"], "no-store");
+                assert!(r.body.to_ascii_lowercase().contains("<html"), "{path}");
+                assert_security_headers(&r);
+            } else {
+                assert_eq!(r.status, 404, "{path}");
+            }
+        }
+        // Every embedded file is served with its content type.
+        for (file, bytes) in crate::http::web_assets() {
+            let r = get(addr, &format!("/{file}")).await;
+            assert_eq!(r.status, 200, "{file}");
+            assert_eq!(r.headers["content-type"], crate::http::content_type(file));
+            assert_eq!(r.headers["content-length"], bytes.len().to_string());
+            assert_security_headers(&r);
+        }
+
+        for path in [
+            "/nope",
+            "/../Cargo.toml",
+            "/%2e%2e/Cargo.toml",
+            "//etc/passwd",
+            "/join/x",
+        ] {
+            let r = get(addr, path).await;
+            assert_eq!(r.status, 404, "{path}");
+            assert_security_headers(&r);
+        }
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let r = request(stream, "POST", "/app.js").await;
+        assert!(r.status == 404 || r.status == 405, "{}", r.status);
+
+        // A plain GET on /ws is not an upgrade: refused, not served.
+        let r = get(addr, "/ws").await;
+        assert!(r.status >= 400, "{}", r.status);
+
+        server.shutdown().await.expect("clean shutdown");
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "listener closed after shutdown"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_servers_in_one_process() {
+        let a = start(Config::for_tests()).await.expect("first");
+        let b = start(Config::for_tests()).await.expect("second");
+        assert_ne!(a.http_addr, b.http_addr);
+        assert_eq!(get(b.http_addr, "/metrics").await.status, 200);
+        a.shutdown().await.expect("a");
+        b.shutdown().await.expect("b");
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "teleconsult-server-test-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[tokio::test]
+    async fn https_with_self_signed_certificate() {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("self-signed certificate");
+        let dir = temp_dir("tls");
+        let cert_path = dir.join("cert.pem");
+        let key_path = dir.join("key.pem");
+        std::fs::write(&cert_path, ck.cert.pem()).expect("write cert");
+        std::fs::write(&key_path, ck.signing_key.serialize_pem()).expect("write key");
+
+        let mut config = Config::for_tests();
+        config.server.tls = true;
+        config.server.tls_cert = cert_path;
+        config.server.tls_key = key_path;
+        config.validate(true).expect("valid");
+        let server = start(config).await.expect("TLS server starts");
+        assert!(server.base_url().starts_with("https://"));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(server.http_addr)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        let r = request(tls, "GET", "/healthz").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, r#"{"status":"ok"}"#);
+        assert!(r.headers["strict-transport-security"].contains("max-age="));
+        assert!(r.headers["content-security-policy"].contains("wss://localhost"));
+
+        // Plain HTTP on the TLS port gets nothing useful.
+        let r = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut s = tokio::net::TcpStream::connect(server.http_addr)
+                .await
+                .expect("connect");
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .expect("write");
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+            buf
+        })
+        .await
+        .expect("server closes a non-TLS connection");
+        assert!(!String::from_utf8_lossy(&r).contains("\"ok\""));
+
+        server.shutdown().await.expect("clean shutdown");
+    }
+
+    #[tokio::test]
+    async fn unreadable_tls_files_are_named() {
+        let mut config = Config::for_tests();
+        config.server.tls = true;
+        config.server.tls_cert = "/nonexistent/teleconsult/cert.pem".into();
+        config.server.tls_key = "/nonexistent/teleconsult/key.pem".into();
+        let err = format!("{:#}", start(config).await.err().expect("refused"));
+        assert!(err.contains("server.tls_cert"), "{err}");
+        assert!(err.contains("/nonexistent/teleconsult/cert.pem"), "{err}");
+
+        let dir = temp_dir("badkey");
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("self-signed certificate");
+        let cert_path = dir.join("cert.pem");
+        let key_path = dir.join("key.pem");
+        std::fs::write(&cert_path, ck.cert.pem()).expect("write cert");
+        std::fs::write(&key_path, "not a key").expect("write key");
+        let mut config = Config::for_tests();
+        config.server.tls = true;
+        config.server.tls_cert = cert_path;
+        config.server.tls_key = key_path.clone();
+        let err = format!("{:#}", start(config).await.err().expect("refused"));
+        assert!(err.contains("server.tls_key"), "{err}");
+        assert!(err.contains(&key_path.display().to_string()), "{err}");
+    }
+
+    /// Tokens travel in fragments and messages, but a client could still put one in a query
+    /// string or a path: neither may reach the logs.
+    #[test]
+    fn request_logs_carry_no_query_or_unknown_path() {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        // One thread: the server's spawned tasks log through this thread's subscriber.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let server = start(Config::for_tests()).await.expect("server starts");
+            let addr = server.http_addr;
+            get(addr, "/join?token=SECRET-QUERY-TOKEN").await;
+            get(addr, "/healthz?token=SECRET-QUERY-TOKEN2").await;
+            get(addr, "/SECRET-PATH-TOKEN").await;
+            get(addr, "/ws?token=SECRET-WS-TOKEN").await;
+            server.shutdown().await.expect("shutdown");
+        });
+        let logs = String::from_utf8_lossy(&buf.0.lock().expect("lock")).into_owned();
+        assert!(logs.contains("path=\"/join\""), "{logs}");
+        assert!(logs.contains("path=\"<unmatched>\""), "{logs}");
+        assert!(!logs.contains("SECRET"), "{logs}");
+        assert!(!logs.contains("token="), "{logs}");
+    }
+}

@@ -51,9 +51,17 @@ fn describe() {
     );
     describe_gauge!(TRACKS, "Published tracks");
     describe_counter!(RTP_PACKETS_IN, "RTP packets received from publishers");
-    describe_counter!(RTP_BYTES_IN, Unit::Bytes, "RTP bytes received from publishers");
+    describe_counter!(
+        RTP_BYTES_IN,
+        Unit::Bytes,
+        "RTP bytes received from publishers"
+    );
     describe_counter!(RTP_PACKETS_OUT, "RTP packets forwarded to subscribers");
-    describe_counter!(RTP_BYTES_OUT, Unit::Bytes, "RTP bytes forwarded to subscribers");
+    describe_counter!(
+        RTP_BYTES_OUT,
+        Unit::Bytes,
+        "RTP bytes forwarded to subscribers"
+    );
     describe_counter!(
         MEDIA_DATAGRAMS_DROPPED,
         "Media UDP datagrams dropped, by reason"
