@@ -2,6 +2,7 @@
 //! security headers on every response and request logs that never carry a query string,
 //! a fragment or an unknown path (a token must never reach the logs).
 
+use crate::config::ServerConfig;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -140,8 +141,7 @@ fn sane_host(host: &str) -> bool {
 }
 
 /// The `Content-Security-Policy` for a response to a request carrying `Host: host`.
-pub fn content_security_policy(state: &AppState, host: Option<&str>) -> String {
-    let server = &state.config.server;
+pub fn content_security_policy(server: &ServerConfig, host: Option<&str>) -> String {
     // Where the browser reaches us: the public URL if configured, else the Host header.
     let (secure, authority) = match server
         .public_url
@@ -175,7 +175,7 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
     let mut resp = next.run(req).await;
-    let csp = content_security_policy(&state, host.as_deref());
+    let csp = content_security_policy(&state.config.server, host.as_deref());
     let tls = state.config.server.tls || state.config.server.public_url.starts_with("https://");
     let h: &mut HeaderMap = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&csp) {
@@ -232,4 +232,58 @@ async fn log_requests(req: Request, next: Next) -> Response {
         tracing::info!(%method, path, status, elapsed_ms, "request");
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type("join.html"), "text/html; charset=utf-8");
+        assert_eq!(content_type("app.js"), "text/javascript; charset=utf-8");
+        assert_eq!(content_type("style.css"), "text/css; charset=utf-8");
+        assert_eq!(content_type("favicon.svg"), "image/svg+xml");
+        assert_eq!(content_type("x/y.PNG"), "image/png");
+        assert_eq!(content_type("README"), "application/octet-stream");
+    }
+
+    #[test]
+    fn csp_allows_websockets_to_self_only() {
+        let dev = Config::dev();
+        let csp = content_security_policy(&dev.server, Some("127.0.0.1:8080"));
+        assert!(
+            csp.contains("connect-src 'self' ws://127.0.0.1:8080;"),
+            "{csp}"
+        );
+        // A hostile Host header is not echoed.
+        let csp = content_security_policy(&dev.server, Some("evil.example; script-src *"));
+        assert!(csp.contains("connect-src 'self';"), "{csp}");
+        assert!(!csp.contains("evil"), "{csp}");
+        // The public URL wins over the Host header, and https means wss.
+        let mut prod = Config::default();
+        prod.server.public_url = "https://consult.example.org/".into();
+        let csp = content_security_policy(&prod.server, Some("10.0.0.1"));
+        assert!(
+            csp.contains("connect-src 'self' wss://consult.example.org;"),
+            "{csp}"
+        );
+        prod.server.public_url = String::new();
+        let csp = content_security_policy(&prod.server, Some("[::1]:8443"));
+        assert!(
+            csp.contains("connect-src 'self' wss://[::1]:8443;"),
+            "{csp}"
+        );
+    }
+
+    #[test]
+    fn embedded_assets_are_sorted_for_lookup() {
+        let assets = web_assets();
+        assert!(assets.windows(2).all(|w| w[0].0 < w[1].0));
+        for (path, bytes) in assets {
+            assert_eq!(asset(path), Some(*bytes));
+        }
+        assert_eq!(asset("../Cargo.toml"), None);
+    }
 }
