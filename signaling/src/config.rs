@@ -184,17 +184,63 @@ impl Config {
     /// file at `path` (if any), then `TELECONSULT_SECTION__KEY` environment variables, then
     /// [`Config::validate`].
     pub fn load(path: Option<&Path>, dev: bool) -> Result<Config, ConfigError> {
-        let env = std::env::vars_os().filter_map(|(k, v)| {
+        Config::load_from(path, dev, Config::process_env())
+    }
+
+    /// The process environment's `TELECONSULT_` variables.
+    fn process_env() -> impl Iterator<Item = (String, String)> {
+        std::env::vars_os().filter_map(|(k, v)| {
             let k = k.into_string().ok()?;
             k.starts_with(ENV_PREFIX)
                 .then(|| (k, v.to_string_lossy().into_owned()))
-        });
-        Config::load_from(path, dev, env)
+        })
+    }
+
+    /// Like [`Config::load`], but only the keys that minting a join link needs are validated
+    /// (`auth.*`, `server.public_url`): `teleconsult token` need not read the TLS key.
+    pub fn load_for_tokens(path: Option<&Path>, dev: bool) -> Result<Config, ConfigError> {
+        Config::load_for_tokens_from(path, dev, Config::process_env())
+    }
+
+    /// [`Config::load_for_tokens`] with the environment given as pairs.
+    pub fn load_for_tokens_from<I, K, V>(
+        path: Option<&Path>,
+        dev: bool,
+        env: I,
+    ) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let config = Config::merge_sources(path, dev, env)?;
+        let problems: Vec<String> = config
+            .problems(dev)
+            .into_iter()
+            .filter(|p| p.starts_with("auth.") || p.starts_with("server.public_url:"))
+            .collect();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 
     /// [`Config::load`] with the environment given as `(name, value)` pairs. Only names of the form
     /// `TELECONSULT_SECTION__KEY` are read; others (`PATH`, `TELECONSULT_BIN`) are ignored.
     pub fn load_from<I, K, V>(path: Option<&Path>, dev: bool, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let config = Config::merge_sources(path, dev, env)?;
+        config.validate(dev)?;
+        Ok(config)
+    }
+
+    /// Base, file and environment merged, not yet validated.
+    fn merge_sources<I, K, V>(path: Option<&Path>, dev: bool, env: I) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<str>,
@@ -238,13 +284,21 @@ impl Config {
         for (var, value) in vars {
             apply_env(&mut table, &var, &value)?;
         }
-        let config = from_table(&table).map_err(|message| ConfigError::Invalid(vec![message]))?;
-        config.validate(dev)?;
-        Ok(config)
+        from_table(&table).map_err(|message| ConfigError::Invalid(vec![message]))
     }
 
     /// Check every value; all problems are reported at once, each naming its key.
     pub fn validate(&self, dev: bool) -> Result<(), ConfigError> {
+        let p = self.problems(dev);
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(p))
+        }
+    }
+
+    /// Every problem, as `key: what is expected`.
+    fn problems(&self, dev: bool) -> Vec<String> {
         let mut p: Vec<String> = Vec::new();
         let mut bad = |key: &str, msg: &str| p.push(format!("{key}: {msg}"));
 
@@ -375,11 +429,7 @@ impl Config {
             );
         }
 
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(p))
-        }
+        p
     }
 
     /// The base of join links: `server.public_url` if set, else `http(s)://bind:port`.
@@ -394,7 +444,10 @@ impl Config {
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("[{v6}]"),
         };
-        format!("{scheme}://{host}:{}", self.server.port)
+        match (self.server.tls, self.server.port) {
+            (true, 443) | (false, 80) => format!("{scheme}://{host}"),
+            (_, port) => format!("{scheme}://{host}:{port}"),
+        }
     }
 
     /// The join link for `token`: the token travels in the fragment, never sent to the server.
@@ -856,6 +909,22 @@ mod tests {
         .expect_err("invalid")
         .to_string();
         assert!(!err.contains("short-but-secret"), "{err}");
+    }
+
+    #[test]
+    fn token_loading_checks_only_what_tokens_need() {
+        let env = [("TELECONSULT_AUTH__SIGNING_SECRET", SECRET)];
+        // Production defaults: no TLS files, no announce_ip — irrelevant to minting links.
+        assert!(Config::load_from(None, false, env).is_err());
+        let c = Config::load_for_tokens_from(None, false, env).expect("enough for tokens");
+        assert_eq!(c.auth.signing_secret, SECRET);
+        let err = Config::load_for_tokens_from(None, false, no_env())
+            .expect_err("no secret")
+            .to_string();
+        assert!(err.contains("auth.signing_secret: missing"), "{err}");
+        assert!(!err.contains("tls_cert"), "{err}");
+        // Default ports are left out of links.
+        assert_eq!(c.join_link("t"), "https://127.0.0.1/join#token=t");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
-use teleconsult::config::{parse_duration, Config};
+use teleconsult::config::{parse_duration, Config, ConfigError};
 use teleconsult::token::{self, Claims, Role};
 
 #[derive(Parser, Debug)]
@@ -57,8 +58,27 @@ fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Start-up errors are for people: no backtrace, one problem per line.
+            match e.downcast_ref::<ConfigError>() {
+                Some(ConfigError::Invalid(problems)) => {
+                    eprintln!("teleconsult: invalid configuration:");
+                    for p in problems {
+                        eprintln!("  {p}");
+                    }
+                }
+                _ => eprintln!("teleconsult: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, dev } => {
             init_tracing();
@@ -74,7 +94,7 @@ fn main() -> anyhow::Result<()> {
             config,
             dev,
         } => {
-            let config = Config::load(config.as_deref(), dev)?;
+            let config = Config::load_for_tokens(config.as_deref(), dev)?;
             let ttl = ttl.unwrap_or(Duration::from_secs(config.auth.token_ttl_secs));
             let token = mint(&config, &consultation, &identity, role, ttl)?;
             println!("{token}");
