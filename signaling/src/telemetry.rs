@@ -1,7 +1,7 @@
 //! Prometheus metrics: one process-wide recorder (installed once, however many servers a test
 //! process starts), the metric names, and their descriptions.
 
-use metrics::{describe_counter, describe_gauge, Unit};
+use metrics::{Unit, describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -88,4 +88,21 @@ fn touch() {
 /// The current scrape text.
 pub fn render() -> String {
     install().render()
+}
+
+/// Libraries whose most verbose levels print message contents (the WebSocket library logs every
+/// frame, join tokens included, at TRACE). Capped whatever the operator asks for.
+const CAPPED_TARGETS: &[&str] = &["tungstenite", "tokio_tungstenite", "axum::extract::ws"];
+
+/// The log filter for `spec` (an `EnvFilter` directive string such as `info` or
+/// `teleconsult=debug`), with the content-logging targets capped at `info`.
+pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
+    let mut filter = tracing_subscriber::EnvFilter::try_new(spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for target in CAPPED_TARGETS {
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
 }

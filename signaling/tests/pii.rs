@@ -1,0 +1,102 @@
+//! Health data never reaches the logs: no token, no participant name, at the most verbose level,
+//! through a whole consultation (join, waiting, admit, media, mute, bad input, leave, end).
+
+mod common;
+
+use common::{T, TestServer, admit, eventually};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use teleconsult::protocol::{ClientMessage, MediaKind, ServerMessage};
+use teleconsult::token::Role;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tokens_or_names_in_logs() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    // The server's own filter, asked for everything (as an operator debugging might).
+    tracing_subscriber::fmt()
+        .with_env_filter(teleconsult::telemetry::log_filter("trace"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+
+    let server = TestServer::start().await;
+    let doctor_token = server.token("c-pii", "Dr Gregory Housename", Role::Practitioner);
+    let patient_token = server.token("c-pii", "Patience Privatename", Role::Patient);
+    let mut doctor =
+        teleconsult_loadtest::participant::Participant::join(&server.ws_url(), &doctor_token)
+            .await
+            .unwrap();
+    let mut patient =
+        teleconsult_loadtest::participant::Participant::join(&server.ws_url(), &patient_token)
+            .await
+            .unwrap();
+    admit(&mut doctor, &patient.id).await;
+    let _a = doctor.peer.start_publishing(1);
+    let _b = patient.peer.start_publishing(2);
+    assert!(
+        eventually(Duration::from_secs(20), || !patient
+            .peer
+            .received()
+            .is_empty())
+        .await,
+        "media flows"
+    );
+    patient.send(ClientMessage::Mute {
+        kind: MediaKind::Audio,
+        muted: true,
+    });
+    patient.send(ClientMessage::Answer {
+        sdp: format!("v=0 {patient_token}"),
+    });
+    patient
+        .expect(T, |m| matches!(m, ServerMessage::Error { .. }))
+        .await
+        .unwrap();
+    // A second join attempt with a tampered token.
+    let tampered = format!("{patient_token}x");
+    assert!(
+        teleconsult_loadtest::participant::Participant::join(&server.ws_url(), &tampered)
+            .await
+            .is_err()
+    );
+    doctor.send(ClientMessage::EndConsultation);
+    patient
+        .expect(T, |m| *m == ServerMessage::ConsultationEnded)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    assert!(logs.contains("joined"), "the capture works: {logs}");
+    for secret in [
+        doctor_token.as_str(),
+        patient_token.as_str(),
+        // The signature half alone must not leak either.
+        patient_token.split_once('.').unwrap().1,
+        "Gregory",
+        "Housename",
+        "Patience",
+        "Privatename",
+    ] {
+        let leaks: Vec<&str> = logs.lines().filter(|l| l.contains(secret)).collect();
+        assert!(
+            leaks.is_empty(),
+            "{secret:?} leaked into the logs: {leaks:#?}"
+        );
+    }
+}
