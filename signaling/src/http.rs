@@ -2,11 +2,11 @@
 //! security headers on every response and request logs that never carry a query string,
 //! a fragment or an unknown path (a token must never reach the logs).
 
-use crate::config::ServerConfig;
 use crate::AppState;
+use crate::config::ServerConfig;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use teleconsult::config::{parse_duration, Config, ConfigError};
+use teleconsult::config::{Config, ConfigError, parse_duration};
 use teleconsult::token::{self, Claims, Role};
 
 #[derive(Parser, Debug)]
@@ -182,7 +182,7 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
 async fn shutdown_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         tokio::select! {
             r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
@@ -230,30 +230,34 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(Cli::try_parse_from([
-            "teleconsult",
-            "token",
-            "--consultation",
-            "c1",
-            "--identity",
-            "x",
-            "--role",
-            "doctor"
-        ])
-        .is_err());
-        assert!(Cli::try_parse_from([
-            "teleconsult",
-            "token",
-            "--consultation",
-            "c1",
-            "--identity",
-            "x",
-            "--role",
-            "guest",
-            "--ttl",
-            "2x"
-        ])
-        .is_err());
+        assert!(
+            Cli::try_parse_from([
+                "teleconsult",
+                "token",
+                "--consultation",
+                "c1",
+                "--identity",
+                "x",
+                "--role",
+                "doctor"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "teleconsult",
+                "token",
+                "--consultation",
+                "c1",
+                "--identity",
+                "x",
+                "--role",
+                "guest",
+                "--ttl",
+                "2x"
+            ])
+            .is_err()
+        );
     }
 
     #[test]
@@ -271,14 +275,16 @@ mod tests {
             .expect("verifies");
         assert_eq!(claims.consultation, "demo");
         assert_eq!(claims.role, Role::Practitioner);
-        assert!(mint(
-            &config,
-            "../x",
-            "Dr A",
-            Role::Guest,
-            Duration::from_secs(60)
-        )
-        .is_err());
+        assert!(
+            mint(
+                &config,
+                "../x",
+                "Dr A",
+                Role::Guest,
+                Duration::from_secs(60)
+            )
+            .is_err()
+        );
         assert!(mint(&config, "demo", " ", Role::Guest, Duration::from_secs(60)).is_err());
     }
 }

@@ -1,12 +1,12 @@
 //! Starting and stopping the whole server in-process: the HTTP(S) listener (axum, rustls), the
 //! SFU's media socket, the consultation service. Used by `teleconsult serve` and by tests.
 
+use crate::AppState;
 use crate::config::Config;
 use crate::consultation::ConsultationService;
-use crate::AppState;
 use anyhow::Context as _;
-use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
