@@ -471,6 +471,9 @@ mod tests {
         rt.block_on(async {
             let server = start(Config::for_tests()).await.expect("server starts");
             let addr = server.http_addr;
+            // Parallel tests may have registered the log callsites while no subscriber was
+            // listening (cached as disabled): recompute now that ours is in place.
+            tracing::callsite::rebuild_interest_cache();
             get(addr, "/join?token=SECRET-QUERY-TOKEN").await;
             get(addr, "/healthz?token=SECRET-QUERY-TOKEN2").await;
             get(addr, "/SECRET-PATH-TOKEN").await;
