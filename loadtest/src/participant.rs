@@ -47,8 +47,12 @@ impl Participant {
             }
         });
         {
-            let (peer, out_tx, history, closed) =
-                (peer.clone(), out_tx.clone(), history.clone(), closed.clone());
+            let (peer, out_tx, history, closed) = (
+                peer.clone(),
+                out_tx.clone(),
+                history.clone(),
+                closed.clone(),
+            );
             tokio::spawn(async move {
                 while let Some(Ok(msg)) = stream.next().await {
                     let text = match msg {
@@ -89,7 +93,9 @@ impl Participant {
             id: String::new(),
         };
         let joined = p
-            .expect(Duration::from_secs(10), |m| matches!(m, ServerMessage::Joined { .. }))
+            .expect(Duration::from_secs(10), |m| {
+                matches!(m, ServerMessage::Joined { .. })
+            })
             .await?;
         if let ServerMessage::Joined { you, .. } = joined {
             p.id = you.id;

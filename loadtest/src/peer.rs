@@ -8,7 +8,9 @@ use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -219,7 +221,9 @@ impl SyntheticPeer {
                         .iter()
                         .filter(|p| is_keyframe_request(p.as_ref()))
                         .count();
-                    stats.keyframe_requests.fetch_add(n as u64, Ordering::SeqCst);
+                    stats
+                        .keyframe_requests
+                        .fetch_add(n as u64, Ordering::SeqCst);
                 }
             });
         }
@@ -255,15 +259,27 @@ impl SyntheticPeer {
             loop {
                 tick.tick().await;
                 n += 1;
-                if n % 2 == 0 {
-                    let p = packet(111, audio_ssrc, aseq, aseq as u32 * 960, payload(AUDIO, tag, aseq));
+                if n.is_multiple_of(2) {
+                    let p = packet(
+                        111,
+                        audio_ssrc,
+                        aseq,
+                        aseq as u32 * 960,
+                        payload(AUDIO, tag, aseq),
+                    );
                     if audio.write_rtp(p).await.is_ok() {
                         stats.sent_audio.fetch_add(1, Ordering::Relaxed);
                     }
                     aseq = aseq.wrapping_add(1);
                 }
-                if n % 3 == 0 {
-                    let p = packet(96, video_ssrc, vseq, vseq as u32 * 3000, payload(VIDEO, tag, vseq));
+                if n.is_multiple_of(3) {
+                    let p = packet(
+                        96,
+                        video_ssrc,
+                        vseq,
+                        vseq as u32 * 3000,
+                        payload(VIDEO, tag, vseq),
+                    );
                     if video.write_rtp(p).await.is_ok() {
                         stats.sent_video.fetch_add(1, Ordering::Relaxed);
                     }
@@ -302,7 +318,6 @@ fn packet(pt: u8, ssrc: u32, seq: u16, ts: u32, payload: Vec<u8>) -> rtc::rtp::P
             ..Default::default()
         },
         payload: payload.into(),
-        ..Default::default()
     }
 }
 

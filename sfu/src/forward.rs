@@ -90,7 +90,6 @@ mod tests {
                 ..Default::default()
             },
             payload: Bytes::from_static(payload),
-            ..Default::default()
         }
     }
 

@@ -577,10 +577,7 @@ impl Worker {
     fn process(&mut self, id: u64, now: Instant) {
         let mut reads = std::mem::take(&mut self.scratch);
         let mut events = std::mem::take(&mut self.events);
-        loop {
-            let Some(p) = self.peers.get_mut(&id) else {
-                break;
-            };
+        while let Some(p) = self.peers.get_mut(&id) {
             Self::send_datagrams(&self.socket, &mut p.pc);
             while let Some(e) = p.pc.poll_event() {
                 events.push(e);

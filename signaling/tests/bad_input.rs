@@ -10,9 +10,8 @@ use teleconsult::token::{self, Claims, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn raw(server: &TestServer) -> Ws {
     tokio_tungstenite::connect_async(server.ws_url())
@@ -89,7 +88,13 @@ async fn bad_tokens_close_with_4401_and_a_reason() {
     send(&mut ws, r#"{"type":"ping"}"#.into()).await;
     assert_eq!(next(&mut ws).await, Ok(ServerMessage::Pong));
     send(&mut ws, r#"{"type":"leave"}"#.into()).await;
-    assert!(matches!(next(&mut ws).await, Ok(ServerMessage::Error { code: ErrorCode::NotJoined, .. })));
+    assert!(matches!(
+        next(&mut ws).await,
+        Ok(ServerMessage::Error {
+            code: ErrorCode::NotJoined,
+            ..
+        })
+    ));
     assert_eq!(next(&mut ws).await.unwrap_err().0, 4400);
 }
 
@@ -134,7 +139,13 @@ async fn patient_cannot_do_practitioner_actions() {
             .await
             .unwrap();
         assert!(
-            matches!(reply, ServerMessage::Error { code: ErrorCode::Forbidden, .. }),
+            matches!(
+                reply,
+                ServerMessage::Error {
+                    code: ErrorCode::Forbidden,
+                    ..
+                }
+            ),
             "{reply:?}"
         );
     }
@@ -145,13 +156,17 @@ async fn patient_cannot_do_practitioner_actions() {
         .await
         .unwrap();
     doctor.send(ClientMessage::Ping);
-    doctor.expect(T, |m| *m == ServerMessage::Pong).await.unwrap();
+    doctor
+        .expect(T, |m| *m == ServerMessage::Pong)
+        .await
+        .unwrap();
     assert!(doctor.close_code().is_none() && patient.close_code().is_none());
     let history = doctor.history.lock().unwrap();
-    assert!(!history.iter().any(|m| matches!(
-        m,
-        ServerMessage::ConsultationEnded | ServerMessage::Removed
-    )));
+    assert!(
+        !history
+            .iter()
+            .any(|m| matches!(m, ServerMessage::ConsultationEnded | ServerMessage::Removed))
+    );
 }
 
 #[tokio::test]
@@ -159,8 +174,15 @@ async fn malformed_and_unknown_messages_get_an_error_and_the_connection_stays() 
     let server = TestServer::start().await;
     let mut ws = raw(&server).await;
     let token = server.token("c-json", "Dr Grey", Role::Practitioner);
-    send(&mut ws, serde_json::json!({"type":"join","token":token}).to_string()).await;
-    assert!(matches!(next(&mut ws).await, Ok(ServerMessage::Joined { .. })));
+    send(
+        &mut ws,
+        serde_json::json!({"type":"join","token":token}).to_string(),
+    )
+    .await;
+    assert!(matches!(
+        next(&mut ws).await,
+        Ok(ServerMessage::Joined { .. })
+    ));
     for junk in [
         "{not json",
         r#"{"type":"launch_missiles"}"#,
@@ -177,14 +199,25 @@ async fn malformed_and_unknown_messages_get_an_error_and_the_connection_stays() 
             }
         };
         assert!(
-            matches!(reply, Ok(ServerMessage::Error { code: ErrorCode::BadMessage, .. })),
+            matches!(
+                reply,
+                Ok(ServerMessage::Error {
+                    code: ErrorCode::BadMessage,
+                    ..
+                })
+            ),
             "{junk:?} → {reply:?}"
         );
     }
-    ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     assert!(matches!(
         next(&mut ws).await,
-        Ok(ServerMessage::Error { code: ErrorCode::BinaryNotSupported, .. })
+        Ok(ServerMessage::Error {
+            code: ErrorCode::BinaryNotSupported,
+            ..
+        })
     ));
     send(&mut ws, r#"{"type":"ping"}"#.into()).await;
     assert_eq!(next(&mut ws).await, Ok(ServerMessage::Pong));
@@ -195,8 +228,15 @@ async fn oversized_message_closes_with_1009() {
     let server = TestServer::start().await;
     let mut ws = raw(&server).await;
     let token = server.token("c-big", "Dr Grey", Role::Practitioner);
-    send(&mut ws, serde_json::json!({"type":"join","token":token}).to_string()).await;
-    assert!(matches!(next(&mut ws).await, Ok(ServerMessage::Joined { .. })));
+    send(
+        &mut ws,
+        serde_json::json!({"type":"join","token":token}).to_string(),
+    )
+    .await;
+    assert!(matches!(
+        next(&mut ws).await,
+        Ok(ServerMessage::Joined { .. })
+    ));
     let big = format!(
         r#"{{"type":"answer","sdp":"{}"}}"#,
         "x".repeat(server.config.signaling.max_message_bytes + 10)
@@ -250,7 +290,13 @@ async fn hostile_sdp_is_refused_and_the_call_goes_on() {
             .await
             .expect("an error comes back");
         assert!(
-            matches!(reply, ServerMessage::Error { code: ErrorCode::BadSdp, .. }),
+            matches!(
+                reply,
+                ServerMessage::Error {
+                    code: ErrorCode::BadSdp,
+                    ..
+                }
+            ),
             "{reply:?}"
         );
     }
@@ -262,7 +308,15 @@ async fn hostile_sdp_is_refused_and_the_call_goes_on() {
         }),
     });
     attacker
-        .expect(T, |m| matches!(m, ServerMessage::Error { code: ErrorCode::BadCandidate, .. }))
+        .expect(T, |m| {
+            matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::BadCandidate,
+                    ..
+                }
+            )
+        })
         .await
         .expect("bad candidate refused");
     // The doctor and patient are still receiving.
@@ -305,9 +359,7 @@ async fn garbage_on_the_media_port_is_dropped_and_counted() {
             .sum::<usize>()
     };
     assert!(eventually(Duration::from_secs(20), || video(&patient) > 20).await);
-    let metrics = || async {
-        reqwest_metrics(&server).await
-    };
+    let metrics = || async { reqwest_metrics(&server).await };
     let dropped_before = dropped(&metrics().await);
     // Random bytes, and STUN-looking packets with unknown ufrags, from a stranger.
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -352,7 +404,9 @@ async fn garbage_on_the_media_port_is_dropped_and_counted() {
 
 async fn reqwest_metrics(server: &TestServer) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.http_addr).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();

@@ -65,8 +65,9 @@ async fn waiting_patient_receives_no_media_until_admitted() {
         let history = patient.history.lock().unwrap();
         assert!(
             history.iter().all(|m| match m {
-                ServerMessage::Joined { participants, you, .. } =>
-                    participants.is_empty() && you.display_name == "Pat Doe",
+                ServerMessage::Joined {
+                    participants, you, ..
+                } => participants.is_empty() && you.display_name == "Pat Doe",
                 ServerMessage::Offer { .. }
                 | ServerMessage::ParticipantJoined { .. }
                 | ServerMessage::TrackPublished { .. }
@@ -143,7 +144,10 @@ async fn four_party_group_everyone_receives_everyone() {
                 assert_intact(r, s, si as u16 + 1);
             }
         }
-        assert!(!r.peer.received().contains_key(&r.id), "no echo of one's own media");
+        assert!(
+            !r.peer.received().contains_key(&r.id),
+            "no echo of one's own media"
+        );
     }
 }
 
@@ -166,7 +170,9 @@ async fn late_joiner_gets_a_keyframe_requested_from_the_publisher() {
         "late joiner receives the doctor"
     );
     assert!(
-        eventually(Duration::from_secs(5), || doctor.peer.keyframe_requests() > before).await,
+        eventually(Duration::from_secs(5), || doctor.peer.keyframe_requests()
+            > before)
+        .await,
         "the publisher was asked for a keyframe for the newcomer ({before} before)"
     );
 }

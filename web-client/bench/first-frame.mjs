@@ -7,6 +7,7 @@
 //
 // Usage: node bench/first-frame.mjs [runs]   (TELECONSULT_BIN overrides the server binary)
 
+import { readFileSync } from 'node:fs';
 import {
   startServer,
   launchBrowser,
@@ -16,6 +17,12 @@ import {
 } from '../tests/harness.mjs';
 
 const RUNS = Number(process.argv[2] || process.env.RUNS || 10);
+
+/** Resident set size of a process in MiB, from /proc/<pid>/status. */
+function rssMiB(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
 
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -72,9 +79,12 @@ async function oneRun(browser, server) {
         tick();
       }),
   );
+  // Let the call run a few seconds, then read the server's memory with this 1:1 up.
+  await page.waitForTimeout(3000);
+  const rss = rssMiB(server.child.pid);
   await context.close();
   await patient.context.close();
-  return t1 - t0;
+  return { ms: t1 - t0, rss };
 }
 
 async function main() {
@@ -82,13 +92,17 @@ async function main() {
   const browser = await launchBrowser();
   const version = browser.version();
   const times = [];
+  const rss = [];
+  let idleRss = NaN;
   try {
+    idleRss = rssMiB(server.child.pid);
     // One warm-up run (page cache, codec start-up), not counted.
     await oneRun(browser, server);
     for (let i = 0; i < RUNS; i += 1) {
-      const ms = await oneRun(browser, server);
+      const { ms, rss: r } = await oneRun(browser, server);
       times.push(ms);
-      process.stderr.write(`run ${i + 1}/${RUNS}: ${ms} ms\n`);
+      rss.push(r);
+      process.stderr.write(`run ${i + 1}/${RUNS}: ${ms} ms, server RSS ${r.toFixed(1)} MiB\n`);
     }
   } finally {
     await browser.close().catch(() => {});
@@ -100,6 +114,10 @@ async function main() {
   process.stdout.write(
     `| first remote frame, 1:1 loopback (practitioner link opened → first decoded frame) | ${RUNS} | ` +
       `${Math.round(median(times))} ms | ${Math.min(...times)} ms | ${Math.max(...times)} ms | Chromium ${version} |\n`,
+  );
+  process.stdout.write(
+    `| server RSS with one 1:1 consultation running (3 s into the call) | ${RUNS} | ` +
+      `${median(rss).toFixed(1)} MiB | ${Math.min(...rss).toFixed(1)} MiB | ${Math.max(...rss).toFixed(1)} MiB | idle before the first call: ${idleRss.toFixed(1)} MiB |\n`,
   );
 }
 
