@@ -16,6 +16,128 @@ pub struct Config {
     pub consultation: ConsultationConfig,
     pub signaling: SignalingConfig,
     pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub billing: BillingConfig,
+    pub documents: DocumentsConfig,
+    pub admin: AdminConfig,
+}
+
+/// The development master key for document encryption (base64 of 32 bytes). Refused outside dev.
+pub const DEV_MASTER_KEY: &str = "ZGV2LW1hc3Rlci1rZXktZG8tbm90LXVzZS0xMjM0NTY=";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// MongoDB connection string (replica sets, `tls=true` pass to the driver). Empty: the
+    /// embedded store in `data_dir`. A configured URI wins, in `--dev` too.
+    pub mongodb_uri: String,
+    /// MongoDB database name.
+    pub database: String,
+    /// Directory of the embedded store and of the on-disk billing queue used during outages.
+    pub data_dir: PathBuf,
+}
+
+/// How billable time is rounded at export (the stored record stays exact).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// Units are seconds, rounded down.
+    PerSecond,
+    /// Units are minutes, every started minute counts.
+    PerStartedMinute,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// Open intervals are checkpointed this often; a crash loses at most this much.
+    pub checkpoint_secs: u64,
+    pub rounding: Rounding,
+    /// Most billing events kept in the on-disk queue while the database is unreachable.
+    pub outage_queue_max_events: usize,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocumentsConfig {
+    /// Largest document accepted, in bytes (413 beyond, while streaming).
+    pub max_bytes: u64,
+    /// Types accepted, detected from the file's magic bytes: any of `pdf`, `png`, `jpeg`,
+    /// `webp`, `text`, `dicom`.
+    pub allowed_types: Vec<String>,
+    /// Master key wrapping each document's own key: base64 of 32 random bytes. Required outside
+    /// `--dev` (where a public development key is used).
+    pub master_key: String,
+    /// Label stored with each wrapped key, for rotation.
+    pub master_key_id: String,
+}
+
+impl std::fmt::Debug for DocumentsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentsConfig")
+            .field("max_bytes", &self.max_bytes)
+            .field("allowed_types", &self.allowed_types)
+            .field("master_key", &"<redacted>")
+            .field("master_key_id", &self.master_key_id)
+            .finish()
+    }
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// API key for admin exports (billing for all practitioners, audit log), sent as
+    /// `Authorization: Bearer <key>`. Empty: admin access disabled. At least 32 bytes if set.
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field(
+                "api_key",
+                &if self.api_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            mongodb_uri: String::new(),
+            database: "teleconsult".to_string(),
+            data_dir: PathBuf::from("/var/lib/teleconsult"),
+        }
+    }
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            checkpoint_secs: 5,
+            rounding: Rounding::PerSecond,
+            outage_queue_max_events: 100_000,
+        }
+    }
+}
+
+impl Default for DocumentsConfig {
+    fn default() -> Self {
+        DocumentsConfig {
+            max_bytes: 50 * 1024 * 1024,
+            allowed_types: ["pdf", "png", "jpeg", "webp", "text", "dicom"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            master_key: String::new(),
+            master_key_id: "k1".to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -146,6 +268,8 @@ impl Config {
         c.media.bind = IpAddr::from([127, 0, 0, 1]);
         c.media.udp_port = 40000;
         c.auth.signing_secret = DEV_SIGNING_SECRET.to_string();
+        c.documents.master_key = DEV_MASTER_KEY.to_string();
+        c.storage.data_dir = PathBuf::from(".teleconsult-data");
         c
     }
 
@@ -155,6 +279,11 @@ impl Config {
         c.server.port = 0;
         c.media.udp_port = 0;
         c.media.workers = 2;
+        c.storage.data_dir = std::env::temp_dir().join(format!(
+            "teleconsult-test-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         c
     }
 }
@@ -426,6 +555,86 @@ impl Config {
             bad(
                 "auth.token_ttl_secs",
                 "must be between 60 seconds and 30 days (2592000)",
+            );
+        }
+
+        // storage
+        if self.storage.database.is_empty()
+            || !self
+                .storage
+                .database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            bad(
+                "storage.database",
+                "must be a non-empty name of letters, digits, '_' or '-'",
+            );
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            bad("storage.data_dir", "must be a directory path");
+        }
+        if !self.storage.mongodb_uri.is_empty()
+            && !(self.storage.mongodb_uri.starts_with("mongodb://")
+                || self.storage.mongodb_uri.starts_with("mongodb+srv://"))
+        {
+            bad(
+                "storage.mongodb_uri",
+                "must start with mongodb:// or mongodb+srv:// (or be empty for the embedded store)",
+            );
+        }
+
+        // billing
+        if !(1..=60).contains(&self.billing.checkpoint_secs) {
+            bad("billing.checkpoint_secs", "must be between 1 and 60");
+        }
+        if self.billing.outage_queue_max_events < 100 {
+            bad("billing.outage_queue_max_events", "must be at least 100");
+        }
+
+        // documents (never print the key itself)
+        if self.documents.max_bytes < 1024 {
+            bad("documents.max_bytes", "must be at least 1024");
+        }
+        const KNOWN_TYPES: [&str; 6] = ["pdf", "png", "jpeg", "webp", "text", "dicom"];
+        for t in &self.documents.allowed_types {
+            if !KNOWN_TYPES.contains(&t.as_str()) {
+                bad(
+                    "documents.allowed_types",
+                    "each entry must be one of pdf, png, jpeg, webp, text, dicom",
+                );
+                break;
+            }
+        }
+        let key = &self.documents.master_key;
+        if key.is_empty() {
+            bad(
+                "documents.master_key",
+                "missing: base64 of 32 random bytes (e.g. `openssl rand -base64 32`), or TELECONSULT_DOCUMENTS__MASTER_KEY",
+            );
+        } else {
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(key) {
+                Ok(k) if k.len() == 32 => {
+                    if !dev && key == DEV_MASTER_KEY {
+                        bad(
+                            "documents.master_key",
+                            "the development key is refused outside --dev",
+                        );
+                    }
+                }
+                _ => bad("documents.master_key", "must be base64 of exactly 32 bytes"),
+            }
+        }
+        if self.documents.master_key_id.is_empty() {
+            bad("documents.master_key_id", "must not be empty");
+        }
+
+        // admin
+        if !self.admin.api_key.is_empty() && self.admin.api_key.len() < 32 {
+            bad(
+                "admin.api_key",
+                "must be at least 32 bytes (or empty to disable admin access)",
             );
         }
 
@@ -797,10 +1006,43 @@ mod tests {
         assert!(!err.contains(DEV_SIGNING_SECRET), "{err}");
     }
 
+    /// A valid, non-development master key (32 zero bytes).
+    const MASTER: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    #[test]
+    fn storage_billing_documents_and_admin_are_checked() {
+        let mut c = Config::dev();
+        c.validate(true).expect("dev defaults are valid");
+        c.documents.master_key = "c2hvcnQ=".into();
+        c.billing.checkpoint_secs = 0;
+        c.documents.allowed_types = vec!["exe".into()];
+        c.admin.api_key = "short".into();
+        c.storage.mongodb_uri = "postgres://x".into();
+        let p = invalid(&c, true);
+        for key in [
+            "documents.master_key: must be base64 of exactly 32 bytes",
+            "billing.checkpoint_secs:",
+            "documents.allowed_types:",
+            "admin.api_key:",
+            "storage.mongodb_uri:",
+        ] {
+            assert!(p.iter().any(|l| l.starts_with(key)), "{key} in {p:?}");
+        }
+        let mut c = Config::dev();
+        c.documents.master_key = DEV_MASTER_KEY.into();
+        assert!(
+            invalid(&c, false)
+                .iter()
+                .any(|l| l == "documents.master_key: the development key is refused outside --dev")
+        );
+        assert!(!format!("{c:?}").contains(DEV_MASTER_KEY));
+    }
+
     #[test]
     fn production_requires_tls_with_readable_files() {
         let mut c = Config::default();
         c.auth.signing_secret = SECRET.into();
+        c.documents.master_key = MASTER.into();
         c.media.announce_ip = Some(IpAddr::from([192, 0, 2, 1]));
         c.server.tls = false;
         assert_eq!(
@@ -827,6 +1069,7 @@ mod tests {
     fn production_needs_announce_ip_for_wildcard_bind() {
         let mut c = Config::default();
         c.auth.signing_secret = SECRET.into();
+        c.documents.master_key = MASTER.into();
         let cert = write_temp("cert2", "x");
         c.server.tls_cert = cert.clone();
         c.server.tls_key = cert;
