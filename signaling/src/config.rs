@@ -574,10 +574,9 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             bad("storage.data_dir", "must be a directory path");
         }
-        if !self.storage.mongodb_uri.is_empty()
-            && !(self.storage.mongodb_uri.starts_with("mongodb://")
-                || self.storage.mongodb_uri.starts_with("mongodb+srv://"))
-        {
+        let uri = &self.storage.mongodb_uri;
+        let mongo_scheme = uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://");
+        if !uri.is_empty() && !mongo_scheme {
             bad(
                 "storage.mongodb_uri",
                 "must start with mongodb:// or mongodb+srv:// (or be empty for the embedded store)",
