@@ -20,6 +20,8 @@ pub struct Participant {
     pub closed: Closed,
     pub peer: Arc<SyntheticPeer>,
     pub id: String,
+    /// The socket's reader and writer tasks (aborted by `drop_connection`).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Participant {
@@ -38,7 +40,7 @@ impl Participant {
             protocol: Some(PROTOCOL_VERSION),
             consultation: None,
         })?;
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             while let Some(m) = out_rx.recv().await {
                 let text = serde_json::to_string(&m).expect("client messages serialise");
                 if sink.send(Message::Text(text.into())).await.is_err() {
@@ -46,7 +48,7 @@ impl Participant {
                 }
             }
         });
-        {
+        let reader = {
             let (peer, out_tx, history, closed) = (
                 peer.clone(),
                 out_tx.clone(),
@@ -82,8 +84,8 @@ impl Participant {
                     let _ = in_tx.send(m);
                 }
                 closed.lock().unwrap().get_or_insert((1006, String::new()));
-            });
-        }
+            })
+        };
         let mut p = Participant {
             outbox: out_tx,
             inbox: in_rx,
@@ -91,6 +93,7 @@ impl Participant {
             closed,
             peer,
             id: String::new(),
+            tasks: vec![writer, reader],
         };
         let joined = p
             .expect(Duration::from_secs(10), |m| {
@@ -122,6 +125,15 @@ impl Participant {
                 Err(_) => return Err("timed out waiting for a message".into()),
             }
         }
+    }
+
+    /// Drop the WebSocket without a close frame, as a phone losing its network does.
+    pub async fn drop_connection(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        self.peer.close().await;
     }
 
     /// Close code once the server has closed the socket.
