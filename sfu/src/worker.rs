@@ -155,6 +155,10 @@ pub struct Worker {
     events: Vec<RTCPeerConnectionEvent>,
     metrics: Option<Metrics>,
     next_track: u64,
+    /// Earliest connection timer (may be early, never late).
+    next_deadline: Option<Instant>,
+    /// Scratch list of connections whose timers are due.
+    due: Vec<u64>,
 }
 
 /// The codecs we forward, as a copyable key (no string compare per packet).
@@ -212,6 +216,8 @@ impl Worker {
             events: Vec::with_capacity(16),
             metrics: None,
             next_track: 1,
+            next_deadline: None,
+            due: Vec::new(),
         }
     }
 
@@ -224,13 +230,10 @@ impl Worker {
         let _span = tracing::info_span!("sfu_worker", index = self.index).entered();
         loop {
             let now = Instant::now();
-            let next = self
-                .peers
-                .values()
-                .filter_map(|p| p.timeout)
-                .min()
-                .unwrap_or(now + IDLE_WAIT);
-            let wait = next.saturating_duration_since(now).min(IDLE_WAIT);
+            let wait = self
+                .next_deadline
+                .map_or(IDLE_WAIT, |t| t.saturating_duration_since(now))
+                .min(IDLE_WAIT);
             match rx.recv_timeout(wait) {
                 Ok(input) => {
                     self.handle(input);
@@ -246,25 +249,38 @@ impl Worker {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
             let now = Instant::now();
-            let due: Vec<u64> = self
-                .peers
-                .values()
-                .filter(|p| p.timeout.is_some_and(|t| t <= now))
-                .map(|p| p.key.id)
-                .collect();
-            for id in due {
-                if let Some(p) = self.peers.get_mut(&id) {
-                    let result = catch_unwind(AssertUnwindSafe(|| p.pc.handle_timeout(now)));
-                    if !matches!(result, Ok(Ok(()))) {
-                        tracing::debug!(participant = %p.participant, "timeout handling failed");
-                    }
-                }
-                self.process(id, now);
+            if self.next_deadline.is_some_and(|t| t <= now) {
+                self.run_timers(now);
             }
         }
         for id in self.peers.keys().copied().collect::<Vec<_>>() {
             self.remove(id, Instant::now());
         }
+    }
+
+    /// Fire every due connection timer, then recompute the earliest deadline. Per-packet work
+    /// only ever lowers `next_deadline` (see `process`); the full scan happens here, at timer
+    /// granularity, not per datagram.
+    fn run_timers(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        due.extend(
+            self.peers
+                .values()
+                .filter(|p| p.timeout.is_some_and(|t| t <= now))
+                .map(|p| p.key.id),
+        );
+        for &id in &due {
+            if let Some(p) = self.peers.get_mut(&id) {
+                let result = catch_unwind(AssertUnwindSafe(|| p.pc.handle_timeout(now)));
+                if !matches!(result, Ok(Ok(()))) {
+                    tracing::debug!(participant = %p.participant, "timeout handling failed");
+                }
+            }
+            self.process(id, now);
+        }
+        due.clear();
+        self.due = due;
+        self.next_deadline = self.peers.values().filter_map(|p| p.timeout).min();
     }
 
     fn handle(&mut self, input: Input) {
@@ -586,6 +602,11 @@ impl Worker {
                 reads.push(m);
             }
             p.timeout = p.pc.poll_timeout();
+            if let Some(t) = p.timeout
+                && self.next_deadline.is_none_or(|d| t < d)
+            {
+                self.next_deadline = Some(t);
+            }
             if events.is_empty() && reads.is_empty() {
                 break;
             }
