@@ -105,6 +105,10 @@ pub struct DocumentMeta {
     pub encryption: EncryptionInfo,
 }
 
+/// Completes a document's metadata once its bytes have all been stored (see
+/// [`Store::put_document`]).
+pub type DocumentFinish<'a> = Box<dyn FnOnce(&mut DocumentMeta) + Send + 'a>;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptionInfo {
     /// Algorithm name, e.g. `AES-256-GCM-chunked-v1`.
@@ -162,10 +166,15 @@ pub trait Store: Send + Sync + 'static {
     /// Store a document's (already encrypted) bytes and its metadata. If `body` yields an error,
     /// everything written so far is removed and `StoreError::Aborted` is returned: no partial
     /// document is ever visible, no orphan chunks remain.
+    ///
+    /// `meta` is what is known before the bytes arrive (`id`, `consultation`, ...); once `body`
+    /// has ended without error, the implementation calls `finish` on its own copy of `meta` (it
+    /// fills in `size` and `sha256`, only known then) and stores that copy.
     async fn put_document(
         &self,
         meta: &DocumentMeta,
         body: BoxStream<'_, std::result::Result<Bytes, String>>,
+        finish: DocumentFinish<'_>,
     ) -> Result<()>;
     async fn list_documents(&self, consultation: &str) -> Result<Vec<DocumentMeta>>;
     async fn document(&self, consultation: &str, id: &str) -> Result<Option<DocumentMeta>>;
