@@ -17,6 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use teleconsult_sfu::{Candidate, Kind, SfuError, SfuEvent};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
 
@@ -215,10 +216,9 @@ async fn session(socket: WebSocket, state: AppState) {
             return;
         }
     };
+    // Everything from here on is logged inside the participant's span (ids only).
     let span = tracing::info_span!("participant", consultation = %claims.consultation, participant = %participant);
-    let _enter = span.enter();
-    drop(_enter);
-
+    async {
     let idle = Duration::from_secs(state.config.signaling.idle_timeout_secs.max(1));
     let mut ping = tokio::time::interval(idle / 3);
     ping.tick().await;
@@ -290,6 +290,9 @@ async fn session(socket: WebSocket, state: AppState) {
             .consultations
             .disconnected(&claims.consultation, &participant, generation);
     }
+    }
+    .instrument(span)
+    .await
 }
 
 fn kind(k: Kind) -> MediaKind {
