@@ -18,4 +18,6 @@ use std::sync::Arc;
 pub struct AppState {
     pub config: Arc<config::Config>,
     pub consultations: consultation::ConsultationService,
+    /// Billing, presence, documents and audit (MongoDB or the embedded store).
+    pub store: Arc<dyn teleconsult_store::Store>,
 }

@@ -138,10 +138,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })?;
     let media_addr = sfu.local_addr();
 
+    let store = teleconsult_store::open(
+        &config.storage.mongodb_uri,
+        &config.storage.database,
+        &config.storage.data_dir,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "storage: cannot open the {}",
+            if config.storage.mongodb_uri.is_empty() {
+                format!("embedded store in {}", config.storage.data_dir.display())
+            } else {
+                "MongoDB store (storage.mongodb_uri)".to_string()
+            }
+        )
+    })?;
+
     let config = Arc::new(config);
     let state = AppState {
         config: config.clone(),
         consultations: ConsultationService::new(config.clone(), sfu),
+        store,
     };
     let app = crate::http::router(state.clone());
     let handle: Handle<SocketAddr> = Handle::new();

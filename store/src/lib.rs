@@ -8,6 +8,12 @@
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
 
 /// Milliseconds since the Unix epoch (UTC).
 pub type Millis = i64;
@@ -187,4 +193,17 @@ pub trait Store: Send + Sync + 'static {
     async fn record_audit(&self, event: &AuditEvent) -> Result<()>;
     /// Audit events with `from <= at < to`, ordered by time, streamed.
     fn export_audit(&self, from: Millis, to: Millis) -> BoxStream<'_, Result<AuditEvent>>;
+}
+
+/// Open the configured store: MongoDB when `mongodb_uri` is non-empty (database `database`),
+/// else the embedded store in `data_dir` (created, mode 0700).
+pub async fn open(mongodb_uri: &str, database: &str, data_dir: &Path) -> Result<Arc<dyn Store>> {
+    if mongodb_uri.is_empty() {
+        let _ = database;
+        Ok(Arc::new(SqliteStore::open(data_dir).await?))
+    } else {
+        Err(StoreError::Unavailable(
+            "the MongoDB backend is not built yet".to_string(),
+        ))
+    }
 }
