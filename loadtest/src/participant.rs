@@ -1,7 +1,7 @@
 //! A synthetic participant: joins through the WebSocket signalling like a browser, answers every
 //! offer with its [`SyntheticPeer`], and keeps every other server message for inspection.
 
-use crate::peer::{BoxError, SyntheticPeer};
+use crate::peer::{BoxError, PeerOptions, SyntheticPeer};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// How the server closed the socket (code, reason), once it has.
 pub type Closed = Arc<std::sync::Mutex<Option<(u16, String)>>>;
+
+/// How [`Participant::join_with`] joins.
+#[derive(Clone, Default)]
+pub struct JoinOptions {
+    pub peer: PeerOptions,
+    /// Admit everyone who appears in the waiting list (for a practitioner).
+    pub auto_admit: bool,
+}
 
 pub struct Participant {
     outbox: mpsc::UnboundedSender<ClientMessage>,
@@ -28,9 +36,20 @@ impl Participant {
     /// Connect to `ws_url` (e.g. `ws://127.0.0.1:PORT/ws`) and join with `token`. Returns once
     /// `joined` arrives.
     pub async fn join(ws_url: &str, token: &str) -> Result<Participant, BoxError> {
+        Self::join_with(ws_url, token, JoinOptions::default()).await
+    }
+
+    /// [`Participant::join`] with a peer built from `options.peer`; with `options.auto_admit`
+    /// (a practitioner) every participant appearing in the waiting list is admitted at once.
+    pub async fn join_with(
+        ws_url: &str,
+        token: &str,
+        options: JoinOptions,
+    ) -> Result<Participant, BoxError> {
         let (ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
         let (mut sink, mut stream) = ws.split();
-        let peer = Arc::new(SyntheticPeer::new().await?);
+        let peer = Arc::new(SyntheticPeer::with_options(options.peer).await?);
+        let auto_admit = options.auto_admit;
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
         let (in_tx, in_rx) = mpsc::unbounded_channel::<ServerMessage>();
         let history = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -56,6 +75,7 @@ impl Participant {
                 closed.clone(),
             );
             tokio::spawn(async move {
+                let mut admitted = std::collections::HashSet::new();
                 while let Some(Ok(msg)) = stream.next().await {
                     let text = match msg {
                         Message::Text(t) => t,
@@ -73,6 +93,15 @@ impl Participant {
                         continue;
                     };
                     history.lock().unwrap().push(m.clone());
+                    if auto_admit && let ServerMessage::WaitingList { participants } = &m {
+                        for p in participants {
+                            if admitted.insert(p.id.clone()) {
+                                let _ = out_tx.send(ClientMessage::Admit {
+                                    participant: p.id.clone(),
+                                });
+                            }
+                        }
+                    }
                     if let ServerMessage::Offer { sdp } = &m {
                         match peer.answer(sdp.clone()).await {
                             Ok(answer) => {
@@ -134,6 +163,19 @@ impl Participant {
             let _ = t.await;
         }
         self.peer.close().await;
+    }
+
+    /// `error` messages the server sent so far, as `code: message`.
+    pub fn errors(&self) -> Vec<String> {
+        self.history
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::Error { code, message } => Some(format!("{code:?}: {message}")),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Close code once the server has closed the socket.

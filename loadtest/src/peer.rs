@@ -4,6 +4,7 @@
 //! Payload format (so a receiver can check a packet arrived intact and who sent it):
 //! `"TC" kind(0 audio, 1 video) tag(u16) seq(u16) filler...`, where `filler[i] = tag + seq + i`.
 
+use crate::measure::{MediaKind, Receptions, SendLog, TrackReport, TrackStats};
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -92,6 +93,27 @@ pub struct PeerStats {
 
 struct Handler {
     stats: Arc<PeerStats>,
+    /// Real-media mode: measure received tracks against the send log.
+    measure: Option<(Arc<SendLog>, Receptions)>,
+}
+
+/// How a [`SyntheticPeer`] is built.
+#[derive(Clone)]
+pub struct PeerOptions {
+    /// Attach an audio and a video track to publish (a subscriber-only peer attaches none).
+    pub publish: bool,
+    /// Measure received tracks (packets, loss, jitter, bitrate, latency against this send log)
+    /// instead of checking the synthetic payloads of [`SyntheticPeer::start_publishing`].
+    pub measure: Option<Arc<SendLog>>,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        PeerOptions {
+            publish: true,
+            measure: None,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -105,6 +127,34 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if let Some((log, receptions)) = &self.measure {
+            let (log, receptions) = (log.clone(), receptions.clone());
+            tokio::spawn(async move {
+                let stream = track.stream_id().await;
+                let kind = match track.kind().await {
+                    RtpCodecKind::Audio => MediaKind::Audio,
+                    _ => MediaKind::Video,
+                };
+                let stats = Arc::new(Mutex::new(TrackStats::new(String::new(), stream, kind)));
+                receptions.lock().unwrap().push(stats.clone());
+                while let Some(evt) = track.poll().await {
+                    if let TrackRemoteEvent::OnRtpPacket(packet) = evt {
+                        let at = std::time::Instant::now();
+                        let at_us = log.us_of(at);
+                        let size = packet.payload.len() + 12;
+                        stats.lock().unwrap().on_packet(
+                            &log,
+                            packet.header.sequence_number,
+                            packet.header.timestamp,
+                            size,
+                            at,
+                            at_us,
+                        );
+                    }
+                }
+            });
+            return;
+        }
         let stats = self.stats.clone();
         tokio::spawn(async move {
             let stream = track.stream_id().await;
@@ -177,14 +227,20 @@ fn local_track(kind: RtpCodecKind, codec: &RTCRtpCodec, ssrc: u32) -> Arc<TrackL
 pub struct SyntheticPeer {
     pc: Box<dyn PeerConnection>,
     pub stats: Arc<PeerStats>,
-    audio: Arc<TrackLocalStaticRTP>,
-    video: Arc<TrackLocalStaticRTP>,
-    audio_ssrc: u32,
-    video_ssrc: u32,
+    pub(crate) audio: Arc<TrackLocalStaticRTP>,
+    pub(crate) video: Arc<TrackLocalStaticRTP>,
+    pub(crate) audio_ssrc: u32,
+    pub(crate) video_ssrc: u32,
+    receptions: Receptions,
 }
 
 impl SyntheticPeer {
+    /// A publishing peer with synthetic, verifiable payloads.
     pub async fn new() -> Result<SyntheticPeer, BoxError> {
+        Self::with_options(PeerOptions::default()).await
+    }
+
+    pub async fn with_options(options: PeerOptions) -> Result<SyntheticPeer, BoxError> {
         let (audio_codec, video_codec) = codecs();
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(audio_codec.clone(), RtpCodecKind::Audio)?;
@@ -192,12 +248,14 @@ impl SyntheticPeer {
         let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
         let registry = register_default_interceptors(registry, &mut media_engine)?;
         let stats = Arc::new(PeerStats::default());
+        let receptions = Receptions::default();
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
                 stats: stats.clone(),
+                measure: options.measure.map(|log| (log, receptions.clone())),
             }))
             .with_udp_addrs(vec!["127.0.0.1:0"])
             .build()
@@ -206,8 +264,10 @@ impl SyntheticPeer {
         let video_ssrc = rand::random::<u32>();
         let audio = local_track(RtpCodecKind::Audio, &audio_codec.rtp_codec, audio_ssrc);
         let video = local_track(RtpCodecKind::Video, &video_codec.rtp_codec, video_ssrc);
-        pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await?;
-        pc.add_track(video.clone() as Arc<dyn TrackLocal>).await?;
+        if options.publish {
+            pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await?;
+            pc.add_track(video.clone() as Arc<dyn TrackLocal>).await?;
+        }
         // Count keyframe requests the SFU sends us about our video.
         {
             let video = video.clone();
@@ -234,7 +294,21 @@ impl SyntheticPeer {
             video,
             audio_ssrc,
             video_ssrc,
+            receptions,
         })
+    }
+
+    /// What this peer measured on each received track so far (real-media mode), labelled with
+    /// `subscriber` (this participant's stream id).
+    pub fn track_reports(&self, subscriber: &str) -> Vec<TrackReport> {
+        let all = self.receptions.lock().unwrap().clone();
+        all.iter()
+            .map(|t| {
+                let mut r = t.lock().unwrap().report();
+                r.subscriber = subscriber.to_string();
+                r
+            })
+            .collect()
     }
 
     /// Apply the server's offer; returns our answer SDP.
