@@ -187,6 +187,7 @@ struct Inner {
     sfu: Sfu,
     consultations: DashMap<String, Arc<Mutex<Consultation>>>,
     next_generation: AtomicU64,
+    billing: std::sync::OnceLock<crate::billing::Billing>,
 }
 
 /// The consultation service. Cheap to clone.
@@ -213,12 +214,44 @@ impl ConsultationService {
                 sfu,
                 consultations: DashMap::new(),
                 next_generation: AtomicU64::new(1),
+                billing: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn sfu(&self) -> &Sfu {
         &self.inner.sfu
+    }
+
+    /// Attach the billing service (once, at start-up): from then on every change of presence
+    /// reaches its billing clock, and admissions and removals are audited.
+    pub fn attach_billing(&self, billing: crate::billing::Billing) {
+        let _ = self.inner.billing.set(billing);
+    }
+
+    pub fn billing(&self) -> Option<&crate::billing::Billing> {
+        self.inner.billing.get()
+    }
+
+    /// Billing hook: who is present now (call with the consultation locked, after a change).
+    fn bill(&self, consultation: &str, c: &Consultation) {
+        if let Some(b) = self.inner.billing.get() {
+            let view = c.participants.iter().map(|p| crate::billing::Presence {
+                id: &p.id,
+                identity: &p.identity,
+                role: p.role,
+                present: p.state == ParticipantState::Admitted && p.conn.is_some(),
+                left: p.state == ParticipantState::Left,
+            });
+            b.observe(consultation, view, c.ended);
+        }
+    }
+
+    /// Audit hook: `actor` (a participant id) did `action` to `target`.
+    fn audit(&self, action: &str, consultation: &str, actor: &str, target: Option<&str>) {
+        if let Some(b) = self.inner.billing.get() {
+            b.audit(action, actor, Some(consultation), target);
+        }
     }
 
     fn consultation(&self, id: &str) -> Option<Arc<Mutex<Consultation>>> {
@@ -335,6 +368,7 @@ impl ConsultationService {
         } else {
             c.send_waiting_list();
         }
+        self.bill(&claims.consultation, &c);
         drop(c);
         if admitted {
             self.start_media(&claims.consultation, &id);
@@ -432,8 +466,10 @@ impl ConsultationService {
                 &ServerMessage::ParticipantJoined { participant: info },
             );
             c.send_waiting_list();
+            self.bill(consultation, c);
             Ok(())
         })?;
+        self.audit("participant.admit", consultation, actor, Some(target));
         tracing::info!(%consultation, participant = %target, by = %actor, "admitted");
         self.start_media(consultation, target);
         Ok(())
@@ -451,8 +487,10 @@ impl ConsultationService {
             p.close(close::FORBIDDEN, "not admitted by the practitioner");
             p.conn = None;
             c.send_waiting_list();
+            self.bill(consultation, c);
             Ok(())
         })?;
+        self.audit("participant.reject", consultation, actor, Some(target));
         tracing::info!(%consultation, participant = %target, by = %actor, "rejected");
         self.update_gauges();
         Ok(())
@@ -484,8 +522,10 @@ impl ConsultationService {
                 );
             }
             c.send_waiting_list();
+            self.bill(consultation, c);
             Ok(())
         })?;
+        self.audit("participant.remove", consultation, actor, Some(target));
         self.inner.sfu.remove_participant(target);
         tracing::info!(%consultation, participant = %target, by = %actor, "removed");
         self.update_gauges();
@@ -506,8 +546,10 @@ impl ConsultationService {
                     ids.push(p.id.clone());
                 }
             }
+            self.bill(consultation, c);
             Ok(ids)
         })?;
+        self.audit("consultation.end", consultation, actor, None);
         for id in ids {
             self.inner.sfu.remove_participant(&id);
         }
@@ -665,6 +707,7 @@ impl ConsultationService {
             .participants
             .iter()
             .all(|p| p.state == ParticipantState::Left);
+        self.bill(consultation, &c);
         drop(c);
         self.inner.sfu.remove_participant(participant);
         if empty {
@@ -703,6 +746,7 @@ impl ConsultationService {
             .participants
             .iter()
             .all(|p| p.state == ParticipantState::Left);
+        self.bill(consultation, &c);
         drop(c);
         if empty {
             self.inner.consultations.remove(consultation);

@@ -2,6 +2,7 @@
 //! (roles, waiting room), WebSocket signalling and the HTTP edge. The `teleconsult`
 //! binary is a thin command line over this crate; integration tests start it in-process.
 
+pub mod billing;
 pub mod config;
 pub mod consultation;
 pub mod http;

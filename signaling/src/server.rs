@@ -161,6 +161,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         consultations: ConsultationService::new(config.clone(), sfu),
         store,
     };
+    // Billing before serving: replay the outage queue, close what a crashed process left open.
+    let billing = crate::billing::Billing::start(&config, state.store.clone())
+        .await
+        .context("billing: cannot open the outage queue in storage.data_dir")?;
+    state.consultations.attach_billing(billing);
     let app = crate::http::router(state.clone());
     let handle: Handle<SocketAddr> = Handle::new();
     let tls = tls_config.is_some();
