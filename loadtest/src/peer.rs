@@ -320,6 +320,32 @@ impl SyntheticPeer {
         Ok(answer.sdp)
     }
 
+    /// Offer to publish our audio and video (for servers where the client offers, such as Janus's
+    /// VideoRoom). Returns the offer SDP with our host candidates in it (no trickle needed).
+    pub async fn offer(&self) -> Result<String, BoxError> {
+        let offer = self.pc.create_offer(None).await?;
+        let sdp = offer.sdp.clone();
+        self.pc.set_local_description(offer).await?;
+        // Host candidates come from sockets already bound: they appear in the local description
+        // almost at once.
+        for _ in 0..100 {
+            if let Some(local) = self.pc.local_description().await
+                && local.sdp.contains("a=candidate:")
+            {
+                return Ok(local.sdp);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(sdp)
+    }
+
+    /// Apply the server's answer to our [`SyntheticPeer::offer`].
+    pub async fn apply_answer(&self, answer_sdp: String) -> Result<(), BoxError> {
+        let answer = RTCSessionDescription::answer(answer_sdp)?;
+        self.pc.set_remote_description(answer).await?;
+        Ok(())
+    }
+
     /// Publish audio (every 20 ms) and video (every 33 ms) packets tagged with `tag` until the
     /// returned handle is aborted.
     pub fn start_publishing(&self, tag: u16) -> tokio::task::JoinHandle<()> {

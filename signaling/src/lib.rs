@@ -5,6 +5,8 @@
 pub mod billing;
 pub mod config;
 pub mod consultation;
+pub mod crypto;
+pub mod filetype;
 pub mod http;
 pub mod protocol;
 pub mod server;

@@ -1,0 +1,193 @@
+//! The physical floor of forwarding: the irreducible per-packet work of relaying one SRTP packet
+//! from a publisher to one subscriber — SRTP unprotect with the publisher's keys, rewrite SSRC and
+//! payload type, SRTP protect with the subscriber's keys, one UDP `send_to` on loopback — using
+//! `rtc`'s SRTP contexts directly with fixed test keys. `scripts/bench` puts our server's measured
+//! CPU time per forwarded packet beside this figure (see docs/benchmarks.md).
+//!
+//! Run: `cargo bench -p teleconsult-sfu --bench forward_floor`
+//!
+//! Each step is also measured alone, so the floor can be read as a sum. Sizes: 160-byte payloads
+//! (an Opus frame at ~32 kbit/s plus headroom) and 1100-byte payloads (a full VP8 packet).
+//! Profiles: AEAD-AES-128-GCM (what `rtc` negotiates with webrtc-rs and Chromium) and
+//! AES-128-CM-HMAC-SHA1-80 (the mandatory one).
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use rtc::shared::marshal::Marshal;
+use rtc::srtp::context::Context;
+use rtc::srtp::option::srtp_replay_protection;
+use rtc::srtp::protection_profile::ProtectionProfile;
+use std::hint::black_box;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const PUBLISHER_SSRC: u32 = 0x1234_5678;
+const SUBSCRIBER_SSRC: u32 = 0x0BAD_CAFE;
+
+fn context(profile: ProtectionProfile, seed: u8) -> Context {
+    let provider = rtc::crypto::default_provider().expect("ring is rtc's default crypto provider");
+    let key: Vec<u8> = (0..profile.key_len() as u8).map(|i| i ^ seed).collect();
+    let salt: Vec<u8> = (0..profile.salt_len() as u8)
+        .map(|i| i.wrapping_mul(7) ^ seed)
+        .collect();
+    // Replay protection on both sides, as the real stack has it (window of 64 packets).
+    Context::new(
+        &key,
+        &salt,
+        profile,
+        Some(srtp_replay_protection(64)),
+        None,
+        provider.crypto(),
+    )
+    .expect("fixed test keys have the profile's lengths")
+}
+
+/// A plain RTP packet (12-byte header, no extensions) with `len` payload bytes.
+fn rtp(seq: u16, len: usize) -> Vec<u8> {
+    let packet = rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: u32::from(seq).wrapping_mul(3000),
+            ssrc: PUBLISHER_SSRC,
+            marker: true,
+            ..Default::default()
+        },
+        payload: vec![0xA5; len].into(),
+    };
+    packet.marshal().expect("a valid packet marshals").to_vec()
+}
+
+/// The publisher side: produces the next SRTP packet (not measured).
+struct Publisher {
+    ctx: Context,
+    seq: u16,
+    len: usize,
+}
+
+impl Publisher {
+    fn next(&mut self) -> Vec<u8> {
+        self.seq = self.seq.wrapping_add(1);
+        let plain = rtp(self.seq, self.len);
+        self.ctx.encrypt_rtp(&plain).expect("encrypt").to_vec()
+    }
+}
+
+/// Rewrite SSRC and payload type in place: the forwarder's whole header change.
+fn rewrite(plain: &mut [u8], ssrc: u32, payload_type: u8) {
+    plain[1] = (plain[1] & 0x80) | (payload_type & 0x7f);
+    plain[8..12].copy_from_slice(&ssrc.to_be_bytes());
+}
+
+/// A loopback UDP pair; a thread drains the receiving side so the kernel never drops early.
+struct Wire {
+    tx: UdpSocket,
+    stop: Arc<AtomicBool>,
+    drain: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Wire {
+    fn new() -> Wire {
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+        rx.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .expect("timeout");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+        tx.connect(rx.local_addr().expect("addr")).expect("connect");
+        let stop = Arc::new(AtomicBool::new(false));
+        let drain = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = rx.recv(&mut buf);
+                }
+            })
+        };
+        Wire {
+            tx,
+            stop,
+            drain: Some(drain),
+        }
+    }
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(d) = self.drain.take() {
+            let _ = d.join();
+        }
+    }
+}
+
+fn floor(c: &mut Criterion) {
+    let profiles = [
+        ("gcm", ProtectionProfile::AeadAes128Gcm),
+        ("cm-sha1-80", ProtectionProfile::Aes128CmHmacSha1_80),
+    ];
+    let wire = Wire::new();
+    for (name, profile) in profiles {
+        for len in [160usize, 1100] {
+            let mut group = c.benchmark_group(format!("floor/{name}/{len}B"));
+            group.throughput(Throughput::Elements(1));
+
+            let mut publisher = Publisher {
+                ctx: context(profile, 1),
+                seq: 0,
+                len,
+            };
+            let mut inbound = context(profile, 1);
+            group.bench_function("unprotect", |b| {
+                b.iter_batched(
+                    || publisher.next(),
+                    |srtp| black_box(inbound.decrypt_rtp(&srtp).expect("decrypt")),
+                    BatchSize::SmallInput,
+                )
+            });
+
+            let mut outbound = context(profile, 2);
+            let mut seq = 0u16;
+            group.bench_function("protect", |b| {
+                b.iter_batched(
+                    || {
+                        seq = seq.wrapping_add(1);
+                        rtp(seq, len)
+                    },
+                    |plain| black_box(outbound.encrypt_rtp(&plain).expect("encrypt")),
+                    BatchSize::SmallInput,
+                )
+            });
+
+            let datagram = vec![0x5Au8; len + 12 + 16];
+            group.bench_function("udp_send", |b| {
+                b.iter(|| black_box(wire.tx.send(&datagram).expect("send")))
+            });
+
+            // The whole floor: unprotect, rewrite, protect, send.
+            let mut publisher = Publisher {
+                ctx: context(profile, 3),
+                seq: 0,
+                len,
+            };
+            let mut inbound = context(profile, 3);
+            let mut outbound = context(profile, 4);
+            group.bench_function("forward_one", |b| {
+                b.iter_batched(
+                    || publisher.next(),
+                    |srtp| {
+                        let mut plain = inbound.decrypt_rtp(&srtp).expect("decrypt");
+                        rewrite(&mut plain, SUBSCRIBER_SSRC, 100);
+                        let out = outbound.encrypt_rtp(&plain).expect("encrypt");
+                        wire.tx.send(&out).expect("send")
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+            group.finish();
+        }
+    }
+}
+
+criterion_group!(benches, floor);
+criterion_main!(benches);
