@@ -52,15 +52,39 @@ pub fn now_ms() -> Millis {
 /// HMAC-SHA256(secret, consultation ‖ 0 ‖ identity). The same person in the same consultation
 /// always gets the same pseudonym; it reveals nothing about the name without the secret.
 pub fn patient_pseudonym(secret: &[u8], consultation: &str, identity: &str) -> String {
+    keyed_hash(
+        secret,
+        "pt-",
+        &[
+            b"teleconsult-patient-pseudonym",
+            consultation.as_bytes(),
+            identity.as_bytes(),
+        ],
+    )
+}
+
+/// A practitioner's pseudonym in the audit log (`pr-` and 12 hex digits, keyed like
+/// [`patient_pseudonym`]): the audit log carries no names.
+pub fn practitioner_pseudonym(secret: &[u8], identity: &str) -> String {
+    keyed_hash(
+        secret,
+        "pr-",
+        &[b"teleconsult-practitioner-pseudonym", identity.as_bytes()],
+    )
+}
+
+fn keyed_hash(secret: &[u8], prefix: &str, parts: &[&[u8]]) -> String {
     // HMAC accepts keys of any length.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(b"teleconsult-patient-pseudonym\0");
-    mac.update(consultation.as_bytes());
-    mac.update(b"\0");
-    mac.update(identity.as_bytes());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            mac.update(b"\0");
+        }
+        mac.update(part);
+    }
     let digest = mac.finalize().into_bytes();
     let mut out = String::with_capacity(15);
-    out.push_str("pt-");
+    out.push_str(prefix);
     for b in &digest[..6] {
         out.push_str(&format!("{b:02x}"));
     }

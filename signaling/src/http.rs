@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(crate::ws::handler))
         .route("/", get(|| async { serve_asset("index.html") }))
         .route("/join", get(|| async { serve_asset("join.html") }))
+        .merge(crate::billing_api::routes())
         .fallback(static_file)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -74,8 +75,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    // Billing events waiting on disk for the store: media works, persistence is behind.
+    let billing_queue = state.consultations.billing().map_or(0, |b| b.queue_depth());
+    let status = if billing_queue > 0 { "degraded" } else { "ok" };
+    Json(serde_json::json!({ "status": status, "billing_queue": billing_queue }))
 }
 
 async fn metrics() -> Response {

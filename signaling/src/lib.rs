@@ -3,6 +3,7 @@
 //! binary is a thin command line over this crate; integration tests start it in-process.
 
 pub mod billing;
+pub mod billing_api;
 pub mod config;
 pub mod consultation;
 pub mod crypto;
