@@ -3,6 +3,10 @@
 
 pub mod janus;
 pub mod measure;
+pub mod media;
 pub mod participant;
 pub mod peer;
+pub mod report;
+pub mod scenario;
+pub mod server_stats;
 pub mod target;

@@ -1,1 +1,223 @@
-fn main() {}
+//! `teleconsult-loadtest`: run a scenario of synthetic participants (real WebRTC peers publishing
+//! Opus and VP8) against a server and report quality and server cost.
+//!
+//! ```sh
+//! teleconsult-loadtest --dev --server http://127.0.0.1:8080 --server-pid $(pgrep -n teleconsult) \
+//!     one-to-one --consultations 10
+//! teleconsult-loadtest --in-process --ramp --step 2 one-to-one --consultations 2
+//! ```
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use teleconsult_loadtest::media::VideoVariant;
+use teleconsult_loadtest::scenario::{self, Ramp, RunOptions, Scenario};
+use teleconsult_loadtest::target::{Target, Teleconsult};
+
+#[derive(Parser)]
+#[command(name = "teleconsult-loadtest", version, about)]
+struct Cli {
+    /// The server's base URL (signalling at /ws, metrics at /metrics).
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// Sign join tokens with the public development secret (`serve --dev`).
+    #[arg(long, global = true)]
+    dev: bool,
+    /// Sign join tokens with this secret (also from TELECONSULT_SIGNING_SECRET).
+    #[arg(
+        long,
+        env = "TELECONSULT_SIGNING_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    signing_secret: Option<String>,
+    /// Start a server inside this process (test settings) instead of using --server. Its CPU
+    /// figures then include the load generator's.
+    #[arg(long, global = true)]
+    in_process: bool,
+    /// The server's process id: sample its CPU time and RSS from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Server under test.
+    #[arg(long, value_enum, default_value = "teleconsult", global = true)]
+    target: TargetKind,
+    /// Measurement window in seconds (per step in ramp mode).
+    #[arg(long, default_value_t = 30, global = true)]
+    duration: u64,
+    /// Consultations started per second during ramp-up.
+    #[arg(long, default_value_t = 2.0, global = true)]
+    ramp_rate: f64,
+    /// Seconds between the last join and the start of measuring.
+    #[arg(long, default_value_t = 3, global = true)]
+    settle: u64,
+    /// Video: `low` (320x240, ~500 kbit/s) or `high` (640x360, ~1.2 Mbit/s).
+    #[arg(long, value_enum, default_value = "low", global = true)]
+    video: VideoVariant,
+    /// Ramp mode: add --step consultations at a time until a limit is crossed.
+    #[arg(long, global = true)]
+    ramp: bool,
+    #[arg(long, default_value_t = 2, global = true)]
+    step: usize,
+    /// Ramp mode: stop at this many consultations.
+    #[arg(long, default_value_t = 200, global = true)]
+    max_consultations: usize,
+    /// Ramp limit: loss on any track, percent.
+    #[arg(long, default_value_t = 1.0, global = true)]
+    max_loss_percent: f64,
+    /// Ramp limit: p99 forwarding latency on any track, milliseconds.
+    #[arg(long, default_value_t = 20.0, global = true)]
+    max_p99_ms: f64,
+    /// Where report.json and report.html go.
+    #[arg(long, default_value = "loadtest-results", global = true)]
+    out: PathBuf,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    scenario: ScenarioCmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TargetKind {
+    Teleconsult,
+}
+
+#[derive(Subcommand)]
+enum ScenarioCmd {
+    /// N consultations of practitioner + patient, both publishing audio and video.
+    OneToOne {
+        #[arg(long, short = 'n', default_value_t = 1)]
+        consultations: usize,
+    },
+    /// N consultations of K participants, all publishing.
+    Group {
+        #[arg(long, short = 'n', default_value_t = 1)]
+        consultations: usize,
+        #[arg(long, short = 'k', default_value_t = 4)]
+        size: usize,
+    },
+    /// One publisher and N subscribers (a lecture or case conference).
+    Fanout {
+        #[arg(long, short = 'n', default_value_t = 10)]
+        subscribers: usize,
+    },
+}
+
+fn ws_url(base: &str) -> Result<String> {
+    let base = base.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("http://") {
+        Ok(format!("ws://{rest}/ws"))
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        Ok(format!("wss://{rest}/ws"))
+    } else {
+        bail!("--server must start with http:// or https://")
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let (scenario, consultations) = match cli.scenario {
+        ScenarioCmd::OneToOne { consultations } => (Scenario::OneToOne, consultations),
+        ScenarioCmd::Group {
+            consultations,
+            size,
+        } => {
+            if size < 2 {
+                bail!("--size must be at least 2");
+            }
+            (Scenario::Group { size }, consultations)
+        }
+        ScenarioCmd::Fanout { subscribers } => (Scenario::Fanout { subscribers }, 1),
+    };
+    // Keep the server handle alive for the whole run.
+    let mut _server = None;
+    let (base, secret, pid) = if cli.in_process {
+        let mut config = teleconsult::config::Config::for_tests();
+        config.consultation.max_participants = 100;
+        let secret = config.auth.signing_secret.clone();
+        let server = teleconsult::server::start(config)
+            .await
+            .context("starting the in-process server")?;
+        let base = format!("http://{}", server.http_addr);
+        _server = Some(server);
+        (base, secret, Some(std::process::id()))
+    } else {
+        let secret = match (cli.dev, cli.signing_secret) {
+            (_, Some(s)) => s,
+            (true, None) => teleconsult::config::DEV_SIGNING_SECRET.to_string(),
+            (false, None) => {
+                bail!("give --signing-secret (or TELECONSULT_SIGNING_SECRET) or --dev")
+            }
+        };
+        (cli.server.clone(), secret, cli.server_pid)
+    };
+    let target: Arc<dyn Target> = match cli.target {
+        TargetKind::Teleconsult => Arc::new(Teleconsult::new(ws_url(&base)?, secret)),
+    };
+    let options = RunOptions {
+        scenario,
+        consultations,
+        duration: Duration::from_secs(cli.duration.max(1)),
+        ramp_rate: cli.ramp_rate,
+        settle: Duration::from_secs(cli.settle),
+        video: cli.video,
+        ramp: cli.ramp.then(|| Ramp {
+            step: cli.step.max(1),
+            max_consultations: cli.max_consultations,
+            max_loss: cli.max_loss_percent / 100.0,
+            max_p99_ms: cli.max_p99_ms,
+        }),
+        server_pid: pid,
+        metrics_url: Some(format!("{}/metrics", base.trim_end_matches('/'))),
+        progress: !cli.quiet,
+    };
+    let report = scenario::run(target, options).await?;
+    teleconsult_loadtest::report::write(&report, &cli.out)?;
+    println!("{}", serde_json::to_string_pretty(&summary(&report))?);
+    println!(
+        "report: {} and {}",
+        cli.out.join("report.json").display(),
+        cli.out.join("report.html").display()
+    );
+    if !report.errors.is_empty() {
+        eprintln!(
+            "{} errors, first: {}",
+            report.errors.len(),
+            report.errors[0]
+        );
+    }
+    Ok(())
+}
+
+/// The headline figures, without per-track detail.
+fn summary(r: &scenario::RunReport) -> serde_json::Value {
+    let steps: Vec<_> = r
+        .steps
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "consultations": s.consultations,
+                "participants": s.participants,
+                "tracks": s.tracks.len(),
+                "worst_loss_percent": s.worst_loss * 100.0,
+                "latency_p50_ms": s.latency_p50_ms,
+                "latency_p99_ms": s.latency_p99_ms,
+                "worst_track_p99_ms": s.worst_track_p99_ms,
+                "server_cpu_percent": s.server.cpu_percent,
+                "server_rss_mib": s.server.rss_bytes.map(|b| b as f64 / 1048576.0),
+                "cpu_us_per_forwarded_packet": s.server.cpu_us_per_forwarded_packet,
+                "server_latency_p99_ms": s.server.server_latency_p99_ms,
+                "held": s.held,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "target": r.target,
+        "steps": steps,
+        "last_held_consultations": r.last_held_consultations,
+        "errors": r.errors.len(),
+    })
+}

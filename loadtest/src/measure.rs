@@ -167,6 +167,20 @@ impl Histogram {
         self.max_us = self.max_us.max(other.max_us);
     }
 
+    /// Remove `earlier`'s samples (a snapshot of this histogram taken before).
+    pub fn subtract(&mut self, earlier: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&earlier.counts) {
+            *a -= (*b).min(*a);
+        }
+        self.count -= earlier.count.min(self.count);
+        self.sum_us -= earlier.sum_us.min(self.sum_us);
+        self.max_us = self
+            .counts
+            .iter()
+            .rposition(|&c| c > 0)
+            .map_or(0, |i| upper_of(i).min(self.max_us));
+    }
+
     /// The value at quantile `q` (0..=1), as the upper bound of its bucket; 0 when empty.
     pub fn quantile_us(&self, q: f64) -> u64 {
         if self.count == 0 {
