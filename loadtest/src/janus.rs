@@ -13,7 +13,8 @@
 //! [`SyntheticPeer::answer`]. Janus refuses subscribers ("No such feed") until the publisher's
 //! `webrtcup`, so [`JanusParticipant::publish`] returns only after it.
 
-use crate::peer::SyntheticPeer;
+use crate::peer::{PeerOptions, SyntheticPeer};
+use crate::target::{JoinSpec, Session, Target, TargetError};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -322,28 +323,59 @@ pub async fn create_room(
 }
 
 /// A participant in a Janus room: one session, a publisher handle and (once subscribed) a
-/// subscriber handle, each with its own synthetic peer, as Janus's own JavaScript client does.
+/// subscriber handle, each with its own synthetic peer, as Janus's own JavaScript client does
+/// (VideoRoom cannot publish and subscribe on one PeerConnection).
 pub struct JanusParticipant {
     pub session: JanusSession,
-    publisher: JanusHandle,
-    /// Our feed id in the room (what others subscribe to).
-    pub feed: u64,
-    /// Publishes our audio and video.
-    pub publisher_peer: Arc<SyntheticPeer>,
+    publisher: Option<JanusHandle>,
+    /// Our feed id in the room (what others subscribe to), once publishing.
+    pub feed: Option<u64>,
+    /// Publishes our audio and video (when publishing).
+    pub publisher_peer: Option<Arc<SyntheticPeer>>,
     subscriber: Option<JanusHandle>,
-    /// Receives every feed we subscribed to.
-    pub subscriber_peer: Option<Arc<SyntheticPeer>>,
+    /// Receives every feed we subscribed to. Janus labels each received track with the stream
+    /// id of its feed id, renumbers sequence numbers from 1 and timestamps from 0.
+    pub subscriber_peer: Arc<SyntheticPeer>,
+}
+
+fn peer_error(e: crate::peer::BoxError) -> JanusError {
+    JanusError::Peer(e.to_string())
+}
+
+fn sdp_of(jsep: Option<Value>, what: &str, data: &Value) -> Result<String, JanusError> {
+    jsep.and_then(|j| j["sdp"].as_str().map(str::to_owned))
+        .ok_or_else(|| JanusError::Protocol(format!("{what} without SDP: {data}")))
 }
 
 impl JanusParticipant {
-    /// Connect, join `room` as a publisher, publish audio and video, and wait for Janus's
-    /// `webrtcup` (after which others may subscribe to [`JanusParticipant::feed`]).
-    pub async fn publish(url: &str, room: u64, display: &str) -> Result<Self, JanusError> {
-        let session = JanusSession::connect(url).await?;
-        let publisher = session.attach().await?;
-        let (data, _) = session
+    /// Connect to Janus (a new session); `subscriber_peer` will receive what we subscribe to.
+    pub async fn connect(
+        url: &str,
+        subscriber_peer: Arc<SyntheticPeer>,
+    ) -> Result<Self, JanusError> {
+        Ok(JanusParticipant {
+            session: JanusSession::connect(url).await?,
+            publisher: None,
+            feed: None,
+            publisher_peer: None,
+            subscriber: None,
+            subscriber_peer,
+        })
+    }
+
+    /// Join `room` as a publisher and publish `peer`'s audio and video; returns after Janus's
+    /// `webrtcup` (only then may others subscribe to [`JanusParticipant::feed`]).
+    pub async fn publish(
+        &mut self,
+        room: u64,
+        display: &str,
+        peer: Arc<SyntheticPeer>,
+    ) -> Result<u64, JanusError> {
+        let handle = self.session.attach().await?;
+        let (data, _) = self
+            .session
             .message(
-                &publisher,
+                &handle,
                 json!({"request": "join", "ptype": "publisher", "room": room, "display": display}),
                 None,
             )
@@ -351,79 +383,65 @@ impl JanusParticipant {
         let feed = data["id"]
             .as_u64()
             .ok_or_else(|| JanusError::Protocol(format!("join: {data}")))?;
-        let peer = Arc::new(
-            SyntheticPeer::new()
-                .await
-                .map_err(|e| JanusError::Peer(e.to_string()))?,
-        );
-        let offer = peer
-            .offer()
-            .await
-            .map_err(|e| JanusError::Peer(e.to_string()))?;
-        let (data, jsep) = session
-            .message(
-                &publisher,
-                json!({"request": "publish", "audio": true, "video": true}),
-                Some(json!({"type": "offer", "sdp": offer})),
-            )
-            .await?;
-        let answer = jsep
-            .and_then(|j| j["sdp"].as_str().map(str::to_owned))
-            .ok_or_else(|| JanusError::Protocol(format!("publish without answer: {data}")))?;
-        peer.apply_answer(answer)
-            .await
-            .map_err(|e| JanusError::Peer(e.to_string()))?;
-        // Our candidates were in the offer.
-        session
-            .exchange(
-                json!({"janus": "trickle", "handle_id": publisher.id,
-                       "candidate": {"completed": true}}),
-                true,
-            )
-            .await?;
-        publisher
-            .wait_for("webrtcup", Duration::from_secs(15))
-            .await?;
-        Ok(JanusParticipant {
-            session,
-            publisher,
-            feed,
-            publisher_peer: peer,
-            subscriber: None,
-            subscriber_peer: None,
-        })
-    }
-
-    /// Subscribe to `feeds` (publishers' feed ids) in one multistream subscriber handle; returns
-    /// once Janus has started sending and our peer is connected.
-    pub async fn subscribe(&mut self, room: u64, feeds: &[u64]) -> Result<(), JanusError> {
-        let handle = self.session.attach().await?;
-        let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
+        let offer = peer.offer().await.map_err(peer_error)?;
         let (data, jsep) = self
             .session
             .message(
                 &handle,
-                json!({"request": "join", "ptype": "subscriber", "room": room,
-                       "streams": streams, "use_msid": false}),
-                None,
+                json!({"request": "publish", "audio": true, "video": true}),
+                Some(json!({"type": "offer", "sdp": offer})),
             )
             .await?;
-        let offer = jsep
-            .and_then(|j| j["sdp"].as_str().map(str::to_owned))
-            .ok_or_else(|| JanusError::Protocol(format!("subscribe without offer: {data}")))?;
-        let peer = Arc::new(
-            SyntheticPeer::new()
-                .await
-                .map_err(|e| JanusError::Peer(e.to_string()))?,
-        );
-        let answer = peer
+        peer.apply_answer(sdp_of(jsep, "publish", &data)?)
+            .await
+            .map_err(peer_error)?;
+        // Our candidates were in the offer.
+        self.session
+            .exchange(
+                json!({"janus": "trickle", "handle_id": handle.id,
+                       "candidate": {"completed": true}}),
+                true,
+            )
+            .await?;
+        handle.wait_for("webrtcup", Duration::from_secs(15)).await?;
+        self.publisher = Some(handle);
+        self.feed = Some(feed);
+        self.publisher_peer = Some(peer);
+        Ok(feed)
+    }
+
+    /// Subscribe to `feeds` (publishers' feed ids) on our one multistream subscriber handle: the
+    /// first call joins as a subscriber, later ones add streams (Janus re-offers each time).
+    pub async fn subscribe(&mut self, room: u64, feeds: &[u64]) -> Result<(), JanusError> {
+        if feeds.is_empty() {
+            return Ok(());
+        }
+        let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
+        let first = self.subscriber.is_none();
+        if first {
+            self.subscriber = Some(self.session.attach().await?);
+        }
+        let Some(handle) = &self.subscriber else {
+            return Err(JanusError::Protocol("no subscriber handle".into()));
+        };
+        // `use_msid`: each received track carries its feed id as stream id.
+        let body = if first {
+            json!({"request": "join", "ptype": "subscriber", "room": room,
+                   "streams": streams, "use_msid": true})
+        } else {
+            json!({"request": "update", "subscribe": streams})
+        };
+        let (data, jsep) = self.session.message(handle, body, None).await?;
+        let offer = sdp_of(jsep, "subscribe", &data)?;
+        let answer = self
+            .subscriber_peer
             .answer(offer)
             .await
-            .map_err(|e| JanusError::Peer(e.to_string()))?;
+            .map_err(peer_error)?;
         let (data, _) = self
             .session
             .message(
-                &handle,
+                handle,
                 json!({"request": "start"}),
                 Some(json!({"type": "answer", "sdp": answer})),
             )
@@ -431,29 +449,165 @@ impl JanusParticipant {
         if data["started"] != "ok" {
             return Err(JanusError::Protocol(format!("start: {data}")));
         }
-        handle.wait_for("webrtcup", Duration::from_secs(15)).await?;
-        self.subscriber = Some(handle);
-        self.subscriber_peer = Some(peer);
+        if first {
+            handle.wait_for("webrtcup", Duration::from_secs(15)).await?;
+        }
         Ok(())
     }
 
-    /// Packets received on the subscriber peer, summed over every track: (audio, video, corrupt).
+    /// Packets received on the subscriber peer, summed over every track: (audio, video, corrupt)
+    /// (synthetic-payload mode).
     pub fn received_totals(&self) -> (u64, u64, u64) {
-        let Some(peer) = &self.subscriber_peer else {
-            return (0, 0, 0);
-        };
-        peer.received().values().fold((0, 0, 0), |(a, v, c), r| {
-            (a + r.audio_packets, v + r.video_packets, c + r.corrupt)
-        })
+        self.subscriber_peer
+            .received()
+            .values()
+            .fold((0, 0, 0), |(a, v, c), r| {
+                (a + r.audio_packets, v + r.video_packets, c + r.corrupt)
+            })
     }
 
     /// Leave: destroy the session and close both peers.
     pub async fn leave(&self) {
         let _ = self.session.destroy().await;
-        self.publisher_peer.close().await;
-        if let Some(p) = &self.subscriber_peer {
+        if let Some(p) = &self.publisher_peer {
             p.close().await;
         }
-        let _ = &self.publisher;
+        self.subscriber_peer.close().await;
+    }
+}
+
+/// Janus's VideoRoom as a load-test [`Target`]: one room per consultation (created by its first
+/// participant), every participant subscribes to every other publisher's feed.
+pub struct Janus {
+    url: String,
+    rooms: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Room>>>>,
+}
+
+#[derive(Default)]
+struct Room {
+    id: u64,
+    members: Vec<Arc<tokio::sync::Mutex<JanusParticipant>>>,
+    feeds: Vec<u64>,
+}
+
+impl Janus {
+    /// Janus's WebSocket URL, e.g. `ws://127.0.0.1:8188`.
+    pub fn new(url: impl Into<String>) -> Janus {
+        Janus {
+            url: url.into(),
+            rooms: Mutex::default(),
+        }
+    }
+
+    async fn join_room(
+        &self,
+        spec: &JoinSpec,
+        options: PeerOptions,
+    ) -> Result<JanusMember, JanusError> {
+        let room = self
+            .rooms
+            .lock()
+            .unwrap()
+            .entry(spec.consultation.clone())
+            .or_default()
+            .clone();
+        // One join at a time per room: each new feed is added to every earlier subscriber.
+        let mut room = room.lock().await;
+        let receiver = Arc::new(
+            SyntheticPeer::with_options(PeerOptions {
+                publish: false,
+                measure: options.measure.clone(),
+            })
+            .await
+            .map_err(peer_error)?,
+        );
+        let mut me = JanusParticipant::connect(&self.url, receiver.clone()).await?;
+        if room.id == 0 {
+            let handle = me.session.attach().await?;
+            let id = u64::from(rand::random::<u32>() | 1);
+            create_room(&me.session, &handle, id, spec.capacity.max(2) as u32).await?;
+            room.id = id;
+        }
+        let room_id = room.id;
+        let (publisher, stream_id) = if spec.publish {
+            let peer = Arc::new(
+                SyntheticPeer::with_options(PeerOptions {
+                    publish: true,
+                    ..options
+                })
+                .await
+                .map_err(peer_error)?,
+            );
+            let display = format!("p{}", spec.index);
+            let feed = me.publish(room_id, &display, peer.clone()).await?;
+            (Some(peer), feed.to_string())
+        } else {
+            (None, format!("subscriber-{}", me.session.id()))
+        };
+        let existing = room.feeds.clone();
+        me.subscribe(room_id, &existing).await?;
+        if let Some(feed) = me.feed {
+            for other in &room.members {
+                other.lock().await.subscribe(room_id, &[feed]).await?;
+            }
+            room.feeds.push(feed);
+        }
+        let me = Arc::new(tokio::sync::Mutex::new(me));
+        room.members.push(me.clone());
+        Ok(JanusMember {
+            participant: me,
+            stream_id,
+            peer: publisher.unwrap_or_else(|| receiver.clone()),
+            receiver,
+        })
+    }
+}
+
+/// One participant joined to Janus.
+struct JanusMember {
+    participant: Arc<tokio::sync::Mutex<JanusParticipant>>,
+    stream_id: String,
+    peer: Arc<SyntheticPeer>,
+    receiver: Arc<SyntheticPeer>,
+}
+
+#[async_trait::async_trait]
+impl Target for Janus {
+    fn name(&self) -> &str {
+        "janus"
+    }
+
+    async fn join(
+        &self,
+        spec: &JoinSpec,
+        peer: PeerOptions,
+    ) -> Result<Box<dyn Session>, TargetError> {
+        match self.join_room(spec, peer).await {
+            Ok(member) => Ok(Box::new(member)),
+            Err(e) => Err(TargetError::Join(e.to_string())),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Session for JanusMember {
+    fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    fn peer(&self) -> &Arc<SyntheticPeer> {
+        &self.peer
+    }
+
+    fn receiver(&self) -> &Arc<SyntheticPeer> {
+        &self.receiver
+    }
+
+    fn errors(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    async fn leave(self: Box<Self>) {
+        self.participant.lock().await.leave().await;
     }
 }

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use teleconsult_loadtest::janus::Janus;
 use teleconsult_loadtest::media::VideoVariant;
 use teleconsult_loadtest::scenario::{self, Ramp, RunOptions, Scenario};
 use teleconsult_loadtest::target::{Target, Teleconsult};
@@ -43,6 +44,9 @@ struct Cli {
     /// Server under test.
     #[arg(long, value_enum, default_value = "teleconsult", global = true)]
     target: TargetKind,
+    /// Janus's WebSocket API (with --target janus).
+    #[arg(long, default_value = "ws://127.0.0.1:8188", global = true)]
+    janus_url: String,
     /// Measurement window in seconds (per step in ramp mode).
     #[arg(long, default_value_t = 30, global = true)]
     duration: u64,
@@ -82,6 +86,8 @@ struct Cli {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum TargetKind {
     Teleconsult,
+    /// Janus's VideoRoom at --janus-url (benchmark only: scripts/bench).
+    Janus,
 }
 
 #[derive(Subcommand)]
@@ -156,6 +162,7 @@ async fn main() -> Result<()> {
     };
     let target: Arc<dyn Target> = match cli.target {
         TargetKind::Teleconsult => Arc::new(Teleconsult::new(ws_url(&base)?, secret)),
+        TargetKind::Janus => Arc::new(Janus::new(cli.janus_url.clone())),
     };
     let options = RunOptions {
         scenario,
@@ -171,7 +178,9 @@ async fn main() -> Result<()> {
             max_p99_ms: cli.max_p99_ms,
         }),
         server_pid: pid,
-        metrics_url: Some(format!("{}/metrics", base.trim_end_matches('/'))),
+        // Janus has no Prometheus endpoint.
+        metrics_url: matches!(cli.target, TargetKind::Teleconsult)
+            .then(|| format!("{}/metrics", base.trim_end_matches('/'))),
         progress: !cli.quiet,
     };
     let report = scenario::run(target, options).await?;

@@ -286,7 +286,7 @@ impl Runner {
         let mut out = Snapshot::new();
         for l in &self.live {
             for m in &l.members {
-                for mut r in m.session.peer().track_reports(m.session.stream_id()) {
+                for mut r in m.session.receiver().track_reports(m.session.stream_id()) {
                     r.publisher = self.target.publisher_of(&r.publisher);
                     let key = (
                         r.subscriber.clone(),

@@ -75,6 +75,11 @@ pub trait Session: Send + Sync {
     fn stream_id(&self) -> &str;
     /// The participant's media peer.
     fn peer(&self) -> &Arc<SyntheticPeer>;
+    /// The peer that receives the others' tracks: the same peer for servers with one
+    /// PeerConnection per participant (ours), a separate subscriber peer for Janus's VideoRoom.
+    fn receiver(&self) -> &Arc<SyntheticPeer> {
+        self.peer()
+    }
     /// Errors the server reported to this participant since it joined (empty when all is well).
     fn errors(&self) -> Vec<String>;
     /// Leave the consultation and close the peer.
