@@ -52,6 +52,62 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
+    /// Billing records, read straight from the store (docs/billing.md).
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BillingCommand {
+    /// Export consultation summaries starting in [--from, --to) as CSV or JSON.
+    Export {
+        /// Start of the period, ISO-8601 UTC (2026-01-01 or 2026-01-01T08:00:00Z), inclusive.
+        #[arg(long, value_parser = parse_time)]
+        from: i64,
+        /// End of the period, ISO-8601 UTC, exclusive.
+        #[arg(long, value_parser = parse_time)]
+        to: i64,
+        /// Only this practitioner's consultations (their identity).
+        #[arg(long)]
+        practitioner: Option<String>,
+        /// csv or json.
+        #[arg(long, default_value = "csv", value_parser = parse_format)]
+        format: teleconsult::billing::ExportFormat,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// TOML configuration file (storage.*, billing.rounding).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use the development configuration (embedded store in ./.teleconsult-data).
+        #[arg(long)]
+        dev: bool,
+    },
+    /// (Benchmarks) Write COUNT synthetic consultation summaries into the store.
+    #[command(hide = true)]
+    Seed {
+        #[arg(long)]
+        count: u64,
+        /// First consultation's start, ISO-8601 UTC; one starts every minute after it.
+        #[arg(long, default_value = "2026-01-01", value_parser = parse_time)]
+        start: i64,
+        #[arg(long, default_value_t = 50)]
+        practitioners: u32,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        dev: bool,
+    },
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    teleconsult::billing::time::parse(s)
+}
+
+fn parse_format(s: &str) -> Result<teleconsult::billing::ExportFormat, String> {
+    s.parse()
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -99,6 +155,132 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let token = mint(&config, &consultation, &identity, role, ttl)?;
             println!("{token}");
             println!("{}", config.join_link(&token));
+            Ok(())
+        }
+        Command::Billing { command } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(billing(command))
+        }
+    }
+}
+
+/// Open the store a configuration names. Only what minting links checks is validated: the
+/// billing commands need no TLS files or media settings.
+async fn open_store(
+    config: Option<&std::path::Path>,
+    dev: bool,
+) -> anyhow::Result<(Config, std::sync::Arc<dyn teleconsult_store::Store>)> {
+    let config = Config::load_for_tokens(config, dev)?;
+    let store = teleconsult_store::open(
+        &config.storage.mongodb_uri,
+        &config.storage.database,
+        &config.storage.data_dir,
+    )
+    .await
+    .context("storage: cannot open the store")?;
+    Ok((config, store))
+}
+
+async fn billing(command: BillingCommand) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    match command {
+        BillingCommand::Export {
+            from,
+            to,
+            practitioner,
+            format,
+            output,
+            config,
+            dev,
+        } => {
+            anyhow::ensure!(to > from, "--to must be after --from");
+            let (config, store) = open_store(config.as_deref(), dev).await?;
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("--output: cannot create {}", path.display()))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut out = std::io::BufWriter::with_capacity(256 * 1024, &mut out);
+            // A spinner on standard error (hidden when it is not a terminal): the row count and
+            // rate, since the total is not known in advance.
+            let progress = indicatif::ProgressBar::new_spinner();
+            progress.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {human_pos} consultations exported ({per_sec}, {elapsed})",
+                )
+                .context("progress bar template")?,
+            );
+            progress.enable_steady_tick(Duration::from_millis(200));
+            let mut w = teleconsult::billing::ExportWriter::new(format, config.billing.rounding);
+            let mut buf = String::with_capacity(64 * 1024);
+            w.begin(&mut buf);
+            let mut rows = store.export_summaries(teleconsult_store::ExportQuery {
+                from,
+                to,
+                practitioner,
+            });
+            while let Some(row) = rows.next().await {
+                let row = row.context("reading the store")?;
+                w.row(&mut buf, &row);
+                if buf.len() >= 60 * 1024 {
+                    out.write_all(buf.as_bytes())
+                        .context("writing the export")?;
+                    buf.clear();
+                }
+                if w.rows() % 1024 == 0 {
+                    progress.set_position(w.rows());
+                }
+            }
+            w.end(&mut buf);
+            out.write_all(buf.as_bytes())
+                .context("writing the export")?;
+            out.flush().context("writing the export")?;
+            progress.finish_and_clear();
+            eprintln!("{} consultations exported", w.rows());
+            Ok(())
+        }
+        BillingCommand::Seed {
+            count,
+            start,
+            practitioners,
+            config,
+            dev,
+        } => {
+            let (config, store) = open_store(config.as_deref(), dev).await?;
+            let secret = config.auth.signing_secret.clone();
+            let progress = indicatif::ProgressBar::new(count);
+            let summaries = futures_util::stream::iter(0..count).map(|i| {
+                let store = store.clone();
+                let secret = secret.clone();
+                async move {
+                    let consultation = format!("seed-{i:09}");
+                    let billable_ms = ((i * 7919) % 3_600_000) as i64;
+                    let summary = teleconsult_store::ConsultationSummary {
+                        patient_pseudonym: teleconsult::billing::patient_pseudonym(
+                            secret.as_bytes(),
+                            &consultation,
+                            "seed patient",
+                        ),
+                        practitioner: format!("Dr Seed {}", i % u64::from(practitioners.max(1))),
+                        start: start + i as i64 * 60_000,
+                        end: Some(start + i as i64 * 60_000 + billable_ms + 30_000),
+                        billable_ms,
+                        participants: 2 + (i % 3) as u32,
+                        recovered: i % 1000 == 0,
+                        consultation,
+                    };
+                    store.upsert_consultation_summary(&summary).await
+                }
+            });
+            let mut done = summaries.buffer_unordered(32);
+            while let Some(r) = done.next().await {
+                r.context("writing a seeded summary")?;
+                progress.inc(1);
+            }
+            progress.finish();
             Ok(())
         }
     }
