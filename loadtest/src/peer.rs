@@ -245,7 +245,10 @@ impl SyntheticPeer {
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(audio_codec.clone(), RtpCodecKind::Audio)?;
         media_engine.register_codec(video_codec.clone(), RtpCodecKind::Video)?;
-        let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+        let registry = Registry::new().with(
+            Slot::from(14_000),
+            DeliverKeyframeRequests::keyframes_only(),
+        );
         let registry = register_default_interceptors(registry, &mut media_engine)?;
         let stats = Arc::new(PeerStats::default());
         let receptions = Receptions::default();

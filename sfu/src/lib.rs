@@ -30,6 +30,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
 pub use worker::metric_names;
+pub use worker::quality;
 
 /// Media plane settings.
 #[derive(Clone, Debug)]

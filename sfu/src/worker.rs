@@ -39,6 +39,143 @@ pub mod metric_names {
     pub const DATAGRAMS_DROPPED: &str = "teleconsult_media_datagrams_dropped_total";
     pub const TRACKS: &str = "teleconsult_tracks";
     pub const KEYFRAME_REQUESTS: &str = "teleconsult_keyframe_requests_total";
+    /// Histogram: packet received by the reader thread → sent to a subscriber.
+    pub const FORWARDING_LATENCY: &str = "teleconsult_forwarding_latency_seconds";
+    /// Gauge, label `consultation`: worst fraction lost in subscribers' latest receiver reports.
+    pub const CONSULTATION_LOSS: &str = "teleconsult_consultation_loss_ratio";
+    /// Gauge, label `consultation`: worst interarrival jitter in subscribers' latest reports.
+    pub const CONSULTATION_JITTER: &str = "teleconsult_consultation_jitter_seconds";
+}
+
+/// Quality metrics kept outside the `metrics` recorder and rendered at scrape time: the
+/// forwarding-latency histogram (fixed buckets, relaxed atomics: no allocation and no lock per
+/// packet) and per-consultation loss and jitter from RTCP receiver reports (updated at report
+/// rate, removed when the consultation ends — the `metrics` facade cannot remove a series).
+pub mod quality {
+    use super::metric_names::{CONSULTATION_JITTER, CONSULTATION_LOSS, FORWARDING_LATENCY};
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// Bucket upper bounds, microseconds.
+    const BOUNDS_US: [u64; 14] = [
+        25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 50_000, 100_000, 250_000,
+        1_000_000,
+    ];
+
+    pub struct LatencyHistogram {
+        buckets: [AtomicU64; BOUNDS_US.len() + 1],
+        sum_ns: AtomicU64,
+        count: AtomicU64,
+    }
+
+    #[allow(clippy::declare_interior_mutable_const)]
+    const ZERO: AtomicU64 = AtomicU64::new(0);
+
+    /// The process-wide forwarding-latency histogram.
+    pub static FORWARDING: LatencyHistogram = LatencyHistogram {
+        buckets: [ZERO; BOUNDS_US.len() + 1],
+        sum_ns: AtomicU64::new(0),
+        count: AtomicU64::new(0),
+    };
+
+    impl LatencyHistogram {
+        /// Record `n` packets that each took `d`.
+        #[inline]
+        pub fn record(&self, d: Duration, n: u64) {
+            let us = d.as_micros() as u64;
+            let i = BOUNDS_US.partition_point(|&b| b < us);
+            self.buckets[i].fetch_add(n, Ordering::Relaxed);
+            self.sum_ns
+                .fetch_add(d.as_nanos() as u64 * n, Ordering::Relaxed);
+            self.count.fetch_add(n, Ordering::Relaxed);
+        }
+
+        /// Prometheus text (cumulative buckets, `le` in seconds).
+        pub fn render(&self, name: &str, out: &mut String) {
+            let _ = writeln!(
+                out,
+                "# HELP {name} Forwarding latency: packet received by the media reader thread to packet sent to a subscriber"
+            );
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            let mut total = 0;
+            for (i, b) in self.buckets.iter().enumerate() {
+                total += b.load(Ordering::Relaxed);
+                match BOUNDS_US.get(i) {
+                    Some(us) => {
+                        let _ =
+                            writeln!(out, "{name}_bucket{{le=\"{}\"}} {total}", *us as f64 / 1e6);
+                    }
+                    None => {
+                        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+                    }
+                }
+            }
+            let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "{name}_sum {sum}");
+            let _ = writeln!(out, "{name}_count {}", self.count.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Per consultation id: (loss ratio, jitter seconds).
+    static CONSULTATIONS: Mutex<BTreeMap<String, (f64, f64)>> = Mutex::new(BTreeMap::new());
+
+    pub(crate) fn set_consultation(id: &str, loss: f64, jitter: f64) {
+        if let Ok(mut m) = CONSULTATIONS.lock() {
+            match m.get_mut(id) {
+                Some(v) => *v = (loss, jitter),
+                None => {
+                    m.insert(id.to_string(), (loss, jitter));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn forget_consultation(id: &str) {
+        if let Ok(mut m) = CONSULTATIONS.lock() {
+            m.remove(id);
+        }
+    }
+
+    fn label(id: &str) -> String {
+        id.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    }
+
+    /// Append every quality metric in Prometheus text format.
+    pub fn render(out: &mut String) {
+        FORWARDING.render(FORWARDING_LATENCY, out);
+        let Ok(m) = CONSULTATIONS.lock() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {CONSULTATION_LOSS} Worst fraction of packets lost on any subscription of the consultation, from subscribers' latest RTCP receiver reports"
+        );
+        let _ = writeln!(out, "# TYPE {CONSULTATION_LOSS} gauge");
+        for (id, (loss, _)) in m.iter() {
+            let _ = writeln!(
+                out,
+                "{CONSULTATION_LOSS}{{consultation=\"{}\"}} {loss}",
+                label(id)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {CONSULTATION_JITTER} Worst interarrival jitter on any subscription of the consultation, from subscribers' latest RTCP receiver reports"
+        );
+        let _ = writeln!(out, "# TYPE {CONSULTATION_JITTER} gauge");
+        for (id, (_, jitter)) in m.iter() {
+            let _ = writeln!(
+                out,
+                "{CONSULTATION_JITTER}{{consultation=\"{}\"}} {jitter}",
+                label(id)
+            );
+        }
+    }
 }
 
 /// Minimum spacing of keyframe requests sent to one published track.
@@ -126,6 +263,10 @@ struct Subscription {
     payload: PayloadMap,
     /// Ask the publisher for a keyframe once this subscriber can receive.
     needs_keyframe: bool,
+    /// RTP clock rate, to turn reported jitter into seconds.
+    clock_rate: u32,
+    /// From the subscriber's latest receiver report: fraction lost, jitter (seconds).
+    reported: Option<(f64, f64)>,
 }
 
 struct Peer {
@@ -426,6 +567,7 @@ impl Worker {
             return;
         };
         let (kind, codec, stream_id) = (track.kind, track.codec.clone(), p.participant.clone());
+        let clock_rate = codec.clock_rate;
         let track_id = format!("{}-{}", stream_id, self.next_track);
         self.next_track += 1;
         let Some(s) = self.peers.get_mut(&subscriber) else {
@@ -455,6 +597,8 @@ impl Worker {
                 kind,
                 payload: PayloadMap::default(),
                 needs_keyframe: kind == Kind::Video,
+                clock_rate,
+                reported: None,
             }),
             Err(e) => tracing::warn!(error = %e, "could not add a subscription"),
         }
@@ -547,6 +691,7 @@ impl Worker {
         };
         if members.is_empty() {
             self.rooms.remove(&p.consultation);
+            quality::forget_consultation(&p.consultation);
         }
         for other in members {
             self.unsubscribe(other, |s| s.publisher == id, now);
@@ -615,8 +760,9 @@ impl Worker {
             }
             for m in reads.drain(..) {
                 match m.message {
-                    RTCMessage::RtpPacket(track, packet) => self.forward(id, &track, packet),
+                    RTCMessage::RtpPacket(track, packet) => self.forward(id, &track, packet, now),
                     RTCMessage::RtcpPacket(_, packets) => {
+                        self.on_reception_reports(id, &packets);
                         for packet in &packets {
                             if is_keyframe_request(packet.as_ref()) {
                                 for ssrc in packet.destination_ssrc() {
@@ -745,7 +891,14 @@ impl Worker {
     }
 
     /// Forward one packet from `publisher`'s track `source` to every subscription of it.
-    fn forward(&mut self, publisher: u64, source: &str, packet: rtc::rtp::Packet) {
+    /// `received`: when the reader thread took the datagram off the socket.
+    fn forward(
+        &mut self,
+        publisher: u64,
+        source: &str,
+        packet: rtc::rtp::Packet,
+        received: Instant,
+    ) {
         let size = (packet.header.marshal_size() + packet.payload.len()) as u64;
         let m = self.metrics.get_or_insert_with(Metrics::new);
         m.packets_in.increment(1);
@@ -774,6 +927,7 @@ impl Worker {
             if !s.connected {
                 continue;
             }
+            let sent_before = sent;
             for sub in s
                 .subscriptions
                 .iter_mut()
@@ -808,10 +962,58 @@ impl Worker {
                 }
             }
             Self::send_datagrams(&self.socket, &mut s.pc);
+            if sent > sent_before {
+                quality::FORWARDING.record(received.elapsed(), sent - sent_before);
+            }
         }
         let m = self.metrics.get_or_insert_with(Metrics::new);
         m.packets_out.increment(sent);
         m.bytes_out.increment(sent_bytes);
+    }
+
+    /// Receiver reports (alone or in a sender report) from a subscriber about what we forward to
+    /// it: keep each subscription's latest loss and jitter, and publish the consultation's worst.
+    fn on_reception_reports(&mut self, subscriber: u64, packets: &[Box<dyn rtc::rtcp::Packet>]) {
+        use rtc::rtcp::receiver_report::ReceiverReport;
+        use rtc::rtcp::sender_report::SenderReport;
+        let Some(s) = self.peers.get_mut(&subscriber) else {
+            return;
+        };
+        let mut changed = false;
+        for packet in packets {
+            let any = packet.as_any();
+            let reports = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                &rr.reports
+            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                &sr.reports
+            } else {
+                continue;
+            };
+            for r in reports {
+                if let Some(sub) = s.subscriptions.iter_mut().find(|sub| sub.ssrc == r.ssrc) {
+                    let jitter = r.jitter as f64 / sub.clock_rate.max(1) as f64;
+                    sub.reported = Some((r.fraction_lost as f64 / 256.0, jitter));
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return;
+        }
+        let consultation = s.consultation.clone();
+        let (mut loss, mut jitter) = (0.0f64, 0.0f64);
+        for m in self.rooms.get(&consultation).into_iter().flatten() {
+            for (l, j) in self
+                .peers
+                .get(m)
+                .into_iter()
+                .flat_map(|p| p.subscriptions.iter().filter_map(|s| s.reported))
+            {
+                loss = loss.max(l);
+                jitter = jitter.max(j);
+            }
+        }
+        quality::set_consultation(&consultation, loss, jitter);
     }
 
     /// A subscriber asked for a keyframe of the track it receives on `ssrc`.

@@ -19,6 +19,14 @@ pub mod names {
     pub const WEBSOCKET_CONNECTIONS: &str = "teleconsult_websocket_connections";
     /// Label `kind`.
     pub const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
+    /// Histogram (seconds): media packet received by the SFU's reader thread → sent to a
+    /// subscriber. Rendered by the SFU (`teleconsult_sfu::quality`), not the recorder.
+    pub const FORWARDING_LATENCY: &str = "teleconsult_forwarding_latency_seconds";
+    /// Gauge, label `consultation` (id only): worst fraction lost on any subscription of the
+    /// consultation in subscribers' latest RTCP receiver reports; gone when it ends.
+    pub const CONSULTATION_LOSS: &str = "teleconsult_consultation_loss_ratio";
+    /// Gauge, label `consultation` (id only): worst interarrival jitter, seconds, likewise.
+    pub const CONSULTATION_JITTER: &str = "teleconsult_consultation_jitter_seconds";
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -85,9 +93,13 @@ fn touch() {
     }
 }
 
-/// The current scrape text.
+/// The current scrape text: the recorder's metrics, then the SFU's quality metrics (forwarding
+/// latency histogram, per-consultation loss and jitter), which it keeps itself so the per-packet
+/// cost stays a few relaxed atomic adds and ended consultations' series can be removed.
 pub fn render() -> String {
-    install().render()
+    let mut text = install().render();
+    teleconsult_sfu::quality::render(&mut text);
+    text
 }
 
 /// Libraries whose most verbose levels print message contents (the WebSocket library logs every
