@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod mongo;
 pub mod sqlite;
 
+pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
 
 /// Milliseconds since the Unix epoch (UTC).
@@ -199,11 +201,8 @@ pub trait Store: Send + Sync + 'static {
 /// else the embedded store in `data_dir` (created, mode 0700).
 pub async fn open(mongodb_uri: &str, database: &str, data_dir: &Path) -> Result<Arc<dyn Store>> {
     if mongodb_uri.is_empty() {
-        let _ = database;
         Ok(Arc::new(SqliteStore::open(data_dir).await?))
     } else {
-        Err(StoreError::Unavailable(
-            "the MongoDB backend is not built yet".to_string(),
-        ))
+        Ok(Arc::new(MongoStore::open(mongodb_uri, database).await?))
     }
 }

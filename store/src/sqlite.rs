@@ -221,6 +221,12 @@ impl SqliteStore {
             .await
     }
 
+    /// Number of stored documents (for tests).
+    pub async fn document_count(&self) -> Result<u64> {
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0)))
+            .await
+    }
+
     async fn write_chunk(&self, blob: Arc<str>, n: i64, data: Bytes) -> Result<()> {
         self.write(move |c| {
             c.execute(
