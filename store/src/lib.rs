@@ -17,6 +17,9 @@ pub mod sqlite;
 pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
 
+/// Bytes per stored document chunk in both backends (GridFS's default chunk size, 255 KiB).
+pub const CHUNK_SIZE: usize = 255 * 1024;
+
 /// Milliseconds since the Unix epoch (UTC).
 pub type Millis = i64;
 

@@ -32,8 +32,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::time::Duration;
 
-/// Bytes per GridFS chunk (the GridFS default, 255 KiB).
-pub const CHUNK_SIZE: usize = 255 * 1024;
+/// Bytes per stored document chunk.
+pub use crate::CHUNK_SIZE;
 /// GridFS bucket name.
 pub const BUCKET: &str = "documents";
 /// Server selection and connection timeouts when the URI sets none: outages show quickly.

@@ -24,8 +24,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Bytes per stored document chunk (GridFS's default chunk size).
-pub const CHUNK_SIZE: usize = 255 * 1024;
+/// Bytes per stored document chunk.
+pub use crate::CHUNK_SIZE;
 /// Rows fetched per page of an export.
 const PAGE: i64 = 1000;
 /// Reader connections kept open.
