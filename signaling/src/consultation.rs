@@ -754,6 +754,29 @@ impl ConsultationService {
         self.update_gauges();
     }
 
+    /// The id of the participant `identity` with `role` in `consultation`, if they are in the
+    /// call: admitted, or reconnecting after having been admitted (documents access).
+    pub fn in_call_participant(
+        &self,
+        consultation: &str,
+        identity: &str,
+        role: Role,
+    ) -> Option<String> {
+        let entry = self.consultation(consultation)?;
+        let c = lock(&entry);
+        c.participants
+            .iter()
+            .find(|p| p.identity == identity && p.role == role && p.in_call())
+            .map(|p| p.id.clone())
+    }
+
+    /// Send `msg` to every participant in the call (admitted, or admitted and reconnecting).
+    pub fn broadcast_in_call(&self, consultation: &str, msg: &ServerMessage) {
+        if let Some(entry) = self.consultation(consultation) {
+            lock(&entry).broadcast_in_call("", msg);
+        }
+    }
+
     /// Participant ids of a consultation (tests, diagnostics).
     pub fn participant_ids(&self, consultation: &str) -> Vec<String> {
         self.consultation(consultation)

@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(crate::ws::handler))
         .route("/", get(|| async { serve_asset("index.html") }))
         .route("/join", get(|| async { serve_asset("join.html") }))
+        .merge(crate::documents::routes(state.config.documents.max_bytes))
         .merge(crate::billing_api::routes())
         .fallback(static_file)
         .layer(middleware::from_fn_with_state(

@@ -7,6 +7,7 @@ pub mod billing_api;
 pub mod config;
 pub mod consultation;
 pub mod crypto;
+pub mod documents;
 pub mod filetype;
 pub mod http;
 pub mod protocol;

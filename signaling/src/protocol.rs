@@ -64,6 +64,25 @@ pub enum LeftReason {
     Timeout,
 }
 
+/// A shared document, as listed by the API and announced over signalling (metadata only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentInfo {
+    pub id: String,
+    /// Sanitised file name.
+    pub filename: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Detected from the file's first bytes.
+    pub content_type: String,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    /// Participant id of the uploader (`practitioner` if they were not in the call).
+    pub uploader: String,
+    pub uploader_role: Role,
+    /// Milliseconds since the Unix epoch (UTC).
+    pub uploaded_at: i64,
+}
+
 /// Client → server.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -144,6 +163,12 @@ pub enum ServerMessage {
     },
     IceCandidate {
         candidate: Option<IceCandidate>,
+    },
+    DocumentAdded {
+        document: DocumentInfo,
+    },
+    DocumentDeleted {
+        document: DocumentInfo,
     },
     Rejected,
     Removed,

@@ -1,0 +1,665 @@
+//! Shared documents through the real HTTP API of an in-process server, with real synthetic
+//! participants joined over signalling. Every case runs against the embedded store and, when
+//! `TELECONSULT_TEST_MONGODB_URI` is set (always in CI: scripts/test starts FerretDB), against
+//! MongoDB/GridFS too.
+
+mod common;
+
+use common::{T, TestServer, admit};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use teleconsult::config::Config;
+use teleconsult::protocol::{DocumentInfo, ServerMessage};
+use teleconsult::token::Role;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MONGO_ENV: &str = "TELECONSULT_TEST_MONGODB_URI";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Embedded,
+    Mongo,
+}
+
+/// The backends to run: the embedded store always, MongoDB when configured. In CI an unset
+/// variable fails: the MongoDB half never skips silently there.
+fn backends() -> Vec<Backend> {
+    match std::env::var(MONGO_ENV) {
+        Ok(uri) if !uri.is_empty() => vec![Backend::Embedded, Backend::Mongo],
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{MONGO_ENV} is not set in CI: scripts/test starts FerretDB and sets it"
+            );
+            eprintln!("NOTE: {MONGO_ENV} is not set: the MongoDB half of this test did NOT run");
+            vec![Backend::Embedded]
+        }
+    }
+}
+
+async fn server(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = Config::for_tests();
+    if backend == Backend::Mongo {
+        config.storage.mongodb_uri = std::env::var(MONGO_ENV).expect("checked");
+        config.storage.database = format!("tc_docs_{:08x}", rand::random::<u32>());
+    }
+    tweak(&mut config);
+    TestServer::start_with(config).await
+}
+
+/// Stored chunks that belong to no document (an aborted upload's leftovers), read from the
+/// database itself rather than through the store.
+async fn orphan_chunks(s: &TestServer) -> u64 {
+    if s.config.storage.mongodb_uri.is_empty() {
+        let path = s
+            .config
+            .storage
+            .data_dir
+            .join(teleconsult_store::sqlite::DB_FILE);
+        let conn = rusqlite::Connection::open(path).expect("open the embedded database");
+        conn.query_row(
+            "SELECT COUNT(*) FROM document_chunks WHERE blob NOT IN (SELECT blob FROM documents)",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("count chunks") as u64
+    } else {
+        use mongodb::bson::{Document, doc};
+        let client = mongodb::Client::with_uri_str(&s.config.storage.mongodb_uri)
+            .await
+            .expect("connect");
+        let db = client.database(&s.config.storage.database);
+        let bucket = teleconsult_store::mongo::BUCKET;
+        let mut ids = Vec::new();
+        let mut files = db
+            .collection::<Document>(&format!("{bucket}.files"))
+            .find(doc! {})
+            .await
+            .expect("files");
+        while let Some(f) = files.next().await {
+            ids.push(f.expect("file").get("_id").cloned().expect("_id"));
+        }
+        db.collection::<Document>(&format!("{bucket}.chunks"))
+            .count_documents(doc! { "files_id": { "$nin": ids } })
+            .await
+            .expect("count chunks")
+    }
+}
+
+async fn drop_database(s: &TestServer) {
+    if !s.config.storage.mongodb_uri.is_empty() {
+        if let Ok(client) = mongodb::Client::with_uri_str(&s.config.storage.mongodb_uri).await {
+            let _ = client.database(&s.config.storage.database).drop().await;
+        }
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete response: {}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        body = dechunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = s.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&s[..i]).trim(), 16).unwrap_or(0);
+        let rest = &s[i + 2..];
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.extend_from_slice(&rest[..n]);
+        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// One HTTP/1.1 request on its own connection. The body is written by a separate task while
+/// the response is read, so a server that answers early (413) is seen answering.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(head.as_bytes()).await;
+        for piece in body.chunks(64 * 1024) {
+            if wr.write_all(piece).await.is_err() {
+                break;
+            }
+        }
+        wr
+    });
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(T, rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("no response within {T:?}"),
+        }
+    }
+    let _ = writer.await;
+    parse_reply(&raw)
+}
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("Authorization", format!("Bearer {token}"))
+}
+
+const BOUNDARY: &str = "----teleconsult-test-boundary-7d1f";
+
+fn multipart_head(filename: &str, content_type: &str) -> Vec<u8> {
+    format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+         Content-Type: {content_type}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn multipart(filename: &str, content_type: &str, content: &[u8]) -> Vec<u8> {
+    let mut body = multipart_head(filename, content_type);
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+fn form_header() -> (&'static str, String) {
+    (
+        "Content-Type",
+        format!("multipart/form-data; boundary={BOUNDARY}"),
+    )
+}
+
+async fn upload(
+    s: &TestServer,
+    consultation: &str,
+    token: &str,
+    filename: &str,
+    content: &[u8],
+) -> Reply {
+    http(
+        s.http_addr,
+        "POST",
+        &format!("/api/consultations/{consultation}/documents"),
+        &[bearer(token), form_header()],
+        multipart(filename, "application/pdf", content),
+    )
+    .await
+}
+
+async fn get(s: &TestServer, path: &str, token: &str, extra: &[(&str, String)]) -> Reply {
+    let mut headers = vec![bearer(token)];
+    headers.extend(extra.iter().cloned());
+    http(s.http_addr, "GET", path, &headers, Vec::new()).await
+}
+
+const MARKER: &[u8] = b"PLAINTEXT-MARKER-blood-glucose-6.1-mmol";
+
+/// A PDF-looking document of `len` bytes with the marker all through it.
+fn pdf(len: usize) -> Vec<u8> {
+    let mut v = b"%PDF-1.7\n".to_vec();
+    let mut i = 0u32;
+    while v.len() < len {
+        v.extend_from_slice(MARKER);
+        v.extend_from_slice(&i.to_le_bytes());
+        i = i.wrapping_mul(1_103_515_245).wrapping_add(12345);
+    }
+    v.truncate(len);
+    v
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A practitioner and an admitted patient in `consultation`.
+async fn call(
+    s: &TestServer,
+    consultation: &str,
+) -> (
+    teleconsult_loadtest::participant::Participant,
+    teleconsult_loadtest::participant::Participant,
+) {
+    let mut doctor = s.join(consultation, "Dr Test", Role::Practitioner).await;
+    let mut patient = s.join(consultation, "Pat Test", Role::Patient).await;
+    admit(&mut doctor, &patient.id).await;
+    patient
+        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
+        .await
+        .expect("patient admitted");
+    (doctor, patient)
+}
+
+#[tokio::test]
+async fn upload_list_download_range_and_encryption_at_rest() {
+    for backend in backends() {
+        let s = server(backend, |_| {}).await;
+        let c = "c-docs-roundtrip";
+        let (mut doctor, patient) = call(&s, c).await;
+        let pt = s.token(c, "Pat Test", Role::Patient);
+        let dt = s.token(c, "Dr Test", Role::Practitioner);
+        let content = pdf(200_000);
+
+        let r = upload(&s, c, &pt, "Blood results.pdf", &content).await;
+        assert_eq!(
+            r.status,
+            201,
+            "{backend:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let doc: DocumentInfo = serde_json::from_slice(&r.body).expect("document json");
+        assert_eq!(doc.filename, "Blood results.pdf");
+        assert_eq!(doc.size, content.len() as u64);
+        assert_eq!(doc.sha256, sha_hex(&content));
+        assert_eq!(doc.content_type, "application/pdf");
+        assert_eq!(doc.uploader, patient.id);
+
+        // The practitioner is told, with metadata only.
+        let id = doc.id.clone();
+        let m = doctor
+            .expect(
+                T,
+                |m| matches!(m, ServerMessage::DocumentAdded { document } if document.id == id),
+            )
+            .await
+            .expect("document_added");
+        assert_eq!(
+            m,
+            ServerMessage::DocumentAdded {
+                document: doc.clone()
+            }
+        );
+
+        let base = format!("/api/consultations/{c}/documents");
+        let r = get(&s, &base, &dt, &[]).await;
+        assert_eq!(r.status, 200);
+        let list: Vec<DocumentInfo> = serde_json::from_slice(&r.body).expect("list json");
+        assert_eq!(list, vec![doc.clone()]);
+
+        let path = format!("{base}/{}", doc.id);
+        let r = get(&s, &path, &dt, &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(sha_hex(&r.body), doc.sha256);
+        assert!(r.body == content, "downloaded bytes differ");
+        assert_eq!(r.headers["content-type"], "application/pdf");
+        assert_eq!(r.headers["accept-ranges"], "bytes");
+        assert_eq!(r.headers["content-length"], content.len().to_string());
+        assert_eq!(
+            r.headers["content-disposition"],
+            "attachment; filename=\"Blood results.pdf\"; filename*=UTF-8''Blood%20results.pdf"
+        );
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
+
+        // Single ranges, across chunk boundaries.
+        for (range, from, to) in [
+            ("bytes=70000-140000", 70_000usize, 140_000usize),
+            ("bytes=0-0", 0, 0),
+            ("bytes=65530-65541", 65_530, 65_541),
+            ("bytes=-10", content.len() - 10, content.len() - 1),
+            ("bytes=199990-", 199_990, content.len() - 1),
+        ] {
+            let r = get(&s, &path, &pt, &[("Range", range.to_string())]).await;
+            assert_eq!(r.status, 206, "{range}");
+            assert!(r.body == content[from..=to], "{range}: wrong bytes");
+            assert_eq!(
+                r.headers["content-range"],
+                format!("bytes {from}-{to}/{}", content.len()),
+                "{range}"
+            );
+            assert_eq!(r.headers["content-length"], (to - from + 1).to_string());
+        }
+        let r = get(&s, &path, &pt, &[("Range", "bytes=200000-".to_string())]).await;
+        assert_eq!(r.status, 416);
+        assert_eq!(r.headers["content-range"], "bytes */200000");
+        assert_eq!(r.code(), "range_not_satisfiable");
+
+        // What the store holds is ciphertext: right size, no plaintext in it.
+        let mut stored = Vec::new();
+        let mut body = s.server.state.store.document_body(&doc.id);
+        while let Some(piece) = body.next().await {
+            stored.extend_from_slice(&piece.expect("stored bytes"));
+        }
+        drop(body);
+        assert_eq!(stored.len(), content.len() + 4 * 16, "four sealed chunks");
+        assert!(
+            !stored.windows(MARKER.len()).any(|w| w == MARKER),
+            "plaintext marker found in the stored bytes"
+        );
+        assert!(!stored.starts_with(b"%PDF"));
+        let meta = s
+            .server
+            .state
+            .store
+            .document(c, &doc.id)
+            .await
+            .expect("meta")
+            .expect("present");
+        assert_eq!(meta.encryption.scheme, "AES-256-GCM-chunked-v1");
+        assert_eq!(meta.encryption.master_key_id, "k1");
+        assert!(!meta.encryption.wrapped_key.is_empty());
+
+        // Every access is in the audit log.
+        let mut actions = Vec::new();
+        let mut audit = s.server.state.store.export_audit(0, i64::MAX);
+        while let Some(e) = audit.next().await {
+            let e = e.expect("audit event");
+            if e.target.as_deref() == Some(doc.id.as_str()) {
+                assert_eq!(e.consultation.as_deref(), Some(c));
+                actions.push(e.action);
+            }
+        }
+        drop(audit);
+        assert!(
+            actions.iter().any(|a| a == "document.upload"),
+            "{actions:?}"
+        );
+        assert_eq!(
+            actions.iter().filter(|a| *a == "document.download").count(),
+            6, // one whole download, five ranges; the refused 416 is no access
+            "{actions:?}"
+        );
+        drop_database(&s).await;
+    }
+}
+
+#[tokio::test]
+async fn limits_types_and_filenames() {
+    for backend in backends() {
+        let s = server(backend, |c| c.documents.max_bytes = 256 * 1024).await;
+        let c = "c-docs-limits";
+        let (_doctor, _patient) = call(&s, c).await;
+        let pt = s.token(c, "Pat Test", Role::Patient);
+        let base = format!("/api/consultations/{c}/documents");
+
+        // Over the limit: refused while streaming, nothing kept.
+        let r = upload(&s, c, &pt, "scan.pdf", &pdf(4 * 1024 * 1024)).await;
+        assert_eq!(r.status, 413, "{backend:?}");
+        assert_eq!(r.code(), "too_large");
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("262144")
+        );
+        // Exactly at the limit is fine.
+        let r = upload(&s, c, &pt, "max.pdf", &pdf(256 * 1024)).await;
+        assert_eq!(r.status, 201);
+        let at_limit: DocumentInfo = serde_json::from_slice(&r.body).expect("json");
+
+        // An executable called report.pdf and sent as application/pdf.
+        let mut exe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00".to_vec();
+        exe.extend_from_slice(&[0u8; 2000]);
+        exe.extend_from_slice(b"This program cannot be run in DOS mode.");
+        let r = upload(&s, c, &pt, "report.pdf", &exe).await;
+        assert_eq!(r.status, 415);
+        assert_eq!(r.code(), "unsupported_type");
+
+        // Hostile names are cut down to something safe.
+        let text = b"Temperature 37.2\nPulse 64\n".to_vec();
+        for (raw, expected) in [
+            ("../../etc/passwd", "passwd"),
+            ("..\\..\\boot.ini", "boot.ini"),
+            ("notes\t\u{202E}txt.exe", "notestxt.exe"),
+            ("...", "document"),
+        ] {
+            let r = upload(&s, c, &pt, raw, &text).await;
+            assert_eq!(
+                r.status,
+                201,
+                "{raw:?}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            let d: DocumentInfo = serde_json::from_slice(&r.body).expect("json");
+            assert_eq!(d.filename, expected, "{raw:?}");
+            assert_eq!(d.content_type, "text/plain; charset=utf-8");
+        }
+        let long = format!("{}.pdf", "a".repeat(400));
+        let r = upload(&s, c, &pt, &long, &pdf(100)).await;
+        let d: DocumentInfo = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(d.filename.len(), 150);
+        assert!(d.filename.ends_with("a.pdf"));
+
+        // Not a form, or a form without a file.
+        let r = http(
+            s.http_addr,
+            "POST",
+            &base,
+            &[bearer(&pt), ("Content-Type", "application/pdf".into())],
+            pdf(100),
+        )
+        .await;
+        assert_eq!(r.status, 400);
+        assert_eq!(r.code(), "bad_request");
+
+        let r = get(&s, &base, &pt, &[]).await;
+        let list: Vec<DocumentInfo> = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(list.len(), 6, "{list:?}");
+        assert!(list.iter().any(|d| d.id == at_limit.id));
+        assert!(
+            !list
+                .iter()
+                .any(|d| d.filename == "scan.pdf" || d.filename == "report.pdf")
+        );
+        assert_eq!(orphan_chunks(&s).await, 0);
+        drop_database(&s).await;
+    }
+}
+
+#[tokio::test]
+async fn access_rules() {
+    for backend in backends() {
+        let s = server(backend, |_| {}).await;
+        let c = "c-docs-access";
+        let (mut doctor, mut patient) = call(&s, c).await;
+        let dt = s.token(c, "Dr Test", Role::Practitioner);
+        let pt = s.token(c, "Pat Test", Role::Patient);
+        let base = format!("/api/consultations/{c}/documents");
+
+        let r = upload(&s, c, &pt, "a.pdf", &pdf(1000)).await;
+        assert_eq!(r.status, 201);
+        let doc: DocumentInfo = serde_json::from_slice(&r.body).expect("json");
+        let path = format!("{base}/{}", doc.id);
+
+        // No token, a malformed one, a forged one: 401.
+        let r = http(s.http_addr, "GET", &base, &[], Vec::new()).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "unauthorized"));
+        assert_eq!(r.headers["www-authenticate"], "Bearer");
+        let r = get(&s, &base, "not-a-token", &[]).await;
+        assert_eq!((r.status, r.code().as_str()), (401, "unauthorized"));
+        let forged = format!("{}x", &pt[..pt.len() - 1]);
+        let r = get(&s, &path, &forged, &[]).await;
+        assert_eq!(r.status, 401);
+
+        // A valid token for another consultation: this one does not exist for them.
+        let other = s.token("c-someone-else", "Dr Test", Role::Practitioner);
+        for p in [&base, &path] {
+            let r = get(&s, p, &other, &[]).await;
+            assert_eq!((r.status, r.code().as_str()), (404, "not_found"), "{p}");
+        }
+        let r = upload(&s, c, &other, "x.pdf", &pdf(100)).await;
+        assert_eq!(r.status, 404);
+
+        // A patient still in the waiting room, and one who never joined: 403.
+        let _waiting = s.join(c, "Waiting Wanda", Role::Patient).await;
+        let wt = s.token(c, "Waiting Wanda", Role::Patient);
+        for p in [&base, &path] {
+            let r = get(&s, p, &wt, &[]).await;
+            assert_eq!((r.status, r.code().as_str()), (403, "forbidden"), "{p}");
+        }
+        let r = upload(&s, c, &wt, "w.pdf", &pdf(100)).await;
+        assert_eq!(r.status, 403);
+        let nt = s.token(c, "Never Joined", Role::Guest);
+        assert_eq!(get(&s, &base, &nt, &[]).await.status, 403);
+        // An unknown document id.
+        let r = get(&s, &format!("{base}/d0000"), &pt, &[]).await;
+        assert_eq!((r.status, r.code().as_str()), (404, "document_not_found"));
+
+        // A second admitted patient may read but not delete the first one's document.
+        let mut second = s.join(c, "Second Sam", Role::Patient).await;
+        admit(&mut doctor, &second.id).await;
+        second
+            .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
+            .await
+            .expect("admitted");
+        let st = s.token(c, "Second Sam", Role::Patient);
+        assert_eq!(get(&s, &path, &st, &[]).await.status, 200);
+        let r = http(s.http_addr, "DELETE", &path, &[bearer(&st)], Vec::new()).await;
+        assert_eq!((r.status, r.code().as_str()), (403, "not_uploader"));
+
+        // The practitioner may delete it; everyone in the call hears of it.
+        let r = http(s.http_addr, "DELETE", &path, &[bearer(&dt)], Vec::new()).await;
+        assert_eq!(r.status, 204);
+        let id = doc.id.clone();
+        patient
+            .expect(
+                T,
+                |m| matches!(m, ServerMessage::DocumentDeleted { document } if document.id == id),
+            )
+            .await
+            .expect("document_deleted");
+        assert_eq!(get(&s, &path, &dt, &[]).await.status, 404);
+        let r = http(s.http_addr, "DELETE", &path, &[bearer(&dt)], Vec::new()).await;
+        assert_eq!(r.status, 404);
+
+        // The uploader may delete their own.
+        let r = upload(&s, c, &st, "mine.pdf", &pdf(1000)).await;
+        let mine: DocumentInfo = serde_json::from_slice(&r.body).expect("json");
+        let r = http(
+            s.http_addr,
+            "DELETE",
+            &format!("{base}/{}", mine.id),
+            &[bearer(&st)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(r.status, 204);
+        let r = get(&s, &base, &dt, &[]).await;
+        assert_eq!(r.json(), serde_json::json!([]));
+
+        let mut deletes = 0;
+        let mut audit = s.server.state.store.export_audit(0, i64::MAX);
+        while let Some(e) = audit.next().await {
+            if e.expect("audit").action == "document.delete" {
+                deletes += 1;
+            }
+        }
+        assert_eq!(deletes, 2);
+        drop(audit);
+        drop_database(&s).await;
+    }
+}
+
+#[tokio::test]
+async fn cancelled_upload_leaves_nothing() {
+    for backend in backends() {
+        let s = server(backend, |_| {}).await;
+        let c = "c-docs-cancel";
+        let (_doctor, _patient) = call(&s, c).await;
+        let pt = s.token(c, "Pat Test", Role::Patient);
+
+        // Announce 8 MiB, send 2 MiB, then vanish.
+        let total = 8 * 1024 * 1024;
+        let mut head = multipart_head("big.pdf", "application/pdf");
+        let body_len = head.len() + total + format!("\r\n--{BOUNDARY}--\r\n").len();
+        let mut stream = tokio::net::TcpStream::connect(s.http_addr)
+            .await
+            .expect("connect");
+        let req = format!(
+            "POST /api/consultations/{c}/documents HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: Bearer {pt}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n\
+             Content-Length: {body_len}\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).await.expect("write");
+        head.extend_from_slice(&pdf(2 * 1024 * 1024));
+        stream.write_all(&head).await.expect("write");
+        // The store is really being written to...
+        let mut seen = 0;
+        for _ in 0..200 {
+            seen = orphan_chunks(&s).await;
+            if seen > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(seen > 0, "{backend:?}: no chunk written while uploading");
+        // ...when the client goes away.
+        drop(stream);
+        let mut left = seen;
+        for _ in 0..200 {
+            left = orphan_chunks(&s).await;
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            left, 0,
+            "{backend:?}: chunks of the cancelled upload remain"
+        );
+        let r = get(&s, &format!("/api/consultations/{c}/documents"), &pt, &[]).await;
+        assert_eq!(r.json(), serde_json::json!([]));
+        drop_database(&s).await;
+    }
+}
