@@ -90,10 +90,10 @@ async fn orphan_chunks(s: &TestServer) -> u64 {
 }
 
 async fn drop_database(s: &TestServer) {
-    if !s.config.storage.mongodb_uri.is_empty() {
-        if let Ok(client) = mongodb::Client::with_uri_str(&s.config.storage.mongodb_uri).await {
-            let _ = client.database(&s.config.storage.database).drop().await;
-        }
+    if !s.config.storage.mongodb_uri.is_empty()
+        && let Ok(client) = mongodb::Client::with_uri_str(&s.config.storage.mongodb_uri).await
+    {
+        let _ = client.database(&s.config.storage.database).drop().await;
     }
 }
 
