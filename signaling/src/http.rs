@@ -76,11 +76,28 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How long `/healthz` waits for the store to answer a ping.
+pub const STORAGE_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /healthz`: always 200 while the process serves requests (media and signalling work
+/// without the store); `status` is `degraded` when the store does not answer a ping within
+/// [`STORAGE_PING_TIMEOUT`] (`storage: "unavailable"`) or billing events wait in the on-disk queue.
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     // Billing events waiting on disk for the store: media works, persistence is behind.
     let billing_queue = state.consultations.billing().map_or(0, |b| b.queue_depth());
-    let status = if billing_queue > 0 { "degraded" } else { "ok" };
-    Json(serde_json::json!({ "status": status, "billing_queue": billing_queue }))
+    let storage_ok = matches!(
+        tokio::time::timeout(STORAGE_PING_TIMEOUT, state.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let storage = if storage_ok { "ok" } else { "unavailable" };
+    let status = if billing_queue > 0 || !storage_ok {
+        "degraded"
+    } else {
+        "ok"
+    };
+    Json(
+        serde_json::json!({ "status": status, "storage": storage, "billing_queue": billing_queue }),
+    )
 }
 
 async fn metrics() -> Response {

@@ -297,6 +297,7 @@ mod tests {
         assert_eq!(r.status, 200);
         let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
         assert_eq!(v["status"], "ok");
+        assert_eq!(v["storage"], "ok");
         assert_eq!(v["billing_queue"], 0);
         assert_security_headers(&r);
 
@@ -359,6 +360,23 @@ mod tests {
             tokio::net::TcpStream::connect(addr).await.is_err(),
             "listener closed after shutdown"
         );
+    }
+
+    /// An unreachable MongoDB does not stop the server: it starts, and `/healthz` answers 200
+    /// with `degraded` and `storage: unavailable`.
+    #[tokio::test]
+    async fn healthz_reports_unreachable_storage() {
+        let mut config = Config::for_tests();
+        // Port 1 on loopback: nothing listens there, connections are refused at once.
+        config.storage.mongodb_uri = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300".into();
+        config.validate(true).expect("valid");
+        let server = start(config).await.expect("starts without its database");
+        let r = get(server.http_addr, "/healthz").await;
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        assert_eq!(v["status"], "degraded", "{v}");
+        assert_eq!(v["storage"], "unavailable", "{v}");
+        server.shutdown().await.expect("clean shutdown");
     }
 
     #[tokio::test]
