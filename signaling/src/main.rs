@@ -230,7 +230,7 @@ async fn billing(command: BillingCommand) -> anyhow::Result<()> {
                         .context("writing the export")?;
                     buf.clear();
                 }
-                if w.rows() % 1024 == 0 {
+                if w.rows().is_multiple_of(1024) {
                     progress.set_position(w.rows());
                 }
             }

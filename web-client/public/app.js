@@ -134,6 +134,15 @@ async function start() {
 
   const { identity, role } = app.claims;
   $('whoami').textContent = `${identity} · ${ROLE_LABEL[role]}`;
+  if (role === 'practitioner') {
+    // The billing page opens in a new tab with the token in its fragment (never sent to the
+    // server; billing.js removes it from the address bar at once).
+    const billing = $('billing-link');
+    billing.hidden = false;
+    billing.addEventListener('click', () => {
+      window.open(`/billing.html#token=${encodeURIComponent(token)}`, '_blank', 'noopener');
+    });
+  }
   $('prejoin-name').textContent = identity;
   $('prejoin-role').textContent = ROLE_LABEL[role];
   if (isExpired(app.claims)) {
