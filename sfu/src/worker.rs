@@ -854,18 +854,21 @@ impl Worker {
                 last_keyframe_request: None,
             },
         );
-        let consultation = p.consultation.clone();
         self.metrics().tracks.increment(1.0);
-        let others: Vec<u64> = self
-            .rooms
-            .get(&consultation)
-            .map(|m| m.iter().copied().filter(|&m| m != id).collect())
-            .unwrap_or_default();
-        for s in others {
+        for s in self.others(id) {
             self.subscribe(s, id, &track);
             self.negotiate(s, now);
             self.process(s, now);
         }
+    }
+
+    /// The other members of `id`'s consultation.
+    fn others(&self, id: u64) -> Vec<u64> {
+        self.peers
+            .get(&id)
+            .and_then(|p| self.rooms.get(&p.consultation))
+            .map(|m| m.iter().copied().filter(|&m| m != id).collect())
+            .unwrap_or_default()
     }
 
     fn unpublish(&mut self, id: u64, track: &str, now: Instant) {
@@ -878,14 +881,8 @@ impl Worker {
         let _ = p.events.send(SfuEvent::TrackUnpublished {
             track_id: gone.public_id,
         });
-        let consultation = p.consultation.clone();
         self.metrics().tracks.decrement(1.0);
-        let others: Vec<u64> = self
-            .rooms
-            .get(&consultation)
-            .map(|m| m.iter().copied().filter(|&m| m != id).collect())
-            .unwrap_or_default();
-        for s in others {
+        for s in self.others(id) {
             self.unsubscribe(s, |sub| sub.publisher == id && sub.source == track, now);
         }
     }
