@@ -464,11 +464,13 @@ impl MongoStore {
                 vec![idx(doc! {"files_id": 1, "n": 1}, "files_id_1_n_1", true)],
             ),
         ];
+        // One index per createIndexes command: FerretDB 1.24.2 drops the connection (a panic
+        // in its handler, "slice bounds out of range") when one command re-creates several
+        // indexes that already exist, i.e. on every start after the first.
         for (coll, models) in plan {
-            self.coll(coll)
-                .create_indexes(models)
-                .await
-                .map_err(map_err)?;
+            for model in models {
+                self.coll(coll).create_index(model).await.map_err(map_err)?;
+            }
         }
         self.sweep_orphan_chunks().await
     }
