@@ -555,6 +555,17 @@ impl ConsultationService {
         }
         tracing::info!(%consultation, by = %actor, "consultation ended");
         self.update_gauges();
+        // Keep the ended consultation (so late joins get "ended", not a fresh consultation) only
+        // as long as a token for it is likely to still be valid (at least a day).
+        let this = self.clone();
+        let consultation = consultation.to_string();
+        let keep = Duration::from_secs(self.inner.config.auth.token_ttl_secs.max(24 * 3600));
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            this.inner
+                .consultations
+                .remove_if(&consultation, |_, c| lock(c).ended);
+        });
         Ok(())
     }
 
