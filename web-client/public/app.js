@@ -3,6 +3,7 @@
 
 import { takeTokenFromLocation, decodeClaims, isExpired } from './token.js';
 import { MediaSession } from './media-session.js';
+import { createDocuments } from './documents.js';
 import {
   ROLE_LABEL,
   END_SCREENS,
@@ -22,6 +23,8 @@ const $ = (id) => document.getElementById(id);
 
 // The token lives only in this closure: never on `window`, never logged, never in a URL we build.
 let token = null;
+/** The call screen's "Documents" region (documents.js); asks for the token when it needs it. */
+let documents = null;
 
 /** Everything the page knows. `state` is one of:
  * loading, prejoin, joining, waiting, in_call, reconnecting, ended, left, removed, rejected, error */
@@ -132,6 +135,12 @@ async function start() {
     return;
   }
 
+  documents = createDocuments({
+    root: $('documents'),
+    getToken: () => token,
+    consultation: () => app.claims.consultation,
+    you: () => app.you,
+  });
   const { identity, role } = app.claims;
   $('whoami').textContent = `${identity} · ${ROLE_LABEL[role]}`;
   if (role === 'practitioner') {
@@ -347,6 +356,12 @@ function handleMessage(msg) {
       // Show it now: the socket close that follows changes nothing.
       finish(app.verdict);
       break;
+    case 'document_added':
+      if (documents && msg.document) documents.added(msg.document);
+      break;
+    case 'document_deleted':
+      if (documents && msg.document) documents.removed(msg.document);
+      break;
     case 'error':
       onServerError(msg);
       break;
@@ -405,6 +420,8 @@ function enterCall() {
   if (app.videoMuted) send({ type: 'mute', kind: 'video', muted: true });
   renderTiles();
   renderWaitingList();
+  // The list as it is now (after admission, and again after a reconnection); signalling keeps it current.
+  if (documents) documents.load();
 }
 
 function ensureSession() {
@@ -662,6 +679,7 @@ function stopEverything() {
   const ws = app.ws;
   app.ws = null;
   if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000);
+  if (documents) documents.stop();
   token = null;
 }
 

@@ -77,3 +77,58 @@ export function mediaErrorMessage(err) {
       return 'Your camera and microphone could not be started. You can still join, but others will not see or hear you.';
   }
 }
+
+// ---------------------------------------------------------------- shared documents
+
+export const DOCUMENTS = {
+  tooLarge: (limit) =>
+    limit
+      ? `This file is too large to share. The limit is ${formatBytes(limit)}.`
+      : 'This file is too large to share.',
+  typeNotAllowed:
+    'This type of file is not allowed. You can share PDF, PNG, JPEG, WebP, plain text and DICOM files.',
+  forbidden: 'You may not use the documents of this consultation.',
+  unauthorized: 'Your consultation link is no longer valid for documents. Please open your invitation link again.',
+  network: 'The documents could not be reached. Please check your connection and try again.',
+  uploadFailed: 'The upload did not finish. Please check your connection and try again.',
+  uploading: (name) => `Uploading ${name}…`,
+  uploaded: (name) => `${name} uploaded.`,
+  downloading: (name) => `Downloading ${name}…`,
+  downloaded: (name) => `${name} downloaded.`,
+  deleted: (name) => `${name} deleted.`,
+  roleLabel: (role) => ({ practitioner: 'practitioner', patient: 'patient', guest: 'guest' })[role] || 'participant',
+};
+
+/** "1.5 MiB", "820 KiB", "12 bytes". */
+export function formatBytes(n) {
+  if (!Number.isFinite(n) || n < 1024) return `${n} bytes`;
+  const units = ['KiB', 'MiB', 'GiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i += 1;
+  }
+  return `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+/** The sentence for a refused documents request: `status` and its `{code, message}` body. */
+export function documentErrorMessage(status, body) {
+  const message = body && typeof body.message === 'string' ? body.message : '';
+  switch (status) {
+    case 413: {
+      const m = /limit of (\d+) bytes/.exec(message);
+      return DOCUMENTS.tooLarge(m ? Number(m[1]) : null);
+    }
+    case 415:
+      return DOCUMENTS.typeNotAllowed;
+    case 401:
+      return DOCUMENTS.unauthorized;
+    case 403:
+      return message ? `Not allowed: ${message}.` : DOCUMENTS.forbidden;
+    case 0:
+      return DOCUMENTS.uploadFailed;
+    default:
+      return message ? `The server refused: ${message}.` : `The server refused the request (HTTP ${status}).`;
+  }
+}
