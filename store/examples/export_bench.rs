@@ -25,7 +25,7 @@ fn summary(k: u64) -> ConsultationSummary {
         end: Some(1_700_000_000_000 + (k as i64) * 30_000 + 1_200_000),
         billable_ms: 1_150_000 + (k % 50_000) as i64,
         participants: 2 + (k % 3) as u32,
-        recovered: k % 1000 == 0,
+        recovered: k.is_multiple_of(1000),
     }
 }
 
