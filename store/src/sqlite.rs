@@ -576,8 +576,12 @@ impl Store for SqliteStore {
                         let mut sql = format!(
                             "SELECT {SUMMARY_COLS} FROM consultations WHERE start >= ? AND start < ?"
                         );
+                        // The lower bound also carries the previous page's last start: SQLite
+                        // seeks the index on `start` alone and would otherwise re-scan every
+                        // earlier row on each page (quadratic over a large export).
+                        let lower = after.as_ref().map_or(query.from, |(s, _)| query.from.max(*s));
                         let mut args: Vec<rusqlite::types::Value> =
-                            vec![query.from.into(), query.to.into()];
+                            vec![lower.into(), query.to.into()];
                         if let Some(p) = &query.practitioner {
                             sql.push_str(" AND practitioner = ?");
                             args.push(p.clone().into());
@@ -812,7 +816,9 @@ impl Store for SqliteStore {
                     this.read(move |c| {
                         let mut sql =
                             format!("SELECT {AUDIT_COLS} FROM audit WHERE at >= ? AND at < ?");
-                        let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
+                        // Seek from the previous page's last `at` (see export_summaries).
+                        let lower = after.as_ref().map_or(from, |(at, _)| from.max(*at));
+                        let mut args: Vec<rusqlite::types::Value> = vec![lower.into(), to.into()];
                         if let Some((at, id)) = after {
                             sql.push_str(" AND (at, id) > (?, ?)");
                             args.push(at.into());
