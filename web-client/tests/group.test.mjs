@@ -30,7 +30,7 @@ test('group of 4: every page decodes three remote videos in three tiles', { time
 
     const all = [lead, patient, interpreter, second];
     const results = await Promise.all(
-      all.map((p) => waitForRemoteMedia(p, { videos: 3, audios: 3, timeoutMs: 30_000 })),
+      all.map((p) => waitForRemoteMedia(p, { videos: 3, audios: 3, timeoutMs: 60_000 })),
     );
     for (const [i, r] of results.entries()) {
       assert.equal(r.growingVideos.length, 3, `${all[i].label} decodes three remote videos`);
