@@ -714,16 +714,10 @@ impl ConsultationService {
         if was_waiting {
             c.send_waiting_list();
         }
-        let empty = c
-            .participants
-            .iter()
-            .all(|p| p.state == ParticipantState::Left);
         self.bill(consultation, &c);
         drop(c);
         self.inner.sfu.remove_participant(participant);
-        if empty {
-            self.inner.consultations.remove(consultation);
-        }
+        self.forget_if_everyone_left(consultation);
         tracing::info!(%consultation, %participant, for_good, "connection closed");
         self.update_gauges();
         reconnecting
@@ -753,16 +747,23 @@ impl ConsultationService {
         } else {
             c.send_waiting_list();
         }
-        let empty = c
-            .participants
-            .iter()
-            .all(|p| p.state == ParticipantState::Left);
         self.bill(consultation, &c);
         drop(c);
-        if empty {
-            self.inner.consultations.remove(consultation);
-        }
+        self.forget_if_everyone_left(consultation);
         self.update_gauges();
+    }
+
+    /// Drop a consultation everyone has left (not an ended one: that stays, so late joins are
+    /// told it ended). Checked again under the map's lock, so a join that slipped in between
+    /// keeps its consultation.
+    fn forget_if_everyone_left(&self, consultation: &str) {
+        self.inner.consultations.remove_if(consultation, |_, c| {
+            let c = lock(c);
+            !c.ended
+                && c.participants
+                    .iter()
+                    .all(|p| p.state == ParticipantState::Left)
+        });
     }
 
     /// The id of the participant `identity` with `role` in `consultation`, if they are in the
