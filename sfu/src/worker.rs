@@ -241,6 +241,8 @@ impl Metrics {
 
 /// A track a participant publishes.
 struct Published {
+    /// Worker-unique number of this track: what subscriptions match on per packet.
+    number: u64,
     /// The id announced to the others (ours, not the client's).
     public_id: String,
     kind: Kind,
@@ -257,6 +259,8 @@ struct Subscription {
     publisher: u64,
     /// The publisher's stack track id (key of `Peer::published`).
     source: String,
+    /// `Published::number` of that track.
+    source_number: u64,
     sender_id: RTCRtpSenderId,
     ssrc: u32,
     kind: Kind,
@@ -290,7 +294,7 @@ pub struct Worker {
     socket: Arc<UdpSocket>,
     local_addr: SocketAddr,
     routes: Arc<Routes>,
-    peers: HashMap<u64, Peer>,
+    peers: HashMap<u64, Peer, IdHash>,
     rooms: HashMap<String, Vec<u64>>,
     scratch: Vec<TaggedRTCMessage>,
     events: Vec<RTCPeerConnectionEvent>,
@@ -301,6 +305,27 @@ pub struct Worker {
     /// Scratch list of connections whose timers are due.
     due: Vec<u64>,
 }
+
+/// Hashing for the worker's own `u64` keys (sequential ids): one multiply instead of SipHash per
+/// lookup on the per-packet path. Not for keys an attacker chooses.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
 /// The codecs we forward, as a copyable key (no string compare per packet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,7 +376,7 @@ impl Worker {
             socket,
             local_addr,
             routes,
-            peers: HashMap::new(),
+            peers: HashMap::default(),
             rooms: HashMap::new(),
             scratch: Vec::with_capacity(64),
             events: Vec::with_capacity(16),
@@ -567,6 +592,7 @@ impl Worker {
             return;
         };
         let (kind, codec, stream_id) = (track.kind, track.codec.clone(), p.participant.clone());
+        let source_number = track.number;
         let clock_rate = codec.clock_rate;
         let track_id = format!("{}-{}", stream_id, self.next_track);
         self.next_track += 1;
@@ -592,6 +618,7 @@ impl Worker {
             Ok(sender_id) => s.subscriptions.push(Subscription {
                 publisher,
                 source: source.to_string(),
+                source_number,
                 sender_id,
                 ssrc,
                 kind,
@@ -836,7 +863,8 @@ impl Worker {
             .iter()
             .map(|c| (c.payload_type, Codec::of(&c.rtp_codec.mime_type)))
             .collect();
-        let public_id = format!("{}-{}", p.participant, self.next_track);
+        let number = self.next_track;
+        let public_id = format!("{}-{}", p.participant, number);
         self.next_track += 1;
         let _ = p.events.send(SfuEvent::TrackPublished {
             track_id: public_id.clone(),
@@ -845,6 +873,7 @@ impl Worker {
         p.published.insert(
             track.clone(),
             Published {
+                number,
                 public_id,
                 kind,
                 receiver_id,
@@ -903,11 +932,15 @@ impl Worker {
         let Some(p) = self.peers.get(&publisher) else {
             return;
         };
+        let Some(track) = p.published.get(source) else {
+            return;
+        };
+        let number = track.number;
         // The codec of this packet on the publisher's side, to resolve payload types below.
-        let codec = p
-            .published
-            .get(source)
-            .and_then(|t| t.codecs.iter().find(|c| c.0 == packet.header.payload_type))
+        let codec = track
+            .codecs
+            .iter()
+            .find(|c| c.0 == packet.header.payload_type)
             .map(|c| c.1);
         let Some(members) = self.rooms.get(&p.consultation) else {
             return;
@@ -928,7 +961,7 @@ impl Worker {
             for sub in s
                 .subscriptions
                 .iter_mut()
-                .filter(|sub| sub.publisher == publisher && sub.source == source)
+                .filter(|sub| sub.source_number == number)
             {
                 let mut out = packet.clone();
                 let mut result = forward::translate(&mut out, sub.ssrc, &sub.payload);
