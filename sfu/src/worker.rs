@@ -286,6 +286,10 @@ struct Peer {
     failed: bool,
     published: HashMap<String, Published>,
     subscriptions: Vec<Subscription>,
+    /// Subscription changes that arrived while an offer was waiting for its answer: the
+    /// transceivers are never changed in `have-local-offer`, so the answer always matches the
+    /// offer it answers. Applied, in order, once the answer is in; then one new offer.
+    deferred: Vec<Deferred>,
     timeout: Option<Instant>,
 }
 
@@ -304,6 +308,30 @@ pub struct Worker {
     next_deadline: Option<Instant>,
     /// Scratch list of connections whose timers are due.
     due: Vec<u64>,
+}
+
+/// Which subscriptions to remove.
+#[derive(Clone)]
+enum Unsubscribe {
+    /// Everything from this publisher (it left).
+    Publisher(u64),
+    /// One track of a publisher (it stopped publishing it).
+    Track(u64, String),
+}
+
+impl Unsubscribe {
+    fn matches(&self, sub: &Subscription) -> bool {
+        match self {
+            Unsubscribe::Publisher(p) => sub.publisher == *p,
+            Unsubscribe::Track(p, t) => sub.publisher == *p && sub.source == *t,
+        }
+    }
+}
+
+/// A subscription change held back while an offer is outstanding.
+enum Deferred {
+    Subscribe { publisher: u64, source: String },
+    Unsubscribe(Unsubscribe),
 }
 
 /// Hashing for the worker's own `u64` keys (sequential ids): one multiply instead of SipHash per
@@ -564,6 +592,7 @@ impl Worker {
                 failed: false,
                 published: HashMap::new(),
                 subscriptions: Vec::new(),
+                deferred: Vec::new(),
                 timeout: None,
             },
         );
@@ -585,6 +614,16 @@ impl Worker {
 
     /// Add to `subscriber` a sender forwarding `publisher`'s track `source`. The caller negotiates.
     fn subscribe(&mut self, subscriber: u64, publisher: u64, source: &str) {
+        if let Some(s) = self.peers.get_mut(&subscriber)
+            && s.awaiting_answer
+        {
+            s.deferred.push(Deferred::Subscribe {
+                publisher,
+                source: source.to_string(),
+            });
+            s.renegotiate = true;
+            return;
+        }
         let Some(p) = self.peers.get(&publisher) else {
             return;
         };
@@ -682,7 +721,16 @@ impl Worker {
             }
         }
         p.awaiting_answer = false;
-        let again = p.renegotiate;
+        let deferred = std::mem::take(&mut p.deferred);
+        for change in deferred {
+            match change {
+                Deferred::Subscribe { publisher, source } => self.subscribe(id, publisher, &source),
+                Deferred::Unsubscribe(which) => {
+                    self.remove_subscriptions(id, which);
+                }
+            }
+        }
+        let again = self.peers.get(&id).is_some_and(|p| p.renegotiate);
         if again {
             self.negotiate(id, now);
         }
@@ -721,24 +769,33 @@ impl Worker {
             quality::forget_consultation(&p.consultation);
         }
         for other in members {
-            self.unsubscribe(other, |s| s.publisher == id, now);
+            self.unsubscribe(other, Unsubscribe::Publisher(id), now);
         }
     }
 
     /// Remove `subscriber`'s subscriptions matching `which`, renegotiating if any went.
-    fn unsubscribe(
-        &mut self,
-        subscriber: u64,
-        which: impl Fn(&Subscription) -> bool,
-        now: Instant,
-    ) {
+    fn unsubscribe(&mut self, subscriber: u64, which: Unsubscribe, now: Instant) {
+        if self.remove_subscriptions(subscriber, which) {
+            self.negotiate(subscriber, now);
+            self.process(subscriber, now);
+        }
+    }
+
+    /// Remove the matching subscriptions now, or defer the removal while an offer is
+    /// outstanding. Returns whether a new offer is needed now.
+    fn remove_subscriptions(&mut self, subscriber: u64, which: Unsubscribe) -> bool {
         let Some(s) = self.peers.get_mut(&subscriber) else {
-            return;
+            return false;
         };
+        if s.awaiting_answer {
+            s.deferred.push(Deferred::Unsubscribe(which));
+            s.renegotiate = true;
+            return false;
+        }
         let mut removed = false;
         let mut i = 0;
         while i < s.subscriptions.len() {
-            if which(&s.subscriptions[i]) {
+            if which.matches(&s.subscriptions[i]) {
                 let sub = s.subscriptions.swap_remove(i);
                 let _ = s.pc.remove_track(sub.sender_id);
                 removed = true;
@@ -746,10 +803,7 @@ impl Worker {
                 i += 1;
             }
         }
-        if removed {
-            self.negotiate(subscriber, now);
-            self.process(subscriber, now);
-        }
+        removed
     }
 
     fn send_datagrams(socket: &UdpSocket, pc: &mut RTCPeerConnection) {
@@ -912,7 +966,7 @@ impl Worker {
         });
         self.metrics().tracks.decrement(1.0);
         for s in self.others(id) {
-            self.unsubscribe(s, |sub| sub.publisher == id && sub.source == track, now);
+            self.unsubscribe(s, Unsubscribe::Track(id, track.to_string()), now);
         }
     }
 
