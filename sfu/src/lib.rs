@@ -1,15 +1,19 @@
 //! Teleconsult media plane: a selective forwarding unit on the sans-I/O `rtc` stack.
 //!
-//! - **One UDP socket** carries all media, so a hospital firewall needs one rule. A reader thread
-//!   demultiplexes datagrams: a STUN binding request names its participant by our ICE ufrag (its
-//!   `USERNAME` is `<our ufrag>:<theirs>`); after that, the remote address does.
+//! - **One UDP port** carries all media, so a hospital firewall needs one rule. Every worker
+//!   thread has its own socket on that port (`SO_REUSEPORT`) and reads it itself, so a datagram is
+//!   received, decrypted, forwarded and sent by one thread with no hand-over. A datagram is
+//!   matched to its participant by our ICE ufrag (a STUN binding request's `USERNAME` is
+//!   `<our ufrag>:<theirs>`), after that by its remote address. The kernel spreads remote
+//!   addresses over the sockets; one that lands on another worker's socket is passed to the
+//!   owning worker's channel (never with one worker, the benchmark and small-server set-up).
 //! - **Each consultation lives on one worker thread** (like a mediasoup Router inside its Worker).
 //!   A worker owns the `RTCPeerConnection` of every participant of its consultations, so
 //!   forwarding a packet from a publisher to its subscribers is a plain function call: no lock, no
 //!   channel, no task hop per packet.
 //! - The signalling layer talks to the SFU through [`Sfu`]: commands go down a channel to the
-//!   owning worker; what a participant's client must be told (offers, published tracks) comes back
-//!   up on that participant's [`SfuEvent`] channel.
+//!   owning worker (and wake it); what a participant's client must be told (offers, published
+//!   tracks) comes back up on that participant's [`SfuEvent`] channel.
 //!
 //! Error policy: every error caused by client input (SDP, candidates, datagrams) is returned or
 //! counted, never a panic. A panic means a broken invariant of this crate.
@@ -25,7 +29,6 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
@@ -35,7 +38,7 @@ pub use worker::quality;
 /// Media plane settings.
 #[derive(Clone, Debug)]
 pub struct SfuConfig {
-    /// Address of the single media UDP socket (port 0 picks a free one).
+    /// Address of the media UDP port (port 0 picks a free one).
     pub bind: SocketAddr,
     /// Address announced in our ICE candidate; default: the bound address (which must then not be
     /// unspecified).
@@ -100,7 +103,8 @@ pub(crate) struct PeerKey {
     id: u64,
 }
 
-/// The demultiplexing tables shared by the reader thread and the workers.
+/// The demultiplexing tables shared by the workers (any worker's socket may receive any
+/// participant's datagrams).
 #[derive(Default)]
 pub(crate) struct Routes {
     /// Our ICE ufrag → participant.
@@ -110,6 +114,21 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
+    /// The participant a datagram from `from` belongs to: named by the ufrag of a STUN binding
+    /// request (which also teaches us its address), else by its address.
+    pub(crate) fn lookup(&self, data: &[u8], from: SocketAddr) -> Option<PeerKey> {
+        match stun::binding_request_local_ufrag(data) {
+            Some(ufrag) => {
+                let k = *self.by_ufrag.get(ufrag)?;
+                if self.by_addr.get(&from).map(|e| *e) != Some(k) {
+                    self.by_addr.insert(from, k);
+                }
+                Some(k)
+            }
+            None => self.by_addr.get(&from).map(|k| *k),
+        }
+    }
+
     pub(crate) fn forget(&self, key: PeerKey, ufrag: &str) {
         self.by_ufrag.remove(ufrag);
         self.by_addr.retain(|_, k| *k != key);
@@ -118,15 +137,27 @@ impl Routes {
 
 struct Inner {
     local_addr: SocketAddr,
-    workers: Vec<mpsc::Sender<worker::Input>>,
+    workers: Arc<[worker::Handle]>,
     participants: DashMap<String, PeerKey>,
     next_id: AtomicU64,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: wake the workers so they see their closed channels, close every
+    /// session and end.
+    fn drop(&mut self) {
+        for w in self.workers.iter() {
+            w.close();
+        }
+    }
 }
 
 /// Socket buffer we ask the kernel for: bursts of video (a keyframe is dozens of packets) from
 /// many participants must not overflow the default ~200 KiB.
 const SOCKET_BUFFER: usize = 4 << 20;
 
+/// One worker's non-blocking socket on the shared media port. `SO_REUSEPORT` lets every worker
+/// bind the same port; Linux only lets sockets of the same user join the group.
 fn bind_media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -136,6 +167,8 @@ fn bind_media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     // The kernel caps these at net.core.{r,w}mem_max; a smaller buffer still works.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
@@ -147,10 +180,16 @@ pub struct Sfu {
 }
 
 impl Sfu {
-    /// Bind the media socket and start the reader and worker threads.
+    /// Bind the media port and start the worker threads.
     pub fn start(config: SfuConfig) -> std::io::Result<Sfu> {
-        let socket = bind_media_socket(config.bind)?;
-        let bound = socket.local_addr()?;
+        let n = if config.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.workers
+        };
+        // The first socket fixes the port (port 0 picks one); the others join it.
+        let first = bind_media_socket(config.bind)?;
+        let bound = first.local_addr()?;
         let announce_ip = config.announce_ip.unwrap_or(bound.ip());
         if announce_ip.is_unspecified() {
             return Err(std::io::Error::new(
@@ -159,35 +198,41 @@ impl Sfu {
             ));
         }
         let local_addr = SocketAddr::new(announce_ip, bound.port());
-        let socket = Arc::new(socket);
+        let mut sockets = vec![first];
+        for _ in 1..n {
+            sockets.push(bind_media_socket(bound)?);
+        }
         let routes = Arc::new(Routes::default());
-        let n = if config.workers == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            config.workers
-        };
-        let mut workers = Vec::with_capacity(n);
-        for index in 0..n {
-            let (tx, rx) = mpsc::channel();
-            let w = worker::Worker::new(index, socket.clone(), local_addr, routes.clone());
+        let mut polls = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        let mut receivers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let poll = mio::Poll::new()?;
+            let (handle, rx) = worker::Handle::new(&poll)?;
+            polls.push(poll);
+            handles.push(handle);
+            receivers.push(rx);
+        }
+        let handles: Arc<[worker::Handle]> = handles.into();
+        for (index, ((socket, poll), rx)) in
+            sockets.into_iter().zip(polls).zip(receivers).enumerate()
+        {
+            let w = worker::Worker::new(
+                index,
+                mio::net::UdpSocket::from_std(socket),
+                local_addr,
+                routes.clone(),
+                handles.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("sfu-worker-{index}"))
-                .spawn(move || w.run(rx))?;
-            workers.push(tx);
-        }
-        {
-            let socket = socket.clone();
-            let routes = routes.clone();
-            let workers = workers.clone();
-            std::thread::Builder::new()
-                .name("sfu-udp-reader".into())
-                .spawn(move || worker::read_loop(&socket, local_addr, &routes, &workers))?;
+                .spawn(move || w.run(poll, rx))?;
         }
         tracing::info!(%local_addr, workers = n, "media plane started");
         Ok(Sfu {
             inner: Arc::new(Inner {
                 local_addr,
-                workers,
+                workers: handles,
                 participants: DashMap::new(),
                 next_id: AtomicU64::new(1),
             }),
@@ -206,9 +251,7 @@ impl Sfu {
     }
 
     fn send(&self, key: PeerKey, input: worker::Input) -> Result<(), SfuError> {
-        self.inner.workers[key.worker]
-            .send(input)
-            .map_err(|_| SfuError::Stopped)
+        self.inner.workers[key.worker].send(input)
     }
 
     fn key(&self, participant: &str) -> Result<PeerKey, SfuError> {

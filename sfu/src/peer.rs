@@ -5,11 +5,13 @@ use crate::keyframe::DeliverKeyframeRequests;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
 };
@@ -20,6 +22,12 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCo
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// Packets of each sent video stream kept for retransmission on NACK (a power of two). At
+/// 1.5 Mbit/s (~170 packets/s) that is 1.5 s of history, at 500 kbit/s 4.5 s: far longer than a
+/// retransmission stays useful (one round trip plus the receiver's jitter buffer). `rtc`'s default
+/// of 1024 holds about 1.3 MB per subscribed video track.
+pub const NACK_HISTORY: u16 = 256;
 
 /// Random ICE credentials: (ufrag, password). The ufrag is 16 alphanumerics (RFC 8445 allows
 /// 4..256 ice-chars), the password 32.
@@ -110,8 +118,19 @@ pub fn build(
     pwd: &str,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let mut media_engine = media_engine()?;
-    let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
-    let registry = register_default_interceptors(registry, &mut media_engine)?;
+    // `rtc`'s default chain (NACK both ways, TWCC feedback to publishers, SR/RR), except that
+    // the NACK history of what we send is bounded to `NACK_HISTORY` packets per stream instead of
+    // 1024: that history is most of a subscription's memory.
+    let registry = Registry::new()
+        .with(Slot::from(14_000), DeliverKeyframeRequests::default())
+        .with(
+            Slot::NackResponder,
+            NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
+        )
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    configure_simulcast_extension_headers(&mut media_engine)?;
+    let registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
+    let registry = configure_rtcp_reports(registry);
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())

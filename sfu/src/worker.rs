@@ -1,9 +1,9 @@
-//! A media worker: one thread owning the peer connections of its consultations, and the UDP
-//! reader that feeds the workers.
+//! A media worker: one thread owning the peer connections of its consultations and one socket on
+//! the shared media port, which it reads itself.
 
 use crate::forward::{self, PayloadMap};
 use crate::keyframe::is_keyframe_request;
-use crate::{Candidate, Kind, PeerKey, Routes, SfuError, SfuEvent, peer, stun};
+use crate::{Candidate, Kind, PeerKey, Routes, SfuError, SfuEvent, peer};
 use bytes::BytesMut;
 use metrics::{Counter, Gauge};
 use rtc::media_stream::MediaStreamTrack;
@@ -22,9 +22,10 @@ use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -39,7 +40,7 @@ pub mod metric_names {
     pub const DATAGRAMS_DROPPED: &str = "teleconsult_media_datagrams_dropped_total";
     pub const TRACKS: &str = "teleconsult_tracks";
     pub const KEYFRAME_REQUESTS: &str = "teleconsult_keyframe_requests_total";
-    /// Histogram: packet received by the reader thread → sent to a subscriber.
+    /// Histogram: datagram taken off the socket → packet sent to a subscriber.
     pub const FORWARDING_LATENCY: &str = "teleconsult_forwarding_latency_seconds";
     /// Gauge, label `consultation`: worst fraction lost in subscribers' latest receiver reports.
     pub const CONSULTATION_LOSS: &str = "teleconsult_consultation_loss_ratio";
@@ -97,7 +98,7 @@ pub mod quality {
         pub fn render(&self, name: &str, out: &mut String) {
             let _ = writeln!(
                 out,
-                "# HELP {name} Forwarding latency: packet received by the media reader thread to packet sent to a subscriber"
+                "# HELP {name} Forwarding latency: datagram taken off the media socket to packet sent to a subscriber"
             );
             let _ = writeln!(out, "# TYPE {name} histogram");
             let mut total = 0;
@@ -184,6 +185,50 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 /// Largest datagram we read; anything longer is truncated and rejected by the stack.
 const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read per wake-up before commands and timers get a turn.
+const READ_BUDGET: usize = 64;
+const SOCKET: mio::Token = mio::Token(0);
+const WAKE: mio::Token = mio::Token(1);
+
+/// The way into a worker from other threads: its command channel and the waker of its poll loop.
+pub struct Handle {
+    tx: mpsc::Sender<Input>,
+    waker: mio::Waker,
+    closed: AtomicBool,
+}
+
+impl Handle {
+    pub fn new(poll: &mio::Poll) -> std::io::Result<(Handle, mpsc::Receiver<Input>)> {
+        let (tx, rx) = mpsc::channel();
+        let waker = mio::Waker::new(poll.registry(), WAKE)?;
+        Ok((
+            Handle {
+                tx,
+                waker,
+                closed: AtomicBool::new(false),
+            },
+            rx,
+        ))
+    }
+
+    /// Queue `input` and wake the worker.
+    pub fn send(&self, input: Input) -> Result<(), SfuError> {
+        self.queue(input)?;
+        let _ = self.waker.wake();
+        Ok(())
+    }
+
+    /// Queue without waking (the caller wakes once for a batch).
+    fn queue(&self, input: Input) -> Result<(), SfuError> {
+        self.tx.send(input).map_err(|_| SfuError::Stopped)
+    }
+
+    /// Ask the worker to close every session and end.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+}
 
 pub enum Input {
     Datagram {
@@ -295,9 +340,13 @@ struct Peer {
 
 pub struct Worker {
     index: usize,
-    socket: Arc<UdpSocket>,
+    socket: mio::net::UdpSocket,
     local_addr: SocketAddr,
     routes: Arc<Routes>,
+    /// Every worker's handle (ours included), to pass on datagrams of their participants.
+    workers: Arc<[Handle]>,
+    /// Workers that were passed datagrams in this read batch and must be woken.
+    to_wake: Vec<bool>,
     peers: HashMap<u64, Peer, IdHash>,
     rooms: HashMap<String, Vec<u64>>,
     scratch: Vec<TaggedRTCMessage>,
@@ -395,15 +444,19 @@ fn rtc_kind(kind: Kind) -> RtpCodecKind {
 impl Worker {
     pub fn new(
         index: usize,
-        socket: Arc<UdpSocket>,
+        socket: mio::net::UdpSocket,
         local_addr: SocketAddr,
         routes: Arc<Routes>,
+        workers: Arc<[Handle]>,
     ) -> Worker {
+        let to_wake = vec![false; workers.len()];
         Worker {
             index,
             socket,
             local_addr,
             routes,
+            workers,
+            to_wake,
             peers: HashMap::default(),
             rooms: HashMap::new(),
             scratch: Vec::with_capacity(64),
@@ -420,27 +473,52 @@ impl Worker {
         self.metrics.get_or_insert_with(Metrics::new)
     }
 
-    pub fn run(mut self, rx: mpsc::Receiver<Input>) {
+    pub fn run(mut self, mut poll: mio::Poll, rx: mpsc::Receiver<Input>) {
         let _span = tracing::info_span!("sfu_worker", index = self.index).entered();
+        if let Err(e) = poll
+            .registry()
+            .register(&mut self.socket, SOCKET, mio::Interest::READABLE)
+        {
+            tracing::error!(error = %e, "cannot watch the media socket; worker not started");
+            return;
+        }
+        let unknown =
+            metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "unknown_source");
+        let mut events = mio::Events::with_capacity(16);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // Readiness is edge-triggered: once readable, read until the socket says `WouldBlock`.
+        let mut readable = true;
         loop {
             let now = Instant::now();
-            let wait = self
-                .next_deadline
-                .map_or(IDLE_WAIT, |t| t.saturating_duration_since(now))
-                .min(IDLE_WAIT);
-            match rx.recv_timeout(wait) {
-                Ok(input) => {
-                    self.handle(input);
-                    // Drain what is already queued before looking at timers.
-                    for _ in 0..256 {
-                        match rx.try_recv() {
-                            Ok(input) => self.handle(input),
-                            Err(_) => break,
-                        }
-                    }
+            let wait = if readable {
+                Duration::ZERO
+            } else {
+                self.next_deadline
+                    .map_or(IDLE_WAIT, |t| t.saturating_duration_since(now))
+                    .min(IDLE_WAIT)
+            };
+            if let Err(e) = poll.poll(&mut events, Some(wait))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "media worker poll failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if events.iter().any(|e| e.token() == SOCKET) {
+                readable = true;
+            }
+            if self.workers[self.index].closed.load(Ordering::Acquire) {
+                break;
+            }
+            // Commands first: an answer or a new participant must not wait behind media.
+            loop {
+                match rx.try_recv() {
+                    Ok(input) => self.handle(input),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => break,
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if readable {
+                readable = self.read_datagrams(&mut buf, &unknown);
             }
             let now = Instant::now();
             if self.next_deadline.is_some_and(|t| t <= now) {
@@ -450,6 +528,62 @@ impl Worker {
         for id in self.peers.keys().copied().collect::<Vec<_>>() {
             self.remove(id, Instant::now());
         }
+    }
+
+    /// Read up to [`READ_BUDGET`] datagrams and handle each on the spot, or pass it to the worker
+    /// owning its participant. Returns whether the socket may still hold more.
+    fn read_datagrams(&mut self, buf: &mut [u8], unknown: &Counter) -> bool {
+        let mut more = true;
+        for _ in 0..READ_BUDGET {
+            let (n, from) = match self.socket.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    more = false;
+                    break;
+                }
+                // ICMP errors echoed back (port unreachable) and signals: the next read goes on.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "media socket read failed");
+                    more = false;
+                    break;
+                }
+            };
+            let at = Instant::now();
+            let data = &buf[..n];
+            let Some(key) = self.routes.lookup(data, from) else {
+                unknown.increment(1);
+                continue;
+            };
+            if key.worker == self.index {
+                self.datagram(key, from, at, BytesMut::from(data));
+            } else if self.workers[key.worker]
+                .queue(Input::Datagram {
+                    key,
+                    from,
+                    at,
+                    data: BytesMut::from(data),
+                })
+                .is_ok()
+            {
+                self.to_wake[key.worker] = true;
+            }
+        }
+        for (w, wake) in self.to_wake.iter_mut().enumerate() {
+            if std::mem::take(wake) {
+                let _ = self.workers[w].waker.wake();
+            }
+        }
+        more
     }
 
     /// Fire every due connection timer, then recompute the earliest deadline. Per-packet work
@@ -484,34 +618,7 @@ impl Worker {
                 from,
                 at,
                 data,
-            } => {
-                let local_addr = self.local_addr;
-                let Some(p) = self.peers.get_mut(&key.id) else {
-                    return;
-                };
-                let msg = TaggedBytesMut {
-                    now: at,
-                    transport: TransportContext {
-                        local_addr,
-                        peer_addr: from,
-                        ecn: None,
-                        transport_protocol: TransportProtocol::UDP,
-                    },
-                    message: data,
-                };
-                let result = catch_unwind(AssertUnwindSafe(|| p.pc.handle_read(msg)));
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => self.metrics().rejected.increment(1),
-                    Err(_) => {
-                        tracing::error!("media stack panicked on a datagram; closing that session");
-                        self.metrics().rejected.increment(1);
-                        self.fail(key.id);
-                        return;
-                    }
-                }
-                self.process(key.id, at);
-            }
+            } => self.datagram(key, from, at, data),
             Input::Add {
                 key,
                 consultation,
@@ -560,6 +667,37 @@ impl Worker {
             }
             Input::Remove { key } => self.remove(key.id, Instant::now()),
         }
+    }
+
+    /// One datagram from a participant of ours: through its connection, then forward what came
+    /// out. `at`: when it was taken off the socket.
+    fn datagram(&mut self, key: PeerKey, from: SocketAddr, at: Instant, data: BytesMut) {
+        let local_addr = self.local_addr;
+        let Some(p) = self.peers.get_mut(&key.id) else {
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now: at,
+            transport: TransportContext {
+                local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: data,
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| p.pc.handle_read(msg)));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.metrics().rejected.increment(1),
+            Err(_) => {
+                tracing::error!("media stack panicked on a datagram; closing that session");
+                self.metrics().rejected.increment(1);
+                self.fail(key.id);
+                return;
+            }
+        }
+        self.process(key.id, at);
     }
 
     fn add(
@@ -806,10 +944,11 @@ impl Worker {
         removed
     }
 
-    fn send_datagrams(socket: &UdpSocket, pc: &mut RTCPeerConnection) {
+    fn send_datagrams(socket: &mio::net::UdpSocket, pc: &mut RTCPeerConnection) {
         while let Some(out) = pc.poll_write() {
-            // UDP send errors (e.g. ICMP unreachable echoed back) are the remote's problem; the
-            // stack's own timers recover or fail the session.
+            // UDP send errors (ICMP unreachable echoed back, or a full send buffer: loss, as on
+            // the wire) are the remote's problem; the stack's own timers recover or fail the
+            // session.
             let _ = socket.send_to(&out.message, out.transport.peer_addr);
         }
     }
@@ -971,7 +1110,7 @@ impl Worker {
     }
 
     /// Forward one packet from `publisher`'s track `source` to every subscription of it.
-    /// `received`: when the reader thread took the datagram off the socket.
+    /// `received`: when the datagram was taken off the socket.
     fn forward(
         &mut self,
         publisher: u64,
@@ -1158,56 +1297,5 @@ impl Worker {
         }
         Self::send_datagrams(&self.socket, &mut p.pc);
         self.metrics().keyframe_requests.increment(1);
-    }
-}
-
-/// The UDP reader: demultiplex each datagram to the worker owning its participant.
-pub fn read_loop(
-    socket: &UdpSocket,
-    _local_addr: SocketAddr,
-    routes: &Routes,
-    workers: &[mpsc::Sender<Input>],
-) {
-    let unknown = metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "unknown_source");
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let (n, from) = match socket.recv_from(&mut buf) {
-            Ok(r) => r,
-            Err(e) => {
-                if e.kind() == std::io::ErrorKind::Interrupted
-                    || e.kind() == std::io::ErrorKind::ConnectionReset
-                    || e.kind() == std::io::ErrorKind::ConnectionRefused
-                {
-                    continue;
-                }
-                tracing::error!(error = %e, "media socket read failed");
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        let data = &buf[..n];
-        let key = match stun::binding_request_local_ufrag(data) {
-            Some(ufrag) => match routes.by_ufrag.get(ufrag).map(|k| *k) {
-                Some(k) => {
-                    if routes.by_addr.get(&from).map(|e| *e) != Some(k) {
-                        routes.by_addr.insert(from, k);
-                    }
-                    Some(k)
-                }
-                None => None,
-            },
-            None => routes.by_addr.get(&from).map(|k| *k),
-        };
-        match key {
-            Some(key) => {
-                let _ = workers[key.worker].send(Input::Datagram {
-                    key,
-                    from,
-                    at: Instant::now(),
-                    data: BytesMut::from(data),
-                });
-            }
-            None => unknown.increment(1),
-        }
     }
 }

@@ -158,7 +158,7 @@ pub struct ServerConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
-    /// Address the single media UDP socket binds.
+    /// Address the media UDP port binds (one socket per worker on it, `SO_REUSEPORT`).
     pub bind: IpAddr,
     /// Media UDP port (one firewall rule); 0 picks a free one (tests).
     pub udp_port: u16,

@@ -19,7 +19,7 @@ pub mod names {
     pub const WEBSOCKET_CONNECTIONS: &str = "teleconsult_websocket_connections";
     /// Label `kind`.
     pub const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
-    /// Histogram (seconds): media packet received by the SFU's reader thread → sent to a
+    /// Histogram (seconds): media datagram taken off the SFU's socket → packet sent to a
     /// subscriber. Rendered by the SFU (`teleconsult_sfu::quality`), not the recorder.
     pub const FORWARDING_LATENCY: &str = "teleconsult_forwarding_latency_seconds";
     /// Gauge, label `consultation` (id only): worst fraction lost on any subscription of the
