@@ -3,9 +3,12 @@
 //! track statistics (packets, loss from sequence gaps, RFC 3550 jitter, bitrate, forwarding
 //! latency) and a small log-linear latency histogram.
 //!
-//! Latency is `receive − send` for the same `(publisher stream id, kind, sequence number)`: the
+//! Latency is `receive − send` for the same `(publisher stream id, kind, sequence number)`: our
 //! SFU rewrites SSRCs but passes sequence numbers through, and a subscriber names the publisher
-//! of a received track by its stream id (the publisher's participant id).
+//! of a received track by its stream id (the publisher's participant id). An SFU that renumbers
+//! (Janus's VideoRoom starts every subscription at its own base) shifts all sequence numbers of
+//! a subscription by one constant: each received track learns that offset by finding its first
+//! packets' payload fingerprints in the publisher's log, confirmed by two packets agreeing.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -33,8 +36,24 @@ impl MediaKind {
 
 /// Send times of one published track, indexed by sequence number modulo the ring size.
 /// Each slot packs `seq << 48 | (µs since the log's base + 1)`; 0 is empty. Lock-free.
+/// `prints` holds each packet's payload fingerprint, to learn a renumbering SFU's offset.
 pub struct TrackLog {
     slots: Box<[AtomicU64]>,
+    prints: Box<[AtomicU64]>,
+}
+
+/// Fingerprint of an RTP payload: FNV-1a over its length and first 64 bytes (a VP8 payload
+/// descriptor and the start of the frame data, or an Opus frame), never 0.
+pub fn fingerprint(payload: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in (payload.len() as u32)
+        .to_le_bytes()
+        .iter()
+        .chain(&payload[..payload.len().min(64)])
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h | 1
 }
 
 /// Ring size: 4096 packets, about 25 s of 1.2 Mbit/s video — far longer than any latency.
@@ -45,14 +64,35 @@ impl Default for TrackLog {
     fn default() -> Self {
         TrackLog {
             slots: (0..RING).map(|_| AtomicU64::new(0)).collect(),
+            prints: (0..RING).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
 
 impl TrackLog {
-    pub fn record(&self, seq: u16, at_us: u64) {
+    /// Packet `seq` with payload fingerprint `print` left at `at_us`.
+    pub fn record(&self, seq: u16, at_us: u64, print: u64) {
         let v = ((seq as u64) << 48) | ((at_us + 1) & TIME_MASK);
+        self.prints[seq as usize % RING].store(print, Ordering::Relaxed);
         self.slots[seq as usize % RING].store(v, Ordering::Relaxed);
+    }
+
+    /// Fingerprint of packet `seq`, if still in the ring.
+    fn print(&self, seq: u16) -> Option<u64> {
+        self.lookup(seq)?;
+        Some(self.prints[seq as usize % RING].load(Ordering::Relaxed))
+    }
+
+    /// The sequence number of a logged packet with fingerprint `print` (a ring scan: only while
+    /// a track learns its offset).
+    fn find_print(&self, print: u64) -> Option<u16> {
+        (0..RING).find_map(|i| {
+            if self.prints[i].load(Ordering::Relaxed) != print {
+                return None;
+            }
+            let v = self.slots[i].load(Ordering::Relaxed);
+            (v != 0).then_some((v >> 48) as u16)
+        })
     }
 
     /// When packet `seq` was sent (µs since the log's base), if still in the ring.
@@ -250,6 +290,10 @@ pub struct TrackStats {
     jitter: f64,
     first_at: Option<Instant>,
     last_at: Option<Instant>,
+    /// Received sequence number − sent sequence number, once learnt (0 when they pass through).
+    seq_offset: Option<u16>,
+    /// An offset seen once, waiting for a second packet to confirm it.
+    candidate: Option<u16>,
 }
 
 impl TrackStats {
@@ -268,20 +312,46 @@ impl TrackStats {
             jitter: 0.0,
             first_at: None,
             last_at: None,
+            seq_offset: None,
+            candidate: None,
         }
+    }
+
+    /// The publisher's sequence number of a received packet, learning the offset if needed.
+    fn sent_seq(&mut self, seq: u16, print: u64) -> Option<u16> {
+        if let Some(off) = self.seq_offset {
+            return Some(seq.wrapping_sub(off));
+        }
+        let log = self.log.as_ref()?;
+        // Passed through unchanged (our SFU): the same number carries the same payload.
+        if log.print(seq) == Some(print) {
+            self.seq_offset = Some(0);
+            return Some(seq);
+        }
+        let sent = log.find_print(print)?;
+        let off = seq.wrapping_sub(sent);
+        if self.candidate == Some(off) {
+            self.seq_offset = Some(off);
+        } else {
+            self.candidate = Some(off);
+        }
+        Some(sent)
     }
 
     fn kind(&self) -> MediaKind {
         self.report.kind.unwrap_or(MediaKind::Audio)
     }
 
-    /// Account one packet received at `at` (µs since the send log's base: `at_us`).
+    /// Account one packet received at `at` (µs since the send log's base: `at_us`); `print` is
+    /// its payload's [`fingerprint`].
+    #[allow(clippy::too_many_arguments)]
     pub fn on_packet(
         &mut self,
         log: &SendLog,
         seq: u16,
         rtp_ts: u32,
         size: usize,
+        print: u64,
         at: Instant,
         at_us: u64,
     ) {
@@ -327,7 +397,11 @@ impl TrackStats {
         if self.log.is_none() {
             self.log = log.find(&r.publisher, kind);
         }
-        match self.log.as_ref().and_then(|l| l.lookup(seq)) {
+        let sent = self
+            .sent_seq(seq, print)
+            .and_then(|s| self.log.as_ref().and_then(|l| l.lookup(s)));
+        let r = &mut self.report;
+        match sent {
             Some(sent) if sent <= at_us => r.latency.record(at_us - sent),
             _ => r.unmatched += 1,
         }
@@ -404,11 +478,64 @@ mod tests {
     #[test]
     fn send_log_ring_matches_sequence_numbers() {
         let t = TrackLog::default();
-        t.record(7, 100);
+        t.record(7, 100, 1);
         assert_eq!(t.lookup(7), Some(100));
         assert_eq!(t.lookup(7 + RING as u16), None, "other lap");
-        t.record(7 + RING as u16, 200);
+        t.record(7 + RING as u16, 200, 1);
         assert_eq!(t.lookup(7), None);
+    }
+
+    #[test]
+    fn renumbered_tracks_learn_their_offset_from_payloads() {
+        let log = SendLog::default();
+        let t = log.track("p", MediaKind::Video);
+        let payload = |i: u16| format!("frame {i} of a synthetic clip").into_bytes();
+        for i in 0..50u16 {
+            t.record(
+                60_000u16.wrapping_add(i),
+                1_000 + i as u64 * 10,
+                fingerprint(&payload(i)),
+            );
+        }
+        // Passed through: offset 0 on the first packet.
+        let now = Instant::now();
+        let mut same = TrackStats::new("s".into(), "p".into(), MediaKind::Video);
+        for i in 0..10u16 {
+            same.on_packet(
+                &log,
+                60_000 + i,
+                0,
+                100,
+                fingerprint(&payload(i)),
+                now,
+                1_500 + i as u64 * 10,
+            );
+        }
+        assert_eq!(same.seq_offset, Some(0));
+        assert_eq!(same.report().unmatched, 0);
+        assert_eq!(same.report().latency.max_us, 500);
+        // Renumbered from 1 (across the 16-bit wrap): learnt after two packets, then every
+        // packet matches its own send time.
+        let mut shifted = TrackStats::new("s".into(), "p".into(), MediaKind::Video);
+        for i in 0..10u16 {
+            shifted.on_packet(
+                &log,
+                1 + i,
+                0,
+                100,
+                fingerprint(&payload(i)),
+                now,
+                1_700 + i as u64 * 10,
+            );
+        }
+        assert_eq!(shifted.seq_offset, Some(1u16.wrapping_sub(60_000)));
+        let r = shifted.report();
+        assert_eq!(r.unmatched, 0);
+        assert_eq!(r.latency.max_us, 700);
+        // An unknown payload matches nothing.
+        let mut other = TrackStats::new("s".into(), "p".into(), MediaKind::Video);
+        other.on_packet(&log, 5, 0, 100, fingerprint(b"not sent"), now, 2_000);
+        assert_eq!(other.report().unmatched, 1);
     }
 
     #[test]
@@ -421,7 +548,7 @@ mod tests {
             .chain((0..10).filter(|s| *s != 3 && *s != 4))
             .collect();
         for (i, seq) in seqs.iter().enumerate() {
-            s.on_packet(&log, *seq, i as u32 * 960, 100, now, i as u64 * 20_000);
+            s.on_packet(&log, *seq, i as u32 * 960, 100, 1, now, i as u64 * 20_000);
         }
         let r = s.report();
         assert_eq!(r.expected, 16);

@@ -316,7 +316,11 @@ async fn send(
     track_log: &TrackLog,
     packet: rtc::rtp::Packet,
 ) -> bool {
-    track_log.record(packet.header.sequence_number, log.now_us());
+    track_log.record(
+        packet.header.sequence_number,
+        log.now_us(),
+        crate::measure::fingerprint(&packet.payload),
+    );
     track.write_rtp(packet).await.is_ok()
 }
 

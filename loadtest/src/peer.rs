@@ -147,6 +147,7 @@ impl PeerConnectionEventHandler for Handler {
                             packet.header.sequence_number,
                             packet.header.timestamp,
                             size,
+                            crate::measure::fingerprint(&packet.payload),
                             at,
                             at_us,
                         );

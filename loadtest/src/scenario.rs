@@ -89,7 +89,12 @@ pub struct Sample {
 pub struct ServerWindow {
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
+    /// Whole-process RSS ÷ participants (includes the server's fixed footprint).
     pub rss_per_participant_bytes: Option<f64>,
+    /// (RSS − RSS before the first participant joined) ÷ participants: what each participant
+    /// adds.
+    #[serde(default)]
+    pub rss_added_per_participant_bytes: Option<f64>,
     pub packets_forwarded: Option<f64>,
     pub cpu_us_per_forwarded_packet: Option<f64>,
     /// From the server's own histogram (`teleconsult_forwarding_latency_seconds`).
@@ -153,6 +158,9 @@ pub struct RunReport {
     pub steps: Vec<StepReport>,
     /// Ramp mode: consultations in the last step that held the limits.
     pub last_held_consultations: Option<usize>,
+    /// Server RSS before the first participant joined.
+    #[serde(default)]
+    pub server_idle_rss_bytes: Option<u64>,
     pub samples: Vec<Sample>,
     /// Join failures, server errors, missing tracks.
     pub errors: Vec<String>,
@@ -188,6 +196,8 @@ struct Runner {
     started: u64,
     errors: Vec<String>,
     publishers: usize,
+    /// Server RSS before the first participant joined.
+    idle_rss: Option<u64>,
 }
 
 async fn join_consultation(
@@ -350,6 +360,9 @@ impl Runner {
             server.cpu_percent = Some((b.cpu_seconds - a.cpu_seconds) / secs * 100.0);
             server.rss_bytes = Some(b.rss_bytes);
             server.rss_per_participant_bytes = Some(b.rss_bytes as f64 / participants);
+            server.rss_added_per_participant_bytes = self
+                .idle_rss
+                .map(|idle| b.rss_bytes.saturating_sub(idle) as f64 / participants);
         }
         if let (Some(a), Some(b)) = (&page0, &page1) {
             let name = "teleconsult_rtp_packets_out_total";
@@ -499,7 +512,9 @@ pub async fn run(target: Arc<dyn Target>, options: RunOptions) -> Result<RunRepo
         started,
         errors: Vec::new(),
         publishers: 0,
+        idle_rss: None,
     };
+    runner.idle_rss = runner.server_now().map(|p| p.rss_bytes);
     let t0 = Instant::now();
     let samples = Arc::new(Mutex::new(Vec::new()));
     let first = match runner.options.scenario {
@@ -586,6 +601,7 @@ pub async fn run(target: Arc<dyn Target>, options: RunOptions) -> Result<RunRepo
         started: runner.started,
         steps,
         last_held_consultations: if is_ramp { last_held } else { None },
+        server_idle_rss_bytes: runner.idle_rss,
         samples,
         errors,
     })
