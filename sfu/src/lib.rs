@@ -21,6 +21,7 @@
 mod forward;
 pub mod keyframe;
 mod peer;
+mod sendq;
 pub mod stun;
 mod worker;
 

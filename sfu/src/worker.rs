@@ -3,6 +3,7 @@
 
 use crate::forward::{self, PayloadMap};
 use crate::keyframe::is_keyframe_request;
+use crate::sendq::{FLUSH_AT, SendQueue};
 use crate::{Candidate, Kind, PeerKey, Routes, SfuError, SfuEvent, peer};
 use bytes::BytesMut;
 use metrics::{Counter, Gauge};
@@ -329,13 +330,17 @@ struct Peer {
     renegotiate: bool,
     connected: bool,
     failed: bool,
-    published: HashMap<String, Published>,
+    /// By the stack's track id; at most one audio and one video (we offer two `recvonly`
+    /// sections), so the cheap hasher is safe from client-chosen keys.
+    published: HashMap<String, Published, IdHash>,
     subscriptions: Vec<Subscription>,
     /// Subscription changes that arrived while an offer was waiting for its answer: the
     /// transceivers are never changed in `have-local-offer`, so the answer always matches the
     /// offer it answers. Applied, in order, once the answer is in; then one new offer.
     deferred: Vec<Deferred>,
     timeout: Option<Instant>,
+    /// Input was handled since `timeout` was last asked for (it is in `Worker::stale`).
+    timeout_stale: bool,
 }
 
 pub struct Worker {
@@ -347,6 +352,8 @@ pub struct Worker {
     workers: Arc<[Handle]>,
     /// Workers that were passed datagrams in this read batch and must be woken.
     to_wake: Vec<bool>,
+    /// Datagrams to send at the end of the batch.
+    out: SendQueue,
     peers: HashMap<u64, Peer, IdHash>,
     rooms: HashMap<String, Vec<u64>>,
     scratch: Vec<TaggedRTCMessage>,
@@ -357,6 +364,9 @@ pub struct Worker {
     next_deadline: Option<Instant>,
     /// Scratch list of connections whose timers are due.
     due: Vec<u64>,
+    /// Connections whose next timer must be asked for again, once per batch rather than once
+    /// per datagram.
+    stale: Vec<u64>,
 }
 
 /// Which subscriptions to remove.
@@ -457,6 +467,7 @@ impl Worker {
             routes,
             workers,
             to_wake,
+            out: SendQueue::default(),
             peers: HashMap::default(),
             rooms: HashMap::new(),
             scratch: Vec::with_capacity(64),
@@ -465,6 +476,7 @@ impl Worker {
             next_track: 1,
             next_deadline: None,
             due: Vec::new(),
+            stale: Vec::new(),
         }
     }
 
@@ -489,6 +501,7 @@ impl Worker {
         // Readiness is edge-triggered: once readable, read until the socket says `WouldBlock`.
         let mut readable = true;
         loop {
+            self.refresh_timeouts();
             let now = Instant::now();
             let wait = if readable {
                 Duration::ZERO
@@ -520,14 +533,17 @@ impl Worker {
             if readable {
                 readable = self.read_datagrams(&mut buf, &unknown);
             }
+            self.refresh_timeouts();
             let now = Instant::now();
             if self.next_deadline.is_some_and(|t| t <= now) {
                 self.run_timers(now);
             }
+            self.out.flush(&self.socket);
         }
         for id in self.peers.keys().copied().collect::<Vec<_>>() {
             self.remove(id, Instant::now());
         }
+        self.out.flush(&self.socket);
     }
 
     /// Read up to [`READ_BUDGET`] datagrams and handle each on the spot, or pass it to the worker
@@ -566,6 +582,9 @@ impl Worker {
             };
             if key.worker == self.index {
                 self.datagram(key, from, at, BytesMut::from(data));
+                if self.out.len() >= FLUSH_AT {
+                    self.out.flush(&self.socket);
+                }
             } else if self.workers[key.worker]
                 .queue(Input::Datagram {
                     key,
@@ -578,12 +597,32 @@ impl Worker {
                 self.to_wake[key.worker] = true;
             }
         }
+        self.out.flush(&self.socket);
         for (w, wake) in self.to_wake.iter_mut().enumerate() {
             if std::mem::take(wake) {
                 let _ = self.workers[w].waker.wake();
             }
         }
         more
+    }
+
+    /// Ask every connection that handled input since for its next timer; per-packet work only
+    /// ever lowers `next_deadline` here (the full scan is in `run_timers`).
+    fn refresh_timeouts(&mut self) {
+        let mut stale = std::mem::take(&mut self.stale);
+        for id in &stale {
+            if let Some(p) = self.peers.get_mut(id) {
+                p.timeout_stale = false;
+                p.timeout = p.pc.poll_timeout();
+                if let Some(t) = p.timeout
+                    && self.next_deadline.is_none_or(|d| t < d)
+                {
+                    self.next_deadline = Some(t);
+                }
+            }
+        }
+        stale.clear();
+        self.stale = stale;
     }
 
     /// Fire every due connection timer, then recompute the earliest deadline. Per-packet work
@@ -608,6 +647,7 @@ impl Worker {
         }
         due.clear();
         self.due = due;
+        self.refresh_timeouts();
         self.next_deadline = self.peers.values().filter_map(|p| p.timeout).min();
     }
 
@@ -728,10 +768,11 @@ impl Worker {
                 renegotiate: false,
                 connected: false,
                 failed: false,
-                published: HashMap::new(),
+                published: HashMap::default(),
                 subscriptions: Vec::new(),
                 deferred: Vec::new(),
                 timeout: None,
+                timeout_stale: false,
             },
         );
         // Subscribe the newcomer to everything already published.
@@ -944,12 +985,10 @@ impl Worker {
         removed
     }
 
-    fn send_datagrams(socket: &mio::net::UdpSocket, pc: &mut RTCPeerConnection) {
+    /// Queue everything the connection has to send (sent at the end of the batch).
+    fn send_datagrams(queue: &mut SendQueue, pc: &mut RTCPeerConnection) {
         while let Some(out) = pc.poll_write() {
-            // UDP send errors (ICMP unreachable echoed back, or a full send buffer: loss, as on
-            // the wire) are the remote's problem; the stack's own timers recover or fail the
-            // session.
-            let _ = socket.send_to(&out.message, out.transport.peer_addr);
+            queue.push(out.transport.peer_addr, out.message);
         }
     }
 
@@ -959,18 +998,16 @@ impl Worker {
         let mut reads = std::mem::take(&mut self.scratch);
         let mut events = std::mem::take(&mut self.events);
         while let Some(p) = self.peers.get_mut(&id) {
-            Self::send_datagrams(&self.socket, &mut p.pc);
+            Self::send_datagrams(&mut self.out, &mut p.pc);
             while let Some(e) = p.pc.poll_event() {
                 events.push(e);
             }
             while let Some(m) = p.pc.poll_read() {
                 reads.push(m);
             }
-            p.timeout = p.pc.poll_timeout();
-            if let Some(t) = p.timeout
-                && self.next_deadline.is_none_or(|d| t < d)
-            {
-                self.next_deadline = Some(t);
+            if !p.timeout_stale {
+                p.timeout_stale = true;
+                self.stale.push(id);
             }
             if events.is_empty() && reads.is_empty() {
                 break;
@@ -1184,9 +1221,9 @@ impl Worker {
                     }
                 }
             }
-            Self::send_datagrams(&self.socket, &mut s.pc);
+            Self::send_datagrams(&mut self.out, &mut s.pc);
             if sent > sent_before {
-                quality::FORWARDING.record(received.elapsed(), sent - sent_before);
+                self.out.forwarded(received, sent - sent_before);
             }
         }
         let m = self.metrics.get_or_insert_with(Metrics::new);
@@ -1295,7 +1332,7 @@ impl Worker {
         if let Some(mut receiver) = p.pc.rtp_receiver(receiver_id) {
             let _ = receiver.write_rtcp(now, vec![Box::new(pli)]);
         }
-        Self::send_datagrams(&self.socket, &mut p.pc);
+        Self::send_datagrams(&mut self.out, &mut p.pc);
         self.metrics().keyframe_requests.increment(1);
     }
 }

@@ -1,0 +1,133 @@
+//! A worker's outgoing datagrams: queued while one batch of input is handled, then sent with one
+//! `sendmmsg(2)` call per batch instead of one `sendto(2)` per datagram.
+//!
+//! On loopback and in VMs most of a send's cost is the kernel's, and much of that is waking the
+//! receiving socket's reader; a batch wakes each receiver once. The queue is flushed at the end of
+//! every batch (at most [`READ_BUDGET`](crate::worker) datagrams in) and whenever it holds
+//! [`FLUSH_AT`] datagrams, so queueing adds at most one batch's processing time to a packet.
+
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Flush as soon as this many datagrams wait.
+pub const FLUSH_AT: usize = 64;
+
+#[derive(Default)]
+pub struct SendQueue {
+    items: Vec<(SocketAddr, BytesMut)>,
+    /// Forwarded media in the queue: (when its datagram was received, packets), for the
+    /// forwarding-latency histogram, recorded when they are actually sent.
+    forwarded: Vec<(Instant, u64)>,
+}
+
+impl SendQueue {
+    pub fn push(&mut self, to: SocketAddr, data: BytesMut) {
+        self.items.push((to, data));
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// `n` media packets received at `received` are in the queue.
+    pub fn forwarded(&mut self, received: Instant, n: u64) {
+        self.forwarded.push((received, n));
+    }
+
+    /// Send everything queued. Send errors (ICMP unreachable echoed back, a full send buffer)
+    /// drop that datagram, as the network would; the rest still go.
+    pub fn flush(&mut self, socket: &mio::net::UdpSocket) {
+        if !self.items.is_empty() {
+            send_all(socket, &self.items);
+            self.items.clear();
+        }
+        if !self.forwarded.is_empty() {
+            let now = Instant::now();
+            for (received, n) in self.forwarded.drain(..) {
+                crate::worker::quality::FORWARDING
+                    .record(now.saturating_duration_since(received), n);
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn send_all(socket: &mio::net::UdpSocket, items: &[(SocketAddr, BytesMut)]) {
+    use std::os::fd::AsRawFd;
+    let addrs: Vec<socket2::SockAddr> = items
+        .iter()
+        .map(|(to, _)| socket2::SockAddr::from(*to))
+        .collect();
+    let mut iovs: Vec<libc::iovec> = items
+        .iter()
+        .map(|(_, data)| libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(items.len());
+    for (addr, iov) in addrs.iter().zip(iovs.iter_mut()) {
+        // SAFETY: an all-zero `mmsghdr` is a valid value (null pointers, zero lengths); the
+        // fields set below point into `addrs` and `iovs`, which outlive every `sendmmsg` call.
+        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        h.msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+        h.msg_hdr.msg_namelen = addr.len();
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+        hdrs.push(h);
+    }
+    let fd = socket.as_raw_fd();
+    let mut start = 0;
+    while start < hdrs.len() {
+        let rest = &mut hdrs[start..];
+        let n = rest.len().min(1024) as libc::c_uint;
+        // SAFETY: `rest` is a valid array of `n` initialised headers whose buffers and
+        // addresses are alive; the kernel only writes `msg_len`.
+        let sent = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), n, libc::MSG_DONTWAIT) };
+        if sent > 0 {
+            start += sent as usize;
+        } else {
+            // The datagram at `start` failed (or the call was interrupted): drop it, go on.
+            start += 1;
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_all(socket: &mio::net::UdpSocket, items: &[(SocketAddr, BytesMut)]) {
+    for (to, data) in items {
+        let _ = socket.send_to(data, *to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_arrives_whole_and_in_order_and_a_bad_destination_does_not_stop_it() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let tx = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = rx.local_addr().unwrap();
+        // Port 9 on an IPv6 address cannot be reached from an IPv4 socket: that send fails.
+        let unreachable: SocketAddr = "[::1]:9".parse().unwrap();
+        let mut q = SendQueue::default();
+        for i in 0..100u8 {
+            if i == 50 {
+                q.push(unreachable, BytesMut::from(&b"lost"[..]));
+            }
+            q.push(to, BytesMut::from(&[i; 40][..]));
+        }
+        assert_eq!(q.len(), 101);
+        q.flush(&tx);
+        assert_eq!(q.len(), 0);
+        let mut buf = [0u8; 64];
+        for i in 0..100u8 {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i; 40][..], "datagram {i}");
+        }
+    }
+}
