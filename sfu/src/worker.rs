@@ -188,6 +188,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(500);
 const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read per wake-up before commands and timers get a turn.
 const READ_BUDGET: usize = 64;
+/// Channel inputs handled per wake-up.
+const COMMAND_BUDGET: usize = 256;
 const SOCKET: mio::Token = mio::Token(0);
 const WAKE: mio::Token = mio::Token(1);
 
@@ -499,6 +501,7 @@ impl Worker {
         let mut events = mio::Events::with_capacity(16);
         let mut buf = vec![0u8; MAX_DATAGRAM];
         // Readiness is edge-triggered: once readable, read until the socket says `WouldBlock`.
+        // Also set when channel inputs are left over: either way the next poll does not sleep.
         let mut readable = true;
         loop {
             self.refresh_timeouts();
@@ -522,17 +525,23 @@ impl Worker {
             if self.workers[self.index].closed.load(Ordering::Acquire) {
                 break;
             }
-            // Commands first: an answer or a new participant must not wait behind media.
-            loop {
+            // Commands (and datagrams handed over by other workers) first, a bounded number so
+            // our own socket still gets its turn: an answer must not wait behind media.
+            let mut queued = true;
+            for _ in 0..COMMAND_BUDGET {
                 match rx.try_recv() {
                     Ok(input) => self.handle(input),
-                    Err(mpsc::TryRecvError::Empty) => break,
-                    Err(mpsc::TryRecvError::Disconnected) => break,
+                    Err(_) => {
+                        queued = false;
+                        break;
+                    }
                 }
             }
             if readable {
                 readable = self.read_datagrams(&mut buf, &unknown);
             }
+            // Anything left over is handled on the next turn without sleeping.
+            readable |= queued;
             self.refresh_timeouts();
             let now = Instant::now();
             if self.next_deadline.is_some_and(|t| t <= now) {
