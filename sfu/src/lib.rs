@@ -21,6 +21,7 @@
 mod forward;
 pub mod keyframe;
 mod peer;
+mod recvq;
 mod sendq;
 pub mod stun;
 mod worker;

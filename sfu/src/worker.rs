@@ -3,6 +3,7 @@
 
 use crate::forward::{self, PayloadMap};
 use crate::keyframe::is_keyframe_request;
+use crate::recvq::{self, RecvBatch};
 use crate::sendq::{FLUSH_AT, SendQueue};
 use crate::{Candidate, Kind, PeerKey, Routes, SfuError, SfuEvent, peer};
 use bytes::BytesMut;
@@ -499,7 +500,7 @@ impl Worker {
         let unknown =
             metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "unknown_source");
         let mut events = mio::Events::with_capacity(16);
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut batch = RecvBatch::new(MAX_DATAGRAM);
         // Readiness is edge-triggered: once readable, read until the socket says `WouldBlock`.
         // Also set when channel inputs are left over: either way the next poll does not sleep.
         let mut readable = true;
@@ -538,7 +539,7 @@ impl Worker {
                 }
             }
             if readable {
-                readable = self.read_datagrams(&mut buf, &unknown);
+                readable = self.read_datagrams(&mut batch, &unknown);
             }
             // Anything left over is handled on the next turn without sleeping.
             readable |= queued;
@@ -555,17 +556,19 @@ impl Worker {
         self.out.flush(&self.socket);
     }
 
-    /// Read up to [`READ_BUDGET`] datagrams and handle each on the spot, or pass it to the worker
-    /// owning its participant. Returns whether the socket may still hold more.
-    fn read_datagrams(&mut self, buf: &mut [u8], unknown: &Counter) -> bool {
+    /// Read up to [`READ_BUDGET`] datagrams (in `recvmmsg` batches) and handle each on the spot,
+    /// or pass it to the worker owning its participant. Returns whether the socket may still hold
+    /// more.
+    fn read_datagrams(&mut self, batch: &mut RecvBatch, unknown: &Counter) -> bool {
         let mut more = true;
-        for _ in 0..READ_BUDGET {
-            let (n, from) = match self.socket.recv_from(buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+        let mut read = 0;
+        while read < READ_BUDGET {
+            let n = match batch.recv(&self.socket) {
+                Ok(0) => {
                     more = false;
                     break;
                 }
+                Ok(n) => n,
                 // ICMP errors echoed back (port unreachable) and signals: the next read goes on.
                 Err(e)
                     if matches!(
@@ -575,6 +578,7 @@ impl Worker {
                             | std::io::ErrorKind::ConnectionRefused
                     ) =>
                 {
+                    read += 1;
                     continue;
                 }
                 Err(e) => {
@@ -584,26 +588,35 @@ impl Worker {
                 }
             };
             let at = Instant::now();
-            let data = &buf[..n];
-            let Some(key) = self.routes.lookup(data, from) else {
-                unknown.increment(1);
-                continue;
-            };
-            if key.worker == self.index {
-                self.datagram(key, from, at, BytesMut::from(data));
-                if self.out.len() >= FLUSH_AT {
-                    self.out.flush(&self.socket);
+            for i in 0..n {
+                let (data, from) = batch.get(i);
+                let Some((key, from)) = from.and_then(|f| Some((self.routes.lookup(data, f)?, f)))
+                else {
+                    unknown.increment(1);
+                    continue;
+                };
+                if key.worker == self.index {
+                    self.datagram(key, from, at, BytesMut::from(data));
+                    if self.out.len() >= FLUSH_AT {
+                        self.out.flush(&self.socket);
+                    }
+                } else if self.workers[key.worker]
+                    .queue(Input::Datagram {
+                        key,
+                        from,
+                        at,
+                        data: BytesMut::from(data),
+                    })
+                    .is_ok()
+                {
+                    self.to_wake[key.worker] = true;
                 }
-            } else if self.workers[key.worker]
-                .queue(Input::Datagram {
-                    key,
-                    from,
-                    at,
-                    data: BytesMut::from(data),
-                })
-                .is_ok()
-            {
-                self.to_wake[key.worker] = true;
+            }
+            read += n;
+            if n < recvq::BATCH {
+                // A short batch: the socket is drained (a later arrival is a new readiness edge).
+                more = false;
+                break;
             }
         }
         self.out.flush(&self.socket);
@@ -1161,10 +1174,13 @@ impl Worker {
         &mut self,
         publisher: u64,
         source: &str,
-        packet: rtc::rtp::Packet,
+        mut packet: rtc::rtp::Packet,
         received: Instant,
     ) {
         let size = (packet.header.marshal_size() + packet.payload.len()) as u64;
+        // Every copy drops them anyway (`forward::translate`): drop them once, so a copy per
+        // subscriber allocates nothing.
+        packet.header.extensions = Vec::new();
         let m = self.metrics.get_or_insert_with(Metrics::new);
         m.packets_in.increment(1);
         m.bytes_in.increment(size);
