@@ -40,6 +40,8 @@ pub mod metric_names {
     pub const RTP_PACKETS_OUT: &str = "teleconsult_rtp_packets_out_total";
     pub const RTP_BYTES_OUT: &str = "teleconsult_rtp_bytes_out_total";
     pub const DATAGRAMS_DROPPED: &str = "teleconsult_media_datagrams_dropped_total";
+    /// Read by one worker, passed to the worker owning the participant.
+    pub const DATAGRAMS_HANDED_OVER: &str = "teleconsult_media_datagrams_handed_over_total";
     pub const TRACKS: &str = "teleconsult_tracks";
     pub const KEYFRAME_REQUESTS: &str = "teleconsult_keyframe_requests_total";
     /// Histogram: datagram taken off the socket → packet sent to a subscriber.
@@ -193,6 +195,12 @@ const READ_BUDGET: usize = 64;
 const COMMAND_BUDGET: usize = 256;
 const SOCKET: mio::Token = mio::Token(0);
 const WAKE: mio::Token = mio::Token(1);
+
+/// What the read loop counts.
+struct ReadCounters {
+    unknown: Counter,
+    handed_over: Counter,
+}
 
 /// The way into a worker from other threads: its command channel and the waker of its poll loop.
 pub struct Handle {
@@ -497,8 +505,10 @@ impl Worker {
             tracing::error!(error = %e, "cannot watch the media socket; worker not started");
             return;
         }
-        let unknown =
-            metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "unknown_source");
+        let counters = ReadCounters {
+            unknown: metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "unknown_source"),
+            handed_over: metrics::counter!(metric_names::DATAGRAMS_HANDED_OVER),
+        };
         let mut events = mio::Events::with_capacity(16);
         let mut batch = RecvBatch::new(MAX_DATAGRAM);
         // Readiness is edge-triggered: once readable, read until the socket says `WouldBlock`.
@@ -539,7 +549,7 @@ impl Worker {
                 }
             }
             if readable {
-                readable = self.read_datagrams(&mut batch, &unknown);
+                readable = self.read_datagrams(&mut batch, &counters);
             }
             // Anything left over is handled on the next turn without sleeping.
             readable |= queued;
@@ -559,7 +569,7 @@ impl Worker {
     /// Read up to [`READ_BUDGET`] datagrams (in `recvmmsg` batches) and handle each on the spot,
     /// or pass it to the worker owning its participant. Returns whether the socket may still hold
     /// more.
-    fn read_datagrams(&mut self, batch: &mut RecvBatch, unknown: &Counter) -> bool {
+    fn read_datagrams(&mut self, batch: &mut RecvBatch, counters: &ReadCounters) -> bool {
         let mut more = true;
         let mut read = 0;
         while read < READ_BUDGET {
@@ -592,7 +602,7 @@ impl Worker {
                 let (data, from) = batch.get(i);
                 let Some((key, from)) = from.and_then(|f| Some((self.routes.lookup(data, f)?, f)))
                 else {
-                    unknown.increment(1);
+                    counters.unknown.increment(1);
                     continue;
                 };
                 if key.worker == self.index {
@@ -610,6 +620,7 @@ impl Worker {
                     .is_ok()
                 {
                     self.to_wake[key.worker] = true;
+                    counters.handed_over.increment(1);
                 }
             }
             read += n;

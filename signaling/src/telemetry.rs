@@ -16,6 +16,8 @@ pub mod names {
     pub const RTP_BYTES_OUT: &str = "teleconsult_rtp_bytes_out_total";
     /// Label `reason`.
     pub const MEDIA_DATAGRAMS_DROPPED: &str = "teleconsult_media_datagrams_dropped_total";
+    /// Datagrams read by one media worker and passed to the worker owning their participant.
+    pub const MEDIA_DATAGRAMS_HANDED_OVER: &str = "teleconsult_media_datagrams_handed_over_total";
     pub const WEBSOCKET_CONNECTIONS: &str = "teleconsult_websocket_connections";
     /// Label `kind`.
     pub const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
@@ -74,6 +76,10 @@ fn describe() {
         MEDIA_DATAGRAMS_DROPPED,
         "Media UDP datagrams dropped, by reason"
     );
+    describe_counter!(
+        MEDIA_DATAGRAMS_HANDED_OVER,
+        "Media UDP datagrams read by one worker thread and passed to the worker owning their participant (zero with media.workers = 1)"
+    );
     describe_gauge!(WEBSOCKET_CONNECTIONS, "Open signalling WebSockets");
     describe_counter!(
         SIGNALING_ERRORS,
@@ -88,7 +94,13 @@ fn touch() {
     for gauge in [CONSULTATIONS, PARTICIPANTS, TRACKS, WEBSOCKET_CONNECTIONS] {
         metrics::gauge!(gauge).increment(0.0);
     }
-    for counter in [RTP_PACKETS_IN, RTP_BYTES_IN, RTP_PACKETS_OUT, RTP_BYTES_OUT] {
+    for counter in [
+        RTP_PACKETS_IN,
+        RTP_BYTES_IN,
+        RTP_PACKETS_OUT,
+        RTP_BYTES_OUT,
+        MEDIA_DATAGRAMS_HANDED_OVER,
+    ] {
         metrics::counter!(counter).increment(0);
     }
 }
