@@ -1045,6 +1045,10 @@ impl Worker {
             if events.is_empty() && reads.is_empty() {
                 break;
             }
+            // Media and RTCP in only touch other connections (subscribers, publishers); events
+            // may touch this one. Without events, one more drain of this connection's output
+            // (anything its interceptors produced while reading) is all a second round would do.
+            let again = !events.is_empty();
             for e in events.drain(..) {
                 self.on_event(id, e, now);
             }
@@ -1063,6 +1067,12 @@ impl Worker {
                     }
                     _ => {}
                 }
+            }
+            if !again {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    Self::send_datagrams(&mut self.out, &mut p.pc);
+                }
+                break;
             }
         }
         self.scratch = reads;
