@@ -21,7 +21,6 @@
 mod forward;
 pub mod keyframe;
 mod peer;
-mod recvq;
 mod sendq;
 pub mod stun;
 mod worker;
