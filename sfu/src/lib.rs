@@ -188,8 +188,13 @@ impl Sfu {
         } else {
             config.workers
         };
-        // The first socket fixes the port (port 0 picks one); the others join it.
-        let first = bind_media_socket(config.bind)?;
+        // `SO_REUSEPORT` would let a second server started on the same port by mistake share it
+        // (and half the traffic) silently. A plain bind first fails if the port is taken, by a
+        // group like ours too; it also picks the port when 0 was asked for.
+        let probe = UdpSocket::bind(config.bind)?;
+        let port = probe.local_addr()?.port();
+        drop(probe);
+        let first = bind_media_socket(SocketAddr::new(config.bind.ip(), port))?;
         let bound = first.local_addr()?;
         let announce_ip = config.announce_ip.unwrap_or(bound.ip());
         if announce_ip.is_unspecified() {
@@ -340,5 +345,32 @@ impl Sfu {
     /// Whether the participant has a media session.
     pub fn has_participant(&self, participant: &str) -> bool {
         self.inner.participants.contains_key(participant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(port: u16) -> SfuConfig {
+        SfuConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], port)),
+            announce_ip: None,
+            workers: 2,
+        }
+    }
+
+    #[test]
+    fn a_second_server_cannot_share_the_media_port() {
+        let first = Sfu::start(config(0)).expect("first media plane");
+        let port = first.local_addr().port();
+        assert_ne!(port, 0);
+        let second = Sfu::start(config(port));
+        assert_eq!(
+            second.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::AddrInUse),
+            "a second media plane on port {port} must fail, not split the traffic"
+        );
+        drop(first);
     }
 }
