@@ -227,6 +227,11 @@ async fn session(socket: WebSocket, state: AppState) {
 
     loop {
         tokio::select! {
+            // In this order when several are ready: the service's messages (`joined`, the roster,
+            // `track_published`) were queued before the media session they describe existed, so
+            // they must reach the client before its offer. An unbiased select sent the offer
+            // first once the SFU answered fast enough (seen in `bad_input`).
+            biased;
             out = out_rx.recv() => {
                 match out {
                     Some(Outbound::Message(m)) => {

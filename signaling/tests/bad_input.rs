@@ -234,7 +234,7 @@ async fn oversized_message_closes_with_1009() {
         serde_json::json!({"type":"join","token":token}).to_string(),
     )
     .await;
-    // Seen once (stop 6, under parallel load): something other than `joined` came first. Say what.
+    // `joined` always comes first, before the media offer (ws.rs: biased select).
     let first = next(&mut ws).await;
     assert!(
         matches!(first, Ok(ServerMessage::Joined { .. })),
