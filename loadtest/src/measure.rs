@@ -497,37 +497,27 @@ mod tests {
                 fingerprint(&payload(i)),
             );
         }
-        // Passed through: offset 0 on the first packet.
+        // A subscriber receiving the 10 first packets as `first_seq..`, each `delay_us` after
+        // it was sent.
         let now = Instant::now();
-        let mut same = TrackStats::new("s".into(), "p".into(), MediaKind::Video);
-        for i in 0..10u16 {
-            same.on_packet(
-                &log,
-                60_000 + i,
-                0,
-                100,
-                fingerprint(&payload(i)),
-                now,
-                1_500 + i as u64 * 10,
-            );
-        }
+        let receive = |first_seq: u16, delay_us: u64| {
+            let mut stats = TrackStats::new("s".into(), "p".into(), MediaKind::Video);
+            for i in 0..10u16 {
+                let sent = 1_000 + i as u64 * 10;
+                let print = fingerprint(&payload(i));
+                let seq = first_seq.wrapping_add(i);
+                stats.on_packet(&log, seq, 0, 100, print, now, sent + delay_us);
+            }
+            stats
+        };
+        // Passed through: offset 0 on the first packet.
+        let same = receive(60_000, 500);
         assert_eq!(same.seq_offset, Some(0));
         assert_eq!(same.report().unmatched, 0);
         assert_eq!(same.report().latency.max_us, 500);
         // Renumbered from 1 (across the 16-bit wrap): learnt after two packets, then every
         // packet matches its own send time.
-        let mut shifted = TrackStats::new("s".into(), "p".into(), MediaKind::Video);
-        for i in 0..10u16 {
-            shifted.on_packet(
-                &log,
-                1 + i,
-                0,
-                100,
-                fingerprint(&payload(i)),
-                now,
-                1_700 + i as u64 * 10,
-            );
-        }
+        let shifted = receive(1, 700);
         assert_eq!(shifted.seq_offset, Some(1u16.wrapping_sub(60_000)));
         let r = shifted.report();
         assert_eq!(r.unmatched, 0);
