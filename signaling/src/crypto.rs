@@ -375,7 +375,9 @@ mod tests {
             for pieces in [1000, cs, 7 * cs] {
                 let (wrapped, sealed) = seal("d1", &plain, pieces);
                 assert_eq!(sealed.len() as u64, sealed_size(len as u64, CHUNK_SIZE));
-                if len > 0 {
+                // Ciphertext equals plaintext by chance with probability 2^-(8·len): only compare
+                // where that cannot happen (a 1-byte document collided once in CI).
+                if len >= 16 {
                     assert_ne!(&sealed[..len], &plain[..]);
                 }
                 assert_eq!(
