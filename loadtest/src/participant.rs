@@ -130,7 +130,7 @@ impl Participant {
             })
             .await?;
         if let ServerMessage::Joined { you, .. } = joined {
-            p.id = you.id;
+            p.id = you.id.into_string();
         }
         Ok(p)
     }

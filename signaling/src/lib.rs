@@ -1,28 +1,21 @@
-//! Teleconsult server library: configuration, join tokens, the consultation service
-//! (roles, waiting room), WebSocket signalling and the HTTP edge. The `teleconsult`
-//! binary is a thin command line over this crate; integration tests start it in-process.
+//! Teleconsult signalling: the WebSocket protocol ([`protocol`], version 1, `docs/signaling.md`)
+//! and the session behind `/ws` ([`session`]). A session authenticates the first message, then
+//! carries requests to the consultation service (and SDP to the media plane) and delivers what
+//! the consultation emits. Domain events become protocol messages and close codes in one place:
+//! [`wire`].
 
-pub mod billing;
-pub mod billing_api;
 pub mod config;
-pub mod consultation;
-pub mod crypto;
-pub mod documents;
-pub mod filetype;
-pub mod http;
 pub mod protocol;
-pub mod server;
-pub mod telemetry;
-pub mod token;
-pub mod ws;
+pub mod session;
+pub mod wire;
 
-use std::sync::Arc;
+pub use config::SignalingConfig;
+pub use session::{Signaling, handler};
 
-/// Shared state of the HTTP edge.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<config::Config>,
-    pub consultations: consultation::ConsultationService,
-    /// Billing, presence, documents and audit (MongoDB or the embedded store).
-    pub store: Arc<dyn teleconsult_store::Store>,
+/// Names of the metrics this crate records.
+pub mod metric_names {
+    /// Gauge: open WebSocket connections.
+    pub const WEBSOCKET_CONNECTIONS: &str = "teleconsult_websocket_connections";
+    /// Counter, label `kind`: refused or invalid signalling input.
+    pub const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
 }

@@ -1,34 +1,23 @@
 //! The signalling protocol, version 1 (`docs/signaling.md`): serde-tagged messages.
 
-use crate::token::Role;
 use serde::{Deserialize, Serialize};
+pub use teleconsult_consultation::{
+    ConsultationId, DocumentInfo, LeftReason, MediaKind, ParticipantId, ParticipantInfo,
+    ParticipantState, Role, TrackId, TrackInfo,
+};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// WebSocket close codes (besides 1000 and 1009).
 pub mod close {
+    /// The same person joined again from another connection.
+    pub const REPLACED: u16 = 4000;
     pub const BAD_JOIN: u16 = 4400;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;
     pub const JOIN_TIMEOUT: u16 = 4408;
     pub const FULL: u16 = 4409;
     pub const ENDED: u16 = 4410;
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MediaKind {
-    Audio,
-    Video,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ParticipantState {
-    Waiting,
-    Admitted,
-    Reconnecting,
-    Left,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,49 +29,6 @@ pub struct IceCandidate {
     pub sdp_mline_index: Option<u16>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ParticipantInfo {
-    pub id: String,
-    pub role: Role,
-    pub display_name: String,
-    pub state: ParticipantState,
-    pub audio_muted: bool,
-    pub video_muted: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrackInfo {
-    pub id: String,
-    pub kind: MediaKind,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LeftReason {
-    Left,
-    Removed,
-    Timeout,
-}
-
-/// A shared document, as listed by the API and announced over signalling (metadata only).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DocumentInfo {
-    pub id: String,
-    /// Sanitised file name.
-    pub filename: String,
-    /// Plaintext size in bytes.
-    pub size: u64,
-    /// Detected from the file's first bytes.
-    pub content_type: String,
-    /// Hex SHA-256 of the content.
-    pub sha256: String,
-    /// Participant id of the uploader (`practitioner` if they were not in the call).
-    pub uploader: String,
-    pub uploader_role: Role,
-    /// Milliseconds since the Unix epoch (UTC).
-    pub uploaded_at: i64,
-}
-
 /// Client → server.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -92,7 +38,7 @@ pub enum ClientMessage {
         #[serde(default)]
         protocol: Option<u32>,
         #[serde(default)]
-        consultation: Option<String>,
+        consultation: Option<ConsultationId>,
     },
     Answer {
         sdp: String,
@@ -101,13 +47,13 @@ pub enum ClientMessage {
         candidate: Option<IceCandidate>,
     },
     Admit {
-        participant: String,
+        participant: ParticipantId,
     },
     Reject {
-        participant: String,
+        participant: ParticipantId,
     },
     Remove {
-        participant: String,
+        participant: ParticipantId,
     },
     EndConsultation,
     Mute {
@@ -124,7 +70,7 @@ pub enum ClientMessage {
 pub enum ServerMessage {
     Joined {
         protocol: u32,
-        consultation: String,
+        consultation: ConsultationId,
         you: ParticipantInfo,
         participants: Vec<ParticipantInfo>,
     },
@@ -138,23 +84,23 @@ pub enum ServerMessage {
         participant: ParticipantInfo,
     },
     ParticipantState {
-        participant: String,
+        participant: ParticipantId,
         state: ParticipantState,
     },
     ParticipantLeft {
-        participant: String,
+        participant: ParticipantId,
         reason: LeftReason,
     },
     TrackPublished {
-        participant: String,
+        participant: ParticipantId,
         track: TrackInfo,
     },
     TrackUnpublished {
-        participant: String,
-        track: String,
+        participant: ParticipantId,
+        track: TrackId,
     },
     Mute {
-        participant: String,
+        participant: ParticipantId,
         kind: MediaKind,
         muted: bool,
     },

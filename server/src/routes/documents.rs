@@ -10,9 +10,9 @@
 //! who has left): **403** `forbidden`. Every error body is `{"code", "message"}`.
 
 use crate::AppState;
+use crate::consultation::{ConsultationEvent, DocumentInfo};
 use crate::crypto::{self, DataKey, Decryptor, Encryptor, MasterKey};
 use crate::filetype::{self, FileType};
-use crate::protocol::{DocumentInfo, ServerMessage};
 use crate::token::{self, Role};
 use axum::Json;
 use axum::Router;
@@ -183,7 +183,10 @@ fn authorize(
             .consultations
             .in_call_participant(consultation, &claims.identity, claims.role);
     match (in_call, claims.role) {
-        (Some(id), role) => Ok(Caller { actor: id, role }),
+        (Some(id), role) => Ok(Caller {
+            actor: id.into_string(),
+            role,
+        }),
         (None, Role::Practitioner) => Ok(Caller {
             actor: Role::Practitioner.as_str().to_string(),
             role: Role::Practitioner,
@@ -482,7 +485,7 @@ async fn upload(
     let document = info(&meta);
     state.consultations.broadcast_in_call(
         &id,
-        &ServerMessage::DocumentAdded {
+        &ConsultationEvent::DocumentAdded {
             document: document.clone(),
         },
     );
@@ -710,7 +713,7 @@ async fn delete(
     }
     state.consultations.broadcast_in_call(
         &id,
-        &ServerMessage::DocumentDeleted {
+        &ConsultationEvent::DocumentDeleted {
             document: info(&meta),
         },
     );

@@ -3,26 +3,39 @@
 //! The edge authenticates and parses; the consultation service decides. The session logic is
 //! generic over the socket's `Sink`/`Stream` halves so it does not care where frames come from.
 
-use crate::AppState;
-use crate::consultation::{ActionError, Connection, Joined, Outbound};
+use crate::config::SignalingConfig;
+use crate::metric_names::{SIGNALING_ERRORS, WEBSOCKET_CONNECTIONS};
 use crate::protocol::{
-    ClientMessage, ErrorCode, IceCandidate, MediaKind, PROTOCOL_VERSION, ServerMessage, TrackInfo,
-    close,
+    ClientMessage, ErrorCode, IceCandidate, PROTOCOL_VERSION, ServerMessage, close,
 };
-use crate::token::{self, Claims};
+use crate::wire;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
 use std::time::Duration;
-use teleconsult_sfu::{Candidate, Kind, SfuError, SfuEvent};
+use teleconsult_consultation::token;
+use teleconsult_consultation::{
+    ActionError, ConsultationId, ConsultationService, Joined, Outbound, ParticipantId,
+};
+use teleconsult_sfu::{Candidate, Sfu, SfuError};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
+/// What a signalling session needs: the consultation service, the media plane (for answers and
+/// candidates), the token key and the limits.
+pub struct Signaling {
+    pub consultations: ConsultationService,
+    pub sfu: Sfu,
+    /// HMAC key of join tokens.
+    pub signing_secret: Vec<u8>,
+    pub config: SignalingConfig,
+}
 
-pub async fn handler(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
-    let limit = state.config.signaling.max_message_bytes;
+/// The `/ws` route.
+pub async fn handler(ws: WebSocketUpgrade, State(state): State<Arc<Signaling>>) -> Response {
+    let limit = state.config.max_message_bytes;
     // The transport accepts up to twice the limit so that an oversized message can be answered
     // with a proper 1009 close rather than a torn connection.
     ws.max_message_size(limit.saturating_mul(2))
@@ -37,13 +50,13 @@ fn count_error(kind: &'static str) {
 struct ConnGauge;
 impl ConnGauge {
     fn new() -> ConnGauge {
-        metrics::gauge!("teleconsult_websocket_connections").increment(1.0);
+        metrics::gauge!(WEBSOCKET_CONNECTIONS).increment(1.0);
         ConnGauge
     }
 }
 impl Drop for ConnGauge {
     fn drop(&mut self) {
-        metrics::gauge!("teleconsult_websocket_connections").decrement(1.0);
+        metrics::gauge!(WEBSOCKET_CONNECTIONS).decrement(1.0);
     }
 }
 
@@ -109,11 +122,11 @@ fn classify(msg: Option<Result<Message, axum::Error>>, limit: usize) -> Incoming
     }
 }
 
-async fn session(socket: WebSocket, state: AppState) {
+async fn session(socket: WebSocket, state: Arc<Signaling>) {
     let _gauge = ConnGauge::new();
     let (mut sink, mut stream) = socket.split();
-    let limit = state.config.signaling.max_message_bytes;
-    let join_timeout = Duration::from_secs(state.config.signaling.join_timeout_secs);
+    let limit = state.config.max_message_bytes;
+    let join_timeout = Duration::from_secs(state.config.join_timeout_secs);
 
     // 1. The first message must be `join` with a valid token.
     let claims = loop {
@@ -154,8 +167,7 @@ async fn session(socket: WebSocket, state: AppState) {
                         .await;
                     return;
                 }
-                let secret = state.config.auth.signing_secret.as_bytes();
-                match token::verify(secret, &token, token::unix_now()) {
+                match token::verify(&state.signing_secret, &token, token::unix_now()) {
                     Ok(claims) => {
                         if consultation.is_some_and(|c| c != claims.consultation) {
                             count_error("wrong_consultation");
@@ -194,16 +206,13 @@ async fn session(socket: WebSocket, state: AppState) {
         }
     };
 
-    // 2. Joined: register with the consultation service.
+    // 2. Joined: register with the consultation service. Everything it says to this
+    // participant (events, the media plane's offers) arrives in order on `out_rx`.
+    let consultation = ConsultationId::from(claims.consultation.clone());
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outbound>();
-    let (media_tx, mut media_rx) = mpsc::unbounded_channel::<SfuEvent>();
-    let joined = state.consultations.join(
-        &claims,
-        Connection {
-            outbox: out_tx,
-            media_events: media_tx,
-        },
-    );
+    let joined = state
+        .consultations
+        .join(&consultation, &claims.identity, claims.role, out_tx);
     let Joined {
         participant,
         generation,
@@ -212,14 +221,20 @@ async fn session(socket: WebSocket, state: AppState) {
         Ok(j) => j,
         Err(e) => {
             count_error("join_refused");
-            let _ = sink.send(close_frame(e.close_code(), &e.to_string())).await;
+            let _ = sink
+                .send(close_frame(wire::join_refused(e), &e.to_string()))
+                .await;
             return;
         }
     };
+    let me = Me {
+        consultation,
+        participant,
+    };
     // Everything from here on is logged inside the participant's span (ids only).
-    let span = tracing::info_span!("participant", consultation = %claims.consultation, participant = %participant);
+    let span = tracing::info_span!("participant", consultation = %me.consultation, participant = %me.participant);
     async {
-    let idle = Duration::from_secs(state.config.signaling.idle_timeout_secs.max(1));
+    let idle = Duration::from_secs(state.config.idle_timeout_secs.max(1));
     let mut ping = tokio::time::interval(idle / 3);
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
@@ -227,31 +242,22 @@ async fn session(socket: WebSocket, state: AppState) {
 
     loop {
         tokio::select! {
-            // In this order when several are ready: the service's messages (`joined`, the roster,
-            // `track_published`) were queued before the media session they describe existed, so
-            // they must reach the client before its offer. An unbiased select sent the offer
-            // first once the SFU answered fast enough (seen in `bad_input`).
+            // What the consultation says first: it is queued in order (`joined` and the roster
+            // before the offer that follows them), and a busy client must not starve it.
             biased;
             out = out_rx.recv() => {
                 match out {
-                    Some(Outbound::Message(m)) => {
-                        if sink.send(text(&m)).await.is_err() { break; }
+                    Some(Outbound::Event(e)) => {
+                        if sink.send(text(&wire::message(e))).await.is_err() { break; }
                     }
-                    Some(Outbound::Close(code, reason)) => {
-                        let _ = sink.send(close_frame(code, &reason)).await;
+                    Some(Outbound::Close(why)) => {
+                        let (code, reason) = wire::close_frame(why);
+                        let _ = sink.send(close_frame(code, reason)).await;
                         // The service already recorded why; this connection is finished.
                         left_for_good = true;
                         break;
                     }
                     None => break,
-                }
-            }
-            event = media_rx.recv() => {
-                let Some(event) = event else { continue };
-                if let Some(m) = on_media_event(&state, &claims, &participant, event)
-                    && sink.send(text(&m)).await.is_err()
-                {
-                    break;
                 }
             }
             incoming = stream.next() => {
@@ -267,13 +273,13 @@ async fn session(socket: WebSocket, state: AppState) {
                         if sink.send(text(&ServerMessage::error(code, message))).await.is_err() { break; }
                     }
                     Incoming::Message(ClientMessage::Leave) => {
-                        state.consultations.leave(&claims.consultation, &participant, generation);
+                        state.consultations.leave(&me.consultation, &me.participant, generation);
                         left_for_good = true;
                         let _ = sink.send(close_frame(1000, "left")).await;
                         break;
                     }
                     Incoming::Message(m) => {
-                        if let Some(reply) = on_message(&state, &claims, &participant, m).await
+                        if let Some(reply) = on_message(&state, &me, m).await
                             && sink.send(text(&reply)).await.is_err()
                         {
                             break;
@@ -293,55 +299,17 @@ async fn session(socket: WebSocket, state: AppState) {
     if !left_for_good {
         state
             .consultations
-            .disconnected(&claims.consultation, &participant, generation);
+            .disconnected(&me.consultation, &me.participant, generation);
     }
     }
     .instrument(span)
     .await
 }
 
-fn kind(k: Kind) -> MediaKind {
-    match k {
-        Kind::Audio => MediaKind::Audio,
-        Kind::Video => MediaKind::Video,
-    }
-}
-
-/// Translate what the SFU says about this participant into what its client is told.
-fn on_media_event(
-    state: &AppState,
-    claims: &Claims,
-    participant: &str,
-    event: SfuEvent,
-) -> Option<ServerMessage> {
-    match event {
-        SfuEvent::Offer(sdp) => Some(ServerMessage::Offer { sdp }),
-        SfuEvent::TrackPublished { track_id, kind: k } => {
-            state.consultations.track_published(
-                &claims.consultation,
-                participant,
-                TrackInfo {
-                    id: track_id,
-                    kind: kind(k),
-                },
-            );
-            None
-        }
-        SfuEvent::TrackUnpublished { track_id } => {
-            state
-                .consultations
-                .track_unpublished(&claims.consultation, participant, &track_id);
-            None
-        }
-        SfuEvent::Connected => {
-            tracing::debug!(participant, "media connected");
-            None
-        }
-        SfuEvent::Failed => Some(ServerMessage::error(
-            ErrorCode::MediaFailed,
-            "the media connection failed; rejoin to retry",
-        )),
-    }
+/// The joined participant a session speaks for.
+struct Me {
+    consultation: ConsultationId,
+    participant: ParticipantId,
 }
 
 fn refused(e: ActionError) -> ServerMessage {
@@ -375,14 +343,9 @@ fn sfu_refused(e: SfuError) -> ServerMessage {
 }
 
 /// Handle one request of a joined participant; returns the direct reply, if any.
-async fn on_message(
-    state: &AppState,
-    claims: &Claims,
-    participant: &str,
-    msg: ClientMessage,
-) -> Option<ServerMessage> {
+async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<ServerMessage> {
     let svc = &state.consultations;
-    let consultation = claims.consultation.as_str();
+    let (consultation, participant) = (&me.consultation, &me.participant);
     let result = match msg {
         ClientMessage::Ping => return Some(ServerMessage::Pong),
         ClientMessage::Join { .. } => {
@@ -393,18 +356,22 @@ async fn on_message(
             ));
         }
         ClientMessage::Leave => unreachable!("handled by the session loop"),
-        ClientMessage::Admit { participant: t } => svc.admit(consultation, participant, &t),
-        ClientMessage::Reject { participant: t } => svc.reject(consultation, participant, &t),
-        ClientMessage::Remove { participant: t } => svc.remove(consultation, participant, &t),
+        ClientMessage::Admit { participant: t } => svc.admit(consultation, participant, t.as_str()),
+        ClientMessage::Reject { participant: t } => {
+            svc.reject(consultation, participant, t.as_str())
+        }
+        ClientMessage::Remove { participant: t } => {
+            svc.remove(consultation, participant, t.as_str())
+        }
         ClientMessage::EndConsultation => svc.end(consultation, participant),
         ClientMessage::Mute { kind, muted } => svc.set_mute(consultation, participant, kind, muted),
         ClientMessage::Answer { sdp } => {
             if let Err(e) = svc.require_admitted(consultation, participant) {
                 return Some(refused(e));
             }
-            return svc
-                .sfu()
-                .apply_answer(participant, sdp)
+            return state
+                .sfu
+                .apply_answer(participant.as_str(), sdp)
                 .await
                 .err()
                 .map(sfu_refused);
@@ -424,9 +391,9 @@ async fn on_message(
                     sdp_mline_index,
                 },
             );
-            return svc
-                .sfu()
-                .add_remote_candidate(participant, candidate)
+            return state
+                .sfu
+                .add_remote_candidate(participant.as_str(), candidate)
                 .await
                 .err()
                 .map(sfu_refused);

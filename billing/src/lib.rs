@@ -12,8 +12,9 @@
 //! op is an upsert by an id we chose, so a replay (after an outage, after a crash) never counts
 //! twice.
 
-use crate::config::{Config, Rounding};
-use crate::token::Role;
+pub mod config;
+
+use crate::config::{BillingConfig, Rounding};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -23,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+pub use teleconsult_consultation::Presence;
+use teleconsult_consultation::{ConsultationId, Observer, Role};
 use teleconsult_store::{
     AuditEvent, BillingInterval, ConsultationSummary, Millis, PresenceInterval, Store, StoreError,
 };
@@ -127,20 +130,6 @@ impl Op {
             Op::Recover { boot } => format!("r:{boot}"),
         }
     }
-}
-
-/// One participant as the billing clock sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct Presence<'a> {
-    /// Participant id (opaque).
-    pub id: &'a str,
-    /// The person's identity from the token: kept only for a practitioner, hashed for a patient.
-    pub identity: &'a str,
-    pub role: Role,
-    /// Admitted and connected (a reconnecting participant is not present).
-    pub present: bool,
-    /// Gone for good (left, removed, rejected, timed out).
-    pub left: bool,
 }
 
 /// The billing clock of one consultation (pure; time passed in).
@@ -720,16 +709,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Billing {
-    /// Open the outage queue in `storage.data_dir`, replay what an earlier process left in it,
+    /// Open the outage queue in `data_dir` (`storage.data_dir`), replay what an earlier process left in it,
     /// recover intervals it left open, then start the writer and checkpoint tasks. If the store is
     /// unavailable, recovery is queued (it runs as soon as the store is back) and the server
     /// starts degraded.
-    pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<Billing, BillingError> {
+    pub async fn start(
+        config: &BillingConfig,
+        data_dir: &Path,
+        secret: &[u8],
+        store: Arc<dyn Store>,
+    ) -> Result<Billing, BillingError> {
         let boot = now_ms();
-        let mut queue = OutageQueue::open(
-            &config.storage.data_dir,
-            config.billing.outage_queue_max_events,
-        )?;
+        let mut queue = OutageQueue::open(data_dir, config.outage_queue_max_events)?;
         let recover_op = Op::Recover { boot };
         let flushed = flush(&*store, &mut queue).await?;
         let recovered = flushed && apply_timed(&*store, &recover_op).await.is_ok();
@@ -742,14 +733,14 @@ impl Billing {
         let (tx, rx) = mpsc::unbounded_channel();
         let billing = Billing {
             inner: Arc::new(Inner {
-                secret: config.auth.signing_secret.as_bytes().to_vec(),
+                secret: secret.to_vec(),
                 clocks: Mutex::new(HashMap::new()),
                 tx,
                 queue_depth: queue_depth.clone(),
             }),
         };
         tokio::spawn(writer(store, queue, rx, queue_depth));
-        let period = Duration::from_secs(config.billing.checkpoint_secs.max(1));
+        let period = Duration::from_secs(config.checkpoint_secs.max(1));
         let weak = Arc::downgrade(&billing.inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
@@ -837,6 +828,28 @@ impl Billing {
         lock(&self.inner.clocks)
             .get(consultation)
             .is_some_and(BillingClock::is_running)
+    }
+}
+
+/// The consultation service reports presence and audit events through this.
+impl Observer for Billing {
+    fn presence(
+        &self,
+        consultation: &ConsultationId,
+        participants: &mut dyn Iterator<Item = Presence<'_>>,
+        ended: bool,
+    ) {
+        self.observe(consultation.as_str(), participants, ended);
+    }
+
+    fn audit(
+        &self,
+        action: &str,
+        actor: &str,
+        consultation: &ConsultationId,
+        target: Option<&str>,
+    ) {
+        Billing::audit(self, action, actor, Some(consultation.as_str()), target);
     }
 }
 

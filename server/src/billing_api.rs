@@ -199,9 +199,7 @@ async fn billing_export(
             billing::practitioner_pseudonym(state.config.auth.signing_secret.as_bytes(), me)
         ),
     };
-    if let Some(b) = state.consultations.billing() {
-        b.audit("billing.export", &actor, None, None);
-    }
+    state.billing.audit("billing.export", &actor, None, None);
     tracing::info!(
         actor = if caller == Caller::Admin {
             "admin"

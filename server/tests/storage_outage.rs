@@ -106,13 +106,7 @@ async fn ferretdb_down_mid_consultation_loses_nothing_and_counts_nothing_twice()
     config.storage.database = format!("outage_{port}");
     config.billing.checkpoint_secs = 1;
     let server = TestServer::start_with(config).await;
-    let billing = server
-        .server
-        .state
-        .consultations
-        .billing()
-        .expect("billing")
-        .clone();
+    let billing = server.server.state.billing.clone();
     let store = server.server.state.store.clone();
     let c = "c-outage";
 

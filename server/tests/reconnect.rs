@@ -34,7 +34,7 @@ async fn dropped_patient_is_reconnecting_then_rejoins_admitted_with_media() {
     doctor
         .expect(T, |m| {
             *m == ServerMessage::ParticipantState {
-                participant: id.clone(),
+                participant: id.clone().into(),
                 state: ParticipantState::Reconnecting,
             }
         })
@@ -63,7 +63,7 @@ async fn dropped_patient_is_reconnecting_then_rejoins_admitted_with_media() {
     doctor
         .expect(T, |m| {
             *m == ServerMessage::ParticipantState {
-                participant: id.clone(),
+                participant: id.clone().into(),
                 state: ParticipantState::Admitted,
             }
         })

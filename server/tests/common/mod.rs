@@ -66,7 +66,7 @@ pub async fn admit(practitioner: &mut Participant, patient_id: &str) {
         .await
         .expect("patient appears in the waiting list");
     practitioner.send(teleconsult::protocol::ClientMessage::Admit {
-        participant: patient_id.to_string(),
+        participant: patient_id.into(),
     });
 }
 

@@ -81,7 +81,7 @@ async fn waiting_patient_receives_no_media_until_admitted() {
     assert!(!patient.peer.is_connected());
     // A patient cannot admit themself.
     patient.send(ClientMessage::Admit {
-        participant: patient.id.clone(),
+        participant: patient.id.clone().into(),
     });
     patient
         .expect(T, |m| matches!(m, ServerMessage::Error { .. }))

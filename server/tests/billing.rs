@@ -59,13 +59,7 @@ async fn wait_admitted(p: &mut Participant) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
     let server = TestServer::start_with(config()).await;
-    let billing = server
-        .server
-        .state
-        .consultations
-        .billing()
-        .expect("billing attached")
-        .clone();
+    let billing = server.server.state.billing.clone();
     let store = server.server.state.store.clone();
     let c = "c-bill-1";
     let wall_start = teleconsult::billing::now_ms();
@@ -171,13 +165,7 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_do_not_start_the_clock_and_everyone_leaving_stops_it() {
     let server = TestServer::start_with(config()).await;
-    let billing = server
-        .server
-        .state
-        .consultations
-        .billing()
-        .expect("billing")
-        .clone();
+    let billing = server.server.state.billing.clone();
     let store = server.server.state.store.clone();
     let c = "c-bill-guest";
     let mut doctor = server.join(c, "Dr Guest", Role::Practitioner).await;
@@ -192,7 +180,7 @@ async fn guests_do_not_start_the_clock_and_everyone_leaving_stops_it() {
     assert!(eventually(T, || billing.is_running(c)).await);
     // The practitioner removes the patient: paused; the removal is audited.
     doctor.send(ClientMessage::Remove {
-        participant: patient.id.clone(),
+        participant: patient.id.clone().into(),
     });
     assert!(eventually(T, || !billing.is_running(c)).await);
     // Everyone leaves: the consultation's summary gets its end.

@@ -4,6 +4,7 @@
 use crate::AppState;
 use crate::config::Config;
 use crate::consultation::ConsultationService;
+use crate::media::SfuMedia;
 use anyhow::Context as _;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
@@ -156,16 +157,36 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })?;
 
     let config = Arc::new(config);
+    // Billing before serving: replay the outage queue, close what a crashed process left open.
+    let billing = crate::billing::Billing::start(
+        &config.billing,
+        &config.storage.data_dir,
+        config.auth.signing_secret.as_bytes(),
+        store.clone(),
+    )
+    .await
+    .context("billing: cannot open the outage queue in storage.data_dir")?;
+    // An ended consultation is remembered at least as long as a token for it likely lives.
+    let keep_ended = Duration::from_secs(config.auth.token_ttl_secs.max(24 * 3600));
+    let consultations = ConsultationService::new(
+        &config.consultation,
+        keep_ended,
+        Arc::new(SfuMedia::new(sfu.clone())),
+    );
+    consultations.attach_observer(Arc::new(billing.clone()));
+    let signaling = Arc::new(teleconsult_signaling::Signaling {
+        consultations: consultations.clone(),
+        sfu,
+        signing_secret: config.auth.signing_secret.as_bytes().to_vec(),
+        config: config.signaling.clone(),
+    });
     let state = AppState {
         config: config.clone(),
-        consultations: ConsultationService::new(config.clone(), sfu),
+        consultations,
+        billing,
+        signaling,
         store,
     };
-    // Billing before serving: replay the outage queue, close what a crashed process left open.
-    let billing = crate::billing::Billing::start(&config, state.store.clone())
-        .await
-        .context("billing: cannot open the outage queue in storage.data_dir")?;
-    state.consultations.attach_billing(billing);
     let app = crate::http::router(state.clone());
     let handle: Handle<SocketAddr> = Handle::new();
     let tls = tls_config.is_some();

@@ -127,10 +127,10 @@ async fn patient_cannot_do_practitioner_actions() {
     for msg in [
         ClientMessage::EndConsultation,
         ClientMessage::Remove {
-            participant: doctor.id.clone(),
+            participant: doctor.id.clone().into(),
         },
         ClientMessage::Admit {
-            participant: doctor.id.clone(),
+            participant: doctor.id.clone().into(),
         },
     ] {
         patient.send(msg);

@@ -11,43 +11,12 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::fmt;
 
+pub use crate::model::Role;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Longest token we even try to parse; anything longer is malformed.
 pub const MAX_TOKEN_LEN: usize = 4096;
-
-/// A participant's role in a consultation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Practitioner,
-    Patient,
-    Guest,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Practitioner => "practitioner",
-            Role::Patient => "patient",
-            Role::Guest => "guest",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "practitioner" => Ok(Role::Practitioner),
-            "patient" => Ok(Role::Patient),
-            "guest" => Ok(Role::Guest),
-            other => Err(format!(
-                "unknown role {other:?}: expected practitioner, patient or guest"
-            )),
-        }
-    }
-}
 
 /// What a token says.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

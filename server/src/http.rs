@@ -62,10 +62,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/ws", get(crate::ws::handler))
+        .route("/ws", get(teleconsult_signaling::handler))
         .route("/", get(|| async { serve_asset("index.html") }))
         .route("/join", get(|| async { serve_asset("join.html") }))
-        .merge(crate::documents::routes(state.config.documents.max_bytes))
+        .merge(crate::routes::documents::routes(
+            state.config.documents.max_bytes,
+        ))
         .merge(crate::billing_api::routes())
         .fallback(static_file)
         .layer(middleware::from_fn_with_state(
@@ -84,7 +86,7 @@ pub const STORAGE_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// [`STORAGE_PING_TIMEOUT`] (`storage: "unavailable"`) or billing events wait in the on-disk queue.
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     // Billing events waiting on disk for the store: media works, persistence is behind.
-    let billing_queue = state.consultations.billing().map_or(0, |b| b.queue_depth());
+    let billing_queue = state.billing.queue_depth();
     let storage_ok = matches!(
         tokio::time::timeout(STORAGE_PING_TIMEOUT, state.store.ping()).await,
         Ok(Ok(()))

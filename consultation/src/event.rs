@@ -1,0 +1,98 @@
+//! What the consultation tells one participant's connection: domain events, never wire messages.
+//! The signalling crate maps each to a protocol message or a close code, in one place.
+
+use crate::ids::{ConsultationId, ParticipantId, TrackId};
+use crate::model::{
+    DocumentInfo, LeftReason, MediaKind, ParticipantInfo, ParticipantState, TrackInfo,
+};
+
+/// An event for one participant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsultationEvent {
+    /// You joined: who you are, and (if admitted) who else is in the call.
+    Joined {
+        consultation: ConsultationId,
+        you: ParticipantInfo,
+        participants: Vec<ParticipantInfo>,
+    },
+    /// You were admitted from the waiting room.
+    Admitted {
+        participants: Vec<ParticipantInfo>,
+    },
+    /// Practitioners only: who is waiting.
+    WaitingList {
+        participants: Vec<ParticipantInfo>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantState {
+        participant: ParticipantId,
+        state: ParticipantState,
+    },
+    ParticipantLeft {
+        participant: ParticipantId,
+        reason: LeftReason,
+    },
+    TrackPublished {
+        participant: ParticipantId,
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        participant: ParticipantId,
+        track: TrackId,
+    },
+    Mute {
+        participant: ParticipantId,
+        kind: MediaKind,
+        muted: bool,
+    },
+    DocumentAdded {
+        document: DocumentInfo,
+    },
+    DocumentDeleted {
+        document: DocumentInfo,
+    },
+    /// The practitioner refused you (followed by [`Disconnect::Rejected`]).
+    Rejected,
+    /// The practitioner removed you (followed by [`Disconnect::Removed`]).
+    Removed,
+    /// The practitioner ended the consultation (followed by [`Disconnect::Ended`]).
+    Ended,
+    /// The media plane's offer for your session; your answer goes back to the media plane.
+    MediaOffer {
+        sdp: String,
+    },
+    /// Your media session failed.
+    MediaFailed(MediaFailure),
+}
+
+/// How a media session failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaFailure {
+    /// It could not be created.
+    Setup,
+    /// It was created, then failed (ICE timeout, DTLS failure).
+    Connection,
+}
+
+/// Why the consultation closes a participant's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The same person joined again from another connection.
+    Replaced,
+    Rejected,
+    Removed,
+    Ended,
+}
+
+/// What is delivered, in order, to a participant's connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outbound {
+    Event(ConsultationEvent),
+    /// Close the connection (after the events before it); the service already recorded why.
+    Close(Disconnect),
+}
+
+/// A connection's inbox of [`Outbound`]s, given to the service at join.
+pub type Outbox = tokio::sync::mpsc::UnboundedSender<Outbound>;

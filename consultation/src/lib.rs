@@ -1,0 +1,41 @@
+//! Teleconsult consultations: who is in which consultation, in which state, and who may see and
+//! do what — the rules, free of any wire protocol, socket or HTTP type.
+//!
+//! - [`ids`]: typed ids ([`ConsultationId`], [`ParticipantId`], [`TrackId`]).
+//! - [`model`]: [`Role`], [`ParticipantState`], tracks, the views participants are shown.
+//! - [`rules`]: one [`Consultation`] as a state machine with time passed in (waiting room,
+//!   admit/reject/remove/end, reconnect grace, capacity); unit-tested on a synthetic clock.
+//! - [`event`]: the [`ConsultationEvent`]s it delivers to each participant's [`Outbox`], and
+//!   why a connection is closed ([`Disconnect`]); the signalling crate maps them to messages.
+//! - [`service`]: the [`ConsultationService`] holding every live consultation, driving the media
+//!   plane through [`MediaPlane`] and billing through [`Observer`].
+//! - [`token`]: join tokens (HMAC-signed claims: consultation, identity, role, expiry).
+//!
+//! Data flows one way: the edge (signalling, HTTP) authenticates and parses, this crate decides
+//! and emits events; it never reaches back up.
+
+pub mod config;
+pub mod event;
+pub mod ids;
+pub mod model;
+pub mod rules;
+pub mod service;
+pub mod token;
+
+pub use config::ConsultationConfig;
+pub use event::{ConsultationEvent, Disconnect, MediaFailure, Outbound, Outbox};
+pub use ids::{ConsultationId, ParticipantId, TrackId};
+pub use model::{
+    DocumentInfo, LeftReason, MediaKind, ParticipantInfo, ParticipantState, Presence, Role,
+    TrackInfo,
+};
+pub use rules::{ActionError, Consultation, Effect, JoinError, Joined, Limits};
+pub use service::{ConsultationService, MediaPlane, MediaSession, NoMedia, Observer};
+
+/// Names of the metrics this crate records.
+pub mod metric_names {
+    /// Gauge: live consultations.
+    pub const CONSULTATIONS: &str = "teleconsult_consultations";
+    /// Gauge: participants not gone for good.
+    pub const PARTICIPANTS: &str = "teleconsult_participants";
+}

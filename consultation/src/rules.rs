@@ -1,0 +1,969 @@
+//! One consultation's rules, as a state machine with time passed in: who is in which state, who
+//! may see and do what, and what each change tells whom. No locks, no tasks, no clock: the
+//! [`ConsultationService`](crate::ConsultationService) serialises calls and carries out the
+//! [`Effect`]s; the tests below drive it on a synthetic clock.
+//!
+//! Events go straight into each participant's [`Outbox`] (an unbounded channel: sending never
+//! blocks nor fails the caller), in the order the rules produce them.
+
+use crate::event::{ConsultationEvent, Disconnect, MediaFailure, Outbound, Outbox};
+use crate::ids::{ConsultationId, ParticipantId, TrackId};
+use crate::model::{
+    LeftReason, MediaKind, ParticipantInfo, ParticipantState, Presence, Role, TrackInfo,
+};
+use std::time::{Duration, Instant};
+
+/// Why a join was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum JoinError {
+    #[error("consultation is full")]
+    Full,
+    #[error("consultation has ended")]
+    Ended,
+}
+
+/// Why a request was refused (the connection stays).
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum ActionError {
+    #[error("only a practitioner may do this")]
+    Forbidden,
+    #[error("no such participant in this consultation")]
+    UnknownParticipant,
+    #[error("that participant is not in the waiting room")]
+    NotWaiting,
+    #[error("you have not been admitted yet")]
+    NotAdmitted,
+    #[error("you cannot remove yourself; use leave")]
+    SelfRemoval,
+}
+
+/// A successful join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub participant: ParticipantId,
+    /// Connection generation: a later join of the same person supersedes this one.
+    pub generation: u64,
+    pub admitted: bool,
+}
+
+/// What the service must do after a change, besides the events already delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Create the participant's media session (its events carry `generation`).
+    StartMedia {
+        participant: ParticipantId,
+        generation: u64,
+    },
+    /// Close the participant's media session.
+    StopMedia { participant: ParticipantId },
+    /// Who is present changed: tell billing.
+    PresenceChanged,
+    /// Record that `actor` did `action` (to `target`).
+    Audit {
+        action: &'static str,
+        actor: ParticipantId,
+        target: Option<ParticipantId>,
+    },
+    /// Call [`Consultation::expire`] at this instant (a reconnect grace ends).
+    WakeAt(Instant),
+}
+
+/// The limits a consultation runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_participants: usize,
+    pub reconnect_grace: Duration,
+}
+
+struct Participant {
+    id: ParticipantId,
+    /// Display name from the token (health data: never logged).
+    identity: String,
+    role: Role,
+    state: ParticipantState,
+    /// State to return to after reconnecting.
+    resume: ParticipantState,
+    /// While reconnecting: when the grace ends.
+    reconnect_deadline: Option<Instant>,
+    audio_muted: bool,
+    video_muted: bool,
+    generation: u64,
+    outbox: Option<Outbox>,
+    tracks: Vec<TrackInfo>,
+}
+
+impl Participant {
+    fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            id: self.id.clone(),
+            role: self.role,
+            display_name: self.identity.clone(),
+            state: self.state,
+            audio_muted: self.audio_muted,
+            video_muted: self.video_muted,
+        }
+    }
+
+    fn send(&self, event: ConsultationEvent) {
+        if let Some(o) = &self.outbox {
+            let _ = o.send(Outbound::Event(event));
+        }
+    }
+
+    fn close(&self, why: Disconnect) {
+        if let Some(o) = &self.outbox {
+            let _ = o.send(Outbound::Close(why));
+        }
+    }
+
+    /// Sees the others and their media: admitted, or admitted-and-reconnecting.
+    fn in_call(&self) -> bool {
+        match self.state {
+            ParticipantState::Admitted => true,
+            ParticipantState::Reconnecting => self.resume == ParticipantState::Admitted,
+            _ => false,
+        }
+    }
+
+    /// In the waiting room (or reconnecting to it).
+    fn waiting(&self) -> bool {
+        self.state == ParticipantState::Waiting
+            || (self.state == ParticipantState::Reconnecting
+                && self.resume == ParticipantState::Waiting)
+    }
+}
+
+/// One consultation's participants and state.
+pub struct Consultation {
+    id: ConsultationId,
+    limits: Limits,
+    participants: Vec<Participant>,
+    ended: bool,
+}
+
+impl Consultation {
+    pub fn new(id: ConsultationId, limits: Limits) -> Consultation {
+        Consultation {
+            id,
+            limits,
+            participants: Vec::new(),
+            ended: false,
+        }
+    }
+
+    pub fn id(&self) -> &ConsultationId {
+        &self.id
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Everyone has left and the consultation was not ended: it can be forgotten.
+    pub fn is_abandoned(&self) -> bool {
+        !self.ended
+            && self
+                .participants
+                .iter()
+                .all(|p| p.state == ParticipantState::Left)
+    }
+
+    fn get(&self, id: &str) -> Option<&Participant> {
+        self.participants.iter().find(|p| p.id == id)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Participant> {
+        self.participants.iter_mut().find(|p| p.id == id)
+    }
+
+    /// Participants not gone for good.
+    pub fn present(&self) -> usize {
+        self.participants
+            .iter()
+            .filter(|p| p.state != ParticipantState::Left)
+            .count()
+    }
+
+    /// The others an in-call participant sees.
+    fn roster(&self, except: &str) -> Vec<ParticipantInfo> {
+        self.participants
+            .iter()
+            .filter(|p| p.id != except && p.in_call())
+            .map(Participant::info)
+            .collect()
+    }
+
+    fn broadcast_except(&self, except: &str, event: &ConsultationEvent) {
+        for p in self
+            .participants
+            .iter()
+            .filter(|p| p.id != except && p.in_call())
+        {
+            p.send(event.clone());
+        }
+    }
+
+    /// Send `event` to every participant in the call.
+    pub fn broadcast_in_call(&self, event: &ConsultationEvent) {
+        self.broadcast_except("", event);
+    }
+
+    fn waiting_list(&self) -> Vec<ParticipantInfo> {
+        self.participants
+            .iter()
+            .filter(|p| p.waiting())
+            .map(Participant::info)
+            .collect()
+    }
+
+    fn send_waiting_list(&self) {
+        let list = self.waiting_list();
+        for p in self
+            .participants
+            .iter()
+            .filter(|p| p.role == Role::Practitioner && p.in_call())
+        {
+            p.send(ConsultationEvent::WaitingList {
+                participants: list.clone(),
+            });
+        }
+    }
+
+    /// Tell `to` about every track the others in the call publish.
+    fn send_tracks_of_others(&self, to: &Participant) {
+        for other in self
+            .participants
+            .iter()
+            .filter(|o| o.id != to.id && o.in_call())
+        {
+            for t in &other.tracks {
+                to.send(ConsultationEvent::TrackPublished {
+                    participant: other.id.clone(),
+                    track: t.clone(),
+                });
+            }
+        }
+    }
+
+    /// The participants as the billing clock sees them.
+    pub fn presence(&self) -> impl Iterator<Item = Presence<'_>> {
+        self.participants.iter().map(|p| Presence {
+            id: p.id.as_str(),
+            identity: &p.identity,
+            role: p.role,
+            present: p.state == ParticipantState::Admitted && p.outbox.is_some(),
+            left: p.state == ParticipantState::Left,
+        })
+    }
+
+    /// Join (or rejoin) as `identity` with `role`, delivering to `outbox` from now on.
+    /// The same person (identity and role) not gone for good takes their place back: a
+    /// reconnection, or a second tab replacing the first.
+    pub fn join(
+        &mut self,
+        identity: &str,
+        role: Role,
+        generation: u64,
+        outbox: Outbox,
+    ) -> Result<(Joined, Vec<Effect>), JoinError> {
+        if self.ended {
+            return Err(JoinError::Ended);
+        }
+        let mut effects = Vec::new();
+        let existing = self.participants.iter().position(|p| {
+            p.identity == identity && p.role == role && p.state != ParticipantState::Left
+        });
+        let (id, admitted) = match existing {
+            Some(i) => {
+                let p = &mut self.participants[i];
+                if p.outbox.is_some() {
+                    p.close(Disconnect::Replaced);
+                    effects.push(Effect::StopMedia {
+                        participant: p.id.clone(),
+                    });
+                }
+                if p.state == ParticipantState::Reconnecting {
+                    p.state = p.resume;
+                    p.reconnect_deadline = None;
+                }
+                p.generation = generation;
+                p.outbox = Some(outbox);
+                p.tracks.clear();
+                (p.id.clone(), p.state == ParticipantState::Admitted)
+            }
+            None => {
+                if self.present() >= self.limits.max_participants {
+                    return Err(JoinError::Full);
+                }
+                let admitted = role == Role::Practitioner;
+                let state = if admitted {
+                    ParticipantState::Admitted
+                } else {
+                    ParticipantState::Waiting
+                };
+                let id = ParticipantId::generate();
+                self.participants.push(Participant {
+                    id: id.clone(),
+                    identity: identity.to_string(),
+                    role,
+                    state,
+                    resume: state,
+                    reconnect_deadline: None,
+                    audio_muted: false,
+                    video_muted: false,
+                    generation,
+                    outbox: Some(outbox),
+                    tracks: Vec::new(),
+                });
+                (id, admitted)
+            }
+        };
+        let me = self
+            .get(id.as_str())
+            .expect("participant was just inserted or found");
+        let you = me.info();
+        me.send(ConsultationEvent::Joined {
+            consultation: self.id.clone(),
+            you: you.clone(),
+            participants: if admitted {
+                self.roster(id.as_str())
+            } else {
+                Vec::new()
+            },
+        });
+        if admitted {
+            let news = if existing.is_some() {
+                ConsultationEvent::ParticipantState {
+                    participant: id.clone(),
+                    state: ParticipantState::Admitted,
+                }
+            } else {
+                ConsultationEvent::ParticipantJoined { participant: you }
+            };
+            self.broadcast_except(id.as_str(), &news);
+            self.send_tracks_of_others(me);
+            if role == Role::Practitioner {
+                me.send(ConsultationEvent::WaitingList {
+                    participants: self.waiting_list(),
+                });
+            }
+        } else {
+            self.send_waiting_list();
+        }
+        effects.push(Effect::PresenceChanged);
+        if admitted {
+            effects.push(Effect::StartMedia {
+                participant: id.clone(),
+                generation,
+            });
+        }
+        Ok((
+            Joined {
+                participant: id,
+                generation,
+                admitted,
+            },
+            effects,
+        ))
+    }
+
+    /// `actor` must be a practitioner in the call.
+    fn check_practitioner(&self, actor: &str) -> Result<(), ActionError> {
+        let me = self.get(actor).ok_or(ActionError::UnknownParticipant)?;
+        if me.role != Role::Practitioner || !me.in_call() {
+            return Err(ActionError::Forbidden);
+        }
+        Ok(())
+    }
+
+    fn audit(action: &'static str, actor: &ParticipantId, target: Option<&str>) -> Effect {
+        Effect::Audit {
+            action,
+            actor: actor.clone(),
+            target: target.map(ParticipantId::from),
+        }
+    }
+
+    /// A practitioner admits a waiting participant.
+    pub fn admit(
+        &mut self,
+        actor: &ParticipantId,
+        target: &str,
+    ) -> Result<Vec<Effect>, ActionError> {
+        self.check_practitioner(actor.as_str())?;
+        let p = self
+            .get_mut(target)
+            .ok_or(ActionError::UnknownParticipant)?;
+        if p.state != ParticipantState::Waiting {
+            return Err(ActionError::NotWaiting);
+        }
+        p.state = ParticipantState::Admitted;
+        p.resume = ParticipantState::Admitted;
+        let generation = p.generation;
+        let info = p.info();
+        let p = self.get(target).expect("found above");
+        p.send(ConsultationEvent::Admitted {
+            participants: self.roster(target),
+        });
+        self.send_tracks_of_others(p);
+        self.broadcast_except(
+            target,
+            &ConsultationEvent::ParticipantJoined { participant: info },
+        );
+        self.send_waiting_list();
+        Ok(vec![
+            Effect::PresenceChanged,
+            Self::audit("participant.admit", actor, Some(target)),
+            Effect::StartMedia {
+                participant: target.into(),
+                generation,
+            },
+        ])
+    }
+
+    /// A practitioner refuses a waiting participant.
+    pub fn reject(
+        &mut self,
+        actor: &ParticipantId,
+        target: &str,
+    ) -> Result<Vec<Effect>, ActionError> {
+        self.check_practitioner(actor.as_str())?;
+        let p = self
+            .get_mut(target)
+            .ok_or(ActionError::UnknownParticipant)?;
+        if p.state != ParticipantState::Waiting {
+            return Err(ActionError::NotWaiting);
+        }
+        p.state = ParticipantState::Left;
+        p.send(ConsultationEvent::Rejected);
+        p.close(Disconnect::Rejected);
+        p.outbox = None;
+        self.send_waiting_list();
+        Ok(vec![
+            Effect::PresenceChanged,
+            Self::audit("participant.reject", actor, Some(target)),
+        ])
+    }
+
+    /// A practitioner removes a participant (waiting or in the call).
+    pub fn remove(
+        &mut self,
+        actor: &ParticipantId,
+        target: &str,
+    ) -> Result<Vec<Effect>, ActionError> {
+        if actor == target {
+            return Err(ActionError::SelfRemoval);
+        }
+        self.check_practitioner(actor.as_str())?;
+        let p = self
+            .get_mut(target)
+            .ok_or(ActionError::UnknownParticipant)?;
+        if p.state == ParticipantState::Left {
+            return Err(ActionError::UnknownParticipant);
+        }
+        let was_in_call = p.in_call();
+        p.state = ParticipantState::Left;
+        p.reconnect_deadline = None;
+        p.send(ConsultationEvent::Removed);
+        p.close(Disconnect::Removed);
+        p.outbox = None;
+        p.tracks.clear();
+        if was_in_call {
+            self.broadcast_except(
+                target,
+                &ConsultationEvent::ParticipantLeft {
+                    participant: target.into(),
+                    reason: LeftReason::Removed,
+                },
+            );
+        }
+        self.send_waiting_list();
+        Ok(vec![
+            Effect::PresenceChanged,
+            Self::audit("participant.remove", actor, Some(target)),
+            Effect::StopMedia {
+                participant: target.into(),
+            },
+        ])
+    }
+
+    /// A practitioner ends the consultation for everyone.
+    pub fn end(&mut self, actor: &ParticipantId) -> Result<Vec<Effect>, ActionError> {
+        self.check_practitioner(actor.as_str())?;
+        self.ended = true;
+        let mut effects = vec![
+            Effect::PresenceChanged,
+            Self::audit("consultation.end", actor, None),
+        ];
+        for p in self.participants.iter_mut() {
+            if p.state != ParticipantState::Left {
+                p.send(ConsultationEvent::Ended);
+                p.close(Disconnect::Ended);
+                p.state = ParticipantState::Left;
+                p.reconnect_deadline = None;
+                p.outbox = None;
+                effects.push(Effect::StopMedia {
+                    participant: p.id.clone(),
+                });
+            }
+        }
+        Ok(effects)
+    }
+
+    /// `participant` must be admitted (media signalling).
+    pub fn require_admitted(&self, participant: &str) -> Result<(), ActionError> {
+        match self.get(participant) {
+            Some(p) if p.state == ParticipantState::Admitted => Ok(()),
+            Some(_) => Err(ActionError::NotAdmitted),
+            None => Err(ActionError::UnknownParticipant),
+        }
+    }
+
+    pub fn set_mute(
+        &mut self,
+        participant: &str,
+        kind: MediaKind,
+        muted: bool,
+    ) -> Result<(), ActionError> {
+        let p = self
+            .get_mut(participant)
+            .ok_or(ActionError::UnknownParticipant)?;
+        if p.state != ParticipantState::Admitted {
+            return Err(ActionError::NotAdmitted);
+        }
+        match kind {
+            MediaKind::Audio => p.audio_muted = muted,
+            MediaKind::Video => p.video_muted = muted,
+        }
+        let id = p.id.clone();
+        self.broadcast_except(
+            participant,
+            &ConsultationEvent::Mute {
+                participant: id,
+                kind,
+                muted,
+            },
+        );
+        Ok(())
+    }
+
+    /// The participant's connection of `generation`, if it is still the current one.
+    fn current(&mut self, participant: &str, generation: u64) -> Option<&mut Participant> {
+        self.get_mut(participant)
+            .filter(|p| p.generation == generation && p.outbox.is_some())
+    }
+
+    /// Whether `generation` is the participant's live connection.
+    pub fn is_current(&mut self, participant: &str, generation: u64) -> bool {
+        self.current(participant, generation).is_some()
+    }
+
+    /// The media plane reports a track the participant now publishes: the others are told.
+    pub fn track_published(&mut self, participant: &str, generation: u64, track: TrackInfo) {
+        let Some(p) = self.current(participant, generation) else {
+            return;
+        };
+        p.tracks.push(track.clone());
+        let id = p.id.clone();
+        self.broadcast_except(
+            participant,
+            &ConsultationEvent::TrackPublished {
+                participant: id,
+                track,
+            },
+        );
+    }
+
+    pub fn track_unpublished(&mut self, participant: &str, generation: u64, track: &TrackId) {
+        let Some(p) = self.current(participant, generation) else {
+            return;
+        };
+        p.tracks.retain(|t| t.id != *track);
+        let id = p.id.clone();
+        self.broadcast_except(
+            participant,
+            &ConsultationEvent::TrackUnpublished {
+                participant: id,
+                track: track.clone(),
+            },
+        );
+    }
+
+    /// The media plane's offer for the participant's session of `generation`.
+    pub fn media_offer(&mut self, participant: &str, generation: u64, sdp: String) {
+        if let Some(p) = self.current(participant, generation) {
+            p.send(ConsultationEvent::MediaOffer { sdp });
+        }
+    }
+
+    pub fn media_failed(&mut self, participant: &str, generation: u64, failure: MediaFailure) {
+        if let Some(p) = self.current(participant, generation) {
+            p.send(ConsultationEvent::MediaFailed(failure));
+        }
+    }
+
+    /// The participant's connection of `generation` closed: for good (`leave`), or dropped (they
+    /// may come back within the reconnect grace). A superseded connection closing says nothing
+    /// about the person and changes nothing.
+    pub fn gone(
+        &mut self,
+        participant: &str,
+        generation: u64,
+        for_good: bool,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let grace = self.limits.reconnect_grace;
+        let Some(p) = self.get_mut(participant) else {
+            return Vec::new();
+        };
+        if p.generation != generation || p.state == ParticipantState::Left {
+            return Vec::new();
+        }
+        let was_in_call = p.in_call();
+        p.outbox = None;
+        p.tracks.clear();
+        let mut effects = vec![
+            Effect::PresenceChanged,
+            Effect::StopMedia {
+                participant: p.id.clone(),
+            },
+        ];
+        let id = p.id.clone();
+        let news = if for_good {
+            p.state = ParticipantState::Left;
+            ConsultationEvent::ParticipantLeft {
+                participant: id,
+                reason: LeftReason::Left,
+            }
+        } else {
+            p.resume = p.state;
+            p.state = ParticipantState::Reconnecting;
+            let deadline = now + grace;
+            p.reconnect_deadline = Some(deadline);
+            effects.push(Effect::WakeAt(deadline));
+            ConsultationEvent::ParticipantState {
+                participant: id,
+                state: ParticipantState::Reconnecting,
+            }
+        };
+        if was_in_call {
+            self.broadcast_except(participant, &news);
+        } else {
+            self.send_waiting_list();
+        }
+        effects
+    }
+
+    /// Whoever is still reconnecting once their grace is over at `now` has left (timeout).
+    pub fn expire(&mut self, now: Instant) -> Vec<Effect> {
+        let mut expired = Vec::new();
+        for p in self.participants.iter_mut() {
+            if p.state == ParticipantState::Reconnecting
+                && p.reconnect_deadline.is_some_and(|d| d <= now)
+            {
+                p.state = ParticipantState::Left;
+                p.reconnect_deadline = None;
+                expired.push((p.id.clone(), p.resume == ParticipantState::Admitted));
+            }
+        }
+        if expired.is_empty() {
+            return Vec::new();
+        }
+        for (id, was_in_call) in &expired {
+            if *was_in_call {
+                self.broadcast_except(
+                    id.as_str(),
+                    &ConsultationEvent::ParticipantLeft {
+                        participant: id.clone(),
+                        reason: LeftReason::Timeout,
+                    },
+                );
+            }
+        }
+        if expired.iter().any(|(_, in_call)| !in_call) {
+            self.send_waiting_list();
+        }
+        vec![Effect::PresenceChanged]
+    }
+
+    /// The id of the participant `identity` with `role`, if they are in the call (admitted, or
+    /// reconnecting after having been admitted).
+    pub fn in_call_participant(&self, identity: &str, role: Role) -> Option<ParticipantId> {
+        self.participants
+            .iter()
+            .find(|p| p.identity == identity && p.role == role && p.in_call())
+            .map(|p| p.id.clone())
+    }
+
+    pub fn participant_ids(&self) -> Vec<ParticipantId> {
+        self.participants.iter().map(|p| p.id.clone()).collect()
+    }
+
+    pub fn participant_state(&self, participant: &str) -> Option<ParticipantState> {
+        self.get(participant).map(|p| p.state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+    const GRACE: Duration = Duration::from_secs(60);
+
+    fn consultation(max: usize) -> Consultation {
+        Consultation::new(
+            "c1".into(),
+            Limits {
+                max_participants: max,
+                reconnect_grace: GRACE,
+            },
+        )
+    }
+
+    struct Conn {
+        rx: UnboundedReceiver<Outbound>,
+    }
+
+    impl Conn {
+        fn drain(&mut self) -> Vec<Outbound> {
+            let mut v = Vec::new();
+            while let Ok(m) = self.rx.try_recv() {
+                v.push(m);
+            }
+            v
+        }
+        fn events(&mut self) -> Vec<ConsultationEvent> {
+            self.drain()
+                .into_iter()
+                .filter_map(|o| match o {
+                    Outbound::Event(e) => Some(e),
+                    Outbound::Close(_) => None,
+                })
+                .collect()
+        }
+    }
+
+    fn join(
+        c: &mut Consultation,
+        identity: &str,
+        role: Role,
+        generation: u64,
+    ) -> (Joined, Vec<Effect>, Conn) {
+        let (tx, rx) = unbounded_channel();
+        let (j, e) = c.join(identity, role, generation, tx).expect("join");
+        (j, e, Conn { rx })
+    }
+
+    fn starts_media(effects: &[Effect], who: &ParticipantId) -> bool {
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::StartMedia { participant, .. } if participant == who))
+    }
+
+    #[test]
+    fn a_patient_waits_until_admitted_and_sees_nothing_of_the_call_before() {
+        let mut c = consultation(12);
+        let (doc, e, mut doc_conn) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        assert!(doc.admitted);
+        assert!(starts_media(&e, &doc.participant));
+        let (pat, e, mut pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
+        assert!(!pat.admitted);
+        assert!(
+            !starts_media(&e, &pat.participant),
+            "no media in the waiting room"
+        );
+        let seen = pat_conn.events();
+        assert!(
+            matches!(&seen[..], [ConsultationEvent::Joined { participants, .. }] if participants.is_empty()),
+            "{seen:?}"
+        );
+        // The practitioner sees the waiting list with the patient.
+        let seen = doc_conn.events();
+        assert!(seen.iter().any(|e| matches!(e, ConsultationEvent::WaitingList { participants } if participants.iter().any(|p| p.id == pat.participant))));
+        // Only a practitioner may admit.
+        assert_eq!(
+            c.admit(&pat.participant, doc.participant.as_str()),
+            Err(ActionError::Forbidden)
+        );
+        assert_eq!(
+            c.require_admitted(pat.participant.as_str()),
+            Err(ActionError::NotAdmitted)
+        );
+        let e = c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        assert!(starts_media(&e, &pat.participant));
+        assert!(
+            matches!(&pat_conn.events()[0], ConsultationEvent::Admitted { participants } if participants.len() == 1)
+        );
+        assert_eq!(c.require_admitted(pat.participant.as_str()), Ok(()));
+        assert_eq!(
+            c.admit(&doc.participant, pat.participant.as_str()),
+            Err(ActionError::NotWaiting)
+        );
+    }
+
+    #[test]
+    fn tracks_reach_only_those_in_the_call_and_stale_media_events_are_ignored() {
+        let mut c = consultation(12);
+        let (doc, _, mut doc_conn) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, mut pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
+        let track = TrackInfo {
+            id: "t1".into(),
+            kind: MediaKind::Video,
+        };
+        c.track_published(doc.participant.as_str(), 1, track.clone());
+        assert!(
+            pat_conn
+                .events()
+                .iter()
+                .all(|e| !matches!(e, ConsultationEvent::TrackPublished { .. }))
+        );
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        // Admitted: told about the practitioner's track.
+        assert!(pat_conn.events().iter().any(
+            |e| matches!(e, ConsultationEvent::TrackPublished { track: t, .. } if *t == track)
+        ));
+        // An event of an older media session (generation 0) changes nothing.
+        c.track_published(
+            doc.participant.as_str(),
+            0,
+            TrackInfo {
+                id: "old".into(),
+                kind: MediaKind::Audio,
+            },
+        );
+        assert!(pat_conn.events().is_empty());
+        c.media_offer(pat.participant.as_str(), 2, "v=0".into());
+        assert_eq!(
+            pat_conn.events(),
+            vec![ConsultationEvent::MediaOffer { sdp: "v=0".into() }]
+        );
+        c.media_offer(pat.participant.as_str(), 1, "stale".into());
+        assert!(pat_conn.events().is_empty());
+        doc_conn.drain();
+    }
+
+    #[test]
+    fn a_dropped_participant_is_reconnecting_until_the_grace_ends_on_the_synthetic_clock() {
+        let t0 = Instant::now();
+        let mut c = consultation(12);
+        let (doc, _, mut doc_conn) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, _pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        doc_conn.drain();
+        let e = c.gone(pat.participant.as_str(), 2, false, t0);
+        assert!(e.contains(&Effect::WakeAt(t0 + GRACE)));
+        assert_eq!(
+            c.participant_state(pat.participant.as_str()),
+            Some(ParticipantState::Reconnecting)
+        );
+        assert!(doc_conn.events().iter().any(|e| matches!(
+            e,
+            ConsultationEvent::ParticipantState {
+                state: ParticipantState::Reconnecting,
+                ..
+            }
+        )));
+        // A superseded connection closing changes nothing.
+        assert!(c.gone(pat.participant.as_str(), 1, true, t0).is_empty());
+        // Not yet.
+        assert!(c.expire(t0 + GRACE - Duration::from_millis(1)).is_empty());
+        assert_eq!(
+            c.participant_state(pat.participant.as_str()),
+            Some(ParticipantState::Reconnecting)
+        );
+        // Back in time: admitted again, under the same id.
+        let (again, e, _conn) = join(&mut c, "Pat", Role::Patient, 3);
+        assert_eq!(again.participant, pat.participant);
+        assert!(again.admitted);
+        assert!(starts_media(&e, &pat.participant));
+        assert!(
+            c.expire(t0 + GRACE).is_empty(),
+            "the rejoin cancelled the deadline"
+        );
+        // Dropped again, and this time the grace runs out.
+        let t1 = t0 + Duration::from_secs(100);
+        c.gone(pat.participant.as_str(), 3, false, t1);
+        doc_conn.drain();
+        assert_eq!(c.expire(t1 + GRACE), vec![Effect::PresenceChanged]);
+        assert_eq!(
+            c.participant_state(pat.participant.as_str()),
+            Some(ParticipantState::Left)
+        );
+        assert!(doc_conn.events().iter().any(|e| matches!(
+            e,
+            ConsultationEvent::ParticipantLeft {
+                reason: LeftReason::Timeout,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn a_second_connection_of_the_same_person_replaces_the_first() {
+        let mut c = consultation(12);
+        let (doc, _, mut first) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (again, e, _second) = join(&mut c, "Dr A", Role::Practitioner, 2);
+        assert_eq!(again.participant, doc.participant);
+        assert!(e.contains(&Effect::StopMedia {
+            participant: doc.participant.clone()
+        }));
+        assert!(
+            first
+                .drain()
+                .contains(&Outbound::Close(Disconnect::Replaced))
+        );
+        // The first connection closing afterwards is ignored.
+        assert!(
+            c.gone(doc.participant.as_str(), 1, false, Instant::now())
+                .is_empty()
+        );
+        assert_eq!(
+            c.participant_state(doc.participant.as_str()),
+            Some(ParticipantState::Admitted)
+        );
+    }
+
+    #[test]
+    fn capacity_end_and_removal() {
+        let mut c = consultation(2);
+        let (doc, _, _d) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, mut pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
+        let (tx, _rx) = unbounded_channel();
+        assert_eq!(
+            c.join("Guest", Role::Guest, 3, tx).err(),
+            Some(JoinError::Full)
+        );
+        assert_eq!(
+            c.remove(&doc.participant, doc.participant.as_str()),
+            Err(ActionError::SelfRemoval)
+        );
+        pat_conn.drain();
+        let e = c
+            .remove(&doc.participant, pat.participant.as_str())
+            .unwrap();
+        assert!(e.contains(&Effect::StopMedia {
+            participant: pat.participant.clone()
+        }));
+        let got = pat_conn.drain();
+        assert_eq!(
+            got,
+            vec![
+                Outbound::Event(ConsultationEvent::Removed),
+                Outbound::Close(Disconnect::Removed)
+            ]
+        );
+        assert_eq!(
+            c.remove(&doc.participant, pat.participant.as_str()),
+            Err(ActionError::UnknownParticipant)
+        );
+        c.end(&doc.participant).unwrap();
+        assert!(c.is_ended());
+        let (tx, _rx) = unbounded_channel();
+        assert_eq!(
+            c.join("Pat", Role::Patient, 4, tx).err(),
+            Some(JoinError::Ended)
+        );
+        assert!(!c.is_abandoned(), "an ended consultation is kept to say so");
+    }
+}

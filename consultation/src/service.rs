@@ -1,0 +1,435 @@
+//! The consultation service: every live consultation, each behind its own mutex (never held
+//! across an `.await`: every method here is synchronous), applying [`crate::rules`] and carrying
+//! out their effects — media sessions through a [`MediaPlane`], presence and audit through an
+//! [`Observer`] (billing), reconnect deadlines through tokio timers.
+
+use crate::ConsultationEvent;
+use crate::config::ConsultationConfig;
+use crate::event::{MediaFailure, Outbox};
+use crate::ids::{ConsultationId, ParticipantId, TrackId};
+use crate::model::{MediaKind, ParticipantState, Presence, Role, TrackInfo};
+use crate::rules::{ActionError, Consultation, Effect, JoinError, Joined, Limits};
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Who is told about presence changes and audited actions (billing implements it).
+pub trait Observer: Send + Sync {
+    /// The participants of `consultation` after a change of presence.
+    fn presence(
+        &self,
+        consultation: &ConsultationId,
+        participants: &mut dyn Iterator<Item = Presence<'_>>,
+        ended: bool,
+    );
+    /// `actor` (a participant id) did `action` (to `target`).
+    fn audit(&self, action: &str, actor: &str, consultation: &ConsultationId, target: Option<&str>);
+}
+
+/// The media plane as the consultation sees it: sessions are started for admitted participants
+/// and stopped when they go. What a session reports comes back through its [`MediaSession`].
+pub trait MediaPlane: Send + Sync {
+    /// Create the participant's media session (asynchronously).
+    fn start(&self, session: MediaSession);
+    /// Close the participant's media session, if any.
+    fn stop(&self, participant: &ParticipantId);
+}
+
+/// One participant's media session, as handed to the [`MediaPlane`]: the way its offers,
+/// tracks and failures reach the consultation. Reports of a superseded session are ignored.
+#[derive(Clone)]
+pub struct MediaSession {
+    pub consultation: ConsultationId,
+    pub participant: ParticipantId,
+    generation: u64,
+    service: ConsultationService,
+}
+
+impl MediaSession {
+    fn with<T>(&self, f: impl FnOnce(&mut Consultation) -> T) -> Option<T> {
+        let entry = self.service.entry(self.consultation.as_str())?;
+        let mut c = lock(&entry);
+        Some(f(&mut c))
+    }
+
+    /// Whether this is still the participant's current connection (a session started for a
+    /// connection that has since closed must be stopped by the media plane).
+    pub fn is_current(&self) -> bool {
+        self.with(|c| c.is_current(self.participant.as_str(), self.generation))
+            .unwrap_or(false)
+    }
+
+    /// An offer for the participant's client.
+    pub fn offer(&self, sdp: String) {
+        self.with(|c| c.media_offer(self.participant.as_str(), self.generation, sdp));
+    }
+
+    /// The participant now publishes `track`: the others in the call are told.
+    pub fn track_published(&self, track: TrackId, kind: MediaKind) {
+        self.with(|c| {
+            c.track_published(
+                self.participant.as_str(),
+                self.generation,
+                TrackInfo { id: track, kind },
+            )
+        });
+    }
+
+    pub fn track_unpublished(&self, track: &TrackId) {
+        self.with(|c| c.track_unpublished(self.participant.as_str(), self.generation, track));
+    }
+
+    pub fn failed(&self, failure: MediaFailure) {
+        self.with(|c| c.media_failed(self.participant.as_str(), self.generation, failure));
+    }
+}
+
+/// A media plane that does nothing (consultations without media: unit tests, tools).
+pub struct NoMedia;
+
+impl MediaPlane for NoMedia {
+    fn start(&self, _: MediaSession) {}
+    fn stop(&self, _: &ParticipantId) {}
+}
+
+struct Inner {
+    limits: Limits,
+    /// How long an ended consultation is remembered (so late joins are told it ended).
+    keep_ended: Duration,
+    media: Arc<dyn MediaPlane>,
+    observer: OnceLock<Arc<dyn Observer>>,
+    consultations: DashMap<ConsultationId, Arc<Mutex<Consultation>>>,
+    next_generation: AtomicU64,
+}
+
+/// The consultation service. Cheap to clone.
+#[derive(Clone)]
+pub struct ConsultationService {
+    inner: Arc<Inner>,
+}
+
+fn lock(c: &Mutex<Consultation>) -> std::sync::MutexGuard<'_, Consultation> {
+    // A poisoned lock means a panic elsewhere while holding it; the data is still consistent
+    // enough to serve (every mutation in the rules is a single assignment or push).
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ConsultationService {
+    /// `keep_ended`: how long an ended consultation is remembered (at least a token's lifetime).
+    pub fn new(
+        config: &ConsultationConfig,
+        keep_ended: Duration,
+        media: Arc<dyn MediaPlane>,
+    ) -> Self {
+        ConsultationService {
+            inner: Arc::new(Inner {
+                limits: Limits {
+                    max_participants: config.max_participants,
+                    reconnect_grace: Duration::from_secs(config.reconnect_grace_secs),
+                },
+                keep_ended,
+                media,
+                observer: OnceLock::new(),
+                consultations: DashMap::new(),
+                next_generation: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Attach the observer (billing), once, at start-up: from then on every change of presence
+    /// reaches it, and admissions and removals are audited.
+    pub fn attach_observer(&self, observer: Arc<dyn Observer>) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    fn entry(&self, id: &str) -> Option<Arc<Mutex<Consultation>>> {
+        self.inner.consultations.get(id).map(|c| c.clone())
+    }
+
+    fn update_gauges(&self) {
+        let consultations = self.inner.consultations.len();
+        let participants: usize = self
+            .inner
+            .consultations
+            .iter()
+            .map(|c| lock(c.value()).present())
+            .sum();
+        metrics::gauge!(crate::metric_names::CONSULTATIONS).set(consultations as f64);
+        metrics::gauge!(crate::metric_names::PARTICIPANTS).set(participants as f64);
+    }
+
+    /// Carry out what a change asked for. `c` is still locked: presence is read from it, and
+    /// media sessions start only after the events announcing them were queued.
+    fn apply(&self, c: &Consultation, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::PresenceChanged => {
+                    if let Some(o) = self.inner.observer.get() {
+                        o.presence(c.id(), &mut c.presence(), c.is_ended());
+                    }
+                }
+                Effect::Audit {
+                    action,
+                    actor,
+                    target,
+                } => {
+                    if let Some(o) = self.inner.observer.get() {
+                        o.audit(
+                            action,
+                            actor.as_str(),
+                            c.id(),
+                            target.as_ref().map(|t| t.as_str()),
+                        );
+                    }
+                    tracing::info!(consultation = %c.id(), by = %actor, target = ?target.as_ref().map(|t| t.as_str()), action, "practitioner action");
+                }
+                Effect::StartMedia {
+                    participant,
+                    generation,
+                } => self.inner.media.start(MediaSession {
+                    consultation: c.id().clone(),
+                    participant,
+                    generation,
+                    service: self.clone(),
+                }),
+                Effect::StopMedia { participant } => self.inner.media.stop(&participant),
+                Effect::WakeAt(deadline) => {
+                    let this = self.clone();
+                    let id = c.id().clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+                        this.expire(&id, Instant::now());
+                    });
+                }
+            }
+        }
+    }
+
+    /// Join (or rejoin) `consultation` as `identity` with `role` (from a verified token).
+    pub fn join(
+        &self,
+        consultation: &ConsultationId,
+        identity: &str,
+        role: Role,
+        outbox: Outbox,
+    ) -> Result<Joined, JoinError> {
+        let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+        let entry = self
+            .inner
+            .consultations
+            .entry(consultation.clone())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Consultation::new(
+                    consultation.clone(),
+                    self.inner.limits,
+                )))
+            })
+            .clone();
+        let mut c = lock(&entry);
+        let (joined, effects) = c.join(identity, role, generation, outbox)?;
+        self.apply(&c, effects);
+        drop(c);
+        tracing::info!(%consultation, participant = %joined.participant, role = role.as_str(), admitted = joined.admitted, "joined");
+        self.update_gauges();
+        Ok(joined)
+    }
+
+    fn act(
+        &self,
+        consultation: &ConsultationId,
+        f: impl FnOnce(&mut Consultation) -> Result<Vec<Effect>, ActionError>,
+    ) -> Result<(), ActionError> {
+        let entry = self
+            .entry(consultation.as_str())
+            .ok_or(ActionError::UnknownParticipant)?;
+        let mut c = lock(&entry);
+        let effects = f(&mut c)?;
+        self.apply(&c, effects);
+        drop(c);
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// A practitioner admits a waiting participant.
+    pub fn admit(
+        &self,
+        consultation: &ConsultationId,
+        actor: &ParticipantId,
+        target: &str,
+    ) -> Result<(), ActionError> {
+        self.act(consultation, |c| c.admit(actor, target))
+    }
+
+    /// A practitioner refuses a waiting participant.
+    pub fn reject(
+        &self,
+        consultation: &ConsultationId,
+        actor: &ParticipantId,
+        target: &str,
+    ) -> Result<(), ActionError> {
+        self.act(consultation, |c| c.reject(actor, target))
+    }
+
+    /// A practitioner removes a participant (waiting or in the call).
+    pub fn remove(
+        &self,
+        consultation: &ConsultationId,
+        actor: &ParticipantId,
+        target: &str,
+    ) -> Result<(), ActionError> {
+        self.act(consultation, |c| c.remove(actor, target))
+    }
+
+    /// A practitioner ends the consultation for everyone.
+    pub fn end(
+        &self,
+        consultation: &ConsultationId,
+        actor: &ParticipantId,
+    ) -> Result<(), ActionError> {
+        self.act(consultation, |c| c.end(actor))?;
+        // Keep the ended consultation (so late joins get "ended", not a fresh consultation) for
+        // as long as a token for it is likely to be valid.
+        let this = self.clone();
+        let consultation = consultation.clone();
+        let keep = self.inner.keep_ended;
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            this.inner
+                .consultations
+                .remove_if(&consultation, |_, c| lock(c).is_ended());
+            this.update_gauges();
+        });
+        Ok(())
+    }
+
+    /// Check that `participant` is admitted (for media signalling).
+    pub fn require_admitted(
+        &self,
+        consultation: &ConsultationId,
+        participant: &ParticipantId,
+    ) -> Result<(), ActionError> {
+        let entry = self
+            .entry(consultation.as_str())
+            .ok_or(ActionError::UnknownParticipant)?;
+        let c = lock(&entry);
+        c.require_admitted(participant.as_str())
+    }
+
+    pub fn set_mute(
+        &self,
+        consultation: &ConsultationId,
+        participant: &ParticipantId,
+        kind: MediaKind,
+        muted: bool,
+    ) -> Result<(), ActionError> {
+        let entry = self
+            .entry(consultation.as_str())
+            .ok_or(ActionError::UnknownParticipant)?;
+        let mut c = lock(&entry);
+        c.set_mute(participant.as_str(), kind, muted)
+    }
+
+    /// The participant leaves for good.
+    pub fn leave(
+        &self,
+        consultation: &ConsultationId,
+        participant: &ParticipantId,
+        generation: u64,
+    ) {
+        self.gone(consultation, participant, generation, true);
+    }
+
+    /// The participant's connection dropped without `leave`: they may come back within the
+    /// reconnect grace.
+    pub fn disconnected(
+        &self,
+        consultation: &ConsultationId,
+        participant: &ParticipantId,
+        generation: u64,
+    ) {
+        self.gone(consultation, participant, generation, false);
+    }
+
+    fn gone(
+        &self,
+        consultation: &ConsultationId,
+        participant: &ParticipantId,
+        generation: u64,
+        for_good: bool,
+    ) {
+        let Some(entry) = self.entry(consultation.as_str()) else {
+            return;
+        };
+        let mut c = lock(&entry);
+        let effects = c.gone(participant.as_str(), generation, for_good, Instant::now());
+        if effects.is_empty() {
+            return;
+        }
+        self.apply(&c, effects);
+        drop(c);
+        self.forget_if_abandoned(consultation);
+        tracing::info!(%consultation, %participant, for_good, "connection closed");
+        self.update_gauges();
+    }
+
+    fn expire(&self, consultation: &ConsultationId, now: Instant) {
+        let Some(entry) = self.entry(consultation.as_str()) else {
+            return;
+        };
+        let mut c = lock(&entry);
+        let effects = c.expire(now);
+        if effects.is_empty() {
+            return;
+        }
+        self.apply(&c, effects);
+        drop(c);
+        self.forget_if_abandoned(consultation);
+        self.update_gauges();
+    }
+
+    /// Drop a consultation everyone has left (not an ended one). Checked again under the map's
+    /// lock, so a join that slipped in between keeps its consultation.
+    fn forget_if_abandoned(&self, consultation: &ConsultationId) {
+        self.inner
+            .consultations
+            .remove_if(consultation, |_, c| lock(c).is_abandoned());
+    }
+
+    /// The id of the participant `identity` with `role` in `consultation`, if they are in the
+    /// call: admitted, or reconnecting after having been admitted (documents access).
+    pub fn in_call_participant(
+        &self,
+        consultation: &str,
+        identity: &str,
+        role: Role,
+    ) -> Option<ParticipantId> {
+        let entry = self.entry(consultation)?;
+        let c = lock(&entry);
+        c.in_call_participant(identity, role)
+    }
+
+    /// Send `event` to every participant in the call (admitted, or admitted and reconnecting).
+    pub fn broadcast_in_call(&self, consultation: &str, event: &ConsultationEvent) {
+        if let Some(entry) = self.entry(consultation) {
+            lock(&entry).broadcast_in_call(event);
+        }
+    }
+
+    /// Participant ids of a consultation (tests, diagnostics).
+    pub fn participant_ids(&self, consultation: &str) -> Vec<ParticipantId> {
+        self.entry(consultation)
+            .map(|e| lock(&e).participant_ids())
+            .unwrap_or_default()
+    }
+
+    /// Current state of a participant, if known.
+    pub fn participant_state(
+        &self,
+        consultation: &str,
+        participant: &str,
+    ) -> Option<ParticipantState> {
+        self.entry(consultation)
+            .and_then(|e| lock(&e).participant_state(participant))
+    }
+}

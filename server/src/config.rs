@@ -1,0 +1,1088 @@
+//! One typed configuration. Defaults are documented key by key in `config/default.toml`.
+//! (Loading, environment overrides and validation: see `load`.)
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+pub use teleconsult_billing::config::{BillingConfig, Rounding};
+pub use teleconsult_consultation::config::ConsultationConfig;
+pub use teleconsult_documents::config::DocumentsConfig;
+pub use teleconsult_signaling::config::SignalingConfig;
+
+/// The development signing secret used by `serve --dev` and `token --dev`. Refused outside dev mode.
+pub const DEV_SIGNING_SECRET: &str = "teleconsult-development-secret-do-not-use-in-production";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub media: MediaConfig,
+    pub consultation: ConsultationConfig,
+    pub signaling: SignalingConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub billing: BillingConfig,
+    pub documents: DocumentsConfig,
+    pub admin: AdminConfig,
+}
+
+/// The development master key for document encryption (base64 of 32 bytes). Refused outside dev.
+pub const DEV_MASTER_KEY: &str = "ZGV2LW1hc3Rlci1rZXktZG8tbm90LXVzZS0xMjM0NTY=";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// MongoDB connection string (replica sets, `tls=true` pass to the driver). Empty: the
+    /// embedded store in `data_dir`. A configured URI wins, in `--dev` too.
+    pub mongodb_uri: String,
+    /// MongoDB database name.
+    pub database: String,
+    /// Directory of the embedded store and of the on-disk billing queue used during outages.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// API key for admin exports (billing for all practitioners, audit log), sent as
+    /// `Authorization: Bearer <key>`. Empty: admin access disabled. At least 32 bytes if set.
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field(
+                "api_key",
+                &if self.api_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            mongodb_uri: String::new(),
+            database: "teleconsult".to_string(),
+            data_dir: PathBuf::from("/var/lib/teleconsult"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP(S) listener binds.
+    pub bind: IpAddr,
+    /// HTTP(S) port; 0 picks a free one (tests).
+    pub port: u16,
+    /// Base URL printed in join links, e.g. `https://consult.example.org`. Empty: derived from bind/port.
+    pub public_url: String,
+    /// Serve TLS (rustls). Required outside `--dev`.
+    pub tls: bool,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Address the media UDP port binds (one socket per worker on it, `SO_REUSEPORT`).
+    pub bind: IpAddr,
+    /// Media UDP port (one firewall rule); 0 picks a free one (tests).
+    pub udp_port: u16,
+    /// Address announced in ICE candidates (the server's public address). Empty: the bind address.
+    pub announce_ip: Option<IpAddr>,
+    /// Media worker threads; 0 means one per CPU core.
+    pub workers: usize,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC key for join tokens: at least 32 bytes, and not the development secret outside `--dev`.
+    pub signing_secret: String,
+    /// Default lifetime of tokens minted by `teleconsult token`.
+    pub token_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("signing_secret", &"<redacted>")
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .finish()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 443,
+            public_url: String::new(),
+            tls: true,
+            tls_cert: PathBuf::from("/etc/teleconsult/tls/cert.pem"),
+            tls_key: PathBuf::from("/etc/teleconsult/tls/key.pem"),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            udp_port: 40000,
+            announce_ip: None,
+            workers: 0,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            signing_secret: String::new(),
+            token_ttl_secs: 2 * 3600,
+        }
+    }
+}
+
+impl Config {
+    /// The development configuration behind `serve --dev`: loopback only, plain HTTP on 8080,
+    /// media on UDP 40000, the development signing secret.
+    pub fn dev() -> Config {
+        let mut c = Config::default();
+        c.server.bind = IpAddr::from([127, 0, 0, 1]);
+        c.server.port = 8080;
+        c.server.tls = false;
+        c.media.bind = IpAddr::from([127, 0, 0, 1]);
+        c.media.udp_port = 40000;
+        c.auth.signing_secret = DEV_SIGNING_SECRET.to_string();
+        c.documents.master_key = DEV_MASTER_KEY.to_string();
+        c.storage.data_dir = PathBuf::from(".teleconsult-data");
+        c
+    }
+
+    /// A configuration for in-process tests: loopback, free ports, plain HTTP, dev secret.
+    pub fn for_tests() -> Config {
+        let mut c = Config::dev();
+        c.server.port = 0;
+        c.media.udp_port = 0;
+        c.media.workers = 2;
+        c.storage.data_dir = std::env::temp_dir().join(format!(
+            "teleconsult-test-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        c
+    }
+}
+
+/// Prefix of environment overrides: `TELECONSULT_SECTION__KEY=value`.
+pub const ENV_PREFIX: &str = "TELECONSULT_";
+
+/// Why the configuration could not be loaded. Messages name the file, variable or key at fault
+/// and never contain the signing secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Load the configuration: `Config::dev()` if `dev` else `Config::default()`, then the TOML
+    /// file at `path` (if any), then `TELECONSULT_SECTION__KEY` environment variables, then
+    /// [`Config::validate`].
+    pub fn load(path: Option<&Path>, dev: bool) -> Result<Config, ConfigError> {
+        Config::load_from(path, dev, Config::process_env())
+    }
+
+    /// The process environment's `TELECONSULT_` variables.
+    fn process_env() -> impl Iterator<Item = (String, String)> {
+        std::env::vars_os().filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            k.starts_with(ENV_PREFIX)
+                .then(|| (k, v.to_string_lossy().into_owned()))
+        })
+    }
+
+    /// Like [`Config::load`], but only the keys that minting a join link needs are validated
+    /// (`auth.*`, `server.public_url`): `teleconsult token` need not read the TLS key.
+    pub fn load_for_tokens(path: Option<&Path>, dev: bool) -> Result<Config, ConfigError> {
+        Config::load_for_tokens_from(path, dev, Config::process_env())
+    }
+
+    /// [`Config::load_for_tokens`] with the environment given as pairs.
+    pub fn load_for_tokens_from<I, K, V>(
+        path: Option<&Path>,
+        dev: bool,
+        env: I,
+    ) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let config = Config::merge_sources(path, dev, env)?;
+        let problems: Vec<String> = config
+            .problems(dev)
+            .into_iter()
+            .filter(|p| p.starts_with("auth.") || p.starts_with("server.public_url:"))
+            .collect();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// [`Config::load`] with the environment given as `(name, value)` pairs. Only names of the form
+    /// `TELECONSULT_SECTION__KEY` are read; others (`PATH`, `TELECONSULT_BIN`) are ignored.
+    pub fn load_from<I, K, V>(path: Option<&Path>, dev: bool, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let config = Config::merge_sources(path, dev, env)?;
+        config.validate(dev)?;
+        Ok(config)
+    }
+
+    /// Base, file and environment merged, not yet validated.
+    fn merge_sources<I, K, V>(path: Option<&Path>, dev: bool, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let base = if dev {
+            Config::dev()
+        } else {
+            Config::default()
+        };
+        let mut table = to_table(&base);
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let file_table = parse_toml(&text).map_err(|message| ConfigError::File {
+                path: path.to_path_buf(),
+                message,
+            })?;
+            // Check the file on its own so that unknown keys and wrong types are blamed on it,
+            // with a line number.
+            toml::from_str::<Config>(&text).map_err(|e| ConfigError::File {
+                path: path.to_path_buf(),
+                message: toml_error_message(&text, &e),
+            })?;
+            merge(&mut table, file_table);
+        }
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            // Only `TELECONSULT_SECTION__KEY` names are configuration; others with the prefix
+            // (e.g. `TELECONSULT_BIN`, used by test harnesses) are not ours to refuse.
+            .filter(|(k, _)| {
+                k.as_ref()
+                    .strip_prefix(ENV_PREFIX)
+                    .is_some_and(|rest| rest.contains("__"))
+            })
+            .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
+            .collect();
+        vars.sort();
+        for (var, value) in vars {
+            apply_env(&mut table, &var, &value)?;
+        }
+        from_table(&table).map_err(|message| ConfigError::Invalid(vec![message]))
+    }
+
+    /// Check every value; all problems are reported at once, each naming its key.
+    pub fn validate(&self, dev: bool) -> Result<(), ConfigError> {
+        let p = self.problems(dev);
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(p))
+        }
+    }
+
+    /// Every problem, as `key: what is expected`.
+    fn problems(&self, dev: bool) -> Vec<String> {
+        let mut p: Vec<String> = Vec::new();
+        let mut bad = |key: &str, msg: &str| p.push(format!("{key}: {msg}"));
+
+        // server
+        if !self.server.public_url.is_empty() {
+            let u = &self.server.public_url;
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"));
+            match rest {
+                None => bad(
+                    "server.public_url",
+                    "must start with https:// or http:// (or be empty)",
+                ),
+                Some(rest) => {
+                    let host = rest.trim_end_matches('/');
+                    if host.is_empty()
+                        || host.contains(['?', '#', ' ', '@'])
+                        || !u.is_ascii()
+                        || u.chars().any(|c| c.is_ascii_control())
+                    {
+                        bad(
+                            "server.public_url",
+                            "must be a base URL like https://consult.example.org, without query, fragment or credentials",
+                        );
+                    } else if !dev && u.starts_with("http://") {
+                        bad(
+                            "server.public_url",
+                            "must use https:// outside --dev (browsers need a secure context)",
+                        );
+                    }
+                }
+            }
+        }
+        if !dev && !self.server.tls {
+            bad(
+                "server.tls",
+                "must be true outside --dev (plain HTTP only with --dev)",
+            );
+        }
+        if self.server.tls {
+            for (key, path) in [
+                ("server.tls_cert", &self.server.tls_cert),
+                ("server.tls_key", &self.server.tls_key),
+            ] {
+                if path.as_os_str().is_empty() {
+                    bad(
+                        key,
+                        "missing: a PEM file is required when server.tls = true",
+                    );
+                } else if let Err(e) = std::fs::File::open(path) {
+                    bad(
+                        key,
+                        &format!("cannot read PEM file {}: {e}", path.display()),
+                    );
+                }
+            }
+        }
+
+        // media
+        if !dev && self.media.bind.is_unspecified() && self.media.announce_ip.is_none() {
+            bad(
+                "media.announce_ip",
+                "missing: required when media.bind is a wildcard address (the address browsers reach the server at)",
+            );
+        }
+        if self
+            .media
+            .announce_ip
+            .is_some_and(|ip| ip.is_unspecified() || ip.is_multicast())
+        {
+            bad(
+                "media.announce_ip",
+                "must be a unicast address, not a wildcard or multicast address",
+            );
+        }
+        if self.media.workers > 256 {
+            bad("media.workers", "must be in 0..=256 (0 = one per CPU core)");
+        }
+
+        // consultation
+        if !(2..=100).contains(&self.consultation.max_participants) {
+            bad("consultation.max_participants", "must be in 2..=100");
+        }
+        if self.consultation.reconnect_grace_secs > 3600 {
+            bad(
+                "consultation.reconnect_grace_secs",
+                "must be at most 3600 seconds",
+            );
+        }
+
+        // signaling
+        if !(1024..=16 * 1024 * 1024).contains(&self.signaling.max_message_bytes) {
+            bad(
+                "signaling.max_message_bytes",
+                "must be at least 1024 and at most 16777216 (16 MiB)",
+            );
+        }
+        if !(1..=300).contains(&self.signaling.join_timeout_secs) {
+            bad("signaling.join_timeout_secs", "must be in 1..=300 seconds");
+        }
+        if !(15..=3600).contains(&self.signaling.idle_timeout_secs) {
+            bad(
+                "signaling.idle_timeout_secs",
+                "must be in 15..=3600 seconds (clients ping every 10 s)",
+            );
+        }
+
+        // auth (never print the secret itself)
+        let secret = &self.auth.signing_secret;
+        if secret.is_empty() {
+            bad(
+                "auth.signing_secret",
+                "missing: set it in the configuration file or TELECONSULT_AUTH__SIGNING_SECRET (at least 32 bytes)",
+            );
+        } else if secret.len() < 32 {
+            bad("auth.signing_secret", "must be at least 32 bytes");
+        } else if !dev && secret == DEV_SIGNING_SECRET {
+            bad(
+                "auth.signing_secret",
+                "the development secret is refused outside --dev; generate one (e.g. `openssl rand -base64 48`)",
+            );
+        }
+        if !(60..=30 * 24 * 3600).contains(&self.auth.token_ttl_secs) {
+            bad(
+                "auth.token_ttl_secs",
+                "must be between 60 seconds and 30 days (2592000)",
+            );
+        }
+
+        // storage
+        if self.storage.database.is_empty()
+            || !self
+                .storage
+                .database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            bad(
+                "storage.database",
+                "must be a non-empty name of letters, digits, '_' or '-'",
+            );
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            bad("storage.data_dir", "must be a directory path");
+        }
+        let uri = &self.storage.mongodb_uri;
+        let mongo_scheme = uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://");
+        if !uri.is_empty() && !mongo_scheme {
+            bad(
+                "storage.mongodb_uri",
+                "must start with mongodb:// or mongodb+srv:// (or be empty for the embedded store)",
+            );
+        }
+
+        // billing
+        if !(1..=60).contains(&self.billing.checkpoint_secs) {
+            bad("billing.checkpoint_secs", "must be between 1 and 60");
+        }
+        if self.billing.outage_queue_max_events < 100 {
+            bad("billing.outage_queue_max_events", "must be at least 100");
+        }
+
+        // documents (never print the key itself)
+        if self.documents.max_bytes < 1024 {
+            bad("documents.max_bytes", "must be at least 1024");
+        }
+        const KNOWN_TYPES: [&str; 6] = ["pdf", "png", "jpeg", "webp", "text", "dicom"];
+        for t in &self.documents.allowed_types {
+            if !KNOWN_TYPES.contains(&t.as_str()) {
+                bad(
+                    "documents.allowed_types",
+                    "each entry must be one of pdf, png, jpeg, webp, text, dicom",
+                );
+                break;
+            }
+        }
+        let key = &self.documents.master_key;
+        if key.is_empty() {
+            bad(
+                "documents.master_key",
+                "missing: base64 of 32 random bytes (e.g. `openssl rand -base64 32`), or TELECONSULT_DOCUMENTS__MASTER_KEY",
+            );
+        } else {
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(key) {
+                Ok(k) if k.len() == 32 => {
+                    if !dev && key == DEV_MASTER_KEY {
+                        bad(
+                            "documents.master_key",
+                            "the development key is refused outside --dev",
+                        );
+                    }
+                }
+                _ => bad("documents.master_key", "must be base64 of exactly 32 bytes"),
+            }
+        }
+        if self.documents.master_key_id.is_empty() {
+            bad("documents.master_key_id", "must not be empty");
+        }
+
+        // admin
+        if !self.admin.api_key.is_empty() && self.admin.api_key.len() < 32 {
+            bad(
+                "admin.api_key",
+                "must be at least 32 bytes (or empty to disable admin access)",
+            );
+        }
+
+        p
+    }
+
+    /// The base of join links: `server.public_url` if set, else `http(s)://bind:port`.
+    pub fn base_url(&self) -> String {
+        if !self.server.public_url.is_empty() {
+            return self.server.public_url.trim_end_matches('/').to_string();
+        }
+        let scheme = if self.server.tls { "https" } else { "http" };
+        let host = match self.server.bind {
+            IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_string(),
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        match (self.server.tls, self.server.port) {
+            (true, 443) | (false, 80) => format!("{scheme}://{host}"),
+            (_, port) => format!("{scheme}://{host}:{port}"),
+        }
+    }
+
+    /// The join link for `token`: the token travels in the fragment, never sent to the server.
+    pub fn join_link(&self, token: &str) -> String {
+        format!("{}/join#token={token}", self.base_url())
+    }
+}
+
+fn to_table(config: &Config) -> toml::Table {
+    // Serialising a struct of plain fields into a TOML table cannot fail.
+    toml::Table::try_from(config).expect("configuration serialises to TOML")
+}
+
+fn from_table(table: &toml::Table) -> Result<Config, String> {
+    toml::Value::Table(table.clone())
+        .try_into::<Config>()
+        .map_err(|e| e.message().to_string())
+}
+
+/// Parse a TOML document; the error names the line but does not quote it (it may hold the secret).
+fn parse_toml(text: &str) -> Result<toml::Table, String> {
+    text.parse::<toml::Table>()
+        .map_err(|e| toml_error_message(text, &e))
+}
+
+fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |before| before.matches('\n').count())
+                + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Deep-merge `over` into `base`: tables merge key by key, everything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Apply one `TELECONSULT_SECTION__KEY=value` override. The value is read as a TOML literal
+/// (`9000`, `true`, `["a"]`) when that fits the key's type, else as a plain string.
+fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Env {
+        var: var.to_string(),
+        message,
+    };
+    let rest = &var[ENV_PREFIX.len()..];
+    let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if path.len() < 2 || path.iter().any(|s| s.is_empty()) {
+        return Err(err(
+            "expected TELECONSULT_SECTION__KEY, e.g. TELECONSULT_SERVER__PORT".to_string(),
+        ));
+    }
+    let key = path.join(".");
+    let current_is_string = path[..path.len() - 1]
+        .iter()
+        .try_fold(&*table, |t, section| t.get(section)?.as_table())
+        .and_then(|t| t.get(&path[path.len() - 1]))
+        .is_some_and(toml::Value::is_str);
+    let mut candidates = Vec::with_capacity(2);
+    if current_is_string {
+        // A string key takes the value verbatim (a secret may look like a TOML literal).
+    } else if let Some(v) = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+    {
+        candidates.push(v);
+    }
+    candidates.push(toml::Value::String(raw.to_string()));
+    let mut first_error = None;
+    for candidate in candidates {
+        let mut trial = table.clone();
+        let mut node = &mut trial;
+        for section in &path[..path.len() - 1] {
+            let entry = node
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = match entry {
+                toml::Value::Table(t) => t,
+                _ => return Err(err(format!("{key}: {section} is not a section"))),
+            };
+        }
+        node.insert(path[path.len() - 1].clone(), candidate);
+        match from_table(&trial) {
+            Ok(_) => {
+                *table = trial;
+                return Ok(());
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(err(format!(
+        "{key}: {}",
+        first_error.unwrap_or_else(|| "invalid value".to_string())
+    )))
+}
+
+/// Parse a duration like `90s`, `15m`, `2h`, `1d` (or a bare number of seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    if digits.is_empty() {
+        return Err(format!(
+            "invalid duration {s:?}: expected a number and a unit, e.g. 90s, 15m, 2h, 1d"
+        ));
+    }
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("invalid duration {s:?}: unit must be s, m, h or d")),
+    };
+    n.checked_mul(factor)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("invalid duration {s:?}: too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+    const DEV_TOML: &str = include_str!("../../config/dev.toml");
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn ser(c: &Config) -> String {
+        toml::to_string(c).expect("serialise")
+    }
+
+    fn invalid(c: &Config, dev: bool) -> Vec<String> {
+        match c.validate(dev) {
+            Err(ConfigError::Invalid(p)) => p,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    fn write_temp(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "teleconsult-config-test-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).expect("write temp config");
+        path
+    }
+
+    #[test]
+    fn default_toml_documents_the_defaults() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).expect("config/default.toml parses");
+        assert_eq!(ser(&parsed), ser(&Config::default()));
+        // Every key present in the defaults appears in the file (announce_ip is optional and
+        // documented commented out).
+        let file: toml::Table = DEFAULT_TOML.parse().expect("toml");
+        for (section, keys) in to_table(&Config::default()) {
+            let keys = keys.as_table().expect("section").clone();
+            let file_section = file[&section].as_table().expect("section in file");
+            for key in keys.keys() {
+                assert!(file_section.contains_key(key), "{section}.{key} missing");
+            }
+        }
+        assert!(DEFAULT_TOML.contains("# announce_ip ="));
+    }
+
+    #[test]
+    fn dev_toml_matches_dev_settings() {
+        let parsed: Config = toml::from_str(DEV_TOML).expect("config/dev.toml parses");
+        assert_eq!(ser(&parsed), ser(&Config::dev()));
+        Config::dev()
+            .validate(true)
+            .expect("dev settings are valid in dev");
+        Config::for_tests()
+            .validate(true)
+            .expect("test settings are valid in dev");
+    }
+
+    #[test]
+    fn dev_load_without_file_or_env() {
+        let c = Config::load_from(None, true, no_env()).expect("dev loads");
+        assert_eq!(ser(&c), ser(&Config::dev()));
+        assert_eq!(c.base_url(), "http://127.0.0.1:8080");
+        assert_eq!(c.join_link("abc"), "http://127.0.0.1:8080/join#token=abc");
+    }
+
+    #[test]
+    fn file_is_merged_over_the_base() {
+        let path = write_temp(
+            "merge",
+            "[server]\nport = 9100\n\n[consultation]\nmax_participants = 4\n",
+        );
+        let c = Config::load_from(Some(&path), true, no_env()).expect("loads");
+        assert_eq!(c.server.port, 9100);
+        assert_eq!(c.consultation.max_participants, 4);
+        // Untouched keys keep the dev values.
+        assert_eq!(c.server.bind, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.auth.signing_secret, DEV_SIGNING_SECRET);
+    }
+
+    #[test]
+    fn file_unknown_key_is_refused_with_line() {
+        let path = write_temp("unknown", "[server]\nport = 9100\nprot = 1\n");
+        let err = Config::load_from(Some(&path), true, no_env())
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("unknown field `prot`"), "{err}");
+        let path = write_temp("unknown-section", "[sever]\nport = 9100\n");
+        let err = Config::load_from(Some(&path), true, no_env())
+            .expect_err("unknown section")
+            .to_string();
+        assert!(err.contains("sever"), "{err}");
+    }
+
+    #[test]
+    fn file_syntax_error_does_not_quote_the_secret() {
+        let path = write_temp(
+            "syntax",
+            "[auth]\nsigning_secret = \"super-secret-value-that-is-long-enough\" junk\n",
+        );
+        let err = Config::load_from(Some(&path), true, no_env())
+            .expect_err("syntax error")
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(!err.contains("super-secret"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_names_it() {
+        let err = Config::load_from(
+            Some(Path::new("/nonexistent/teleconsult.toml")),
+            true,
+            no_env(),
+        )
+        .expect_err("missing file")
+        .to_string();
+        assert!(err.contains("/nonexistent/teleconsult.toml"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_any_key_with_its_type() {
+        let env = [
+            ("TELECONSULT_SERVER__PORT", "9000"),
+            ("TELECONSULT_SERVER__PUBLIC_URL", "http://10.0.0.1:9000"),
+            ("TELECONSULT_MEDIA__ANNOUNCE_IP", "192.0.2.10"),
+            ("TELECONSULT_MEDIA__WORKERS", "3"),
+            ("TELECONSULT_AUTH__SIGNING_SECRET", SECRET),
+            ("TELECONSULT_SIGNALING__MAX_MESSAGE_BYTES", "4096"),
+            ("PATH", "/usr/bin"),
+            ("TELECONSULT_BIN", "/not/configuration"),
+        ];
+        let c = Config::load_from(None, true, env).expect("loads");
+        assert_eq!(c.server.port, 9000);
+        assert_eq!(c.server.public_url, "http://10.0.0.1:9000");
+        assert_eq!(c.media.announce_ip, Some(IpAddr::from([192, 0, 2, 10])));
+        assert_eq!(c.media.workers, 3);
+        assert_eq!(c.auth.signing_secret, SECRET);
+        assert_eq!(c.signaling.max_message_bytes, 4096);
+        assert_eq!(c.join_link("t"), "http://10.0.0.1:9000/join#token=t");
+    }
+
+    #[test]
+    fn env_beats_file() {
+        let path = write_temp("env-beats-file", "[server]\nport = 9100\n");
+        let c = Config::load_from(Some(&path), true, [("TELECONSULT_SERVER__PORT", "9200")])
+            .expect("loads");
+        assert_eq!(c.server.port, 9200);
+    }
+
+    #[test]
+    fn env_string_keys_take_the_value_verbatim() {
+        let secret = "\"12345678901234567890123456789012345\"";
+        let c = Config::load_from(None, true, [("TELECONSULT_AUTH__SIGNING_SECRET", secret)])
+            .expect("loads");
+        assert_eq!(c.auth.signing_secret, secret);
+        let c = Config::load_from(None, true, [("TELECONSULT_SERVER__TLS_CERT", "123")]);
+        // tls is false in dev, so the path need not exist.
+        assert_eq!(c.expect("loads").server.tls_cert, PathBuf::from("123"));
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        for (var, value, expect) in [
+            ("TELECONSULT_SERVER__PROT", "1", "unknown field `prot`"),
+            ("TELECONSULT_SERVRE__PORT", "1", "unknown field `servre`"),
+            (
+                "TELECONSULT___PORT",
+                "1",
+                "expected TELECONSULT_SECTION__KEY",
+            ),
+            ("TELECONSULT_SERVER__PORT", "abc", "server.port"),
+            ("TELECONSULT_SERVER__PORT", "70000", "server.port"),
+            ("TELECONSULT_SERVER__TLS", "yes", "server.tls"),
+            ("TELECONSULT_SERVER__PORT__X", "1", "server.port.x"),
+        ] {
+            let err = Config::load_from(None, true, [(var, value)])
+                .expect_err(var)
+                .to_string();
+            assert!(err.contains(var), "{err}");
+            assert!(err.contains(expect), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn secret_errors() {
+        let mut c = Config::dev();
+        c.auth.signing_secret = String::new();
+        let p = invalid(&c, true);
+        assert!(p[0].starts_with("auth.signing_secret: missing"), "{p:?}");
+        c.auth.signing_secret = "short-secret-value".into();
+        assert_eq!(
+            invalid(&c, true),
+            vec!["auth.signing_secret: must be at least 32 bytes"]
+        );
+        // The dev secret is fine in dev and refused outside, without printing it.
+        c.auth.signing_secret = DEV_SIGNING_SECRET.into();
+        c.validate(true).expect("dev secret allowed in dev");
+        let err = ConfigError::Invalid(invalid(&c, false)).to_string();
+        assert!(
+            err.contains("auth.signing_secret: the development secret is refused"),
+            "{err}"
+        );
+        assert!(!err.contains(DEV_SIGNING_SECRET), "{err}");
+    }
+
+    /// A valid, non-development master key (32 zero bytes).
+    const MASTER: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    #[test]
+    fn storage_billing_documents_and_admin_are_checked() {
+        let mut c = Config::dev();
+        c.validate(true).expect("dev defaults are valid");
+        c.documents.master_key = "c2hvcnQ=".into();
+        c.billing.checkpoint_secs = 0;
+        c.documents.allowed_types = vec!["exe".into()];
+        c.admin.api_key = "short".into();
+        c.storage.mongodb_uri = "postgres://x".into();
+        let p = invalid(&c, true);
+        for key in [
+            "documents.master_key: must be base64 of exactly 32 bytes",
+            "billing.checkpoint_secs:",
+            "documents.allowed_types:",
+            "admin.api_key:",
+            "storage.mongodb_uri:",
+        ] {
+            assert!(p.iter().any(|l| l.starts_with(key)), "{key} in {p:?}");
+        }
+        let mut c = Config::dev();
+        c.documents.master_key = DEV_MASTER_KEY.into();
+        assert!(
+            invalid(&c, false)
+                .iter()
+                .any(|l| l == "documents.master_key: the development key is refused outside --dev")
+        );
+        assert!(!format!("{c:?}").contains(DEV_MASTER_KEY));
+    }
+
+    #[test]
+    fn production_requires_tls_with_readable_files() {
+        let mut c = Config::default();
+        c.auth.signing_secret = SECRET.into();
+        c.documents.master_key = MASTER.into();
+        c.media.announce_ip = Some(IpAddr::from([192, 0, 2, 1]));
+        c.server.tls = false;
+        assert_eq!(
+            invalid(&c, false),
+            vec!["server.tls: must be true outside --dev (plain HTTP only with --dev)"]
+        );
+        c.server.tls = true;
+        c.server.tls_cert = "/nonexistent/cert.pem".into();
+        c.server.tls_key = PathBuf::new();
+        let p = invalid(&c, false);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("server.tls_cert: cannot read PEM file /nonexistent/cert.pem"),
+            "{p:?}"
+        );
+        assert!(p[1].starts_with("server.tls_key: missing"), "{p:?}");
+        let cert = write_temp("cert", "not really a cert");
+        c.server.tls_cert = cert.clone();
+        c.server.tls_key = cert;
+        c.validate(false).expect("valid production config");
+    }
+
+    #[test]
+    fn production_needs_announce_ip_for_wildcard_bind() {
+        let mut c = Config::default();
+        c.auth.signing_secret = SECRET.into();
+        c.documents.master_key = MASTER.into();
+        let cert = write_temp("cert2", "x");
+        c.server.tls_cert = cert.clone();
+        c.server.tls_key = cert;
+        let p = invalid(&c, false);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("media.announce_ip: missing"), "{p:?}");
+        c.media.announce_ip = Some(IpAddr::from([0, 0, 0, 0]));
+        assert!(invalid(&c, false)[0].starts_with("media.announce_ip: must be a unicast"));
+    }
+
+    #[test]
+    fn range_errors_name_each_key() {
+        let mut c = Config::dev();
+        c.consultation.max_participants = 1;
+        c.signaling.max_message_bytes = 1023;
+        c.signaling.join_timeout_secs = 0;
+        c.signaling.idle_timeout_secs = 5;
+        c.consultation.reconnect_grace_secs = 100_000;
+        c.media.workers = 1000;
+        c.auth.token_ttl_secs = 0;
+        c.server.public_url = "ftp://x".into();
+        let p = invalid(&c, true);
+        let keys: Vec<&str> = p
+            .iter()
+            .map(|m| m.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "server.public_url",
+                "media.workers",
+                "consultation.max_participants",
+                "consultation.reconnect_grace_secs",
+                "signaling.max_message_bytes",
+                "signaling.join_timeout_secs",
+                "signaling.idle_timeout_secs",
+                "auth.token_ttl_secs",
+            ]
+        );
+        assert!(p.contains(&"consultation.max_participants: must be in 2..=100".to_string()));
+        c = Config::dev();
+        c.consultation.max_participants = 100;
+        c.signaling.max_message_bytes = 1024;
+        c.validate(true).expect("bounds are inclusive");
+        c.consultation.max_participants = 101;
+        assert_eq!(invalid(&c, true).len(), 1);
+    }
+
+    #[test]
+    fn public_url_rules() {
+        let mut c = Config::dev();
+        for bad in [
+            "consult.example.org",
+            "https://",
+            "https://x/?a=1",
+            "https://u@x",
+            "https://x/#f",
+        ] {
+            c.server.public_url = bad.into();
+            assert!(
+                invalid(&c, true)[0].starts_with("server.public_url"),
+                "{bad}"
+            );
+        }
+        c.server.public_url = "https://consult.example.org/".into();
+        c.validate(true).expect("valid");
+        assert_eq!(c.join_link("t"), "https://consult.example.org/join#token=t");
+    }
+
+    #[test]
+    fn debug_and_errors_never_show_the_secret() {
+        let c = Config::load_from(None, true, [("TELECONSULT_AUTH__SIGNING_SECRET", SECRET)])
+            .expect("loads");
+        assert!(!format!("{c:?}").contains(SECRET));
+        let err = Config::load_from(
+            None,
+            false,
+            [("TELECONSULT_AUTH__SIGNING_SECRET", "short-but-secret")],
+        )
+        .expect_err("invalid")
+        .to_string();
+        assert!(!err.contains("short-but-secret"), "{err}");
+    }
+
+    #[test]
+    fn token_loading_checks_only_what_tokens_need() {
+        let env = [("TELECONSULT_AUTH__SIGNING_SECRET", SECRET)];
+        // Production defaults: no TLS files, no announce_ip — irrelevant to minting links.
+        assert!(Config::load_from(None, false, env).is_err());
+        let c = Config::load_for_tokens_from(None, false, env).expect("enough for tokens");
+        assert_eq!(c.auth.signing_secret, SECRET);
+        let err = Config::load_for_tokens_from(None, false, no_env())
+            .expect_err("no secret")
+            .to_string();
+        assert!(err.contains("auth.signing_secret: missing"), "{err}");
+        assert!(!err.contains("tls_cert"), "{err}");
+        // Default ports are left out of links.
+        assert_eq!(c.join_link("t"), "https://127.0.0.1/join#token=t");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        for bad in [
+            "",
+            "h",
+            "2x",
+            "1.5h",
+            "-1s",
+            "2 h",
+            "99999999999999999999s",
+            "18446744073709551615d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
