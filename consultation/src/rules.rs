@@ -376,6 +376,22 @@ impl Consultation {
         Ok(())
     }
 
+    /// The waiting participant a practitioner `actor` acts on.
+    fn waiting_target(
+        &mut self,
+        actor: &ParticipantId,
+        target: &str,
+    ) -> Result<&mut Participant, ActionError> {
+        self.check_practitioner(actor.as_str())?;
+        let p = self
+            .get_mut(target)
+            .ok_or(ActionError::UnknownParticipant)?;
+        if p.state != ParticipantState::Waiting {
+            return Err(ActionError::NotWaiting);
+        }
+        Ok(p)
+    }
+
     fn audit(action: &'static str, actor: &ParticipantId, target: Option<&str>) -> Effect {
         Effect::Audit {
             action,
@@ -390,13 +406,7 @@ impl Consultation {
         actor: &ParticipantId,
         target: &str,
     ) -> Result<Vec<Effect>, ActionError> {
-        self.check_practitioner(actor.as_str())?;
-        let p = self
-            .get_mut(target)
-            .ok_or(ActionError::UnknownParticipant)?;
-        if p.state != ParticipantState::Waiting {
-            return Err(ActionError::NotWaiting);
-        }
+        let p = self.waiting_target(actor, target)?;
         p.state = ParticipantState::Admitted;
         p.resume = ParticipantState::Admitted;
         let generation = p.generation;
@@ -427,13 +437,7 @@ impl Consultation {
         actor: &ParticipantId,
         target: &str,
     ) -> Result<Vec<Effect>, ActionError> {
-        self.check_practitioner(actor.as_str())?;
-        let p = self
-            .get_mut(target)
-            .ok_or(ActionError::UnknownParticipant)?;
-        if p.state != ParticipantState::Waiting {
-            return Err(ActionError::NotWaiting);
-        }
+        let p = self.waiting_target(actor, target)?;
         p.state = ParticipantState::Left;
         p.send(ConsultationEvent::Rejected);
         p.close(Disconnect::Rejected);
