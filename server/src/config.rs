@@ -664,29 +664,18 @@ fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), Config
     )))
 }
 
-/// Parse a duration like `90s`, `15m`, `2h`, `1d` (or a bare number of seconds).
+/// Parse a duration like `90s`, `15m`, `2h`, `1d`, `1h 30m` ([`humantime`]), or a bare number
+/// of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "invalid duration {s:?}: expected a number and a unit, e.g. 90s, 15m, 2h, 1d"
-        ));
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| format!("invalid duration {s:?}: number too large"));
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
-    let factor = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("invalid duration {s:?}: unit must be s, m, h or d")),
-    };
-    n.checked_mul(factor)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("invalid duration {s:?}: too large"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 90s, 15m, 2h, 1d)"))
 }
 
 #[cfg(test)]
@@ -1072,14 +1061,15 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
         for bad in [
             "",
             "h",
             "2x",
-            "1.5h",
             "-1s",
-            "2 h",
             "99999999999999999999s",
+            "99999999999999999999",
             "18446744073709551615d",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");

@@ -180,12 +180,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         signing_secret: config.auth.signing_secret.as_bytes().to_vec(),
         config: config.signaling.clone(),
     });
+    let documents = teleconsult_documents::DocumentService::new(
+        &config.documents,
+        store.clone(),
+        consultations.clone(),
+    )
+    .context("documents.master_key")?;
     let state = AppState {
         config: config.clone(),
         consultations,
         billing,
         signaling,
         store,
+        documents,
     };
     let app = crate::http::router(state.clone());
     let handle: Handle<SocketAddr> = Handle::new();
