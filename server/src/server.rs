@@ -300,6 +300,15 @@ mod tests {
     fn assert_security_headers(r: &Reply) {
         assert_eq!(r.headers["referrer-policy"], "no-referrer");
         assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        assert_eq!(r.headers["x-frame-options"], "DENY");
+        assert_eq!(
+            r.headers["permissions-policy"],
+            "camera=(self), microphone=(self), display-capture=(self), geolocation=()"
+        );
+        assert_eq!(r.headers["cross-origin-opener-policy"], "same-origin");
+        assert!(r.headers.contains_key("cache-control"));
+        // Plain HTTP (tests): no HSTS.
+        assert!(!r.headers.contains_key("strict-transport-security"));
         let csp = &r.headers["content-security-policy"];
         for part in [
             "default-src 'none'",
@@ -343,20 +352,19 @@ mod tests {
             assert!(r.body.contains(name), "{name} missing in\n{}", r.body);
         }
 
-        for (path, file) in [("/join", "join.html"), ("/", "index.html")] {
+        // The web client is always embedded (build.rs refuses to build without it).
+        for path in ["/join", "/"] {
             let r = get(addr, path).await;
-            if crate::http::web_assets().iter().any(|(p, _)| *p == file) {
-                assert_eq!(r.status, 200, "{path}");
-                assert_eq!(r.headers["content-type"], "text/html; charset=utf-8");
-                assert_eq!(r.headers["cache-control"], "no-store");
-                assert!(r.body.to_ascii_lowercase().contains("<html"), "{path}");
-                assert_security_headers(&r);
-            } else {
-                assert_eq!(r.status, 404, "{path}");
-            }
+            assert_eq!(r.status, 200, "{path}");
+            assert_eq!(r.headers["content-type"], "text/html; charset=utf-8");
+            assert_eq!(r.headers["cache-control"], "no-store");
+            assert!(r.body.to_ascii_lowercase().contains("<html"), "{path}");
+            assert_security_headers(&r);
         }
         // Every embedded file is served with its content type.
-        for (file, bytes) in crate::http::web_assets() {
+        for file in crate::http::web_asset_paths() {
+            let file = file.as_ref();
+            let bytes = crate::http::asset(file).expect("listed files are embedded");
             let r = get(addr, &format!("/{file}")).await;
             assert_eq!(r.status, 200, "{file}");
             assert_eq!(r.headers["content-type"], crate::http::content_type(file));
