@@ -175,7 +175,9 @@ impl DocumentService {
         store: Arc<dyn Store>,
         consultations: ConsultationService,
     ) -> Result<DocumentService, CryptoError> {
-        let master = MasterKey::from_base64(&config.master_key_id, &config.master_key)?;
+        use secrecy::ExposeSecret;
+        let master =
+            MasterKey::from_base64(&config.master_key_id, config.master_key.expose_secret())?;
         Ok(DocumentService {
             store,
             consultations,

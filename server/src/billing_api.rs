@@ -5,6 +5,7 @@
 
 use crate::AppState;
 use crate::billing::{self, ExportFormat, ExportWriter};
+use crate::config::ExposeSecret;
 use crate::error::ApiError;
 use crate::token::{self, Role};
 use axum::Router;
@@ -50,13 +51,13 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
         .map(str::trim)
         .filter(|b| !b.is_empty())
         .ok_or_else(|| ApiError::forbidden(denied))?;
-    let admin = state.config.admin.api_key.as_bytes();
+    let admin = state.config.admin.api_key.expose_secret().as_bytes();
     // Constant time in the key's content (a length mismatch is refused at once).
     if !admin.is_empty() && bool::from(admin.ct_eq(bearer.as_bytes())) {
         return Ok(Caller::Admin);
     }
     match token::verify(
-        state.config.auth.signing_secret.as_bytes(),
+        state.config.auth.signing_secret.expose_secret().as_bytes(),
         bearer,
         token::unix_now(),
     ) {
@@ -161,7 +162,10 @@ async fn billing_export(
         Caller::Admin => "admin".to_string(),
         Caller::Practitioner(me) => format!(
             "practitioner:{}",
-            billing::practitioner_pseudonym(state.config.auth.signing_secret.as_bytes(), me)
+            billing::practitioner_pseudonym(
+                state.config.auth.signing_secret.expose_secret().as_bytes(),
+                me
+            )
         ),
     };
     state.billing.audit("billing.export", &actor, None, None);

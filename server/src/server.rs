@@ -3,6 +3,7 @@
 
 use crate::AppState;
 use crate::config::Config;
+use crate::config::ExposeSecret;
 use crate::consultation::ConsultationService;
 use crate::media::SfuMedia;
 use anyhow::Context as _;
@@ -140,7 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let media_addr = sfu.local_addr();
 
     let store = teleconsult_store::open(
-        &config.storage.mongodb_uri,
+        config.storage.mongodb_uri.expose_secret(),
         &config.storage.database,
         &config.storage.data_dir,
     )
@@ -148,7 +149,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     .with_context(|| {
         format!(
             "storage: cannot open the {}",
-            if config.storage.mongodb_uri.is_empty() {
+            if config.storage.mongodb_uri.expose_secret().is_empty() {
                 format!("embedded store in {}", config.storage.data_dir.display())
             } else {
                 "MongoDB store (storage.mongodb_uri)".to_string()
@@ -161,7 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let billing = crate::billing::Billing::start(
         &config.billing,
         &config.storage.data_dir,
-        config.auth.signing_secret.as_bytes(),
+        config.auth.signing_secret.expose_secret().as_bytes(),
         store.clone(),
     )
     .await
@@ -177,7 +178,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let signaling = Arc::new(teleconsult_signaling::Signaling {
         consultations: consultations.clone(),
         sfu,
-        signing_secret: config.auth.signing_secret.as_bytes().to_vec(),
+        signing_secret: config
+            .auth
+            .signing_secret
+            .expose_secret()
+            .as_bytes()
+            .to_vec(),
         config: config.signaling.clone(),
     });
     let documents = teleconsult_documents::DocumentService::new(

@@ -11,6 +11,7 @@
 //! who has left): **403** `forbidden`. Every error body is `{"code", "message"}` ([`ApiError`]).
 
 use crate::AppState;
+use crate::config::ExposeSecret;
 use crate::consultation::DocumentInfo;
 use crate::error::ApiError;
 use crate::token;
@@ -59,7 +60,7 @@ fn authorize(
         .map(str::trim)
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
     let claims = token::verify(
-        state.config.auth.signing_secret.as_bytes(),
+        state.config.auth.signing_secret.expose_secret().as_bytes(),
         bearer,
         token::unix_now(),
     )
