@@ -94,6 +94,19 @@ fn time_param(q: &HashMap<String, String>, name: &str) -> Result<i64, ApiError> 
     })
 }
 
+/// The `[from, to)` period of an export, `to` after `from`.
+fn period(q: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
+    let from = time_param(q, "from")?;
+    let to = time_param(q, "to")?;
+    if to <= from {
+        return Err(ApiError::bad_request(
+            "bad_range",
+            "`to` must be after `from`",
+        ));
+    }
+    Ok((from, to))
+}
+
 /// Stream what `produce` writes into the response body through a small bounded channel, so the
 /// export holds at most a few chunks in memory whatever its size.
 fn streamed<F, Fut>(content_type: &'static str, filename: &str, produce: F) -> Response
@@ -125,6 +138,36 @@ async fn send(tx: &mpsc::Sender<Result<Bytes, std::io::Error>>, buf: &mut String
     tx.send(Ok(chunk)).await.is_ok()
 }
 
+/// Write every item of `items` into `buf` with `write`, sending about [`CHUNK`] bytes at a
+/// time. `None` when the export stops early: the client went away, or the store failed midway
+/// (logged; the body then ends with an error so the client sees a broken download).
+async fn pump<T>(
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    mut buf: String,
+    mut items: futures_util::stream::BoxStream<'_, teleconsult_store::Result<T>>,
+    export: &'static str,
+    mut write: impl FnMut(&mut String, T),
+) -> Option<String> {
+    while let Some(item) = items.next().await {
+        match item {
+            Ok(item) => {
+                write(&mut buf, item);
+                if buf.len() >= CHUNK && !send(tx, &mut buf).await {
+                    return None;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, export, "export failed midway");
+                let _ = tx
+                    .send(Err(std::io::Error::other("export failed midway")))
+                    .await;
+                return None;
+            }
+        }
+    }
+    Some(buf)
+}
+
 async fn billing_export(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -132,14 +175,7 @@ async fn billing_export(
 ) -> Result<Response, ApiError> {
     refuse_token_in_query(&q)?;
     let caller = caller(&state, &headers)?;
-    let from = time_param(&q, "from")?;
-    let to = time_param(&q, "to")?;
-    if to <= from {
-        return Err(ApiError::bad_request(
-            "bad_range",
-            "`to` must be after `from`",
-        ));
-    }
+    let (from, to) = period(&q)?;
     let format: ExportFormat = q
         .get("format")
         .map(String::as_str)
@@ -202,24 +238,11 @@ async fn billing_export(
             let mut w = ExportWriter::new(format, rounding);
             let mut buf = String::with_capacity(CHUNK + 1024);
             w.begin(&mut buf);
-            let mut rows = store.export_summaries(query);
-            while let Some(item) = rows.next().await {
-                match item {
-                    Ok(s) => {
-                        w.row(&mut buf, &s);
-                        if buf.len() >= CHUNK && !send(&tx, &mut buf).await {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "billing export failed midway");
-                        let _ = tx
-                            .send(Err(std::io::Error::other("export failed midway")))
-                            .await;
-                        return;
-                    }
-                }
-            }
+            let rows = store.export_summaries(query);
+            let Some(mut buf) = pump(&tx, buf, rows, "billing", |buf, s| w.row(buf, &s)).await
+            else {
+                return;
+            };
             w.end(&mut buf);
             send(&tx, &mut buf).await;
         },
@@ -240,14 +263,7 @@ async fn audit_export(
             "the audit log is for the admin API key only",
         ));
     }
-    let from = time_param(&q, "from")?;
-    let to = time_param(&q, "to")?;
-    if to <= from {
-        return Err(ApiError::bad_request(
-            "bad_range",
-            "`to` must be after `from`",
-        ));
-    }
+    let (from, to) = period(&q)?;
     let csv = match q.get("format").map(String::as_str).unwrap_or("jsonl") {
         "jsonl" | "json" => false,
         "csv" => true,
@@ -275,47 +291,37 @@ async fn audit_export(
         if csv {
             buf.push_str(AUDIT_CSV_HEADER);
         }
-        let mut events = store.export_audit(from, to);
-        while let Some(item) = events.next().await {
-            match item {
-                Ok(e) => {
-                    if let Some(rows) = rows.as_mut() {
-                        rows.record(
-                            &mut buf,
-                            [
-                                e.id.as_str(),
-                                &billing::time::format(e.at),
-                                &e.actor,
-                                &e.action,
-                                e.consultation.as_deref().unwrap_or(""),
-                                e.target.as_deref().unwrap_or(""),
-                            ],
-                        );
-                    } else {
-                        let line = serde_json::json!({
-                            "id": e.id,
-                            "at": billing::time::format(e.at),
-                            "actor": e.actor,
-                            "action": e.action,
-                            "consultation": e.consultation,
-                            "target": e.target,
-                        });
-                        buf.push_str(&line.to_string());
-                        buf.push('\n');
-                    }
-                    if buf.len() >= CHUNK && !send(&tx, &mut buf).await {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "audit export failed midway");
-                    let _ = tx
-                        .send(Err(std::io::Error::other("export failed midway")))
-                        .await;
-                    return;
-                }
+        let events = store.export_audit(from, to);
+        let Some(mut buf) = pump(&tx, buf, events, "audit", |buf, e| {
+            if let Some(rows) = rows.as_mut() {
+                rows.record(
+                    buf,
+                    [
+                        e.id.as_str(),
+                        &billing::time::format(e.at),
+                        &e.actor,
+                        &e.action,
+                        e.consultation.as_deref().unwrap_or(""),
+                        e.target.as_deref().unwrap_or(""),
+                    ],
+                );
+            } else {
+                let line = serde_json::json!({
+                    "id": e.id,
+                    "at": billing::time::format(e.at),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "consultation": e.consultation,
+                    "target": e.target,
+                });
+                buf.push_str(&line.to_string());
+                buf.push('\n');
             }
-        }
+        })
+        .await
+        else {
+            return;
+        };
         send(&tx, &mut buf).await;
     }))
 }
