@@ -895,70 +895,51 @@ async fn writer(
     }
 }
 
-/// ISO-8601 / RFC 3339 times in UTC, without a date library.
+/// ISO-8601 / RFC 3339 times in UTC, on the `time` crate.
 pub mod time {
     use super::Millis;
+    use ::time::format_description::BorrowedFormatItem;
+    use ::time::macros::format_description;
+    use ::time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
-    /// Days since 1970-01-01 of a proleptic Gregorian date.
-    fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let m = m as i64;
-        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
+    const DATE: &[BorrowedFormatItem<'_>] = format_description!("[year]-[month]-[day]");
+    const SECONDS: &[BorrowedFormatItem<'_>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    const MILLIS: &[BorrowedFormatItem<'_>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    /// `HH:MM[:SS[.f…]]` and a UTC designator (`Z`, `z` or `+00:00`; other offsets are refused).
+    const TIME_UTC: &[BorrowedFormatItem<'_>] = format_description!(
+        version = 2,
+        "[hour]:[minute][optional [:[second][optional [.[subsecond]]]]][first [Z] [z] [+00:00]]"
+    );
+
+    fn utc(ms: Millis) -> Option<OffsetDateTime> {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
     }
 
-    /// The date of a day number since 1970-01-01.
-    fn civil_from_days(z: i64) -> (i64, u32, u32) {
-        let z = z + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let y = yoe + era * 400;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        (if m <= 2 { y + 1 } else { y }, m, d)
-    }
-
-    fn days_in_month(y: i64, m: u32) -> u32 {
-        match m {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-            _ => 28,
-        }
-    }
-
-    /// `2026-01-31T08:15:00.250Z` (milliseconds shown only when not zero).
+    /// `2026-01-31T08:15:00.250Z` (milliseconds shown only when not zero). A time outside the
+    /// years -9999..=9999 (no real record) is written as its bare millisecond count.
     pub fn format(ms: Millis) -> String {
-        let days = ms.div_euclid(86_400_000);
-        let rest = ms.rem_euclid(86_400_000);
-        let (y, m, d) = civil_from_days(days);
-        let (h, min, s, milli) = (
-            rest / 3_600_000,
-            rest / 60_000 % 60,
-            rest / 1000 % 60,
-            rest % 1000,
-        );
-        if milli == 0 {
-            format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}Z")
+        let layout = if ms.rem_euclid(1000) == 0 {
+            SECONDS
         } else {
-            format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
-        }
+            MILLIS
+        };
+        utc(ms)
+            .and_then(|t| t.format(layout).ok())
+            .unwrap_or_else(|| ms.to_string())
     }
 
-    /// The date part, `2026-01-31`.
+    /// The date part, `2026-01-31` (see [`format`] for times out of range).
     pub fn format_date(ms: Millis) -> String {
-        let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
-        format!("{y:04}-{m:02}-{d:02}")
+        utc(ms)
+            .and_then(|t| t.date().format(DATE).ok())
+            .unwrap_or_else(|| ms.to_string())
     }
 
     /// Parse `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM[:SS[.fff]]` followed by `Z` or
-    /// `+00:00` (UTC only: other offsets are refused, to keep exports unambiguous).
+    /// `+00:00` (UTC only: other offsets are refused, to keep exports unambiguous). Digits
+    /// beyond milliseconds are dropped.
     pub fn parse(s: &str) -> Result<Millis, String> {
         let bad = || {
             format!("{s:?} is not an ISO-8601 UTC time (e.g. 2026-01-31 or 2026-01-31T08:00:00Z)")
@@ -967,57 +948,19 @@ pub mod time {
         if !s.is_ascii() || s.len() > 40 {
             return Err(bad());
         }
-        let num = |t: &str| -> Result<i64, String> {
-            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            t.parse::<i64>().map_err(|_| bad())
-        };
         let (date, time) = match s.split_once(['T', 't', ' ']) {
             Some((d, t)) => (d, Some(t)),
             None => (s, None),
         };
-        let parts: Vec<&str> = date.split('-').collect();
-        if parts.len() != 3 || parts[0].len() != 4 || parts[1].len() != 2 || parts[2].len() != 2 {
-            return Err(bad());
-        }
-        let (y, m, d) = (num(parts[0])?, num(parts[1])? as u32, num(parts[2])? as u32);
-        if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
-            return Err(bad());
-        }
-        let mut ms = days_from_civil(y, m, d) * 86_400_000;
-        if let Some(t) = time {
-            let t = t
-                .strip_suffix('Z')
-                .or_else(|| t.strip_suffix('z'))
-                .or_else(|| t.strip_suffix("+00:00"))
-                .ok_or_else(bad)?;
-            let (hms, frac) = match t.split_once('.') {
-                Some((a, f)) => (a, Some(f)),
-                None => (t, None),
-            };
-            let f: Vec<&str> = hms.split(':').collect();
-            if !(2..=3).contains(&f.len()) || f.iter().any(|x| x.len() != 2) {
-                return Err(bad());
-            }
-            let h = num(f[0])?;
-            let mi = num(f[1])?;
-            let sec = if f.len() == 3 { num(f[2])? } else { 0 };
-            if h > 23 || mi > 59 || sec > 59 {
-                return Err(bad());
-            }
-            let milli = match frac {
-                None => 0,
-                Some(f) if f.is_empty() || f.len() > 9 => return Err(bad()),
-                Some(f) => {
-                    let digits: String = f.chars().chain("000".chars()).take(3).collect();
-                    num(f)?;
-                    num(&digits)?
-                }
-            };
-            ms += h * 3_600_000 + mi * 60_000 + sec * 1000 + milli;
-        }
-        Ok(ms)
+        let date = Date::parse(date, DATE).map_err(|_| bad())?;
+        let time = match time {
+            Some(t) => Time::parse(t, TIME_UTC).map_err(|_| bad())?,
+            None => Time::MIDNIGHT,
+        };
+        let nanos = PrimitiveDateTime::new(date, time)
+            .assume_utc()
+            .unix_timestamp_nanos();
+        Millis::try_from(nanos.div_euclid(1_000_000)).map_err(|_| bad())
     }
 }
 
@@ -1059,56 +1002,79 @@ pub fn unit_name(rounding: Rounding) -> &'static str {
 /// CSV header line (with newline).
 pub const CSV_HEADER: &str = "consultation,practitioner,patient_pseudonym,start,end,billable_seconds,billable_units,unit,participants,recovered\n";
 
-/// One CSV field: quoted when needed; a leading `=`, `+`, `-`, `@`, tab or CR is prefixed with
-/// `'` so spreadsheets do not evaluate it as a formula.
-pub fn csv_field(out: &mut String, s: &str) {
-    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let quote = formula || s.contains([',', '"', '\n', '\r']);
-    if quote {
-        out.push('"');
+/// CSV lines written by the `csv` crate (RFC 4180 quoting when needed: `,`, `"`, CR or LF),
+/// with formulas defused: a field starting with `=`, `+`, `-`, `@`, tab or CR gets a leading
+/// `'` so spreadsheets do not evaluate it.
+pub struct CsvRows {
+    builder: csv::WriterBuilder,
+}
+
+impl Default for CsvRows {
+    fn default() -> Self {
+        CsvRows::new()
     }
-    if formula {
-        out.push('\'');
+}
+
+impl CsvRows {
+    pub fn new() -> CsvRows {
+        let mut builder = csv::WriterBuilder::new();
+        builder.flexible(true).buffer_capacity(256);
+        CsvRows { builder }
     }
-    for ch in s.chars() {
-        if ch == '"' {
-            out.push('"');
+
+    /// Append one record (and its newline) to `out`.
+    pub fn record<'a>(&mut self, out: &mut String, fields: impl IntoIterator<Item = &'a str>) {
+        let mut writer = self.builder.from_writer(Vec::with_capacity(256));
+        // Writing to memory cannot fail: a `Vec` accepts every write, and a flexible writer
+        // accepts records of any length. Should it ever fail, the record is logged and dropped.
+        let write = || -> csv::Result<()> {
+            for f in fields {
+                if f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                    writer.write_field(format!("'{f}"))?;
+                } else {
+                    writer.write_field(f)?;
+                }
+            }
+            // An empty record ends the one the fields were written into.
+            writer.write_record(std::iter::empty::<&[u8]>())
+        };
+        match write()
+            .map_err(|e| e.to_string())
+            .and_then(|()| writer.into_inner().map_err(|e| e.to_string()))
+        {
+            // Fields are `str` and the writer adds only ASCII, so the bytes are UTF-8.
+            Ok(bytes) => out.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(e) => tracing::error!(error = %e, "CSV record not written"),
         }
-        out.push(ch);
     }
-    if quote {
-        out.push('"');
+
+    /// Append one summary as a CSV line.
+    pub fn summary(&mut self, out: &mut String, s: &ConsultationSummary, rounding: Rounding) {
+        let start = time::format(s.start);
+        let end = s.end.map(time::format).unwrap_or_default();
+        let billable = seconds(s.billable_ms.max(0));
+        let units = rounded_units(s.billable_ms, rounding).to_string();
+        let participants = s.participants.to_string();
+        self.record(
+            out,
+            [
+                s.consultation.as_str(),
+                &s.practitioner,
+                &s.patient_pseudonym,
+                &start,
+                &end,
+                &billable,
+                &units,
+                unit_name(rounding),
+                &participants,
+                if s.recovered { "true" } else { "false" },
+            ],
+        );
     }
 }
 
 fn seconds(ms: i64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
-/// Append one summary as a CSV line.
-pub fn csv_row(out: &mut String, s: &ConsultationSummary, rounding: Rounding) {
-    csv_field(out, &s.consultation);
-    out.push(',');
-    csv_field(out, &s.practitioner);
-    out.push(',');
-    csv_field(out, &s.patient_pseudonym);
-    out.push(',');
-    out.push_str(&time::format(s.start));
-    out.push(',');
-    if let Some(end) = s.end {
-        out.push_str(&time::format(end));
-    }
-    out.push(',');
-    out.push_str(&seconds(s.billable_ms.max(0)));
-    out.push(',');
-    out.push_str(&rounded_units(s.billable_ms, rounding).to_string());
-    out.push(',');
-    out.push_str(unit_name(rounding));
-    out.push(',');
-    out.push_str(&s.participants.to_string());
-    out.push(',');
-    out.push_str(if s.recovered { "true" } else { "false" });
-    out.push('\n');
 }
 
 /// One summary as an export JSON object (same fields as the CSV columns).
@@ -1133,6 +1099,7 @@ pub struct ExportWriter {
     pub format: ExportFormat,
     pub rounding: Rounding,
     rows: u64,
+    csv: CsvRows,
 }
 
 impl ExportWriter {
@@ -1141,6 +1108,7 @@ impl ExportWriter {
             format,
             rounding,
             rows: 0,
+            csv: CsvRows::new(),
         }
     }
 
@@ -1153,7 +1121,7 @@ impl ExportWriter {
 
     pub fn row(&mut self, out: &mut String, s: &ConsultationSummary) {
         match self.format {
-            ExportFormat::Csv => csv_row(out, s, self.rounding),
+            ExportFormat::Csv => self.csv.summary(out, s, self.rounding),
             ExportFormat::Json => {
                 out.push_str(if self.rows == 0 { "\n" } else { ",\n" });
                 out.push_str(&json_row(s, self.rounding).to_string());
@@ -1517,12 +1485,27 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_defuses_formulas() {
+        let mut rows = CsvRows::new();
         let mut out = String::new();
-        csv_field(&mut out, "Dr \"Who\", MD");
-        assert_eq!(out, "\"Dr \"\"Who\"\", MD\"");
-        out.clear();
-        csv_field(&mut out, "=HYPERLINK(\"x\")");
-        assert_eq!(out, "\"'=HYPERLINK(\"\"x\"\")\"");
+        rows.record(
+            &mut out,
+            [
+                "Dr \"Who\", MD",
+                "=HYPERLINK(\"x\")",
+                "+1",
+                "-2",
+                "@SUM(A1)",
+                "\tx",
+                "\rx",
+                "O'Brien",
+                "a = b",
+                "",
+            ],
+        );
+        assert_eq!(
+            out,
+            "\"Dr \"\"Who\"\", MD\",\"'=HYPERLINK(\"\"x\"\")\",'+1,'-2,'@SUM(A1),'\tx,\"'\rx\",O'Brien,a = b,\n"
+        );
         let s = ConsultationSummary {
             consultation: "c1".into(),
             practitioner: "Dr A".into(),
@@ -1534,12 +1517,28 @@ mod tests {
             recovered: true,
         };
         let mut out = String::new();
-        csv_row(&mut out, &s, Rounding::PerStartedMinute);
+        rows.summary(&mut out, &s, Rounding::PerStartedMinute);
         assert_eq!(
             out,
             "c1,Dr A,pt-0123456789ab,1970-01-01T00:00:00Z,1970-01-01T00:01:01.500Z,61.500,2,minute,2,true\n"
         );
         assert_eq!(CSV_HEADER.split(',').count(), out.split(',').count());
+        let mut w = ExportWriter::new(ExportFormat::Csv, Rounding::PerSecond);
+        let mut out = String::new();
+        w.begin(&mut out);
+        w.row(
+            &mut out,
+            &ConsultationSummary {
+                end: None,
+                ..s.clone()
+            },
+        );
+        assert_eq!(
+            out,
+            format!(
+                "{CSV_HEADER}c1,Dr A,pt-0123456789ab,1970-01-01T00:00:00Z,,61.500,61,second,2,true\n"
+            )
+        );
         let mut w = ExportWriter::new(ExportFormat::Json, Rounding::PerSecond);
         let mut out = String::new();
         w.begin(&mut out);

@@ -1,8 +1,9 @@
 //! Document settings (`[documents]`), defaults documented in `config/default.toml`.
 
-use serde::{Deserialize, Serialize};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DocumentsConfig {
     /// Largest document accepted, in bytes (413 beyond, while streaming).
@@ -11,21 +12,21 @@ pub struct DocumentsConfig {
     /// `webp`, `text`, `dicom`.
     pub allowed_types: Vec<String>,
     /// Master key wrapping each document's own key: base64 of 32 random bytes. Required outside
-    /// `--dev` (where a public development key is used).
-    pub master_key: String,
+    /// `--dev` (where a public development key is used). `Debug` shows `[REDACTED]`.
+    #[serde(serialize_with = "redacted")]
+    pub master_key: SecretString,
     /// Label stored with each wrapped key, for rotation.
     pub master_key_id: String,
 }
 
-impl std::fmt::Debug for DocumentsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DocumentsConfig")
-            .field("max_bytes", &self.max_bytes)
-            .field("allowed_types", &self.allowed_types)
-            .field("master_key", &"<redacted>")
-            .field("master_key_id", &self.master_key_id)
-            .finish()
-    }
+/// Serialise a secret as `""` when unset and `"<redacted>"` otherwise: a configuration written
+/// out (diagnostics, tests comparing settings) never carries a secret.
+pub fn redacted<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(if secret.expose_secret().is_empty() {
+        ""
+    } else {
+        "<redacted>"
+    })
 }
 
 impl Default for DocumentsConfig {
@@ -36,8 +37,26 @@ impl Default for DocumentsConfig {
                 .into_iter()
                 .map(String::from)
                 .collect(),
-            master_key: String::new(),
+            master_key: SecretString::default(),
             master_key_id: "k1".to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_master_key_is_never_shown() {
+        let c = DocumentsConfig {
+            master_key: "c2VjcmV0LWtleS1tYXRlcmlhbA==".into(),
+            ..DocumentsConfig::default()
+        };
+        assert!(!format!("{c:?}").contains("c2VjcmV0"), "{c:?}");
+        let json = serde_json::to_value(&c).expect("serialises");
+        assert_eq!(json["master_key"], "<redacted>");
+        let json = serde_json::to_value(DocumentsConfig::default()).expect("serialises");
+        assert_eq!(json["master_key"], "");
     }
 }

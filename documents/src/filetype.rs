@@ -56,23 +56,26 @@ impl FileType {
 }
 
 /// The type of a file from its first bytes: `head` holds the first [`SNIFF_BYTES`] bytes, or
-/// the whole file if shorter. Binary formats are checked first; plain text is valid UTF-8
-/// without NUL or control characters other than tab, CR and LF in `head` (a multi-byte
-/// character cut at the end of `head` is allowed). An empty file is not a document.
+/// the whole file if shorter. Binary formats are checked first, with [`infer`]'s matchers for
+/// PNG, JPEG, WebP (inside a RIFF container) and DICOM (`DICM` after the 128-byte preamble);
+/// PDF must start with `%PDF-` (infer also accepts the header anywhere in the first KiB, which
+/// would make a text note mentioning it a PDF). Plain text (which infer does not detect) is
+/// valid UTF-8 without NUL or control characters other than tab, CR and LF in `head` (a
+/// multi-byte character cut at the end of `head` is allowed). An empty file is not a document.
 pub fn detect(head: &[u8]) -> Option<FileType> {
     if head.starts_with(b"%PDF-") {
         return Some(FileType::Pdf);
     }
-    if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+    if infer::image::is_png(head) {
         return Some(FileType::Png);
     }
-    if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
+    if infer::image::is_jpeg(head) {
         return Some(FileType::Jpeg);
     }
-    if head.len() >= 12 && &head[0..4] == b"RIFF" && &head[8..12] == b"WEBP" {
+    if head.starts_with(b"RIFF") && infer::image::is_webp(head) {
         return Some(FileType::Webp);
     }
-    if head.len() >= 132 && &head[128..132] == b"DICM" {
+    if infer::archive::is_dcm(head) {
         return Some(FileType::Dicom);
     }
     if !head.is_empty() && is_text(head) {
@@ -185,6 +188,12 @@ mod tests {
         );
         assert_eq!(detect(b"RIFF\x24\0\0\0WEBPVP8 "), Some(FileType::Webp));
         assert_eq!(detect(b"RIFF\x24\0\0\0WAVEfmt "), None);
+        assert_eq!(detect(b"RIFX\x24\0\0\0WEBPVP8 \x80"), None);
+        assert_eq!(
+            detect(b"notes: see %PDF-1.7 spec"),
+            Some(FileType::Text),
+            "a text mentioning the PDF header is text"
+        );
         let mut dicom = vec![0u8; 128];
         dicom.extend_from_slice(b"DICM\x02\x00\x00\x00");
         assert_eq!(detect(&dicom), Some(FileType::Dicom));

@@ -1,8 +1,12 @@
-//! Teleconsult documents (health data): envelope encryption at rest ([`crypto`]), file-type
-//! detection from magic bytes and file-name sanitising ([`filetype`]), and the settings of the
-//! documents service ([`config`]). The HTTP routes that stream uploads and downloads through
-//! these live in the server crate; the store only ever sees ciphertext.
+//! Teleconsult documents (health data): the documents service ([`service`]: who may do what,
+//! sealing uploads, opening downloads, deletion, audit), envelope encryption at rest
+//! ([`crypto`]), file-type detection from magic bytes and file-name sanitising ([`filetype`]),
+//! and the settings ([`config`]). It knows no HTTP: the server's routes call the service; the
+//! store only ever sees ciphertext.
 
 pub mod config;
 pub mod crypto;
 pub mod filetype;
+pub mod service;
+
+pub use service::{Caller, DocumentError, DocumentService, Download, Found};

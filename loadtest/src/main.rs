@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use teleconsult::config::ExposeSecret;
 use teleconsult_loadtest::janus::Janus;
 use teleconsult_loadtest::media::VideoVariant;
 use teleconsult_loadtest::scenario::{self, Ramp, RunOptions, Scenario};
@@ -143,7 +144,7 @@ async fn main() -> Result<()> {
     let (base, secret, pid) = if cli.in_process {
         let mut config = teleconsult::config::Config::for_tests();
         config.consultation.max_participants = 100;
-        let secret = config.auth.signing_secret.clone();
+        let secret = config.auth.signing_secret.expose_secret().to_string();
         let server = teleconsult::server::start(config)
             .await
             .context("starting the in-process server")?;

@@ -5,16 +5,19 @@
 
 use crate::AppState;
 use crate::billing::{self, ExportFormat, ExportWriter};
+use crate::config::ExposeSecret;
+use crate::error::ApiError;
 use crate::token::{self, Role};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 use teleconsult_store::{ExportQuery, Store};
 use tokio::sync::mpsc;
 
@@ -28,53 +31,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/audit/export", get(audit_export))
 }
 
-/// A refused request: a stable code and a human sentence, as JSON.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-    fn forbidden(message: &str) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-    fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, code, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            axum::Json(serde_json::json!({ "code": self.code, "message": self.message })),
-        )
-            .into_response()
-    }
-}
-
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Caller {
     Admin,
     /// A practitioner (their identity).
     Practitioner(String),
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -89,12 +51,13 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
         .map(str::trim)
         .filter(|b| !b.is_empty())
         .ok_or_else(|| ApiError::forbidden(denied))?;
-    let admin = state.config.admin.api_key.as_bytes();
-    if !admin.is_empty() && constant_time_eq(admin, bearer.as_bytes()) {
+    let admin = state.config.admin.api_key.expose_secret().as_bytes();
+    // Constant time in the key's content (a length mismatch is refused at once).
+    if !admin.is_empty() && bool::from(admin.ct_eq(bearer.as_bytes())) {
         return Ok(Caller::Admin);
     }
     match token::verify(
-        state.config.auth.signing_secret.as_bytes(),
+        state.config.auth.signing_secret.expose_secret().as_bytes(),
         bearer,
         token::unix_now(),
     ) {
@@ -108,7 +71,7 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
 fn refuse_token_in_query(q: &HashMap<String, String>) -> Result<(), ApiError> {
     for k in ["token", "access_token", "api_key", "key"] {
         if q.contains_key(k) {
-            return Err(ApiError::bad(
+            return Err(ApiError::bad_request(
                 "credentials_in_query",
                 "credentials go in the Authorization header, never in the URL",
             ));
@@ -118,17 +81,30 @@ fn refuse_token_in_query(q: &HashMap<String, String>) -> Result<(), ApiError> {
 }
 
 fn time_param(q: &HashMap<String, String>, name: &str) -> Result<i64, ApiError> {
-    let v = q
-        .get(name)
-        .ok_or_else(|| ApiError::bad("bad_time", format!("`{name}` is required (ISO-8601 UTC)")))?;
+    let v = q.get(name).ok_or_else(|| {
+        ApiError::bad_request("bad_time", format!("`{name}` is required (ISO-8601 UTC)"))
+    })?;
     billing::time::parse(v).map_err(|_| {
-        ApiError::bad(
+        ApiError::bad_request(
             "bad_time",
             format!(
                 "`{name}` must be an ISO-8601 UTC time, e.g. 2026-01-31 or 2026-01-31T08:00:00Z"
             ),
         )
     })
+}
+
+/// The `[from, to)` period of an export, `to` after `from`.
+fn period(q: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
+    let from = time_param(q, "from")?;
+    let to = time_param(q, "to")?;
+    if to <= from {
+        return Err(ApiError::bad_request(
+            "bad_range",
+            "`to` must be after `from`",
+        ));
+    }
+    Ok((from, to))
 }
 
 /// Stream what `produce` writes into the response body through a small bounded channel, so the
@@ -162,6 +138,36 @@ async fn send(tx: &mpsc::Sender<Result<Bytes, std::io::Error>>, buf: &mut String
     tx.send(Ok(chunk)).await.is_ok()
 }
 
+/// Write every item of `items` into `buf` with `write`, sending about [`CHUNK`] bytes at a
+/// time. `None` when the export stops early: the client went away, or the store failed midway
+/// (logged; the body then ends with an error so the client sees a broken download).
+async fn pump<T>(
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    mut buf: String,
+    mut items: futures_util::stream::BoxStream<'_, teleconsult_store::Result<T>>,
+    export: &'static str,
+    mut write: impl FnMut(&mut String, T),
+) -> Option<String> {
+    while let Some(item) = items.next().await {
+        match item {
+            Ok(item) => {
+                write(&mut buf, item);
+                if buf.len() >= CHUNK && !send(tx, &mut buf).await {
+                    return None;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, export, "export failed midway");
+                let _ = tx
+                    .send(Err(std::io::Error::other("export failed midway")))
+                    .await;
+                return None;
+            }
+        }
+    }
+    Some(buf)
+}
+
 async fn billing_export(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -169,17 +175,13 @@ async fn billing_export(
 ) -> Result<Response, ApiError> {
     refuse_token_in_query(&q)?;
     let caller = caller(&state, &headers)?;
-    let from = time_param(&q, "from")?;
-    let to = time_param(&q, "to")?;
-    if to <= from {
-        return Err(ApiError::bad("bad_range", "`to` must be after `from`"));
-    }
+    let (from, to) = period(&q)?;
     let format: ExportFormat = q
         .get("format")
         .map(String::as_str)
         .unwrap_or("csv")
         .parse()
-        .map_err(|e: String| ApiError::bad("bad_format", e))?;
+        .map_err(|e: String| ApiError::bad_request("bad_format", e))?;
     let asked = q.get("practitioner").filter(|p| !p.is_empty()).cloned();
     let practitioner = match &caller {
         Caller::Admin => asked,
@@ -196,7 +198,10 @@ async fn billing_export(
         Caller::Admin => "admin".to_string(),
         Caller::Practitioner(me) => format!(
             "practitioner:{}",
-            billing::practitioner_pseudonym(state.config.auth.signing_secret.as_bytes(), me)
+            billing::practitioner_pseudonym(
+                state.config.auth.signing_secret.expose_secret().as_bytes(),
+                me
+            )
         ),
     };
     state.billing.audit("billing.export", &actor, None, None);
@@ -233,24 +238,11 @@ async fn billing_export(
             let mut w = ExportWriter::new(format, rounding);
             let mut buf = String::with_capacity(CHUNK + 1024);
             w.begin(&mut buf);
-            let mut rows = store.export_summaries(query);
-            while let Some(item) = rows.next().await {
-                match item {
-                    Ok(s) => {
-                        w.row(&mut buf, &s);
-                        if buf.len() >= CHUNK && !send(&tx, &mut buf).await {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "billing export failed midway");
-                        let _ = tx
-                            .send(Err(std::io::Error::other("export failed midway")))
-                            .await;
-                        return;
-                    }
-                }
-            }
+            let rows = store.export_summaries(query);
+            let Some(mut buf) = pump(&tx, buf, rows, "billing", |buf, s| w.row(buf, &s)).await
+            else {
+                return;
+            };
             w.end(&mut buf);
             send(&tx, &mut buf).await;
         },
@@ -271,16 +263,12 @@ async fn audit_export(
             "the audit log is for the admin API key only",
         ));
     }
-    let from = time_param(&q, "from")?;
-    let to = time_param(&q, "to")?;
-    if to <= from {
-        return Err(ApiError::bad("bad_range", "`to` must be after `from`"));
-    }
+    let (from, to) = period(&q)?;
     let csv = match q.get("format").map(String::as_str).unwrap_or("jsonl") {
         "jsonl" | "json" => false,
         "csv" => true,
         other => {
-            return Err(ApiError::bad(
+            return Err(ApiError::bad_request(
                 "bad_format",
                 format!("format must be jsonl or csv, not {other:?}"),
             ));
@@ -299,56 +287,41 @@ async fn audit_export(
     );
     Ok(streamed(ct, &filename, move |tx| async move {
         let mut buf = String::with_capacity(CHUNK + 1024);
+        let mut rows = csv.then(billing::CsvRows::new);
         if csv {
             buf.push_str(AUDIT_CSV_HEADER);
         }
-        let mut events = store.export_audit(from, to);
-        while let Some(item) = events.next().await {
-            match item {
-                Ok(e) => {
-                    if csv {
-                        for (i, f) in [
-                            e.id.as_str(),
-                            &billing::time::format(e.at),
-                            &e.actor,
-                            &e.action,
-                            e.consultation.as_deref().unwrap_or(""),
-                            e.target.as_deref().unwrap_or(""),
-                        ]
-                        .iter()
-                        .enumerate()
-                        {
-                            if i > 0 {
-                                buf.push(',');
-                            }
-                            billing::csv_field(&mut buf, f);
-                        }
-                        buf.push('\n');
-                    } else {
-                        let line = serde_json::json!({
-                            "id": e.id,
-                            "at": billing::time::format(e.at),
-                            "actor": e.actor,
-                            "action": e.action,
-                            "consultation": e.consultation,
-                            "target": e.target,
-                        });
-                        buf.push_str(&line.to_string());
-                        buf.push('\n');
-                    }
-                    if buf.len() >= CHUNK && !send(&tx, &mut buf).await {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "audit export failed midway");
-                    let _ = tx
-                        .send(Err(std::io::Error::other("export failed midway")))
-                        .await;
-                    return;
-                }
+        let events = store.export_audit(from, to);
+        let Some(mut buf) = pump(&tx, buf, events, "audit", |buf, e| {
+            if let Some(rows) = rows.as_mut() {
+                rows.record(
+                    buf,
+                    [
+                        e.id.as_str(),
+                        &billing::time::format(e.at),
+                        &e.actor,
+                        &e.action,
+                        e.consultation.as_deref().unwrap_or(""),
+                        e.target.as_deref().unwrap_or(""),
+                    ],
+                );
+            } else {
+                let line = serde_json::json!({
+                    "id": e.id,
+                    "at": billing::time::format(e.at),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "consultation": e.consultation,
+                    "target": e.target,
+                });
+                buf.push_str(&line.to_string());
+                buf.push('\n');
             }
-        }
+        })
+        .await
+        else {
+            return;
+        };
         send(&tx, &mut buf).await;
     }))
 }
@@ -358,19 +331,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
-
-    #[test]
     fn credentials_in_the_query_are_refused() {
         let mut q = HashMap::new();
         q.insert("from".to_string(), "2026-01-01".to_string());
         assert!(refuse_token_in_query(&q).is_ok());
         q.insert("token".to_string(), "x".to_string());
         let e = refuse_token_in_query(&q).expect_err("refused");
-        assert_eq!(e.code, "credentials_in_query");
+        assert_eq!(e.code(), "credentials_in_query");
     }
 }

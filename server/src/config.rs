@@ -1,12 +1,20 @@
 //! One typed configuration. Defaults are documented key by key in `config/default.toml`.
-//! (Loading, environment overrides and validation: see `load`.)
+//! Loading layers the defaults (or `config/dev.toml` with `--dev`), the TOML file and
+//! `TELECONSULT_SECTION__KEY` environment variables with `figment`, then validates (see
+//! [`Config::load`]). Secrets are [`SecretString`]s: `Debug` shows `[REDACTED]`, serialising
+//! writes `<redacted>`, and reading one takes an explicit [`ExposeSecret::expose_secret`].
 
+use figment::Figment;
+use figment::providers::{Format, Toml};
+pub use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use subtle::ConstantTimeEq;
 pub use teleconsult_billing::config::{BillingConfig, Rounding};
 pub use teleconsult_consultation::config::ConsultationConfig;
 pub use teleconsult_documents::config::DocumentsConfig;
+use teleconsult_documents::config::redacted;
 pub use teleconsult_signaling::config::SignalingConfig;
 
 /// The development signing secret used by `serve --dev` and `token --dev`. Refused outside dev mode.
@@ -33,41 +41,29 @@ pub const DEV_MASTER_KEY: &str = "ZGV2LW1hc3Rlci1rZXktZG8tbm90LXVzZS0xMjM0NTY=";
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// MongoDB connection string (replica sets, `tls=true` pass to the driver). Empty: the
-    /// embedded store in `data_dir`. A configured URI wins, in `--dev` too.
-    pub mongodb_uri: String,
+    /// embedded store in `data_dir`. A configured URI wins, in `--dev` too. A secret: it may
+    /// carry a password.
+    #[serde(serialize_with = "redacted")]
+    pub mongodb_uri: SecretString,
     /// MongoDB database name.
     pub database: String,
     /// Directory of the embedded store and of the on-disk billing queue used during outages.
     pub data_dir: PathBuf,
 }
 
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// API key for admin exports (billing for all practitioners, audit log), sent as
     /// `Authorization: Bearer <key>`. Empty: admin access disabled. At least 32 bytes if set.
-    pub api_key: String,
-}
-
-impl std::fmt::Debug for AdminConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminConfig")
-            .field(
-                "api_key",
-                &if self.api_key.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
-            .finish()
-    }
+    #[serde(serialize_with = "redacted")]
+    pub api_key: SecretString,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            mongodb_uri: String::new(),
+            mongodb_uri: SecretString::default(),
             database: "teleconsult".to_string(),
             data_dir: PathBuf::from("/var/lib/teleconsult"),
         }
@@ -102,22 +98,14 @@ pub struct MediaConfig {
     pub workers: usize,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// HMAC key for join tokens: at least 32 bytes, and not the development secret outside `--dev`.
-    pub signing_secret: String,
+    #[serde(serialize_with = "redacted")]
+    pub signing_secret: SecretString,
     /// Default lifetime of tokens minted by `teleconsult token`.
     pub token_ttl_secs: u64,
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("signing_secret", &"<redacted>")
-            .field("token_ttl_secs", &self.token_ttl_secs)
-            .finish()
-    }
 }
 
 impl Default for ServerConfig {
@@ -147,7 +135,7 @@ impl Default for MediaConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            signing_secret: String::new(),
+            signing_secret: SecretString::default(),
             token_ttl_secs: 2 * 3600,
         }
     }
@@ -163,8 +151,8 @@ impl Config {
         c.server.tls = false;
         c.media.bind = IpAddr::from([127, 0, 0, 1]);
         c.media.udp_port = 40000;
-        c.auth.signing_secret = DEV_SIGNING_SECRET.to_string();
-        c.documents.master_key = DEV_MASTER_KEY.to_string();
+        c.auth.signing_secret = DEV_SIGNING_SECRET.into();
+        c.documents.master_key = DEV_MASTER_KEY.into();
         c.storage.data_dir = PathBuf::from(".teleconsult-data");
         c
     }
@@ -264,35 +252,30 @@ impl Config {
         Ok(config)
     }
 
-    /// Base, file and environment merged, not yet validated.
+    /// Base, file and environment layered, not yet validated.
     fn merge_sources<I, K, V>(path: Option<&Path>, dev: bool, env: I) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let base = if dev {
-            Config::dev()
-        } else {
-            Config::default()
-        };
-        let mut table = to_table(&base);
+        // The base: every key's default (serde), or the development settings over them.
+        let mut figment = Figment::new();
+        if dev {
+            figment = figment.merge(Toml::string(DEV_TOML));
+        }
         if let Some(path) = path {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_path_buf(),
                 source,
             })?;
-            let file_table = parse_toml(&text).map_err(|message| ConfigError::File {
-                path: path.to_path_buf(),
-                message,
-            })?;
-            // Check the file on its own so that unknown keys and wrong types are blamed on it,
-            // with a line number.
+            // Check the file on its own so that syntax errors, unknown keys and wrong types are
+            // blamed on it with a line number (figment knows no lines), without quoting it.
             toml::from_str::<Config>(&text).map_err(|e| ConfigError::File {
                 path: path.to_path_buf(),
                 message: toml_error_message(&text, &e),
             })?;
-            merge(&mut table, file_table);
+            figment = figment.merge(Toml::string(&text));
         }
         let mut vars: Vec<(String, String)> = env
             .into_iter()
@@ -307,9 +290,11 @@ impl Config {
             .collect();
         vars.sort();
         for (var, value) in vars {
-            apply_env(&mut table, &var, &value)?;
+            figment = apply_env(figment, &var, &value)?;
         }
-        from_table(&table).map_err(|message| ConfigError::Invalid(vec![message]))
+        figment
+            .extract::<Config>()
+            .map_err(|e| ConfigError::Invalid(vec![figment_message(&e)]))
     }
 
     /// Check every value; all problems are reported at once, each naming its key.
@@ -433,7 +418,7 @@ impl Config {
         }
 
         // auth (never print the secret itself)
-        let secret = &self.auth.signing_secret;
+        let secret = self.auth.signing_secret.expose_secret();
         if secret.is_empty() {
             bad(
                 "auth.signing_secret",
@@ -441,7 +426,7 @@ impl Config {
             );
         } else if secret.len() < 32 {
             bad("auth.signing_secret", "must be at least 32 bytes");
-        } else if !dev && secret == DEV_SIGNING_SECRET {
+        } else if !dev && bool::from(secret.as_bytes().ct_eq(DEV_SIGNING_SECRET.as_bytes())) {
             bad(
                 "auth.signing_secret",
                 "the development secret is refused outside --dev; generate one (e.g. `openssl rand -base64 48`)",
@@ -470,7 +455,7 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             bad("storage.data_dir", "must be a directory path");
         }
-        let uri = &self.storage.mongodb_uri;
+        let uri = self.storage.mongodb_uri.expose_secret();
         let mongo_scheme = uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://");
         if !uri.is_empty() && !mongo_scheme {
             bad(
@@ -501,7 +486,7 @@ impl Config {
                 break;
             }
         }
-        let key = &self.documents.master_key;
+        let key = self.documents.master_key.expose_secret();
         if key.is_empty() {
             bad(
                 "documents.master_key",
@@ -511,7 +496,7 @@ impl Config {
             use base64::Engine;
             match base64::engine::general_purpose::STANDARD.decode(key) {
                 Ok(k) if k.len() == 32 => {
-                    if !dev && key == DEV_MASTER_KEY {
+                    if !dev && bool::from(key.as_bytes().ct_eq(DEV_MASTER_KEY.as_bytes())) {
                         bad(
                             "documents.master_key",
                             "the development key is refused outside --dev",
@@ -526,7 +511,8 @@ impl Config {
         }
 
         // admin
-        if !self.admin.api_key.is_empty() && self.admin.api_key.len() < 32 {
+        let admin_key = self.admin.api_key.expose_secret();
+        if !admin_key.is_empty() && admin_key.len() < 32 {
             bad(
                 "admin.api_key",
                 "must be at least 32 bytes (or empty to disable admin access)",
@@ -560,23 +546,10 @@ impl Config {
     }
 }
 
-fn to_table(config: &Config) -> toml::Table {
-    // Serialising a struct of plain fields into a TOML table cannot fail.
-    toml::Table::try_from(config).expect("configuration serialises to TOML")
-}
+/// The development settings behind `--dev` (equal to [`Config::dev`], checked by a test).
+const DEV_TOML: &str = include_str!("../../config/dev.toml");
 
-fn from_table(table: &toml::Table) -> Result<Config, String> {
-    toml::Value::Table(table.clone())
-        .try_into::<Config>()
-        .map_err(|e| e.message().to_string())
-}
-
-/// Parse a TOML document; the error names the line but does not quote it (it may hold the secret).
-fn parse_toml(text: &str) -> Result<toml::Table, String> {
-    text.parse::<toml::Table>()
-        .map_err(|e| toml_error_message(text, &e))
-}
-
+/// A TOML error naming the line, without quoting it (it may hold a secret).
 fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim_end().to_string();
     match e.span() {
@@ -591,21 +564,34 @@ fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// Deep-merge `over` into `base`: tables merge key by key, everything else replaces.
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
+/// A figment error as `key: what is wrong`, in serde's words for unknown keys.
+fn figment_message(e: &figment::Error) -> String {
+    if e.path.is_empty() {
+        figment_problem(e)
+    } else {
+        format!("{}: {}", e.path.join("."), figment_problem(e))
     }
 }
 
-/// Apply one `TELECONSULT_SECTION__KEY=value` override. The value is read as a TOML literal
-/// (`9000`, `true`, `["a"]`) when that fits the key's type, else as a plain string.
-fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), ConfigError> {
+/// What is wrong, without the key.
+fn figment_problem(e: &figment::Error) -> String {
+    match &e.kind {
+        figment::error::Kind::UnknownField(field, expected) => {
+            let expected: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+            format!(
+                "unknown field `{field}`, expected one of {}",
+                expected.join(", ")
+            )
+        }
+        kind => kind.to_string(),
+    }
+}
+
+/// Layer one `TELECONSULT_SECTION__KEY=value` override over `figment`. The value is taken as
+/// a string when the key accepts one (verbatim: a secret may look like a literal), else as a
+/// TOML literal (`9000`, `true`, `["a"]`); an override the configuration cannot take is an error
+/// naming the variable and the key.
+fn apply_env(figment: Figment, var: &str, raw: &str) -> Result<Figment, ConfigError> {
     let err = |message: String| ConfigError::Env {
         var: var.to_string(),
         message,
@@ -618,75 +604,41 @@ fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), Config
         ));
     }
     let key = path.join(".");
-    let current_is_string = path[..path.len() - 1]
-        .iter()
-        .try_fold(&*table, |t, section| t.get(section)?.as_table())
-        .and_then(|t| t.get(&path[path.len() - 1]))
-        .is_some_and(toml::Value::is_str);
-    let mut candidates = Vec::with_capacity(2);
-    if current_is_string {
-        // A string key takes the value verbatim (a secret may look like a TOML literal).
-    } else if let Some(v) = format!("v = {raw}")
+    let mut candidates = vec![toml::Value::String(raw.to_string())];
+    if let Some(literal) = format!("v = {raw}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"))
     {
-        candidates.push(v);
+        candidates.push(literal);
     }
-    candidates.push(toml::Value::String(raw.to_string()));
     let mut first_error = None;
     for candidate in candidates {
-        let mut trial = table.clone();
-        let mut node = &mut trial;
-        for section in &path[..path.len() - 1] {
-            let entry = node
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            node = match entry {
-                toml::Value::Table(t) => t,
-                _ => return Err(err(format!("{key}: {section} is not a section"))),
-            };
-        }
-        node.insert(path[path.len() - 1].clone(), candidate);
-        match from_table(&trial) {
-            Ok(_) => {
-                *table = trial;
-                return Ok(());
-            }
+        let trial = figment.clone().merge((key.as_str(), candidate));
+        match trial.extract::<Config>() {
+            Ok(_) => return Ok(trial),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
         }
     }
-    Err(err(format!(
-        "{key}: {}",
-        first_error.unwrap_or_else(|| "invalid value".to_string())
-    )))
+    // The key is named once, in the variable's spelling of it.
+    let message = first_error.map_or_else(|| "invalid value".to_string(), |e| figment_problem(&e));
+    Err(err(format!("{key}: {message}")))
 }
 
-/// Parse a duration like `90s`, `15m`, `2h`, `1d` (or a bare number of seconds).
+/// Parse a duration like `90s`, `15m`, `2h`, `1d`, `1h 30m` ([`humantime`]), or a bare number
+/// of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "invalid duration {s:?}: expected a number and a unit, e.g. 90s, 15m, 2h, 1d"
-        ));
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| format!("invalid duration {s:?}: number too large"));
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
-    let factor = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("invalid duration {s:?}: unit must be s, m, h or d")),
-    };
-    n.checked_mul(factor)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("invalid duration {s:?}: too large"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 90s, 15m, 2h, 1d)"))
 }
 
 #[cfg(test)]
@@ -695,7 +647,6 @@ mod tests {
     use std::time::Duration;
 
     const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
-    const DEV_TOML: &str = include_str!("../../config/dev.toml");
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
     fn no_env() -> Vec<(String, String)> {
@@ -704,6 +655,20 @@ mod tests {
 
     fn ser(c: &Config) -> String {
         toml::to_string(c).expect("serialise")
+    }
+
+    fn to_table(config: &Config) -> toml::Table {
+        toml::Table::try_from(config).expect("configuration serialises to TOML")
+    }
+
+    /// The secrets, which `ser` writes as `<redacted>`.
+    fn secrets(c: &Config) -> [&str; 4] {
+        [
+            c.auth.signing_secret.expose_secret(),
+            c.documents.master_key.expose_secret(),
+            c.admin.api_key.expose_secret(),
+            c.storage.mongodb_uri.expose_secret(),
+        ]
     }
 
     fn invalid(c: &Config, dev: bool) -> Vec<String> {
@@ -745,6 +710,7 @@ mod tests {
     fn dev_toml_matches_dev_settings() {
         let parsed: Config = toml::from_str(DEV_TOML).expect("config/dev.toml parses");
         assert_eq!(ser(&parsed), ser(&Config::dev()));
+        assert_eq!(secrets(&parsed), secrets(&Config::dev()));
         Config::dev()
             .validate(true)
             .expect("dev settings are valid in dev");
@@ -757,6 +723,7 @@ mod tests {
     fn dev_load_without_file_or_env() {
         let c = Config::load_from(None, true, no_env()).expect("dev loads");
         assert_eq!(ser(&c), ser(&Config::dev()));
+        assert_eq!(secrets(&c), secrets(&Config::dev()));
         assert_eq!(c.base_url(), "http://127.0.0.1:8080");
         assert_eq!(c.join_link("abc"), "http://127.0.0.1:8080/join#token=abc");
     }
@@ -772,7 +739,7 @@ mod tests {
         assert_eq!(c.consultation.max_participants, 4);
         // Untouched keys keep the dev values.
         assert_eq!(c.server.bind, IpAddr::from([127, 0, 0, 1]));
-        assert_eq!(c.auth.signing_secret, DEV_SIGNING_SECRET);
+        assert_eq!(c.auth.signing_secret.expose_secret(), DEV_SIGNING_SECRET);
     }
 
     #[test]
@@ -832,7 +799,7 @@ mod tests {
         assert_eq!(c.server.public_url, "http://10.0.0.1:9000");
         assert_eq!(c.media.announce_ip, Some(IpAddr::from([192, 0, 2, 10])));
         assert_eq!(c.media.workers, 3);
-        assert_eq!(c.auth.signing_secret, SECRET);
+        assert_eq!(c.auth.signing_secret.expose_secret(), SECRET);
         assert_eq!(c.signaling.max_message_bytes, 4096);
         assert_eq!(c.join_link("t"), "http://10.0.0.1:9000/join#token=t");
     }
@@ -850,7 +817,24 @@ mod tests {
         let secret = "\"12345678901234567890123456789012345\"";
         let c = Config::load_from(None, true, [("TELECONSULT_AUTH__SIGNING_SECRET", secret)])
             .expect("loads");
-        assert_eq!(c.auth.signing_secret, secret);
+        assert_eq!(c.auth.signing_secret.expose_secret(), secret);
+        // Digits only: still a string, not a number.
+        let digits = "123456789012345678901234567890123456";
+        let c = Config::load_from(None, true, [("TELECONSULT_AUTH__SIGNING_SECRET", digits)])
+            .expect("loads");
+        assert_eq!(c.auth.signing_secret.expose_secret(), digits);
+        let c = Config::load_from(
+            None,
+            true,
+            [
+                ("TELECONSULT_DOCUMENTS__ALLOWED_TYPES", "[\"pdf\", \"png\"]"),
+                ("TELECONSULT_BILLING__ROUNDING", "per_second"),
+                ("TELECONSULT_SERVER__TLS", "false"),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(c.documents.allowed_types, ["pdf", "png"]);
+        assert_eq!(c.billing.rounding, Rounding::PerSecond);
         let c = Config::load_from(None, true, [("TELECONSULT_SERVER__TLS_CERT", "123")]);
         // tls is false in dev, so the path need not exist.
         assert_eq!(c.expect("loads").server.tls_cert, PathBuf::from("123"));
@@ -882,7 +866,7 @@ mod tests {
     #[test]
     fn secret_errors() {
         let mut c = Config::dev();
-        c.auth.signing_secret = String::new();
+        c.auth.signing_secret = SecretString::default();
         let p = invalid(&c, true);
         assert!(p[0].starts_with("auth.signing_secret: missing"), "{p:?}");
         c.auth.signing_secret = "short-secret-value".into();
@@ -931,6 +915,12 @@ mod tests {
                 .any(|l| l == "documents.master_key: the development key is refused outside --dev")
         );
         assert!(!format!("{c:?}").contains(DEV_MASTER_KEY));
+        c.admin.api_key = SECRET.into();
+        c.storage.mongodb_uri = "mongodb://user:hunter2-password@db.example/".into();
+        let shown = format!("{c:?}{}", ser(&c));
+        for secret in [DEV_MASTER_KEY, DEV_SIGNING_SECRET, SECRET, "hunter2"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 
     #[test]
@@ -1055,7 +1045,7 @@ mod tests {
         // Production defaults: no TLS files, no announce_ip — irrelevant to minting links.
         assert!(Config::load_from(None, false, env).is_err());
         let c = Config::load_for_tokens_from(None, false, env).expect("enough for tokens");
-        assert_eq!(c.auth.signing_secret, SECRET);
+        assert_eq!(c.auth.signing_secret.expose_secret(), SECRET);
         let err = Config::load_for_tokens_from(None, false, no_env())
             .expect_err("no secret")
             .to_string();
@@ -1072,14 +1062,15 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
         for bad in [
             "",
             "h",
             "2x",
-            "1.5h",
             "-1s",
-            "2 h",
             "99999999999999999999s",
+            "99999999999999999999",
             "18446744073709551615d",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");

@@ -5,28 +5,34 @@
 use crate::AppState;
 use crate::config::ServerConfig;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use std::time::Instant;
+use std::borrow::Cow;
+use tower_http::LatencyUnit;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, HttpMakeClassifier, TraceLayer};
+use tracing::{Level, Span};
 
-mod assets {
-    include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
+/// The web client's files (`web-client/public`, dot files left out), embedded at build time
+/// (`build.rs` refuses to build without them).
+#[derive(rust_embed::Embed)]
+#[folder = "../web-client/public/"]
+#[exclude = ".*"]
+#[exclude = "*/.*"]
+struct WebAssets;
+
+/// Paths of the embedded web client's files, relative to `web-client/public`.
+pub fn web_asset_paths() -> impl Iterator<Item = Cow<'static, str>> {
+    WebAssets::iter()
 }
 
-/// The web client's files, embedded at build time: `(path relative to web-client/public, bytes)`.
-pub fn web_assets() -> &'static [(&'static str, &'static [u8])] {
-    assets::WEB_ASSETS
-}
-
-fn asset(path: &str) -> Option<&'static [u8]> {
-    assets::WEB_ASSETS
-        .binary_search_by(|(p, _)| (*p).cmp(path))
-        .ok()
-        .map(|i| assets::WEB_ASSETS[i].1)
+/// An embedded file's bytes by its path relative to `web-client/public`.
+pub(crate) fn asset(path: &str) -> Option<Cow<'static, [u8]>> {
+    WebAssets::get(path).map(|f| f.data)
 }
 
 /// Content type by file extension.
@@ -59,9 +65,12 @@ pub fn content_type(path: &str) -> &'static str {
 /// The router of the whole HTTP edge.
 pub fn router(state: AppState) -> Router {
     crate::telemetry::install();
-    Router::new()
+    // Probes and scrapes are logged at debug level only.
+    let quiet = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .layer(request_logs(Level::DEBUG));
+    let router = Router::new()
         .route("/ws", get(teleconsult_signaling::handler))
         .route("/", get(|| async { serve_asset("index.html") }))
         .route("/join", get(|| async { serve_asset("join.html") }))
@@ -70,12 +79,84 @@ pub fn router(state: AppState) -> Router {
         ))
         .merge(crate::billing_api::routes())
         .fallback(static_file)
+        .layer(request_logs(Level::INFO))
+        .merge(quiet)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            security_headers,
-        ))
-        .layer(middleware::from_fn(log_requests))
-        .with_state(state)
+            content_security_policy_header,
+        ));
+    security_headers(router, &state.config.server).with_state(state)
+}
+
+/// The fixed security headers of every response (the CSP, which depends on the request, is
+/// [`content_security_policy_header`]'s).
+fn security_headers<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    server: &ServerConfig,
+) -> Router<S> {
+    let fixed: [(HeaderName, &'static str); 5] = [
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            HeaderName::from_static("permissions-policy"),
+            "camera=(self), microphone=(self), display-capture=(self), geolocation=()",
+        ),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ];
+    let mut router = router.layer(SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ));
+    for (name, value) in fixed {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    if server.tls || server.public_url.starts_with("https://") {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ));
+    }
+    router
+}
+
+/// Request logs: a span per request with the method and the path only, then status and
+/// latency. The query string and fragment are never logged; the path is the matched route's
+/// template (`/api/consultations/{id}/documents`), or an embedded file's path, else
+/// `<unmatched>` (client-chosen text, which may be a token).
+fn request_logs(
+    level: Level,
+) -> TraceLayer<HttpMakeClassifier, fn(&Request) -> Span, DefaultOnRequest, DefaultOnResponse> {
+    let make_span: fn(&Request) -> Span = if level == Level::DEBUG {
+        |req: &Request| tracing::debug_span!("request", method = %req.method(), path = logged_path(req))
+    } else {
+        |req: &Request| tracing::info_span!("request", method = %req.method(), path = logged_path(req))
+    };
+    TraceLayer::new_for_http()
+        .make_span_with(make_span)
+        .on_response(
+            DefaultOnResponse::new()
+                .level(level)
+                .latency_unit(LatencyUnit::Millis),
+        )
+}
+
+/// What a request log may say of the path (see [`request_logs`]).
+fn logged_path(req: &Request) -> &str {
+    if let Some(matched) = req.extensions().get::<MatchedPath>() {
+        return matched.as_str();
+    }
+    let path = req.uri().path();
+    match path.strip_prefix('/') {
+        Some(file) if WebAssets::get(file).is_some() => path,
+        _ => "<unmatched>",
+    }
 }
 
 /// How long `/healthz` waits for the store to answer a ping.
@@ -192,7 +273,13 @@ pub fn content_security_policy(server: &ServerConfig, host: Option<&str>) -> Str
     )
 }
 
-async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// `Content-Security-Policy` on every response; it names the WebSocket origin, which comes
+/// from the request's `Host` when no public URL is configured.
+async fn content_security_policy_header(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
@@ -200,60 +287,9 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
         .map(str::to_owned);
     let mut resp = next.run(req).await;
     let csp = content_security_policy(&state.config.server, host.as_deref());
-    let tls = state.config.server.tls || state.config.server.public_url.starts_with("https://");
-    let h: &mut HeaderMap = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        "permissions-policy",
-        HeaderValue::from_static(
-            "camera=(self), microphone=(self), display-capture=(self), geolocation=()",
-        ),
-    );
-    h.insert(
-        "cross-origin-opener-policy",
-        HeaderValue::from_static("same-origin"),
-    );
-    if tls {
-        h.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000"),
-        );
-    }
-    if !h.contains_key(header::CACHE_CONTROL) {
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    resp
-}
-
-/// Log method, path and status. The query string and fragment are never logged, and neither
-/// is the path of a request that matched nothing (it is client-chosen text).
-async fn log_requests(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16();
-    let path = if status == StatusCode::NOT_FOUND.as_u16() {
-        "<unmatched>"
-    } else {
-        path.as_str()
-    };
-    let elapsed_ms = start.elapsed().as_millis() as u64;
-    if path == "/healthz" || path == "/metrics" {
-        tracing::debug!(%method, path, status, elapsed_ms, "request");
-    } else {
-        tracing::info!(%method, path, status, elapsed_ms, "request");
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
     }
     resp
 }
@@ -302,12 +338,31 @@ mod tests {
     }
 
     #[test]
-    fn embedded_assets_are_sorted_for_lookup() {
-        let assets = web_assets();
-        assert!(assets.windows(2).all(|w| w[0].0 < w[1].0));
-        for (path, bytes) in assets {
-            assert_eq!(asset(path), Some(*bytes));
+    fn the_web_client_is_embedded() {
+        for page in ["index.html", "join.html", "app.js", "style.css"] {
+            let bytes = asset(page).unwrap_or_else(|| panic!("{page} is not embedded"));
+            assert!(!bytes.is_empty(), "{page} is empty");
         }
+        assert!(
+            asset("join.html").is_some_and(|b| String::from_utf8_lossy(&b).contains("<html")),
+            "join.html is the page"
+        );
+        let paths: Vec<_> = web_asset_paths().collect();
+        assert!(paths.iter().all(|p| !p.starts_with('.')), "{paths:?}");
         assert_eq!(asset("../Cargo.toml"), None);
+        assert_eq!(asset("missing.js"), None);
+    }
+
+    #[test]
+    fn logged_paths_are_templates_files_or_unmatched() {
+        let req = |uri: &str| {
+            Request::builder()
+                .uri(uri)
+                .body(Body::empty())
+                .expect("request")
+        };
+        assert_eq!(logged_path(&req("/app.js?token=x")), "/app.js");
+        assert_eq!(logged_path(&req("/SECRET-TOKEN")), "<unmatched>");
+        assert_eq!(logged_path(&req("/../Cargo.toml")), "<unmatched>");
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod billing_api;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod media;
 pub mod routes;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub signaling: Arc<teleconsult_signaling::Signaling>,
     /// Billing, presence, documents and audit (MongoDB or the embedded store).
     pub store: Arc<dyn teleconsult_store::Store>,
+    /// Shared documents: access rule, sealing, opening, deletion.
+    pub documents: teleconsult_documents::DocumentService,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<teleconsult_signaling::Signaling> {

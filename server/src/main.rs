@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use teleconsult::config::ExposeSecret;
 use teleconsult::config::{Config, ConfigError, parse_duration};
 use teleconsult::token::{self, Claims, Role};
 
@@ -172,7 +173,7 @@ async fn open_store(
 ) -> anyhow::Result<(Config, std::sync::Arc<dyn teleconsult_store::Store>)> {
     let config = Config::load_for_tokens(config, dev)?;
     let store = teleconsult_store::open(
-        &config.storage.mongodb_uri,
+        config.storage.mongodb_uri.expose_secret(),
         &config.storage.database,
         &config.storage.data_dir,
     )
@@ -260,7 +261,7 @@ async fn billing(command: BillingCommand) -> anyhow::Result<()> {
                     let billable_ms = ((i * 7919) % 3_600_000) as i64;
                     let summary = teleconsult_store::ConsultationSummary {
                         patient_pseudonym: teleconsult::billing::patient_pseudonym(
-                            secret.as_bytes(),
+                            secret.expose_secret().as_bytes(),
                             &consultation,
                             "seed patient",
                         ),
@@ -325,7 +326,10 @@ fn mint(
         role,
         exp: token::unix_now().saturating_add(ttl.as_secs()),
     };
-    Ok(token::sign(config.auth.signing_secret.as_bytes(), &claims))
+    Ok(token::sign(
+        config.auth.signing_secret.expose_secret().as_bytes(),
+        &claims,
+    ))
 }
 
 async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
@@ -453,8 +457,12 @@ mod tests {
             Duration::from_secs(60),
         )
         .expect("mint");
-        let claims = token::verify(config.auth.signing_secret.as_bytes(), &t, token::unix_now())
-            .expect("verifies");
+        let claims = token::verify(
+            config.auth.signing_secret.expose_secret().as_bytes(),
+            &t,
+            token::unix_now(),
+        )
+        .expect("verifies");
         assert_eq!(claims.consultation, "demo");
         assert_eq!(claims.role, Role::Practitioner);
         assert!(

@@ -3,6 +3,7 @@
 
 use crate::AppState;
 use crate::config::Config;
+use crate::config::ExposeSecret;
 use crate::consultation::ConsultationService;
 use crate::media::SfuMedia;
 use anyhow::Context as _;
@@ -140,7 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let media_addr = sfu.local_addr();
 
     let store = teleconsult_store::open(
-        &config.storage.mongodb_uri,
+        config.storage.mongodb_uri.expose_secret(),
         &config.storage.database,
         &config.storage.data_dir,
     )
@@ -148,7 +149,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     .with_context(|| {
         format!(
             "storage: cannot open the {}",
-            if config.storage.mongodb_uri.is_empty() {
+            if config.storage.mongodb_uri.expose_secret().is_empty() {
                 format!("embedded store in {}", config.storage.data_dir.display())
             } else {
                 "MongoDB store (storage.mongodb_uri)".to_string()
@@ -161,7 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let billing = crate::billing::Billing::start(
         &config.billing,
         &config.storage.data_dir,
-        config.auth.signing_secret.as_bytes(),
+        config.auth.signing_secret.expose_secret().as_bytes(),
         store.clone(),
     )
     .await
@@ -177,15 +178,27 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let signaling = Arc::new(teleconsult_signaling::Signaling {
         consultations: consultations.clone(),
         sfu,
-        signing_secret: config.auth.signing_secret.as_bytes().to_vec(),
+        signing_secret: config
+            .auth
+            .signing_secret
+            .expose_secret()
+            .as_bytes()
+            .to_vec(),
         config: config.signaling.clone(),
     });
+    let documents = teleconsult_documents::DocumentService::new(
+        &config.documents,
+        store.clone(),
+        consultations.clone(),
+    )
+    .context("documents.master_key")?;
     let state = AppState {
         config: config.clone(),
         consultations,
         billing,
         signaling,
         store,
+        documents,
     };
     let app = crate::http::router(state.clone());
     let handle: Handle<SocketAddr> = Handle::new();
@@ -293,6 +306,15 @@ mod tests {
     fn assert_security_headers(r: &Reply) {
         assert_eq!(r.headers["referrer-policy"], "no-referrer");
         assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        assert_eq!(r.headers["x-frame-options"], "DENY");
+        assert_eq!(
+            r.headers["permissions-policy"],
+            "camera=(self), microphone=(self), display-capture=(self), geolocation=()"
+        );
+        assert_eq!(r.headers["cross-origin-opener-policy"], "same-origin");
+        assert!(r.headers.contains_key("cache-control"));
+        // Plain HTTP (tests): no HSTS.
+        assert!(!r.headers.contains_key("strict-transport-security"));
         let csp = &r.headers["content-security-policy"];
         for part in [
             "default-src 'none'",
@@ -336,20 +358,19 @@ mod tests {
             assert!(r.body.contains(name), "{name} missing in\n{}", r.body);
         }
 
-        for (path, file) in [("/join", "join.html"), ("/", "index.html")] {
+        // The web client is always embedded (build.rs refuses to build without it).
+        for path in ["/join", "/"] {
             let r = get(addr, path).await;
-            if crate::http::web_assets().iter().any(|(p, _)| *p == file) {
-                assert_eq!(r.status, 200, "{path}");
-                assert_eq!(r.headers["content-type"], "text/html; charset=utf-8");
-                assert_eq!(r.headers["cache-control"], "no-store");
-                assert!(r.body.to_ascii_lowercase().contains("<html"), "{path}");
-                assert_security_headers(&r);
-            } else {
-                assert_eq!(r.status, 404, "{path}");
-            }
+            assert_eq!(r.status, 200, "{path}");
+            assert_eq!(r.headers["content-type"], "text/html; charset=utf-8");
+            assert_eq!(r.headers["cache-control"], "no-store");
+            assert!(r.body.to_ascii_lowercase().contains("<html"), "{path}");
+            assert_security_headers(&r);
         }
         // Every embedded file is served with its content type.
-        for (file, bytes) in crate::http::web_assets() {
+        for file in crate::http::web_asset_paths() {
+            let file = file.as_ref();
+            let bytes = crate::http::asset(file).expect("listed files are embedded");
             let r = get(addr, &format!("/{file}")).await;
             assert_eq!(r.status, 200, "{file}");
             assert_eq!(r.headers["content-type"], crate::http::content_type(file));

@@ -5,6 +5,7 @@ mod common;
 use common::{T, TestServer, admit, eventually};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
+use teleconsult::config::ExposeSecret;
 use teleconsult::protocol::{ClientMessage, ErrorCode, ServerMessage};
 use teleconsult::token::{self, Claims, Role};
 use tokio_tungstenite::tungstenite::Message;
@@ -65,7 +66,10 @@ async fn bad_tokens_close_with_4401_and_a_reason() {
         role: Role::Patient,
         exp,
     };
-    let expired = token::sign(server.config.auth.signing_secret.as_bytes(), &claims(1));
+    let expired = token::sign(
+        server.config.auth.signing_secret.expose_secret().as_bytes(),
+        &claims(1),
+    );
     let forged = token::sign(
         b"not-the-server-secret-not-the-server-secret",
         &claims(token::unix_now() + 60),

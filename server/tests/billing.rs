@@ -7,6 +7,7 @@ mod common;
 use common::{T, TestServer, admit, eventually, http_get};
 use std::time::Duration;
 use teleconsult::config::Config;
+use teleconsult::config::ExposeSecret;
 use teleconsult::protocol::{ClientMessage, ServerMessage};
 use teleconsult::token::Role;
 use teleconsult_loadtest::participant::Participant;
@@ -130,7 +131,7 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
     assert_eq!(
         summary.patient_pseudonym,
         teleconsult::billing::patient_pseudonym(
-            server.config.auth.signing_secret.as_bytes(),
+            server.config.auth.signing_secret.expose_secret().as_bytes(),
             c,
             "Jane Secretname"
         )
@@ -354,7 +355,7 @@ async fn exports_are_authorised_filtered_and_rounded() {
     // Every export is audited (asynchronously, through the billing writer), practitioners by
     // pseudonym.
     let pr = teleconsult::billing::practitioner_pseudonym(
-        server.config.auth.signing_secret.as_bytes(),
+        server.config.auth.signing_secret.expose_secret().as_bytes(),
         "Dr A",
     );
     let deadline = tokio::time::Instant::now() + T;

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use teleconsult::config::Config;
+use teleconsult::config::ExposeSecret;
 use teleconsult::protocol::{DocumentInfo, ServerMessage};
 use teleconsult::token::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,7 +44,7 @@ fn backends() -> Vec<Backend> {
 async fn server(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = Config::for_tests();
     if backend == Backend::Mongo {
-        config.storage.mongodb_uri = std::env::var(MONGO_ENV).expect("checked");
+        config.storage.mongodb_uri = std::env::var(MONGO_ENV).expect("checked").into();
         config.storage.database = format!("tc_docs_{:08x}", rand::random::<u32>());
     }
     tweak(&mut config);
@@ -53,7 +54,7 @@ async fn server(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer
 /// Stored chunks that belong to no document (an aborted upload's leftovers), read from the
 /// database itself rather than through the store.
 async fn orphan_chunks(s: &TestServer) -> u64 {
-    if s.config.storage.mongodb_uri.is_empty() {
+    if s.config.storage.mongodb_uri.expose_secret().is_empty() {
         let path = s
             .config
             .storage
@@ -68,7 +69,7 @@ async fn orphan_chunks(s: &TestServer) -> u64 {
         .expect("count chunks") as u64
     } else {
         use mongodb::bson::{Document, doc};
-        let client = mongodb::Client::with_uri_str(&s.config.storage.mongodb_uri)
+        let client = mongodb::Client::with_uri_str(s.config.storage.mongodb_uri.expose_secret())
             .await
             .expect("connect");
         let db = client.database(&s.config.storage.database);
@@ -90,8 +91,9 @@ async fn orphan_chunks(s: &TestServer) -> u64 {
 }
 
 async fn drop_database(s: &TestServer) {
-    if !s.config.storage.mongodb_uri.is_empty()
-        && let Ok(client) = mongodb::Client::with_uri_str(&s.config.storage.mongodb_uri).await
+    if !s.config.storage.mongodb_uri.expose_secret().is_empty()
+        && let Ok(client) =
+            mongodb::Client::with_uri_str(s.config.storage.mongodb_uri.expose_secret()).await
     {
         let _ = client.database(&s.config.storage.database).drop().await;
     }

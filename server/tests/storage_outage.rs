@@ -102,7 +102,7 @@ async fn ferretdb_down_mid_consultation_loses_nothing_and_counts_nothing_twice()
     };
     let uri = db.start();
     let mut config = Config::for_tests();
-    config.storage.mongodb_uri = uri;
+    config.storage.mongodb_uri = uri.into();
     config.storage.database = format!("outage_{port}");
     config.billing.checkpoint_secs = 1;
     let server = TestServer::start_with(config).await;

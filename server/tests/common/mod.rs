@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use teleconsult::config::Config;
+use teleconsult::config::ExposeSecret;
 use teleconsult::protocol::ServerMessage;
 use teleconsult::token::{self, Claims, Role};
 use teleconsult_loadtest::participant::Participant;
@@ -39,7 +40,7 @@ impl TestServer {
 
     pub fn token(&self, consultation: &str, identity: &str, role: Role) -> String {
         token::sign(
-            self.config.auth.signing_secret.as_bytes(),
+            self.config.auth.signing_secret.expose_secret().as_bytes(),
             &Claims {
                 consultation: consultation.into(),
                 identity: identity.into(),
