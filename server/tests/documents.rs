@@ -16,8 +16,6 @@ use teleconsult::protocol::{DocumentInfo, ServerMessage};
 use teleconsult::token::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const MONGO_ENV: &str = "TELECONSULT_TEST_MONGODB_URI";
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Backend {
     Embedded,
@@ -27,23 +25,16 @@ enum Backend {
 /// The backends to run: the embedded store always, MongoDB when configured. In CI an unset
 /// variable fails: the MongoDB half never skips silently there.
 fn backends() -> Vec<Backend> {
-    match std::env::var(MONGO_ENV) {
-        Ok(uri) if !uri.is_empty() => vec![Backend::Embedded, Backend::Mongo],
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{MONGO_ENV} is not set in CI: scripts/test starts FerretDB and sets it"
-            );
-            eprintln!("NOTE: {MONGO_ENV} is not set: the MongoDB half of this test did NOT run");
-            vec![Backend::Embedded]
-        }
+    match common::mongo_uri() {
+        Some(_) => vec![Backend::Embedded, Backend::Mongo],
+        None => vec![Backend::Embedded],
     }
 }
 
 async fn server(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = Config::for_tests();
     if backend == Backend::Mongo {
-        config.storage.mongodb_uri = std::env::var(MONGO_ENV).expect("checked");
+        config.storage.mongodb_uri = common::mongo_uri().expect("checked");
         config.storage.database = format!("tc_docs_{:08x}", rand::random::<u32>());
     }
     tweak(&mut config);

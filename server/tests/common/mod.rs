@@ -58,6 +58,29 @@ impl TestServer {
 
 pub const T: Duration = Duration::from_secs(10);
 
+/// The variable naming the MongoDB (FerretDB) server of the tests; scripts/test sets it.
+pub const MONGO_ENV: &str = "TELECONSULT_TEST_MONGODB_URI";
+
+/// The MongoDB URI of the test server, or `None` (with a note) outside CI when unset. In CI
+/// (`CI` set; scripts/test exports it) an unset variable fails the test: the MongoDB half never
+/// skips silently there.
+pub fn mongo_uri() -> Option<String> {
+    match std::env::var(MONGO_ENV) {
+        Ok(uri) if !uri.is_empty() => Some(uri),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{MONGO_ENV} is not set in CI: scripts/test starts FerretDB and sets it"
+            );
+            eprintln!(
+                "NOTE: {MONGO_ENV} is not set: the MongoDB half of this test did NOT run \
+                 (scripts/test starts FerretDB and sets it)"
+            );
+            None
+        }
+    }
+}
+
 /// Practitioner admits `patient` (waits for the waiting list entry first).
 pub async fn admit(practitioner: &mut Participant, patient_id: &str) {
     let id = patient_id.to_string();
