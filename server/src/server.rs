@@ -179,6 +179,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         sfu,
         signing_secret: config.auth.signing_secret.as_bytes().to_vec(),
         config: config.signaling.clone(),
+        errors: Default::default(),
     });
     let state = AppState {
         config: config.clone(),

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{T, TestServer, admit, eventually};
+use common::{T, TestServer, admit, assert_signaling_errors, eventually};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use teleconsult::protocol::{ClientMessage, ErrorCode, ServerMessage};
@@ -96,6 +96,8 @@ async fn bad_tokens_close_with_4401_and_a_reason() {
         })
     ));
     assert_eq!(next(&mut ws).await.unwrap_err().0, 4400);
+    // Counted by this server (each refusal is counted before it is sent).
+    assert_signaling_errors(&server, &[("bad_token", 5), ("not_joined", 1)]).await;
 }
 
 #[tokio::test]
@@ -112,6 +114,7 @@ async fn token_for_another_consultation_is_refused() {
         next(&mut ws).await,
         Err((4403, "token is for another consultation".into()))
     );
+    assert_signaling_errors(&server, &[("wrong_consultation", 1)]).await;
 }
 
 #[tokio::test]
@@ -161,12 +164,15 @@ async fn patient_cannot_do_practitioner_actions() {
         .await
         .unwrap();
     assert!(doctor.close_code().is_none() && patient.close_code().is_none());
-    let history = doctor.history.lock().unwrap();
-    assert!(
-        !history
-            .iter()
-            .any(|m| matches!(m, ServerMessage::ConsultationEnded | ServerMessage::Removed))
-    );
+    {
+        let history = doctor.history.lock().unwrap();
+        assert!(
+            !history
+                .iter()
+                .any(|m| matches!(m, ServerMessage::ConsultationEnded | ServerMessage::Removed))
+        );
+    }
+    assert_signaling_errors(&server, &[("forbidden", 3)]).await;
 }
 
 #[tokio::test]
@@ -222,6 +228,7 @@ async fn malformed_and_unknown_messages_get_an_error_and_the_connection_stays() 
     ));
     send(&mut ws, r#"{"type":"ping"}"#.into()).await;
     assert_eq!(next(&mut ws).await, Ok(ServerMessage::Pong));
+    assert_signaling_errors(&server, &[("bad_message", 5), ("binary", 1)]).await;
 }
 
 #[tokio::test]
@@ -252,6 +259,7 @@ async fn oversized_message_closes_with_1009() {
         }
     };
     assert_eq!(closed.0, u16::from(CloseCode::Size));
+    assert_signaling_errors(&server, &[("too_big", 1)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,6 +323,7 @@ async fn hostile_sdp_is_refused_and_the_call_goes_on() {
         })
         .await
         .expect("bad candidate refused");
+    assert_signaling_errors(&server, &[("bad_sdp", 6), ("bad_candidate", 1)]).await;
     // The doctor and patient are still receiving.
     let before = video_received(&patient);
     assert!(
@@ -343,6 +352,7 @@ async fn full_consultation_refuses_clearly() {
         join_with(&server, &token).await,
         Err((4409, "consultation is full".into()))
     );
+    assert_signaling_errors(&server, &[("join_refused", 1)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,6 +407,8 @@ async fn garbage_on_the_media_port_is_dropped_and_counted() {
         .await,
         "the live call is unaffected"
     );
+    // Nothing of it reached signalling.
+    assert_signaling_errors(&server, &[]).await;
 }
 
 /// Distinct video packets a participant received, from everyone.

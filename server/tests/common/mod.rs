@@ -93,6 +93,34 @@ pub async fn admit(practitioner: &mut Participant, patient_id: &str) {
     });
 }
 
+/// This server's `teleconsult_signaling_errors_total`, by `kind`, the kinds counted so far only.
+/// Read from its own `/metrics`: the counters are the server's, so tests running in parallel in
+/// this process (each with its own server) do not add to them.
+pub async fn signaling_errors(server: &TestServer) -> std::collections::BTreeMap<String, u64> {
+    let (status, text) = http_get(server.http_addr, "/metrics", None).await;
+    assert_eq!(status, 200, "{text}");
+    let prefix = "teleconsult_signaling_errors_total{kind=\"";
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|l| {
+            let (kind, value) = l.split_once("\"} ")?;
+            Some((kind.to_string(), value.trim().parse::<u64>().ok()?))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// Assert that this server counted exactly these signalling errors (and no other kind).
+pub async fn assert_signaling_errors(server: &TestServer, expected: &[(&str, u64)]) {
+    let expected: std::collections::BTreeMap<String, u64> =
+        expected.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+    assert_eq!(
+        signaling_errors(server).await,
+        expected,
+        "signalling errors counted"
+    );
+}
+
 /// Poll `cond` until it holds or `timeout` passes.
 pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
