@@ -121,6 +121,14 @@ pub async fn assert_signaling_errors(server: &TestServer, expected: &[(&str, u64
     );
 }
 
+/// Wait until the wall clock has passed `when`: for rules defined by time itself (a throttle
+/// window, billable seconds), never as a stand-in for an event.
+pub async fn wall_clock_past(when: std::time::Instant) {
+    while std::time::Instant::now() < when {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Poll `cond` until it holds or `timeout` passes.
 pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
