@@ -33,6 +33,11 @@ impl TestServer {
         }
     }
 
+    /// Stop the server gracefully (open connections finish first; its HTTP tasks are done).
+    pub async fn shutdown(self) {
+        self.server.shutdown().await.expect("clean shutdown");
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.http_addr)
     }
@@ -126,6 +131,25 @@ pub async fn assert_signaling_errors(server: &TestServer, expected: &[(&str, u64
 pub async fn wall_clock_past(when: std::time::Instant) {
     while std::time::Instant::now() < when {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Poll `probe` until it yields a value, at most `timeout`; panics naming `what` otherwise.
+pub async fn poll<V, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> V
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<V>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
