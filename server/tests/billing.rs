@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{T, TestServer, admit, eventually, http_get};
-use std::time::Duration;
+use common::{T, TestServer, admit, eventually, http_get, poll, wall_clock_past};
+use std::time::{Duration, Instant};
 use teleconsult::config::Config;
 use teleconsult::protocol::{ClientMessage, ServerMessage};
 use teleconsult::token::Role;
@@ -76,13 +76,18 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
     admit(&mut doctor, &patient.id).await;
     wait_admitted(&mut patient).await;
     assert!(eventually(T, || billing.is_running(c)).await);
-    // Past a checkpoint or two.
-    tokio::time::sleep(Duration::from_millis(2300)).await;
-    let open = store
-        .open_billing_intervals()
-        .await
-        .expect("open intervals");
-    let open: Vec<_> = open.iter().filter(|b| b.consultation == c).collect();
+    // Past a checkpoint: the running interval is in the store with a checkpoint after its start.
+    let open = poll(T, "a checkpoint of the running interval", || async {
+        let open: Vec<_> = store
+            .open_billing_intervals()
+            .await
+            .expect("open intervals")
+            .into_iter()
+            .filter(|b| b.consultation == c)
+            .collect();
+        open.iter().any(|b| b.checkpoint > b.start).then_some(open)
+    })
+    .await;
     assert_eq!(open.len(), 1, "one running interval: {open:?}");
     assert!(
         open[0].checkpoint > open[0].start,
@@ -94,7 +99,8 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
     patient.drop_connection().await;
     assert!(eventually(T, || !billing.is_running(c)).await);
     let paused = billing.live_billable_ms(c).expect("live");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A running clock would count this time: let it pass, then check nothing was counted.
+    wall_clock_past(Instant::now() + Duration::from_millis(700)).await;
     assert_eq!(
         billing.live_billable_ms(c),
         Some(paused),
@@ -106,7 +112,14 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
         .await
         .expect("rejoin");
     assert!(eventually(T, || billing.is_running(c)).await);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The second stretch counts a second or more before the end.
+    assert!(
+        eventually(T, || billing
+            .live_billable_ms(c)
+            .is_some_and(|ms| ms >= paused + 1000))
+        .await,
+        "the resumed clock counts"
+    );
     doctor.send(ClientMessage::EndConsultation);
     patient
         .expect(T, |m| matches!(m, ServerMessage::ConsultationEnded))
@@ -172,7 +185,13 @@ async fn guests_do_not_start_the_clock_and_everyone_leaving_stops_it() {
     let mut guest = server.join(c, "Interpreter", Role::Guest).await;
     admit(&mut doctor, &guest.id).await;
     wait_admitted(&mut guest).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The doctor's session handles the admission to the end (the service tells billing before it
+    // returns) before it reads the next message: a ping answered proves billing was told.
+    doctor.send(ClientMessage::Ping);
+    doctor
+        .expect(T, |m| *m == ServerMessage::Pong)
+        .await
+        .expect("pong");
     assert!(!billing.is_running(c), "a guest is not a patient");
     let mut patient = server.join(c, "Pat", Role::Patient).await;
     admit(&mut doctor, &patient.id).await;
