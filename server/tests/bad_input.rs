@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{T, TestServer, admit, assert_signaling_errors, eventually};
+use common::{
+    T, TestServer, admit, assert_signaling_errors, eventually, metrics, poll, wait_admitted,
+};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use teleconsult::protocol::{ClientMessage, ErrorCode, ServerMessage};
@@ -123,10 +125,7 @@ async fn patient_cannot_do_practitioner_actions() {
     let mut doctor = server.join("c-roles", "Dr Grey", Role::Practitioner).await;
     let mut patient = server.join("c-roles", "Pat Doe", Role::Patient).await;
     admit(&mut doctor, &patient.id).await;
-    patient
-        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-        .await
-        .unwrap();
+    wait_admitted(&mut patient).await;
     for msg in [
         ClientMessage::EndConsultation,
         ClientMessage::Remove {
@@ -275,10 +274,7 @@ async fn hostile_sdp_is_refused_and_the_call_goes_on() {
     // An attacker joins the same consultation as a guest and, once admitted, sends garbage SDP.
     let mut attacker = server.join("c-sdp", "Mallory", Role::Guest).await;
     admit(&mut doctor, &attacker.id).await;
-    attacker
-        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-        .await
-        .unwrap();
+    wait_admitted(&mut attacker).await;
     let hostile = [
         String::new(),
         "v=0\r\n".to_string(),
@@ -364,8 +360,7 @@ async fn garbage_on_the_media_port_is_dropped_and_counted() {
     let _a = doctor.peer.start_publishing(1);
     let _b = patient.peer.start_publishing(2);
     assert!(eventually(Duration::from_secs(20), || video_received(&patient) > 20).await);
-    let metrics = || async { reqwest_metrics(&server).await };
-    let dropped_before = dropped(&metrics().await);
+    let dropped_before = dropped(&metrics(server.http_addr).await);
     // Random bytes, and STUN-looking packets with unknown ufrags, from a stranger.
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut state = 0x9e37_79b9_u32;
@@ -389,17 +384,14 @@ async fn garbage_on_the_media_port_is_dropped_and_counted() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut after = dropped(&metrics().await);
-    while after < dropped_before + 500.0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        after = dropped(&metrics().await);
-    }
-    assert!(
-        after >= dropped_before + 500.0,
-        "every garbage datagram is counted as dropped: {dropped_before} → {after}\n{}",
-        metrics().await
-    );
+    poll(
+        Duration::from_secs(5),
+        "every garbage datagram counted as dropped",
+        || async {
+            (dropped(&metrics(server.http_addr).await) >= dropped_before + 500.0).then_some(())
+        },
+    )
+    .await;
     let before = video_received(&patient);
     assert!(
         eventually(Duration::from_secs(5), || video_received(&patient)
@@ -414,19 +406,6 @@ async fn garbage_on_the_media_port_is_dropped_and_counted() {
 /// Distinct video packets a participant received, from everyone.
 fn video_received(p: &teleconsult_loadtest::participant::Participant) -> usize {
     p.peer.received().values().map(|r| r.distinct_video()).sum()
-}
-
-async fn reqwest_metrics(server: &TestServer) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.http_addr)
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    body
 }
 
 fn dropped(metrics: &str) -> f64 {

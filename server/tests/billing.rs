@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{T, TestServer, admit, eventually, http_get, poll, wall_clock_past};
+use common::{
+    T, TestServer, admit, eventually, http_get, poll, summary_when, wait_admitted, wall_clock_past,
+};
 use std::time::{Duration, Instant};
 use teleconsult::config::Config;
 use teleconsult::protocol::{ClientMessage, ServerMessage};
@@ -21,39 +23,11 @@ fn config() -> Config {
     c
 }
 
-/// Wait until the consultation's summary satisfies `pred` (the writer is asynchronous).
-async fn summary_when(
-    store: &dyn Store,
-    consultation: &str,
-    pred: impl Fn(&ConsultationSummary) -> bool,
-) -> ConsultationSummary {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(s)) = store.consultation_summary(consultation).await
-            && pred(&s)
-        {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "summary of {consultation} never matched: {:?}",
-            store.consultation_summary(consultation).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn closed_sum(intervals: &[BillingInterval]) -> i64 {
     intervals
         .iter()
         .map(|b| b.end.expect("closed") - b.start)
         .sum()
-}
-
-async fn wait_admitted(p: &mut Participant) {
-    p.expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-        .await
-        .expect("admitted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,8 +350,7 @@ async fn exports_are_authorised_filtered_and_rounded() {
         server.config.auth.signing_secret.as_bytes(),
         "Dr A",
     );
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
+    poll(T, "both exports audited", || async {
         let (status, body) = http_get(
             addr,
             "/api/audit/export?from=2000-01-01&to=2100-01-01",
@@ -395,13 +368,7 @@ async fn exports_are_authorised_filtered_and_rounded() {
         let practitioner = exports
             .iter()
             .any(|v| v["actor"] == format!("practitioner:{pr}").as_str());
-        if admin && practitioner {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "exports not audited: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (admin && practitioner).then_some(())
+    })
+    .await;
 }

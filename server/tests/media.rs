@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{T, TestServer, admit, eventually};
+use common::{T, TestServer, admit, eventually, wait_admitted};
 use std::time::Duration;
 use teleconsult::protocol::{ClientMessage, ServerMessage};
 use teleconsult::token::Role;
@@ -64,10 +64,7 @@ async fn waiting_patient_receives_no_media_until_admitted() {
     // forwards — the waiting patient had every chance to be told, or sent packets, too.
     let mut witness = server.join("c-wait", "Ida Witness", Role::Guest).await;
     admit(&mut doctor, &witness.id).await;
-    witness
-        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-        .await
-        .expect("witness admitted");
+    wait_admitted(&mut witness).await;
     assert!(
         eventually(Duration::from_secs(20), || receives_from(&witness, &doctor)).await,
         "the admitted witness receives the doctor"
@@ -107,10 +104,7 @@ async fn waiting_patient_receives_no_media_until_admitted() {
         .await
         .expect("refused");
     admit(&mut doctor, &patient.id).await;
-    patient
-        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-        .await
-        .expect("admitted");
+    wait_admitted(&mut patient).await;
     assert!(
         eventually(Duration::from_secs(20), || receives_from(&patient, &doctor)
             && receives_from(&doctor, &patient))
