@@ -58,6 +58,24 @@ async fn join_with(server: &TestServer, token: &str) -> Result<ServerMessage, (u
     next(&mut ws).await
 }
 
+/// A raw socket joined to `consultation` as a practitioner, its `joined` read.
+async fn join_raw(server: &TestServer, consultation: &str) -> Ws {
+    let mut ws = raw(server).await;
+    let token = server.token(consultation, "Dr Grey", Role::Practitioner);
+    send(
+        &mut ws,
+        serde_json::json!({"type":"join","token":token}).to_string(),
+    )
+    .await;
+    // `joined` always comes first, before the media offer (session.rs: biased select).
+    let first = next(&mut ws).await;
+    assert!(
+        matches!(first, Ok(ServerMessage::Joined { .. })),
+        "expected joined, got {first:?}"
+    );
+    ws
+}
+
 #[tokio::test]
 async fn bad_tokens_close_with_4401_and_a_reason() {
     let server = TestServer::start().await;
@@ -177,18 +195,7 @@ async fn patient_cannot_do_practitioner_actions() {
 #[tokio::test]
 async fn malformed_and_unknown_messages_get_an_error_and_the_connection_stays() {
     let server = TestServer::start().await;
-    let mut ws = raw(&server).await;
-    let token = server.token("c-json", "Dr Grey", Role::Practitioner);
-    send(
-        &mut ws,
-        serde_json::json!({"type":"join","token":token}).to_string(),
-    )
-    .await;
-    let first = next(&mut ws).await;
-    assert!(
-        matches!(first, Ok(ServerMessage::Joined { .. })),
-        "{first:?}"
-    );
+    let mut ws = join_raw(&server, "c-json").await;
     for junk in [
         "{not json",
         r#"{"type":"launch_missiles"}"#,
@@ -233,19 +240,7 @@ async fn malformed_and_unknown_messages_get_an_error_and_the_connection_stays() 
 #[tokio::test]
 async fn oversized_message_closes_with_1009() {
     let server = TestServer::start().await;
-    let mut ws = raw(&server).await;
-    let token = server.token("c-big", "Dr Grey", Role::Practitioner);
-    send(
-        &mut ws,
-        serde_json::json!({"type":"join","token":token}).to_string(),
-    )
-    .await;
-    // `joined` always comes first, before the media offer (ws.rs: biased select).
-    let first = next(&mut ws).await;
-    assert!(
-        matches!(first, Ok(ServerMessage::Joined { .. })),
-        "expected joined, got {first:?}"
-    );
+    let mut ws = join_raw(&server, "c-big").await;
     let big = format!(
         r#"{{"type":"answer","sdp":"{}"}}"#,
         "x".repeat(server.config.signaling.max_message_bytes + 10)

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Reply, T, TestServer, admit, bearer, poll, request, wait_admitted};
+use common::{Reply, T, TestServer, admit, audit_count, bearer, poll, request, wait_admitted};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use teleconsult::config::Config;
@@ -473,15 +473,10 @@ async fn access_rules() {
         let r = get(&s, &base, &dt, &[]).await;
         assert_eq!(r.json(), serde_json::json!([]));
 
-        let mut deletes = 0;
-        let mut audit = s.server.state.store.export_audit(0, i64::MAX);
-        while let Some(e) = audit.next().await {
-            if e.expect("audit").action == "document.delete" {
-                deletes += 1;
-            }
-        }
-        assert_eq!(deletes, 2);
-        drop(audit);
+        assert_eq!(
+            audit_count(&*s.server.state.store, "document.delete").await,
+            2
+        );
         drop_database(&s).await;
     }
 }
