@@ -2,7 +2,8 @@
 //! mid-consultation, and restarts. The open billing interval must come back closed at its last
 //! checkpoint (within one checkpoint interval of the kill), marked `recovered`, and nothing
 //! stored before the crash may be lost. Against the embedded store, and against MongoDB
-//! (FerretDB) when `TELECONSULT_TEST_MONGODB_URI` is set (scripts/test always sets it).
+//! (FerretDB) when `TELECONSULT_TEST_MONGODB_URI` is set (scripts/test always sets it; in CI an
+//! unset variable fails the MongoDB half).
 
 mod common;
 

@@ -2,8 +2,9 @@
 //! flowing, `/healthz` says degraded while billing events wait in the on-disk queue, and once the
 //! database is back the queue is flushed: no billing lost, none counted twice.
 //!
-//! Needs FerretDB (`scripts/ferretdb`); runs when `TELECONSULT_TEST_MONGODB_URI` is set, which
-//! scripts/test (and so CI) always does. It starts its own FerretDB instance, since it stops it.
+//! Needs FerretDB (`scripts/ferretdb`); runs where the tests have MongoDB
+//! (`TELECONSULT_TEST_MONGODB_URI`, set by scripts/test) and fails in CI without it. It starts its
+//! own FerretDB instance, since it stops it.
 
 mod common;
 
