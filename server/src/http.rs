@@ -183,13 +183,13 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     )
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::telemetry::render(),
+        crate::telemetry::render(&state),
     )
         .into_response()
 }

@@ -185,6 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .as_bytes()
             .to_vec(),
         config: config.signaling.clone(),
+        errors: Default::default(),
     });
     let documents = teleconsult_documents::DocumentService::new(
         &config.documents,

@@ -1,5 +1,6 @@
 //! Prometheus metrics: one process-wide recorder (installed once, however many servers a test
-//! process starts), the metric names, and their descriptions.
+//! process starts), the metric names, and their descriptions; plus the counters each server
+//! keeps itself (signalling errors), rendered into that server's scrape only.
 
 use metrics::{Unit, describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -81,10 +82,6 @@ fn describe() {
         "Media UDP datagrams read by one worker thread and passed to the worker owning their participant (zero with media.workers = 1)"
     );
     describe_gauge!(WEBSOCKET_CONNECTIONS, "Open signalling WebSockets");
-    describe_counter!(
-        SIGNALING_ERRORS,
-        "Signalling errors sent to clients, by kind"
-    );
 }
 
 /// Metrics only appear in the scrape once touched: register the unlabelled ones at zero.
@@ -105,13 +102,30 @@ fn touch() {
     }
 }
 
-/// The current scrape text: the recorder's metrics, then the SFU's quality metrics (forwarding
-/// latency histogram, per-consultation loss and jitter), which it keeps itself so the per-packet
-/// cost stays a few relaxed atomic adds and ended consultations' series can be removed.
-pub fn render() -> String {
+/// The current scrape text of the server with `state`: the recorder's metrics, then the SFU's
+/// quality metrics (forwarding latency histogram, per-consultation loss and jitter), which it
+/// keeps itself so the per-packet cost stays a few relaxed atomic adds and ended consultations'
+/// series can be removed, then this server's own signalling error counters.
+pub fn render(state: &crate::AppState) -> String {
     let mut text = install().render();
     teleconsult_sfu::quality::render(&mut text);
+    render_signaling_errors(&state.signaling.errors, &mut text);
     text
+}
+
+/// `teleconsult_signaling_errors_total{kind="…"}`, every kind (zeros included) so that rates
+/// start from the server's start.
+fn render_signaling_errors(errors: &teleconsult_signaling::ErrorCounters, out: &mut String) {
+    use std::fmt::Write as _;
+    let name = names::SIGNALING_ERRORS;
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "# HELP {name} Signalling errors sent to clients, by kind\n# TYPE {name} counter"
+    );
+    for (kind, n) in errors.snapshot() {
+        let _ = writeln!(out, "{name}{{kind=\"{}\"}} {n}", kind.as_str());
+    }
 }
 
 /// Libraries whose most verbose levels print message contents (the WebSocket library logs every
@@ -129,4 +143,22 @@ pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
         }
     }
     filter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signaling_errors_render_with_every_kind() {
+        let errors = teleconsult_signaling::ErrorCounters::default();
+        let mut text = String::new();
+        render_signaling_errors(&errors, &mut text);
+        assert!(text.contains("# TYPE teleconsult_signaling_errors_total counter\n"));
+        assert!(text.contains("teleconsult_signaling_errors_total{kind=\"bad_token\"} 0\n"));
+        assert_eq!(
+            text.lines().filter(|l| !l.starts_with('#')).count(),
+            teleconsult_signaling::ErrorKind::ALL.len()
+        );
+    }
 }

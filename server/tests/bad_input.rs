@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{T, TestServer, admit, eventually};
+use common::{
+    T, TestServer, admit, assert_signaling_errors, eventually, metrics, poll, wait_admitted,
+};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use teleconsult::config::ExposeSecret;
@@ -57,6 +59,24 @@ async fn join_with(server: &TestServer, token: &str) -> Result<ServerMessage, (u
     next(&mut ws).await
 }
 
+/// A raw socket joined to `consultation` as a practitioner, its `joined` read.
+async fn join_raw(server: &TestServer, consultation: &str) -> Ws {
+    let mut ws = raw(server).await;
+    let token = server.token(consultation, "Dr Grey", Role::Practitioner);
+    send(
+        &mut ws,
+        serde_json::json!({"type":"join","token":token}).to_string(),
+    )
+    .await;
+    // `joined` always comes first, before the media offer (session.rs: biased select).
+    let first = next(&mut ws).await;
+    assert!(
+        matches!(first, Ok(ServerMessage::Joined { .. })),
+        "expected joined, got {first:?}"
+    );
+    ws
+}
+
 #[tokio::test]
 async fn bad_tokens_close_with_4401_and_a_reason() {
     let server = TestServer::start().await;
@@ -100,6 +120,8 @@ async fn bad_tokens_close_with_4401_and_a_reason() {
         })
     ));
     assert_eq!(next(&mut ws).await.unwrap_err().0, 4400);
+    // Counted by this server (each refusal is counted before it is sent).
+    assert_signaling_errors(&server, &[("bad_token", 5), ("not_joined", 1)]).await;
 }
 
 #[tokio::test]
@@ -116,6 +138,7 @@ async fn token_for_another_consultation_is_refused() {
         next(&mut ws).await,
         Err((4403, "token is for another consultation".into()))
     );
+    assert_signaling_errors(&server, &[("wrong_consultation", 1)]).await;
 }
 
 #[tokio::test]
@@ -124,10 +147,7 @@ async fn patient_cannot_do_practitioner_actions() {
     let mut doctor = server.join("c-roles", "Dr Grey", Role::Practitioner).await;
     let mut patient = server.join("c-roles", "Pat Doe", Role::Patient).await;
     admit(&mut doctor, &patient.id).await;
-    patient
-        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-        .await
-        .unwrap();
+    wait_admitted(&mut patient).await;
     for msg in [
         ClientMessage::EndConsultation,
         ClientMessage::Remove {
@@ -165,29 +185,21 @@ async fn patient_cannot_do_practitioner_actions() {
         .await
         .unwrap();
     assert!(doctor.close_code().is_none() && patient.close_code().is_none());
-    let history = doctor.history.lock().unwrap();
-    assert!(
-        !history
-            .iter()
-            .any(|m| matches!(m, ServerMessage::ConsultationEnded | ServerMessage::Removed))
-    );
+    {
+        let history = doctor.history.lock().unwrap();
+        assert!(
+            !history
+                .iter()
+                .any(|m| matches!(m, ServerMessage::ConsultationEnded | ServerMessage::Removed))
+        );
+    }
+    assert_signaling_errors(&server, &[("forbidden", 3)]).await;
 }
 
 #[tokio::test]
 async fn malformed_and_unknown_messages_get_an_error_and_the_connection_stays() {
     let server = TestServer::start().await;
-    let mut ws = raw(&server).await;
-    let token = server.token("c-json", "Dr Grey", Role::Practitioner);
-    send(
-        &mut ws,
-        serde_json::json!({"type":"join","token":token}).to_string(),
-    )
-    .await;
-    let first = next(&mut ws).await;
-    assert!(
-        matches!(first, Ok(ServerMessage::Joined { .. })),
-        "{first:?}"
-    );
+    let mut ws = join_raw(&server, "c-json").await;
     for junk in [
         "{not json",
         r#"{"type":"launch_missiles"}"#,
@@ -226,24 +238,13 @@ async fn malformed_and_unknown_messages_get_an_error_and_the_connection_stays() 
     ));
     send(&mut ws, r#"{"type":"ping"}"#.into()).await;
     assert_eq!(next(&mut ws).await, Ok(ServerMessage::Pong));
+    assert_signaling_errors(&server, &[("bad_message", 5), ("binary", 1)]).await;
 }
 
 #[tokio::test]
 async fn oversized_message_closes_with_1009() {
     let server = TestServer::start().await;
-    let mut ws = raw(&server).await;
-    let token = server.token("c-big", "Dr Grey", Role::Practitioner);
-    send(
-        &mut ws,
-        serde_json::json!({"type":"join","token":token}).to_string(),
-    )
-    .await;
-    // `joined` always comes first, before the media offer (ws.rs: biased select).
-    let first = next(&mut ws).await;
-    assert!(
-        matches!(first, Ok(ServerMessage::Joined { .. })),
-        "expected joined, got {first:?}"
-    );
+    let mut ws = join_raw(&server, "c-big").await;
     let big = format!(
         r#"{{"type":"answer","sdp":"{}"}}"#,
         "x".repeat(server.config.signaling.max_message_bytes + 10)
@@ -256,6 +257,7 @@ async fn oversized_message_closes_with_1009() {
         }
     };
     assert_eq!(closed.0, u16::from(CloseCode::Size));
+    assert_signaling_errors(&server, &[("too_big", 1)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,10 +273,7 @@ async fn hostile_sdp_is_refused_and_the_call_goes_on() {
     // An attacker joins the same consultation as a guest and, once admitted, sends garbage SDP.
     let mut attacker = server.join("c-sdp", "Mallory", Role::Guest).await;
     admit(&mut doctor, &attacker.id).await;
-    attacker
-        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-        .await
-        .unwrap();
+    wait_admitted(&mut attacker).await;
     let hostile = [
         String::new(),
         "v=0\r\n".to_string(),
@@ -319,6 +318,7 @@ async fn hostile_sdp_is_refused_and_the_call_goes_on() {
         })
         .await
         .expect("bad candidate refused");
+    assert_signaling_errors(&server, &[("bad_sdp", 6), ("bad_candidate", 1)]).await;
     // The doctor and patient are still receiving.
     let before = video_received(&patient);
     assert!(
@@ -347,6 +347,7 @@ async fn full_consultation_refuses_clearly() {
         join_with(&server, &token).await,
         Err((4409, "consultation is full".into()))
     );
+    assert_signaling_errors(&server, &[("join_refused", 1)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,8 +359,7 @@ async fn garbage_on_the_media_port_is_dropped_and_counted() {
     let _a = doctor.peer.start_publishing(1);
     let _b = patient.peer.start_publishing(2);
     assert!(eventually(Duration::from_secs(20), || video_received(&patient) > 20).await);
-    let metrics = || async { reqwest_metrics(&server).await };
-    let dropped_before = dropped(&metrics().await);
+    let dropped_before = dropped(&metrics(server.http_addr).await);
     // Random bytes, and STUN-looking packets with unknown ufrags, from a stranger.
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut state = 0x9e37_79b9_u32;
@@ -383,17 +383,14 @@ async fn garbage_on_the_media_port_is_dropped_and_counted() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut after = dropped(&metrics().await);
-    while after < dropped_before + 500.0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        after = dropped(&metrics().await);
-    }
-    assert!(
-        after >= dropped_before + 500.0,
-        "every garbage datagram is counted as dropped: {dropped_before} → {after}\n{}",
-        metrics().await
-    );
+    poll(
+        Duration::from_secs(5),
+        "every garbage datagram counted as dropped",
+        || async {
+            (dropped(&metrics(server.http_addr).await) >= dropped_before + 500.0).then_some(())
+        },
+    )
+    .await;
     let before = video_received(&patient);
     assert!(
         eventually(Duration::from_secs(5), || video_received(&patient)
@@ -401,24 +398,13 @@ async fn garbage_on_the_media_port_is_dropped_and_counted() {
         .await,
         "the live call is unaffected"
     );
+    // Nothing of it reached signalling.
+    assert_signaling_errors(&server, &[]).await;
 }
 
 /// Distinct video packets a participant received, from everyone.
 fn video_received(p: &teleconsult_loadtest::participant::Participant) -> usize {
     p.peer.received().values().map(|r| r.distinct_video()).sum()
-}
-
-async fn reqwest_metrics(server: &TestServer) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.http_addr)
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    body
 }
 
 fn dropped(metrics: &str) -> f64 {

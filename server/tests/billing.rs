@@ -4,8 +4,10 @@
 
 mod common;
 
-use common::{T, TestServer, admit, eventually, http_get};
-use std::time::Duration;
+use common::{
+    T, TestServer, admit, eventually, http_get, poll, summary_when, wait_admitted, wall_clock_past,
+};
+use std::time::{Duration, Instant};
 use teleconsult::config::Config;
 use teleconsult::config::ExposeSecret;
 use teleconsult::protocol::{ClientMessage, ServerMessage};
@@ -22,39 +24,11 @@ fn config() -> Config {
     c
 }
 
-/// Wait until the consultation's summary satisfies `pred` (the writer is asynchronous).
-async fn summary_when(
-    store: &dyn Store,
-    consultation: &str,
-    pred: impl Fn(&ConsultationSummary) -> bool,
-) -> ConsultationSummary {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(s)) = store.consultation_summary(consultation).await
-            && pred(&s)
-        {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "summary of {consultation} never matched: {:?}",
-            store.consultation_summary(consultation).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn closed_sum(intervals: &[BillingInterval]) -> i64 {
     intervals
         .iter()
         .map(|b| b.end.expect("closed") - b.start)
         .sum()
-}
-
-async fn wait_admitted(p: &mut Participant) {
-    p.expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-        .await
-        .expect("admitted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,13 +51,18 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
     admit(&mut doctor, &patient.id).await;
     wait_admitted(&mut patient).await;
     assert!(eventually(T, || billing.is_running(c)).await);
-    // Past a checkpoint or two.
-    tokio::time::sleep(Duration::from_millis(2300)).await;
-    let open = store
-        .open_billing_intervals()
-        .await
-        .expect("open intervals");
-    let open: Vec<_> = open.iter().filter(|b| b.consultation == c).collect();
+    // Past a checkpoint: the running interval is in the store with a checkpoint after its start.
+    let open = poll(T, "a checkpoint of the running interval", || async {
+        let open: Vec<_> = store
+            .open_billing_intervals()
+            .await
+            .expect("open intervals")
+            .into_iter()
+            .filter(|b| b.consultation == c)
+            .collect();
+        open.iter().any(|b| b.checkpoint > b.start).then_some(open)
+    })
+    .await;
     assert_eq!(open.len(), 1, "one running interval: {open:?}");
     assert!(
         open[0].checkpoint > open[0].start,
@@ -95,7 +74,8 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
     patient.drop_connection().await;
     assert!(eventually(T, || !billing.is_running(c)).await);
     let paused = billing.live_billable_ms(c).expect("live");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A running clock would count this time: let it pass, then check nothing was counted.
+    wall_clock_past(Instant::now() + Duration::from_millis(700)).await;
     assert_eq!(
         billing.live_billable_ms(c),
         Some(paused),
@@ -107,7 +87,14 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
         .await
         .expect("rejoin");
     assert!(eventually(T, || billing.is_running(c)).await);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The second stretch counts a second or more before the end.
+    assert!(
+        eventually(T, || billing
+            .live_billable_ms(c)
+            .is_some_and(|ms| ms >= paused + 1000))
+        .await,
+        "the resumed clock counts"
+    );
     doctor.send(ClientMessage::EndConsultation);
     patient
         .expect(T, |m| matches!(m, ServerMessage::ConsultationEnded))
@@ -173,7 +160,13 @@ async fn guests_do_not_start_the_clock_and_everyone_leaving_stops_it() {
     let mut guest = server.join(c, "Interpreter", Role::Guest).await;
     admit(&mut doctor, &guest.id).await;
     wait_admitted(&mut guest).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The doctor's session handles the admission to the end (the service tells billing before it
+    // returns) before it reads the next message: a ping answered proves billing was told.
+    doctor.send(ClientMessage::Ping);
+    doctor
+        .expect(T, |m| *m == ServerMessage::Pong)
+        .await
+        .expect("pong");
     assert!(!billing.is_running(c), "a guest is not a patient");
     let mut patient = server.join(c, "Pat", Role::Patient).await;
     admit(&mut doctor, &patient.id).await;
@@ -358,8 +351,7 @@ async fn exports_are_authorised_filtered_and_rounded() {
         server.config.auth.signing_secret.expose_secret().as_bytes(),
         "Dr A",
     );
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
+    poll(T, "both exports audited", || async {
         let (status, body) = http_get(
             addr,
             "/api/audit/export?from=2000-01-01&to=2100-01-01",
@@ -377,13 +369,7 @@ async fn exports_are_authorised_filtered_and_rounded() {
         let practitioner = exports
             .iter()
             .any(|v| v["actor"] == format!("practitioner:{pr}").as_str());
-        if admin && practitioner {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "exports not audited: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (admin && practitioner).then_some(())
+    })
+    .await;
 }

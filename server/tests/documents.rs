@@ -5,19 +5,14 @@
 
 mod common;
 
-use common::{T, TestServer, admit};
+use common::{Reply, T, TestServer, admit, audit_count, bearer, poll, request, wait_admitted};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::Duration;
 use teleconsult::config::Config;
 use teleconsult::config::ExposeSecret;
 use teleconsult::protocol::{DocumentInfo, ServerMessage};
 use teleconsult::token::Role;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const MONGO_ENV: &str = "TELECONSULT_TEST_MONGODB_URI";
+use tokio::io::AsyncWriteExt;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Backend {
@@ -28,23 +23,16 @@ enum Backend {
 /// The backends to run: the embedded store always, MongoDB when configured. In CI an unset
 /// variable fails: the MongoDB half never skips silently there.
 fn backends() -> Vec<Backend> {
-    match std::env::var(MONGO_ENV) {
-        Ok(uri) if !uri.is_empty() => vec![Backend::Embedded, Backend::Mongo],
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{MONGO_ENV} is not set in CI: scripts/test starts FerretDB and sets it"
-            );
-            eprintln!("NOTE: {MONGO_ENV} is not set: the MongoDB half of this test did NOT run");
-            vec![Backend::Embedded]
-        }
+    match common::mongo_uri() {
+        Some(_) => vec![Backend::Embedded, Backend::Mongo],
+        None => vec![Backend::Embedded],
     }
 }
 
 async fn server(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = Config::for_tests();
     if backend == Backend::Mongo {
-        config.storage.mongodb_uri = std::env::var(MONGO_ENV).expect("checked").into();
+        config.storage.mongodb_uri = common::mongo_uri().expect("checked").into();
         config.storage.database = format!("tc_docs_{:08x}", rand::random::<u32>());
     }
     tweak(&mut config);
@@ -99,113 +87,6 @@ async fn drop_database(s: &TestServer) {
     }
 }
 
-struct Reply {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: body is not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-    fn code(&self) -> String {
-        self.json()["code"].as_str().unwrap_or_default().to_string()
-    }
-}
-
-fn parse_reply(raw: &[u8]) -> Reply {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no complete response: {}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut body = raw[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
-        body = dechunk(&body);
-    }
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(i) = s.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(String::from_utf8_lossy(&s[..i]).trim(), 16).unwrap_or(0);
-        let rest = &s[i + 2..];
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.extend_from_slice(&rest[..n]);
-        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
-    }
-    out
-}
-
-/// One HTTP/1.1 request on its own connection. The body is written by a separate task while
-/// the response is read, so a server that answers early (413) is seen answering.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: Vec<u8>,
-) -> Reply {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut rd, mut wr) = stream.into_split();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let writer = tokio::spawn(async move {
-        let _ = wr.write_all(head.as_bytes()).await;
-        for piece in body.chunks(64 * 1024) {
-            if wr.write_all(piece).await.is_err() {
-                break;
-            }
-        }
-        wr
-    });
-    let mut raw = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match tokio::time::timeout(T, rd.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
-            Err(_) => panic!("no response within {T:?}"),
-        }
-    }
-    let _ = writer.await;
-    parse_reply(&raw)
-}
-
-fn bearer(token: &str) -> (&'static str, String) {
-    ("Authorization", format!("Bearer {token}"))
-}
-
 const BOUNDARY: &str = "----teleconsult-test-boundary-7d1f";
 
 fn multipart_head(filename: &str, content_type: &str) -> Vec<u8> {
@@ -238,7 +119,7 @@ async fn upload(
     filename: &str,
     content: &[u8],
 ) -> Reply {
-    http(
+    request(
         s.http_addr,
         "POST",
         &format!("/api/consultations/{consultation}/documents"),
@@ -251,7 +132,7 @@ async fn upload(
 async fn get(s: &TestServer, path: &str, token: &str, extra: &[(&str, String)]) -> Reply {
     let mut headers = vec![bearer(token)];
     headers.extend(extra.iter().cloned());
-    http(s.http_addr, "GET", path, &headers, Vec::new()).await
+    request(s.http_addr, "GET", path, &headers, Vec::new()).await
 }
 
 const MARKER: &[u8] = b"PLAINTEXT-MARKER-blood-glucose-6.1-mmol";
@@ -287,10 +168,7 @@ async fn call(
     let mut doctor = s.join(consultation, "Dr Test", Role::Practitioner).await;
     let mut patient = s.join(consultation, "Pat Test", Role::Patient).await;
     admit(&mut doctor, &patient.id).await;
-    patient
-        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-        .await
-        .expect("patient admitted");
+    wait_admitted(&mut patient).await;
     (doctor, patient)
 }
 
@@ -484,7 +362,7 @@ async fn limits_types_and_filenames() {
         assert!(d.filename.ends_with("a.pdf"));
 
         // Not a form, or a form without a file.
-        let r = http(
+        let r = request(
             s.http_addr,
             "POST",
             &base,
@@ -525,7 +403,7 @@ async fn access_rules() {
         let path = format!("{base}/{}", doc.id);
 
         // No token, a malformed one, a forged one: 401.
-        let r = http(s.http_addr, "GET", &base, &[], Vec::new()).await;
+        let r = request(s.http_addr, "GET", &base, &[], Vec::new()).await;
         assert_eq!((r.status, r.code().as_str()), (401, "unauthorized"));
         assert_eq!(r.headers["www-authenticate"], "Bearer");
         let r = get(&s, &base, "not-a-token", &[]).await;
@@ -561,17 +439,14 @@ async fn access_rules() {
         // A second admitted patient may read but not delete the first one's document.
         let mut second = s.join(c, "Second Sam", Role::Patient).await;
         admit(&mut doctor, &second.id).await;
-        second
-            .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-            .await
-            .expect("admitted");
+        wait_admitted(&mut second).await;
         let st = s.token(c, "Second Sam", Role::Patient);
         assert_eq!(get(&s, &path, &st, &[]).await.status, 200);
-        let r = http(s.http_addr, "DELETE", &path, &[bearer(&st)], Vec::new()).await;
+        let r = request(s.http_addr, "DELETE", &path, &[bearer(&st)], Vec::new()).await;
         assert_eq!((r.status, r.code().as_str()), (403, "not_uploader"));
 
         // The practitioner may delete it; everyone in the call hears of it.
-        let r = http(s.http_addr, "DELETE", &path, &[bearer(&dt)], Vec::new()).await;
+        let r = request(s.http_addr, "DELETE", &path, &[bearer(&dt)], Vec::new()).await;
         assert_eq!(r.status, 204);
         let id = doc.id.clone();
         patient
@@ -582,13 +457,13 @@ async fn access_rules() {
             .await
             .expect("document_deleted");
         assert_eq!(get(&s, &path, &dt, &[]).await.status, 404);
-        let r = http(s.http_addr, "DELETE", &path, &[bearer(&dt)], Vec::new()).await;
+        let r = request(s.http_addr, "DELETE", &path, &[bearer(&dt)], Vec::new()).await;
         assert_eq!(r.status, 404);
 
         // The uploader may delete their own.
         let r = upload(&s, c, &st, "mine.pdf", &pdf(1000)).await;
         let mine: DocumentInfo = serde_json::from_slice(&r.body).expect("json");
-        let r = http(
+        let r = request(
             s.http_addr,
             "DELETE",
             &format!("{base}/{}", mine.id),
@@ -600,15 +475,10 @@ async fn access_rules() {
         let r = get(&s, &base, &dt, &[]).await;
         assert_eq!(r.json(), serde_json::json!([]));
 
-        let mut deletes = 0;
-        let mut audit = s.server.state.store.export_audit(0, i64::MAX);
-        while let Some(e) = audit.next().await {
-            if e.expect("audit").action == "document.delete" {
-                deletes += 1;
-            }
-        }
-        assert_eq!(deletes, 2);
-        drop(audit);
+        assert_eq!(
+            audit_count(&*s.server.state.store, "document.delete").await,
+            2
+        );
         drop_database(&s).await;
     }
 }
@@ -621,7 +491,8 @@ async fn cancelled_upload_leaves_nothing() {
         let (_doctor, _patient) = call(&s, c).await;
         let pt = s.token(c, "Pat Test", Role::Patient);
 
-        // Announce 8 MiB, send 2 MiB, then vanish.
+        // Announce 8 MiB, send 2 MiB, then vanish: a torn request on a raw socket, which is what
+        // an HTTP client library exists to prevent.
         let total = 8 * 1024 * 1024;
         let mut head = multipart_head("big.pdf", "application/pdf");
         let body_len = head.len() + total + format!("\r\n--{BOUNDARY}--\r\n").len();
@@ -637,29 +508,16 @@ async fn cancelled_upload_leaves_nothing() {
         head.extend_from_slice(&pdf(2 * 1024 * 1024));
         stream.write_all(&head).await.expect("write");
         // The store is really being written to...
-        let mut seen = 0;
-        for _ in 0..200 {
-            seen = orphan_chunks(&s).await;
-            if seen > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(seen > 0, "{backend:?}: no chunk written while uploading");
+        poll(T, "a chunk written while uploading", || async {
+            (orphan_chunks(&s).await > 0).then_some(())
+        })
+        .await;
         // ...when the client goes away.
         drop(stream);
-        let mut left = seen;
-        for _ in 0..200 {
-            left = orphan_chunks(&s).await;
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(
-            left, 0,
-            "{backend:?}: chunks of the cancelled upload remain"
-        );
+        poll(T, "the cancelled upload's chunks removed", || async {
+            (orphan_chunks(&s).await == 0).then_some(())
+        })
+        .await;
         let r = get(&s, &format!("/api/consultations/{c}/documents"), &pt, &[]).await;
         assert_eq!(r.json(), serde_json::json!([]));
         drop_database(&s).await;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{T, TestServer, admit, eventually};
+use common::{T, TestServer, admit, eventually, wait_admitted};
 use std::time::Duration;
 use teleconsult::protocol::{ClientMessage, ServerMessage};
 use teleconsult::token::Role;
@@ -59,8 +59,24 @@ async fn waiting_patient_receives_no_media_until_admitted() {
     let _a = doctor.peer.start_publishing(1);
     let mut patient = server.join("c-wait", "Pat Doe", Role::Patient).await;
     let _b = patient.peer.start_publishing(2);
-    // Two seconds in the waiting room: no offer, no participant identities, no packets.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A witness admitted after the patient joined: once it receives the doctor's media, the
+    // consultation has announced the call to the admitted (roster, tracks, offers) and the SFU
+    // forwards — the waiting patient had every chance to be told, or sent packets, too.
+    let mut witness = server.join("c-wait", "Ida Witness", Role::Guest).await;
+    admit(&mut doctor, &witness.id).await;
+    wait_admitted(&mut witness).await;
+    assert!(
+        eventually(Duration::from_secs(20), || receives_from(&witness, &doctor)).await,
+        "the admitted witness receives the doctor"
+    );
+    // Then a round trip on the patient's own socket: the session sends what the consultation
+    // queued for it before answering a ping, so anything told before now is in its history.
+    patient.send(ClientMessage::Ping);
+    patient
+        .expect(T, |m| *m == ServerMessage::Pong)
+        .await
+        .expect("pong");
+    // In the waiting room: no offer, no participant identities, no packets.
     {
         let history = patient.history.lock().unwrap();
         assert!(
@@ -88,10 +104,7 @@ async fn waiting_patient_receives_no_media_until_admitted() {
         .await
         .expect("refused");
     admit(&mut doctor, &patient.id).await;
-    patient
-        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-        .await
-        .expect("admitted");
+    wait_admitted(&mut patient).await;
     assert!(
         eventually(Duration::from_secs(20), || receives_from(&patient, &doctor)
             && receives_from(&doctor, &patient))
@@ -160,19 +173,38 @@ async fn late_joiner_gets_a_keyframe_requested_from_the_publisher() {
     let _a = doctor.peer.start_publishing(1);
     let _b = patient.peer.start_publishing(2);
     assert!(eventually(Duration::from_secs(20), || receives_from(&patient, &doctor)).await);
-    // Let the first subscription's request settle, then note the count.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let before = doctor.peer.keyframe_requests();
+    // The SFU asks a publisher for a keyframe when a subscription to its video starts, and on a
+    // subscriber's PLI (none of our synthetic peers sends one): so far, the patient's
+    // subscription — exactly one request.
+    assert!(
+        eventually(T, || doctor.peer.keyframe_requests() >= 1).await,
+        "the patient's subscription asked the doctor for a keyframe"
+    );
+    let first_request_seen = std::time::Instant::now();
+    assert_eq!(
+        doctor.peer.keyframe_requests(),
+        1,
+        "one subscription, one keyframe request"
+    );
+    // Requests to one track are spaced by at least 250 ms: let the newcomer's subscription
+    // start outside that window, or its request would rightly be swallowed.
     let late = server.join("c-late", "Ida Interpreter", Role::Guest).await;
+    common::wall_clock_past(first_request_seen + KEYFRAME_REQUEST_SPACING).await;
     admit(&mut doctor, &late.id).await;
     assert!(
         eventually(Duration::from_secs(20), || receives_from(&late, &doctor)).await,
         "late joiner receives the doctor"
     );
     assert!(
-        eventually(Duration::from_secs(5), || doctor.peer.keyframe_requests()
-            > before)
-        .await,
-        "the publisher was asked for a keyframe for the newcomer ({before} before)"
+        eventually(T, || doctor.peer.keyframe_requests() >= 2).await,
+        "the publisher was asked for a keyframe for the newcomer"
+    );
+    assert_eq!(
+        doctor.peer.keyframe_requests(),
+        2,
+        "exactly one more request: the newcomer's subscription's"
     );
 }
+
+/// A little more than the SFU's minimum spacing of keyframe requests to one track (250 ms).
+const KEYFRAME_REQUEST_SPACING: Duration = Duration::from_millis(300);

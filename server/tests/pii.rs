@@ -79,7 +79,41 @@ async fn no_tokens_or_names_in_logs() {
         .expect(T, |m| *m == ServerMessage::ConsultationEnded)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Everything that happens after the end has had its chance to log: both sessions closed by
+    // the server, the summary (practitioner's name in it) stored, then a later event through
+    // the same billing writer stored too (it applies events in order), and the server shut down.
+    assert!(
+        eventually(T, || doctor.close_code().is_some()
+            && patient.close_code().is_some())
+        .await,
+        "the server closes both sessions at the end"
+    );
+    let store = server.server.state.store.clone();
+    common::poll(T, "the consultation's summary with its end", || async {
+        store
+            .consultation_summary("c-pii")
+            .await
+            .ok()
+            .flatten()
+            .filter(|s| s.end.is_some())
+    })
+    .await;
+    server
+        .server
+        .state
+        .billing
+        .audit("test.barrier", "test", None, None);
+    common::poll(T, "the barrier audit event", || async {
+        let mut audit = store.export_audit(0, i64::MAX);
+        while let Some(e) = futures_util::StreamExt::next(&mut audit).await {
+            if e.ok()?.action == "test.barrier" {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+    server.shutdown().await;
 
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
     assert!(logs.contains("joined"), "the capture works: {logs}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{T, TestServer, admit, eventually};
+use common::{T, TestServer, admit, eventually, wait_admitted};
 use std::time::Duration;
 use teleconsult::protocol::{ParticipantState, ServerMessage};
 use teleconsult::token::Role;
@@ -95,10 +95,7 @@ async fn reconnect_grace_expiry_counts_the_participant_as_left() {
     let mut doctor = server.join("c-grace", "Dr Grey", Role::Practitioner).await;
     let mut patient = server.join("c-grace", "Pat Doe", Role::Patient).await;
     admit(&mut doctor, &patient.id).await;
-    patient
-        .expect(T, |m| matches!(m, ServerMessage::Admitted { .. }))
-        .await
-        .unwrap();
+    wait_admitted(&mut patient).await;
     let id = patient.id.clone();
     patient.drop_connection().await;
     doctor

@@ -10,12 +10,13 @@ pub mod session;
 pub mod wire;
 
 pub use config::SignalingConfig;
-pub use session::{Signaling, handler};
+pub use session::{ErrorCounters, ErrorKind, Signaling, handler};
 
 /// Names of the metrics this crate records.
 pub mod metric_names {
     /// Gauge: open WebSocket connections.
     pub const WEBSOCKET_CONNECTIONS: &str = "teleconsult_websocket_connections";
-    /// Counter, label `kind`: refused or invalid signalling input.
+    /// Counter, label `kind`: refused or invalid signalling input. Counted per server
+    /// ([`crate::ErrorCounters`]), rendered by the server's telemetry.
     pub const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
 }

@@ -4,7 +4,7 @@
 //! generic over the socket's `Sink`/`Stream` halves so it does not care where frames come from.
 
 use crate::config::SignalingConfig;
-use crate::metric_names::{SIGNALING_ERRORS, WEBSOCKET_CONNECTIONS};
+use crate::metric_names::WEBSOCKET_CONNECTIONS;
 use crate::protocol::{
     ClientMessage, ErrorCode, IceCandidate, PROTOCOL_VERSION, ServerMessage, close,
 };
@@ -14,6 +14,7 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use teleconsult_consultation::token;
 use teleconsult_consultation::{
@@ -31,6 +32,101 @@ pub struct Signaling {
     /// HMAC key of join tokens.
     pub signing_secret: Vec<u8>,
     pub config: SignalingConfig,
+    /// Signalling errors sent to this server's clients, by kind (rendered into its `/metrics`
+    /// as `teleconsult_signaling_errors_total`; per server, not in the process-wide recorder).
+    pub errors: ErrorCounters,
+}
+
+/// Why a signalling request was refused: the `kind` label of
+/// `teleconsult_signaling_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    TooBig,
+    Binary,
+    BadMessage,
+    JoinTimeout,
+    WrongConsultation,
+    BadToken,
+    NotJoined,
+    JoinRefused,
+    Forbidden,
+    NotAdmitted,
+    UnknownParticipant,
+    BadSdp,
+    BadCandidate,
+    Media,
+    AlreadyJoined,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order they are rendered.
+    pub const ALL: [ErrorKind; 15] = [
+        ErrorKind::TooBig,
+        ErrorKind::Binary,
+        ErrorKind::BadMessage,
+        ErrorKind::JoinTimeout,
+        ErrorKind::WrongConsultation,
+        ErrorKind::BadToken,
+        ErrorKind::NotJoined,
+        ErrorKind::JoinRefused,
+        ErrorKind::Forbidden,
+        ErrorKind::NotAdmitted,
+        ErrorKind::UnknownParticipant,
+        ErrorKind::BadSdp,
+        ErrorKind::BadCandidate,
+        ErrorKind::Media,
+        ErrorKind::AlreadyJoined,
+    ];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::TooBig => "too_big",
+            ErrorKind::Binary => "binary",
+            ErrorKind::BadMessage => "bad_message",
+            ErrorKind::JoinTimeout => "join_timeout",
+            ErrorKind::WrongConsultation => "wrong_consultation",
+            ErrorKind::BadToken => "bad_token",
+            ErrorKind::NotJoined => "not_joined",
+            ErrorKind::JoinRefused => "join_refused",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotAdmitted => "not_admitted",
+            ErrorKind::UnknownParticipant => "unknown_participant",
+            ErrorKind::BadSdp => "bad_sdp",
+            ErrorKind::BadCandidate => "bad_candidate",
+            ErrorKind::Media => "media",
+            ErrorKind::AlreadyJoined => "already_joined",
+        }
+    }
+}
+
+/// One counter per [`ErrorKind`], owned by one server's [`Signaling`].
+#[derive(Debug, Default)]
+pub struct ErrorCounters {
+    counts: [AtomicU64; ErrorKind::ALL.len()],
+}
+
+impl ErrorCounters {
+    fn increment(&self, kind: ErrorKind) {
+        self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many errors of `kind` were sent so far.
+    pub fn get(&self, kind: ErrorKind) -> u64 {
+        self.counts[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every kind with its count (zeros included), in [`ErrorKind::ALL`] order.
+    pub fn snapshot(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {
+        ErrorKind::ALL.into_iter().map(|k| (k, self.get(k)))
+    }
+}
+
+impl Signaling {
+    /// Count one error sent to a client.
+    fn count_error(&self, kind: ErrorKind) {
+        self.errors.increment(kind);
+    }
 }
 
 /// The `/ws` route.
@@ -41,10 +137,6 @@ pub async fn handler(ws: WebSocketUpgrade, State(state): State<Arc<Signaling>>) 
     ws.max_message_size(limit.saturating_mul(2))
         .max_frame_size(limit.saturating_mul(2))
         .on_upgrade(move |socket| session(socket, state))
-}
-
-fn count_error(kind: &'static str) {
-    metrics::counter!(SIGNALING_ERRORS, "kind" => kind).increment(1);
 }
 
 struct ConnGauge;
@@ -87,16 +179,17 @@ enum Incoming {
     Gone,
 }
 
-fn classify(msg: Option<Result<Message, axum::Error>>, limit: usize) -> Incoming {
+fn classify(state: &Signaling, msg: Option<Result<Message, axum::Error>>) -> Incoming {
+    let limit = state.config.max_message_bytes;
     match msg {
         None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Incoming::Gone,
         Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => Incoming::Nothing,
         Some(Ok(Message::Binary(b))) => {
             if b.len() > limit {
-                count_error("too_big");
+                state.count_error(ErrorKind::TooBig);
                 Incoming::Close(1009, "message too big")
             } else {
-                count_error("binary");
+                state.count_error(ErrorKind::Binary);
                 Incoming::Refuse(
                     ErrorCode::BinaryNotSupported,
                     "binary frames are not part of the protocol".into(),
@@ -105,13 +198,13 @@ fn classify(msg: Option<Result<Message, axum::Error>>, limit: usize) -> Incoming
         }
         Some(Ok(Message::Text(t))) => {
             if t.len() > limit {
-                count_error("too_big");
+                state.count_error(ErrorKind::TooBig);
                 return Incoming::Close(1009, "message too big");
             }
             match serde_json::from_str::<ClientMessage>(t.as_str()) {
                 Ok(m) => Incoming::Message(m),
                 Err(e) => {
-                    count_error("bad_message");
+                    state.count_error(ErrorKind::BadMessage);
                     // serde's message names the field or variant, never echoes values at length.
                     let detail = e.to_string();
                     let detail: String = detail.chars().take(200).collect();
@@ -125,20 +218,19 @@ fn classify(msg: Option<Result<Message, axum::Error>>, limit: usize) -> Incoming
 async fn session(socket: WebSocket, state: Arc<Signaling>) {
     let _gauge = ConnGauge::new();
     let (mut sink, mut stream) = socket.split();
-    let limit = state.config.max_message_bytes;
     let join_timeout = Duration::from_secs(state.config.join_timeout_secs);
 
     // 1. The first message must be `join` with a valid token.
     let claims = loop {
         let next = tokio::time::timeout(join_timeout, stream.next()).await;
         let Ok(next) = next else {
-            count_error("join_timeout");
+            state.count_error(ErrorKind::JoinTimeout);
             let _ = sink
                 .send(close_frame(close::JOIN_TIMEOUT, "no join in time"))
                 .await;
             return;
         };
-        match classify(next, limit) {
+        match classify(&state, next) {
             Incoming::Gone => return,
             Incoming::Nothing => continue,
             Incoming::Close(code, reason) => {
@@ -170,7 +262,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
                 match token::verify(&state.signing_secret, &token, token::unix_now()) {
                     Ok(claims) => {
                         if consultation.is_some_and(|c| c != claims.consultation) {
-                            count_error("wrong_consultation");
+                            state.count_error(ErrorKind::WrongConsultation);
                             let _ = sink
                                 .send(close_frame(
                                     close::FORBIDDEN,
@@ -182,7 +274,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
                         break claims;
                     }
                     Err(e) => {
-                        count_error("bad_token");
+                        state.count_error(ErrorKind::BadToken);
                         let _ = sink
                             .send(close_frame(close::UNAUTHORIZED, &e.to_string()))
                             .await;
@@ -191,7 +283,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
                 }
             }
             Incoming::Message(_) => {
-                count_error("not_joined");
+                state.count_error(ErrorKind::NotJoined);
                 let _ = sink
                     .send(text(&ServerMessage::error(
                         ErrorCode::NotJoined,
@@ -220,7 +312,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
     } = match joined {
         Ok(j) => j,
         Err(e) => {
-            count_error("join_refused");
+            state.count_error(ErrorKind::JoinRefused);
             let _ = sink
                 .send(close_frame(wire::join_refused(e), &e.to_string()))
                 .await;
@@ -262,7 +354,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
             }
             incoming = stream.next() => {
                 last_heard = tokio::time::Instant::now();
-                match classify(incoming, limit) {
+                match classify(&state, incoming) {
                     Incoming::Gone => break,
                     Incoming::Nothing => {}
                     Incoming::Close(code, reason) => {
@@ -312,31 +404,31 @@ struct Me {
     participant: ParticipantId,
 }
 
-fn refused(e: ActionError) -> ServerMessage {
+fn refused(state: &Signaling, e: ActionError) -> ServerMessage {
     let code = match e {
         ActionError::Forbidden | ActionError::SelfRemoval => ErrorCode::Forbidden,
         ActionError::UnknownParticipant | ActionError::NotWaiting => ErrorCode::UnknownParticipant,
         ActionError::NotAdmitted => ErrorCode::NotAdmitted,
     };
-    count_error(match code {
-        ErrorCode::Forbidden => "forbidden",
-        ErrorCode::NotAdmitted => "not_admitted",
-        _ => "unknown_participant",
+    state.count_error(match code {
+        ErrorCode::Forbidden => ErrorKind::Forbidden,
+        ErrorCode::NotAdmitted => ErrorKind::NotAdmitted,
+        _ => ErrorKind::UnknownParticipant,
     });
     ServerMessage::error(code, e.to_string())
 }
 
-fn sfu_refused(e: SfuError) -> ServerMessage {
+fn sfu_refused(state: &Signaling, e: SfuError) -> ServerMessage {
     let code = match e {
         SfuError::BadSdp(_) | SfuError::NoPendingOffer => ErrorCode::BadSdp,
         SfuError::BadCandidate(_) => ErrorCode::BadCandidate,
         SfuError::UnknownParticipant => ErrorCode::NotAdmitted,
         _ => ErrorCode::MediaFailed,
     };
-    count_error(match code {
-        ErrorCode::BadSdp => "bad_sdp",
-        ErrorCode::BadCandidate => "bad_candidate",
-        _ => "media",
+    state.count_error(match code {
+        ErrorCode::BadSdp => ErrorKind::BadSdp,
+        ErrorCode::BadCandidate => ErrorKind::BadCandidate,
+        _ => ErrorKind::Media,
     });
     let message: String = e.to_string().chars().take(200).collect();
     ServerMessage::error(code, message)
@@ -349,7 +441,7 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
     let result = match msg {
         ClientMessage::Ping => return Some(ServerMessage::Pong),
         ClientMessage::Join { .. } => {
-            count_error("already_joined");
+            state.count_error(ErrorKind::AlreadyJoined);
             return Some(ServerMessage::error(
                 ErrorCode::AlreadyJoined,
                 "already joined",
@@ -367,18 +459,18 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
         ClientMessage::Mute { kind, muted } => svc.set_mute(consultation, participant, kind, muted),
         ClientMessage::Answer { sdp } => {
             if let Err(e) = svc.require_admitted(consultation, participant) {
-                return Some(refused(e));
+                return Some(refused(state, e));
             }
             return state
                 .sfu
                 .apply_answer(participant.as_str(), sdp)
                 .await
                 .err()
-                .map(sfu_refused);
+                .map(|e| sfu_refused(state, e));
         }
         ClientMessage::IceCandidate { candidate } => {
             if let Err(e) = svc.require_admitted(consultation, participant) {
-                return Some(refused(e));
+                return Some(refused(state, e));
             }
             let candidate = candidate.map(
                 |IceCandidate {
@@ -396,8 +488,37 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
                 .add_remote_candidate(participant.as_str(), candidate)
                 .await
                 .err()
-                .map(sfu_refused);
+                .map(|e| sfu_refused(state, e));
         }
     };
-    result.err().map(refused)
+    result.err().map(|e| refused(state, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_index_their_own_counter() {
+        for (i, kind) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, i, "{kind:?}");
+        }
+        let counters = ErrorCounters::default();
+        counters.increment(ErrorKind::BadToken);
+        counters.increment(ErrorKind::BadToken);
+        counters.increment(ErrorKind::AlreadyJoined);
+        let snapshot: Vec<_> = counters.snapshot().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(
+            snapshot,
+            vec![(ErrorKind::BadToken, 2), (ErrorKind::AlreadyJoined, 1)]
+        );
+        let mut names: Vec<_> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            ErrorKind::ALL.len(),
+            "label values are distinct"
+        );
+    }
 }

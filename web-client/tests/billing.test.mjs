@@ -5,7 +5,16 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startServer, launchBrowser, openParticipant, consultationId, waitForPrejoin, admit, sleep } from './harness.mjs';
+import {
+  startServer,
+  launchBrowser,
+  openParticipant,
+  consultationId,
+  waitForPrejoin,
+  admit,
+  waitFor,
+  wallClockPast,
+} from './harness.mjs';
 
 test('billing page lists a real consultation with its billable time', { timeout: 120_000 }, async () => {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'teleconsult-billing-'));
@@ -23,6 +32,8 @@ test('billing page lists a real consultation with its billable time', { timeout:
     await patient.join();
     await admit(doctor, 'Pat Billing');
     await patient.page.getByRole('button', { name: 'Leave' }).waitFor();
+    // The patient is in: the billing clock runs from (no later than) now.
+    const admittedBy = Date.now();
 
     // The practitioner opens the billing page from the call (a new tab).
     const [billing] = await Promise.all([
@@ -33,22 +44,28 @@ test('billing page lists a real consultation with its billable time', { timeout:
     assert.equal(new URL(billing.url()).hash, '', 'the token left the address bar');
     await billing.getByRole('heading', { name: 'Your consultations' }).waitFor();
 
-    await sleep(2500);
+    // Reload until the listing satisfies `done(row)`: the token is kept in this tab's session
+    // storage, never in the URL.
+    const row = billing.locator(`#rows tr[data-consultation="${consultation}"]`);
+    const listed = (what, done) =>
+      waitFor(
+        async () => {
+          await billing.reload();
+          await billing.waitForFunction(
+            () => document.body.dataset.loaded === 'true' || document.getElementById('error').textContent !== '',
+          );
+          assert.equal(await billing.locator('#error').textContent(), '');
+          return (await row.count()) === 1 && done(await row.textContent());
+        },
+        { what, timeoutMs: 20_000, intervalMs: 300 },
+      );
+    // The running consultation is stored (the clock started), listed as in progress.
+    await listed('the consultation listed in progress', (text) => text.includes('in progress'));
+    // Billable time is time itself: let a couple of seconds of it pass before the end.
+    await wallClockPast(admittedBy + 2_000);
     await doctor.page.getByRole('button', { name: 'End consultation' }).click();
     await patient.page.getByRole('heading', { name: 'The consultation has ended' }).waitFor();
-
-    // Reload: the token is kept in this tab's session storage, never in the URL.
-    const deadline = Date.now() + 20_000;
-    let row;
-    for (;;) {
-      await billing.reload();
-      await billing.waitForFunction(() => document.body.dataset.loaded === 'true' || document.getElementById('error').textContent !== '');
-      assert.equal(await billing.locator('#error').textContent(), '');
-      row = billing.locator(`#rows tr[data-consultation="${consultation}"]`);
-      if ((await row.count()) === 1 && !(await row.textContent()).includes('in progress')) break;
-      if (Date.now() > deadline) throw new Error(`consultation not listed: ${await billing.locator('#rows').textContent()}`);
-      await sleep(300);
-    }
+    await listed('the ended consultation listed', (text) => !text.includes('in progress'));
     const cells = await row.locator('td').allTextContents();
     assert.equal(cells[0], consultation);
     assert.match(cells[1], /^pt-[0-9a-f]{12}$/, 'a pseudonym, not the name');

@@ -1,12 +1,11 @@
-// Test harness for the browser end-to-end tests: starts the real `teleconsult` binary on free
-// loopback ports, mints join tokens with its CLI, and drives headless Chromium (Debian's
-// /usr/bin/chromium; playwright-core never downloads a browser) with a fake camera and microphone.
+// Test harness for the browser end-to-end tests: starts the real `teleconsult` binary on loopback
+// ports it picks itself (port 0, read back from its start-up line), mints join tokens with its
+// CLI, and drives headless Chromium (Debian's /usr/bin/chromium; playwright-core never downloads
+// a browser) with a fake camera and microphone. Waits are on conditions, with deadlines.
 
 import { spawn, execFile } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import dgram from 'node:dgram';
 import { mkdirSync, existsSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -38,51 +37,35 @@ export const CHROMIUM_ARGS = [
 /** The development signing secret (signaling/src/config.rs); used only to craft bad tokens. */
 export const DEV_SIGNING_SECRET = 'teleconsult-development-secret-do-not-use-in-production';
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Ports are picked at random below the kernel's ephemeral range (32768+ on Linux), where other
-// programs binding port 0 (parallel `cargo test` servers, browsers) cannot take them meanwhile.
-const PORT_LOW = 20_000;
-const PORT_HIGH = 32_000;
-const randomPort = () => PORT_LOW + Math.floor(Math.random() * (PORT_HIGH - PORT_LOW));
-
-function tcpFree(port) {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
-function udpFree(port) {
-  return new Promise((resolve) => {
-    const sock = dgram.createSocket('udp4');
-    sock.once('error', () => {
-      sock.close();
-      resolve(false);
-    });
-    sock.bind(port, '127.0.0.1', () => sock.close(() => resolve(true)));
-  });
-}
-
-/** A free TCP port on 127.0.0.1. */
-export async function freeTcpPort() {
-  for (let i = 0; i < 200; i += 1) {
-    const port = randomPort();
-    if (await tcpFree(port)) return port;
+/**
+ * Poll `probe` (sync or async) every `intervalMs` until it returns a truthy value, which is
+ * returned; throws naming `what` (and the last value seen) after `timeoutMs`.
+ */
+export async function waitFor(probe, { what, timeoutMs = 10_000, intervalMs = 100 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await probe();
+    if (last) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`${what || 'condition'}: not within ${timeoutMs} ms (last: ${JSON.stringify(last)})`);
+    }
+    await sleep(intervalMs);
   }
-  throw new Error('no free TCP port found');
 }
 
-/** A free UDP port on 127.0.0.1. */
-export async function freeUdpPort() {
-  for (let i = 0; i < 200; i += 1) {
-    const port = randomPort();
-    if (await udpFree(port)) return port;
-  }
-  throw new Error('no free UDP port found');
+/**
+ * Wait until the wall clock has passed `when` (ms since the epoch): for rules defined by time
+ * itself (billable seconds), never as a stand-in for an event.
+ */
+export async function wallClockPast(when) {
+  await waitFor(() => Date.now() >= when, { what: 'the wall clock', timeoutMs: Math.max(0, when - Date.now()) + 5_000, intervalMs: 20 });
 }
+
+/** The start-up line naming the bound addresses (server/src/server.rs). */
+const LISTENING = /listening \(HTTPS? on ([0-9.]+):(\d+), media UDP on ([0-9.]+):(\d+)\)/;
 
 let uniq = 0;
 /** A consultation id unique to this process. */
@@ -92,7 +75,9 @@ export function consultationId(prefix = 'c') {
 }
 
 /**
- * Start `teleconsult serve --dev` on free loopback ports and wait for `GET /healthz`.
+ * Start `teleconsult serve --dev` on loopback with port 0 for HTTP and media (the server binds
+ * free ones and keeps them: no probe-then-bind race), read the bound ports from its start-up
+ * line, and wait for `GET /healthz`.
  * @returns {Promise<Server>}
  */
 export async function startServer({ extraEnv = {}, timeoutMs = 30_000 } = {}) {
@@ -101,21 +86,30 @@ export async function startServer({ extraEnv = {}, timeoutMs = 30_000 } = {}) {
       `server binary not found at ${BIN}: build it with \`cargo build -p teleconsult\` or set TELECONSULT_BIN`,
     );
   }
-  const port = await freeTcpPort();
-  const udpPort = await freeUdpPort();
   const env = {
     ...process.env,
-    TELECONSULT_SERVER__PORT: String(port),
+    // The start-up line is logged at info, whatever else the caller asks for.
+    RUST_LOG: process.env.RUST_LOG ? `${process.env.RUST_LOG},teleconsult::server=info` : 'info',
+    TELECONSULT_SERVER__PORT: '0',
     TELECONSULT_SERVER__BIND: '127.0.0.1',
-    TELECONSULT_MEDIA__UDP_PORT: String(udpPort),
+    TELECONSULT_MEDIA__UDP_PORT: '0',
     TELECONSULT_MEDIA__BIND: '127.0.0.1',
     ...extraEnv,
   };
   const child = spawn(BIN, ['serve', '--dev'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const log = [];
+  let listening = null;
+  let pending = '';
   const keep = (chunk) => {
-    log.push(chunk.toString());
+    const text = chunk.toString();
+    log.push(text);
     if (log.length > 2000) log.splice(0, log.length - 2000);
+    if (!listening) {
+      pending += text;
+      const m = LISTENING.exec(pending);
+      if (m) listening = { port: Number(m[2]), udpPort: Number(m[4]) };
+      else pending = pending.slice(-500);
+    }
   };
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
@@ -123,29 +117,32 @@ export async function startServer({ extraEnv = {}, timeoutMs = 30_000 } = {}) {
   child.on('exit', (code, signal) => {
     exited = { code, signal };
   });
+  const logText = () => log.join('');
+  const stopChild = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const done = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await done;
+    }
+  };
 
-  const server = new Server({ child, port, udpPort, env, log: () => log.join('') });
-  const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (exited) {
-      throw new Error(`teleconsult exited early (${JSON.stringify(exited)}):\n${server.logText()}`);
-    }
+  const ready = async () => {
+    if (exited) throw new Error(`teleconsult exited early (${JSON.stringify(exited)}):\n${logText()}`);
+    if (!listening) return false;
     try {
-      const res = await fetch(`${base}/healthz`);
-      // Make sure it is our process that answered (not another program on a reused port).
-      await sleep(50);
-      if (res.ok && !exited) break;
+      return (await fetch(`http://127.0.0.1:${listening.port}/healthz`)).ok;
     } catch {
-      /* not listening yet */
+      return false; // not serving yet
     }
-    if (Date.now() > deadline) {
-      await server.stop();
-      throw new Error(`teleconsult did not answer /healthz within ${timeoutMs} ms:\n${server.logText()}`);
-    }
-    await sleep(100);
+  };
+  try {
+    await waitFor(ready, { what: 'teleconsult listening and answering /healthz', timeoutMs: Math.max(0, deadline - Date.now()) });
+  } catch (err) {
+    await stopChild();
+    throw new Error(`${err.message}\n${logText()}`);
   }
-  return server;
+  return new Server({ child, port: listening.port, udpPort: listening.udpPort, env, log: logText });
 }
 
 export class Server {
@@ -281,33 +278,30 @@ export function inboundStats(page) {
 }
 
 /**
- * Wait until the page decodes `videos` remote videos (framesDecoded growing between two samples
- * `gapMs` apart) and receives `audios` remote audio streams (packetsReceived > 0).
+ * Wait until the page decodes `videos` remote videos (framesDecoded growing since a first sample
+ * where they all decode) and receives `audios` remote audio streams (packetsReceived > 0).
  * Throws with the last stats seen when the deadline passes.
  */
-export async function waitForRemoteMedia(p, { videos, audios = videos, timeoutMs = 10_000, gapMs = 1_000 }) {
+export async function waitForRemoteMedia(p, { videos, audios = videos, timeoutMs = 30_000 }) {
   const deadline = Date.now() + timeoutMs;
+  let first = null;
   let last = [];
-  let growing = [];
   while (Date.now() < deadline) {
-    const a = await inboundStats(p.page);
-    const decoding = a.filter((s) => s.kind === 'video' && s.framesDecoded > 0);
-    const hearing = a.filter((s) => s.kind === 'audio' && s.packetsReceived > 0);
+    const now = await inboundStats(p.page);
+    last = now;
+    const decoding = now.filter((s) => s.kind === 'video' && s.framesDecoded > 0);
+    const hearing = now.filter((s) => s.kind === 'audio' && s.packetsReceived > 0);
     if (decoding.length >= videos && hearing.length >= audios) {
-      await sleep(gapMs);
-      const b = await inboundStats(p.page);
-      last = b;
-      growing = b.filter((s) => {
-        if (s.kind !== 'video') return false;
-        const before = a.find((x) => x.id === s.id);
-        return before && s.framesDecoded > before.framesDecoded;
-      });
-      const audioNow = b.filter((s) => s.kind === 'audio' && s.packetsReceived > 0);
-      if (growing.length >= videos && audioNow.length >= audios) {
-        return { stats: b, growingVideos: growing, audio: audioNow };
+      if (!first) {
+        first = now;
+      } else {
+        const growing = now.filter((s) => {
+          if (s.kind !== 'video') return false;
+          const before = first.find((x) => x.id === s.id);
+          return before && s.framesDecoded > before.framesDecoded;
+        });
+        if (growing.length >= videos) return { stats: now, growingVideos: growing, audio: hearing };
       }
-    } else {
-      last = a;
     }
     await sleep(200);
   }

