@@ -18,12 +18,16 @@
 //! Error policy: every error caused by client input (SDP, candidates, datagrams) is returned or
 //! counted, never a panic. A panic means a broken invariant of this crate.
 
+pub mod core;
+mod driver;
 mod forward;
 pub mod keyframe;
+mod metrics;
+pub mod negotiation;
 mod peer;
+pub mod quality;
 mod sendq;
 pub mod stun;
-mod worker;
 
 use dashmap::DashMap;
 use std::hash::{Hash, Hasher};
@@ -33,8 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
-pub use worker::metric_names;
-pub use worker::quality;
+pub use metrics::metric_names;
 
 /// Media plane settings.
 #[derive(Clone, Debug)]
@@ -138,7 +141,7 @@ impl Routes {
 
 struct Inner {
     local_addr: SocketAddr,
-    workers: Arc<[worker::Handle]>,
+    workers: Arc<[driver::Handle]>,
     participants: DashMap<String, PeerKey>,
     next_id: AtomicU64,
 }
@@ -214,16 +217,16 @@ impl Sfu {
         let mut receivers = Vec::with_capacity(n);
         for _ in 0..n {
             let poll = mio::Poll::new()?;
-            let (handle, rx) = worker::Handle::new(&poll)?;
+            let (handle, rx) = driver::Handle::new(&poll)?;
             polls.push(poll);
             handles.push(handle);
             receivers.push(rx);
         }
-        let handles: Arc<[worker::Handle]> = handles.into();
+        let handles: Arc<[driver::Handle]> = handles.into();
         for (index, ((socket, poll), rx)) in
             sockets.into_iter().zip(polls).zip(receivers).enumerate()
         {
-            let w = worker::Worker::new(
+            let w = driver::Worker::new(
                 index,
                 mio::net::UdpSocket::from_std(socket),
                 local_addr,
@@ -256,8 +259,8 @@ impl Sfu {
         (h.finish() % self.inner.workers.len() as u64) as usize
     }
 
-    fn send(&self, key: PeerKey, input: worker::Input) -> Result<(), SfuError> {
-        self.inner.workers[key.worker].send(input)
+    fn send(&self, key: PeerKey, command: driver::Command) -> Result<(), SfuError> {
+        self.inner.workers[key.worker].send(command)
     }
 
     fn key(&self, participant: &str) -> Result<PeerKey, SfuError> {
@@ -290,7 +293,7 @@ impl Sfu {
         let (reply, rx) = oneshot::channel();
         let sent = self.send(
             key,
-            worker::Input::Add {
+            driver::Command::Add {
                 key,
                 consultation: consultation.to_string(),
                 participant: participant.to_string(),
@@ -312,7 +315,7 @@ impl Sfu {
     pub async fn apply_answer(&self, participant: &str, sdp: String) -> Result<(), SfuError> {
         let key = self.key(participant)?;
         let (reply, rx) = oneshot::channel();
-        self.send(key, worker::Input::Answer { key, sdp, reply })?;
+        self.send(key, driver::Command::Answer { key, sdp, reply })?;
         rx.await.unwrap_or(Err(SfuError::Stopped))
     }
 
@@ -326,7 +329,7 @@ impl Sfu {
         let (reply, rx) = oneshot::channel();
         self.send(
             key,
-            worker::Input::Candidate {
+            driver::Command::Candidate {
                 key,
                 candidate,
                 reply,
@@ -338,7 +341,7 @@ impl Sfu {
     /// Close a participant's media session; its tracks are withdrawn from the others.
     pub fn remove_participant(&self, participant: &str) {
         if let Some((_, key)) = self.inner.participants.remove(participant) {
-            let _ = self.send(key, worker::Input::Remove { key });
+            let _ = self.send(key, driver::Command::Remove { key });
         }
     }
 

@@ -3,19 +3,22 @@
 //!
 //! On loopback and in VMs most of a send's cost is the kernel's, and much of that is waking the
 //! receiving socket's reader; a batch wakes each receiver once. The queue is flushed at the end of
-//! every batch (at most [`READ_BUDGET`](crate::worker) datagrams in) and whenever it holds
+//! every batch (at most `READ_BUDGET` datagrams in, see `driver.rs`) and whenever it holds
 //! [`FLUSH_AT`] datagrams, so queueing adds at most one batch's processing time to a packet.
 
 use bytes::BytesMut;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Flush as soon as this many datagrams wait.
 pub const FLUSH_AT: usize = 64;
 
+/// Filled by the core, flushed by the driver (or drained one by one through
+/// `Core::poll_output` when there is no socket, as in the simulation tests).
 #[derive(Default)]
 pub struct SendQueue {
-    items: Vec<(SocketAddr, BytesMut)>,
+    items: VecDeque<(SocketAddr, BytesMut)>,
     /// Forwarded media in the queue: (when its datagram was received, packets), for the
     /// forwarding-latency histogram, recorded when they are actually sent.
     forwarded: Vec<(Instant, u64)>,
@@ -23,7 +26,17 @@ pub struct SendQueue {
 
 impl SendQueue {
     pub fn push(&mut self, to: SocketAddr, data: BytesMut) {
-        self.items.push((to, data));
+        self.items.push_back((to, data));
+    }
+
+    /// Take the oldest datagram (no socket: the caller delivers it). What leaves this way is
+    /// not counted in the forwarding-latency histogram.
+    pub fn pop_front(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        let item = self.items.pop_front();
+        if self.items.is_empty() {
+            self.forwarded.clear();
+        }
+        item
     }
 
     pub fn len(&self) -> usize {
@@ -39,14 +52,13 @@ impl SendQueue {
     /// drop that datagram, as the network would; the rest still go.
     pub fn flush(&mut self, socket: &mio::net::UdpSocket) {
         if !self.items.is_empty() {
-            send_all(socket, &self.items);
+            send_all(socket, self.items.make_contiguous());
             self.items.clear();
         }
         if !self.forwarded.is_empty() {
             let now = Instant::now();
             for (received, n) in self.forwarded.drain(..) {
-                crate::worker::quality::FORWARDING
-                    .record(now.saturating_duration_since(received), n);
+                crate::quality::FORWARDING.record(now.saturating_duration_since(received), n);
             }
         }
     }

@@ -5,30 +5,24 @@ use metrics::{Unit, describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
-/// Metric names, shared by the signalling edge and the SFU.
+/// Metric names: the signalling edge's own, and the media plane's (defined once, in
+/// `teleconsult_sfu::metric_names`).
 pub mod names {
     pub const CONSULTATIONS: &str = "teleconsult_consultations";
     pub const PARTICIPANTS: &str = "teleconsult_participants";
-    pub const TRACKS: &str = "teleconsult_tracks";
-    pub const RTP_PACKETS_IN: &str = "teleconsult_rtp_packets_in_total";
-    pub const RTP_BYTES_IN: &str = "teleconsult_rtp_bytes_in_total";
-    pub const RTP_PACKETS_OUT: &str = "teleconsult_rtp_packets_out_total";
-    pub const RTP_BYTES_OUT: &str = "teleconsult_rtp_bytes_out_total";
-    /// Label `reason`.
-    pub const MEDIA_DATAGRAMS_DROPPED: &str = "teleconsult_media_datagrams_dropped_total";
-    /// Datagrams read by one media worker and passed to the worker owning their participant.
-    pub const MEDIA_DATAGRAMS_HANDED_OVER: &str = "teleconsult_media_datagrams_handed_over_total";
     pub const WEBSOCKET_CONNECTIONS: &str = "teleconsult_websocket_connections";
     /// Label `kind`.
     pub const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
-    /// Histogram (seconds): media datagram taken off the SFU's socket → packet sent to a
-    /// subscriber. Rendered by the SFU (`teleconsult_sfu::quality`), not the recorder.
-    pub const FORWARDING_LATENCY: &str = "teleconsult_forwarding_latency_seconds";
-    /// Gauge, label `consultation` (id only): worst fraction lost on any subscription of the
-    /// consultation in subscribers' latest RTCP receiver reports; gone when it ends.
-    pub const CONSULTATION_LOSS: &str = "teleconsult_consultation_loss_ratio";
-    /// Gauge, label `consultation` (id only): worst interarrival jitter, seconds, likewise.
-    pub const CONSULTATION_JITTER: &str = "teleconsult_consultation_jitter_seconds";
+    /// Label `reason`.
+    pub use teleconsult_sfu::metric_names::DATAGRAMS_DROPPED as MEDIA_DATAGRAMS_DROPPED;
+    /// Datagrams read by one media worker and passed to the worker owning their participant.
+    pub use teleconsult_sfu::metric_names::DATAGRAMS_HANDED_OVER as MEDIA_DATAGRAMS_HANDED_OVER;
+    /// Histogram (seconds), gauges labelled `consultation` (id only): kept by the SFU
+    /// (`teleconsult_sfu::quality`), formatted by [`super::render`].
+    pub use teleconsult_sfu::metric_names::{
+        CONSULTATION_JITTER, CONSULTATION_LOSS, FORWARDING_LATENCY, RTP_BYTES_IN, RTP_BYTES_OUT,
+        RTP_PACKETS_IN, RTP_PACKETS_OUT, TRACKS,
+    };
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -110,8 +104,68 @@ fn touch() {
 /// cost stays a few relaxed atomic adds and ended consultations' series can be removed.
 pub fn render() -> String {
     let mut text = install().render();
-    teleconsult_sfu::quality::render(&mut text);
+    render_quality(&teleconsult_sfu::quality::snapshot(), &mut text);
     text
+}
+
+/// Append the SFU's quality metrics in Prometheus text format.
+fn render_quality(q: &teleconsult_sfu::quality::QualitySnapshot, out: &mut String) {
+    use names::{CONSULTATION_JITTER, CONSULTATION_LOSS, FORWARDING_LATENCY};
+    use std::fmt::Write as _;
+    let name = FORWARDING_LATENCY;
+    let h = &q.forwarding_latency;
+    let _ = writeln!(
+        out,
+        "# HELP {name} Forwarding latency: datagram taken off the media socket to packet sent to a subscriber"
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (bound, total) in &h.buckets {
+        match bound {
+            Some(le) => {
+                let le = le.as_micros() as f64 / 1e6;
+                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {total}");
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+            }
+        }
+    }
+    let sum = h.sum.as_nanos() as f64 / 1e9;
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {}", h.count);
+    let _ = writeln!(
+        out,
+        "# HELP {CONSULTATION_LOSS} Worst fraction of packets lost on any subscription of the consultation, from subscribers' latest RTCP receiver reports"
+    );
+    let _ = writeln!(out, "# TYPE {CONSULTATION_LOSS} gauge");
+    for (id, c) in &q.consultations {
+        let _ = writeln!(
+            out,
+            "{CONSULTATION_LOSS}{{consultation=\"{}\"}} {}",
+            label(id),
+            c.loss
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {CONSULTATION_JITTER} Worst interarrival jitter on any subscription of the consultation, from subscribers' latest RTCP receiver reports"
+    );
+    let _ = writeln!(out, "# TYPE {CONSULTATION_JITTER} gauge");
+    for (id, c) in &q.consultations {
+        let _ = writeln!(
+            out,
+            "{CONSULTATION_JITTER}{{consultation=\"{}\"}} {}",
+            label(id),
+            c.jitter
+        );
+    }
+}
+
+/// A Prometheus label value, escaped.
+fn label(id: &str) -> String {
+    id.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Libraries whose most verbose levels print message contents (the WebSocket library logs every
@@ -129,4 +183,51 @@ pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
         }
     }
     filter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use teleconsult_sfu::quality::{ConsultationQuality, HistogramSnapshot, QualitySnapshot};
+
+    #[test]
+    fn quality_metrics_render_as_prometheus_text() {
+        let q = QualitySnapshot {
+            forwarding_latency: HistogramSnapshot {
+                buckets: vec![
+                    (Some(Duration::from_micros(25)), 1),
+                    (Some(Duration::from_micros(2_500)), 3),
+                    (None, 4),
+                ],
+                sum: Duration::from_micros(1_500_250),
+                count: 4,
+            },
+            consultations: vec![(
+                "c\"1".into(),
+                ConsultationQuality {
+                    loss: 0.25,
+                    jitter: 0.004,
+                },
+            )],
+        };
+        let mut text = String::new();
+        render_quality(&q, &mut text);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("# HELP")).collect();
+        assert_eq!(
+            lines,
+            [
+                "# TYPE teleconsult_forwarding_latency_seconds histogram",
+                "teleconsult_forwarding_latency_seconds_bucket{le=\"0.000025\"} 1",
+                "teleconsult_forwarding_latency_seconds_bucket{le=\"0.0025\"} 3",
+                "teleconsult_forwarding_latency_seconds_bucket{le=\"+Inf\"} 4",
+                "teleconsult_forwarding_latency_seconds_sum 1.50025",
+                "teleconsult_forwarding_latency_seconds_count 4",
+                "# TYPE teleconsult_consultation_loss_ratio gauge",
+                "teleconsult_consultation_loss_ratio{consultation=\"c\\\"1\"} 0.25",
+                "# TYPE teleconsult_consultation_jitter_seconds gauge",
+                "teleconsult_consultation_jitter_seconds{consultation=\"c\\\"1\"} 0.004",
+            ]
+        );
+    }
 }
