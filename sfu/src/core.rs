@@ -16,7 +16,7 @@
 //! # fn send(_: std::net::SocketAddr, _: &[u8]) {}
 //! # fn tell(_: u64, _: teleconsult_sfu::SfuEvent) {}
 //! let mut core = Core::new("192.0.2.1:3478".parse().unwrap());
-//! core.add_participant(Instant::now(), 1, "consultation-a", "alice").unwrap();
+//! let _ufrag = core.add_participant(Instant::now(), 1, "consultation-a", "alice").unwrap();
 //! loop {
 //!     match core.poll_output() {
 //!         Output::Transmit { to, data } => send(to, &data),
@@ -36,7 +36,7 @@ use crate::metrics::Recorded;
 use crate::negotiation::Negotiation;
 use crate::quality::{self, ConsultationQuality};
 use crate::sendq::SendQueue;
-use crate::{Candidate, Kind, SfuError, SfuEvent, peer};
+use crate::{Candidate, Kind, SfuError, SfuEvent, session};
 use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
@@ -303,7 +303,9 @@ impl Core {
                 key,
                 consultation,
                 participant,
-            } => self.add_participant(now, key, &consultation, &participant),
+            } => self
+                .add_participant(now, key, &consultation, &participant)
+                .map(|_ufrag| ()),
             Input::Answer { key, sdp } => self.apply_answer(now, key, sdp),
             Input::Candidate { key, candidate } => self.add_remote_candidate(now, key, candidate),
             Input::RemoveParticipant { key } => {
@@ -369,19 +371,20 @@ impl Core {
 
     /// Create the session of a participant of `consultation`: it is offered to receive the
     /// participant's audio and video and subscribed to every track already published there. Its
-    /// first [`SfuEvent::Offer`] is in the output.
+    /// first [`SfuEvent::Offer`] is in the output. Returns our ICE ufrag for it: a STUN binding
+    /// request naming it belongs to this participant (the driver's routing key).
     pub fn add_participant(
         &mut self,
         now: Instant,
         key: u64,
         consultation: &str,
         participant: &str,
-    ) -> Result<(), SfuError> {
+    ) -> Result<String, SfuError> {
         if self.participants.contains_key(&key) {
             return Err(SfuError::AlreadyExists);
         }
-        let (ufrag, pwd) = peer::ice_credentials();
-        let pc = peer::build(now, self.local_addr, &ufrag, &pwd)
+        let (ufrag, pwd) = session::ice_credentials();
+        let pc = session::build(now, self.local_addr, &ufrag, &pwd)
             .map_err(|e| SfuError::Setup(e.to_string()))?;
         let members = self
             .consultations
@@ -394,7 +397,7 @@ impl Core {
             Participant {
                 id: participant.to_string(),
                 consultation: consultation.to_string(),
-                ufrag,
+                ufrag: ufrag.clone(),
                 pc,
                 negotiation: Negotiation::default(),
                 connected: false,
@@ -418,7 +421,7 @@ impl Core {
         }
         self.negotiate(key, now);
         self.process(key, now);
-        Ok(())
+        Ok(ufrag)
     }
 
     /// Apply the client's answer to our outstanding offer; then the changes held back meanwhile,
@@ -1179,14 +1182,14 @@ mod tests {
     fn a_participant_gets_an_offer_with_two_recvonly_sections_and_a_timer() {
         let mut core = core();
         let now = Instant::now();
-        core.add_participant(now, 7, "c", "alice").unwrap();
+        let ufrag = core.add_participant(now, 7, "c", "alice").unwrap();
+        assert_eq!(core.ufrag(7), Some(ufrag.as_str()));
         let offers = offers(&mut core);
         assert_eq!(offers.len(), 1);
         assert_eq!(offers[0].0, 7);
         let sdp = &offers[0].1;
         assert_eq!(sdp.matches("a=recvonly").count(), 2, "{sdp}");
         assert!(sdp.contains("a=ice-lite"), "{sdp}");
-        let ufrag = core.ufrag(7).unwrap();
         assert!(sdp.contains(&format!("a=ice-ufrag:{ufrag}")), "{sdp}");
         assert_eq!(
             core.add_participant(now, 7, "c", "again"),

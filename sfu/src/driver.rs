@@ -8,7 +8,7 @@
 use crate::core::Core;
 use crate::metrics::ReadCounters;
 use crate::sendq::FLUSH_AT;
-use crate::{Candidate, PeerKey, Routes, SfuError, SfuEvent};
+use crate::{Candidate, ParticipantKey, Routes, SfuError, SfuEvent};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -74,30 +74,30 @@ impl Handle {
 pub enum Command {
     /// A datagram another worker read for one of our participants.
     Datagram {
-        key: PeerKey,
+        key: ParticipantKey,
         from: SocketAddr,
         at: Instant,
         data: BytesMut,
     },
     Add {
-        key: PeerKey,
+        key: ParticipantKey,
         consultation: String,
         participant: String,
         events: UnboundedSender<SfuEvent>,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
     Answer {
-        key: PeerKey,
+        key: ParticipantKey,
         sdp: String,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
     Candidate {
-        key: PeerKey,
+        key: ParticipantKey,
         candidate: Option<Candidate>,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
     Remove {
-        key: PeerKey,
+        key: ParticipantKey,
     },
 }
 
@@ -202,7 +202,7 @@ impl Worker {
         self.dispatch_events();
         self.core.transmits().flush(&self.socket);
         for (id, link) in self.links.drain() {
-            let key = PeerKey {
+            let key = ParticipantKey {
                 worker: self.index,
                 id,
             };
@@ -304,18 +304,10 @@ impl Worker {
                 let result =
                     self.core
                         .add_participant(Instant::now(), key.id, &consultation, &participant);
-                if result.is_ok()
-                    && let Some(ufrag) = self.core.ufrag(key.id)
-                {
-                    self.routes.by_ufrag.insert(ufrag.to_string(), key);
-                    self.links.insert(
-                        key.id,
-                        Link {
-                            ufrag: ufrag.to_string(),
-                            events,
-                        },
-                    );
-                }
+                let result = result.map(|ufrag| {
+                    self.routes.by_ufrag.insert(ufrag.clone(), key);
+                    self.links.insert(key.id, Link { ufrag, events });
+                });
                 // The offer reaches the participant's channel before the reply.
                 self.dispatch_events();
                 let _ = reply.send(result);

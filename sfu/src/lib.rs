@@ -15,6 +15,37 @@
 //!   owning worker (and wake it); what a participant's client must be told (offers, published
 //!   tracks) comes back up on that participant's [`SfuEvent`] channel.
 //!
+//!
+//! # How it is built
+//!
+//! - [`core::Core`] (`core.rs`) is the **sans-I/O media engine** of one worker: consultations,
+//!   participants, their tracks and subscriptions, each participant's `RTCPeerConnection`, and
+//!   forwarding. It has no socket, no thread and no clock: every input carries `now`.
+//! - [`negotiation`] is the offer/answer state machine of one participant's session (never
+//!   change the transceivers while an offer is outstanding), as plain values.
+//! - `forward.rs` decides what one packet becomes for one subscription (a pure function);
+//!   `keyframe.rs` recognises and throttles keyframe requests; [`quality`] keeps the
+//!   forwarding-latency histogram and per-consultation loss/jitter, read as data by
+//!   [`quality::snapshot`]; metric names are defined once, in [`metric_names`].
+//! - `driver.rs` is the **thin mio driver** of a worker thread: its socket on the shared port,
+//!   routing datagrams by ufrag/address (handing over other workers' datagrams), the command
+//!   channel, timers, and the send queue (`sendq.rs`, one `sendmmsg` per batch).
+//!
+//! The driver's run loop, in short (the simulation tests in `tests/` run the same core on a
+//! synthetic clock, with [`core::Core::poll_output`] instead of a socket):
+//!
+//! ```text
+//! loop {
+//!     wait for the socket, a command, or core.poll_timeout()
+//!     for each command:  core.add_participant / apply_answer / add_remote_candidate /
+//!                        remove_participant (now = Instant::now()), reply with its Result
+//!     for each datagram: at = Instant::now(); core.handle_datagram(at, participant, from, data)
+//!                        (flush the send queue every FLUSH_AT datagrams)
+//!     core.handle_timeout(Instant::now())
+//!     pass core.poll_event() to each participant's SfuEvent channel; flush the send queue
+//! }
+//! ```
+//!
 //! Error policy: every error caused by client input (SDP, candidates, datagrams) is returned or
 //! counted, never a panic. A panic means a broken invariant of this crate.
 
@@ -24,9 +55,9 @@ mod forward;
 pub mod keyframe;
 mod metrics;
 pub mod negotiation;
-mod peer;
 pub mod quality;
 mod sendq;
+mod session;
 pub mod stun;
 
 use dashmap::DashMap;
@@ -102,7 +133,7 @@ pub enum SfuError {
 
 /// Routing key of a participant: which worker owns it, and its number there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct PeerKey {
+pub(crate) struct ParticipantKey {
     worker: usize,
     id: u64,
 }
@@ -112,15 +143,15 @@ pub(crate) struct PeerKey {
 #[derive(Default)]
 pub(crate) struct Routes {
     /// Our ICE ufrag → participant.
-    by_ufrag: DashMap<String, PeerKey>,
+    by_ufrag: DashMap<String, ParticipantKey>,
     /// Remote address → participant, learnt from STUN binding requests.
-    by_addr: DashMap<SocketAddr, PeerKey>,
+    by_addr: DashMap<SocketAddr, ParticipantKey>,
 }
 
 impl Routes {
     /// The participant a datagram from `from` belongs to: named by the ufrag of a STUN binding
     /// request (which also teaches us its address), else by its address.
-    pub(crate) fn lookup(&self, data: &[u8], from: SocketAddr) -> Option<PeerKey> {
+    pub(crate) fn lookup(&self, data: &[u8], from: SocketAddr) -> Option<ParticipantKey> {
         match stun::binding_request_local_ufrag(data) {
             Some(ufrag) => {
                 let k = *self.by_ufrag.get(ufrag)?;
@@ -133,7 +164,7 @@ impl Routes {
         }
     }
 
-    pub(crate) fn forget(&self, key: PeerKey, ufrag: &str) {
+    pub(crate) fn forget(&self, key: ParticipantKey, ufrag: &str) {
         self.by_ufrag.remove(ufrag);
         self.by_addr.retain(|_, k| *k != key);
     }
@@ -142,7 +173,7 @@ impl Routes {
 struct Inner {
     local_addr: SocketAddr,
     workers: Arc<[driver::Handle]>,
-    participants: DashMap<String, PeerKey>,
+    participants: DashMap<String, ParticipantKey>,
     next_id: AtomicU64,
 }
 
@@ -259,11 +290,11 @@ impl Sfu {
         (h.finish() % self.inner.workers.len() as u64) as usize
     }
 
-    fn send(&self, key: PeerKey, command: driver::Command) -> Result<(), SfuError> {
+    fn send(&self, key: ParticipantKey, command: driver::Command) -> Result<(), SfuError> {
         self.inner.workers[key.worker].send(command)
     }
 
-    fn key(&self, participant: &str) -> Result<PeerKey, SfuError> {
+    fn key(&self, participant: &str) -> Result<ParticipantKey, SfuError> {
         self.inner
             .participants
             .get(participant)
@@ -280,7 +311,7 @@ impl Sfu {
         participant: &str,
         events: UnboundedSender<SfuEvent>,
     ) -> Result<(), SfuError> {
-        let key = PeerKey {
+        let key = ParticipantKey {
             worker: self.worker_for(consultation),
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
         };

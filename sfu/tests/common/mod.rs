@@ -39,7 +39,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use teleconsult_sfu::core::{Core, Output};
+use teleconsult_sfu::core::{Core, Input, Output};
 use teleconsult_sfu::keyframe::{DeliverKeyframeRequests, is_keyframe_request};
 use teleconsult_sfu::{Kind, SfuEvent};
 
@@ -605,7 +605,12 @@ impl Sim {
                         .find(|c| c.addr == d.from && !c.gone)
                         .map(|c| c.key)
                     {
-                        self.sfu.handle_datagram(d.at, key, d.from, d.data);
+                        let input = Input::Datagram {
+                            key,
+                            from: d.from,
+                            data: d.data,
+                        };
+                        let _ = self.sfu.handle_input(d.at, input);
                     }
                 } else if let Some(c) = self.client_by_addr(d.to) {
                     let msg = TaggedBytesMut {
@@ -622,7 +627,7 @@ impl Sim {
                 }
             }
             if self.sfu_timeout.is_some_and(|t| t <= self.now) {
-                self.sfu.handle_timeout(self.now);
+                let _ = self.sfu.handle_input(self.now, Input::Timeout);
                 self.sfu_timeout = None;
                 progress = true;
             }
