@@ -25,7 +25,7 @@ fn everyone_hears_and_sees_everyone(sim: &Sim, at_least: u64) -> bool {
 
 #[test]
 fn four_participants_each_receive_every_others_audio_and_video() {
-    let mut sim = Sim::new();
+    let mut sim = Sim::in_consultation("four-participants");
     for name in NAMES {
         sim.join(name, true);
         sim.run_for(Duration::from_millis(100));
@@ -66,6 +66,16 @@ fn four_participants_each_receive_every_others_audio_and_video() {
         // One offer per change, each answered; nothing left outstanding.
         assert_eq!(c.offers, c.answers);
     }
+    // The subscribers' receiver reports reached the consultation's quality metrics: nothing
+    // lost, and no jitter on a link of constant latency with evenly paced packets.
+    let quality = teleconsult_sfu::quality::snapshot()
+        .consultations
+        .into_iter()
+        .find(|(id, _)| id == "four-participants")
+        .map(|(_, q)| q)
+        .expect("receiver reports arrived for the consultation");
+    assert_eq!(quality.loss, 0.0);
+    assert!(quality.jitter < 0.001, "jitter {} s", quality.jitter);
 }
 
 /// The scenario of the old flaky browser test: a participant's offer is still outstanding when a

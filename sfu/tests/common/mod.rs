@@ -49,6 +49,7 @@ pub const SFU_ADDR: &str = "192.0.2.1:3478";
 pub const LATENCY: Duration = Duration::from_millis(2);
 /// Audio every 20 ms; video every second audio tick (25 frames/s, one packet each).
 pub const MEDIA_TICK: Duration = Duration::from_millis(20);
+/// The consultation a [`Sim::new`] runs.
 pub const CONSULTATION: &str = "consultation-1";
 
 fn sfu_addr() -> SocketAddr {
@@ -456,6 +457,8 @@ struct InFlight {
 
 /// The SFU core and its clients on one synthetic clock.
 pub struct Sim {
+    /// The consultation every client joins.
+    pub consultation: String,
     pub start: Instant,
     pub now: Instant,
     pub sfu: Core,
@@ -482,8 +485,15 @@ impl Default for Sim {
 
 impl Sim {
     pub fn new() -> Sim {
+        Sim::in_consultation(CONSULTATION)
+    }
+
+    /// A simulation of consultation `id` (the SFU's quality metrics are process-wide, by
+    /// consultation id: a test reading them uses an id of its own).
+    pub fn in_consultation(id: &str) -> Sim {
         let start = Instant::now();
         Sim {
+            consultation: id.to_string(),
             start,
             now: start,
             sfu: Core::new(sfu_addr()),
@@ -523,7 +533,7 @@ impl Sim {
             .unwrap_or(0);
         self.clients.push(client);
         self.sfu
-            .add_participant(self.now, key, CONSULTATION, name)
+            .add_participant(self.now, key, &self.consultation, name)
             .expect("the SFU accepts a participant");
         self.clients.len() - 1
     }
