@@ -324,7 +324,7 @@ impl Core {
     }
 
     /// The next thing to do: datagrams to send first, then events, then when to call
-    /// [`Core::handle_timeout`]. (The media driver sends straight from [`Core::transmits`]
+    /// [`Core::handle_timeout`]. (The media driver sends straight from the send queue
     /// instead, and takes events with [`Core::poll_event`].)
     pub fn poll_output(&mut self) -> Output {
         if let Some((to, data)) = self.out.pop_front() {
