@@ -407,4 +407,54 @@ mod tests {
         );
         drop(first);
     }
+
+    /// A STUN binding request whose USERNAME is `<ours>:<theirs>`.
+    fn binding_request(ours: &str) -> Vec<u8> {
+        let username = format!("{ours}:client");
+        let mut attrs = Vec::new();
+        attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(username.as_bytes());
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&attrs);
+        m
+    }
+
+    #[test]
+    fn routes_learn_a_participants_address_from_its_binding_request_and_forget_it() {
+        let routes = Routes::default();
+        let alice = ParticipantKey { worker: 1, id: 7 };
+        let bob = ParticipantKey { worker: 0, id: 8 };
+        routes.by_ufrag.insert("aliceufrag".into(), alice);
+        routes.by_ufrag.insert("bobufrag".into(), bob);
+        let a1: SocketAddr = "198.51.100.1:5000".parse().unwrap();
+        let a2: SocketAddr = "198.51.100.1:5001".parse().unwrap();
+        let media = [0x80u8; 40];
+        // Media before any check: nobody's.
+        assert_eq!(routes.lookup(&media, a1), None);
+        assert_eq!(
+            routes.lookup(&binding_request("aliceufrag"), a1),
+            Some(alice)
+        );
+        assert_eq!(routes.lookup(&media, a1), Some(alice));
+        // An unknown ufrag teaches nothing.
+        assert_eq!(routes.lookup(&binding_request("nobody"), a2), None);
+        assert_eq!(routes.lookup(&media, a2), None);
+        // A check naming another participant moves the address (a NAT rebinding).
+        assert_eq!(routes.lookup(&binding_request("bobufrag"), a1), Some(bob));
+        assert_eq!(routes.lookup(&media, a1), Some(bob));
+        routes.forget(bob, "bobufrag");
+        assert_eq!(routes.lookup(&media, a1), None);
+        assert_eq!(routes.lookup(&binding_request("bobufrag"), a1), None);
+        assert_eq!(
+            routes.lookup(&binding_request("aliceufrag"), a2),
+            Some(alice)
+        );
+    }
 }
