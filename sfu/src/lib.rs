@@ -18,7 +18,7 @@
 //!
 //! # How it is built
 //!
-//! - [`core::Core`] (`core.rs`) is the **sans-I/O media engine** of one worker: consultations,
+//! - [`core::Core`] (`core/`) is the **sans-I/O media engine** of one worker: consultations,
 //!   participants, their tracks and subscriptions, each participant's `RTCPeerConnection`, and
 //!   forwarding. It has no socket, no thread and no clock: every input carries `now`.
 //! - [`negotiation`] is the offer/answer state machine of one participant's session (never

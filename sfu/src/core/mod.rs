@@ -26,32 +26,38 @@
 //! }
 //! ```
 //!
+//! Inside: this file holds the model (participants, tracks, subscriptions), the commands and
+//! the per-connection plumbing (draining each connection after input, timers); `subscriptions.rs`
+//! publishing, subscribing and negotiating; `forwarding.rs` the per-packet path; `feedback.rs`
+//! receiver reports and keyframe requests; `codec.rs` codec and kind mapping.
+//!
 //! Error policy: client input (SDP, candidates, datagrams) never panics the core. Commands
 //! return [`SfuError`]; a bad datagram is counted and dropped; a panic inside the `rtc` stack on
 //! client input is caught and fails that participant's session only.
 
-use crate::forward::{self, PayloadMap};
+mod codec;
+mod feedback;
+mod forwarding;
+mod subscriptions;
+
+use crate::forward::PayloadMap;
 use crate::keyframe::{KeyframeThrottle, is_keyframe_request};
 use crate::metrics::Recorded;
 use crate::negotiation::Negotiation;
-use crate::quality::{self, ConsultationQuality};
+use crate::quality;
 use crate::sendq::SendQueue;
 use crate::{Candidate, Kind, SfuError, SfuEvent, session};
 use bytes::BytesMut;
-use rtc::media_stream::MediaStreamTrack;
+use codec::Codec;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
-use rtc::shared::marshal::MarshalSize;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -219,62 +225,6 @@ impl std::hash::Hasher for IdHasher {
 }
 
 type IdHash = std::hash::BuildHasherDefault<IdHasher>;
-
-/// The codecs we forward, as a copyable key (no string compare per packet).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Codec {
-    Opus,
-    Vp8,
-    H264,
-    Other,
-}
-
-impl Codec {
-    fn of(mime: &str) -> Codec {
-        if mime.eq_ignore_ascii_case("audio/opus") {
-            Codec::Opus
-        } else if mime.eq_ignore_ascii_case("video/VP8") {
-            Codec::Vp8
-        } else if mime.eq_ignore_ascii_case("video/H264") {
-            Codec::H264
-        } else {
-            Codec::Other
-        }
-    }
-}
-
-fn kind_of(kind: RtpCodecKind) -> Kind {
-    match kind {
-        RtpCodecKind::Audio => Kind::Audio,
-        _ => Kind::Video,
-    }
-}
-
-fn rtc_kind(kind: Kind) -> RtpCodecKind {
-    match kind {
-        Kind::Audio => RtpCodecKind::Audio,
-        Kind::Video => RtpCodecKind::Video,
-    }
-}
-
-/// One reception report block, as our numbers: (fraction lost 0..1, jitter in seconds).
-fn reported(fraction_lost: u8, jitter: u32, clock_rate: u32) -> (f64, f64) {
-    (
-        fraction_lost as f64 / 256.0,
-        jitter as f64 / clock_rate.max(1) as f64,
-    )
-}
-
-/// The worst loss and the worst jitter over a consultation's reports (each on its own: they may
-/// come from different subscriptions).
-fn worst(reports: impl IntoIterator<Item = (f64, f64)>) -> ConsultationQuality {
-    let (mut loss, mut jitter) = (0.0f64, 0.0f64);
-    for (l, j) in reports {
-        loss = loss.max(l);
-        jitter = jitter.max(j);
-    }
-    ConsultationQuality { loss, jitter }
-}
 
 impl Core {
     /// A core whose participants reach it at `local_addr` (the announced address of the media
@@ -705,226 +655,6 @@ impl Core {
         }
     }
 
-    /// A participant started publishing a track: announce it, subscribe the others.
-    fn publish(
-        &mut self,
-        key: u64,
-        source: String,
-        receiver_id: RTCRtpReceiverId,
-        ssrc: u32,
-        now: Instant,
-    ) {
-        let Some(p) = self.participants.get_mut(&key) else {
-            return;
-        };
-        if p.tracks.contains_key(&source) {
-            return;
-        }
-        let Some(mut receiver) = p.pc.rtp_receiver(receiver_id) else {
-            return;
-        };
-        let kind = kind_of(receiver.track().kind());
-        let params = &receiver.get_parameters().rtp_parameters.codecs;
-        let Some(codec) = params.first().map(|c| c.rtp_codec.clone()) else {
-            return;
-        };
-        let codecs = params
-            .iter()
-            .map(|c| (c.payload_type, Codec::of(&c.rtp_codec.mime_type)))
-            .collect();
-        let number = self.next_track;
-        let public_id = format!("{}-{}", p.id, number);
-        self.next_track += 1;
-        p.tracks.insert(
-            source.clone(),
-            Track {
-                number,
-                public_id: public_id.clone(),
-                kind,
-                receiver_id,
-                ssrc,
-                codec,
-                codecs,
-                keyframes: KeyframeThrottle::default(),
-            },
-        );
-        self.emit(
-            key,
-            SfuEvent::TrackPublished {
-                track_id: public_id,
-                kind,
-            },
-        );
-        self.metrics.get().tracks.increment(1.0);
-        for s in self.others(key) {
-            self.change(
-                s,
-                Change::Subscribe {
-                    publisher: key,
-                    source: source.clone(),
-                },
-            );
-            self.negotiate(s, now);
-            self.process(s, now);
-        }
-    }
-
-    /// The other members of `key`'s consultation.
-    fn others(&self, key: u64) -> Vec<u64> {
-        self.participants
-            .get(&key)
-            .and_then(|p| self.consultations.get(&p.consultation))
-            .map(|m| m.iter().copied().filter(|&m| m != key).collect())
-            .unwrap_or_default()
-    }
-
-    fn unpublish(&mut self, key: u64, source: &str, now: Instant) {
-        let Some(p) = self.participants.get_mut(&key) else {
-            return;
-        };
-        let Some(gone) = p.tracks.remove(source) else {
-            return;
-        };
-        self.emit(
-            key,
-            SfuEvent::TrackUnpublished {
-                track_id: gone.public_id,
-            },
-        );
-        self.metrics.get().tracks.decrement(1.0);
-        for s in self.others(key) {
-            self.unsubscribe(s, Unsubscribe::Track(key, source.to_string()), now);
-        }
-    }
-
-    /// A subscription change for `subscriber`: applied now, or held back while its offer is
-    /// outstanding. Returns whether it changed the transceivers now. The caller negotiates.
-    fn change(&mut self, subscriber: u64, change: Change) -> bool {
-        let Some(s) = self.participants.get_mut(&subscriber) else {
-            return false;
-        };
-        match s.negotiation.change(change) {
-            Some(change) => self.apply(subscriber, change),
-            None => false,
-        }
-    }
-
-    /// Apply a subscription change to the transceivers (never with an offer outstanding).
-    /// Returns whether anything changed.
-    fn apply(&mut self, subscriber: u64, change: Change) -> bool {
-        match change {
-            Change::Subscribe { publisher, source } => {
-                self.add_subscription(subscriber, publisher, &source)
-            }
-            Change::Unsubscribe(which) => self.remove_subscriptions(subscriber, &which),
-        }
-    }
-
-    /// Add to `subscriber` a sender forwarding `publisher`'s track `source`.
-    fn add_subscription(&mut self, subscriber: u64, publisher: u64, source: &str) -> bool {
-        let Some(p) = self.participants.get(&publisher) else {
-            return false;
-        };
-        let Some(track) = p.tracks.get(source) else {
-            return false;
-        };
-        let (kind, codec, stream_id) = (track.kind, track.codec.clone(), p.id.clone());
-        let source_number = track.number;
-        let clock_rate = codec.clock_rate;
-        let track_id = format!("{}-{}", stream_id, self.next_track);
-        self.next_track += 1;
-        let Some(s) = self.participants.get_mut(&subscriber) else {
-            return false;
-        };
-        let ssrc = rand::random::<u32>();
-        let local = MediaStreamTrack::new(
-            stream_id,
-            track_id.clone(),
-            track_id,
-            rtc_kind(kind),
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec,
-                ..Default::default()
-            }],
-        );
-        match s.pc.add_track(local) {
-            Ok(sender_id) => {
-                s.subscriptions.push(Subscription {
-                    publisher,
-                    source: source.to_string(),
-                    source_number,
-                    sender_id,
-                    ssrc,
-                    kind,
-                    payload: PayloadMap::default(),
-                    needs_keyframe: kind == Kind::Video,
-                    clock_rate,
-                    reported: None,
-                });
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not add a subscription");
-                false
-            }
-        }
-    }
-
-    /// Remove `subscriber`'s subscriptions matching `which`. Returns whether any went.
-    fn remove_subscriptions(&mut self, subscriber: u64, which: &Unsubscribe) -> bool {
-        let Some(s) = self.participants.get_mut(&subscriber) else {
-            return false;
-        };
-        let mut removed = false;
-        let mut i = 0;
-        while i < s.subscriptions.len() {
-            if which.matches(&s.subscriptions[i]) {
-                let sub = s.subscriptions.swap_remove(i);
-                let _ = s.pc.remove_track(sub.sender_id);
-                removed = true;
-            } else {
-                i += 1;
-            }
-        }
-        removed
-    }
-
-    /// Remove `subscriber`'s subscriptions matching `which` (or hold that back), renegotiating
-    /// if any went.
-    fn unsubscribe(&mut self, subscriber: u64, which: Unsubscribe, now: Instant) {
-        if self.change(subscriber, Change::Unsubscribe(which)) {
-            self.negotiate(subscriber, now);
-            self.process(subscriber, now);
-        }
-    }
-
-    /// Send a new offer, or have one follow the outstanding offer's answer.
-    fn negotiate(&mut self, key: u64, now: Instant) {
-        let Some(p) = self.participants.get_mut(&key) else {
-            return;
-        };
-        if p.failed || !p.negotiation.want_offer() {
-            return;
-        }
-        let offer = p.pc.create_offer(None).and_then(|offer| {
-            p.pc.set_local_description(now, offer.clone())?;
-            Ok(offer)
-        });
-        match offer {
-            Ok(offer) => {
-                p.negotiation.offered();
-                self.emit(key, SfuEvent::Offer(offer.sdp));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not create an offer");
-            }
-        }
-    }
-
     /// A session the stack can no longer be trusted with: tell signalling, stop using it.
     fn fail(&mut self, key: u64) {
         if let Some(p) = self.participants.get_mut(&key)
@@ -933,191 +663,6 @@ impl Core {
             p.failed = true;
             self.emit(key, SfuEvent::Failed);
         }
-    }
-
-    /// Forward one packet from `publisher`'s track `source` to every subscription of it.
-    /// `received`: when the datagram was taken off the socket (also the time given to the
-    /// subscribers' senders: one clock read per datagram, none per subscriber).
-    fn forward(
-        &mut self,
-        publisher: u64,
-        source: &str,
-        mut packet: rtc::rtp::Packet,
-        received: Instant,
-    ) {
-        let size = (packet.header.marshal_size() + packet.payload.len()) as u64;
-        // Every copy drops them anyway (`forward::translate`): drop them once, so a copy per
-        // subscriber allocates nothing.
-        packet.header.extensions = Vec::new();
-        let m = self.metrics.get();
-        m.packets_in.increment(1);
-        m.bytes_in.increment(size);
-        let Some(p) = self.participants.get(&publisher) else {
-            return;
-        };
-        let Some(track) = p.tracks.get(source) else {
-            return;
-        };
-        let number = track.number;
-        // The codec of this packet on the publisher's side, to resolve payload types below.
-        let codec = track
-            .codecs
-            .iter()
-            .find(|c| c.0 == packet.header.payload_type)
-            .map(|c| c.1);
-        let Some(members) = self.consultations.get(&p.consultation) else {
-            return;
-        };
-        let mut sent = 0u64;
-        let mut sent_bytes = 0u64;
-        for &sid in members {
-            if sid == publisher {
-                continue;
-            }
-            let Some(s) = self.participants.get_mut(&sid) else {
-                continue;
-            };
-            if !s.connected {
-                continue;
-            }
-            let sent_before = sent;
-            for sub in s
-                .subscriptions
-                .iter_mut()
-                .filter(|sub| sub.source_number == number)
-            {
-                let mut out = packet.clone();
-                let mut result = forward::translate(&mut out, sub.ssrc, &sub.payload);
-                if result == Err(forward::Drop::Unresolved) {
-                    let incoming = out.header.payload_type;
-                    let outgoing = codec.and_then(|codec| {
-                        let mut sender = s.pc.rtp_sender(sub.sender_id)?;
-                        sender
-                            .get_parameters()
-                            .rtp_parameters
-                            .codecs
-                            .iter()
-                            .find(|c| Codec::of(&c.rtp_codec.mime_type) == codec)
-                            .map(|c| c.payload_type)
-                    });
-                    sub.payload.set(incoming, outgoing);
-                    result = forward::translate(&mut out, sub.ssrc, &sub.payload);
-                }
-                if result.is_err() {
-                    continue;
-                }
-                if let Some(mut sender) = s.pc.rtp_sender(sub.sender_id) {
-                    let len = out.payload.len() as u64;
-                    if sender.write_rtp(received, out).is_ok() {
-                        sent += 1;
-                        sent_bytes += len + 12;
-                    }
-                }
-            }
-            Self::send_datagrams(&mut self.out, &mut s.pc);
-            if sent > sent_before {
-                self.out.forwarded(received, sent - sent_before);
-            }
-        }
-        let m = self.metrics.get();
-        m.packets_out.increment(sent);
-        m.bytes_out.increment(sent_bytes);
-    }
-
-    /// Receiver reports (alone or in a sender report) from a subscriber about what we forward to
-    /// it: keep each subscription's latest loss and jitter, and publish the consultation's worst.
-    fn on_reception_reports(&mut self, subscriber: u64, packets: &[Box<dyn rtc::rtcp::Packet>]) {
-        use rtc::rtcp::receiver_report::ReceiverReport;
-        use rtc::rtcp::sender_report::SenderReport;
-        let Some(s) = self.participants.get_mut(&subscriber) else {
-            return;
-        };
-        let mut changed = false;
-        for packet in packets {
-            let any = packet.as_any();
-            let reports = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                &rr.reports
-            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
-                &sr.reports
-            } else {
-                continue;
-            };
-            for r in reports {
-                if let Some(sub) = s.subscriptions.iter_mut().find(|sub| sub.ssrc == r.ssrc) {
-                    sub.reported = Some(reported(r.fraction_lost, r.jitter, sub.clock_rate));
-                    changed = true;
-                }
-            }
-        }
-        if !changed {
-            return;
-        }
-        let consultation = s.consultation.clone();
-        let members = self.consultations.get(&consultation).into_iter().flatten();
-        let quality = worst(
-            members
-                .filter_map(|m| self.participants.get(m))
-                .flat_map(|p| p.subscriptions.iter().filter_map(|s| s.reported)),
-        );
-        quality::set_consultation(&consultation, quality);
-    }
-
-    /// A subscriber asked for a keyframe of the track it receives on `ssrc`.
-    fn on_keyframe_request(&mut self, subscriber: u64, ssrc: u32, now: Instant) {
-        let Some(s) = self.participants.get(&subscriber) else {
-            return;
-        };
-        let Some(sub) = s.subscriptions.iter().find(|sub| sub.ssrc == ssrc) else {
-            return;
-        };
-        let (publisher, source) = (sub.publisher, sub.source.clone());
-        self.request_keyframe(publisher, &source, now);
-    }
-
-    /// Ask for keyframes on behalf of a subscriber that just became able to receive.
-    fn request_pending_keyframes(&mut self, subscriber: u64, now: Instant) {
-        let Some(s) = self.participants.get_mut(&subscriber) else {
-            return;
-        };
-        if !s.connected || s.negotiation.offer_outstanding() {
-            return;
-        }
-        let wanted: Vec<(u64, String)> = s
-            .subscriptions
-            .iter_mut()
-            .filter(|sub| sub.needs_keyframe && sub.kind == Kind::Video)
-            .map(|sub| {
-                sub.needs_keyframe = false;
-                (sub.publisher, sub.source.clone())
-            })
-            .collect();
-        for (publisher, source) in wanted {
-            self.request_keyframe(publisher, &source, now);
-        }
-    }
-
-    /// Send the publisher of `source` a PLI, at most one per track per
-    /// [`KEYFRAME_REQUEST_INTERVAL`](crate::keyframe::KEYFRAME_REQUEST_INTERVAL).
-    fn request_keyframe(&mut self, publisher: u64, source: &str, now: Instant) {
-        let Some(p) = self.participants.get_mut(&publisher) else {
-            return;
-        };
-        let Some(track) = p.tracks.get_mut(source) else {
-            return;
-        };
-        if !track.keyframes.allow(now) {
-            return;
-        }
-        let pli = PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: track.ssrc,
-        };
-        let receiver_id = track.receiver_id;
-        if let Some(mut receiver) = p.pc.rtp_receiver(receiver_id) {
-            let _ = receiver.write_rtcp(now, vec![Box::new(pli)]);
-        }
-        Self::send_datagrams(&mut self.out, &mut p.pc);
-        self.metrics.get().keyframe_requests.increment(1);
     }
 }
 
@@ -1138,44 +683,6 @@ mod tests {
             }
         }
         offers
-    }
-
-    #[test]
-    fn codecs_are_recognised_whatever_the_case() {
-        assert_eq!(Codec::of("audio/opus"), Codec::Opus);
-        assert_eq!(Codec::of("audio/OPUS"), Codec::Opus);
-        assert_eq!(Codec::of("video/vp8"), Codec::Vp8);
-        assert_eq!(Codec::of("video/h264"), Codec::H264);
-        assert_eq!(Codec::of("video/AV1"), Codec::Other);
-        assert_eq!(kind_of(rtc_kind(Kind::Audio)), Kind::Audio);
-        assert_eq!(kind_of(rtc_kind(Kind::Video)), Kind::Video);
-    }
-
-    #[test]
-    fn reports_become_fractions_and_seconds() {
-        assert_eq!(reported(64, 4800, 48_000), (0.25, 0.1));
-        assert_eq!(reported(0, 900, 90_000), (0.0, 0.01));
-        // A clock rate of 0 (never negotiated) must not divide by zero.
-        assert_eq!(reported(0, 7, 0), (0.0, 7.0));
-    }
-
-    #[test]
-    fn the_worst_loss_and_the_worst_jitter_are_taken_separately() {
-        let q = worst([(0.1, 0.002), (0.0, 0.03), (0.05, 0.0)]);
-        assert_eq!(
-            q,
-            ConsultationQuality {
-                loss: 0.1,
-                jitter: 0.03
-            }
-        );
-        assert_eq!(
-            worst([]),
-            ConsultationQuality {
-                loss: 0.0,
-                jitter: 0.0
-            }
-        );
     }
 
     #[test]
