@@ -131,6 +131,8 @@ fn a_newcomer_arriving_while_an_offer_is_outstanding_is_received_after_the_next_
         third.answers,
         third.signaling_state
     );
+    // Its first offer, then exactly one more carrying every change held back meanwhile.
+    assert_eq!(third.offers, 2);
     for client in &sim.clients {
         assert_eq!(client.offers, client.answers, "{}", client.name);
         assert_eq!(client.corrupt, 0, "{}", client.name);
