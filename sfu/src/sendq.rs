@@ -7,18 +7,17 @@
 //! [`FLUSH_AT`] datagrams, so queueing adds at most one batch's processing time to a packet.
 
 use bytes::BytesMut;
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Flush as soon as this many datagrams wait.
 pub const FLUSH_AT: usize = 64;
 
-/// Filled by the core, flushed by the driver (or drained one by one through
-/// `Core::poll_output` when there is no socket, as in the simulation tests).
+/// Filled by the core, flushed by the driver (or drained through `Core::poll_output` when there
+/// is no socket, as in the simulation tests).
 #[derive(Default)]
 pub struct SendQueue {
-    items: VecDeque<(SocketAddr, BytesMut)>,
+    items: Vec<(SocketAddr, BytesMut)>,
     /// Forwarded media in the queue: (when its datagram was received, packets), for the
     /// forwarding-latency histogram, recorded when they are actually sent.
     forwarded: Vec<(Instant, u64)>,
@@ -26,17 +25,14 @@ pub struct SendQueue {
 
 impl SendQueue {
     pub fn push(&mut self, to: SocketAddr, data: BytesMut) {
-        self.items.push_back((to, data));
+        self.items.push((to, data));
     }
 
-    /// Take the oldest datagram (no socket: the caller delivers it). What leaves this way is
-    /// not counted in the forwarding-latency histogram.
-    pub fn pop_front(&mut self) -> Option<(SocketAddr, BytesMut)> {
-        let item = self.items.pop_front();
-        if self.items.is_empty() {
-            self.forwarded.clear();
-        }
-        item
+    /// Take every queued datagram, in order (no socket: the caller delivers them). What leaves
+    /// this way is not counted in the forwarding-latency histogram.
+    pub fn drain(&mut self) -> impl Iterator<Item = (SocketAddr, BytesMut)> + '_ {
+        self.forwarded.clear();
+        self.items.drain(..)
     }
 
     pub fn len(&self) -> usize {
@@ -52,7 +48,7 @@ impl SendQueue {
     /// drop that datagram, as the network would; the rest still go.
     pub fn flush(&mut self, socket: &mio::net::UdpSocket) {
         if !self.items.is_empty() {
-            send_all(socket, self.items.make_contiguous());
+            send_all(socket, &self.items);
             self.items.clear();
         }
         if !self.forwarded.is_empty() {

@@ -191,6 +191,8 @@ pub struct Core {
     consultations: HashMap<String, Vec<u64>>,
     /// Datagrams to send.
     out: SendQueue,
+    /// Datagrams being handed out by `poll_output` (only used without a driver).
+    draining: VecDeque<(SocketAddr, BytesMut)>,
     events: VecDeque<(u64, SfuEvent)>,
     scratch: Vec<TaggedRTCMessage>,
     scratch_events: Vec<RTCPeerConnectionEvent>,
@@ -235,6 +237,7 @@ impl Core {
             participants: HashMap::default(),
             consultations: HashMap::new(),
             out: SendQueue::default(),
+            draining: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Vec::with_capacity(64),
             scratch_events: Vec::with_capacity(16),
@@ -277,7 +280,10 @@ impl Core {
     /// [`Core::handle_timeout`]. (The media driver sends straight from the send queue
     /// instead, and takes events with [`Core::poll_event`].)
     pub fn poll_output(&mut self) -> Output {
-        if let Some((to, data)) = self.out.pop_front() {
+        if self.draining.is_empty() {
+            self.draining.extend(self.out.drain());
+        }
+        if let Some((to, data)) = self.draining.pop_front() {
             return Output::Transmit { to, data };
         }
         if let Some((participant, event)) = self.events.pop_front() {
