@@ -4,6 +4,7 @@
 use metrics::{Unit, describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+use teleconsult_sfu::quality::{ConsultationQuality, QualitySnapshot};
 
 /// Metric names: the signalling edge's own, and the media plane's (defined once, in
 /// `teleconsult_sfu::metric_names`).
@@ -109,7 +110,7 @@ pub fn render() -> String {
 }
 
 /// Append the SFU's quality metrics in Prometheus text format.
-fn render_quality(q: &teleconsult_sfu::quality::QualitySnapshot, out: &mut String) {
+fn render_quality(q: &QualitySnapshot, out: &mut String) {
     use names::{CONSULTATION_JITTER, CONSULTATION_LOSS, FORWARDING_LATENCY};
     use std::fmt::Write as _;
     let name = FORWARDING_LATENCY;
@@ -133,32 +134,26 @@ fn render_quality(q: &teleconsult_sfu::quality::QualitySnapshot, out: &mut Strin
     let sum = h.sum.as_nanos() as f64 / 1e9;
     let _ = writeln!(out, "{name}_sum {sum}");
     let _ = writeln!(out, "{name}_count {}", h.count);
-    let _ = writeln!(
+    let per_consultation =
+        |out: &mut String, name: &str, help: &str, value: fn(&ConsultationQuality) -> f64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (id, c) in &q.consultations {
+                let _ = writeln!(out, "{name}{{consultation=\"{}\"}} {}", label(id), value(c));
+            }
+        };
+    per_consultation(
         out,
-        "# HELP {CONSULTATION_LOSS} Worst fraction of packets lost on any subscription of the consultation, from subscribers' latest RTCP receiver reports"
+        CONSULTATION_LOSS,
+        "Worst fraction of packets lost on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
+        |c| c.loss,
     );
-    let _ = writeln!(out, "# TYPE {CONSULTATION_LOSS} gauge");
-    for (id, c) in &q.consultations {
-        let _ = writeln!(
-            out,
-            "{CONSULTATION_LOSS}{{consultation=\"{}\"}} {}",
-            label(id),
-            c.loss
-        );
-    }
-    let _ = writeln!(
+    per_consultation(
         out,
-        "# HELP {CONSULTATION_JITTER} Worst interarrival jitter on any subscription of the consultation, from subscribers' latest RTCP receiver reports"
+        CONSULTATION_JITTER,
+        "Worst interarrival jitter on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
+        |c| c.jitter,
     );
-    let _ = writeln!(out, "# TYPE {CONSULTATION_JITTER} gauge");
-    for (id, c) in &q.consultations {
-        let _ = writeln!(
-            out,
-            "{CONSULTATION_JITTER}{{consultation=\"{}\"}} {}",
-            label(id),
-            c.jitter
-        );
-    }
 }
 
 /// A Prometheus label value, escaped.
@@ -189,7 +184,7 @@ pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use teleconsult_sfu::quality::{ConsultationQuality, HistogramSnapshot, QualitySnapshot};
+    use teleconsult_sfu::quality::HistogramSnapshot;
 
     #[test]
     fn quality_metrics_render_as_prometheus_text() {
@@ -213,18 +208,21 @@ mod tests {
         };
         let mut text = String::new();
         render_quality(&q, &mut text);
-        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("# HELP")).collect();
+        let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines,
             [
+                "# HELP teleconsult_forwarding_latency_seconds Forwarding latency: datagram taken off the media socket to packet sent to a subscriber",
                 "# TYPE teleconsult_forwarding_latency_seconds histogram",
                 "teleconsult_forwarding_latency_seconds_bucket{le=\"0.000025\"} 1",
                 "teleconsult_forwarding_latency_seconds_bucket{le=\"0.0025\"} 3",
                 "teleconsult_forwarding_latency_seconds_bucket{le=\"+Inf\"} 4",
                 "teleconsult_forwarding_latency_seconds_sum 1.50025",
                 "teleconsult_forwarding_latency_seconds_count 4",
+                "# HELP teleconsult_consultation_loss_ratio Worst fraction of packets lost on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
                 "# TYPE teleconsult_consultation_loss_ratio gauge",
                 "teleconsult_consultation_loss_ratio{consultation=\"c\\\"1\"} 0.25",
+                "# HELP teleconsult_consultation_jitter_seconds Worst interarrival jitter on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
                 "# TYPE teleconsult_consultation_jitter_seconds gauge",
                 "teleconsult_consultation_jitter_seconds{consultation=\"c\\\"1\"} 0.004",
             ]
