@@ -5,31 +5,24 @@
 use metrics::{Unit, describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+use teleconsult_sfu::quality::{ConsultationQuality, QualitySnapshot};
 
-/// Metric names, shared by the signalling edge and the SFU.
+/// Metric names, each defined once in the crate that records it (`metric_names` of the
+/// consultation, signalling and SFU crates).
 pub mod names {
-    pub const CONSULTATIONS: &str = "teleconsult_consultations";
-    pub const PARTICIPANTS: &str = "teleconsult_participants";
-    pub const TRACKS: &str = "teleconsult_tracks";
-    pub const RTP_PACKETS_IN: &str = "teleconsult_rtp_packets_in_total";
-    pub const RTP_BYTES_IN: &str = "teleconsult_rtp_bytes_in_total";
-    pub const RTP_PACKETS_OUT: &str = "teleconsult_rtp_packets_out_total";
-    pub const RTP_BYTES_OUT: &str = "teleconsult_rtp_bytes_out_total";
+    pub use teleconsult_consultation::metric_names::{CONSULTATIONS, PARTICIPANTS};
     /// Label `reason`.
-    pub const MEDIA_DATAGRAMS_DROPPED: &str = "teleconsult_media_datagrams_dropped_total";
+    pub use teleconsult_sfu::metric_names::DATAGRAMS_DROPPED as MEDIA_DATAGRAMS_DROPPED;
     /// Datagrams read by one media worker and passed to the worker owning their participant.
-    pub const MEDIA_DATAGRAMS_HANDED_OVER: &str = "teleconsult_media_datagrams_handed_over_total";
-    pub const WEBSOCKET_CONNECTIONS: &str = "teleconsult_websocket_connections";
-    /// Label `kind`.
-    pub const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
-    /// Histogram (seconds): media datagram taken off the SFU's socket → packet sent to a
-    /// subscriber. Rendered by the SFU (`teleconsult_sfu::quality`), not the recorder.
-    pub const FORWARDING_LATENCY: &str = "teleconsult_forwarding_latency_seconds";
-    /// Gauge, label `consultation` (id only): worst fraction lost on any subscription of the
-    /// consultation in subscribers' latest RTCP receiver reports; gone when it ends.
-    pub const CONSULTATION_LOSS: &str = "teleconsult_consultation_loss_ratio";
-    /// Gauge, label `consultation` (id only): worst interarrival jitter, seconds, likewise.
-    pub const CONSULTATION_JITTER: &str = "teleconsult_consultation_jitter_seconds";
+    pub use teleconsult_sfu::metric_names::DATAGRAMS_HANDED_OVER as MEDIA_DATAGRAMS_HANDED_OVER;
+    /// Histogram (seconds), gauges labelled `consultation` (id only): kept by the SFU
+    /// (`teleconsult_sfu::quality`), formatted by [`super::render`].
+    pub use teleconsult_sfu::metric_names::{
+        CONSULTATION_JITTER, CONSULTATION_LOSS, FORWARDING_LATENCY, RTP_BYTES_IN, RTP_BYTES_OUT,
+        RTP_PACKETS_IN, RTP_PACKETS_OUT, TRACKS,
+    };
+    /// `SIGNALING_ERRORS` has the label `kind`; this server renders it from its own counters.
+    pub use teleconsult_signaling::metric_names::{SIGNALING_ERRORS, WEBSOCKET_CONNECTIONS};
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -108,7 +101,7 @@ fn touch() {
 /// series can be removed, then this server's own signalling error counters.
 pub fn render(state: &crate::AppState) -> String {
     let mut text = install().render();
-    teleconsult_sfu::quality::render(&mut text);
+    render_quality(&teleconsult_sfu::quality::snapshot(), &mut text);
     render_signaling_errors(&state.signaling.errors, &mut text);
     text
 }
@@ -126,6 +119,60 @@ fn render_signaling_errors(errors: &teleconsult_signaling::ErrorCounters, out: &
     for (kind, n) in errors.snapshot() {
         let _ = writeln!(out, "{name}{{kind=\"{}\"}} {n}", kind.as_str());
     }
+}
+
+/// Append the SFU's quality metrics in Prometheus text format.
+fn render_quality(q: &QualitySnapshot, out: &mut String) {
+    use names::{CONSULTATION_JITTER, CONSULTATION_LOSS, FORWARDING_LATENCY};
+    use std::fmt::Write as _;
+    let name = FORWARDING_LATENCY;
+    let h = &q.forwarding_latency;
+    let _ = writeln!(
+        out,
+        "# HELP {name} Forwarding latency: datagram taken off the media socket to packet sent to a subscriber"
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (bound, total) in &h.buckets {
+        match bound {
+            Some(le) => {
+                let le = le.as_micros() as f64 / 1e6;
+                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {total}");
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+            }
+        }
+    }
+    let sum = h.sum.as_nanos() as f64 / 1e9;
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {}", h.count);
+    let per_consultation =
+        |out: &mut String, name: &str, help: &str, value: fn(&ConsultationQuality) -> f64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (id, c) in &q.consultations {
+                let _ = writeln!(out, "{name}{{consultation=\"{}\"}} {}", label(id), value(c));
+            }
+        };
+    per_consultation(
+        out,
+        CONSULTATION_LOSS,
+        "Worst fraction of packets lost on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
+        |c| c.loss,
+    );
+    per_consultation(
+        out,
+        CONSULTATION_JITTER,
+        "Worst interarrival jitter on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
+        |c| c.jitter,
+    );
+}
+
+/// A Prometheus label value, escaped.
+fn label(id: &str) -> String {
+    id.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Libraries whose most verbose levels print message contents (the WebSocket library logs every
@@ -148,6 +195,8 @@ pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use teleconsult_sfu::quality::HistogramSnapshot;
 
     #[test]
     fn signaling_errors_render_with_every_kind() {
@@ -159,6 +208,49 @@ mod tests {
         assert_eq!(
             text.lines().filter(|l| !l.starts_with('#')).count(),
             teleconsult_signaling::ErrorKind::ALL.len()
+        );
+    }
+
+    #[test]
+    fn quality_metrics_render_as_prometheus_text() {
+        let q = QualitySnapshot {
+            forwarding_latency: HistogramSnapshot {
+                buckets: vec![
+                    (Some(Duration::from_micros(25)), 1),
+                    (Some(Duration::from_micros(2_500)), 3),
+                    (None, 4),
+                ],
+                sum: Duration::from_micros(1_500_250),
+                count: 4,
+            },
+            consultations: vec![(
+                "c\"1".into(),
+                ConsultationQuality {
+                    loss: 0.25,
+                    jitter: 0.004,
+                },
+            )],
+        };
+        let mut text = String::new();
+        render_quality(&q, &mut text);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "# HELP teleconsult_forwarding_latency_seconds Forwarding latency: datagram taken off the media socket to packet sent to a subscriber",
+                "# TYPE teleconsult_forwarding_latency_seconds histogram",
+                "teleconsult_forwarding_latency_seconds_bucket{le=\"0.000025\"} 1",
+                "teleconsult_forwarding_latency_seconds_bucket{le=\"0.0025\"} 3",
+                "teleconsult_forwarding_latency_seconds_bucket{le=\"+Inf\"} 4",
+                "teleconsult_forwarding_latency_seconds_sum 1.50025",
+                "teleconsult_forwarding_latency_seconds_count 4",
+                "# HELP teleconsult_consultation_loss_ratio Worst fraction of packets lost on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
+                "# TYPE teleconsult_consultation_loss_ratio gauge",
+                "teleconsult_consultation_loss_ratio{consultation=\"c\\\"1\"} 0.25",
+                "# HELP teleconsult_consultation_jitter_seconds Worst interarrival jitter on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
+                "# TYPE teleconsult_consultation_jitter_seconds gauge",
+                "teleconsult_consultation_jitter_seconds{consultation=\"c\\\"1\"} 0.004",
+            ]
         );
     }
 }

@@ -9,7 +9,31 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Minimum spacing of keyframe requests sent to one published track, however many subscribers
+/// ask and however often.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Keyframe requests to one published track, at most one per [`KEYFRAME_REQUEST_INTERVAL`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct KeyframeThrottle {
+    last: Option<Instant>,
+}
+
+impl KeyframeThrottle {
+    /// Whether a request may go to the publisher at `now` (and if so, it counts as sent).
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
 
 /// Whether an RTCP packet asks for a keyframe.
 pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
@@ -98,4 +122,49 @@ impl Interceptor for DeliverKeyframeRequests {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_one_request_per_interval() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut k = KeyframeThrottle::default();
+        assert!(k.allow(ms(0)));
+        assert!(!k.allow(ms(0)));
+        assert!(!k.allow(ms(249)));
+        assert!(k.allow(ms(250)));
+        assert!(!k.allow(ms(400)));
+        assert!(k.allow(ms(600)));
+        // A clock that seems to go backwards (inputs out of order) never lets one through early.
+        assert!(!k.allow(ms(100)));
+    }
+
+    #[test]
+    fn a_request_every_10_ms_for_a_second_passes_four_times() {
+        let t0 = Instant::now();
+        let mut k = KeyframeThrottle::default();
+        let passed = (0..100)
+            .filter(|i| k.allow(t0 + Duration::from_millis(10 * i)))
+            .count();
+        assert_eq!(passed, 4); // at 0, 250, 500, 750 ms
+    }
+
+    #[test]
+    fn recognises_pli_and_fir_but_not_reports() {
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+        };
+        let fir = FullIntraRequest::default();
+        let rr = ReceiverReport::default();
+        assert!(is_keyframe_request(&pli));
+        assert!(is_keyframe_request(&fir));
+        assert!(!is_keyframe_request(&rr));
+        assert!(is_reception_report(&rr));
+        assert!(!is_reception_report(&pli));
+    }
 }

@@ -15,15 +15,50 @@
 //!   owning worker (and wake it); what a participant's client must be told (offers, published
 //!   tracks) comes back up on that participant's [`SfuEvent`] channel.
 //!
+//!
+//! # How it is built
+//!
+//! - [`core::Core`] (`core/`) is the **sans-I/O media engine** of one worker: consultations,
+//!   participants, their tracks and subscriptions, each participant's `RTCPeerConnection`, and
+//!   forwarding. It has no socket, no thread and no clock: every input carries `now`.
+//! - [`negotiation`] is the offer/answer state machine of one participant's session (never
+//!   change the transceivers while an offer is outstanding), as plain values.
+//! - `forward.rs` decides what one packet becomes for one subscription (a pure function);
+//!   `keyframe.rs` recognises and throttles keyframe requests; [`quality`] keeps the
+//!   forwarding-latency histogram and per-consultation loss/jitter, read as data by
+//!   [`quality::snapshot`]; metric names are defined once, in [`metric_names`].
+//! - `driver.rs` is the **thin mio driver** of a worker thread: its socket on the shared port,
+//!   routing datagrams by ufrag/address (handing over other workers' datagrams), the command
+//!   channel, timers, and the send queue (`sendq.rs`, one `sendmmsg` per batch).
+//!
+//! The driver's run loop, in short (the simulation tests in `tests/` run the same core on a
+//! synthetic clock, with [`core::Core::poll_output`] instead of a socket):
+//!
+//! ```text
+//! loop {
+//!     wait for the socket, a command, or core.poll_timeout()
+//!     for each command:  core.add_participant / apply_answer / add_remote_candidate /
+//!                        remove_participant (now = Instant::now()), reply with its Result
+//!     for each datagram: at = Instant::now(); core.handle_datagram(at, participant, from, data)
+//!                        (flush the send queue every FLUSH_AT datagrams)
+//!     core.handle_timeout(Instant::now())
+//!     pass core.poll_event() to each participant's SfuEvent channel; flush the send queue
+//! }
+//! ```
+//!
 //! Error policy: every error caused by client input (SDP, candidates, datagrams) is returned or
 //! counted, never a panic. A panic means a broken invariant of this crate.
 
+pub mod core;
+mod driver;
 mod forward;
 pub mod keyframe;
-mod peer;
+mod metrics;
+pub mod negotiation;
+pub mod quality;
 mod sendq;
+mod session;
 pub mod stun;
-mod worker;
 
 use dashmap::DashMap;
 use std::hash::{Hash, Hasher};
@@ -33,8 +68,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
-pub use worker::metric_names;
-pub use worker::quality;
+pub use metrics::metric_names;
 
 /// Media plane settings.
 #[derive(Clone, Debug)]
@@ -99,7 +133,7 @@ pub enum SfuError {
 
 /// Routing key of a participant: which worker owns it, and its number there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct PeerKey {
+pub(crate) struct ParticipantKey {
     worker: usize,
     id: u64,
 }
@@ -109,15 +143,15 @@ pub(crate) struct PeerKey {
 #[derive(Default)]
 pub(crate) struct Routes {
     /// Our ICE ufrag → participant.
-    by_ufrag: DashMap<String, PeerKey>,
+    by_ufrag: DashMap<String, ParticipantKey>,
     /// Remote address → participant, learnt from STUN binding requests.
-    by_addr: DashMap<SocketAddr, PeerKey>,
+    by_addr: DashMap<SocketAddr, ParticipantKey>,
 }
 
 impl Routes {
     /// The participant a datagram from `from` belongs to: named by the ufrag of a STUN binding
     /// request (which also teaches us its address), else by its address.
-    pub(crate) fn lookup(&self, data: &[u8], from: SocketAddr) -> Option<PeerKey> {
+    pub(crate) fn lookup(&self, data: &[u8], from: SocketAddr) -> Option<ParticipantKey> {
         match stun::binding_request_local_ufrag(data) {
             Some(ufrag) => {
                 let k = *self.by_ufrag.get(ufrag)?;
@@ -130,7 +164,7 @@ impl Routes {
         }
     }
 
-    pub(crate) fn forget(&self, key: PeerKey, ufrag: &str) {
+    pub(crate) fn forget(&self, key: ParticipantKey, ufrag: &str) {
         self.by_ufrag.remove(ufrag);
         self.by_addr.retain(|_, k| *k != key);
     }
@@ -138,8 +172,8 @@ impl Routes {
 
 struct Inner {
     local_addr: SocketAddr,
-    workers: Arc<[worker::Handle]>,
-    participants: DashMap<String, PeerKey>,
+    workers: Arc<[driver::Handle]>,
+    participants: DashMap<String, ParticipantKey>,
     next_id: AtomicU64,
 }
 
@@ -214,16 +248,16 @@ impl Sfu {
         let mut receivers = Vec::with_capacity(n);
         for _ in 0..n {
             let poll = mio::Poll::new()?;
-            let (handle, rx) = worker::Handle::new(&poll)?;
+            let (handle, rx) = driver::Handle::new(&poll)?;
             polls.push(poll);
             handles.push(handle);
             receivers.push(rx);
         }
-        let handles: Arc<[worker::Handle]> = handles.into();
+        let handles: Arc<[driver::Handle]> = handles.into();
         for (index, ((socket, poll), rx)) in
             sockets.into_iter().zip(polls).zip(receivers).enumerate()
         {
-            let w = worker::Worker::new(
+            let w = driver::Worker::new(
                 index,
                 mio::net::UdpSocket::from_std(socket),
                 local_addr,
@@ -256,11 +290,11 @@ impl Sfu {
         (h.finish() % self.inner.workers.len() as u64) as usize
     }
 
-    fn send(&self, key: PeerKey, input: worker::Input) -> Result<(), SfuError> {
-        self.inner.workers[key.worker].send(input)
+    fn send(&self, key: ParticipantKey, command: driver::Command) -> Result<(), SfuError> {
+        self.inner.workers[key.worker].send(command)
     }
 
-    fn key(&self, participant: &str) -> Result<PeerKey, SfuError> {
+    fn key(&self, participant: &str) -> Result<ParticipantKey, SfuError> {
         self.inner
             .participants
             .get(participant)
@@ -277,7 +311,7 @@ impl Sfu {
         participant: &str,
         events: UnboundedSender<SfuEvent>,
     ) -> Result<(), SfuError> {
-        let key = PeerKey {
+        let key = ParticipantKey {
             worker: self.worker_for(consultation),
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
         };
@@ -290,7 +324,7 @@ impl Sfu {
         let (reply, rx) = oneshot::channel();
         let sent = self.send(
             key,
-            worker::Input::Add {
+            driver::Command::Add {
                 key,
                 consultation: consultation.to_string(),
                 participant: participant.to_string(),
@@ -312,7 +346,7 @@ impl Sfu {
     pub async fn apply_answer(&self, participant: &str, sdp: String) -> Result<(), SfuError> {
         let key = self.key(participant)?;
         let (reply, rx) = oneshot::channel();
-        self.send(key, worker::Input::Answer { key, sdp, reply })?;
+        self.send(key, driver::Command::Answer { key, sdp, reply })?;
         rx.await.unwrap_or(Err(SfuError::Stopped))
     }
 
@@ -326,7 +360,7 @@ impl Sfu {
         let (reply, rx) = oneshot::channel();
         self.send(
             key,
-            worker::Input::Candidate {
+            driver::Command::Candidate {
                 key,
                 candidate,
                 reply,
@@ -338,7 +372,7 @@ impl Sfu {
     /// Close a participant's media session; its tracks are withdrawn from the others.
     pub fn remove_participant(&self, participant: &str) {
         if let Some((_, key)) = self.inner.participants.remove(participant) {
-            let _ = self.send(key, worker::Input::Remove { key });
+            let _ = self.send(key, driver::Command::Remove { key });
         }
     }
 
@@ -372,5 +406,55 @@ mod tests {
             "a second media plane on port {port} must fail, not split the traffic"
         );
         drop(first);
+    }
+
+    /// A STUN binding request whose USERNAME is `<ours>:<theirs>`.
+    fn binding_request(ours: &str) -> Vec<u8> {
+        let username = format!("{ours}:client");
+        let mut attrs = Vec::new();
+        attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(username.as_bytes());
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&attrs);
+        m
+    }
+
+    #[test]
+    fn routes_learn_a_participants_address_from_its_binding_request_and_forget_it() {
+        let routes = Routes::default();
+        let alice = ParticipantKey { worker: 1, id: 7 };
+        let bob = ParticipantKey { worker: 0, id: 8 };
+        routes.by_ufrag.insert("aliceufrag".into(), alice);
+        routes.by_ufrag.insert("bobufrag".into(), bob);
+        let a1: SocketAddr = "198.51.100.1:5000".parse().unwrap();
+        let a2: SocketAddr = "198.51.100.1:5001".parse().unwrap();
+        let media = [0x80u8; 40];
+        // Media before any check: nobody's.
+        assert_eq!(routes.lookup(&media, a1), None);
+        assert_eq!(
+            routes.lookup(&binding_request("aliceufrag"), a1),
+            Some(alice)
+        );
+        assert_eq!(routes.lookup(&media, a1), Some(alice));
+        // An unknown ufrag teaches nothing.
+        assert_eq!(routes.lookup(&binding_request("nobody"), a2), None);
+        assert_eq!(routes.lookup(&media, a2), None);
+        // A check naming another participant moves the address (a NAT rebinding).
+        assert_eq!(routes.lookup(&binding_request("bobufrag"), a1), Some(bob));
+        assert_eq!(routes.lookup(&media, a1), Some(bob));
+        routes.forget(bob, "bobufrag");
+        assert_eq!(routes.lookup(&media, a1), None);
+        assert_eq!(routes.lookup(&binding_request("bobufrag"), a1), None);
+        assert_eq!(
+            routes.lookup(&binding_request("aliceufrag"), a2),
+            Some(alice)
+        );
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! On loopback and in VMs most of a send's cost is the kernel's, and much of that is waking the
 //! receiving socket's reader; a batch wakes each receiver once. The queue is flushed at the end of
-//! every batch (at most [`READ_BUDGET`](crate::worker) datagrams in) and whenever it holds
+//! every batch (at most `READ_BUDGET` datagrams in, see `driver.rs`) and whenever it holds
 //! [`FLUSH_AT`] datagrams, so queueing adds at most one batch's processing time to a packet.
 
 use bytes::BytesMut;
@@ -13,6 +13,8 @@ use std::time::Instant;
 /// Flush as soon as this many datagrams wait.
 pub const FLUSH_AT: usize = 64;
 
+/// Filled by the core, flushed by the driver (or drained through `Core::poll_output` when there
+/// is no socket, as in the simulation tests).
 #[derive(Default)]
 pub struct SendQueue {
     items: Vec<(SocketAddr, BytesMut)>,
@@ -24,6 +26,13 @@ pub struct SendQueue {
 impl SendQueue {
     pub fn push(&mut self, to: SocketAddr, data: BytesMut) {
         self.items.push((to, data));
+    }
+
+    /// Take every queued datagram, in order (no socket: the caller delivers them). What leaves
+    /// this way is not counted in the forwarding-latency histogram.
+    pub fn drain(&mut self) -> impl Iterator<Item = (SocketAddr, BytesMut)> + '_ {
+        self.forwarded.clear();
+        self.items.drain(..)
     }
 
     pub fn len(&self) -> usize {
@@ -45,8 +54,7 @@ impl SendQueue {
         if !self.forwarded.is_empty() {
             let now = Instant::now();
             for (received, n) in self.forwarded.drain(..) {
-                crate::worker::quality::FORWARDING
-                    .record(now.saturating_duration_since(received), n);
+                crate::quality::FORWARDING.record(now.saturating_duration_since(received), n);
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Building one participant's `RTCPeerConnection`: codecs, interceptors, ICE-lite on the shared
-//! socket with fixed credentials (our ufrag is the demultiplexing key).
+//! Building one participant's media session (its `RTCPeerConnection`): codecs, interceptors,
+//! ICE-lite on the shared socket with fixed credentials (our ufrag is the demultiplexing key).
 
 use crate::keyframe::DeliverKeyframeRequests;
 use rand::Rng;

@@ -1,0 +1,776 @@
+//! The sans-I/O core of a media worker: consultations, participants, their tracks and
+//! subscriptions, the negotiation of each participant's session, and forwarding.
+//!
+//! The core owns every participant's `RTCPeerConnection` but no socket, no thread, no channel
+//! and no clock: time is always passed in (`now`), datagrams come in as values and go out into a
+//! queue the caller drains. The same core runs inside a media worker thread (the mio driver in
+//! `driver.rs`) and inside the deterministic simulation tests (`tests/simulation.rs`), which
+//! advance it on a synthetic clock.
+//!
+//! A participant is named by a `u64` the caller chooses (unique per core); its signalling id
+//! (the `participant` string) only travels in announced track ids.
+//!
+//! ```no_run
+//! # use teleconsult_sfu::core::{Core, Output};
+//! # use std::time::Instant;
+//! # fn send(_: std::net::SocketAddr, _: &[u8]) {}
+//! # fn tell(_: u64, _: teleconsult_sfu::SfuEvent) {}
+//! let mut core = Core::new("192.0.2.1:3478".parse().unwrap());
+//! let _ufrag = core.add_participant(Instant::now(), 1, "consultation-a", "alice").unwrap();
+//! loop {
+//!     match core.poll_output() {
+//!         Output::Transmit { to, data } => send(to, &data),
+//!         Output::Event { participant, event } => tell(participant, event),
+//!         Output::Timeout(_when) => break, // wait for a datagram or `when`, then feed it in
+//!     }
+//! }
+//! ```
+//!
+//! Inside: this file holds the model (participants, tracks, subscriptions), the commands and
+//! the per-connection plumbing (draining each connection after input, timers); `subscriptions.rs`
+//! publishing, subscribing and negotiating; `forwarding.rs` the per-packet path; `feedback.rs`
+//! receiver reports and keyframe requests; `codec.rs` codec and kind mapping.
+//!
+//! Error policy: client input (SDP, candidates, datagrams) never panics the core. Commands
+//! return [`SfuError`]; a bad datagram is counted and dropped; a panic inside the `rtc` stack on
+//! client input is caught and fails that participant's session only.
+
+mod codec;
+mod feedback;
+mod forwarding;
+mod subscriptions;
+
+use crate::forward::PayloadMap;
+use crate::keyframe::{KeyframeThrottle, is_keyframe_request};
+use crate::metrics::Recorded;
+use crate::negotiation::Negotiation;
+use crate::quality;
+use crate::sendq::SendQueue;
+use crate::{Candidate, Kind, SfuError, SfuEvent, session};
+use bytes::BytesMut;
+use codec::Codec;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+/// An input to the core, for callers that prefer one entry point ([`Core::handle_input`]) to the
+/// methods it dispatches to.
+#[derive(Debug)]
+pub enum Input {
+    /// [`Core::add_participant`].
+    AddParticipant {
+        key: u64,
+        consultation: String,
+        participant: String,
+    },
+    /// [`Core::apply_answer`].
+    Answer { key: u64, sdp: String },
+    /// [`Core::add_remote_candidate`].
+    Candidate {
+        key: u64,
+        candidate: Option<Candidate>,
+    },
+    /// [`Core::remove_participant`].
+    RemoveParticipant { key: u64 },
+    /// [`Core::handle_datagram`]: `now` is when it was taken off the socket.
+    Datagram {
+        key: u64,
+        from: SocketAddr,
+        data: BytesMut,
+    },
+    /// [`Core::handle_timeout`].
+    Timeout,
+}
+
+/// What the core wants done, from [`Core::poll_output`].
+#[derive(Debug)]
+pub enum Output {
+    /// Send `data` to `to` from the media port.
+    Transmit { to: SocketAddr, data: BytesMut },
+    /// Tell the signalling layer about participant `participant`.
+    Event { participant: u64, event: SfuEvent },
+    /// Nothing more to do until this instant (call [`Core::handle_timeout`] then) or the next
+    /// input; `None`: nothing is scheduled.
+    Timeout(Option<Instant>),
+}
+
+/// A track a participant publishes.
+struct Track {
+    /// Core-unique number of this track: what subscriptions match on per packet.
+    number: u64,
+    /// The id announced to the others (ours, not the client's).
+    public_id: String,
+    kind: Kind,
+    receiver_id: RTCRtpReceiverId,
+    ssrc: u32,
+    codec: RTCRtpCodec,
+    /// The publisher's negotiated payload types.
+    codecs: Vec<(u8, Codec)>,
+    keyframes: KeyframeThrottle,
+}
+
+/// One track forwarded to one participant.
+struct Subscription {
+    publisher: u64,
+    /// The publisher's stack track id (key of `Participant::tracks`).
+    source: String,
+    /// `Track::number` of that track.
+    source_number: u64,
+    sender_id: RTCRtpSenderId,
+    ssrc: u32,
+    kind: Kind,
+    payload: PayloadMap,
+    /// Ask the publisher for a keyframe once this subscriber can receive.
+    needs_keyframe: bool,
+    /// RTP clock rate, to turn reported jitter into seconds.
+    clock_rate: u32,
+    /// From the subscriber's latest receiver report: fraction lost, jitter (seconds).
+    reported: Option<(f64, f64)>,
+}
+
+/// A subscription change, applied at once or held back while an offer is outstanding.
+#[derive(Debug)]
+enum Change {
+    Subscribe { publisher: u64, source: String },
+    Unsubscribe(Unsubscribe),
+}
+
+/// Which subscriptions to remove.
+#[derive(Clone, Debug)]
+enum Unsubscribe {
+    /// Everything from this publisher (it left).
+    Publisher(u64),
+    /// One track of a publisher (it stopped publishing it).
+    Track(u64, String),
+}
+
+impl Unsubscribe {
+    fn matches(&self, sub: &Subscription) -> bool {
+        match self {
+            Unsubscribe::Publisher(p) => sub.publisher == *p,
+            Unsubscribe::Track(p, t) => sub.publisher == *p && sub.source == *t,
+        }
+    }
+}
+
+struct Participant {
+    /// The signalling layer's id.
+    id: String,
+    consultation: String,
+    /// Our ICE ufrag: the demultiplexing key of its datagrams on the shared port.
+    ufrag: String,
+    pc: RTCPeerConnection,
+    negotiation: Negotiation<Change>,
+    connected: bool,
+    failed: bool,
+    /// By the stack's track id; at most one audio and one video (we offer two `recvonly`
+    /// sections), so the cheap hasher is safe from client-chosen keys.
+    tracks: HashMap<String, Track, IdHash>,
+    subscriptions: Vec<Subscription>,
+    timeout: Option<Instant>,
+    /// Input was handled since `timeout` was last asked for (it is in `Core::stale`).
+    timeout_stale: bool,
+}
+
+/// The sans-I/O SFU: see the module documentation.
+pub struct Core {
+    local_addr: SocketAddr,
+    participants: HashMap<u64, Participant, IdHash>,
+    /// Consultation id → its participants, in arrival order.
+    consultations: HashMap<String, Vec<u64>>,
+    /// Datagrams to send.
+    out: SendQueue,
+    /// Datagrams being handed out by `poll_output` (only used without a driver).
+    draining: VecDeque<(SocketAddr, BytesMut)>,
+    events: VecDeque<(u64, SfuEvent)>,
+    scratch: Vec<TaggedRTCMessage>,
+    scratch_events: Vec<RTCPeerConnectionEvent>,
+    metrics: Recorded,
+    next_track: u64,
+    /// Earliest connection timer (may be early, never late).
+    next_deadline: Option<Instant>,
+    /// Scratch list of connections whose timers are due.
+    due: Vec<u64>,
+    /// Connections whose next timer must be asked for again, once per batch rather than once
+    /// per datagram.
+    stale: Vec<u64>,
+}
+
+/// Hashing for the core's own `u64` keys (sequential ids): one multiply instead of SipHash per
+/// lookup on the per-packet path. Not for keys an attacker chooses.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+
+impl Core {
+    /// A core whose participants reach it at `local_addr` (the announced address of the media
+    /// port: our ICE candidate).
+    pub fn new(local_addr: SocketAddr) -> Core {
+        Core {
+            local_addr,
+            participants: HashMap::default(),
+            consultations: HashMap::new(),
+            out: SendQueue::default(),
+            draining: VecDeque::new(),
+            events: VecDeque::new(),
+            scratch: Vec::with_capacity(64),
+            scratch_events: Vec::with_capacity(16),
+            metrics: Recorded::default(),
+            next_track: 1,
+            next_deadline: None,
+            due: Vec::new(),
+            stale: Vec::new(),
+        }
+    }
+
+    /// Handle one input (see [`Input`]); errors as the method it dispatches to.
+    pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), SfuError> {
+        match input {
+            Input::AddParticipant {
+                key,
+                consultation,
+                participant,
+            } => self
+                .add_participant(now, key, &consultation, &participant)
+                .map(|_ufrag| ()),
+            Input::Answer { key, sdp } => self.apply_answer(now, key, sdp),
+            Input::Candidate { key, candidate } => self.add_remote_candidate(now, key, candidate),
+            Input::RemoveParticipant { key } => {
+                self.remove_participant(now, key);
+                Ok(())
+            }
+            Input::Datagram { key, from, data } => {
+                self.handle_datagram(now, key, from, data);
+                Ok(())
+            }
+            Input::Timeout => {
+                self.handle_timeout(now);
+                Ok(())
+            }
+        }
+    }
+
+    /// The next thing to do: datagrams to send first, then events, then when to call
+    /// [`Core::handle_timeout`]. (The media driver sends straight from the send queue
+    /// instead, and takes events with [`Core::poll_event`].)
+    pub fn poll_output(&mut self) -> Output {
+        if self.draining.is_empty() {
+            self.draining.extend(self.out.drain());
+        }
+        if let Some((to, data)) = self.draining.pop_front() {
+            return Output::Transmit { to, data };
+        }
+        if let Some((participant, event)) = self.events.pop_front() {
+            return Output::Event { participant, event };
+        }
+        Output::Timeout(self.poll_timeout())
+    }
+
+    /// The datagrams waiting to be sent, for the driver to flush straight to its socket (no
+    /// copy, no hand-over per datagram).
+    pub(crate) fn transmits(&mut self) -> &mut SendQueue {
+        &mut self.out
+    }
+
+    /// The next event for the signalling layer.
+    pub fn poll_event(&mut self) -> Option<(u64, SfuEvent)> {
+        self.events.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] must be called next (`None`: nothing scheduled). May be
+    /// early, never late.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.refresh_timeouts();
+        self.next_deadline
+    }
+
+    /// Our ICE ufrag for participant `key`: a STUN binding request naming it belongs to them.
+    pub fn ufrag(&self, key: u64) -> Option<&str> {
+        self.participants.get(&key).map(|p| p.ufrag.as_str())
+    }
+
+    /// Whether participant `key` has a session here.
+    pub fn has_participant(&self, key: u64) -> bool {
+        self.participants.contains_key(&key)
+    }
+
+    /// Participants with a session here.
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
+    /// Create the session of a participant of `consultation`: it is offered to receive the
+    /// participant's audio and video and subscribed to every track already published there. Its
+    /// first [`SfuEvent::Offer`] is in the output. Returns our ICE ufrag for it: a STUN binding
+    /// request naming it belongs to this participant (the driver's routing key).
+    pub fn add_participant(
+        &mut self,
+        now: Instant,
+        key: u64,
+        consultation: &str,
+        participant: &str,
+    ) -> Result<String, SfuError> {
+        if self.participants.contains_key(&key) {
+            return Err(SfuError::AlreadyExists);
+        }
+        let (ufrag, pwd) = session::ice_credentials();
+        let pc = session::build(now, self.local_addr, &ufrag, &pwd)
+            .map_err(|e| SfuError::Setup(e.to_string()))?;
+        let members = self
+            .consultations
+            .entry(consultation.to_string())
+            .or_default();
+        let existing: Vec<u64> = members.clone();
+        members.push(key);
+        self.participants.insert(
+            key,
+            Participant {
+                id: participant.to_string(),
+                consultation: consultation.to_string(),
+                ufrag: ufrag.clone(),
+                pc,
+                negotiation: Negotiation::default(),
+                connected: false,
+                failed: false,
+                tracks: HashMap::default(),
+                subscriptions: Vec::new(),
+                timeout: None,
+                timeout_stale: false,
+            },
+        );
+        // Subscribe the newcomer to everything already published.
+        for publisher in existing {
+            let tracks: Vec<String> = self
+                .participants
+                .get(&publisher)
+                .map(|p| p.tracks.keys().cloned().collect())
+                .unwrap_or_default();
+            for source in tracks {
+                self.change(key, Change::Subscribe { publisher, source });
+            }
+        }
+        self.negotiate(key, now);
+        self.process(key, now);
+        Ok(ufrag)
+    }
+
+    /// Apply the client's answer to our outstanding offer; then the changes held back meanwhile,
+    /// and one new offer if any were.
+    pub fn apply_answer(&mut self, now: Instant, key: u64, sdp: String) -> Result<(), SfuError> {
+        let p = self
+            .participants
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        p.negotiation
+            .expect_answer()
+            .map_err(|_| SfuError::NoPendingOffer)?;
+        let answer =
+            RTCSessionDescription::answer(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        match catch_unwind(AssertUnwindSafe(|| {
+            p.pc.set_remote_description(now, answer)
+        })) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(SfuError::BadSdp(e.to_string())),
+            Err(_) => {
+                tracing::error!("media stack panicked on an answer; closing that session");
+                self.fail(key);
+                return Err(SfuError::BadSdp("unusable".into()));
+            }
+        }
+        let answered = p
+            .negotiation
+            .answered()
+            .map_err(|_| SfuError::NoPendingOffer)?;
+        for change in answered.deferred {
+            self.apply(key, change);
+        }
+        if answered.offer_again {
+            self.negotiate(key, now);
+        }
+        self.request_pending_keyframes(key, now);
+        self.process(key, now);
+        Ok(())
+    }
+
+    /// Add a trickled remote candidate (`None`: end of candidates). We are ICE-lite: remote
+    /// candidates are optional (checks arrive from the client), but a malformed one is reported.
+    pub fn add_remote_candidate(
+        &mut self,
+        now: Instant,
+        key: u64,
+        candidate: Option<Candidate>,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .participants
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let init = match candidate {
+            Some(c) => RTCIceCandidateInit {
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid,
+                sdp_mline_index: c.sdp_mline_index,
+                ..Default::default()
+            },
+            None => RTCIceCandidateInit::default(),
+        };
+        let result = if init.candidate.is_empty() {
+            Ok(())
+        } else {
+            match catch_unwind(AssertUnwindSafe(|| p.pc.add_remote_candidate(init))) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(SfuError::BadCandidate(e.to_string())),
+                Err(_) => Err(SfuError::BadCandidate("unparsable".into())),
+            }
+        };
+        self.process(key, now);
+        result
+    }
+
+    /// Close a participant's session; its tracks are withdrawn from the others (whose
+    /// subscriptions go, renegotiated). Unknown keys are ignored.
+    pub fn remove_participant(&mut self, now: Instant, key: u64) {
+        let Some(mut p) = self.participants.remove(&key) else {
+            return;
+        };
+        let _ = catch_unwind(AssertUnwindSafe(|| p.pc.close()));
+        let published = p.tracks.len() as f64;
+        self.metrics.get().tracks.decrement(published);
+        let members = match self.consultations.get_mut(&p.consultation) {
+            Some(m) => {
+                m.retain(|&m| m != key);
+                m.clone()
+            }
+            None => Vec::new(),
+        };
+        if members.is_empty() {
+            self.consultations.remove(&p.consultation);
+            quality::forget_consultation(&p.consultation);
+        }
+        for other in members {
+            self.unsubscribe(other, Unsubscribe::Publisher(key), now);
+        }
+    }
+
+    /// Close every session (the worker is stopping).
+    pub fn close(&mut self, now: Instant) {
+        let keys: Vec<u64> = self.participants.keys().copied().collect();
+        for key in keys {
+            self.remove_participant(now, key);
+        }
+    }
+
+    /// One datagram from participant `key`, taken off the socket at `now`, from `from`: through
+    /// its connection, then forward what came out. Datagrams of unknown participants are
+    /// ignored; ones the stack rejects are counted.
+    pub fn handle_datagram(&mut self, now: Instant, key: u64, from: SocketAddr, data: BytesMut) {
+        let local_addr = self.local_addr;
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: data,
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| p.pc.handle_read(msg)));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.metrics.get().rejected.increment(1),
+            Err(_) => {
+                tracing::error!("media stack panicked on a datagram; closing that session");
+                self.metrics.get().rejected.increment(1);
+                self.fail(key);
+                return;
+            }
+        }
+        self.process(key, now);
+    }
+
+    /// Fire every connection timer due at `now`. Per-packet work only ever lowers the deadline
+    /// (see `process`); the full scan happens here, at timer granularity, not per datagram.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.refresh_timeouts();
+        if self.next_deadline.is_none_or(|t| t > now) {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.due);
+        due.extend(
+            self.participants
+                .iter()
+                .filter(|(_, p)| p.timeout.is_some_and(|t| t <= now))
+                .map(|(&key, _)| key),
+        );
+        for &key in &due {
+            if let Some(p) = self.participants.get_mut(&key) {
+                let result = catch_unwind(AssertUnwindSafe(|| p.pc.handle_timeout(now)));
+                if !matches!(result, Ok(Ok(()))) {
+                    tracing::debug!(participant = %p.id, "timeout handling failed");
+                }
+            }
+            self.process(key, now);
+        }
+        due.clear();
+        self.due = due;
+        self.refresh_timeouts();
+        self.next_deadline = self.participants.values().filter_map(|p| p.timeout).min();
+    }
+
+    /// Ask every connection that handled input since for its next timer; per-packet work only
+    /// ever lowers `next_deadline` here.
+    fn refresh_timeouts(&mut self) {
+        let mut stale = std::mem::take(&mut self.stale);
+        for key in &stale {
+            if let Some(p) = self.participants.get_mut(key) {
+                p.timeout_stale = false;
+                p.timeout = p.pc.poll_timeout();
+                if let Some(t) = p.timeout
+                    && self.next_deadline.is_none_or(|d| t < d)
+                {
+                    self.next_deadline = Some(t);
+                }
+            }
+        }
+        stale.clear();
+        self.stale = stale;
+    }
+
+    fn emit(&mut self, key: u64, event: SfuEvent) {
+        self.events.push_back((key, event));
+    }
+
+    /// Queue everything the connection has to send.
+    fn send_datagrams(queue: &mut SendQueue, pc: &mut RTCPeerConnection) {
+        while let Some(out) = pc.poll_write() {
+            queue.push(out.transport.peer_addr, out.message);
+        }
+    }
+
+    /// Drain everything a participant's connection produced: datagrams out, events, media in
+    /// (forwarded to subscribers on the spot).
+    fn process(&mut self, key: u64, now: Instant) {
+        let mut reads = std::mem::take(&mut self.scratch);
+        let mut events = std::mem::take(&mut self.scratch_events);
+        while let Some(p) = self.participants.get_mut(&key) {
+            Self::send_datagrams(&mut self.out, &mut p.pc);
+            while let Some(e) = p.pc.poll_event() {
+                events.push(e);
+            }
+            while let Some(m) = p.pc.poll_read() {
+                reads.push(m);
+            }
+            if !p.timeout_stale {
+                p.timeout_stale = true;
+                self.stale.push(key);
+            }
+            if events.is_empty() && reads.is_empty() {
+                break;
+            }
+            // Media and RTCP in only touch other connections (subscribers, publishers); events
+            // may touch this one. Without events, one more drain of this connection's output
+            // (anything its interceptors produced while reading) is all a second round would do.
+            let again = !events.is_empty();
+            for e in events.drain(..) {
+                self.on_event(key, e, now);
+            }
+            for m in reads.drain(..) {
+                match m.message {
+                    RTCMessage::RtpPacket(track, packet) => self.forward(key, &track, packet, now),
+                    RTCMessage::RtcpPacket(_, packets) => {
+                        self.on_reception_reports(key, &packets);
+                        for packet in &packets {
+                            if is_keyframe_request(packet.as_ref()) {
+                                for ssrc in packet.destination_ssrc() {
+                                    self.on_keyframe_request(key, ssrc, now);
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !again {
+                if let Some(p) = self.participants.get_mut(&key) {
+                    Self::send_datagrams(&mut self.out, &mut p.pc);
+                }
+                break;
+            }
+        }
+        self.scratch = reads;
+        self.scratch_events = events;
+    }
+
+    fn on_event(&mut self, key: u64, event: RTCPeerConnectionEvent, now: Instant) {
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let Some(p) = self.participants.get_mut(&key) else {
+                    return;
+                };
+                tracing::debug!(participant = %p.id, %state, "media connection state");
+                match state {
+                    RTCPeerConnectionState::Connected => {
+                        p.connected = true;
+                        self.emit(key, SfuEvent::Connected);
+                        self.request_pending_keyframes(key, now);
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        p.connected = false;
+                        self.fail(key);
+                    }
+                    RTCPeerConnectionState::Disconnected => p.connected = false,
+                    _ => {}
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.publish(key, init.track_id, init.receiver_id, init.ssrc, now);
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track)) => {
+                self.unpublish(key, &track, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// A session the stack can no longer be trusted with: tell signalling, stop using it.
+    fn fail(&mut self, key: u64) {
+        if let Some(p) = self.participants.get_mut(&key)
+            && !p.failed
+        {
+            p.failed = true;
+            self.emit(key, SfuEvent::Failed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn core() -> Core {
+        Core::new("127.0.0.1:3478".parse().unwrap())
+    }
+
+    fn offers(core: &mut Core) -> Vec<(u64, String)> {
+        let mut offers = Vec::new();
+        while let Some((key, event)) = core.poll_event() {
+            if let SfuEvent::Offer(sdp) = event {
+                offers.push((key, sdp));
+            }
+        }
+        offers
+    }
+
+    #[test]
+    fn a_participant_gets_an_offer_with_two_recvonly_sections_and_a_timer() {
+        let mut core = core();
+        let now = Instant::now();
+        let ufrag = core.add_participant(now, 7, "c", "alice").unwrap();
+        assert_eq!(core.ufrag(7), Some(ufrag.as_str()));
+        let offers = offers(&mut core);
+        assert_eq!(offers.len(), 1);
+        assert_eq!(offers[0].0, 7);
+        let sdp = &offers[0].1;
+        assert_eq!(sdp.matches("a=recvonly").count(), 2, "{sdp}");
+        assert!(sdp.contains("a=ice-lite"), "{sdp}");
+        assert!(sdp.contains(&format!("a=ice-ufrag:{ufrag}")), "{sdp}");
+        assert_eq!(
+            core.add_participant(now, 7, "c", "again"),
+            Err(SfuError::AlreadyExists)
+        );
+    }
+
+    #[test]
+    fn commands_on_unknown_participants_and_answers_without_offers_are_refused() {
+        let mut core = core();
+        let now = Instant::now();
+        assert_eq!(
+            core.apply_answer(now, 1, "v=0".into()),
+            Err(SfuError::UnknownParticipant)
+        );
+        assert_eq!(
+            core.add_remote_candidate(now, 1, None),
+            Err(SfuError::UnknownParticipant)
+        );
+        core.add_participant(now, 1, "c", "alice").unwrap();
+        // Garbage as an answer: refused, and the offer stays outstanding for a real answer.
+        assert!(matches!(
+            core.apply_answer(now, 1, "not sdp".into()),
+            Err(SfuError::BadSdp(_))
+        ));
+        assert!(matches!(
+            core.add_remote_candidate(
+                now,
+                1,
+                Some(Candidate {
+                    candidate: "candidate:garbage".into(),
+                    sdp_mid: None,
+                    sdp_mline_index: None
+                })
+            ),
+            Err(SfuError::BadCandidate(_))
+        ));
+        // Removing twice, or an unknown key, is harmless.
+        core.remove_participant(now, 1);
+        core.remove_participant(now, 1);
+        assert!(!core.has_participant(1));
+        assert_eq!(core.participant_count(), 0);
+    }
+
+    #[test]
+    fn garbage_datagrams_are_dropped_without_harm() {
+        let mut core = core();
+        let now = Instant::now();
+        core.add_participant(now, 1, "c", "alice").unwrap();
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        for (i, bytes) in [
+            &[][..],
+            &[0u8; 1][..],
+            &[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1][..], // RTP header before DTLS
+            &[22, 254, 253, 0, 0][..],                       // truncated DTLS record
+            &[0, 1, 0, 4, 0x21, 0x12, 0xA4, 0x42][..],       // truncated STUN
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            core.handle_datagram(
+                now + Duration::from_millis(i as u64),
+                1,
+                from,
+                BytesMut::from(bytes),
+            );
+        }
+        core.handle_datagram(now, 99, from, BytesMut::from(&b"unknown"[..]));
+        assert!(core.has_participant(1));
+    }
+}

@@ -1,0 +1,240 @@
+//! Tracks and subscriptions: a participant publishes a track, every other participant of the
+//! consultation is subscribed to it (a sender of its own), and each change goes through that
+//! participant's negotiation (applied now, or after the outstanding offer's answer).
+
+use super::codec::{Codec, kind_of, rtc_kind};
+use super::{Change, Core, Kind, Subscription, Track, Unsubscribe};
+use crate::SfuEvent;
+use crate::forward::PayloadMap;
+use crate::keyframe::KeyframeThrottle;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use std::time::Instant;
+
+impl Core {
+    /// A participant started publishing a track: announce it, subscribe the others.
+    pub(super) fn publish(
+        &mut self,
+        key: u64,
+        source: String,
+        receiver_id: RTCRtpReceiverId,
+        ssrc: u32,
+        now: Instant,
+    ) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        if p.tracks.contains_key(&source) {
+            return;
+        }
+        let Some(mut receiver) = p.pc.rtp_receiver(receiver_id) else {
+            return;
+        };
+        let kind = kind_of(receiver.track().kind());
+        let params = &receiver.get_parameters().rtp_parameters.codecs;
+        let Some(codec) = params.first().map(|c| c.rtp_codec.clone()) else {
+            return;
+        };
+        let codecs = params
+            .iter()
+            .map(|c| (c.payload_type, Codec::of(&c.rtp_codec.mime_type)))
+            .collect();
+        let number = self.next_track;
+        let public_id = format!("{}-{}", p.id, number);
+        self.next_track += 1;
+        p.tracks.insert(
+            source.clone(),
+            Track {
+                number,
+                public_id: public_id.clone(),
+                kind,
+                receiver_id,
+                ssrc,
+                codec,
+                codecs,
+                keyframes: KeyframeThrottle::default(),
+            },
+        );
+        self.emit(
+            key,
+            SfuEvent::TrackPublished {
+                track_id: public_id,
+                kind,
+            },
+        );
+        self.metrics.get().tracks.increment(1.0);
+        for s in self.others(key) {
+            self.change(
+                s,
+                Change::Subscribe {
+                    publisher: key,
+                    source: source.clone(),
+                },
+            );
+            self.negotiate(s, now);
+            self.process(s, now);
+        }
+    }
+
+    /// The other members of `key`'s consultation.
+    pub(super) fn others(&self, key: u64) -> Vec<u64> {
+        self.participants
+            .get(&key)
+            .and_then(|p| self.consultations.get(&p.consultation))
+            .map(|m| m.iter().copied().filter(|&m| m != key).collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn unpublish(&mut self, key: u64, source: &str, now: Instant) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let Some(gone) = p.tracks.remove(source) else {
+            return;
+        };
+        self.emit(
+            key,
+            SfuEvent::TrackUnpublished {
+                track_id: gone.public_id,
+            },
+        );
+        self.metrics.get().tracks.decrement(1.0);
+        for s in self.others(key) {
+            self.unsubscribe(s, Unsubscribe::Track(key, source.to_string()), now);
+        }
+    }
+
+    /// A subscription change for `subscriber`: applied now, or held back while its offer is
+    /// outstanding. Returns whether it changed the transceivers now. The caller negotiates.
+    pub(super) fn change(&mut self, subscriber: u64, change: Change) -> bool {
+        let Some(s) = self.participants.get_mut(&subscriber) else {
+            return false;
+        };
+        match s.negotiation.change(change) {
+            Some(change) => self.apply(subscriber, change),
+            None => false,
+        }
+    }
+
+    /// Apply a subscription change to the transceivers (never with an offer outstanding).
+    /// Returns whether anything changed.
+    pub(super) fn apply(&mut self, subscriber: u64, change: Change) -> bool {
+        match change {
+            Change::Subscribe { publisher, source } => {
+                self.add_subscription(subscriber, publisher, &source)
+            }
+            Change::Unsubscribe(which) => self.remove_subscriptions(subscriber, &which),
+        }
+    }
+
+    /// Add to `subscriber` a sender forwarding `publisher`'s track `source`.
+    pub(super) fn add_subscription(
+        &mut self,
+        subscriber: u64,
+        publisher: u64,
+        source: &str,
+    ) -> bool {
+        let Some(p) = self.participants.get(&publisher) else {
+            return false;
+        };
+        let Some(track) = p.tracks.get(source) else {
+            return false;
+        };
+        let (kind, codec, stream_id) = (track.kind, track.codec.clone(), p.id.clone());
+        let source_number = track.number;
+        let clock_rate = codec.clock_rate;
+        let track_id = format!("{}-{}", stream_id, self.next_track);
+        self.next_track += 1;
+        let Some(s) = self.participants.get_mut(&subscriber) else {
+            return false;
+        };
+        let ssrc = rand::random::<u32>();
+        let local = MediaStreamTrack::new(
+            stream_id,
+            track_id.clone(),
+            track_id,
+            rtc_kind(kind),
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        );
+        match s.pc.add_track(local) {
+            Ok(sender_id) => {
+                s.subscriptions.push(Subscription {
+                    publisher,
+                    source: source.to_string(),
+                    source_number,
+                    sender_id,
+                    ssrc,
+                    kind,
+                    payload: PayloadMap::default(),
+                    needs_keyframe: kind == Kind::Video,
+                    clock_rate,
+                    reported: None,
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not add a subscription");
+                false
+            }
+        }
+    }
+
+    /// Remove `subscriber`'s subscriptions matching `which`. Returns whether any went.
+    pub(super) fn remove_subscriptions(&mut self, subscriber: u64, which: &Unsubscribe) -> bool {
+        let Some(s) = self.participants.get_mut(&subscriber) else {
+            return false;
+        };
+        let mut removed = false;
+        let mut i = 0;
+        while i < s.subscriptions.len() {
+            if which.matches(&s.subscriptions[i]) {
+                let sub = s.subscriptions.swap_remove(i);
+                let _ = s.pc.remove_track(sub.sender_id);
+                removed = true;
+            } else {
+                i += 1;
+            }
+        }
+        removed
+    }
+
+    /// Remove `subscriber`'s subscriptions matching `which` (or hold that back), renegotiating
+    /// if any went.
+    pub(super) fn unsubscribe(&mut self, subscriber: u64, which: Unsubscribe, now: Instant) {
+        if self.change(subscriber, Change::Unsubscribe(which)) {
+            self.negotiate(subscriber, now);
+            self.process(subscriber, now);
+        }
+    }
+
+    /// Send a new offer, or have one follow the outstanding offer's answer.
+    pub(super) fn negotiate(&mut self, key: u64, now: Instant) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        if p.failed || !p.negotiation.want_offer() {
+            return;
+        }
+        let offer = p.pc.create_offer(None).and_then(|offer| {
+            p.pc.set_local_description(now, offer.clone())?;
+            Ok(offer)
+        });
+        match offer {
+            Ok(offer) => {
+                p.negotiation.offered();
+                self.emit(key, SfuEvent::Offer(offer.sdp));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not create an offer");
+            }
+        }
+    }
+}

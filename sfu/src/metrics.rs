@@ -1,0 +1,80 @@
+//! The media plane's metrics: their names, defined here once (the binary's telemetry describes
+//! and renders them under these names), and the counter handles a media worker records into.
+
+/// Names of the metrics this crate records (the binary installs the exporter).
+pub mod metric_names {
+    pub const RTP_PACKETS_IN: &str = "teleconsult_rtp_packets_in_total";
+    pub const RTP_BYTES_IN: &str = "teleconsult_rtp_bytes_in_total";
+    pub const RTP_PACKETS_OUT: &str = "teleconsult_rtp_packets_out_total";
+    pub const RTP_BYTES_OUT: &str = "teleconsult_rtp_bytes_out_total";
+    /// Label `reason`.
+    pub const DATAGRAMS_DROPPED: &str = "teleconsult_media_datagrams_dropped_total";
+    /// Read by one worker, passed to the worker owning the participant.
+    pub const DATAGRAMS_HANDED_OVER: &str = "teleconsult_media_datagrams_handed_over_total";
+    pub const TRACKS: &str = "teleconsult_tracks";
+    pub const KEYFRAME_REQUESTS: &str = "teleconsult_keyframe_requests_total";
+    /// Histogram (seconds): datagram taken off the socket → packet sent to a subscriber. Kept by
+    /// [`crate::quality`], not the recorder.
+    pub const FORWARDING_LATENCY: &str = "teleconsult_forwarding_latency_seconds";
+    /// Gauge, label `consultation` (id only): worst fraction lost in subscribers' latest receiver
+    /// reports; gone when the consultation ends. Kept by [`crate::quality`].
+    pub const CONSULTATION_LOSS: &str = "teleconsult_consultation_loss_ratio";
+    /// Gauge, label `consultation` (id only): worst interarrival jitter in subscribers' latest
+    /// reports, seconds. Kept by [`crate::quality`].
+    pub const CONSULTATION_JITTER: &str = "teleconsult_consultation_jitter_seconds";
+}
+
+use ::metrics::{Counter, Gauge};
+
+/// What the core records. Taken on first use (see [`Recorded::get`]), so the exporter installed
+/// by the binary is the one recorded into.
+pub(crate) struct CoreMetrics {
+    pub packets_in: Counter,
+    pub bytes_in: Counter,
+    pub packets_out: Counter,
+    pub bytes_out: Counter,
+    pub rejected: Counter,
+    pub tracks: Gauge,
+    pub keyframe_requests: Counter,
+}
+
+impl CoreMetrics {
+    fn new() -> CoreMetrics {
+        use metric_names::*;
+        CoreMetrics {
+            packets_in: ::metrics::counter!(RTP_PACKETS_IN),
+            bytes_in: ::metrics::counter!(RTP_BYTES_IN),
+            packets_out: ::metrics::counter!(RTP_PACKETS_OUT),
+            bytes_out: ::metrics::counter!(RTP_BYTES_OUT),
+            rejected: ::metrics::counter!(DATAGRAMS_DROPPED, "reason" => "rejected"),
+            tracks: ::metrics::gauge!(TRACKS),
+            keyframe_requests: ::metrics::counter!(KEYFRAME_REQUESTS),
+        }
+    }
+}
+
+/// Counter handles taken lazily, on first use.
+#[derive(Default)]
+pub(crate) struct Recorded(Option<CoreMetrics>);
+
+impl Recorded {
+    #[inline]
+    pub fn get(&mut self) -> &CoreMetrics {
+        self.0.get_or_insert_with(CoreMetrics::new)
+    }
+}
+
+/// What the driver's read loop counts.
+pub(crate) struct ReadCounters {
+    pub unknown: Counter,
+    pub handed_over: Counter,
+}
+
+impl ReadCounters {
+    pub fn new() -> ReadCounters {
+        ReadCounters {
+            unknown: ::metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "unknown_source"),
+            handed_over: ::metrics::counter!(metric_names::DATAGRAMS_HANDED_OVER),
+        }
+    }
+}

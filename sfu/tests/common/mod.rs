@@ -1,0 +1,749 @@
+//! A deterministic simulation of a consultation: the SFU's sans-I/O [`Core`] and several client
+//! peers (the `rtc` crate's own sans-I/O `RTCPeerConnection`: full ICE, DTLS client, sending
+//! synthetic Opus and VP8 RTP), advanced together on one synthetic clock. Datagrams travel in
+//! memory with a fixed one-way latency; offers and answers are handed over directly (the test
+//! plays the signalling layer). No sockets, no threads, no sleeps: a simulated second costs a
+//! few milliseconds of CPU, and every run takes the same steps in simulated time.
+//!
+//! (What stays random is what the stacks draw themselves — ICE credentials, SSRCs, DTLS keys —
+//! none of which changes which step happens when.)
+
+#![allow(dead_code)] // each test binary uses a part of the harness
+
+use bytes::BytesMut;
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::{RTCPeerConnectionState, RTCSignalingState};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use teleconsult_sfu::core::{Core, Input, Output};
+use teleconsult_sfu::keyframe::{DeliverKeyframeRequests, is_keyframe_request};
+use teleconsult_sfu::{Kind, SfuEvent};
+
+/// The SFU's media port in the simulation (a documentation address: nothing leaves memory).
+pub const SFU_ADDR: &str = "192.0.2.1:3478";
+/// One-way latency of every simulated link.
+pub const LATENCY: Duration = Duration::from_millis(2);
+/// Audio every 20 ms; video every second audio tick (25 frames/s, one packet each).
+pub const MEDIA_TICK: Duration = Duration::from_millis(20);
+/// The consultation a [`Sim::new`] runs.
+pub const CONSULTATION: &str = "consultation-1";
+
+fn sfu_addr() -> SocketAddr {
+    SFU_ADDR.parse().expect("a valid address")
+}
+
+/// A synthetic payload naming its sender: `<participant>/<generation>/<a|v>/<seq>`.
+fn payload(name: &str, generation: u32, kind: Kind, seq: u16) -> Vec<u8> {
+    let k = if kind == Kind::Audio { 'a' } else { 'v' };
+    let mut p = format!("{name}/{generation}/{k}/{seq}/").into_bytes();
+    // Filler up to a typical Opus frame; the SFU never looks inside.
+    p.resize(120, 0x5A);
+    p
+}
+
+/// (participant, generation, kind) of a payload built by [`payload`].
+fn parse_payload(p: &[u8]) -> Option<(String, u32, Kind)> {
+    let text = std::str::from_utf8(p.split(|&b| b == 0x5A).next()?).ok()?;
+    let mut parts = text.split('/');
+    let name = parts.next()?.to_string();
+    let generation = parts.next()?.parse().ok()?;
+    let kind = match parts.next()? {
+        "a" => Kind::Audio,
+        "v" => Kind::Video,
+        _ => return None,
+    };
+    Some((name, generation, kind))
+}
+
+/// A track the client receives (announced by the SFU's offer, opened by its first packet).
+#[derive(Debug, Clone)]
+pub struct RemoteTrack {
+    /// The SFU's stream id: the publisher's participant id.
+    pub stream: String,
+    pub receiver_id: RTCRtpReceiverId,
+    /// The SSRC the SFU sends it on (where keyframe requests go).
+    pub ssrc: u32,
+    pub packets: u64,
+}
+
+struct Sender {
+    id: RTCRtpSenderId,
+    ssrc: u32,
+    payload_type: u8,
+    seq: u16,
+}
+
+/// One participant's client: a real `rtc` peer connection that answers the SFU's offers.
+pub struct Client {
+    pub name: String,
+    /// Its key in the SFU core.
+    pub key: u64,
+    pub addr: SocketAddr,
+    pub pc: RTCPeerConnection,
+    /// Payloads say which session of this participant sent them (a rejoin counts up).
+    pub generation: u32,
+    audio: Option<Sender>,
+    video: Option<Sender>,
+    /// Answer offers this long after they arrive (a slow client).
+    pub answer_delay: Duration,
+    pending_offers: VecDeque<(Instant, String)>,
+    pub offers: usize,
+    pub answers: usize,
+    pub last_offer: Option<String>,
+    pub signaling_state: RTCSignalingState,
+    pub connected: bool,
+    pub failed: bool,
+    /// By the client stack's track id.
+    pub tracks: HashMap<String, RemoteTrack>,
+    /// Intact packets received, by (publisher participant, its generation, kind).
+    pub received: HashMap<(String, u32, Kind), u64>,
+    /// Packets whose payload did not parse, or whose stream was not their publisher.
+    pub corrupt: u64,
+    /// Simulated instants at which keyframe requests for our own video arrived.
+    pub keyframe_requests: Vec<Instant>,
+    /// Left the consultation: takes no more input.
+    pub gone: bool,
+}
+
+fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
+    let audio = RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: 111,
+    };
+    let video = RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![
+                RTCPFeedback {
+                    typ: "nack".into(),
+                    parameter: String::new(),
+                },
+                RTCPFeedback {
+                    typ: "nack".into(),
+                    parameter: "pli".into(),
+                },
+            ],
+        },
+        payload_type: 96,
+    };
+    (audio, video)
+}
+
+impl Client {
+    fn new(now: Instant, name: &str, key: u64, addr: SocketAddr, publish: bool) -> Client {
+        let (audio_codec, video_codec) = codecs();
+        let mut media_engine = MediaEngine::default();
+        media_engine
+            .register_codec(audio_codec.clone(), RtpCodecKind::Audio)
+            .expect("opus registers");
+        media_engine
+            .register_codec(video_codec.clone(), RtpCodecKind::Video)
+            .expect("vp8 registers");
+        // Keyframe requests for what we publish reach us through `poll_read`.
+        let registry = Registry::new().with(
+            Slot::from(14_000),
+            DeliverKeyframeRequests::keyframes_only(),
+        );
+        let registry = register_default_interceptors(registry, &mut media_engine)
+            .expect("default interceptors");
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_answering_dtls_role(RTCDtlsRole::Client)
+            .build();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(settings)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .expect("client peer connection");
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .expect("host candidate");
+        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json().expect("json"))
+            .expect("local candidate");
+        let mut client = Client {
+            name: name.to_string(),
+            key,
+            addr,
+            pc,
+            generation: 0,
+            audio: None,
+            video: None,
+            answer_delay: Duration::ZERO,
+            pending_offers: VecDeque::new(),
+            offers: 0,
+            answers: 0,
+            last_offer: None,
+            signaling_state: RTCSignalingState::Stable,
+            connected: false,
+            failed: false,
+            tracks: HashMap::new(),
+            received: HashMap::new(),
+            corrupt: 0,
+            keyframe_requests: Vec::new(),
+            gone: false,
+        };
+        if publish {
+            client.audio = Some(client.add_track(RtpCodecKind::Audio, &audio_codec));
+            client.video = Some(client.add_track(RtpCodecKind::Video, &video_codec));
+        }
+        client
+    }
+
+    fn add_track(&mut self, kind: RtpCodecKind, codec: &RTCRtpCodecParameters) -> Sender {
+        let ssrc = rand::random::<u32>();
+        let id = format!("{}-{kind}", self.name);
+        let track = MediaStreamTrack::new(
+            self.name.clone(),
+            id.clone(),
+            id,
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: codec.rtp_codec.clone(),
+                ..Default::default()
+            }],
+        );
+        let id = self.pc.add_track(track).expect("add track");
+        Sender {
+            id,
+            ssrc,
+            payload_type: codec.payload_type,
+            seq: 0,
+        }
+    }
+
+    /// Our own video SSRC (what the SFU's keyframe requests name).
+    pub fn video_ssrc(&self) -> Option<u32> {
+        self.video.as_ref().map(|s| s.ssrc)
+    }
+
+    fn write_media(&mut self, now: Instant, tick: u64) {
+        if !self.connected || self.gone {
+            return;
+        }
+        let mut kinds = vec![Kind::Audio];
+        if tick.is_multiple_of(2) {
+            kinds.push(Kind::Video);
+        }
+        for kind in kinds {
+            let sender = match kind {
+                Kind::Audio => self.audio.as_mut(),
+                Kind::Video => self.video.as_mut(),
+            };
+            let Some(sender) = sender else {
+                continue;
+            };
+            let seq = sender.seq;
+            sender.seq = sender.seq.wrapping_add(1);
+            let rate = if kind == Kind::Audio { 960 } else { 3600 };
+            let packet = rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    version: 2,
+                    payload_type: sender.payload_type,
+                    sequence_number: seq,
+                    timestamp: u32::from(seq).wrapping_mul(rate),
+                    ssrc: sender.ssrc,
+                    marker: kind == Kind::Video,
+                    ..Default::default()
+                },
+                payload: payload(&self.name, self.generation, kind, seq).into(),
+            };
+            let id = sender.id;
+            if let Some(mut s) = self.pc.rtp_sender(id) {
+                let _ = s.write_rtp(now, packet);
+            }
+        }
+    }
+
+    /// Ask for a keyframe of every video track we receive.
+    pub fn request_keyframes(&mut self, now: Instant) {
+        let wanted: Vec<(RTCRtpReceiverId, u32)> = self
+            .tracks
+            .values()
+            .filter(|t| t.packets > 0)
+            .map(|t| (t.receiver_id, t.ssrc))
+            .collect();
+        for (receiver_id, ssrc) in wanted {
+            let is_video = self
+                .pc
+                .rtp_receiver(receiver_id)
+                .is_some_and(|r| r.track().kind() == RtpCodecKind::Video);
+            if !is_video {
+                continue;
+            }
+            if let Some(mut r) = self.pc.rtp_receiver(receiver_id) {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: ssrc,
+                };
+                let _ = r.write_rtcp(now, vec![Box::new(pli)]);
+            }
+        }
+    }
+
+    fn on_offer(&mut self, now: Instant, sdp: String) {
+        self.offers += 1;
+        self.last_offer = Some(sdp.clone());
+        self.pending_offers
+            .push_back((now + self.answer_delay, sdp));
+    }
+
+    /// Answer the offers that are due. Returns the answers for the SFU.
+    fn due_answers(&mut self, now: Instant) -> Vec<String> {
+        let mut answers = Vec::new();
+        while self.pending_offers.front().is_some_and(|(t, _)| *t <= now) {
+            let Some((_, sdp)) = self.pending_offers.pop_front() else {
+                break;
+            };
+            let offer = RTCSessionDescription::offer(sdp).expect("the SFU's offer parses");
+            self.pc
+                .set_remote_description(now, offer)
+                .expect("the SFU's offer applies");
+            let answer = self.pc.create_answer(None).expect("an answer");
+            self.pc
+                .set_local_description(now, answer.clone())
+                .expect("our answer applies");
+            self.answers += 1;
+            answers.push(answer.sdp);
+        }
+        answers
+    }
+
+    /// Drain the connection: datagrams out (returned), events and media in.
+    fn drain(&mut self, now: Instant, out: &mut Vec<(SocketAddr, BytesMut)>) {
+        while let Some(w) = self.pc.poll_write() {
+            out.push((w.transport.peer_addr, w.message));
+        }
+        while let Some(e) = self.pc.poll_event() {
+            match e {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                    RTCPeerConnectionState::Connected => self.connected = true,
+                    RTCPeerConnectionState::Failed => self.failed = true,
+                    _ => {}
+                },
+                RTCPeerConnectionEvent::OnSignalingStateChangeEvent(state) => {
+                    self.signaling_state = state;
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    self.tracks.insert(
+                        init.track_id.clone(),
+                        RemoteTrack {
+                            stream: init.stream_ids.first().cloned().unwrap_or_default(),
+                            receiver_id: init.receiver_id,
+                            ssrc: init.ssrc,
+                            packets: 0,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        let video_ssrc = self.video_ssrc();
+        while let Some(m) = self.pc.poll_read() {
+            match m.message {
+                RTCMessage::RtpPacket(track, packet) => {
+                    let stream = self.tracks.get_mut(&track).map(|t| {
+                        t.packets += 1;
+                        t.stream.clone()
+                    });
+                    match parse_payload(&packet.payload) {
+                        Some((from, generation, kind)) if stream.as_deref() == Some(&from) => {
+                            *self.received.entry((from, generation, kind)).or_default() += 1;
+                        }
+                        _ => self.corrupt += 1,
+                    }
+                }
+                RTCMessage::RtcpPacket(_, packets) => {
+                    for p in &packets {
+                        if is_keyframe_request(p.as_ref())
+                            && video_ssrc.is_some_and(|v| p.destination_ssrc().contains(&v))
+                        {
+                            self.keyframe_requests.push(now);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Intact packets received from `publisher`'s session `generation`, of `kind`.
+    pub fn received_from(&self, publisher: &str, generation: u32, kind: Kind) -> u64 {
+        self.received
+            .get(&(publisher.to_string(), generation, kind))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Track ids the latest offer asks us to receive (`a=msid` of its sending sections).
+    pub fn offered_tracks(&self) -> Vec<(String, String)> {
+        let Some(sdp) = &self.last_offer else {
+            return Vec::new();
+        };
+        sdp.split("\nm=")
+            .skip(1)
+            .filter(|m| m.contains("a=sendonly") || m.contains("a=sendrecv"))
+            .filter_map(|m| {
+                let msid = m.lines().find_map(|l| l.trim().strip_prefix("a=msid:"))?;
+                let (stream, track) = msid.split_once(' ')?;
+                Some((stream.to_string(), track.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// An event the SFU emitted, with its simulated time.
+#[derive(Debug, Clone)]
+pub struct Emitted {
+    pub at: Duration,
+    pub participant: u64,
+    pub event: SfuEvent,
+}
+
+/// A datagram in flight.
+struct InFlight {
+    at: Instant,
+    from: SocketAddr,
+    to: SocketAddr,
+    data: BytesMut,
+}
+
+/// The SFU core and its clients on one synthetic clock.
+pub struct Sim {
+    /// The consultation every client joins.
+    pub consultation: String,
+    pub start: Instant,
+    pub now: Instant,
+    pub sfu: Core,
+    pub clients: Vec<Client>,
+    pub events: Vec<Emitted>,
+    /// (simulated time, publisher key, offers then outstanding per client index) at each
+    /// `TrackPublished`: lets a test prove a publication met an outstanding offer.
+    pub publications: Vec<(Duration, u64, Vec<bool>)>,
+    net: VecDeque<InFlight>,
+    next_key: u64,
+    next_port: u16,
+    next_tick: Instant,
+    tick: u64,
+    sfu_timeout: Option<Instant>,
+    /// Subscribers that ask for keyframes on every media tick (a PLI storm).
+    pub pli_storm: Vec<usize>,
+}
+
+impl Default for Sim {
+    fn default() -> Self {
+        Sim::new()
+    }
+}
+
+impl Sim {
+    pub fn new() -> Sim {
+        Sim::in_consultation(CONSULTATION)
+    }
+
+    /// A simulation of consultation `id` (the SFU's quality metrics are process-wide, by
+    /// consultation id: a test reading them uses an id of its own).
+    pub fn in_consultation(id: &str) -> Sim {
+        let start = Instant::now();
+        Sim {
+            consultation: id.to_string(),
+            start,
+            now: start,
+            sfu: Core::new(sfu_addr()),
+            clients: Vec::new(),
+            events: Vec::new(),
+            publications: Vec::new(),
+            net: VecDeque::new(),
+            next_key: 1,
+            next_port: 5000,
+            next_tick: start,
+            tick: 0,
+            sfu_timeout: None,
+            pli_storm: Vec::new(),
+        }
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// A participant's client joins the consultation (publishing audio and video if
+    /// `publish`). Returns its index in [`Sim::clients`].
+    pub fn join(&mut self, name: &str, publish: bool) -> usize {
+        let key = self.next_key;
+        self.next_key += 1;
+        let addr = SocketAddr::from(([198, 51, 100, 1], self.next_port));
+        self.next_port += 1;
+        let mut client = Client::new(self.now, name, key, addr, publish);
+        // A rejoin is a new session of the same participant.
+        client.generation = self
+            .clients
+            .iter()
+            .filter(|c| c.name == name)
+            .map(|c| c.generation + 1)
+            .max()
+            .unwrap_or(0);
+        self.clients.push(client);
+        self.sfu
+            .add_participant(self.now, key, &self.consultation, name)
+            .expect("the SFU accepts a participant");
+        self.clients.len() - 1
+    }
+
+    /// The participant's session ends (its client goes away, the SFU removes it).
+    pub fn leave(&mut self, index: usize) {
+        let key = self.clients[index].key;
+        self.clients[index].gone = true;
+        self.sfu.remove_participant(self.now, key);
+    }
+
+    fn client_by_addr(&mut self, addr: SocketAddr) -> Option<&mut Client> {
+        self.clients.iter_mut().find(|c| c.addr == addr && !c.gone)
+    }
+
+    /// Everything due at `now`, until nothing more is.
+    fn settle(&mut self) {
+        let sfu = sfu_addr();
+        let mut out = Vec::new();
+        for _round in 0..10_000 {
+            let mut progress = false;
+            // The SFU's output.
+            loop {
+                match self.sfu.poll_output() {
+                    Output::Transmit { to, data } => self.net.push_back(InFlight {
+                        at: self.now + LATENCY,
+                        from: sfu,
+                        to,
+                        data,
+                    }),
+                    Output::Event { participant, event } => {
+                        self.on_sfu_event(participant, event);
+                        progress = true;
+                    }
+                    Output::Timeout(t) => {
+                        self.sfu_timeout = t;
+                        break;
+                    }
+                }
+            }
+            // The clients' output, and their answers that are due.
+            for i in 0..self.clients.len() {
+                let now = self.now;
+                let c = &mut self.clients[i];
+                if c.gone {
+                    continue;
+                }
+                if c.pc.poll_timeout().is_some_and(|t| t <= now) {
+                    let _ = c.pc.handle_timeout(now);
+                }
+                c.drain(now, &mut out);
+                let from = c.addr;
+                for (to, data) in out.drain(..) {
+                    self.net.push_back(InFlight {
+                        at: now + LATENCY,
+                        from,
+                        to,
+                        data,
+                    });
+                }
+                let key = c.key;
+                for answer in c.due_answers(now) {
+                    self.sfu
+                        .apply_answer(now, key, answer)
+                        .expect("the SFU accepts the answer to its offer");
+                    progress = true;
+                }
+            }
+            // Datagrams that have arrived.
+            while self.net.front().is_some_and(|d| d.at <= self.now) {
+                let Some(d) = self.net.pop_front() else {
+                    break;
+                };
+                progress = true;
+                if d.to == sfu {
+                    if let Some(key) = self
+                        .clients
+                        .iter()
+                        .find(|c| c.addr == d.from && !c.gone)
+                        .map(|c| c.key)
+                    {
+                        let input = Input::Datagram {
+                            key,
+                            from: d.from,
+                            data: d.data,
+                        };
+                        let _ = self.sfu.handle_input(d.at, input);
+                    }
+                } else if let Some(c) = self.client_by_addr(d.to) {
+                    let msg = TaggedBytesMut {
+                        now: d.at,
+                        transport: TransportContext {
+                            local_addr: d.to,
+                            peer_addr: d.from,
+                            ecn: None,
+                            transport_protocol: TransportProtocol::UDP,
+                        },
+                        message: d.data,
+                    };
+                    let _ = c.pc.handle_read(msg);
+                }
+            }
+            if self.sfu_timeout.is_some_and(|t| t <= self.now) {
+                let _ = self.sfu.handle_input(self.now, Input::Timeout);
+                self.sfu_timeout = None;
+                progress = true;
+            }
+            if !progress {
+                return;
+            }
+        }
+        panic!("the simulation does not settle at {:?}", self.elapsed());
+    }
+
+    fn on_sfu_event(&mut self, participant: u64, event: SfuEvent) {
+        let at = self.elapsed();
+        if let SfuEvent::TrackPublished { .. } = event {
+            let outstanding = self
+                .clients
+                .iter()
+                .map(|c| !c.gone && c.offers > c.answers)
+                .collect();
+            self.publications.push((at, participant, outstanding));
+        }
+        let now = self.now;
+        if let SfuEvent::Offer(sdp) = &event
+            && let Some(c) = self
+                .clients
+                .iter_mut()
+                .find(|c| c.key == participant && !c.gone)
+        {
+            c.on_offer(now, sdp.clone());
+        }
+        self.events.push(Emitted {
+            at,
+            participant,
+            event,
+        });
+    }
+
+    /// The next instant anything is due.
+    fn next_due(&mut self) -> Instant {
+        let mut next = self.next_tick;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t
+                && t < next
+            {
+                next = t;
+            }
+        };
+        consider(self.net.front().map(|d| d.at));
+        consider(self.sfu_timeout);
+        for c in self.clients.iter_mut().filter(|c| !c.gone) {
+            consider(c.pc.poll_timeout());
+            consider(c.pending_offers.front().map(|(t, _)| *t));
+        }
+        next
+    }
+
+    /// Advance the simulation by `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_until_at(end, |_| false);
+    }
+
+    /// Advance until `done` holds (checked after each step) or `limit` of simulated time has
+    /// passed. Returns whether `done` held.
+    pub fn run_until(&mut self, limit: Duration, done: impl Fn(&Sim) -> bool) -> bool {
+        let end = self.now + limit;
+        self.run_until_at(end, done)
+    }
+
+    fn run_until_at(&mut self, end: Instant, done: impl Fn(&Sim) -> bool) -> bool {
+        loop {
+            self.settle();
+            if done(self) {
+                return true;
+            }
+            if self.now >= end {
+                return false;
+            }
+            // Never stand still (a stack may report a timer at `now` once more), never jump
+            // past the end.
+            let next = self
+                .next_due()
+                .max(self.now + Duration::from_micros(100))
+                .min(end);
+            self.now = next;
+            if self.now >= self.next_tick {
+                self.tick += 1;
+                self.next_tick += MEDIA_TICK;
+                let (now, tick) = (self.now, self.tick);
+                for i in 0..self.clients.len() {
+                    self.clients[i].write_media(now, tick);
+                    if self.pli_storm.contains(&i) && !self.clients[i].gone {
+                        self.clients[i].request_keyframes(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether every client still in the consultation is connected, and in `stable` with every
+    /// offer answered.
+    pub fn all_settled(&self) -> bool {
+        self.clients.iter().filter(|c| !c.gone).all(|c| {
+            c.connected
+                && c.offers == c.answers
+                && c.pending_offers.is_empty()
+                && c.signaling_state == RTCSignalingState::Stable
+        })
+    }
+}

@@ -1,0 +1,264 @@
+//! Whole consultations simulated deterministically: the SFU core and real `rtc` client peers on
+//! one synthetic clock, datagrams in memory (see `common/mod.rs`). Each test simulates seconds of
+//! a call in a fraction of a second of wall time.
+
+mod common;
+
+use common::{CONSULTATION, Sim};
+use std::time::Duration;
+use teleconsult_sfu::keyframe::KEYFRAME_REQUEST_INTERVAL;
+use teleconsult_sfu::{Kind, SfuEvent};
+
+const NAMES: [&str; 4] = ["practitioner", "patient", "interpreter", "relative"];
+
+/// Every client received media of both kinds from every other participant's current session.
+fn everyone_hears_and_sees_everyone(sim: &Sim, at_least: u64) -> bool {
+    let live: Vec<_> = sim.clients.iter().filter(|c| !c.gone).collect();
+    live.iter().all(|c| {
+        live.iter().filter(|o| o.name != c.name).all(|o| {
+            [Kind::Audio, Kind::Video]
+                .into_iter()
+                .all(|k| c.received_from(&o.name, o.generation, k) >= at_least)
+        })
+    })
+}
+
+#[test]
+fn four_participants_each_receive_every_others_audio_and_video() {
+    let mut sim = Sim::in_consultation("four-participants");
+    for name in NAMES {
+        sim.join(name, true);
+        sim.run_for(Duration::from_millis(100));
+    }
+    let done = sim.run_until(Duration::from_secs(5), |s| {
+        s.all_settled() && everyone_hears_and_sees_everyone(s, 10)
+    });
+    assert!(
+        done,
+        "after {:?}: {:#?}",
+        sim.elapsed(),
+        sim.clients
+            .iter()
+            .map(|c| (&c.name, c.connected, c.offers, c.answers, &c.received))
+            .collect::<Vec<_>>()
+    );
+    // Media keeps flowing at the sent rate: 50 audio and 25 video packets per simulated second.
+    let before: Vec<_> = sim.clients.iter().map(|c| c.received.clone()).collect();
+    sim.run_for(Duration::from_secs(1));
+    for (c, before) in sim.clients.iter().zip(before) {
+        assert_eq!(c.corrupt, 0, "{} got foreign or damaged payloads", c.name);
+        // Six subscriptions each: three publishers × (audio, video), each on its own track.
+        let subscribed: Vec<_> = c.tracks.values().filter(|t| t.packets > 0).collect();
+        assert_eq!(subscribed.len(), 6, "{}: {:?}", c.name, c.tracks);
+        assert!(subscribed.iter().all(|t| t.stream != c.name));
+        for o in sim.clients.iter().filter(|o| o.name != c.name) {
+            for (kind, rate) in [(Kind::Audio, 50), (Kind::Video, 25)] {
+                let key = (o.name.clone(), 0, kind);
+                let got = c.received[&key] - before.get(&key).copied().unwrap_or(0);
+                assert!(
+                    (rate - 2..=rate + 2).contains(&got),
+                    "{} got {got} {kind:?} packets from {} in a second",
+                    c.name,
+                    o.name
+                );
+            }
+        }
+        // One offer per change, each answered; nothing left outstanding.
+        assert_eq!(c.offers, c.answers);
+    }
+    // The subscribers' receiver reports reached the consultation's quality metrics: nothing
+    // lost, and no jitter on a link of constant latency with evenly paced packets.
+    let quality = teleconsult_sfu::quality::snapshot()
+        .consultations
+        .into_iter()
+        .find(|(id, _)| id == "four-participants")
+        .map(|(_, q)| q)
+        .expect("receiver reports arrived for the consultation");
+    assert_eq!(quality.loss, 0.0);
+    assert!(quality.jitter < 0.001, "jitter {} s", quality.jitter);
+}
+
+/// The scenario of the old flaky browser test: a participant's offer is still outstanding when a
+/// newcomer's tracks are published. The subscription to them must wait for the answer, then
+/// come in exactly one more offer, and everyone must end in `stable` receiving everyone.
+#[test]
+fn a_newcomer_arriving_while_an_offer_is_outstanding_is_received_after_the_next_offer() {
+    let mut sim = Sim::new();
+    let a = sim.join(NAMES[0], true);
+    let b = sim.join(NAMES[1], true);
+    assert!(sim.run_until(Duration::from_secs(3), |s| s.all_settled()
+        && everyone_hears_and_sees_everyone(s, 3)));
+    // The third participant's client is slow to answer: the fourth joins and starts publishing
+    // while the third's first offer is still outstanding.
+    let c = sim.join(NAMES[2], true);
+    sim.clients[c].answer_delay = Duration::from_millis(1500);
+    sim.run_for(Duration::from_millis(20));
+    let d = sim.join(NAMES[3], true);
+    let key_d = sim.clients[d].key;
+    assert!(
+        sim.run_until(Duration::from_secs(1), |s| s
+            .publications
+            .iter()
+            .filter(|p| p.1 == key_d)
+            .count()
+            == 2),
+        "the fourth participant never published"
+    );
+    // Proof that this run exercises the rule: when the fourth's tracks were published, the
+    // third had an offer outstanding.
+    let (at, _, outstanding) = sim
+        .publications
+        .iter()
+        .find(|p| p.1 == key_d)
+        .cloned()
+        .unwrap();
+    assert!(
+        outstanding[c],
+        "at {at:?} the third participant had no offer outstanding: the scenario did not happen"
+    );
+    assert_eq!(sim.clients[c].answers, 0);
+    sim.clients[c].answer_delay = Duration::from_millis(50);
+    let done = sim.run_until(Duration::from_secs(6), |s| {
+        s.all_settled() && everyone_hears_and_sees_everyone(s, 10)
+    });
+    let third = &sim.clients[c];
+    assert!(
+        done,
+        "after {:?}: third received {:?}, offers {} answers {}, state {}",
+        sim.elapsed(),
+        third.received,
+        third.offers,
+        third.answers,
+        third.signaling_state
+    );
+    // Its first offer, then exactly one more carrying every change held back meanwhile.
+    assert_eq!(third.offers, 2);
+    for client in &sim.clients {
+        assert_eq!(client.offers, client.answers, "{}", client.name);
+        assert_eq!(client.corrupt, 0, "{}", client.name);
+    }
+    let fourth_tracks = third
+        .offered_tracks()
+        .into_iter()
+        .filter(|(stream, _)| stream == NAMES[3])
+        .count();
+    assert_eq!(
+        fourth_tracks, 2,
+        "the third is offered the fourth's audio and video"
+    );
+    let _ = (a, b);
+}
+
+#[test]
+fn a_publisher_leaving_and_rejoining_is_dropped_then_received_again() {
+    let mut sim = Sim::new();
+    for name in &NAMES[..3] {
+        sim.join(name, true);
+    }
+    assert!(sim.run_until(Duration::from_secs(4), |s| s.all_settled()
+        && everyone_hears_and_sees_everyone(s, 5)));
+    let patient = 1;
+    let old_tracks: Vec<String> = sim.clients[0]
+        .offered_tracks()
+        .into_iter()
+        .filter(|(stream, _)| stream == NAMES[1])
+        .map(|(_, track)| track)
+        .collect();
+    assert_eq!(old_tracks.len(), 2);
+
+    sim.leave(patient);
+    assert!(sim.run_until(Duration::from_secs(2), |s| s.all_settled()));
+    for c in sim.clients.iter().filter(|c| !c.gone) {
+        assert!(
+            c.offered_tracks()
+                .iter()
+                .all(|(stream, _)| stream != NAMES[1]),
+            "{} is still offered the patient's tracks after the patient left",
+            c.name
+        );
+    }
+    // Nothing of the old session arrives any more.
+    let frozen: Vec<u64> = sim
+        .clients
+        .iter()
+        .map(|c| c.received_from(NAMES[1], 0, Kind::Video))
+        .collect();
+    sim.run_for(Duration::from_millis(500));
+    for (c, before) in sim.clients.iter().zip(frozen) {
+        assert_eq!(c.received_from(NAMES[1], 0, Kind::Video), before);
+    }
+
+    let again = sim.join(NAMES[1], true);
+    assert_eq!(sim.clients[again].generation, 1);
+    assert!(
+        sim.run_until(Duration::from_secs(4), |s| s.all_settled()
+            && everyone_hears_and_sees_everyone(s, 10)),
+        "media from the rejoined session does not flow"
+    );
+    for c in sim.clients.iter().filter(|c| !c.gone && c.name != NAMES[1]) {
+        let new_tracks: Vec<String> = c
+            .offered_tracks()
+            .into_iter()
+            .filter(|(stream, _)| stream == NAMES[1])
+            .map(|(_, track)| track)
+            .collect();
+        assert_eq!(new_tracks.len(), 2, "{}", c.name);
+        assert!(
+            new_tracks.iter().all(|t| !old_tracks.contains(t)),
+            "{}: the rejoined session's tracks are new ones",
+            c.name
+        );
+        assert_eq!(c.corrupt, 0);
+    }
+    // The rejoined client receives the others again too.
+    assert!(sim.clients[again].received_from(NAMES[0], 0, Kind::Audio) >= 10);
+}
+
+#[test]
+fn keyframe_requests_reach_the_publisher_at_most_once_per_250_ms() {
+    let mut sim = Sim::new();
+    for name in NAMES {
+        sim.join(name, true);
+    }
+    assert!(sim.run_until(Duration::from_secs(4), |s| s.all_settled()
+        && everyone_hears_and_sees_everyone(s, 5)));
+    // Three subscribers each ask for a keyframe of every video they receive, every 20 ms, for
+    // three simulated seconds: 450 requests per publisher.
+    let publisher = 0;
+    sim.pli_storm = vec![1, 2, 3];
+    let from = sim.clients[publisher].keyframe_requests.len();
+    let start = sim.now;
+    let window = Duration::from_secs(3);
+    sim.run_for(window);
+    sim.pli_storm.clear();
+    let got: Vec<_> = sim.clients[publisher].keyframe_requests[from..].to_vec();
+    let most = (window.as_millis() / KEYFRAME_REQUEST_INTERVAL.as_millis()) as usize + 1;
+    assert!(
+        got.len() <= most,
+        "{} keyframe requests in {window:?}, at most {most} allowed",
+        got.len()
+    );
+    // Throttled, not blocked: the requests do get through, about every 250 ms.
+    assert!(got.len() >= most - 2, "only {} got through", got.len());
+    for pair in got.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= KEYFRAME_REQUEST_INTERVAL,
+            "two requests {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
+    assert!(got[0] >= start);
+    // Every publisher is throttled on its own: the others got theirs too.
+    for other in 1..4 {
+        assert!(sim.clients[other].keyframe_requests.len() >= most - 2);
+    }
+    let published = sim
+        .events
+        .iter()
+        .filter(|e| matches!(e.event, SfuEvent::TrackPublished { .. }))
+        .count();
+    assert_eq!(
+        published, 8,
+        "{CONSULTATION}: four audio and four video tracks"
+    );
+}
