@@ -36,7 +36,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use teleconsult_sfu::core::{Core, Input, Output};
@@ -65,8 +65,8 @@ fn payload(name: &str, generation: u32, kind: Kind, seq: u16) -> Vec<u8> {
     p
 }
 
-/// (participant, generation, kind) of a payload built by [`payload`].
-fn parse_payload(p: &[u8]) -> Option<(String, u32, Kind)> {
+/// (participant, generation, kind, sequence number) of a payload built by [`payload`].
+fn parse_payload(p: &[u8]) -> Option<(String, u32, Kind, u16)> {
     let text = std::str::from_utf8(p.split(|&b| b == 0x5A).next()?).ok()?;
     let mut parts = text.split('/');
     let name = parts.next()?.to_string();
@@ -76,7 +76,13 @@ fn parse_payload(p: &[u8]) -> Option<(String, u32, Kind)> {
         "v" => Kind::Video,
         _ => return None,
     };
-    Some((name, generation, kind))
+    let seq = parts.next()?.parse().ok()?;
+    Some((name, generation, kind, seq))
+}
+
+/// Whether a datagram is STUN (first byte 0–3, RFC 7983).
+pub fn is_stun(data: &[u8]) -> bool {
+    data.first().is_some_and(|&b| b <= 3)
 }
 
 /// A track the client receives (announced by the SFU's offer, opened by its first packet).
@@ -121,6 +127,8 @@ pub struct Client {
     pub tracks: HashMap<String, RemoteTrack>,
     /// Intact packets received, by (publisher participant, its generation, kind).
     pub received: HashMap<(String, u32, Kind), u64>,
+    /// The publisher's sequence numbers (from the payload) of those packets, same keys.
+    pub received_seqs: HashMap<(String, u32, Kind), BTreeSet<u16>>,
     /// Packets whose payload did not parse, or whose stream was not their publisher.
     pub corrupt: u64,
     /// Simulated instants at which keyframe requests for our own video arrived.
@@ -163,7 +171,14 @@ fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
 }
 
 impl Client {
-    fn new(now: Instant, name: &str, key: u64, addr: SocketAddr, publish: bool) -> Client {
+    fn new(
+        now: Instant,
+        name: &str,
+        key: u64,
+        addr: SocketAddr,
+        publish: bool,
+        consent_interval: Option<Duration>,
+    ) -> Client {
         let (audio_codec, video_codec) = codecs();
         let mut media_engine = MediaEngine::default();
         media_engine
@@ -179,10 +194,20 @@ impl Client {
         );
         let registry = register_default_interceptors(registry, &mut media_engine)
             .expect("default interceptors");
-        let settings = SettingEngineBuilder::new()
+        let mut settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            .with_answering_dtls_role(RTCDtlsRole::Client)
-            .build();
+            .with_answering_dtls_role(RTCDtlsRole::Client);
+        if let Some(interval) = consent_interval {
+            // Consent checks (STUN binding requests) on the selected pair only this often, as
+            // aiortc does (4–6 s). The client's own timeouts are raised so that only the
+            // server's view of the pair is under test.
+            settings = settings.with_ice_timeouts(
+                Some(Duration::from_secs(60)),
+                Some(Duration::from_secs(60)),
+                Some(interval),
+            );
+        }
+        let settings = settings.build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(settings)
@@ -222,6 +247,7 @@ impl Client {
             failed: false,
             tracks: HashMap::new(),
             received: HashMap::new(),
+            received_seqs: HashMap::new(),
             corrupt: 0,
             keyframe_requests: Vec::new(),
             gone: false,
@@ -394,8 +420,13 @@ impl Client {
                         t.stream.clone()
                     });
                     match parse_payload(&packet.payload) {
-                        Some((from, generation, kind)) if stream.as_deref() == Some(&from) => {
-                            *self.received.entry((from, generation, kind)).or_default() += 1;
+                        Some((from, generation, kind, seq)) if stream.as_deref() == Some(&from) => {
+                            let key = (from, generation, kind);
+                            self.received_seqs
+                                .entry(key.clone())
+                                .or_default()
+                                .insert(seq);
+                            *self.received.entry(key).or_default() += 1;
                         }
                         _ => self.corrupt += 1,
                     }
@@ -420,6 +451,34 @@ impl Client {
             .get(&(publisher.to_string(), generation, kind))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The highest sequence number received from `publisher`'s session `generation`, of `kind`
+    /// (the simulations never run long enough to wrap).
+    pub fn last_seq_from(&self, publisher: &str, generation: u32, kind: Kind) -> Option<u16> {
+        self.received_seqs
+            .get(&(publisher.to_string(), generation, kind))
+            .and_then(|s| s.last().copied())
+    }
+
+    /// Sequence numbers after `after` and up to the highest received that never arrived.
+    pub fn missing_from(
+        &self,
+        publisher: &str,
+        generation: u32,
+        kind: Kind,
+        after: u16,
+    ) -> Vec<u16> {
+        let Some(seqs) = self
+            .received_seqs
+            .get(&(publisher.to_string(), generation, kind))
+        else {
+            return Vec::new();
+        };
+        let last = seqs.last().copied().unwrap_or(after);
+        (after.saturating_add(1)..=last)
+            .filter(|s| !seqs.contains(s))
+            .collect()
     }
 
     /// Track ids the latest offer asks us to receive (`a=msid` of its sending sections).
@@ -475,6 +534,9 @@ pub struct Sim {
     sfu_timeout: Option<Instant>,
     /// Subscribers that ask for keyframes on every media tick (a PLI storm).
     pub pli_storm: Vec<usize>,
+    /// Clients whose outgoing STUN the network drops (their media and DTLS still flow): a
+    /// client that has stopped sending consent checks.
+    pub drop_stun_from: Vec<usize>,
 }
 
 impl Default for Sim {
@@ -507,6 +569,7 @@ impl Sim {
             tick: 0,
             sfu_timeout: None,
             pli_storm: Vec::new(),
+            drop_stun_from: Vec::new(),
         }
     }
 
@@ -518,11 +581,26 @@ impl Sim {
     /// A participant's client joins the consultation (publishing audio and video if
     /// `publish`). Returns its index in [`Sim::clients`].
     pub fn join(&mut self, name: &str, publish: bool) -> usize {
+        self.join_with(name, publish, None)
+    }
+
+    /// [`Sim::join`], for a client that sends STUN consent checks on its selected pair only
+    /// every `interval` (the `rtc` default is 2 s).
+    pub fn join_with_consent_interval(
+        &mut self,
+        name: &str,
+        publish: bool,
+        interval: Duration,
+    ) -> usize {
+        self.join_with(name, publish, Some(interval))
+    }
+
+    fn join_with(&mut self, name: &str, publish: bool, consent: Option<Duration>) -> usize {
         let key = self.next_key;
         self.next_key += 1;
         let addr = SocketAddr::from(([198, 51, 100, 1], self.next_port));
         self.next_port += 1;
-        let mut client = Client::new(self.now, name, key, addr, publish);
+        let mut client = Client::new(self.now, name, key, addr, publish, consent);
         // A rejoin is a new session of the same participant.
         client.generation = self
             .clients
@@ -586,7 +664,11 @@ impl Sim {
                 }
                 c.drain(now, &mut out);
                 let from = c.addr;
+                let drop_stun = self.drop_stun_from.contains(&i);
                 for (to, data) in out.drain(..) {
+                    if drop_stun && is_stun(&data) {
+                        continue;
+                    }
                     self.net.push_back(InFlight {
                         at: now + LATENCY,
                         from,
