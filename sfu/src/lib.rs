@@ -106,7 +106,7 @@ pub enum SfuEvent {
     TrackPublished { track_id: String, kind: Kind },
     /// The participant stopped publishing a track.
     TrackUnpublished { track_id: String },
-    /// ICE and DTLS are up.
+    /// ICE and DTLS are up (once per session: not again after a spell of `disconnected`).
     Connected,
     /// The media connection failed or closed (ICE timeout, DTLS failure).
     Failed,

@@ -21,13 +21,26 @@ use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Packets of each sent video stream kept for retransmission on NACK (a power of two). At
 /// 1.5 Mbit/s (~170 packets/s) that is 1.5 s of history, at 500 kbit/s 4.5 s: far longer than a
 /// retransmission stays useful (one round trip plus the receiver's jitter buffer). `rtc`'s default
 /// of 1024 holds about 1.3 MB per subscribed video track.
 pub const NACK_HISTORY: u16 = 256;
+
+/// How long the selected pair may go without a STUN binding request from the client before the
+/// session counts as `disconnected`. We are ICE-lite: we send no checks, and in `rtc` 0.21.1 only
+/// inbound STUN refreshes the pair's last-heard time (RTP, RTCP and DTLS bypass the ICE agent,
+/// and it offers no way to report them), so a call full of media looks silent between two consent
+/// checks. Clients send those every ~2.5 s (Chromium) to 4–6 s (aiortc); `rtc`'s default of 5 s
+/// flipped aiortc's sessions to disconnected every few seconds. 15 s is well above any client's
+/// interval, and leaves room for a few lost checks.
+pub const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Added to [`ICE_DISCONNECTED_TIMEOUT`] before the session counts as `failed` (`rtc` measures
+/// both from the last STUN heard): 30 s in all, when RFC 7675 consent expires.
+pub const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Random ICE credentials: (ufrag, password). The ufrag is 16 alphanumerics (RFC 8445 allows
 /// 4..256 ice-chars), the password 32.
@@ -135,6 +148,12 @@ pub fn build(
         .with_lite(true)
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        // Keepalive: `rtc`'s default (an ICE-lite agent sends no checks anyway).
+        .with_ice_timeouts(
+            Some(ICE_DISCONNECTED_TIMEOUT),
+            Some(ICE_FAILED_TIMEOUT),
+            None,
+        )
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

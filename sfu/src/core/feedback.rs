@@ -85,7 +85,7 @@ impl Core {
         let Some(s) = self.participants.get_mut(&subscriber) else {
             return;
         };
-        if !s.connected || s.negotiation.offer_outstanding() {
+        if !s.link.forwards() || s.negotiation.offer_outstanding() {
             return;
         }
         let wanted: Vec<(u64, String)> = s

@@ -50,7 +50,8 @@ impl Core {
             let Some(s) = self.participants.get_mut(&sid) else {
                 continue;
             };
-            if !s.connected {
+            // Also while merely disconnected (sparse consent checks): see `Link`.
+            if !s.link.forwards() {
                 continue;
             }
             let sent_before = sent;

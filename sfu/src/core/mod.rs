@@ -164,6 +164,29 @@ impl Unsubscribe {
     }
 }
 
+/// Where a participant's media session stands, as far as forwarding is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// Not yet connected (ICE and DTLS under way): nothing can be sent.
+    New,
+    /// Connected: forward.
+    Connected,
+    /// Was connected, and no STUN consent check was heard for
+    /// [`ICE_DISCONNECTED_TIMEOUT`](crate::session::ICE_DISCONNECTED_TIMEOUT). Often a client
+    /// whose checks are merely sparse, or a path that recovers: keep forwarding (and feeding
+    /// the retransmission history), so nothing is lost for good if it comes back.
+    Disconnected,
+    /// Failed or closed: stop.
+    Closed,
+}
+
+impl Link {
+    /// Whether media is sent to this participant.
+    fn forwards(self) -> bool {
+        matches!(self, Link::Connected | Link::Disconnected)
+    }
+}
+
 struct Participant {
     /// The signalling layer's id.
     id: String,
@@ -172,7 +195,7 @@ struct Participant {
     ufrag: String,
     pc: RTCPeerConnection,
     negotiation: Negotiation<Change>,
-    connected: bool,
+    link: Link,
     failed: bool,
     /// By the stack's track id; at most one audio and one video (we offer two `recvonly`
     /// sections), so the cheap hasher is safe from client-chosen keys.
@@ -356,7 +379,7 @@ impl Core {
                 ufrag: ufrag.clone(),
                 pc,
                 negotiation: Negotiation::default(),
-                connected: false,
+                link: Link::New,
                 failed: false,
                 tracks: HashMap::default(),
                 subscriptions: Vec::new(),
@@ -637,17 +660,32 @@ impl Core {
                     return;
                 };
                 tracing::debug!(participant = %p.id, %state, "media connection state");
-                match state {
-                    RTCPeerConnectionState::Connected => {
-                        p.connected = true;
+                match (p.link, state) {
+                    (Link::Closed, _) => {}
+                    (Link::Disconnected, RTCPeerConnectionState::Connected) => {
+                        // Back from a silence: whatever the subscriber lost meanwhile (and
+                        // could not recover by NACK) is repaired by a keyframe of each video
+                        // track it receives.
+                        p.link = Link::Connected;
+                        for sub in &mut p.subscriptions {
+                            if sub.kind == Kind::Video {
+                                sub.needs_keyframe = true;
+                            }
+                        }
+                        self.request_pending_keyframes(key, now);
+                    }
+                    (_, RTCPeerConnectionState::Connected) => {
+                        p.link = Link::Connected;
                         self.emit(key, SfuEvent::Connected);
                         self.request_pending_keyframes(key, now);
                     }
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        p.connected = false;
+                    (_, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) => {
+                        p.link = Link::Closed;
                         self.fail(key);
                     }
-                    RTCPeerConnectionState::Disconnected => p.connected = false,
+                    (Link::Connected, RTCPeerConnectionState::Disconnected) => {
+                        p.link = Link::Disconnected;
+                    }
                     _ => {}
                 }
             }
@@ -667,6 +705,7 @@ impl Core {
             && !p.failed
         {
             p.failed = true;
+            p.link = Link::Closed;
             self.emit(key, SfuEvent::Failed);
         }
     }
