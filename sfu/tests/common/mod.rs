@@ -133,6 +133,11 @@ pub struct Client {
     pub corrupt: u64,
     /// Simulated instants at which keyframe requests for our own video arrived.
     pub keyframe_requests: Vec<Instant>,
+    /// Each offer of the SFU this client applied (`set_remote_description`): when, and its SDP.
+    pub offers_applied: Vec<(Instant, String)>,
+    /// RTP datagrams that reached this client, by SSRC (read from the clear SRTP header, before
+    /// the stack sees them, so packets it would drop count too): arrival instants.
+    pub rtp_arrivals: HashMap<u32, Vec<Instant>>,
     /// Left the consultation: takes no more input.
     pub gone: bool,
 }
@@ -250,6 +255,8 @@ impl Client {
             received_seqs: HashMap::new(),
             corrupt: 0,
             keyframe_requests: Vec::new(),
+            offers_applied: Vec::new(),
+            rtp_arrivals: HashMap::new(),
             gone: false,
         };
         if publish {
@@ -368,6 +375,7 @@ impl Client {
             let Some((_, sdp)) = self.pending_offers.pop_front() else {
                 break;
             };
+            self.offers_applied.push((now, sdp.clone()));
             let offer = RTCSessionDescription::offer(sdp).expect("the SFU's offer parses");
             self.pc
                 .set_remote_description(now, offer)
@@ -479,6 +487,25 @@ impl Client {
         (after.saturating_add(1)..=last)
             .filter(|s| !seqs.contains(s))
             .collect()
+    }
+
+    /// When this client applied the first offer declaring `ssrc` (an `a=ssrc:` line), if any.
+    pub fn ssrc_declared_at(&self, ssrc: u32) -> Option<Instant> {
+        let line = format!("a=ssrc:{ssrc} ");
+        self.offers_applied
+            .iter()
+            .find(|(_, sdp)| sdp.contains(&line))
+            .map(|(at, _)| *at)
+    }
+
+    /// Record an RTP datagram (RFC 7983: first byte 128–191; RFC 5761: RTCP packet types
+    /// 192–223 in the second byte) by its SSRC.
+    fn note_rtp(&mut self, at: Instant, data: &[u8]) {
+        if data.len() < 12 || !(128..=191).contains(&data[0]) || (192..=223).contains(&data[1]) {
+            return;
+        }
+        let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+        self.rtp_arrivals.entry(ssrc).or_default().push(at);
     }
 
     /// Track ids the latest offer asks us to receive (`a=msid` of its sending sections).
@@ -705,6 +732,7 @@ impl Sim {
                         let _ = self.sfu.handle_input(d.at, input);
                     }
                 } else if let Some(c) = self.client_by_addr(d.to) {
+                    c.note_rtp(d.at, &d.data);
                     let msg = TaggedBytesMut {
                         now: d.at,
                         transport: TransportContext {
