@@ -15,6 +15,11 @@
 //! back to be applied; with an offer outstanding it is kept, and [`Negotiation::answered`] hands
 //! every kept change back, in order, once the answer is in, together with whether one more offer
 //! is due. `C` is whatever a change is to the caller; this module never looks inside.
+//!
+//! Offers are numbered ([`Generation`]): a change applied now goes into
+//! [`Negotiation::next_offer`], and the client knows of it once that offer's answer is applied
+//! ([`Negotiation::knows`]). Nothing is forwarded on a subscription before then: a client given
+//! packets of an SSRC no offer has declared yet may attach them to another receiver.
 
 /// Where the session's offer/answer exchange stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,10 +35,17 @@ pub enum State {
 #[error("no offer is waiting for an answer")]
 pub struct NoPendingOffer;
 
+/// The number of an offer in one session, from 1; 0 stands for "none yet".
+pub type Generation = u64;
+
 /// One participant's negotiation state.
 #[derive(Debug)]
 pub struct Negotiation<C> {
     state: State,
+    /// The latest offer made.
+    offered: Generation,
+    /// The latest offer whose answer was applied.
+    answered: Generation,
     /// An offer was wanted while one was outstanding.
     renegotiate: bool,
     /// Changes that arrived while an offer was outstanding, in arrival order.
@@ -44,6 +56,8 @@ impl<C> Default for Negotiation<C> {
     fn default() -> Self {
         Negotiation {
             state: State::Stable,
+            offered: 0,
+            answered: 0,
             renegotiate: false,
             deferred: Vec::new(),
         }
@@ -67,6 +81,23 @@ impl<C> Negotiation<C> {
     /// Whether an offer waits for its answer.
     pub fn offer_outstanding(&self) -> bool {
         self.state == State::OfferOutstanding
+    }
+
+    /// The offer a change applied now is part of (changes are applied only in `Stable`, or
+    /// right after an answer: always before the next offer).
+    pub fn next_offer(&self) -> Generation {
+        self.offered + 1
+    }
+
+    /// The latest offer whose answer was applied (0: none yet).
+    pub fn answered_offer(&self) -> Generation {
+        self.answered
+    }
+
+    /// Whether the client has answered the offer `declared_in` (or a later one), i.e. knows
+    /// what that offer declared.
+    pub fn knows(&self, declared_in: Generation) -> bool {
+        declared_in <= self.answered
     }
 
     /// Whether an offer was asked for while one was outstanding.
@@ -105,6 +136,7 @@ impl<C> Negotiation<C> {
     /// An offer was made and sent: wait for its answer.
     pub fn offered(&mut self) {
         self.state = State::OfferOutstanding;
+        self.offered += 1;
         self.renegotiate = false;
     }
 
@@ -121,6 +153,7 @@ impl<C> Negotiation<C> {
     pub fn answered(&mut self) -> Result<Answered<C>, NoPendingOffer> {
         self.expect_answer()?;
         self.state = State::Stable;
+        self.answered = self.offered;
         Ok(Answered {
             deferred: std::mem::take(&mut self.deferred),
             offer_again: std::mem::take(&mut self.renegotiate),
@@ -226,6 +259,42 @@ mod tests {
                 offer_again: true
             })
         );
+    }
+
+    #[test]
+    fn a_change_is_known_only_once_the_answer_to_the_offer_carrying_it_is_applied() {
+        let mut n = Negotiation::default();
+        assert_eq!(n.answered_offer(), 0);
+        // Applied in stable: goes into offer 1.
+        assert_eq!(n.change("a"), Some("a"));
+        let a = n.next_offer();
+        assert_eq!(a, 1);
+        assert!(!n.knows(a));
+        assert!(n.want_offer());
+        n.offered();
+        assert!(!n.knows(a), "offered is not answered");
+        // A failed answer (checked, never applied) teaches the client nothing.
+        assert_eq!(n.expect_answer(), Ok(()));
+        assert!(!n.knows(a));
+        // A change held back meanwhile is applied after the answer: it goes into offer 2.
+        assert_eq!(n.change("b"), None);
+        let answered = n.answered().unwrap();
+        assert!(n.knows(a));
+        assert_eq!(n.answered_offer(), 1);
+        assert_eq!(answered.deferred, vec!["b"]);
+        let b = n.next_offer();
+        assert_eq!(b, 2);
+        assert!(
+            !n.knows(b),
+            "the answer to offer 1 does not declare offer 2's changes"
+        );
+        assert!(n.want_offer());
+        n.offered();
+        assert!(!n.knows(b));
+        n.answered().unwrap();
+        assert!(n.knows(a) && n.knows(b));
+        // Nothing is known of an offer not yet made.
+        assert!(!n.knows(n.next_offer()));
     }
 
     /// The scenario of the old flaky browser test, with plain values: three participants are in

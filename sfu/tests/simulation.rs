@@ -379,3 +379,82 @@ fn a_silent_spell_keeps_media_flowing_and_ends_with_a_keyframe_request() {
     assert_eq!(lifecycle, vec![SfuEvent::Connected]);
     assert_nothing_missing(&sim, patient, practitioner, to_patient, [840, 420]);
 }
+
+/// Issue 10, "media sent before the subscriber can know it": a connected patient is slow to
+/// answer (500 ms) the offer that declares a newcomer's tracks, while the newcomer already
+/// publishes. No RTP of a subscription may reach a client before that client applied the offer
+/// declaring its SSRC; and once the answer is in, the newcomer's media flows.
+#[test]
+fn no_rtp_reaches_a_subscriber_before_it_applied_the_offer_declaring_its_ssrc() {
+    let (mut sim, practitioner, patient) =
+        one_to_one("no-media-before-the-offer", |s| s.join(NAMES[1], true));
+    sim.clients[patient].answer_delay = Duration::from_millis(500);
+    let answers_before = sim.clients[patient].answers;
+    let interpreter = sim.join(NAMES[2], true);
+    // The scenario really happens: the interpreter's media flows through the SFU (the
+    // practitioner receives it) while the patient's offer declaring it is unanswered.
+    assert!(
+        sim.run_until(Duration::from_secs(3), |s| {
+            s.clients[practitioner].received_from(NAMES[2], 0, Kind::Video) >= 5
+        }),
+        "the interpreter's video never reached the practitioner"
+    );
+    assert_eq!(
+        sim.clients[patient].answers, answers_before,
+        "the patient answered before the interpreter's media flowed: the scenario did not happen"
+    );
+    assert!(sim.clients[patient].offers > answers_before);
+    // Media flows once the patient has answered.
+    assert!(
+        sim.run_until(Duration::from_secs(5), |s| s.all_settled()
+            && everyone_hears_and_sees_everyone(s, 10)),
+        "after {:?}: {:?}",
+        sim.elapsed(),
+        sim.clients
+            .iter()
+            .map(|c| (&c.name, c.offers, c.answers, &c.received))
+            .collect::<Vec<_>>()
+    );
+    // The keyframe the new video subscription needs is asked for once it is forwarded: when the
+    // patient's answer is applied (the SFU applies it the instant the client made it).
+    let declared = sim.clients[patient]
+        .tracks
+        .values()
+        .filter(|t| t.stream == NAMES[2])
+        .filter_map(|t| sim.clients[patient].ssrc_declared_at(t.ssrc))
+        .max()
+        .expect("the patient applied an offer declaring the interpreter's tracks");
+    let requests = &sim.clients[interpreter].keyframe_requests;
+    assert!(
+        requests
+            .iter()
+            .any(|&t| t >= declared && t - declared <= Duration::from_millis(50)),
+        "no keyframe request within 50 ms of the patient's answer at {:?}: {:?}",
+        declared - sim.start,
+        requests.iter().map(|&t| t - sim.start).collect::<Vec<_>>()
+    );
+    for c in &sim.clients {
+        assert_eq!(c.corrupt, 0, "{} got foreign or damaged payloads", c.name);
+        assert!(!c.rtp_arrivals.is_empty(), "{} received no RTP", c.name);
+        for (ssrc, arrivals) in &c.rtp_arrivals {
+            let first = arrivals[0];
+            let declared = c.ssrc_declared_at(*ssrc);
+            assert!(
+                declared.is_some_and(|d| d <= first),
+                "{} received {} RTP packets on SSRC {ssrc} before applying the offer declaring \
+                 it: first at {:?}, offer applied at {:?} (offers applied at {:?})",
+                c.name,
+                arrivals
+                    .iter()
+                    .filter(|&&a| declared.is_none_or(|d| a < d))
+                    .count(),
+                first - sim.start,
+                declared.map(|d| d - sim.start),
+                c.offers_applied
+                    .iter()
+                    .map(|(t, _)| *t - sim.start)
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+}

@@ -85,13 +85,18 @@ impl Core {
         let Some(s) = self.participants.get_mut(&subscriber) else {
             return;
         };
-        if !s.link.forwards() || s.negotiation.offer_outstanding() {
+        if !s.link.forwards() {
             return;
         }
+        // Only for subscriptions forwarded already (see `Core::forward`); the others keep
+        // their request until the answer that declares them.
+        let answered = s.negotiation.answered_offer();
         let wanted: Vec<(u64, String)> = s
             .subscriptions
             .iter_mut()
-            .filter(|sub| sub.needs_keyframe && sub.kind == Kind::Video)
+            .filter(|sub| {
+                sub.needs_keyframe && sub.kind == Kind::Video && sub.declared_in <= answered
+            })
             .map(|sub| {
                 sub.needs_keyframe = false;
                 (sub.publisher, sub.source.clone())

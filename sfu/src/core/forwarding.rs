@@ -55,10 +55,12 @@ impl Core {
                 continue;
             }
             let sent_before = sent;
+            // Never on a subscription the subscriber cannot know yet (its offer unanswered).
+            let answered = s.negotiation.answered_offer();
             for sub in s
                 .subscriptions
                 .iter_mut()
-                .filter(|sub| sub.source_number == number)
+                .filter(|sub| sub.source_number == number && sub.declared_in <= answered)
             {
                 let mut out = packet.clone();
                 let mut result = forward::translate(&mut out, sub.ssrc, &sub.payload);

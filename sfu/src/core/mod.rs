@@ -43,7 +43,7 @@ mod subscriptions;
 use crate::forward::PayloadMap;
 use crate::keyframe::{KeyframeThrottle, is_keyframe_request};
 use crate::metrics::Recorded;
-use crate::negotiation::Negotiation;
+use crate::negotiation::{Generation, Negotiation};
 use crate::quality;
 use crate::sendq::SendQueue;
 use crate::{Candidate, Kind, SfuError, SfuEvent, session};
@@ -131,6 +131,9 @@ struct Subscription {
     ssrc: u32,
     kind: Kind,
     payload: PayloadMap,
+    /// The offer that declares this subscription to the subscriber: nothing is forwarded on it
+    /// (and no keyframe asked for it) before that offer's answer is applied.
+    declared_in: Generation,
     /// Ask the publisher for a keyframe once this subscriber can receive.
     needs_keyframe: bool,
     /// RTP clock rate, to turn reported jitter into seconds.

@@ -150,6 +150,8 @@ impl Core {
             return false;
         };
         let ssrc = rand::random::<u32>();
+        // Changes are applied only before an offer is made: this one goes into the next.
+        let declared_in = s.negotiation.next_offer();
         let local = MediaStreamTrack::new(
             stream_id,
             track_id.clone(),
@@ -174,6 +176,7 @@ impl Core {
                     ssrc,
                     kind,
                     payload: PayloadMap::default(),
+                    declared_in,
                     needs_keyframe: kind == Kind::Video,
                     clock_rate,
                     reported: None,
