@@ -10,6 +10,9 @@
 //!   each `len + 16` bytes. Every document has at least one chunk (an empty one for an empty
 //!   file), and exactly its last chunk carries the final flag: reordering, truncation, appending
 //!   or moving chunks between documents all fail authentication.
+//! - Several master keys may be configured ([`KeyRing`]): the current one wraps new documents'
+//!   keys, and each document is opened with the key its stored `master_key_id` names, so a
+//!   rotated-out key keeps opening the documents it wrapped.
 //! - Memory stays flat: one chunk at a time in each direction. A byte range is served by
 //!   skipping whole sealed chunks (their size is fixed) and opening only the chunks it covers.
 
