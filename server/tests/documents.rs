@@ -570,7 +570,9 @@ async fn master_key_rotation_keeps_old_documents_readable() {
             id: "k1".into(),
             key: k1,
         }];
-        config.validate(true).expect("rotated configuration is valid");
+        config
+            .validate(true)
+            .expect("rotated configuration is valid");
         let second = TestServer::start_with(config.clone()).await;
         let (doctor, patient) = call(&second, c).await;
         let pt = second.token(c, "Pat Test", Role::Patient);
@@ -578,7 +580,10 @@ async fn master_key_rotation_keeps_old_documents_readable() {
         let base = format!("/api/consultations/{c}/documents");
         let r = get(&second, &format!("{base}/{}", old_doc.id), &dt, &[]).await;
         assert_eq!(r.status, 200, "{backend:?}: {}", r.text());
-        assert!(r.body == old, "{backend:?}: old document differs after rotation");
+        assert!(
+            r.body == old,
+            "{backend:?}: old document differs after rotation"
+        );
         let r = get(
             &second,
             &format!("{base}/{}", old_doc.id),
@@ -587,7 +592,10 @@ async fn master_key_rotation_keeps_old_documents_readable() {
         )
         .await;
         assert_eq!(r.status, 206);
-        assert!(r.body == old[65_530..=140_000], "{backend:?}: range differs");
+        assert!(
+            r.body == old[65_530..=140_000],
+            "{backend:?}: range differs"
+        );
         let r = upload(&second, c, &pt, "new.pdf", &new).await;
         assert_eq!(r.status, 201, "{backend:?}: {}", r.text());
         let new_doc: DocumentInfo = serde_json::from_slice(&r.body).expect("json");
@@ -610,7 +618,10 @@ async fn master_key_rotation_keeps_old_documents_readable() {
         assert!(!r.body.windows(MARKER.len()).any(|w| w == MARKER));
         let r = get(&third, &format!("{base}/{}", new_doc.id), &dt, &[]).await;
         assert_eq!(r.status, 200);
-        assert!(r.body == new, "{backend:?}: new document differs without k1");
+        assert!(
+            r.body == new,
+            "{backend:?}: new document differs without k1"
+        );
         drop((doctor, patient));
         drop_database(&third).await;
         third.shutdown().await;
