@@ -15,8 +15,23 @@ pub struct DocumentsConfig {
     /// `--dev` (where a public development key is used). `Debug` shows `[REDACTED]`.
     #[serde(serialize_with = "redacted")]
     pub master_key: SecretString,
-    /// Label stored with each wrapped key, for rotation.
+    /// Label stored with each wrapped key, for rotation: documents uploaded from now on are
+    /// wrapped by `master_key` and carry this id.
     pub master_key_id: String,
+    /// Earlier master keys, kept only to open the documents they wrapped (looked up by the
+    /// `master_key_id` stored with each document); never used for new documents.
+    pub previous_master_keys: Vec<PreviousMasterKey>,
+}
+
+/// One retired master key (`documents.previous_master_keys`). `Debug` shows `[REDACTED]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousMasterKey {
+    /// The `master_key_id` it had when it was current.
+    pub id: String,
+    /// Base64 of its 32 bytes.
+    #[serde(serialize_with = "redacted")]
+    pub key: SecretString,
 }
 
 /// Serialise a secret as `""` when unset and `"<redacted>"` otherwise: a configuration written
@@ -39,6 +54,7 @@ impl Default for DocumentsConfig {
                 .collect(),
             master_key: SecretString::default(),
             master_key_id: "k1".to_string(),
+            previous_master_keys: Vec::new(),
         }
     }
 }
@@ -51,11 +67,18 @@ mod tests {
     fn the_master_key_is_never_shown() {
         let c = DocumentsConfig {
             master_key: "c2VjcmV0LWtleS1tYXRlcmlhbA==".into(),
+            previous_master_keys: vec![PreviousMasterKey {
+                id: "k0".into(),
+                key: "b2xkLXNlY3JldC1rZXktbWF0ZXJpYWw=".into(),
+            }],
             ..DocumentsConfig::default()
         };
         assert!(!format!("{c:?}").contains("c2VjcmV0"), "{c:?}");
+        assert!(!format!("{c:?}").contains("b2xk"), "{c:?}");
         let json = serde_json::to_value(&c).expect("serialises");
         assert_eq!(json["master_key"], "<redacted>");
+        assert_eq!(json["previous_master_keys"][0]["key"], "<redacted>");
+        assert_eq!(json["previous_master_keys"][0]["id"], "k0");
         let json = serde_json::to_value(DocumentsConfig::default()).expect("serialises");
         assert_eq!(json["master_key"], "");
     }

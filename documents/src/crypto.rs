@@ -10,6 +10,9 @@
 //!   each `len + 16` bytes. Every document has at least one chunk (an empty one for an empty
 //!   file), and exactly its last chunk carries the final flag: reordering, truncation, appending
 //!   or moving chunks between documents all fail authentication.
+//! - Several master keys may be configured ([`KeyRing`]): the current one wraps new documents'
+//!   keys, and each document is opened with the key its stored `master_key_id` names, so a
+//!   rotated-out key keeps opening the documents it wrapped.
 //! - Memory stays flat: one chunk at a time in each direction. A byte range is served by
 //!   skipping whole sealed chunks (their size is fixed) and opening only the chunks it covers.
 
@@ -43,6 +46,10 @@ pub enum CryptoError {
     Trailing,
     #[error("document too large to encrypt")]
     TooLarge,
+    #[error("master key id {0:?} is configured more than once")]
+    DuplicateKeyId(String),
+    #[error("master key id {0:?} is not configured")]
+    UnknownKeyId(String),
 }
 
 /// The master key that wraps every document's data key. Its `Debug` shows only its id.
@@ -82,6 +89,41 @@ impl MasterKey {
         aad.push(0);
         aad.extend_from_slice(document.as_bytes());
         aad
+    }
+}
+
+/// The configured master keys: the current one wraps new documents' data keys, and any of them
+/// unwraps the documents whose stored `master_key_id` names it. `Debug` shows ids only.
+#[derive(Debug)]
+pub struct KeyRing {
+    current: MasterKey,
+    previous: Vec<MasterKey>,
+}
+
+impl KeyRing {
+    /// `current` for new documents, `previous` only for reading. Ids must be distinct: a
+    /// repeated id could not tell which key wrapped a document.
+    pub fn new(current: MasterKey, previous: Vec<MasterKey>) -> Result<KeyRing, CryptoError> {
+        let mut seen = std::collections::HashSet::new();
+        for key in std::iter::once(&current).chain(&previous) {
+            if !seen.insert(key.id.as_str()) {
+                return Err(CryptoError::DuplicateKeyId(key.id.clone()));
+            }
+        }
+        Ok(KeyRing { current, previous })
+    }
+
+    /// The key new documents are wrapped with.
+    pub fn current(&self) -> &MasterKey {
+        &self.current
+    }
+
+    /// The key with id `id`, current or previous.
+    pub fn get(&self, id: &str) -> Result<&MasterKey, CryptoError> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id == id)
+            .ok_or_else(|| CryptoError::UnknownKeyId(id.to_string()))
     }
 }
 
@@ -449,6 +491,51 @@ mod tests {
         assert_eq!(&out[0].1[..], &plain[2 * cs..3 * cs]);
         assert_eq!(&out[1].1[..], &plain[3 * cs..]);
         dec.finish().expect("complete");
+    }
+
+    fn key(id: &str, byte: u8) -> MasterKey {
+        MasterKey::from_base64(id, &STANDARD.encode([byte; 32])).expect("key")
+    }
+
+    #[test]
+    fn key_ring_finds_each_key_by_id() {
+        let ring = KeyRing::new(key("k2", 2), vec![key("k0", 0), key("k1", 1)]).expect("ring");
+        assert_eq!(ring.current().id(), "k2");
+        // A document wrapped by a retired key opens with the ring, and only with that key.
+        let (_, wrapped) = DataKey::generate(&key("k1", 1), "d1");
+        let k1 = ring.get("k1").expect("k1 configured");
+        assert_eq!(k1.id(), "k1");
+        assert!(DataKey::unwrap(k1, "d1", &wrapped).is_ok());
+        assert!(DataKey::unwrap(ring.get("k0").expect("k0"), "d1", &wrapped).is_err());
+        assert!(DataKey::unwrap(ring.current(), "d1", &wrapped).is_err());
+        assert_eq!(ring.get("k2").expect("current").id(), "k2");
+        // New documents go to the current key.
+        let (_, fresh) = DataKey::generate(ring.current(), "d2");
+        assert!(DataKey::unwrap(&key("k2", 2), "d2", &fresh).is_ok());
+        let shown = format!("{ring:?}");
+        assert!(shown.contains("k0") && shown.contains("k2"), "{shown}");
+    }
+
+    #[test]
+    fn key_ring_refuses_unknown_and_duplicate_ids() {
+        let ring = KeyRing::new(key("k2", 2), vec![key("k1", 1)]).expect("ring");
+        assert_eq!(
+            ring.get("k9").err(),
+            Some(CryptoError::UnknownKeyId("k9".into()))
+        );
+        assert_eq!(
+            ring.get("").err(),
+            Some(CryptoError::UnknownKeyId("".into()))
+        );
+        assert_eq!(
+            KeyRing::new(key("k1", 2), vec![key("k1", 1)]).err(),
+            Some(CryptoError::DuplicateKeyId("k1".into()))
+        );
+        assert_eq!(
+            KeyRing::new(key("k2", 2), vec![key("k0", 0), key("k0", 1)]).err(),
+            Some(CryptoError::DuplicateKeyId("k0".into()))
+        );
+        assert!(KeyRing::new(key("k1", 1), Vec::new()).is_ok());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! out ([`crate::crypto`]), so the store only ever sees ciphertext.
 
 use crate::config::DocumentsConfig;
-use crate::crypto::{self, CryptoError, DataKey, Decryptor, Encryptor, MasterKey};
+use crate::crypto::{self, CryptoError, DataKey, Decryptor, Encryptor, KeyRing, MasterKey};
 use crate::filetype::{self, FileType};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -137,7 +137,7 @@ pub struct Download {
 pub struct DocumentService {
     store: Arc<dyn Store>,
     consultations: ConsultationService,
-    master: Arc<MasterKey>,
+    keys: Arc<KeyRing>,
     max_bytes: u64,
     allowed: Arc<[FileType]>,
 }
@@ -169,19 +169,26 @@ fn hex(bytes: &[u8]) -> String {
 
 impl DocumentService {
     /// The service over `store`, deciding access from `consultations`. Fails if
-    /// `documents.master_key` is not base64 of 32 bytes (validated configurations never are).
+    /// `documents.master_key` or a previous master key is not base64 of 32 bytes, or if a key id
+    /// repeats (validated configurations never do).
     pub fn new(
         config: &DocumentsConfig,
         store: Arc<dyn Store>,
         consultations: ConsultationService,
     ) -> Result<DocumentService, CryptoError> {
         use secrecy::ExposeSecret;
-        let master =
+        let current =
             MasterKey::from_base64(&config.master_key_id, config.master_key.expose_secret())?;
+        let previous = config
+            .previous_master_keys
+            .iter()
+            .map(|k| MasterKey::from_base64(&k.id, k.key.expose_secret()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = KeyRing::new(current, previous)?;
         Ok(DocumentService {
             store,
             consultations,
-            master: Arc::new(master),
+            keys: Arc::new(keys),
             max_bytes: config.max_bytes,
             allowed: config
                 .allowed_types
@@ -269,7 +276,7 @@ impl DocumentService {
         }
 
         let doc_id = format!("d{:032x}", rand::random::<u128>());
-        let (key, wrapped_key) = DataKey::generate(&self.master, &doc_id);
+        let (key, wrapped_key) = DataKey::generate(self.keys.current(), &doc_id);
         let mut meta = DocumentMeta {
             id: doc_id.clone(),
             consultation: consultation.to_string(),
@@ -284,7 +291,7 @@ impl DocumentService {
                 scheme: crypto::SCHEME.to_string(),
                 wrapped_key,
                 chunk_size: crypto::CHUNK_SIZE,
-                master_key_id: self.master.id().to_string(),
+                master_key_id: self.keys.current().id().to_string(),
             },
         };
         let outcome = Arc::new(Mutex::new(Outcome::default()));
@@ -366,11 +373,23 @@ impl DocumentService {
             Some(_) => return Err(DocumentError::RangeNotSatisfiable(size)),
             None => 0..=size.saturating_sub(1),
         };
-        let key =
-            DataKey::unwrap(&self.master, &meta.id, &meta.encryption.wrapped_key).map_err(|e| {
-                tracing::error!(document = %meta.id, error = %e, "document key unwrap failed");
-                DocumentError::Internal
-            })?;
+        let master = self.keys.get(&meta.encryption.master_key_id).map_err(|_| {
+            tracing::error!(
+                document = %meta.id,
+                master_key_id = %meta.encryption.master_key_id,
+                "document wrapped by a master key that is not configured"
+            );
+            DocumentError::Internal
+        })?;
+        let key = DataKey::unwrap(master, &meta.id, &meta.encryption.wrapped_key).map_err(|e| {
+            tracing::error!(
+                document = %meta.id,
+                master_key_id = %meta.encryption.master_key_id,
+                error = %e,
+                "document key unwrap failed"
+            );
+            DocumentError::Internal
+        })?;
         self.audit(caller, "document.download", &meta.id).await?;
 
         let (start, end) = (*range.start(), *range.end());

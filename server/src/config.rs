@@ -509,6 +509,29 @@ impl Config {
         if self.documents.master_key_id.is_empty() {
             bad("documents.master_key_id", "must not be empty");
         }
+        let mut ids = vec![self.documents.master_key_id.as_str()];
+        for (i, previous) in self.documents.previous_master_keys.iter().enumerate() {
+            let at = |field: &str| format!("documents.previous_master_keys[{i}].{field}");
+            if previous.id.is_empty() {
+                bad(&at("id"), "must not be empty");
+            } else if ids.contains(&previous.id.as_str()) {
+                bad(
+                    &at("id"),
+                    "repeats a master key id (documents.master_key_id or an earlier entry): each key needs its own",
+                );
+            }
+            ids.push(previous.id.as_str());
+            let key = previous.key.expose_secret();
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(key) {
+                Ok(k) if k.len() == 32 => {
+                    if !dev && bool::from(key.as_bytes().ct_eq(DEV_MASTER_KEY.as_bytes())) {
+                        bad(&at("key"), "the development key is refused outside --dev");
+                    }
+                }
+                _ => bad(&at("key"), "must be base64 of exactly 32 bytes"),
+            }
+        }
 
         // admin
         let admin_key = self.admin.api_key.expose_secret();
@@ -921,6 +944,74 @@ mod tests {
         for secret in [DEV_MASTER_KEY, DEV_SIGNING_SECRET, SECRET, "hunter2"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
+    }
+
+    #[test]
+    fn previous_master_keys_are_loaded_and_checked() {
+        use teleconsult_documents::config::PreviousMasterKey;
+        const OLD: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        // From a file, with the current key from the environment as today.
+        let path = write_temp(
+            "rotation",
+            &format!(
+                "[documents]\nmaster_key_id = \"k2\"\nprevious_master_keys = [{{ id = \"k1\", key = \"{OLD}\" }}]\n"
+            ),
+        );
+        let c = Config::load_from(
+            Some(&path),
+            true,
+            [("TELECONSULT_DOCUMENTS__MASTER_KEY", MASTER)],
+        )
+        .expect("loads");
+        assert_eq!(c.documents.master_key.expose_secret(), MASTER);
+        assert_eq!(c.documents.master_key_id, "k2");
+        assert_eq!(c.documents.previous_master_keys.len(), 1);
+        assert_eq!(c.documents.previous_master_keys[0].id, "k1");
+        assert_eq!(c.documents.previous_master_keys[0].key.expose_secret(), OLD);
+        c.validate(true).expect("valid");
+        let shown = format!("{c:?}{}", ser(&c));
+        assert!(!shown.contains(OLD), "{shown}");
+        // And entirely from the environment (the dev current key is k1, so the old one is k0).
+        let list = format!("[{{ id = \"k0\", key = \"{OLD}\" }}]");
+        let c = Config::load_from(
+            None,
+            true,
+            [("TELECONSULT_DOCUMENTS__PREVIOUS_MASTER_KEYS", list.as_str())],
+        )
+        .expect("loads");
+        assert_eq!(c.documents.previous_master_keys[0].id, "k0");
+
+        let mut c = Config::dev();
+        let entry = |id: &str, key: &str| PreviousMasterKey {
+            id: id.into(),
+            key: key.into(),
+        };
+        c.documents.previous_master_keys = vec![
+            entry("k1", "c2hvcnQ="), // master_key_id is k1 too
+            entry("k0", OLD),
+            entry("k0", "not base64!"), // repeats the entry before
+            entry("", DEV_MASTER_KEY),  // the dev key, outside --dev
+        ];
+        let p = invalid(&c, false);
+        for line in [
+            "documents.previous_master_keys[0].id: repeats a master key id",
+            "documents.previous_master_keys[0].key: must be base64 of exactly 32 bytes",
+            "documents.previous_master_keys[2].id: repeats a master key id",
+            "documents.previous_master_keys[2].key: must be base64 of exactly 32 bytes",
+            "documents.previous_master_keys[3].id: must not be empty",
+            "documents.previous_master_keys[3].key: the development key is refused outside --dev",
+        ] {
+            assert!(p.iter().any(|l| l.starts_with(line)), "{line} in {p:?}");
+        }
+        assert!(
+            !p.iter()
+                .any(|l| l.starts_with("documents.previous_master_keys[1]")),
+            "{p:?}"
+        );
+        let shown = format!("{p:?}");
+        assert!(
+            !shown.contains(OLD) && !shown.contains(DEV_MASTER_KEY) && !shown.contains("c2hvcnQ")
+        );
     }
 
     #[test]

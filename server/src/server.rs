@@ -192,7 +192,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         store.clone(),
         consultations.clone(),
     )
-    .context("documents.master_key")?;
+    .context("documents.master_key or documents.previous_master_keys")?;
     let state = AppState {
         config: config.clone(),
         consultations,

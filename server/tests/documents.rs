@@ -523,3 +523,107 @@ async fn cancelled_upload_leaves_nothing() {
         drop_database(&s).await;
     }
 }
+
+/// The stored `master_key_id` of document `id`.
+async fn stored_key_id(s: &TestServer, consultation: &str, id: &str) -> String {
+    s.server
+        .state
+        .store
+        .document(consultation, id)
+        .await
+        .expect("meta")
+        .expect("present")
+        .encryption
+        .master_key_id
+}
+
+/// Rotation: a document sealed under k1 stays readable once k2 is current and k1 is kept as a
+/// previous key; new documents go to k2; with k1 gone the old document is refused (500
+/// `internal`, no panic) while the new one still opens.
+#[tokio::test]
+async fn master_key_rotation_keeps_old_documents_readable() {
+    use teleconsult_documents::config::PreviousMasterKey;
+    // 32 bytes of 0x02: a test key, not the development key.
+    const K2: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    for backend in backends() {
+        let c = "c-docs-rotation";
+        let old = pdf(150_000);
+        let new = pdf(70_000);
+
+        // Before: k1 (the dev key) is current.
+        let first = server(backend, |_| {}).await;
+        let (doctor, patient) = call(&first, c).await;
+        let pt = first.token(c, "Pat Test", Role::Patient);
+        let r = upload(&first, c, &pt, "old.pdf", &old).await;
+        assert_eq!(r.status, 201, "{backend:?}: {}", r.text());
+        let old_doc: DocumentInfo = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(stored_key_id(&first, c, &old_doc.id).await, "k1");
+        let mut config = first.config.clone();
+        drop((doctor, patient));
+        first.shutdown().await;
+
+        // Rotated: k2 current, k1 previous; same data.
+        let k1 = config.documents.master_key.clone();
+        config.documents.master_key = K2.into();
+        config.documents.master_key_id = "k2".into();
+        config.documents.previous_master_keys = vec![PreviousMasterKey {
+            id: "k1".into(),
+            key: k1,
+        }];
+        config
+            .validate(true)
+            .expect("rotated configuration is valid");
+        let second = TestServer::start_with(config.clone()).await;
+        let (doctor, patient) = call(&second, c).await;
+        let pt = second.token(c, "Pat Test", Role::Patient);
+        let dt = second.token(c, "Dr Test", Role::Practitioner);
+        let base = format!("/api/consultations/{c}/documents");
+        let r = get(&second, &format!("{base}/{}", old_doc.id), &dt, &[]).await;
+        assert_eq!(r.status, 200, "{backend:?}: {}", r.text());
+        assert!(
+            r.body == old,
+            "{backend:?}: old document differs after rotation"
+        );
+        let r = get(
+            &second,
+            &format!("{base}/{}", old_doc.id),
+            &dt,
+            &[("Range", "bytes=65530-140000".to_string())],
+        )
+        .await;
+        assert_eq!(r.status, 206);
+        assert!(
+            r.body == old[65_530..=140_000],
+            "{backend:?}: range differs"
+        );
+        let r = upload(&second, c, &pt, "new.pdf", &new).await;
+        assert_eq!(r.status, 201, "{backend:?}: {}", r.text());
+        let new_doc: DocumentInfo = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(stored_key_id(&second, c, &new_doc.id).await, "k2");
+        assert_eq!(stored_key_id(&second, c, &old_doc.id).await, "k1");
+        let r = get(&second, &format!("{base}/{}", new_doc.id), &dt, &[]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body == new, "{backend:?}: new document differs");
+        drop((doctor, patient));
+        second.shutdown().await;
+
+        // k1 dropped from the configuration: the old document is refused, the new one opens.
+        config.documents.previous_master_keys.clear();
+        let third = TestServer::start_with(config).await;
+        let (doctor, patient) = call(&third, c).await;
+        let dt = third.token(c, "Dr Test", Role::Practitioner);
+        let r = get(&third, &format!("{base}/{}", old_doc.id), &dt, &[]).await;
+        assert_eq!(r.status, 500, "{backend:?}: {}", r.text());
+        assert_eq!(r.code(), "internal");
+        assert!(!r.body.windows(MARKER.len()).any(|w| w == MARKER));
+        let r = get(&third, &format!("{base}/{}", new_doc.id), &dt, &[]).await;
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body == new,
+            "{backend:?}: new document differs without k1"
+        );
+        drop((doctor, patient));
+        drop_database(&third).await;
+        third.shutdown().await;
+    }
+}
