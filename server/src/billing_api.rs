@@ -199,7 +199,12 @@ async fn billing_export(
         Caller::Practitioner(me) => format!(
             "practitioner:{}",
             billing::practitioner_pseudonym(
-                state.config.auth.signing_secret.expose_secret().as_bytes(),
+                state
+                    .config
+                    .billing
+                    .pseudonym_key
+                    .expose_secret()
+                    .as_bytes(),
                 me
             )
         ),

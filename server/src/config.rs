@@ -34,6 +34,9 @@ pub struct Config {
     pub admin: AdminConfig,
 }
 
+/// The development key of billing pseudonyms. Refused outside dev.
+pub const DEV_PSEUDONYM_KEY: &str = "teleconsult-development-pseudonym-key-not-for-production";
+
 /// The development master key for document encryption (base64 of 32 bytes). Refused outside dev.
 pub const DEV_MASTER_KEY: &str = "ZGV2LW1hc3Rlci1rZXktZG8tbm90LXVzZS0xMjM0NTY=";
 
@@ -153,6 +156,7 @@ impl Config {
         c.media.udp_port = 40000;
         c.auth.signing_secret = DEV_SIGNING_SECRET.into();
         c.documents.master_key = DEV_MASTER_KEY.into();
+        c.billing.pseudonym_key = DEV_PSEUDONYM_KEY.into();
         c.storage.data_dir = PathBuf::from(".teleconsult-data");
         c
     }
@@ -471,6 +475,25 @@ impl Config {
         if self.billing.outage_queue_max_events < 100 {
             bad("billing.outage_queue_max_events", "must be at least 100");
         }
+        let pseudonym_key = self.billing.pseudonym_key.expose_secret();
+        if pseudonym_key.is_empty() {
+            bad(
+                "billing.pseudonym_key",
+                "missing: set it in the configuration file or TELECONSULT_BILLING__PSEUDONYM_KEY (at least 32 bytes, not the signing secret)",
+            );
+        } else if pseudonym_key.len() < 32 {
+            bad("billing.pseudonym_key", "must be at least 32 bytes");
+        } else if bool::from(pseudonym_key.as_bytes().ct_eq(secret.as_bytes())) {
+            bad(
+                "billing.pseudonym_key",
+                "must differ from auth.signing_secret (one key, one purpose)",
+            );
+        } else if !dev && bool::from(pseudonym_key.as_bytes().ct_eq(DEV_PSEUDONYM_KEY.as_bytes())) {
+            bad(
+                "billing.pseudonym_key",
+                "the development key is refused outside --dev; generate one (e.g. `openssl rand -base64 48`)",
+            );
+        }
 
         // documents (never print the key itself)
         if self.documents.max_bytes < 1024 {
@@ -671,6 +694,7 @@ mod tests {
 
     const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+    const PSEUDONYM_KEY: &str = "fedcba9876543210fedcba9876543210-test";
 
     fn no_env() -> Vec<(String, String)> {
         Vec::new()
@@ -685,9 +709,10 @@ mod tests {
     }
 
     /// The secrets, which `ser` writes as `<redacted>`.
-    fn secrets(c: &Config) -> [&str; 4] {
+    fn secrets(c: &Config) -> [&str; 5] {
         [
             c.auth.signing_secret.expose_secret(),
+            c.billing.pseudonym_key.expose_secret(),
             c.documents.master_key.expose_secret(),
             c.admin.api_key.expose_secret(),
             c.storage.mongodb_uri.expose_secret(),
@@ -912,6 +937,33 @@ mod tests {
     const MASTER: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
     #[test]
+    fn the_pseudonym_key_is_required_long_and_its_own() {
+        let mut c = Config::dev();
+        c.billing.pseudonym_key = SecretString::default();
+        assert!(invalid(&c, true)[0].starts_with("billing.pseudonym_key: missing"));
+        c.billing.pseudonym_key = "too-short".into();
+        assert_eq!(
+            invalid(&c, true),
+            vec!["billing.pseudonym_key: must be at least 32 bytes"]
+        );
+        c.billing.pseudonym_key = DEV_SIGNING_SECRET.into();
+        assert_eq!(
+            invalid(&c, true),
+            vec![
+                "billing.pseudonym_key: must differ from auth.signing_secret (one key, one purpose)"
+            ]
+        );
+        c.billing.pseudonym_key = DEV_PSEUDONYM_KEY.into();
+        c.validate(true).expect("the development key in --dev");
+        assert!(
+            invalid(&c, false)
+                .iter()
+                .any(|l| l.starts_with("billing.pseudonym_key: the development key is refused"))
+        );
+        assert!(!format!("{c:?}{}", ser(&c)).contains(DEV_PSEUDONYM_KEY));
+    }
+
+    #[test]
     fn storage_billing_documents_and_admin_are_checked() {
         let mut c = Config::dev();
         c.validate(true).expect("dev defaults are valid");
@@ -1018,6 +1070,7 @@ mod tests {
     fn production_requires_tls_with_readable_files() {
         let mut c = Config::default();
         c.auth.signing_secret = SECRET.into();
+        c.billing.pseudonym_key = PSEUDONYM_KEY.into();
         c.documents.master_key = MASTER.into();
         c.media.announce_ip = Some(IpAddr::from([192, 0, 2, 1]));
         c.server.tls = false;
@@ -1045,6 +1098,7 @@ mod tests {
     fn production_needs_announce_ip_for_wildcard_bind() {
         let mut c = Config::default();
         c.auth.signing_secret = SECRET.into();
+        c.billing.pseudonym_key = PSEUDONYM_KEY.into();
         c.documents.master_key = MASTER.into();
         let cert = write_temp("cert2", "x");
         c.server.tls_cert = cert.clone();

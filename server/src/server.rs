@@ -162,7 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let billing = crate::billing::Billing::start(
         &config.billing,
         &config.storage.data_dir,
-        config.auth.signing_secret.expose_secret().as_bytes(),
+        config.billing.pseudonym_key.expose_secret().as_bytes(),
         store.clone(),
     )
     .await

@@ -118,6 +118,20 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
     assert_eq!(
         summary.patient_pseudonym,
         teleconsult::billing::patient_pseudonym(
+            server
+                .config
+                .billing
+                .pseudonym_key
+                .expose_secret()
+                .as_bytes(),
+            c,
+            "Jane Secretname"
+        )
+    );
+    // Keyed by the pseudonym key, not by the key that signs join links.
+    assert_ne!(
+        summary.patient_pseudonym,
+        teleconsult::billing::patient_pseudonym(
             server.config.auth.signing_secret.expose_secret().as_bytes(),
             c,
             "Jane Secretname"
@@ -348,7 +362,12 @@ async fn exports_are_authorised_filtered_and_rounded() {
     // Every export is audited (asynchronously, through the billing writer), practitioners by
     // pseudonym.
     let pr = teleconsult::billing::practitioner_pseudonym(
-        server.config.auth.signing_secret.expose_secret().as_bytes(),
+        server
+            .config
+            .billing
+            .pseudonym_key
+            .expose_secret()
+            .as_bytes(),
         "Dr A",
     );
     poll(T, "both exports audited", || async {
