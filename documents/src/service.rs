@@ -6,10 +6,13 @@
 //! Access: the consultation's practitioners always; anyone else only while in the call
 //! (admitted, or reconnecting after having been admitted); a document is deleted by its
 //! uploader or a practitioner. The bytes are encrypted on the way in and decrypted on the way
-//! out ([`crate::crypto`]), so the store only ever sees ciphertext.
+//! out ([`crate::crypto`]), and so are the file name, uploader and checksum: the store sees
+//! ciphertext, sizes, types and times.
 
 use crate::config::DocumentsConfig;
-use crate::crypto::{self, CryptoError, DataKey, Decryptor, Encryptor, KeyRing, MasterKey};
+use crate::crypto::{
+    self, Binding, CryptoError, DataKey, Decryptor, Encryptor, KeyRing, MasterKey,
+};
 use crate::filetype::{self, FileType};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -108,10 +111,20 @@ impl Caller {
     }
 }
 
-/// A stored document found for a caller, ready to be [opened](DocumentService::open).
-#[derive(Debug)]
+/// A stored document found for a caller, ready to be [opened](DocumentService::open): its
+/// metadata unsealed, and its data key.
 pub struct Found {
     meta: DocumentMeta,
+    key: DataKey,
+    binding: Binding,
+}
+
+impl std::fmt::Debug for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Found")
+            .field("document", &self.meta.id)
+            .finish()
+    }
 }
 
 impl Found {
@@ -161,6 +174,15 @@ pub fn info(meta: &DocumentMeta) -> DocumentInfo {
         uploader_role: meta.uploader_role.parse().unwrap_or(Role::Guest),
         uploaded_at: meta.uploaded_at,
     }
+}
+
+/// The sealed part of a document's metadata ([`EncryptionInfo::sealed_meta`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedFields {
+    filename: String,
+    uploader: String,
+    sha256: String,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -239,10 +261,54 @@ impl DocumentService {
         self.store.record_audit(&event).await
     }
 
-    /// The consultation's documents, oldest first.
+    /// The consultation's documents, oldest first. One whose key or metadata does not open
+    /// (altered, moved from another consultation, its master key gone) is left out and logged.
     pub async fn list(&self, caller: &Caller) -> Result<Vec<DocumentInfo>, DocumentError> {
         let docs = self.store.list_documents(&caller.consultation).await?;
-        Ok(docs.iter().map(info).collect())
+        Ok(docs
+            .into_iter()
+            .filter_map(|meta| self.unseal(meta).ok())
+            .map(|found| info(&found.meta))
+            .collect())
+    }
+
+    /// Unwrap a stored document's key and open its sealed metadata, filling in `filename`,
+    /// `uploader` and `sha256`. Failures are logged here (ids only) and are `Internal`.
+    fn unseal(&self, mut meta: DocumentMeta) -> Result<Found, DocumentError> {
+        let fail = |meta: &DocumentMeta, error: CryptoError| {
+            tracing::error!(
+                document = %meta.id,
+                master_key_id = %meta.encryption.master_key_id,
+                %error,
+                "stored document does not open"
+            );
+            metrics::counter!("teleconsult_documents_unreadable_total").increment(1);
+            DocumentError::Internal
+        };
+        let binding = Binding::stored(&meta.encryption.scheme, &meta.consultation, &meta.id)
+            .map_err(|e| fail(&meta, e))?;
+        let master = self
+            .keys
+            .get(&meta.encryption.master_key_id)
+            .map_err(|e| fail(&meta, e))?;
+        let key = DataKey::unwrap(master, &binding, &meta.encryption.wrapped_key)
+            .map_err(|e| fail(&meta, e))?;
+        match (&meta.encryption.sealed_meta, binding.seals_metadata()) {
+            (Some(sealed), true) => {
+                let plain = key
+                    .open_metadata(&binding, sealed)
+                    .map_err(|e| fail(&meta, e))?;
+                let fields: SealedFields = serde_json::from_slice(&plain)
+                    .map_err(|_| fail(&meta, CryptoError::Metadata))?;
+                meta.filename = fields.filename;
+                meta.uploader = fields.uploader;
+                meta.sha256 = fields.sha256;
+            }
+            (None, false) => {}
+            // A v2 document without its sealed metadata (or v1 with one): altered.
+            _ => return Err(fail(&meta, CryptoError::Metadata)),
+        }
+        Ok(Found { meta, key, binding })
     }
 
     /// Store the document read from `body` under the (sanitised) `filename`: its type is
@@ -276,15 +342,19 @@ impl DocumentService {
         }
 
         let doc_id = format!("d{:032x}", rand::random::<u128>());
-        let (key, wrapped_key) = DataKey::generate(self.keys.current(), &doc_id);
+        let binding = Binding::new(consultation, &doc_id);
+        let (key, wrapped_key) = DataKey::generate(self.keys.current(), &binding);
+        let filename = filetype::sanitize_filename(filename);
+        // What the store gets: the name, uploader and checksum stay empty here and are sealed
+        // into `sealed_meta` once the checksum is known (`finish` below).
         let mut meta = DocumentMeta {
             id: doc_id.clone(),
             consultation: consultation.to_string(),
-            filename: filetype::sanitize_filename(filename),
+            filename: String::new(),
             content_type: kind.mime().to_string(),
             size: 0,
             sha256: String::new(),
-            uploader: caller.actor.clone(),
+            uploader: String::new(),
             uploader_role: caller.role.as_str().to_string(),
             uploaded_at: now_millis(),
             encryption: EncryptionInfo {
@@ -292,13 +362,14 @@ impl DocumentService {
                 wrapped_key,
                 chunk_size: crypto::CHUNK_SIZE,
                 master_key_id: self.keys.current().id().to_string(),
+                sealed_meta: None,
             },
         };
         let outcome = Arc::new(Mutex::new(Outcome::default()));
         let sealer = Sealer {
             body,
             head: Some(head),
-            encryptor: Some(Encryptor::new(key, &doc_id)),
+            encryptor: Some(Encryptor::new(key.clone(), &binding)),
             hasher: Sha256::new(),
             size: 0,
             max,
@@ -310,10 +381,18 @@ impl DocumentService {
         })
         .boxed();
         let finished = outcome.clone();
+        let (sealing_name, sealing_uploader) = (filename.clone(), caller.actor.clone());
         let finish = Box::new(move |m: &mut DocumentMeta| {
             let o = lock(&finished);
             m.size = o.size;
-            m.sha256 = o.sha256.clone();
+            let fields = SealedFields {
+                filename: sealing_name,
+                uploader: sealing_uploader,
+                sha256: o.sha256.clone(),
+            };
+            // A struct of three strings always serialises.
+            let plain = serde_json::to_vec(&fields).expect("sealed fields serialise");
+            m.encryption.sealed_meta = Some(key.seal_metadata(&binding, &plain));
         });
         let stored = self.store.put_document(&meta, sealed, finish).await;
         let (failure, size, sha256) = {
@@ -327,6 +406,8 @@ impl DocumentService {
         stored?;
         meta.size = size;
         meta.sha256 = sha256;
+        meta.filename = filename;
+        meta.uploader = caller.actor.clone();
         if let Err(e) = self.audit(caller, "document.upload", &doc_id).await {
             tracing::warn!(consultation, document = %doc_id, error = %e, "audit event not recorded");
         }
@@ -349,11 +430,7 @@ impl DocumentService {
             .document(&caller.consultation, id)
             .await?
             .ok_or(DocumentError::NotFound)?;
-        if meta.encryption.scheme != crypto::SCHEME {
-            tracing::error!(document = %id, "unknown encryption scheme");
-            return Err(DocumentError::Internal);
-        }
-        Ok(Found { meta })
+        self.unseal(meta)
     }
 
     /// Open `found` for reading: the bytes of `range` (a single satisfiable range of the
@@ -365,7 +442,7 @@ impl DocumentService {
         found: Found,
         range: Option<RangeInclusive<u64>>,
     ) -> Result<Download, DocumentError> {
-        let meta = found.meta;
+        let Found { meta, key, binding } = found;
         let size = meta.size;
         let partial = range.is_some();
         let range = match range {
@@ -373,30 +450,13 @@ impl DocumentService {
             Some(_) => return Err(DocumentError::RangeNotSatisfiable(size)),
             None => 0..=size.saturating_sub(1),
         };
-        let master = self.keys.get(&meta.encryption.master_key_id).map_err(|_| {
-            tracing::error!(
-                document = %meta.id,
-                master_key_id = %meta.encryption.master_key_id,
-                "document wrapped by a master key that is not configured"
-            );
-            DocumentError::Internal
-        })?;
-        let key = DataKey::unwrap(master, &meta.id, &meta.encryption.wrapped_key).map_err(|e| {
-            tracing::error!(
-                document = %meta.id,
-                master_key_id = %meta.encryption.master_key_id,
-                error = %e,
-                "document key unwrap failed"
-            );
-            DocumentError::Internal
-        })?;
         self.audit(caller, "document.download", &meta.id).await?;
 
         let (start, end) = (*range.start(), *range.end());
         let length = if size == 0 { 0 } else { end - start + 1 };
         let chunk_size = meta.encryption.chunk_size;
         let first = start / u64::from(chunk_size.max(1));
-        let decryptor = Decryptor::new(key, &meta.id, chunk_size, size, first).map_err(|e| {
+        let decryptor = Decryptor::new(key, &binding, chunk_size, size, first).map_err(|e| {
             tracing::error!(document = %meta.id, error = %e, "bad encryption layout");
             DocumentError::Internal
         })?;
@@ -432,12 +492,19 @@ impl DocumentService {
     /// Delete the document `id`: its uploader or a practitioner only. Audited and announced.
     pub async fn delete(&self, caller: &Caller, id: &str) -> Result<(), DocumentError> {
         let consultation = caller.consultation.as_str();
-        let meta = self
+        let stored = self
             .store
             .document(consultation, id)
             .await?
             .ok_or(DocumentError::NotFound)?;
         let practitioner = caller.role == Role::Practitioner;
+        // A practitioner may remove a document that no longer opens; nobody else can be shown
+        // to be its uploader then.
+        let meta = match self.unseal(stored.clone()) {
+            Ok(found) => found.meta,
+            Err(_) if practitioner => stored,
+            Err(e) => return Err(e),
+        };
         if !practitioner && meta.uploader != caller.actor {
             return Err(DocumentError::NotYours);
         }

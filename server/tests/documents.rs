@@ -78,6 +78,26 @@ async fn orphan_chunks(s: &TestServer) -> u64 {
     }
 }
 
+/// The GridFS `filename` of document `id` read from MongoDB itself (`None` on the embedded
+/// store, which has no such field).
+async fn stored_gridfs_name(s: &TestServer, id: &str) -> Option<String> {
+    if s.config.storage.mongodb_uri.expose_secret().is_empty() {
+        return None;
+    }
+    use mongodb::bson::{Document, doc};
+    let client = mongodb::Client::with_uri_str(s.config.storage.mongodb_uri.expose_secret())
+        .await
+        .expect("connect");
+    let file = client
+        .database(&s.config.storage.database)
+        .collection::<Document>(&format!("{}.files", teleconsult_store::mongo::BUCKET))
+        .find_one(doc! { "_id": id })
+        .await
+        .expect("find")
+        .expect("the document's GridFS file");
+    Some(file.get_str("filename").expect("filename").to_string())
+}
+
 async fn drop_database(s: &TestServer) {
     if !s.config.storage.mongodb_uri.expose_secret().is_empty()
         && let Ok(client) =
@@ -276,9 +296,28 @@ async fn upload_list_download_range_and_encryption_at_rest() {
             .await
             .expect("meta")
             .expect("present");
-        assert_eq!(meta.encryption.scheme, "AES-256-GCM-chunked-v1");
+        assert_eq!(meta.encryption.scheme, "AES-256-GCM-chunked-v2");
         assert_eq!(meta.encryption.master_key_id, "k1");
         assert!(!meta.encryption.wrapped_key.is_empty());
+        // The name, uploader and checksum are sealed too: the stored record carries none of them.
+        assert!(meta.encryption.sealed_meta.is_some(), "{backend:?}");
+        assert_eq!(
+            (
+                meta.filename.as_str(),
+                meta.uploader.as_str(),
+                meta.sha256.as_str()
+            ),
+            ("", "", "")
+        );
+        let raw = format!("{meta:?}");
+        for secret in ["Blood", &doc.sha256, &doc.uploader] {
+            assert!(!raw.contains(secret), "{secret} stored in the clear: {raw}");
+        }
+        let gridfs_name = stored_gridfs_name(&s, &doc.id).await;
+        match backend {
+            Backend::Mongo => assert_eq!(gridfs_name, Some(doc.id.clone()), "named by its id"),
+            Backend::Embedded => assert_eq!(gridfs_name, None),
+        }
 
         // Every access is in the audit log.
         let mut actions = Vec::new();
@@ -625,5 +664,57 @@ async fn master_key_rotation_keeps_old_documents_readable() {
         drop((doctor, patient));
         drop_database(&third).await;
         third.shutdown().await;
+    }
+}
+
+/// A database writer who moves a document's row (metadata and bytes) to another consultation
+/// gains nothing: its key, metadata and chunks are bound to the consultation it was uploaded in.
+#[tokio::test]
+async fn a_document_moved_to_another_consultation_does_not_open() {
+    for backend in backends() {
+        let s = server(backend, |_| {}).await;
+        let (from, to) = ("c-docs-moved-from", "c-docs-moved-to");
+        let (doctor_a, patient_a) = call(&s, from).await;
+        let (doctor_b, patient_b) = call(&s, to).await;
+        let pt = s.token(from, "Pat Test", Role::Patient);
+        let content = pdf(100_000);
+        let r = upload(&s, from, &pt, "moved.pdf", &content).await;
+        assert_eq!(r.status, 201, "{backend:?}: {}", r.text());
+        let doc: DocumentInfo = serde_json::from_slice(&r.body).expect("json");
+
+        // Move the row through the store itself, bytes and all.
+        let store = s.server.state.store.clone();
+        let mut meta = store
+            .document(from, &doc.id)
+            .await
+            .expect("meta")
+            .expect("present");
+        let mut sealed = Vec::new();
+        let mut body = store.document_body(&doc.id);
+        while let Some(piece) = body.next().await {
+            sealed.push(piece.expect("stored bytes"));
+        }
+        drop(body);
+        store.delete_document(from, &doc.id).await.expect("delete");
+        meta.consultation = to.to_string();
+        let pieces = futures_util::stream::iter(sealed.into_iter().map(Ok)).boxed();
+        store
+            .put_document(&meta, pieces, Box::new(|_| {}))
+            .await
+            .expect("re-inserted under the other consultation");
+
+        let dt = s.token(to, "Dr Test", Role::Practitioner);
+        let base = format!("/api/consultations/{to}/documents");
+        let r = get(&s, &base, &dt, &[]).await;
+        assert_eq!(r.status, 200, "{backend:?}: {}", r.text());
+        let listed: Vec<DocumentInfo> = serde_json::from_slice(&r.body).expect("json");
+        assert!(listed.is_empty(), "{backend:?}: {listed:?}");
+        let r = get(&s, &format!("{base}/{}", doc.id), &dt, &[]).await;
+        assert_eq!(r.status, 500, "{backend:?}: {}", r.text());
+        assert_eq!(r.code(), "internal");
+        assert!(!r.body.windows(MARKER.len()).any(|w| w == MARKER));
+        drop((doctor_a, patient_a, doctor_b, patient_b));
+        drop_database(&s).await;
+        s.shutdown().await;
     }
 }

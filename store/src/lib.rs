@@ -94,8 +94,10 @@ pub struct ExportQuery {
     pub practitioner: Option<String>,
 }
 
-/// A shared document's metadata. The stored bytes are ciphertext (see `signaling`'s documents
-/// module); `size` and `sha256` describe the plaintext.
+/// A shared document's metadata. The stored bytes are ciphertext (see the `documents` crate);
+/// `size` and `sha256` describe the plaintext. Under the current scheme `filename`, `sha256` and
+/// `uploader` are stored empty and sealed in [`EncryptionInfo::sealed_meta`]: the documents
+/// service fills them in after opening it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocumentMeta {
     pub id: String,
@@ -130,6 +132,11 @@ pub struct EncryptionInfo {
     pub chunk_size: u32,
     /// Id of the master key that wrapped the data key (key rotation).
     pub master_key_id: String,
+    /// The metadata a database reader could misuse (file name, uploader, plaintext SHA-256),
+    /// sealed with the document's data key (base64). When set, those fields of
+    /// [`DocumentMeta`] are stored empty. `None` for documents stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_meta: Option<String>,
 }
 
 /// An audit event: who did what, when, in which consultation. No names, no contents.

@@ -249,6 +249,8 @@ struct EncryptionDoc {
     wrapped_key: String,
     chunk_size: i64,
     master_key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed_meta: Option<String>,
 }
 
 impl TryFrom<&DocumentMeta> for MetaDoc {
@@ -269,6 +271,7 @@ impl TryFrom<&DocumentMeta> for MetaDoc {
                 wrapped_key: m.encryption.wrapped_key.clone(),
                 chunk_size: i64::from(m.encryption.chunk_size),
                 master_key_id: m.encryption.master_key_id.clone(),
+                sealed_meta: m.encryption.sealed_meta.clone(),
             },
         })
     }
@@ -292,6 +295,7 @@ impl TryFrom<MetaDoc> for DocumentMeta {
                 wrapped_key: m.encryption.wrapped_key,
                 chunk_size: u32::try_from(m.encryption.chunk_size).map_err(other)?,
                 master_key_id: m.encryption.master_key_id,
+                sealed_meta: m.encryption.sealed_meta,
             },
         })
     }
@@ -761,7 +765,8 @@ impl Store for MongoStore {
                             "length": length,
                             "chunkSize": CHUNK_SIZE as i32,
                             "uploadDate": bson::DateTime::now(),
-                            "filename": meta.filename.as_str(),
+                            // GridFS wants a name; a sealed one is not for the database.
+                            "filename": if meta.filename.is_empty() { id } else { meta.filename.as_str() },
                             "metadata": metadata,
                         })
                         .await
