@@ -21,9 +21,12 @@ use teleconsult_loadtest::target::{Target, Teleconsult};
 #[derive(Parser)]
 #[command(name = "teleconsult-loadtest", version, about)]
 struct Cli {
-    /// The server's base URL (signalling at /ws, metrics at /metrics).
+    /// The server's base URL (signalling at /ws).
     #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
     server: String,
+    /// The server's Prometheus scrape (its own listener, `[metrics]` in the configuration).
+    #[arg(long, default_value = "http://127.0.0.1:9464/metrics", global = true)]
+    metrics: String,
     /// Sign join tokens with the public development secret (`serve --dev`).
     #[arg(long, global = true)]
     dev: bool,
@@ -141,6 +144,7 @@ async fn main() -> Result<()> {
     };
     // Keep the server handle alive for the whole run.
     let mut _server = None;
+    let mut metrics_url = cli.metrics.clone();
     let (base, secret, pid) = if cli.in_process {
         let mut config = teleconsult::config::Config::for_tests();
         config.consultation.max_participants = 100;
@@ -149,6 +153,7 @@ async fn main() -> Result<()> {
             .await
             .context("starting the in-process server")?;
         let base = format!("http://{}", server.http_addr);
+        metrics_url = format!("http://{}/metrics", server.metrics_addr);
         _server = Some(server);
         (base, secret, Some(std::process::id()))
     } else {
@@ -180,8 +185,7 @@ async fn main() -> Result<()> {
         }),
         server_pid: pid,
         // Janus has no Prometheus endpoint.
-        metrics_url: matches!(cli.target, TargetKind::Teleconsult)
-            .then(|| format!("{}/metrics", base.trim_end_matches('/'))),
+        metrics_url: matches!(cli.target, TargetKind::Teleconsult).then_some(metrics_url),
         progress: !cli.quiet,
     };
     let report = scenario::run(target, options).await?;

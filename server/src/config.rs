@@ -32,6 +32,32 @@ pub struct Config {
     pub billing: BillingConfig,
     pub documents: DocumentsConfig,
     pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus listener (`[metrics]`): its own plain-HTTP listener serving `/metrics` only,
+/// never the public one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address it binds: loopback by default (a scraper on the same host, or a sidecar).
+    pub bind: IpAddr,
+    /// Its port; 0 picks a free one.
+    pub port: u16,
+    /// When set, every scrape must send `Authorization: Bearer <token>`; required (at least
+    /// 32 bytes) when `bind` is not a loopback address.
+    #[serde(serialize_with = "redacted")]
+    pub bearer_token: SecretString,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 9464,
+            bearer_token: SecretString::default(),
+        }
+    }
 }
 
 /// The development key of billing pseudonyms. Refused outside dev.
@@ -166,6 +192,7 @@ impl Config {
         let mut c = Config::dev();
         c.server.port = 0;
         c.media.udp_port = 0;
+        c.metrics.port = 0;
         c.media.workers = 2;
         c.storage.data_dir = std::env::temp_dir().join(format!(
             "teleconsult-test-{}-{:016x}",
@@ -556,6 +583,28 @@ impl Config {
             }
         }
 
+        // metrics
+        let metrics_token = self.metrics.bearer_token.expose_secret();
+        if !metrics_token.is_empty() && metrics_token.len() < 32 {
+            bad(
+                "metrics.bearer_token",
+                "must be at least 32 bytes (or empty on a loopback listener)",
+            );
+        } else if metrics_token.is_empty() && !self.metrics.bind.is_loopback() {
+            bad(
+                "metrics.bearer_token",
+                "required when metrics.bind is not a loopback address (anyone who can reach it could read the server's load)",
+            );
+        }
+        if self.metrics.port != 0
+            && self.metrics.port == self.server.port
+            && (self.metrics.bind == self.server.bind
+                || self.metrics.bind.is_unspecified()
+                || self.server.bind.is_unspecified())
+        {
+            bad("metrics.port", "must differ from server.port");
+        }
+
         // admin
         let admin_key = self.admin.api_key.expose_secret();
         if !admin_key.is_empty() && admin_key.len() < 32 {
@@ -709,8 +758,9 @@ mod tests {
     }
 
     /// The secrets, which `ser` writes as `<redacted>`.
-    fn secrets(c: &Config) -> [&str; 5] {
+    fn secrets(c: &Config) -> [&str; 6] {
         [
+            c.metrics.bearer_token.expose_secret(),
             c.auth.signing_secret.expose_secret(),
             c.billing.pseudonym_key.expose_secret(),
             c.documents.master_key.expose_secret(),
@@ -935,6 +985,29 @@ mod tests {
 
     /// A valid, non-development master key (32 zero bytes).
     const MASTER: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    #[test]
+    fn metrics_off_loopback_need_a_bearer_token() {
+        let mut c = Config::dev();
+        c.metrics.bind = IpAddr::from([10, 0, 0, 5]);
+        assert_eq!(
+            invalid(&c, true),
+            vec![
+                "metrics.bearer_token: required when metrics.bind is not a loopback address (anyone who can reach it could read the server's load)"
+            ]
+        );
+        c.metrics.bearer_token = "short".into();
+        assert!(invalid(&c, true)[0].starts_with("metrics.bearer_token: must be at least 32"));
+        c.metrics.bearer_token = SECRET.into();
+        c.validate(true).expect("a long token off loopback");
+        assert!(!format!("{c:?}{}", ser(&c)).contains(SECRET));
+        let mut c = Config::dev();
+        c.metrics.port = c.server.port;
+        assert_eq!(
+            invalid(&c, true),
+            vec!["metrics.port: must differ from server.port"]
+        );
+    }
 
     #[test]
     fn the_pseudonym_key_is_required_long_and_its_own() {

@@ -1,4 +1,4 @@
-//! The HTTP edge: health, metrics, the WebSocket endpoint and the embedded web client, with
+//! The HTTP edge: health, the WebSocket endpoint and the embedded web client, with
 //! security headers on every response and request logs that never carry a query string,
 //! a fragment or an unknown path (a token must never reach the logs).
 
@@ -65,10 +65,9 @@ pub fn content_type(path: &str) -> &'static str {
 /// The router of the whole HTTP edge.
 pub fn router(state: AppState) -> Router {
     crate::telemetry::install();
-    // Probes and scrapes are logged at debug level only.
+    // Probes are logged at debug level only. (Scrapes have their own listener: `metrics_router`.)
     let quiet = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .layer(request_logs(Level::DEBUG));
     let router = Router::new()
         .route("/ws", get(teleconsult_signaling::handler))
@@ -183,7 +182,40 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     )
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// The router of the metrics listener: `/metrics` only, behind `metrics.bearer_token` when one
+/// is set; every other path is 404.
+pub fn metrics_router(state: AppState) -> Router {
+    crate::telemetry::install();
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(request_logs(Level::DEBUG));
+    security_headers(router, &state.config.server).with_state(state)
+}
+
+/// Whether `headers` carry the configured metrics bearer token (constant time in its content).
+fn scrape_allowed(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    use crate::config::ExposeSecret;
+    use subtle::ConstantTimeEq;
+    let expected = state.config.metrics.bearer_token.expose_secret().as_bytes();
+    if expected.is_empty() {
+        return true;
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(expected)))
+}
+
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if !scrape_allowed(&state, &headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -349,6 +349,10 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         println!("Development mode: never expose this server; its signing secret is public.");
         println!("Practitioner link: {}", shown.join_link(&practitioner));
         println!("Patient link:      {}", shown.join_link(&patient));
+        println!(
+            "Metrics (Prometheus): http://{}/metrics",
+            server.metrics_addr
+        );
     }
 
     tokio::select! {

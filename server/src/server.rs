@@ -28,8 +28,12 @@ pub struct RunningServer {
     pub state: AppState,
     /// Whether the listener speaks TLS.
     pub tls: bool,
+    /// Where the metrics listener (plain HTTP, `/metrics` only) is bound.
+    pub metrics_addr: SocketAddr,
     handle: Handle<SocketAddr>,
     task: JoinHandle<std::io::Result<()>>,
+    metrics_handle: Handle<SocketAddr>,
+    metrics_task: JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningServer {
@@ -47,7 +51,12 @@ impl RunningServer {
 
     /// Stop accepting connections, give open ones [`SHUTDOWN_GRACE`] to finish, then stop.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.metrics_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
         self.handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        self.metrics_task
+            .await
+            .context("metrics server task panicked")?
+            .context("metrics server failed")?;
         self.task
             .await
             .context("HTTP server task panicked")?
@@ -126,6 +135,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             )
         })?;
     let http_addr = listener.local_addr().context("HTTP listener address")?;
+    let metrics_listener = std::net::TcpListener::bind((config.metrics.bind, config.metrics.port))
+        .with_context(|| {
+            format!(
+                "metrics.bind/metrics.port: cannot listen on {}:{}",
+                config.metrics.bind, config.metrics.port
+            )
+        })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .context("metrics listener address")?;
 
     let sfu = Sfu::start(SfuConfig {
         bind: SocketAddr::new(config.media.bind, config.media.udp_port),
@@ -202,6 +221,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         documents,
     };
     let app = crate::http::router(state.clone());
+    let metrics_handle: Handle<SocketAddr> = Handle::new();
+    let metrics_task = {
+        let server = axum_server::from_tcp(metrics_listener)
+            .context("metrics listener")?
+            .handle(metrics_handle.clone());
+        tokio::spawn(server.serve(crate::http::metrics_router(state.clone()).into_make_service()))
+    };
     let handle: Handle<SocketAddr> = Handle::new();
     let tls = tls_config.is_some();
     let task = match tls_config {
@@ -224,6 +250,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     tracing::info!(
         %http_addr,
         %media_addr,
+        %metrics_addr,
         tls,
         "listening (HTTP{} on {http_addr}, media UDP on {media_addr})",
         if tls { "S" } else { "" }
@@ -233,8 +260,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         media_addr,
         state,
         tls,
+        metrics_addr,
         handle,
         task,
+        metrics_handle,
+        metrics_task,
     })
 }
 
@@ -345,7 +375,12 @@ mod tests {
         assert_eq!(v["billing_queue"], 0);
         assert_security_headers(&r);
 
-        let r = get(addr, "/metrics").await;
+        // Scrapes are not served on the public listener...
+        assert_eq!(get(addr, "/metrics").await.status, 404);
+        // ...but on their own, which serves nothing else.
+        assert_eq!(get(server.metrics_addr, "/healthz").await.status, 404);
+        assert_ne!(server.metrics_addr, addr);
+        let r = get(server.metrics_addr, "/metrics").await;
         assert_eq!(r.status, 200);
         assert!(r.headers["content-type"].starts_with("text/plain"));
         for name in [
@@ -427,7 +462,7 @@ mod tests {
         let a = start(Config::for_tests()).await.expect("first");
         let b = start(Config::for_tests()).await.expect("second");
         assert_ne!(a.http_addr, b.http_addr);
-        assert_eq!(get(b.http_addr, "/metrics").await.status, 200);
+        assert_eq!(get(b.metrics_addr, "/metrics").await.status, 200);
         a.shutdown().await.expect("a");
         b.shutdown().await.expect("b");
     }

@@ -15,7 +15,8 @@ pub mod names {
     pub use teleconsult_sfu::metric_names::DATAGRAMS_DROPPED as MEDIA_DATAGRAMS_DROPPED;
     /// Datagrams read by one media worker and passed to the worker owning their participant.
     pub use teleconsult_sfu::metric_names::DATAGRAMS_HANDED_OVER as MEDIA_DATAGRAMS_HANDED_OVER;
-    /// Histogram (seconds), gauges labelled `consultation` (id only): kept by the SFU
+    /// Histogram (seconds), and the base names of the loss and jitter gauges aggregated over
+    /// consultations (`_max`, `…_above`; never a consultation id as a label): kept by the SFU
     /// (`teleconsult_sfu::quality`), formatted by [`super::render`].
     pub use teleconsult_sfu::metric_names::{
         CONSULTATION_JITTER, CONSULTATION_LOSS, FORWARDING_LATENCY, RTP_BYTES_IN, RTP_BYTES_OUT,
@@ -96,7 +97,7 @@ fn touch() {
 }
 
 /// The current scrape text of the server with `state`: the recorder's metrics, then the SFU's
-/// quality metrics (forwarding latency histogram, per-consultation loss and jitter), which it
+/// quality metrics (forwarding latency histogram, loss and jitter over consultations), which it
 /// keeps itself so the per-packet cost stays a few relaxed atomic adds and ended consultations'
 /// series can be removed, then this server's own signalling error counters.
 pub fn render(state: &crate::AppState) -> String {
@@ -146,34 +147,64 @@ fn render_quality(q: &QualitySnapshot, out: &mut String) {
     let sum = h.sum.as_nanos() as f64 / 1e9;
     let _ = writeln!(out, "{name}_sum {sum}");
     let _ = writeln!(out, "{name}_count {}", h.count);
-    let per_consultation =
-        |out: &mut String, name: &str, help: &str, value: fn(&ConsultationQuality) -> f64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            for (id, c) in &q.consultations {
-                let _ = writeln!(out, "{name}{{consultation=\"{}\"}} {}", label(id), value(c));
-            }
-        };
-    per_consultation(
+    // Loss and jitter summarised over consultations: a scrape names no consultation (ids
+    // are the key to everything else about a patient's call, and series per consultation
+    // grow without bound).
+    let reporting = QUALITY_REPORTING;
+    let _ = writeln!(
+        out,
+        "# HELP {reporting} Consultations with at least one subscriber's RTCP receiver report\n# TYPE {reporting} gauge\n{reporting} {}",
+        q.consultations.len()
+    );
+    let summary = |out: &mut String,
+                   name: &str,
+                   what: &str,
+                   label: &str,
+                   thresholds: &[f64],
+                   value: fn(&ConsultationQuality) -> f64| {
+        let max = q
+            .consultations
+            .iter()
+            .map(|(_, c)| value(c))
+            .fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "# HELP {name}_max Worst {what} on any subscription of any consultation, from subscribers' latest RTCP receiver reports\n# TYPE {name}_max gauge\n{name}_max {max}"
+        );
+        let above = format!("{name}_above");
+        let _ = writeln!(
+            out,
+            "# HELP {above} Consultations whose worst {what} is above the threshold\n# TYPE {above} gauge"
+        );
+        for t in thresholds {
+            let n = q
+                .consultations
+                .iter()
+                .filter(|(_, c)| value(c) > *t)
+                .count();
+            let _ = writeln!(out, "{above}{{{label}=\"{t}\"}} {n}");
+        }
+    };
+    summary(
         out,
         CONSULTATION_LOSS,
-        "Worst fraction of packets lost on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
+        "fraction of packets lost",
+        "ratio",
+        &[0.02, 0.05, 0.1],
         |c| c.loss,
     );
-    per_consultation(
+    summary(
         out,
         CONSULTATION_JITTER,
-        "Worst interarrival jitter on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
+        "interarrival jitter",
+        "seconds",
+        &[0.03, 0.05, 0.1],
         |c| c.jitter,
     );
 }
 
-/// A Prometheus label value, escaped.
-fn label(id: &str) -> String {
-    id.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// Consultations with quality reports (a gauge).
+const QUALITY_REPORTING: &str = "teleconsult_consultations_reporting_quality";
 
 /// Libraries whose most verbose levels print message contents (the WebSocket library logs every
 /// frame, join tokens included, at TRACE). Capped whatever the operator asks for.
@@ -223,13 +254,22 @@ mod tests {
                 sum: Duration::from_micros(1_500_250),
                 count: 4,
             },
-            consultations: vec![(
-                "c\"1".into(),
-                ConsultationQuality {
-                    loss: 0.25,
-                    jitter: 0.004,
-                },
-            )],
+            consultations: vec![
+                (
+                    "c-secret-1".into(),
+                    ConsultationQuality {
+                        loss: 0.25,
+                        jitter: 0.004,
+                    },
+                ),
+                (
+                    "c-secret-2".into(),
+                    ConsultationQuality {
+                        loss: 0.03,
+                        jitter: 0.06,
+                    },
+                ),
+            ],
         };
         let mut text = String::new();
         render_quality(&q, &mut text);
@@ -244,13 +284,27 @@ mod tests {
                 "teleconsult_forwarding_latency_seconds_bucket{le=\"+Inf\"} 4",
                 "teleconsult_forwarding_latency_seconds_sum 1.50025",
                 "teleconsult_forwarding_latency_seconds_count 4",
-                "# HELP teleconsult_consultation_loss_ratio Worst fraction of packets lost on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
-                "# TYPE teleconsult_consultation_loss_ratio gauge",
-                "teleconsult_consultation_loss_ratio{consultation=\"c\\\"1\"} 0.25",
-                "# HELP teleconsult_consultation_jitter_seconds Worst interarrival jitter on any subscription of the consultation, from subscribers' latest RTCP receiver reports",
-                "# TYPE teleconsult_consultation_jitter_seconds gauge",
-                "teleconsult_consultation_jitter_seconds{consultation=\"c\\\"1\"} 0.004",
+                "# HELP teleconsult_consultations_reporting_quality Consultations with at least one subscriber's RTCP receiver report",
+                "# TYPE teleconsult_consultations_reporting_quality gauge",
+                "teleconsult_consultations_reporting_quality 2",
+                "# HELP teleconsult_consultation_loss_ratio_max Worst fraction of packets lost on any subscription of any consultation, from subscribers' latest RTCP receiver reports",
+                "# TYPE teleconsult_consultation_loss_ratio_max gauge",
+                "teleconsult_consultation_loss_ratio_max 0.25",
+                "# HELP teleconsult_consultation_loss_ratio_above Consultations whose worst fraction of packets lost is above the threshold",
+                "# TYPE teleconsult_consultation_loss_ratio_above gauge",
+                "teleconsult_consultation_loss_ratio_above{ratio=\"0.02\"} 2",
+                "teleconsult_consultation_loss_ratio_above{ratio=\"0.05\"} 1",
+                "teleconsult_consultation_loss_ratio_above{ratio=\"0.1\"} 1",
+                "# HELP teleconsult_consultation_jitter_seconds_max Worst interarrival jitter on any subscription of any consultation, from subscribers' latest RTCP receiver reports",
+                "# TYPE teleconsult_consultation_jitter_seconds_max gauge",
+                "teleconsult_consultation_jitter_seconds_max 0.06",
+                "# HELP teleconsult_consultation_jitter_seconds_above Consultations whose worst interarrival jitter is above the threshold",
+                "# TYPE teleconsult_consultation_jitter_seconds_above gauge",
+                "teleconsult_consultation_jitter_seconds_above{seconds=\"0.03\"} 1",
+                "teleconsult_consultation_jitter_seconds_above{seconds=\"0.05\"} 1",
+                "teleconsult_consultation_jitter_seconds_above{seconds=\"0.1\"} 0",
             ]
         );
+        assert!(!text.contains("secret"), "{text}");
     }
 }

@@ -359,7 +359,7 @@ async fn garbage_on_the_media_port_is_dropped_and_counted() {
     let _a = doctor.peer.start_publishing(1);
     let _b = patient.peer.start_publishing(2);
     assert!(eventually(Duration::from_secs(20), || video_received(&patient) > 20).await);
-    let dropped_before = dropped(&metrics(server.http_addr).await);
+    let dropped_before = dropped(&metrics(server.server.metrics_addr).await);
     // Random bytes, and STUN-looking packets with unknown ufrags, from a stranger.
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut state = 0x9e37_79b9_u32;
@@ -387,7 +387,8 @@ async fn garbage_on_the_media_port_is_dropped_and_counted() {
         Duration::from_secs(5),
         "every garbage datagram counted as dropped",
         || async {
-            (dropped(&metrics(server.http_addr).await) >= dropped_before + 500.0).then_some(())
+            (dropped(&metrics(server.server.metrics_addr).await) >= dropped_before + 500.0)
+                .then_some(())
         },
     )
     .await;

@@ -94,6 +94,7 @@ export async function startServer({ extraEnv = {}, timeoutMs = 30_000 } = {}) {
     TELECONSULT_SERVER__BIND: '127.0.0.1',
     TELECONSULT_MEDIA__UDP_PORT: '0',
     TELECONSULT_MEDIA__BIND: '127.0.0.1',
+    TELECONSULT_METRICS__PORT: '0',
     ...extraEnv,
   };
   const child = spawn(BIN, ['serve', '--dev'], { env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -94,7 +94,7 @@ pub struct BinaryServer {
 
 impl BinaryServer {
     /// Start it with `config_toml` (written to `dir/teleconsult.toml`; `[server] port` and
-    /// `[media] udp_port` are set to 0 by the environment) and `env`, its log in `dir/log`.
+    /// `[media] udp_port` and `[metrics] port` are set to 0 by the environment) and `env`, its log in `dir/log`.
     /// Returns once `/healthz` answers 200.
     pub async fn start(dir: &Path, config_toml: &str, env: &[(&str, &str)], log: &str) -> Self {
         let config = dir.join("teleconsult.toml");
@@ -109,6 +109,7 @@ impl BinaryServer {
             .env("TELECONSULT_SERVER__PORT", "0")
             .env("TELECONSULT_MEDIA__BIND", "127.0.0.1")
             .env("TELECONSULT_MEDIA__UDP_PORT", "0")
+            .env("TELECONSULT_METRICS__PORT", "0")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_path).expect("log file"));
@@ -421,7 +422,7 @@ pub async fn metrics(addr: SocketAddr) -> String {
 /// this process (each with its own server) do not add to them.
 pub async fn signaling_errors(server: &TestServer) -> std::collections::BTreeMap<String, u64> {
     let prefix = "teleconsult_signaling_errors_total{kind=\"";
-    metrics(server.http_addr)
+    metrics(server.server.metrics_addr)
         .await
         .lines()
         .filter_map(|l| l.strip_prefix(prefix))
