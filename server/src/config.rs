@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
+pub use teleconsult_accounts::config::{AccountsConfig, DEV_TOTP_KEY};
 pub use teleconsult_billing::config::{BillingConfig, Rounding};
 pub use teleconsult_consultation::config::ConsultationConfig;
 pub use teleconsult_documents::config::DocumentsConfig;
@@ -32,6 +33,7 @@ pub struct Config {
     pub billing: BillingConfig,
     pub documents: DocumentsConfig,
     pub admin: AdminConfig,
+    pub accounts: AccountsConfig,
 }
 
 /// The development master key for document encryption (base64 of 32 bytes). Refused outside dev.
@@ -153,6 +155,7 @@ impl Config {
         c.media.udp_port = 40000;
         c.auth.signing_secret = DEV_SIGNING_SECRET.into();
         c.documents.master_key = DEV_MASTER_KEY.into();
+        c.accounts.totp_key = DEV_TOTP_KEY.into();
         c.storage.data_dir = PathBuf::from(".teleconsult-data");
         c
     }
@@ -542,6 +545,9 @@ impl Config {
             );
         }
 
+        // accounts (never print the key itself)
+        p.extend(self.accounts.problems(dev));
+
         p
     }
 
@@ -685,8 +691,9 @@ mod tests {
     }
 
     /// The secrets, which `ser` writes as `<redacted>`.
-    fn secrets(c: &Config) -> [&str; 4] {
+    fn secrets(c: &Config) -> [&str; 5] {
         [
+            c.accounts.totp_key.expose_secret(),
             c.auth.signing_secret.expose_secret(),
             c.documents.master_key.expose_secret(),
             c.admin.api_key.expose_secret(),
