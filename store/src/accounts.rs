@@ -118,8 +118,8 @@ pub trait AccountStore: Send + Sync {
     async fn accounts(&self, organisation: &str) -> Result<Vec<Account>>;
 
     async fn login_throttle(&self, key: &str) -> Result<Option<LoginThrottle>>;
-    /// Count one more failure for `key` (atomically: concurrent failures all count); returns the
-    /// new count.
+    /// Count one more failure for `key`; returns the count including it. No concurrent failure
+    /// is lost (concurrent callers may see the same count).
     async fn record_login_failure(&self, key: &str, now: Millis) -> Result<u32>;
     /// Refuse logins for `key` until `until`.
     async fn lock_login(&self, key: &str, until: Millis) -> Result<()>;

@@ -1,7 +1,7 @@
 //! [`AccountStore`] on MongoDB: collections `organisations`, `accounts` (`_id` = account id,
 //! unique index on `email`), `login_throttles` (`_id` = the hashed login name) and
-//! `staff_sessions` (`_id` = the hashed session secret). Failure counts are incremented with
-//! `findAndModify` + `$inc` (one atomic single-document write, which FerretDB supports).
+//! `staff_sessions` (`_id` = the hashed session secret). Failed logins are one document each in
+//! `login_failures` (key, time) and counted; `login_throttles` keeps only the lock's end.
 
 use super::{MongoStore, from_doc, is_duplicate_key, map_err, to_doc};
 use crate::accounts::{
@@ -10,12 +10,13 @@ use crate::accounts::{
 use crate::{Millis, Result, StoreError};
 use mongodb::IndexModel;
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::options::IndexOptions;
 use serde::{Deserialize, Serialize};
 
 const ORGANISATIONS: &str = "organisations";
 const ACCOUNTS: &str = "accounts";
 const THROTTLES: &str = "login_throttles";
+const FAILURES: &str = "login_failures";
 const SESSIONS: &str = "staff_sessions";
 
 #[derive(Serialize, Deserialize)]
@@ -72,25 +73,12 @@ impl From<AccountDoc> for Account {
     }
 }
 
+/// A lock on a login name (`login_throttles`); its failures are `login_failures` documents.
 #[derive(Serialize, Deserialize)]
 struct ThrottleDoc {
     #[serde(rename = "_id")]
     key: String,
-    failures: i64,
     locked_until: i64,
-    last_failure: i64,
-}
-
-impl TryFrom<ThrottleDoc> for LoginThrottle {
-    type Error = StoreError;
-    fn try_from(d: ThrottleDoc) -> Result<Self> {
-        Ok(LoginThrottle {
-            key: d.key,
-            failures: u32::try_from(d.failures).map_err(|e| StoreError::Other(e.to_string()))?,
-            locked_until: d.locked_until,
-            last_failure: d.last_failure,
-        })
-    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -146,6 +134,7 @@ impl MongoStore {
         };
         for (coll, model) in [
             (ACCOUNTS, idx(doc! {"email": 1}, "email", true)),
+            (FAILURES, idx(doc! {"key": 1, "at": 1}, "key_at", false)),
             (
                 ACCOUNTS,
                 idx(
@@ -259,39 +248,62 @@ impl AccountStore for MongoStore {
     }
 
     async fn login_throttle(&self, key: &str) -> Result<Option<LoginThrottle>> {
-        let d: Option<ThrottleDoc> = self.find_one_as(THROTTLES, doc! {"_id": key}).await?;
-        d.map(LoginThrottle::try_from).transpose()
+        let lock: Option<ThrottleDoc> = self.find_one_as(THROTTLES, doc! {"_id": key}).await?;
+        let failures = self
+            .coll(FAILURES)
+            .count_documents(doc! {"key": key})
+            .await
+            .map_err(map_err)?;
+        if lock.is_none() && failures == 0 {
+            return Ok(None);
+        }
+        let last_failure = self
+            .coll(FAILURES)
+            .find_one(doc! {"key": key})
+            .sort(doc! {"at": -1})
+            .await
+            .map_err(map_err)?
+            .and_then(|d| d.get_i64("at").ok())
+            .unwrap_or(0);
+        Ok(Some(LoginThrottle {
+            key: key.to_string(),
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            locked_until: lock.map_or(0, |l| l.locked_until),
+            last_failure,
+        }))
     }
 
     async fn record_login_failure(&self, key: &str, now: Millis) -> Result<u32> {
-        let d = self
-            .coll(THROTTLES)
-            .find_one_and_update(
-                doc! {"_id": key},
-                doc! {
-                    "$inc": {"failures": 1_i64},
-                    "$set": {"last_failure": now},
-                    "$setOnInsert": {"locked_until": 0_i64},
-                },
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::After)
+        // One document per failure, then a count: inserts never lose each other, where a
+        // read-modify-write counter can (FerretDB 1.24 applies `$inc` in findAndModify without
+        // isolation: ten concurrent increments were seen to yield five). Concurrent callers may
+        // see the same count; none is lost.
+        self.coll(FAILURES)
+            .insert_one(doc! {"key": key, "at": now})
             .await
-            .map_err(map_err)?
-            .ok_or_else(|| StoreError::Other("login throttle upsert returned nothing".into()))?;
-        let t: ThrottleDoc = from_doc(d)?;
-        LoginThrottle::try_from(t).map(|t| t.failures)
+            .map_err(map_err)?;
+        let n = self
+            .coll(FAILURES)
+            .count_documents(doc! {"key": key})
+            .await
+            .map_err(map_err)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     async fn lock_login(&self, key: &str, until: Millis) -> Result<()> {
-        self.coll(THROTTLES)
-            .update_one(doc! {"_id": key}, doc! {"$set": {"locked_until": until}})
+        let d = to_doc(&ThrottleDoc {
+            key: key.to_string(),
+            locked_until: until,
+        })?;
+        self.upsert(THROTTLES, Bson::String(key.to_string()), d)
             .await
-            .map_err(map_err)?;
-        Ok(())
     }
 
     async fn clear_login_throttle(&self, key: &str) -> Result<()> {
+        self.coll(FAILURES)
+            .delete_many(doc! {"key": key})
+            .await
+            .map_err(map_err)?;
         self.coll(THROTTLES)
             .delete_one(doc! {"_id": key})
             .await
