@@ -92,6 +92,8 @@ pub struct AccountService {
     store: Arc<dyn AccountStore>,
     config: Arc<AccountsConfig>,
     sealer: Option<Sealer>,
+    /// Permits for concurrent Argon2id computations (twice the CPU cores).
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AccountService {
@@ -99,6 +101,9 @@ impl AccountService {
         AccountService {
             store,
             sealer: config.totp_key_bytes().map(|k| Sealer::new(&k)),
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             config: Arc::new(config.clone()),
         }
     }
@@ -116,10 +121,17 @@ impl AccountService {
         Ok(())
     }
 
-    async fn hash(password: String) -> Result<String, AccountError> {
-        tokio::task::spawn_blocking(move || password::hash(&password))
+    /// Run one Argon2id computation on the blocking pool, at most [`Self::hashing`] at a time:
+    /// each takes 19 MiB, so a flood of logins queues here instead of exhausting memory.
+    async fn argon2<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let _permit = self.hashing.acquire().await.ok()?;
+        tokio::task::spawn_blocking(f).await.ok()
+    }
+
+    async fn hash(&self, password: String) -> Result<String, AccountError> {
+        self.argon2(move || password::hash(&password))
             .await
-            .map_err(|_| AccountError::Internal)?
+            .ok_or(AccountError::Internal)?
             .map_err(|e| {
                 tracing::error!(error = %e, "password hashing failed");
                 AccountError::Internal
@@ -179,7 +191,7 @@ impl AccountService {
             display_name,
             roles: roles.iter().map(|r| r.as_str().to_string()).collect(),
             disabled: false,
-            password_hash: Self::hash(new.password).await?,
+            password_hash: self.hash(new.password).await?,
             totp: None,
             created_at: now,
         };
@@ -240,7 +252,7 @@ impl AccountService {
     ) -> Result<(), AccountError> {
         self.check_password(new_password)?;
         let mut account = self.account(organisation, id).await?;
-        account.password_hash = Self::hash(new_password.to_string()).await?;
+        account.password_hash = self.hash(new_password.to_string()).await?;
         self.store
             .update_account(&account)
             .await
@@ -321,23 +333,26 @@ impl AccountService {
             .account_by_email(&email)
             .await
             .map_err(login_store_err)?;
-        let phc = account
-            .as_ref()
-            .map(|a| a.password_hash.clone())
-            .unwrap_or_else(|| password::dummy_hash().to_string());
-        let candidate = password.to_string();
-        let matches = if password.len() > MAX_PASSWORD_BYTES {
-            // Verify something of the usual size, so a huge body costs no more than a guess.
-            let phc2 = phc.clone();
-            tokio::task::spawn_blocking(move || password::verify("", &phc2))
-                .await
-                .map_err(|_| LoginError::Internal)?;
-            false
+        let phc = account.as_ref().map(|a| a.password_hash.clone());
+        // A huge password is verified as an empty one (it never matches): it costs no more
+        // than a guess.
+        let candidate = if password.len() > MAX_PASSWORD_BYTES {
+            None
         } else {
-            tokio::task::spawn_blocking(move || password::verify(&candidate, &phc))
-                .await
-                .map_err(|_| LoginError::Internal)?
+            Some(password.to_string())
         };
+        let matches = self
+            .argon2(move || {
+                let dummy = password::dummy_hash();
+                let phc: &str = match &phc {
+                    Some(p) => p,
+                    None => dummy,
+                };
+                let ok = password::verify(candidate.as_deref().unwrap_or(""), phc);
+                ok && candidate.is_some()
+            })
+            .await
+            .ok_or(LoginError::Internal)?;
         let account = match account {
             Some(a) if matches && !a.disabled => a,
             _ => return Err(self.fail(&key, now).await),
@@ -571,7 +586,7 @@ impl AccountService {
                 o
             }
         };
-        let hash = Self::hash(DEMO_PASSWORD.to_string()).await?;
+        let hash = self.hash(DEMO_PASSWORD.to_string()).await?;
         let account = match self
             .store
             .account(DEMO_ORGANISATION_ID, DEMO_ACCOUNT_ID)
