@@ -178,13 +178,16 @@ async fn billing_export(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     refuse_token_in_query(&q)?;
-    let caller =
-        match crate::routes::auth::staff_from_cookie(&state, &axum::http::Method::GET, &headers)
-            .await?
-        {
-            Some(s) => Caller::Staff(s.staff),
-            None => caller(&state, &headers)?,
-        };
+    // An explicit bearer credential wins over a session cookie the browser may also hold.
+    let session = if headers.contains_key(header::AUTHORIZATION) {
+        None
+    } else {
+        crate::routes::auth::staff_from_cookie(&state, &axum::http::Method::GET, &headers).await?
+    };
+    let caller = match session {
+        Some(s) => Caller::Staff(s.staff),
+        None => caller(&state, &headers)?,
+    };
     let (from, to) = period(&q)?;
     let format: ExportFormat = q
         .get("format")

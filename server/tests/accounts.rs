@@ -606,6 +606,13 @@ async fn billing_exports_by_session_stay_inside_the_organisation() {
         let token = s.token("c3", "Dr Token", teleconsult::token::Role::Practitioner);
         let r = request(s.http_addr, "GET", path, &[common::bearer(&token)], vec![]).await;
         assert_eq!(consultations(&r), vec!["c3"]);
+        let both = [common::bearer(&token), ("Cookie", dr1.cookie.clone())];
+        let r = request(s.http_addr, "GET", path, &both, vec![]).await;
+        assert_eq!(
+            consultations(&r),
+            vec!["c3"],
+            "an explicit bearer wins over the cookie"
+        );
         s.shutdown().await;
     }
 }
