@@ -86,8 +86,14 @@ export async function signOut({ everywhere = false } = {}) {
   }
 }
 
-/** Put "Sign out" and "Sign out everywhere" buttons into `container`. */
+/** Put a link to the account page and "Sign out" / "Sign out everywhere" buttons into `container`. */
 export function addSignOutButtons(container) {
+  if (window.location.pathname !== '/account.html') {
+    const account = document.createElement('a');
+    account.href = '/account.html';
+    account.textContent = 'Your account';
+    container.append(account, ' ');
+  }
   const one = document.createElement('button');
   one.type = 'button';
   one.textContent = 'Sign out';
