@@ -1,5 +1,7 @@
 //! HTTP exports: `GET /api/billing/export` (admin key: every practitioner; a practitioner's join
-//! token: their own consultations) and `GET /api/audit/export` (admin key only). Credentials only
+//! token: their own consultations; a staff session: with the `billing` or `admin` role the whole
+//! organisation's consultations, as a `practitioner` their own) and `GET /api/audit/export`
+//! (admin key only). Credentials only
 //! in `Authorization: Bearer …`, never in the query string. Bodies are streamed from the store
 //! in constant memory. Columns and rules: `docs/billing.md`.
 
@@ -37,6 +39,8 @@ enum Caller {
     Admin,
     /// A practitioner (their identity).
     Practitioner(String),
+    /// A signed-in staff member (session cookie).
+    Staff(teleconsult_accounts::Staff),
 }
 
 fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -174,7 +178,16 @@ async fn billing_export(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     refuse_token_in_query(&q)?;
-    let caller = caller(&state, &headers)?;
+    // An explicit bearer credential wins over a session cookie the browser may also hold.
+    let session = if headers.contains_key(header::AUTHORIZATION) {
+        None
+    } else {
+        crate::routes::auth::staff_from_cookie(&state, &axum::http::Method::GET, &headers).await?
+    };
+    let caller = match session {
+        Some(s) => Caller::Staff(s.staff),
+        None => caller(&state, &headers)?,
+    };
     let (from, to) = period(&q)?;
     let format: ExportFormat = q
         .get("format")
@@ -183,8 +196,43 @@ async fn billing_export(
         .parse()
         .map_err(|e: String| ApiError::bad_request("bad_format", e))?;
     let asked = q.get("practitioner").filter(|p| !p.is_empty()).cloned();
+    // A staff session's export is its organisation's practitioners' (by account id): a set
+    // filtered while streaming, since summaries carry the practitioner, not the organisation.
+    let mut organisation_practitioners: Option<std::collections::HashSet<String>> = None;
     let practitioner = match &caller {
         Caller::Admin => asked,
+        Caller::Staff(staff) => {
+            use teleconsult_accounts::StaffRole;
+            if staff.has(StaffRole::Billing) || staff.has(StaffRole::Admin) {
+                let ids: std::collections::HashSet<String> = state
+                    .accounts
+                    .accounts(&staff.organisation)
+                    .await?
+                    .into_iter()
+                    .map(|a| a.id)
+                    .collect();
+                if asked.as_ref().is_some_and(|a| !ids.contains(a)) {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::NOT_FOUND,
+                        "not_found",
+                        "no such practitioner in your organisation",
+                    ));
+                }
+                organisation_practitioners = Some(ids);
+                asked
+            } else if staff.has(StaffRole::Practitioner) {
+                if asked.as_ref().is_some_and(|a| a != &staff.account) {
+                    return Err(ApiError::forbidden(
+                        "a practitioner may export only their own consultations",
+                    ));
+                }
+                Some(staff.account.clone())
+            } else {
+                return Err(ApiError::forbidden(
+                    "billing exports need the billing, admin or practitioner role",
+                ));
+            }
+        }
         Caller::Practitioner(me) => {
             if asked.as_ref().is_some_and(|a| a != me) {
                 return Err(ApiError::forbidden(
@@ -196,6 +244,7 @@ async fn billing_export(
     };
     let actor = match &caller {
         Caller::Admin => "admin".to_string(),
+        Caller::Staff(staff) => format!("account:{}", staff.account),
         Caller::Practitioner(me) => format!(
             "practitioner:{}",
             billing::practitioner_pseudonym(
@@ -211,10 +260,10 @@ async fn billing_export(
     };
     state.billing.audit("billing.export", &actor, None, None);
     tracing::info!(
-        actor = if caller == Caller::Admin {
-            "admin"
-        } else {
-            "practitioner"
+        actor = match &caller {
+            Caller::Admin => "admin",
+            Caller::Practitioner(_) => "practitioner",
+            Caller::Staff(_) => "staff",
         },
         from,
         to,
@@ -243,7 +292,18 @@ async fn billing_export(
             let mut w = ExportWriter::new(format, rounding);
             let mut buf = String::with_capacity(CHUNK + 1024);
             w.begin(&mut buf);
-            let rows = store.export_summaries(query);
+            let rows = match organisation_practitioners {
+                None => store.export_summaries(query),
+                Some(ids) => store
+                    .export_summaries(query)
+                    .filter(move |r| {
+                        std::future::ready(match r {
+                            Ok(s) => ids.contains(&s.practitioner),
+                            Err(_) => true,
+                        })
+                    })
+                    .boxed(),
+            };
             let Some(mut buf) = pump(&tx, buf, rows, "billing", |buf, s| w.row(buf, &s)).await
             else {
                 return;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
+pub use teleconsult_accounts::config::{AccountsConfig, DEV_TOTP_KEY};
 pub use teleconsult_billing::config::{BillingConfig, Rounding};
 pub use teleconsult_consultation::config::ConsultationConfig;
 pub use teleconsult_documents::config::DocumentsConfig;
@@ -33,6 +34,7 @@ pub struct Config {
     pub documents: DocumentsConfig,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
+    pub accounts: AccountsConfig,
 }
 
 /// The Prometheus listener (`[metrics]`): its own plain-HTTP listener serving `/metrics` only,
@@ -183,6 +185,7 @@ impl Config {
         c.auth.signing_secret = DEV_SIGNING_SECRET.into();
         c.documents.master_key = DEV_MASTER_KEY.into();
         c.billing.pseudonym_key = DEV_PSEUDONYM_KEY.into();
+        c.accounts.totp_key = DEV_TOTP_KEY.into();
         c.storage.data_dir = PathBuf::from(".teleconsult-data");
         c
     }
@@ -614,6 +617,9 @@ impl Config {
             );
         }
 
+        // accounts (never print the key itself)
+        p.extend(self.accounts.problems(dev));
+
         p
     }
 
@@ -758,9 +764,10 @@ mod tests {
     }
 
     /// The secrets, which `ser` writes as `<redacted>`.
-    fn secrets(c: &Config) -> [&str; 6] {
+    fn secrets(c: &Config) -> [&str; 7] {
         [
             c.metrics.bearer_token.expose_secret(),
+            c.accounts.totp_key.expose_secret(),
             c.auth.signing_secret.expose_secret(),
             c.billing.pseudonym_key.expose_secret(),
             c.documents.master_key.expose_secret(),

@@ -73,6 +73,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(teleconsult_signaling::handler))
         .route("/", get(|| async { serve_asset("index.html") }))
         .route("/join", get(|| async { serve_asset("join.html") }))
+        .route("/login", get(|| async { serve_asset("login.html") }))
+        .merge(crate::routes::auth::routes())
+        .merge(crate::routes::admin::routes())
         .merge(crate::routes::documents::routes(
             state.config.documents.max_bytes,
         ))
@@ -235,7 +238,7 @@ fn not_found() -> Response {
         .into_response()
 }
 
-fn serve_asset(path: &str) -> Response {
+pub(crate) fn serve_asset(path: &str) -> Response {
     let Some(bytes) = asset(path) else {
         return not_found();
     };

@@ -13,6 +13,7 @@ pub mod server;
 pub mod telemetry;
 
 /// The domain crates, under the names the rest of the code (and the tests) use.
+pub use teleconsult_accounts as accounts;
 pub use teleconsult_billing as billing;
 pub use teleconsult_consultation as consultation;
 pub use teleconsult_consultation::token;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub store: Arc<dyn teleconsult_store::Store>,
     /// Shared documents: access rule, sealing, opening, deletion.
     pub documents: teleconsult_documents::DocumentService,
+    /// Organisations, staff accounts and their sessions.
+    pub accounts: teleconsult_accounts::AccountService,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<teleconsult_signaling::Signaling> {

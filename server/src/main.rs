@@ -58,6 +58,54 @@ enum Command {
         #[command(subcommand)]
         command: BillingCommand,
     },
+    /// Organisations and staff accounts, written straight to the store (the first admin; after
+    /// that, the admin page at /admin).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Create an organisation (a clinic); prints its id.
+    CreateOrganisation {
+        /// The organisation's name.
+        #[arg(long)]
+        name: String,
+        /// TOML configuration file (storage.*).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use the development configuration (embedded store in ./.teleconsult-data).
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Create a staff account; prints its id. The password is read from a prompt (or, when
+    /// standard input is not a terminal, its first line), never from the command line.
+    CreateAccount {
+        /// The organisation's id (from create-organisation).
+        #[arg(long)]
+        organisation: String,
+        /// The login email.
+        #[arg(long)]
+        email: String,
+        /// The name shown to colleagues and patients (default: the email).
+        #[arg(long)]
+        display_name: Option<String>,
+        /// practitioner, billing or admin; repeat for several.
+        #[arg(long = "role", required = true, value_parser = parse_staff_role)]
+        roles: Vec<teleconsult::accounts::StaffRole>,
+        /// TOML configuration file (storage.*, accounts.*).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use the development configuration.
+        #[arg(long)]
+        dev: bool,
+    },
+}
+
+fn parse_staff_role(s: &str) -> Result<teleconsult::accounts::StaffRole, String> {
+    s.parse()
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,7 +210,97 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(billing(command))
         }
+        Command::Admin { command } => {
+            let password = match &command {
+                AdminCommand::CreateAccount { .. } => Some(read_password()?),
+                AdminCommand::CreateOrganisation { .. } => None,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(admin(command, password))
+        }
     }
+}
+
+/// The new account's password: prompted twice on a terminal, else the first line of standard
+/// input (scripts: `printf '%s\n' "$PW" | teleconsult admin create-account ...`).
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password for the new account: ")
+            .context("reading the password")?;
+        let again =
+            rpassword::prompt_password("Repeat the password: ").context("reading the password")?;
+        anyhow::ensure!(first == again, "the two passwords differ");
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        let password = line.trim_end_matches(['\r', '\n']).to_string();
+        anyhow::ensure!(
+            !password.is_empty(),
+            "no password on standard input (give it as the first line)"
+        );
+        Ok(password)
+    }
+}
+
+async fn admin(command: AdminCommand, password: Option<String>) -> anyhow::Result<()> {
+    use teleconsult::accounts::{AccountService, NewAccount, now_millis};
+    let (config_path, dev) = match &command {
+        AdminCommand::CreateOrganisation { config, dev, .. }
+        | AdminCommand::CreateAccount { config, dev, .. } => (config.clone(), *dev),
+    };
+    let (config, store) = open_store(config_path.as_deref(), dev).await?;
+    let problems = config.accounts.problems(dev);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems).into());
+    }
+    let accounts = AccountService::new(
+        &config.accounts,
+        store as std::sync::Arc<dyn teleconsult_store::AccountStore>,
+    );
+    match command {
+        AdminCommand::CreateOrganisation { name, .. } => {
+            let org = accounts
+                .create_organisation(&name, now_millis())
+                .await
+                .context("--name")?;
+            println!("{}", org.id);
+            eprintln!("organisation created: {}", org.id);
+        }
+        AdminCommand::CreateAccount {
+            organisation,
+            email,
+            display_name,
+            roles,
+            ..
+        } => {
+            let account = accounts
+                .create_account(
+                    &organisation,
+                    NewAccount {
+                        display_name: display_name.unwrap_or_else(|| email.clone()),
+                        email,
+                        roles,
+                        password: password.unwrap_or_default(),
+                    },
+                    now_millis(),
+                )
+                .await
+                .map_err(|e| match e {
+                    teleconsult::accounts::AccountError::NotFound => {
+                        anyhow::anyhow!("--organisation: no such organisation")
+                    }
+                    e => anyhow::anyhow!("{e}"),
+                })?;
+            println!("{}", account.id);
+            eprintln!("account created: {}", account.id);
+        }
+    }
+    Ok(())
 }
 
 /// Open the store a configuration names. Only what minting links checks is validated: the
@@ -353,6 +491,20 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
             "Metrics (Prometheus): http://{}/metrics",
             server.metrics_addr
         );
+        // A demo organisation and practitioner account (idempotent), for the sign-in page.
+        match server
+            .state
+            .accounts
+            .ensure_demo(teleconsult::accounts::now_millis())
+            .await
+        {
+            Ok(demo) => {
+                println!("Sign in:           {}/login", shown.base_url());
+                println!("  email:           {}", demo.account.email);
+                println!("  password:        {}", demo.password);
+            }
+            Err(e) => eprintln!("teleconsult: the demo account could not be prepared: {e}"),
+        }
     }
 
     tokio::select! {

@@ -212,7 +212,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         consultations.clone(),
     )
     .context("documents.master_key or documents.previous_master_keys")?;
+    let accounts = teleconsult_accounts::AccountService::new(
+        &config.accounts,
+        store.clone() as Arc<dyn teleconsult_store::AccountStore>,
+    );
     let state = AppState {
+        accounts,
         config: config.clone(),
         consultations,
         billing,

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod accounts;
 pub mod mongo;
 pub mod sqlite;
+
+pub use accounts::{Account, AccountStore, LoginThrottle, Organisation, SessionRecord, TotpRecord};
 
 pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
@@ -156,7 +159,7 @@ pub struct AuditEvent {
 
 /// The storage interface. Implementations must be safe to call concurrently.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AccountStore + Send + Sync + 'static {
     /// Cheap liveness check (for `/healthz`).
     async fn ping(&self) -> Result<()>;
 

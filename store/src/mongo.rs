@@ -32,6 +32,9 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::time::Duration;
 
+#[path = "mongo_accounts.rs"]
+mod accounts;
+
 /// Bytes per stored document chunk.
 pub use crate::CHUNK_SIZE;
 /// GridFS bucket name.
@@ -476,6 +479,7 @@ impl MongoStore {
                 self.coll(coll).create_index(model).await.map_err(map_err)?;
             }
         }
+        self.prepare_accounts().await?;
         self.sweep_orphan_chunks().await
     }
 

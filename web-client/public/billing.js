@@ -2,8 +2,11 @@
 // The practitioner's join token arrives in the URL fragment (never sent to the server), is removed
 // from the address bar at once and kept in this tab's sessionStorage, and travels only in the
 // Authorization header of requests to /api/billing/export. Rows come from that endpoint as JSON.
+// Without a token in the fragment or this tab, the page uses the staff session (cookie): a
+// practitioner sees their own consultations, the billing and admin roles their organisation's.
 
 import { takeTokenFromLocation, decodeClaims } from './token.js';
+import { api, loadSession, signedOut, addSignOutButtons } from './staff-session.js';
 
 const STORAGE_KEY = 'teleconsult.billing.token';
 const DAY_MS = 86_400_000;
@@ -151,6 +154,7 @@ function exportUrl(format) {
 }
 
 async function fetchExport(format) {
+  if (!token) return api(exportUrl(format));
   const res = await fetch(exportUrl(format), {
     headers: { Authorization: `Bearer ${token}` },
     cache: 'no-store',
@@ -209,14 +213,27 @@ async function download(event) {
   }
 }
 
-function start() {
+async function start() {
   const claims = token ? decodeClaims(token) : null;
-  if (!claims || claims.role !== 'practitioner') {
+  if (!token) {
+    const me = await loadSession();
+    if (!me) {
+      signedOut();
+      return;
+    }
+    const whole = me.roles.includes('billing') || me.roles.includes('admin');
+    $('whoami').textContent = `${me.display_name} · Billing`;
+    if (whole) document.querySelector('h1').textContent = 'Your organisation’s consultations';
+    const bar = document.createElement('span');
+    addSignOutButtons(bar);
+    document.querySelector('.topbar').append(bar);
+  } else if (!claims || claims.role !== 'practitioner') {
     $('error').textContent = 'This page needs a practitioner link. Open it from your consultation page.';
     $('period').hidden = true;
     return;
+  } else {
+    $('whoami').textContent = `${claims.identity} · Billing`;
   }
-  $('whoami').textContent = `${claims.identity} · Billing`;
   const today = Date.now() - (Date.now() % DAY_MS);
   $('from').value = isoDate(today - 29 * DAY_MS);
   $('to').value = isoDate(today);

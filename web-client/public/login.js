@@ -1,0 +1,71 @@
+// The staff sign-in page. Posts the email, password and (when the account has a second factor)
+// the authentication code as JSON; the server answers with an HttpOnly session cookie. Then it
+// goes to `next` from the fragment (a path on this site only) or to the person's start page.
+
+const $ = (id) => document.getElementById(id);
+
+const fragment = new URLSearchParams(window.location.hash.slice(1));
+// Only a same-site path: never another origin, never a protocol-relative URL.
+const nextParam = fragment.get('next');
+const next = nextParam && /^\/(?!\/)[A-Za-z0-9/._-]*$/.test(nextParam) ? nextParam : null;
+
+const REASONS = {
+  idle: 'You were signed out after a period of inactivity.',
+  expired: 'Your session has ended. Please sign in again.',
+  'signed-out': 'You are signed out.',
+};
+
+function startPage(session) {
+  if (next) return next;
+  if (session.roles.includes('practitioner') || session.roles.includes('billing')) return '/billing.html';
+  if (session.roles.includes('admin')) return '/admin';
+  return '/account.html';
+}
+
+async function submit(event) {
+  event.preventDefault();
+  $('error').textContent = '';
+  const body = { email: $('email').value, password: $('password').value };
+  if (!$('code-row').hidden && $('code').value.trim()) body.code = $('code').value.trim();
+  $('submit').disabled = true;
+  try {
+    const res = await fetch('/api/auth/login', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+      credentials: 'same-origin',
+      cache: 'no-store',
+    });
+    let data = {};
+    try {
+      data = await res.json();
+    } catch {
+      /* not JSON */
+    }
+    if (res.ok) {
+      window.location.assign(startPage(data));
+      return;
+    }
+    if (data.code === 'totp_required') {
+      $('code-row').hidden = false;
+      $('code').focus();
+    }
+    $('error').textContent = data.message || `The server answered ${res.status}.`;
+  } catch {
+    $('error').textContent = 'The server cannot be reached. Check your connection and try again.';
+  } finally {
+    $('submit').disabled = false;
+  }
+}
+
+function start() {
+  const reason = REASONS[fragment.get('reason')];
+  if (reason) {
+    $('notice').textContent = reason;
+    $('notice').hidden = false;
+  }
+  $('login').addEventListener('submit', submit);
+  $('email').focus();
+}
+
+start();
