@@ -11,8 +11,13 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod invitations;
 pub mod mongo;
 pub mod sqlite;
+
+pub use invitations::{
+    ConsultationStatus, Invitation, InvitationStore, Pseudonym, ScheduledConsultation,
+};
 
 pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
@@ -149,7 +154,7 @@ pub struct AuditEvent {
 
 /// The storage interface. Implementations must be safe to call concurrently.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: InvitationStore + Send + Sync + 'static {
     /// Cheap liveness check (for `/healthz`).
     async fn ping(&self) -> Result<()>;
 

@@ -32,6 +32,9 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::time::Duration;
 
+#[path = "mongo_invitations.rs"]
+mod invitations;
+
 /// Bytes per stored document chunk.
 pub use crate::CHUNK_SIZE;
 /// GridFS bucket name.

@@ -24,6 +24,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+#[path = "sqlite_invitations.rs"]
+mod invitations;
+
 /// Bytes per stored document chunk.
 pub use crate::CHUNK_SIZE;
 /// Rows fetched per page of an export.
@@ -175,6 +178,7 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch(SCHEMA).map_err(sql_err)?;
+        conn.execute_batch(invitations::SCHEMA).map_err(sql_err)?;
         // Chunks that no document points at: left by a crash in the middle of an upload.
         let swept = conn
             .execute(
