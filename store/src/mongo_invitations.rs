@@ -97,10 +97,7 @@ impl InvitationStore for MongoStore {
     async fn set_consultation_status(&self, id: &str, status: ConsultationStatus) -> Result<()> {
         let r = self
             .coll(CONSULTATIONS)
-            .update_one(
-                doc! {"_id": id},
-                doc! {"$set": {"status": status.as_str()}},
-            )
+            .update_one(doc! {"_id": id}, doc! {"$set": {"status": status.as_str()}})
             .await
             .map_err(map_err)?;
         if r.matched_count == 0 {

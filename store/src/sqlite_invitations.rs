@@ -210,4 +210,3 @@ impl InvitationStore for SqliteStore {
         Ok(())
     }
 }
-

@@ -69,16 +69,26 @@ async fn scheduled_consultation_round_trip_and_status(s: &dyn InvitationStore) {
     assert_eq!(s.scheduled_consultation("c-1").await.unwrap(), None);
     let mut c = consultation("c-1");
     s.upsert_scheduled_consultation(&c).await.unwrap();
-    assert_eq!(s.scheduled_consultation("c-1").await.unwrap(), Some(c.clone()));
+    assert_eq!(
+        s.scheduled_consultation("c-1").await.unwrap(),
+        Some(c.clone())
+    );
     // Unscheduled (no time) round-trips too, replacing by id.
     c.scheduled_at = None;
     s.upsert_scheduled_consultation(&c).await.unwrap();
-    assert_eq!(s.scheduled_consultation("c-1").await.unwrap(), Some(c.clone()));
+    assert_eq!(
+        s.scheduled_consultation("c-1").await.unwrap(),
+        Some(c.clone())
+    );
     s.set_consultation_status("c-1", ConsultationStatus::Ended)
         .await
         .unwrap();
     assert_eq!(
-        s.scheduled_consultation("c-1").await.unwrap().unwrap().status,
+        s.scheduled_consultation("c-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         ConsultationStatus::Ended
     );
     assert!(matches!(
@@ -104,7 +114,12 @@ async fn invitations_round_trip_in_order(s: &dyn InvitationStore) {
         .unwrap();
     assert_eq!(s.invitation("jti-a").await.unwrap(), Some(a.clone()));
     assert_eq!(
-        s.invitation("jti-a").await.unwrap().unwrap().pseudonym.expose(),
+        s.invitation("jti-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .pseudonym
+            .expose(),
         "Label of jti-a"
     );
     assert_eq!(s.invitation("nope").await.unwrap(), None);
@@ -151,9 +166,15 @@ async fn cancel_revokes_all_links_of_it(s: &dyn InvitationStore) {
     s.upsert_scheduled_consultation(&consultation("c-2"))
         .await
         .unwrap();
-    s.upsert_invitation(&invitation("a", "c-1", 1)).await.unwrap();
-    s.upsert_invitation(&invitation("b", "c-1", 2)).await.unwrap();
-    s.upsert_invitation(&invitation("x", "c-2", 3)).await.unwrap();
+    s.upsert_invitation(&invitation("a", "c-1", 1))
+        .await
+        .unwrap();
+    s.upsert_invitation(&invitation("b", "c-1", 2))
+        .await
+        .unwrap();
+    s.upsert_invitation(&invitation("x", "c-2", 3))
+        .await
+        .unwrap();
     s.revoke_invitation("a", 100).await.unwrap();
     assert_eq!(s.cancel_consultation("c-1", 700).await.unwrap(), 1);
     let c1 = s.scheduled_consultation("c-1").await.unwrap().unwrap();
@@ -171,7 +192,11 @@ async fn cancel_revokes_all_links_of_it(s: &dyn InvitationStore) {
     );
     assert_eq!(s.invitation("x").await.unwrap().unwrap().revoked_at, None);
     assert_eq!(
-        s.scheduled_consultation("c-2").await.unwrap().unwrap().status,
+        s.scheduled_consultation("c-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         ConsultationStatus::Scheduled
     );
     assert!(matches!(
