@@ -35,8 +35,12 @@ async fn no_tokens_or_names_in_logs() {
         .init();
 
     let server = TestServer::start().await;
-    let doctor_token = server.token("c-pii", "Dr Gregory Housename", Role::Practitioner);
-    let patient_token = server.token("c-pii", "Patience Privatename", Role::Patient);
+    let doctor_token = server
+        .token("c-pii", "Dr Gregory Housename", Role::Practitioner)
+        .await;
+    let patient_token = server
+        .token("c-pii", "Patience Privatename", Role::Patient)
+        .await;
     let mut doctor =
         teleconsult_loadtest::participant::Participant::join(&server.ws_url(), &doctor_token)
             .await
