@@ -280,6 +280,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
                         state.count_error(ErrorKind::BadToken);
                         let (code, reason) = wire::refused(refusal);
                         let _ = sink.send(close_frame(code, reason)).await;
+                        await_close_reply(&mut stream).await;
                         return;
                     }
                 }
@@ -347,6 +348,9 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
                     Some(Outbound::Close(why)) => {
                         let (code, reason) = wire::close_frame(why);
                         let _ = sink.send(close_frame(code, reason)).await;
+                        // The client must read the code (e.g. `moved_to_another_device`, after
+                        // which it must not reconnect): finish the close handshake.
+                        await_close_reply(&mut stream).await;
                         // The service already recorded why; this connection is finished.
                         left_for_good = true;
                         break;
@@ -399,6 +403,27 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
     .instrument(span)
     .await
 }
+
+/// After sending a close frame: wait (at most [`CLOSE_REPLY_TIMEOUT`]) for the client's close
+/// frame, discarding what it sends meanwhile. Dropping the socket at once, with the client's
+/// messages still unread, resets the TCP connection, and the client may then lose the close
+/// frame and its code (seen as 1006).
+async fn await_close_reply<S>(stream: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async {
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// How long a closing session waits for the client's close frame.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The joined participant a session speaks for.
 struct Me {
