@@ -591,9 +591,9 @@ pub enum IssueError {
     Store(#[from] StoreError),
 }
 
-/// A new random id (128 bits, base64url).
+/// A new random id (128 bits, lowercase hex: safe on a command line, never starts with `-`).
 pub fn random_id() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// Create an invitation (one seat: `role` and `label`) for `consultation` in `store` and return
