@@ -101,7 +101,7 @@ pub struct DocumentInfo {
     pub content_type: String,
     /// Hex SHA-256 of the content.
     pub sha256: String,
-    /// Participant id of the uploader (`practitioner` if they were not in the call).
+    /// Participant id of the uploader (a practitioner's account id if they were not in the call).
     pub uploader: String,
     pub uploader_role: Role,
     /// Milliseconds since the Unix epoch (UTC).

@@ -90,7 +90,7 @@ impl From<StoreError> for DocumentError {
 #[derive(Clone, Debug)]
 pub struct Caller {
     consultation: String,
-    /// Participant id in the call, or `practitioner` for a practitioner not in the call.
+    /// Participant id in the call, or the account id of a practitioner not in the call.
     actor: String,
     role: Role,
 }
