@@ -494,7 +494,17 @@ impl Consultation {
         let replaces = self.waiting_target(actor, target)?.replaces.take();
         // A second device admitted: the connection holding the seat goes first.
         let mut effects = match replaces {
-            Some(holder) => self.displace(holder.as_str()),
+            Some(holder) => {
+                let mut e = self.displace(holder.as_str());
+                if !e.is_empty() {
+                    e.push(Self::audit(
+                        "participant.replace_device",
+                        actor,
+                        Some(holder.as_str()),
+                    ));
+                }
+                e
+            }
             None => Vec::new(),
         };
         let p = self.get_mut(target).expect("checked by waiting_target");
@@ -1203,6 +1213,11 @@ mod tests {
             participant: pat.participant.clone()
         }));
         assert!(starts_media(&e, &second.participant));
+        assert!(e.contains(&Effect::Audit {
+            action: "participant.replace_device",
+            actor: doc.participant.clone(),
+            target: Some(pat.participant.clone()),
+        }));
         assert_eq!(closes(&mut first), vec![Disconnect::MovedToAnotherDevice]);
         assert_eq!(
             c.participant_state(pat.participant.as_str()),

@@ -343,8 +343,13 @@ impl ConsultationService {
     ) -> Result<(), ActionError> {
         self.act(consultation, |c| c.end(actor))?;
         self.record(consultation, Recorded::Ended);
-        // Keep the ended consultation (so late joins get "ended", not a fresh consultation) for
-        // as long as a token for it is likely to be valid.
+        self.forget_ended_later(consultation);
+        Ok(())
+    }
+
+    /// Keep an ended consultation (so late joins get "ended", not a fresh consultation) for as
+    /// long as a token for it is likely to be valid, then forget it.
+    fn forget_ended_later(&self, consultation: &ConsultationId) {
         let this = self.clone();
         let consultation = consultation.clone();
         let keep = self.inner.keep_ended;
@@ -355,7 +360,6 @@ impl ConsultationService {
                 .remove_if(&consultation, |_, c| lock(c).is_ended());
             this.update_gauges();
         });
-        Ok(())
     }
 
     /// Check that `participant` is admitted (for media signalling).
@@ -469,6 +473,7 @@ impl ConsultationService {
         let effects = c.end_by_system();
         self.apply(&c, effects);
         drop(c);
+        self.forget_ended_later(consultation);
         self.update_gauges();
         true
     }

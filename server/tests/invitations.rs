@@ -197,11 +197,19 @@ async fn cancelled_consultation_closes_4401_cancelled(mongo: bool) {
     let c = "c-cancel";
     let patient = s.token(c, "Pat", Role::Patient).await;
     let guest = s.token(c, "Interpreter", Role::Guest).await;
+    // Someone is already waiting when the practitioner cancels.
+    let mut early = Participant::join(&s.ws_url(), &patient).await.unwrap();
     let n = store(&s)
         .cancel_consultation(c, now_millis())
         .await
         .unwrap();
     assert_eq!(n, 2, "every invitation revoked");
+    // What the workspace does with it: the live consultation ends for everyone in it.
+    assert!(s.server.state.consultations.cancel(&c.into()));
+    early
+        .expect(T, |m| matches!(m, ServerMessage::ConsultationEnded))
+        .await
+        .expect("the waiting patient is told it ended");
     for token in [&patient, &guest] {
         assert_eq!(try_join(&s, token).await, refused("cancelled"));
     }
