@@ -189,6 +189,11 @@ async function start() {
   $('join').disabled = true;
   await startPreview();
   $('join').disabled = false;
+  if (seatSecret(token)) {
+    // This tab already holds its seat (a reload): take it back without asking again.
+    onJoinClick();
+    return;
+  }
   $('join').focus();
 }
 

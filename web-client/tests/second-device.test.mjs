@@ -33,11 +33,9 @@ test('a forwarded patient link waits as a second device; a reload resumes the se
     assert.equal((await first.page.locator('#error').textContent()).trim(), '');
 
     // A reload of the first tab: the fragment is gone, the token and the seat secret are in
-    // sessionStorage; joining again resumes the seat, straight into the call (no waiting room,
-    // no second-device entry for it).
+    // sessionStorage; the page rejoins by itself and resumes the seat, straight into the call
+    // (no waiting room, no second-device entry for it).
     await first.page.reload();
-    await waitForPrejoin(first);
-    await first.join();
     await waitFor(async () => (await state(first)) === 'in_call', { what: 'the reloaded tab back in the call' });
     assert.equal(await region.getByRole('button', { name: /^Admit / }).count(), 1, 'only the second device waits');
     assert.equal(await state(second), 'waiting');
