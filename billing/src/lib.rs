@@ -246,14 +246,11 @@ impl BillingClock {
             self.ever_present.insert(p.id.to_string());
             match p.role {
                 Role::Practitioner if self.practitioner.is_none() => {
-                    self.practitioner = Some(p.identity.to_string());
+                    self.practitioner = Some(p.seat.to_string());
                 }
                 Role::Patient if self.pseudonym.is_none() => {
-                    self.pseudonym = Some(patient_pseudonym(
-                        &self.secret,
-                        &self.consultation,
-                        p.identity,
-                    ));
+                    self.pseudonym =
+                        Some(patient_pseudonym(&self.secret, &self.consultation, p.seat));
                 }
                 _ => {}
             }
@@ -1159,7 +1156,7 @@ mod tests {
     #[derive(Clone)]
     struct P {
         id: &'static str,
-        identity: &'static str,
+        seat: &'static str,
         role: Role,
         present: bool,
         left: bool,
@@ -1168,7 +1165,7 @@ mod tests {
     fn p(id: &'static str, role: Role) -> P {
         P {
             id,
-            identity: match role {
+            seat: match role {
                 Role::Practitioner => "Dr Who",
                 Role::Patient => "Jane Patient",
                 Role::Guest => "Interpreter",
@@ -1183,7 +1180,7 @@ mod tests {
         ps.iter()
             .map(|p| Presence {
                 id: p.id,
-                identity: p.identity,
+                seat: p.seat,
                 role: p.role,
                 present: p.present,
                 left: p.left,
@@ -1318,7 +1315,7 @@ mod tests {
             p("dr", Role::Practitioner),
             p("pt", Role::Patient),
             P {
-                identity: "John Other",
+                seat: "jti-other",
                 ..p("pt2", Role::Patient)
             },
         ];

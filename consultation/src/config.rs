@@ -8,6 +8,10 @@ pub struct ConsultationConfig {
     pub max_participants: usize,
     /// How long a dropped participant may come back before being counted as left.
     pub reconnect_grace_secs: u64,
+    /// A scheduled consultation's invitations are valid from this long before its time.
+    pub invitation_before_secs: u64,
+    /// ... until this long after it (unscheduled: this long after they are issued).
+    pub invitation_after_secs: u64,
 }
 
 impl Default for ConsultationConfig {
@@ -15,6 +19,8 @@ impl Default for ConsultationConfig {
         ConsultationConfig {
             max_participants: 12,
             reconnect_grace_secs: 60,
+            invitation_before_secs: 15 * 60,
+            invitation_after_secs: 4 * 3600,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! The signalling crate maps each to a protocol message or a close code, in one place.
 
 use crate::ids::{ConsultationId, ParticipantId, TrackId};
+use crate::invitation::SeatSecret;
 use crate::model::{
     DocumentInfo, LeftReason, MediaKind, ParticipantInfo, ParticipantState, TrackInfo,
 };
@@ -13,6 +14,8 @@ pub enum ConsultationEvent {
     Joined {
         consultation: ConsultationId,
         you: ParticipantInfo,
+        /// A fresh secret for this tab's seat (to present when it comes back), if one was issued.
+        seat_secret: Option<SeatSecret>,
         participants: Vec<ParticipantInfo>,
     },
     /// You were admitted from the waiting room.
@@ -79,8 +82,10 @@ pub enum MediaFailure {
 /// Why the consultation closes a participant's connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Disconnect {
-    /// The same person joined again from another connection.
+    /// The same tab (or the same practitioner account) joined again from another connection.
     Replaced,
+    /// The practitioner admitted a second device for this seat.
+    MovedToAnotherDevice,
     Rejected,
     Removed,
     Ended,

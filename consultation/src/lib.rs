@@ -9,7 +9,10 @@
 //!   why a connection is closed ([`Disconnect`]); the signalling crate maps them to messages.
 //! - [`service`]: the [`ConsultationService`] holding every live consultation, driving the media
 //!   plane through [`MediaPlane`] and billing through [`Observer`].
-//! - [`token`]: join tokens (HMAC-signed claims: consultation, identity, role, expiry).
+//! - [`invitation`]: join links bound to one seat (an invitation record), the signing keyring,
+//!   the [`Credential`] a connection presents, seat secrets.
+//! - [`token`]: version-1 tokens (consultation, identity, role, expiry), kept only for the
+//!   pre-accounts practitioner.
 //!
 //! Data flows one way: the edge (signalling, HTTP) authenticates and parses, this crate decides
 //! and emits events; it never reaches back up.
@@ -17,6 +20,7 @@
 pub mod config;
 pub mod event;
 pub mod ids;
+pub mod invitation;
 pub mod model;
 pub mod rules;
 pub mod service;
@@ -25,6 +29,7 @@ pub mod token;
 pub use config::ConsultationConfig;
 pub use event::{ConsultationEvent, Disconnect, MediaFailure, Outbound, Outbox};
 pub use ids::{ConsultationId, ParticipantId, TrackId};
+pub use invitation::{Authenticator, Credential, Keyring, Label, Refusal, SeatKey, SeatSecret};
 pub use model::{
     DocumentInfo, LeftReason, MediaKind, ParticipantInfo, ParticipantState, Presence, Role,
     TrackInfo,

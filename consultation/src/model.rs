@@ -62,6 +62,8 @@ pub enum LeftReason {
     Left,
     Removed,
     Timeout,
+    /// Their seat moved to a second device the practitioner admitted.
+    Replaced,
 }
 
 /// A participant as the others see them.
@@ -74,6 +76,10 @@ pub struct ParticipantInfo {
     pub state: ParticipantState,
     pub audio_muted: bool,
     pub video_muted: bool,
+    /// (Waiting list) a second device for a seat that is live elsewhere: admitting it
+    /// disconnects the first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub second_device: bool,
 }
 
 /// A published track.
@@ -95,7 +101,7 @@ pub struct DocumentInfo {
     pub content_type: String,
     /// Hex SHA-256 of the content.
     pub sha256: String,
-    /// Participant id of the uploader (`practitioner` if they were not in the call).
+    /// Participant id of the uploader (a practitioner's account id if they were not in the call).
     pub uploader: String,
     pub uploader_role: Role,
     /// Milliseconds since the Unix epoch (UTC).
@@ -107,8 +113,9 @@ pub struct DocumentInfo {
 pub struct Presence<'a> {
     /// Participant id (opaque).
     pub id: &'a str,
-    /// The person's identity from the token: kept only for a practitioner, hashed for a patient.
-    pub identity: &'a str,
+    /// The stable seat id: the practitioner's account id, or the invitation id (`jti`) of a
+    /// patient or guest. Never a display name.
+    pub seat: &'a str,
     pub role: Role,
     /// Admitted and connected (a reconnecting participant is not present).
     pub present: bool,

@@ -8,6 +8,7 @@
 
 use crate::event::{ConsultationEvent, Disconnect, MediaFailure, Outbound, Outbox};
 use crate::ids::{ConsultationId, ParticipantId, TrackId};
+use crate::invitation::{Label, SeatKey, SeatSecret, secret_hash};
 use crate::model::{
     LeftReason, MediaKind, ParticipantInfo, ParticipantState, Presence, Role, TrackInfo,
 };
@@ -20,6 +21,9 @@ pub enum JoinError {
     Full,
     #[error("consultation has ended")]
     Ended,
+    /// The seat's holder was removed by the practitioner: the link no longer admits anyone.
+    #[error("removed from this consultation")]
+    Removed,
 }
 
 /// Why a request was refused (the connection stays).
@@ -44,6 +48,21 @@ pub struct Joined {
     /// Connection generation: a later join of the same person supersedes this one.
     pub generation: u64,
     pub admitted: bool,
+    /// A fresh per-tab secret for this seat, to give the client (first join of this tab).
+    pub seat_secret: Option<SeatSecret>,
+    /// The seat was live elsewhere: this connection waits as a second device.
+    pub second_device: bool,
+}
+
+/// Who is joining: the seat their credential names, and the secret their tab presents.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinRequest<'a> {
+    pub seat: &'a SeatKey,
+    pub role: Role,
+    /// Shown to the others (health data: never logged).
+    pub label: &'a Label,
+    /// The secret this tab was given at its first join, if any.
+    pub secret: Option<&'a str>,
 }
 
 /// What the service must do after a change, besides the events already delivered.
@@ -58,6 +77,8 @@ pub enum Effect {
     StopMedia { participant: ParticipantId },
     /// Who is present changed: tell billing.
     PresenceChanged,
+    /// The seat's link no longer admits anyone (its holder was removed): persist that.
+    RevokeSeat { seat: SeatKey },
     /// Record that `actor` did `action` (to `target`).
     Audit {
         action: &'static str,
@@ -77,8 +98,15 @@ pub struct Limits {
 
 struct Participant {
     id: ParticipantId,
-    /// Display name from the token (health data: never logged).
-    identity: String,
+    /// The seat (invitation or account) this connection holds or asks for.
+    seat: SeatKey,
+    /// Display label (health data: never logged).
+    label: Label,
+    /// SHA-256 of the secret given to this participant's tab.
+    secret_hash: [u8; 32],
+    /// A second device waiting for the seat held by this participant (admitting it
+    /// disconnects them).
+    replaces: Option<ParticipantId>,
     role: Role,
     state: ParticipantState,
     /// State to return to after reconnecting.
@@ -97,10 +125,11 @@ impl Participant {
         ParticipantInfo {
             id: self.id.clone(),
             role: self.role,
-            display_name: self.identity.clone(),
+            display_name: self.label.expose().to_string(),
             state: self.state,
             audio_muted: self.audio_muted,
             video_muted: self.video_muted,
+            second_device: false,
         }
     }
 
@@ -138,6 +167,8 @@ pub struct Consultation {
     id: ConsultationId,
     limits: Limits,
     participants: Vec<Participant>,
+    /// Seats whose holder was removed: refused from then on.
+    banned: Vec<SeatKey>,
     ended: bool,
 }
 
@@ -147,6 +178,7 @@ impl Consultation {
             id,
             limits,
             participants: Vec::new(),
+            banned: Vec::new(),
             ended: false,
         }
     }
@@ -212,8 +244,19 @@ impl Consultation {
         self.participants
             .iter()
             .filter(|p| p.waiting())
-            .map(Participant::info)
+            .map(|p| {
+                let mut info = p.info();
+                info.second_device = self.live_holder(p).is_some();
+                info
+            })
             .collect()
+    }
+
+    /// For a waiting second device: the participant still holding its seat.
+    fn live_holder(&self, p: &Participant) -> Option<&Participant> {
+        let holder = p.replaces.as_ref()?;
+        self.get(holder.as_str())
+            .filter(|h| h.state != ParticipantState::Left)
     }
 
     fn send_waiting_list(&self) {
@@ -249,30 +292,61 @@ impl Consultation {
     pub fn presence(&self) -> impl Iterator<Item = Presence<'_>> {
         self.participants.iter().map(|p| Presence {
             id: p.id.as_str(),
-            identity: &p.identity,
+            seat: p.seat.id(),
             role: p.role,
             present: p.state == ParticipantState::Admitted && p.outbox.is_some(),
             left: p.state == ParticipantState::Left,
         })
     }
 
-    /// Join (or rejoin) as `identity` with `role`, delivering to `outbox` from now on.
-    /// The same person (identity and role) not gone for good takes their place back: a
-    /// reconnection, or a second tab replacing the first.
+    /// Join (or rejoin) the seat `req` names, delivering to `outbox` from now on.
+    ///
+    /// - The tab that holds a participant of this seat proves it with its secret and takes
+    ///   its place back (a reload, a dropped network; a reconnecting participant comes back
+    ///   in the state they had).
+    /// - A practitioner's account seat: a new connection replaces the old one (their
+    ///   credential is their own, not a forwardable link).
+    /// - Any other connection to a seat that is live waits as a *second device*: the
+    ///   practitioner sees it and may admit it, which disconnects the first. Never a silent
+    ///   takeover.
+    /// - A seat whose holder was removed is refused.
     pub fn join(
         &mut self,
-        identity: &str,
-        role: Role,
+        req: JoinRequest<'_>,
         generation: u64,
         outbox: Outbox,
     ) -> Result<(Joined, Vec<Effect>), JoinError> {
         if self.ended {
             return Err(JoinError::Ended);
         }
+        if self.banned.contains(req.seat) {
+            return Err(JoinError::Removed);
+        }
         let mut effects = Vec::new();
-        let existing = self.participants.iter().position(|p| {
-            p.identity == identity && p.role == role && p.state != ParticipantState::Left
+        let presented = req.secret.map(secret_hash);
+        let live = |p: &Participant| p.seat == *req.seat && p.state != ParticipantState::Left;
+        let same_tab = presented.and_then(|h| {
+            self.participants
+                .iter()
+                .position(|p| live(p) && p.secret_hash == h)
         });
+        let holder = self
+            .participants
+            .iter()
+            .position(|p| live(p) && p.replaces.is_none());
+        let mut seat_secret = None;
+        let existing = match (same_tab, holder) {
+            (Some(i), _) => Some(i),
+            (None, Some(i)) if matches!(req.seat, SeatKey::Account(_)) => {
+                // A practitioner's new connection: a new secret for the new tab.
+                let secret = SeatSecret::generate();
+                self.participants[i].secret_hash = secret_hash(secret.expose());
+                seat_secret = Some(secret);
+                Some(i)
+            }
+            _ => None,
+        };
+        let mut second_device = false;
         let (id, admitted) = match existing {
             Some(i) => {
                 let p = &mut self.participants[i];
@@ -295,17 +369,23 @@ impl Consultation {
                 if self.present() >= self.limits.max_participants {
                     return Err(JoinError::Full);
                 }
-                let admitted = role == Role::Practitioner;
+                let replaces = holder.map(|i| self.participants[i].id.clone());
+                second_device = replaces.is_some();
+                let admitted = req.role == Role::Practitioner && !second_device;
                 let state = if admitted {
                     ParticipantState::Admitted
                 } else {
                     ParticipantState::Waiting
                 };
                 let id = ParticipantId::generate();
+                let secret = SeatSecret::generate();
                 self.participants.push(Participant {
                     id: id.clone(),
-                    identity: identity.to_string(),
-                    role,
+                    seat: req.seat.clone(),
+                    label: req.label.clone(),
+                    secret_hash: secret_hash(secret.expose()),
+                    replaces,
+                    role: req.role,
                     state,
                     resume: state,
                     reconnect_deadline: None,
@@ -315,9 +395,11 @@ impl Consultation {
                     outbox: Some(outbox),
                     tracks: Vec::new(),
                 });
+                seat_secret = Some(secret);
                 (id, admitted)
             }
         };
+        let role = req.role;
         let me = self
             .get(id.as_str())
             .expect("participant was just inserted or found");
@@ -325,6 +407,7 @@ impl Consultation {
         me.send(ConsultationEvent::Joined {
             consultation: self.id.clone(),
             you: you.clone(),
+            seat_secret: seat_secret.clone(),
             participants: if admitted {
                 self.roster(id.as_str())
             } else {
@@ -362,6 +445,8 @@ impl Consultation {
                 participant: id,
                 generation,
                 admitted,
+                seat_secret,
+                second_device,
             },
             effects,
         ))
@@ -406,7 +491,23 @@ impl Consultation {
         actor: &ParticipantId,
         target: &str,
     ) -> Result<Vec<Effect>, ActionError> {
-        let p = self.waiting_target(actor, target)?;
+        let replaces = self.waiting_target(actor, target)?.replaces.take();
+        // A second device admitted: the connection holding the seat goes first.
+        let mut effects = match replaces {
+            Some(holder) => {
+                let mut e = self.displace(holder.as_str());
+                if !e.is_empty() {
+                    e.push(Self::audit(
+                        "participant.replace_device",
+                        actor,
+                        Some(holder.as_str()),
+                    ));
+                }
+                e
+            }
+            None => Vec::new(),
+        };
+        let p = self.get_mut(target).expect("checked by waiting_target");
         p.state = ParticipantState::Admitted;
         p.resume = ParticipantState::Admitted;
         let generation = p.generation;
@@ -421,14 +522,44 @@ impl Consultation {
             &ConsultationEvent::ParticipantJoined { participant: info },
         );
         self.send_waiting_list();
-        Ok(vec![
+        effects.extend([
             Effect::PresenceChanged,
             Self::audit("participant.admit", actor, Some(target)),
             Effect::StartMedia {
                 participant: target.into(),
                 generation,
             },
-        ])
+        ]);
+        Ok(effects)
+    }
+
+    /// The seat holder `holder` makes way for its admitted second device: disconnected (with a
+    /// reason), gone for good; the others in the call see it leave (`replaced`).
+    fn displace(&mut self, holder: &str) -> Vec<Effect> {
+        let Some(h) = self.get_mut(holder) else {
+            return Vec::new();
+        };
+        if h.state == ParticipantState::Left {
+            return Vec::new();
+        }
+        let was_in_call = h.in_call();
+        h.state = ParticipantState::Left;
+        h.reconnect_deadline = None;
+        h.close(Disconnect::MovedToAnotherDevice);
+        h.outbox = None;
+        h.tracks.clear();
+        if was_in_call {
+            self.broadcast_except(
+                holder,
+                &ConsultationEvent::ParticipantLeft {
+                    participant: holder.into(),
+                    reason: LeftReason::Replaced,
+                },
+            );
+        }
+        vec![Effect::StopMedia {
+            participant: holder.into(),
+        }]
     }
 
     /// A practitioner refuses a waiting participant.
@@ -472,6 +603,24 @@ impl Consultation {
         p.close(Disconnect::Removed);
         p.outbox = None;
         p.tracks.clear();
+        // The link is spent: nobody joins this seat again (other devices waiting for it go too).
+        let seat = p.seat.clone();
+        let mut effects = vec![Effect::RevokeSeat { seat: seat.clone() }];
+        self.banned.push(seat.clone());
+        for other in self
+            .participants
+            .iter_mut()
+            .filter(|o| o.seat == seat && o.state != ParticipantState::Left)
+        {
+            other.state = ParticipantState::Left;
+            other.reconnect_deadline = None;
+            other.send(ConsultationEvent::Removed);
+            other.close(Disconnect::Removed);
+            other.outbox = None;
+            effects.push(Effect::StopMedia {
+                participant: other.id.clone(),
+            });
+        }
         if was_in_call {
             self.broadcast_except(
                 target,
@@ -482,23 +631,28 @@ impl Consultation {
             );
         }
         self.send_waiting_list();
-        Ok(vec![
+        effects.extend([
             Effect::PresenceChanged,
             Self::audit("participant.remove", actor, Some(target)),
             Effect::StopMedia {
                 participant: target.into(),
             },
-        ])
+        ]);
+        Ok(effects)
     }
 
     /// A practitioner ends the consultation for everyone.
     pub fn end(&mut self, actor: &ParticipantId) -> Result<Vec<Effect>, ActionError> {
         self.check_practitioner(actor.as_str())?;
+        let mut effects = self.end_by_system();
+        effects.push(Self::audit("consultation.end", actor, None));
+        Ok(effects)
+    }
+
+    /// End the consultation for everyone without an actor (it was cancelled).
+    pub fn end_by_system(&mut self) -> Vec<Effect> {
         self.ended = true;
-        let mut effects = vec![
-            Effect::PresenceChanged,
-            Self::audit("consultation.end", actor, None),
-        ];
+        let mut effects = vec![Effect::PresenceChanged];
         for p in self.participants.iter_mut() {
             if p.state != ParticipantState::Left {
                 p.send(ConsultationEvent::Ended);
@@ -511,7 +665,7 @@ impl Consultation {
                 });
             }
         }
-        Ok(effects)
+        effects
     }
 
     /// `participant` must be admitted (media signalling).
@@ -690,12 +844,12 @@ impl Consultation {
         vec![Effect::PresenceChanged]
     }
 
-    /// The id of the participant `identity` with `role`, if they are in the call (admitted, or
+    /// The id of the participant holding `seat`, if they are in the call (admitted, or
     /// reconnecting after having been admitted).
-    pub fn in_call_participant(&self, identity: &str, role: Role) -> Option<ParticipantId> {
+    pub fn in_call_participant(&self, seat: &SeatKey) -> Option<ParticipantId> {
         self.participants
             .iter()
-            .find(|p| p.identity == identity && p.role == role && p.in_call())
+            .find(|p| p.seat == *seat && p.in_call())
             .map(|p| p.id.clone())
     }
 
@@ -748,15 +902,42 @@ mod tests {
         }
     }
 
+    /// The seat of `who`: a practitioner's account, else an invitation named after them.
+    fn seat(who: &str, role: Role) -> SeatKey {
+        match role {
+            Role::Practitioner => SeatKey::Account(format!("acct-{who}")),
+            _ => SeatKey::Invitation(format!("jti-{who}")),
+        }
+    }
+
+    fn try_join(
+        c: &mut Consultation,
+        who: &str,
+        role: Role,
+        secret: Option<&SeatSecret>,
+        generation: u64,
+    ) -> Result<(Joined, Vec<Effect>, Conn), JoinError> {
+        let (tx, rx) = unbounded_channel();
+        let seat = seat(who, role);
+        let label = Label::new(who);
+        let req = JoinRequest {
+            seat: &seat,
+            role,
+            label: &label,
+            secret: secret.map(SeatSecret::expose),
+        };
+        let (j, e) = c.join(req, generation, tx)?;
+        Ok((j, e, Conn { rx }))
+    }
+
+    /// A first join from a new tab (no secret).
     fn join(
         c: &mut Consultation,
-        identity: &str,
+        who: &str,
         role: Role,
         generation: u64,
     ) -> (Joined, Vec<Effect>, Conn) {
-        let (tx, rx) = unbounded_channel();
-        let (j, e) = c.join(identity, role, generation, tx).expect("join");
-        (j, e, Conn { rx })
+        try_join(c, who, role, None, generation).expect("join")
     }
 
     fn starts_media(effects: &[Effect], who: &ParticipantId) -> bool {
@@ -876,8 +1057,10 @@ mod tests {
             c.participant_state(pat.participant.as_str()),
             Some(ParticipantState::Reconnecting)
         );
-        // Back in time: admitted again, under the same id.
-        let (again, e, _conn) = join(&mut c, "Pat", Role::Patient, 3);
+        // Back in time, the same tab (its secret): admitted again, under the same id.
+        let (again, e, _conn) =
+            try_join(&mut c, "Pat", Role::Patient, pat.seat_secret.as_ref(), 3).expect("resume");
+        assert_eq!(again.seat_secret, None, "the tab keeps its secret");
         assert_eq!(again.participant, pat.participant);
         assert!(again.admitted);
         assert!(starts_media(&e, &pat.participant));
@@ -904,7 +1087,7 @@ mod tests {
     }
 
     #[test]
-    fn a_second_connection_of_the_same_person_replaces_the_first() {
+    fn a_second_connection_of_the_same_practitioner_account_replaces_the_first() {
         let mut c = consultation(12);
         let (doc, _, mut first) = join(&mut c, "Dr A", Role::Practitioner, 1);
         let (again, e, _second) = join(&mut c, "Dr A", Role::Practitioner, 2);
@@ -933,9 +1116,8 @@ mod tests {
         let mut c = consultation(2);
         let (doc, _, _d) = join(&mut c, "Dr A", Role::Practitioner, 1);
         let (pat, _, mut pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
-        let (tx, _rx) = unbounded_channel();
         assert_eq!(
-            c.join("Guest", Role::Guest, 3, tx).err(),
+            try_join(&mut c, "Guest", Role::Guest, None, 3).err(),
             Some(JoinError::Full)
         );
         assert_eq!(
@@ -963,11 +1145,149 @@ mod tests {
         );
         c.end(&doc.participant).unwrap();
         assert!(c.is_ended());
-        let (tx, _rx) = unbounded_channel();
         assert_eq!(
-            c.join("Pat", Role::Patient, 4, tx).err(),
+            try_join(&mut c, "Pat", Role::Patient, None, 4).err(),
             Some(JoinError::Ended)
         );
         assert!(!c.is_abandoned(), "an ended consultation is kept to say so");
+    }
+
+    fn closes(conn: &mut Conn) -> Vec<Disconnect> {
+        conn.drain()
+            .into_iter()
+            .filter_map(|o| match o {
+                Outbound::Close(d) => Some(d),
+                Outbound::Event(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_same_tab_resumes_its_seat_with_its_secret_even_while_still_connected() {
+        let mut c = consultation(12);
+        let (doc, _, _d) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, mut first) = join(&mut c, "Pat", Role::Patient, 2);
+        let secret = pat.seat_secret.clone().expect("a first join gets a secret");
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        // A reload before the server noticed the old socket is gone: same seat, same id.
+        let (again, e, _second) = try_join(&mut c, "Pat", Role::Patient, Some(&secret), 3).unwrap();
+        assert_eq!(again.participant, pat.participant);
+        assert!(again.admitted && !again.second_device);
+        assert!(starts_media(&e, &pat.participant));
+        assert_eq!(closes(&mut first), vec![Disconnect::Replaced]);
+    }
+
+    #[test]
+    fn a_second_device_waits_and_replaces_the_first_only_when_admitted() {
+        let mut c = consultation(12);
+        let (doc, _, mut doc_conn) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, mut first) = join(&mut c, "Pat", Role::Patient, 2);
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        first.drain();
+        doc_conn.drain();
+        // Same link, another device (no secret, or a wrong one).
+        let wrong = SeatSecret::generate();
+        let (second, e, mut second_conn) =
+            try_join(&mut c, "Pat", Role::Patient, Some(&wrong), 3).unwrap();
+        assert_ne!(second.participant, pat.participant);
+        assert!(second.second_device && !second.admitted);
+        assert!(!starts_media(&e, &second.participant));
+        // The first stays in the call, untouched.
+        assert!(first.drain().is_empty());
+        assert_eq!(
+            c.participant_state(pat.participant.as_str()),
+            Some(ParticipantState::Admitted)
+        );
+        // The practitioner sees a second device for that label.
+        let seen = doc_conn.events();
+        assert!(
+            seen.iter().any(|e| matches!(e, ConsultationEvent::WaitingList { participants }
+                if participants.iter().any(|p| p.id == second.participant && p.second_device && p.display_name == "Pat"))),
+            "{seen:?}"
+        );
+        // Admitted: the first is disconnected with a reason, and the others see it replaced.
+        let e = c
+            .admit(&doc.participant, second.participant.as_str())
+            .unwrap();
+        assert!(e.contains(&Effect::StopMedia {
+            participant: pat.participant.clone()
+        }));
+        assert!(starts_media(&e, &second.participant));
+        assert!(e.contains(&Effect::Audit {
+            action: "participant.replace_device",
+            actor: doc.participant.clone(),
+            target: Some(pat.participant.clone()),
+        }));
+        assert_eq!(closes(&mut first), vec![Disconnect::MovedToAnotherDevice]);
+        assert_eq!(
+            c.participant_state(pat.participant.as_str()),
+            Some(ParticipantState::Left)
+        );
+        assert!(doc_conn.events().iter().any(|e| matches!(e,
+            ConsultationEvent::ParticipantLeft { participant, reason: LeftReason::Replaced } if *participant == pat.participant)));
+        assert!(
+            second_conn
+                .events()
+                .iter()
+                .any(|e| matches!(e, ConsultationEvent::Admitted { .. }))
+        );
+        // The old tab's secret no longer resumes anything: it would wait as a second device.
+        let (old, _, _c) =
+            try_join(&mut c, "Pat", Role::Patient, pat.seat_secret.as_ref(), 4).unwrap();
+        assert!(old.second_device && !old.admitted);
+    }
+
+    #[test]
+    fn a_rejected_second_device_leaves_the_first_in_the_call() {
+        let mut c = consultation(12);
+        let (doc, _, _d) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, mut first) = join(&mut c, "Pat", Role::Patient, 2);
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        first.drain();
+        let (second, _, _s) = join(&mut c, "Pat", Role::Patient, 3);
+        c.reject(&doc.participant, second.participant.as_str())
+            .unwrap();
+        assert!(first.drain().is_empty());
+        assert_eq!(
+            c.participant_state(pat.participant.as_str()),
+            Some(ParticipantState::Admitted)
+        );
+    }
+
+    #[test]
+    fn a_removed_participant_cannot_rejoin_with_the_same_link() {
+        let mut c = consultation(12);
+        let (doc, _, _d) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, _p) = join(&mut c, "Pat", Role::Patient, 2);
+        // A second device of the same seat is waiting when the holder is removed.
+        let (second, _, mut second_conn) = join(&mut c, "Pat", Role::Patient, 3);
+        let e = c
+            .remove(&doc.participant, pat.participant.as_str())
+            .unwrap();
+        assert!(e.contains(&Effect::RevokeSeat {
+            seat: seat("Pat", Role::Patient)
+        }));
+        assert_eq!(closes(&mut second_conn), vec![Disconnect::Removed]);
+        assert_eq!(
+            c.participant_state(second.participant.as_str()),
+            Some(ParticipantState::Left)
+        );
+        for secret in [pat.seat_secret.as_ref(), None] {
+            assert_eq!(
+                try_join(&mut c, "Pat", Role::Patient, secret, 4).err(),
+                Some(JoinError::Removed)
+            );
+        }
+        // Another seat is unaffected.
+        assert!(try_join(&mut c, "Guest", Role::Guest, None, 5).is_ok());
+    }
+
+    #[test]
+    fn presence_names_the_seat_never_the_label() {
+        let mut c = consultation(12);
+        let _ = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let _ = join(&mut c, "Pat", Role::Patient, 2);
+        let seats: Vec<_> = c.presence().map(|p| p.seat.to_string()).collect();
+        assert_eq!(seats, vec!["acct-Dr A", "jti-Pat"]);
     }
 }

@@ -7,12 +7,14 @@ use crate::ConsultationEvent;
 use crate::config::ConsultationConfig;
 use crate::event::{MediaFailure, Outbox};
 use crate::ids::{ConsultationId, ParticipantId, TrackId};
-use crate::model::{MediaKind, ParticipantState, Presence, Role, TrackInfo};
-use crate::rules::{ActionError, Consultation, Effect, JoinError, Joined, Limits};
+use crate::invitation::{Credential, SeatKey};
+use crate::model::{MediaKind, ParticipantState, Presence, TrackInfo};
+use crate::rules::{ActionError, Consultation, Effect, JoinError, JoinRequest, Joined, Limits};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use teleconsult_store::{ConsultationStatus, InvitationStore, StoreError};
 
 /// Who is told about presence changes and audited actions (billing implements it).
 pub trait Observer: Send + Sync {
@@ -99,6 +101,8 @@ struct Inner {
     keep_ended: Duration,
     media: Arc<dyn MediaPlane>,
     observer: OnceLock<Arc<dyn Observer>>,
+    /// Where revoked seats and ended consultations are recorded.
+    invitations: OnceLock<Arc<dyn InvitationStore>>,
     consultations: DashMap<ConsultationId, Arc<Mutex<Consultation>>>,
     next_generation: AtomicU64,
 }
@@ -131,6 +135,7 @@ impl ConsultationService {
                 keep_ended,
                 media,
                 observer: OnceLock::new(),
+                invitations: OnceLock::new(),
                 consultations: DashMap::new(),
                 next_generation: AtomicU64::new(1),
             }),
@@ -141,6 +146,41 @@ impl ConsultationService {
     /// reaches it, and admissions and removals are audited.
     pub fn attach_observer(&self, observer: Arc<dyn Observer>) {
         let _ = self.inner.observer.set(observer);
+    }
+
+    /// Attach the invitation store, once, at start-up: from then on a removed participant's
+    /// invitation is revoked there, and an ended consultation is marked ended.
+    pub fn attach_invitations(&self, store: Arc<dyn InvitationStore>) {
+        let _ = self.inner.invitations.set(store);
+    }
+
+    /// Record in the invitation store (in the background; failures are logged, ids only).
+    fn record(&self, consultation: &ConsultationId, what: Recorded) {
+        let Some(store) = self.inner.invitations.get().cloned() else {
+            return;
+        };
+        let consultation = consultation.clone();
+        tokio::spawn(async move {
+            let result = match &what {
+                Recorded::Revoked(jti) => {
+                    store
+                        .revoke_invitation(jti, crate::invitation::now_millis())
+                        .await
+                }
+                Recorded::Ended => {
+                    store
+                        .set_consultation_status(consultation.as_str(), ConsultationStatus::Ended)
+                        .await
+                }
+            };
+            match result {
+                // A consultation or seat without a record (the pre-accounts practitioner path).
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => {
+                    tracing::error!(%consultation, error = %e, "cannot record a revoked seat or an ended consultation")
+                }
+            }
+        });
     }
 
     fn entry(&self, id: &str) -> Option<Arc<Mutex<Consultation>>> {
@@ -194,6 +234,11 @@ impl ConsultationService {
                     service: self.clone(),
                 }),
                 Effect::StopMedia { participant } => self.inner.media.stop(&participant),
+                Effect::RevokeSeat { seat } => {
+                    if let SeatKey::Invitation(jti) = seat {
+                        self.record(c.id(), Recorded::Revoked(jti));
+                    }
+                }
                 Effect::WakeAt(deadline) => {
                     let this = self.clone();
                     let id = c.id().clone();
@@ -206,14 +251,17 @@ impl ConsultationService {
         }
     }
 
-    /// Join (or rejoin) `consultation` as `identity` with `role` (from a verified token).
+    /// Join (or rejoin) the consultation and seat `credential` names (verified by the edge);
+    /// `secret` is what the tab presents to resume its own seat.
     pub fn join(
         &self,
-        consultation: &ConsultationId,
-        identity: &str,
-        role: Role,
+        credential: &Credential,
+        secret: Option<&str>,
         outbox: Outbox,
     ) -> Result<Joined, JoinError> {
+        let consultation = credential.consultation();
+        let role = credential.role();
+        let seat = credential.seat();
         let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
         let entry = self
             .inner
@@ -227,10 +275,16 @@ impl ConsultationService {
             })
             .clone();
         let mut c = lock(&entry);
-        let (joined, effects) = c.join(identity, role, generation, outbox)?;
+        let request = JoinRequest {
+            seat: &seat,
+            role,
+            label: credential.label(),
+            secret,
+        };
+        let (joined, effects) = c.join(request, generation, outbox)?;
         self.apply(&c, effects);
         drop(c);
-        tracing::info!(%consultation, participant = %joined.participant, role = role.as_str(), admitted = joined.admitted, "joined");
+        tracing::info!(%consultation, participant = %joined.participant, role = role.as_str(), admitted = joined.admitted, second_device = joined.second_device, "joined");
         self.update_gauges();
         Ok(joined)
     }
@@ -288,8 +342,14 @@ impl ConsultationService {
         actor: &ParticipantId,
     ) -> Result<(), ActionError> {
         self.act(consultation, |c| c.end(actor))?;
-        // Keep the ended consultation (so late joins get "ended", not a fresh consultation) for
-        // as long as a token for it is likely to be valid.
+        self.record(consultation, Recorded::Ended);
+        self.forget_ended_later(consultation);
+        Ok(())
+    }
+
+    /// Keep an ended consultation (so late joins get "ended", not a fresh consultation) for as
+    /// long as a token for it is likely to be valid, then forget it.
+    fn forget_ended_later(&self, consultation: &ConsultationId) {
         let this = self.clone();
         let consultation = consultation.clone();
         let keep = self.inner.keep_ended;
@@ -300,7 +360,6 @@ impl ConsultationService {
                 .remove_if(&consultation, |_, c| lock(c).is_ended());
             this.update_gauges();
         });
-        Ok(())
     }
 
     /// Check that `participant` is admitted (for media signalling).
@@ -396,17 +455,27 @@ impl ConsultationService {
             .remove_if(consultation, |_, c| lock(c).is_abandoned());
     }
 
-    /// The id of the participant `identity` with `role` in `consultation`, if they are in the
-    /// call: admitted, or reconnecting after having been admitted (documents access).
-    pub fn in_call_participant(
-        &self,
-        consultation: &str,
-        identity: &str,
-        role: Role,
-    ) -> Option<ParticipantId> {
+    /// The id of the participant holding `seat` in `consultation`, if they are in the call:
+    /// admitted, or reconnecting after having been admitted (documents access).
+    pub fn in_call_participant(&self, consultation: &str, seat: &SeatKey) -> Option<ParticipantId> {
         let entry = self.entry(consultation)?;
         let c = lock(&entry);
-        c.in_call_participant(identity, role)
+        c.in_call_participant(seat)
+    }
+
+    /// End `consultation` for everyone, whoever asks (it was cancelled): everyone is told it
+    /// ended and disconnected. Returns whether it was live.
+    pub fn cancel(&self, consultation: &ConsultationId) -> bool {
+        let Some(entry) = self.entry(consultation.as_str()) else {
+            return false;
+        };
+        let mut c = lock(&entry);
+        let effects = c.end_by_system();
+        self.apply(&c, effects);
+        drop(c);
+        self.forget_ended_later(consultation);
+        self.update_gauges();
+        true
     }
 
     /// Send `event` to every participant in the call (admitted, or admitted and reconnecting).
@@ -432,4 +501,10 @@ impl ConsultationService {
         self.entry(consultation)
             .and_then(|e| lock(&e).participant_state(participant))
     }
+}
+
+/// What [`ConsultationService::record`] writes to the invitation store.
+enum Recorded {
+    Revoked(String),
+    Ended,
 }

@@ -1,6 +1,8 @@
-//! Join tokens: `base64url(claims JSON) "." base64url(HMAC-SHA256(secret, first part))`.
+//! Version-1 join tokens: `base64url(claims JSON) "." base64url(HMAC-SHA256(secret, first part))`.
 //!
-//! A token names one consultation, one identity and one role, and expires. It travels in the
+//! A token names one consultation, one identity and one role, and expires. Since invitations
+//! ([`crate::invitation`]) they are accepted for practitioners only, as the pre-accounts path
+//! (`docs/security.md`); the identity serves as the practitioner's account id. It travels in the
 //! join link's URL fragment and in the first WebSocket message, never in a query string, and is
 //! never logged: [`Token`] has no `Display` and a redacting `Debug`.
 

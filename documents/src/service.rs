@@ -22,8 +22,8 @@ use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use teleconsult_consultation::token::{Claims, Role};
 use teleconsult_consultation::{ConsultationEvent, ConsultationService, DocumentInfo};
+use teleconsult_consultation::{Credential, Role};
 use teleconsult_store::{AuditEvent, DocumentMeta, EncryptionInfo, Store, StoreError};
 
 /// Why a document operation was refused or failed: a stable [`code`](DocumentError::code) and
@@ -93,7 +93,7 @@ impl From<StoreError> for DocumentError {
 #[derive(Clone, Debug)]
 pub struct Caller {
     consultation: String,
-    /// Participant id in the call, or `practitioner` for a practitioner not in the call.
+    /// Participant id in the call, or the account id of a practitioner not in the call.
     actor: String,
     role: Role,
 }
@@ -102,7 +102,8 @@ impl Caller {
     pub fn consultation(&self) -> &str {
         &self.consultation
     }
-    /// Participant id (or `practitioner`), as recorded in audit events and as uploader.
+    /// Participant id (or a practitioner's account id outside the call), as recorded in audit
+    /// events and as uploader.
     pub fn actor(&self) -> &str {
         &self.actor
     }
@@ -225,20 +226,25 @@ impl DocumentService {
         self.max_bytes
     }
 
-    /// The access rule, for the holder of verified `claims` asking about `consultation`:
-    /// another consultation than the token's is unknown to them; practitioners always pass;
-    /// others only while in the call.
-    pub fn authorize(&self, claims: &Claims, consultation: &str) -> Result<Caller, DocumentError> {
-        if claims.consultation != consultation {
+    /// The access rule, for the holder of a verified `credential` asking about `consultation`:
+    /// another consultation than the credential's is unknown to them; practitioners always
+    /// pass; others only while in the call. The actor recorded (uploader, audit) is the
+    /// participant id in the call, or a practitioner's account id outside it: never a name.
+    pub fn authorize(
+        &self,
+        credential: &Credential,
+        consultation: &str,
+    ) -> Result<Caller, DocumentError> {
+        if credential.consultation().as_str() != consultation {
             return Err(DocumentError::UnknownConsultation);
         }
-        let in_call =
-            self.consultations
-                .in_call_participant(consultation, &claims.identity, claims.role);
-        let (actor, role) = match (in_call, claims.role) {
-            (Some(id), role) => (id.into_string(), role),
-            (None, Role::Practitioner) => {
-                (Role::Practitioner.as_str().to_string(), Role::Practitioner)
+        let in_call = self
+            .consultations
+            .in_call_participant(consultation, &credential.seat());
+        let (actor, role) = match (in_call, credential) {
+            (Some(id), c) => (id.into_string(), c.role()),
+            (None, Credential::Practitioner { account, .. }) => {
+                (account.clone(), Role::Practitioner)
             }
             (None, _) => return Err(DocumentError::Forbidden),
         };
@@ -710,7 +716,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use teleconsult_consultation::config::ConsultationConfig;
-    use teleconsult_consultation::{ConsultationId, NoMedia, Outbound};
+    use teleconsult_consultation::{ConsultationId, Label, NoMedia, Outbound};
     use tokio::sync::mpsc::UnboundedReceiver;
 
     const CONSULTATION: &str = "c-docs";
@@ -760,21 +766,30 @@ mod tests {
         }
     }
 
-    fn claims(identity: &str, role: Role) -> Claims {
-        Claims {
-            consultation: CONSULTATION.into(),
-            identity: identity.into(),
-            role,
-            exp: u64::MAX,
+    /// The credential of `who`: a practitioner's account, else an invitation of their own.
+    fn claims(who: &str, role: Role) -> Credential {
+        match role {
+            Role::Practitioner => Credential::Practitioner {
+                account: format!("acct-{who}"),
+                organisation: "org".into(),
+                consultation: ConsultationId::new(CONSULTATION),
+                display_name: Label::new(who),
+            },
+            _ => Credential::Invitation {
+                jti: format!("jti-{who}"),
+                consultation: ConsultationId::new(CONSULTATION),
+                role,
+                label: Label::new(who),
+            },
         }
     }
 
-    /// Join `identity`; returns the participant id and the events it receives.
-    fn join(w: &World, identity: &str, role: Role) -> (String, UnboundedReceiver<Outbound>) {
+    /// Join `who`; returns the participant id and the events it receives.
+    fn join(w: &World, who: &str, role: Role) -> (String, UnboundedReceiver<Outbound>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let joined = w
             .consultations
-            .join(&ConsultationId::new(CONSULTATION), identity, role, tx)
+            .join(&claims(who, role), None, tx)
             .expect("join");
         (joined.participant.into_string(), rx)
     }
@@ -805,12 +820,12 @@ mod tests {
     #[tokio::test]
     async fn practitioners_always_others_only_in_the_call() {
         let w = world(config()).await;
-        // A practitioner not (yet) in the call may act, as `practitioner`.
+        // A practitioner not (yet) in the call may act, named by their account id.
         let doctor = w
             .service
             .authorize(&claims("Dr A", Role::Practitioner), CONSULTATION)
             .expect("practitioner");
-        assert_eq!(doctor.actor(), "practitioner");
+        assert_eq!(doctor.actor(), "acct-Dr A");
         // Another consultation is unknown to the caller.
         let err = w
             .service

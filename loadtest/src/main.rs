@@ -30,6 +30,10 @@ struct Cli {
     /// Sign join tokens with the public development secret (`serve --dev`).
     #[arg(long, global = true)]
     dev: bool,
+    /// The server's configuration file: its storage (patients' invitations are created there)
+    /// and signing keys.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Sign join tokens with this secret (also from TELECONSULT_SIGNING_SECRET).
     #[arg(
         long,
@@ -145,29 +149,42 @@ async fn main() -> Result<()> {
     // Keep the server handle alive for the whole run.
     let mut _server = None;
     let mut metrics_url = cli.metrics.clone();
-    let (base, secret, pid) = if cli.in_process {
+    let (base, config, store, pid) = if cli.in_process {
         let mut config = teleconsult::config::Config::for_tests();
         config.consultation.max_participants = 100;
-        let secret = config.auth.signing_secret.expose_secret().to_string();
-        let server = teleconsult::server::start(config)
+        let server = teleconsult::server::start(config.clone())
             .await
             .context("starting the in-process server")?;
         let base = format!("http://{}", server.http_addr);
         metrics_url = format!("http://{}/metrics", server.metrics_addr);
+        let store = server.state.store.clone();
         _server = Some(server);
-        (base, secret, Some(std::process::id()))
+        (base, config, store, Some(std::process::id()))
     } else {
-        let secret = match (cli.dev, cli.signing_secret) {
-            (_, Some(s)) => s,
-            (true, None) => teleconsult::config::DEV_SIGNING_SECRET.to_string(),
+        // Patients' invitations go into the server's own store: the configuration names it
+        // (`--dev`: the embedded store in ./.teleconsult-data, as `serve --dev` started here).
+        let mut config =
+            teleconsult::config::Config::load_for_tokens(cli.config.as_deref(), cli.dev)
+                .context("the server's configuration (--config or --dev)")?;
+        match (cli.dev, cli.signing_secret) {
+            (_, Some(s)) => config.auth.signing_secret = s.into(),
+            (true, None) => {}
+            (false, None) if cli.config.is_some() => {}
             (false, None) => {
-                bail!("give --signing-secret (or TELECONSULT_SIGNING_SECRET) or --dev")
+                bail!("give --config, --signing-secret (or TELECONSULT_SIGNING_SECRET) or --dev")
             }
-        };
-        (cli.server.clone(), secret, cli.server_pid)
+        }
+        let store = teleconsult_store::open(
+            config.storage.mongodb_uri.expose_secret(),
+            &config.storage.database,
+            &config.storage.data_dir,
+        )
+        .await
+        .context("opening the server's store (storage.*) for patients' invitations")?;
+        (cli.server.clone(), config, store, cli.server_pid)
     };
     let target: Arc<dyn Target> = match cli.target {
-        TargetKind::Teleconsult => Arc::new(Teleconsult::new(ws_url(&base)?, secret)),
+        TargetKind::Teleconsult => Arc::new(Teleconsult::new(ws_url(&base)?, config, store)),
         TargetKind::Janus => Arc::new(Janus::new(cli.janus_url.clone())),
     };
     let options = RunOptions {

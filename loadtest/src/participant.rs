@@ -18,6 +18,8 @@ pub struct JoinOptions {
     pub peer: PeerOptions,
     /// Admit everyone who appears in the waiting list (for a practitioner).
     pub auto_admit: bool,
+    /// The seat secret of an earlier connection of this "tab" (resumes its seat).
+    pub seat_secret: Option<String>,
 }
 
 pub struct Participant {
@@ -28,6 +30,8 @@ pub struct Participant {
     pub closed: Closed,
     pub peer: Arc<SyntheticPeer>,
     pub id: String,
+    /// The seat secret the server gave this connection in `joined`, if any.
+    pub seat_secret: Option<String>,
     /// The socket's reader and writer tasks (aborted by `drop_connection`).
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -50,6 +54,7 @@ impl Participant {
         let (mut sink, mut stream) = ws.split();
         let peer = Arc::new(SyntheticPeer::with_options(options.peer).await?);
         let auto_admit = options.auto_admit;
+        let seat_secret = options.seat_secret.clone();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
         let (in_tx, in_rx) = mpsc::unbounded_channel::<ServerMessage>();
         let history = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -58,6 +63,7 @@ impl Participant {
             token: token.to_string(),
             protocol: Some(PROTOCOL_VERSION),
             consultation: None,
+            seat_secret: seat_secret.clone(),
         })?;
         let writer = tokio::spawn(async move {
             while let Some(m) = out_rx.recv().await {
@@ -122,6 +128,7 @@ impl Participant {
             closed,
             peer,
             id: String::new(),
+            seat_secret,
             tasks: vec![writer, reader],
         };
         let joined = p
@@ -129,8 +136,14 @@ impl Participant {
                 matches!(m, ServerMessage::Joined { .. })
             })
             .await?;
-        if let ServerMessage::Joined { you, .. } = joined {
+        if let ServerMessage::Joined {
+            you, seat_secret, ..
+        } = joined
+        {
             p.id = you.id.into_string();
+            if seat_secret.is_some() {
+                p.seat_secret = seat_secret;
+            }
         }
         Ok(p)
     }

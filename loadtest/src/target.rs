@@ -21,8 +21,10 @@ use crate::participant::{JoinOptions, Participant};
 use crate::peer::{PeerOptions, SyntheticPeer};
 use std::sync::Arc;
 use std::time::Duration;
+use teleconsult::config::{Config, ExposeSecret};
 use teleconsult::protocol::ServerMessage;
 use teleconsult::token::{self, Claims, Role};
+use teleconsult_store::Store;
 
 /// Why a participant could not join.
 #[derive(Debug, thiserror::Error)]
@@ -86,40 +88,59 @@ pub trait Session: Send + Sync {
     async fn leave(self: Box<Self>);
 }
 
-/// How to obtain join tokens for our server.
+/// How to obtain join credentials for our server: the practitioner (participant 0) gets the
+/// pre-accounts practitioner token; every patient gets an invitation, created in the server's
+/// store (the same `config`'s storage and signing keys as the server's).
 #[derive(Clone)]
 pub struct Teleconsult {
     /// `ws://HOST:PORT/ws`.
     pub ws_url: String,
-    signing_secret: String,
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
     /// How long a patient waits to be admitted.
     pub admit_timeout: Duration,
 }
 
 impl Teleconsult {
-    pub fn new(ws_url: impl Into<String>, signing_secret: impl Into<String>) -> Teleconsult {
+    pub fn new(ws_url: impl Into<String>, config: Config, store: Arc<dyn Store>) -> Teleconsult {
         Teleconsult {
             ws_url: ws_url.into(),
-            signing_secret: signing_secret.into(),
+            config: Arc::new(config),
+            store,
             admit_timeout: Duration::from_secs(20),
         }
     }
 
-    fn token(&self, spec: &JoinSpec) -> String {
-        token::sign(
-            self.signing_secret.as_bytes(),
-            &Claims {
-                consultation: spec.consultation.clone(),
-                // Synthetic identities: never a person's name.
-                identity: format!("{}-p{}", spec.consultation, spec.index),
-                role: if spec.index == 0 {
-                    Role::Practitioner
-                } else {
-                    Role::Patient
+    async fn token(&self, spec: &JoinSpec) -> Result<String, TargetError> {
+        // Synthetic labels: never a person's name.
+        let who = format!("{}-p{}", spec.consultation, spec.index);
+        if spec.index == 0 {
+            return Ok(token::sign(
+                self.config.auth.signing_secret.expose_secret().as_bytes(),
+                &Claims {
+                    consultation: spec.consultation.clone(),
+                    identity: who,
+                    role: Role::Practitioner,
+                    exp: token::unix_now() + 24 * 3600,
                 },
-                exp: token::unix_now() + 24 * 3600,
+            ));
+        }
+        let (_, link) = teleconsult::invite::invite(
+            &*self.store,
+            &self.config,
+            teleconsult::invite::InviteRequest {
+                consultation: &spec.consultation,
+                role: Role::Patient,
+                label: &who,
+                scheduled_at: None,
+                organisation: Some("loadtest"),
+                practitioner: Some("loadtest-practitioner"),
             },
+            teleconsult::consultation::invitation::now_millis(),
         )
+        .await
+        .map_err(|e| TargetError::Join(format!("inviting a patient: {e}")))?;
+        Ok(link)
     }
 }
 
@@ -143,8 +164,10 @@ impl Target for Teleconsult {
         let options = JoinOptions {
             peer,
             auto_admit: host,
+            seat_secret: None,
         };
-        let mut participant = Participant::join_with(&self.ws_url, &self.token(spec), options)
+        let token = self.token(spec).await?;
+        let mut participant = Participant::join_with(&self.ws_url, &token, options)
             .await
             .map_err(|e| TargetError::Join(e.to_string()))?;
         if !host {

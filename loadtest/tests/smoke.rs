@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use teleconsult::config::Config;
-use teleconsult::config::ExposeSecret;
 use teleconsult_loadtest::media::VideoVariant;
 use teleconsult_loadtest::scenario::{self, RunOptions, RunReport, Scenario};
 use teleconsult_loadtest::server_stats::{histogram_buckets, http_get, metric_sum};
@@ -59,8 +58,7 @@ fn check(report: &RunReport, expected_tracks: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_one_to_one_and_a_group_of_four() {
     let config = Config::for_tests();
-    let secret = config.auth.signing_secret.expose_secret().to_string();
-    let server = teleconsult::server::start(config)
+    let server = teleconsult::server::start(config.clone())
         .await
         .expect("server starts");
     let base = format!("http://{}", server.http_addr);
@@ -68,7 +66,8 @@ async fn three_one_to_one_and_a_group_of_four() {
     let metrics_url = format!("http://{}/metrics", server.metrics_addr);
     let target: Arc<dyn Target> = Arc::new(Teleconsult::new(
         format!("ws://{}/ws", server.http_addr),
-        secret,
+        config,
+        server.state.store.clone(),
     ));
 
     // Watch /metrics while the runs go: the consultations' quality reports must be counted,

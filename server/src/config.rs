@@ -137,6 +137,21 @@ pub struct AuthConfig {
     pub signing_secret: SecretString,
     /// Default lifetime of tokens minted by `teleconsult token`.
     pub token_ttl_secs: u64,
+    /// Key id of `signing_secret` in join links (`kid`): the key that signs new links.
+    pub signing_key_id: String,
+    /// Retired link signing keys: they still verify the unexpired links they signed.
+    pub previous_signing_keys: Vec<PreviousSigningKey>,
+}
+
+/// One retired join-link signing key (`auth.previous_signing_keys`). `Debug` shows no key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousSigningKey {
+    /// The `signing_key_id` it had when it was current.
+    pub id: String,
+    /// At least 32 bytes.
+    #[serde(serialize_with = "redacted")]
+    pub key: SecretString,
 }
 
 impl Default for ServerConfig {
@@ -168,6 +183,8 @@ impl Default for AuthConfig {
         AuthConfig {
             signing_secret: SecretString::default(),
             token_ttl_secs: 2 * 3600,
+            signing_key_id: "k1".to_string(),
+            previous_signing_keys: Vec::new(),
         }
     }
 }
@@ -427,6 +444,18 @@ impl Config {
         if !(2..=100).contains(&self.consultation.max_participants) {
             bad("consultation.max_participants", "must be in 2..=100");
         }
+        if !(60..=7 * 24 * 3600).contains(&self.consultation.invitation_after_secs) {
+            bad(
+                "consultation.invitation_after_secs",
+                "must be between 60 seconds and 7 days (604800)",
+            );
+        }
+        if self.consultation.invitation_before_secs > 24 * 3600 {
+            bad(
+                "consultation.invitation_before_secs",
+                "must be at most one day (86400)",
+            );
+        }
         if self.consultation.reconnect_grace_secs > 3600 {
             bad(
                 "consultation.reconnect_grace_secs",
@@ -465,6 +494,23 @@ impl Config {
                 "auth.signing_secret",
                 "the development secret is refused outside --dev; generate one (e.g. `openssl rand -base64 48`)",
             );
+        }
+        if secret.len() >= 32
+            && let Err(e) = self.keyring()
+        {
+            bad(
+                "auth.signing_key_id or auth.previous_signing_keys",
+                &e.to_string(),
+            );
+        }
+        for (i, previous) in self.auth.previous_signing_keys.iter().enumerate() {
+            let key = previous.key.expose_secret();
+            if !dev && bool::from(key.as_bytes().ct_eq(DEV_SIGNING_SECRET.as_bytes())) {
+                bad(
+                    &format!("auth.previous_signing_keys[{i}].key"),
+                    "the development secret is refused outside --dev",
+                );
+            }
         }
         if !(60..=30 * 24 * 3600).contains(&self.auth.token_ttl_secs) {
             bad(
@@ -642,6 +688,27 @@ impl Config {
     }
 
     /// The join link for `token`: the token travels in the fragment, never sent to the server.
+    /// The join-link keyring: `auth.signing_secret` under `auth.signing_key_id` signs, the
+    /// `auth.previous_signing_keys` still verify.
+    pub fn keyring(
+        &self,
+    ) -> Result<teleconsult_consultation::Keyring, teleconsult_consultation::invitation::KeyringError>
+    {
+        let previous: Vec<(&str, &[u8])> = self
+            .auth
+            .previous_signing_keys
+            .iter()
+            .map(|k| (k.id.as_str(), k.key.expose_secret().as_bytes()))
+            .collect();
+        teleconsult_consultation::Keyring::new(
+            (
+                self.auth.signing_key_id.as_str(),
+                self.auth.signing_secret.expose_secret().as_bytes(),
+            ),
+            &previous,
+        )
+    }
+
     pub fn join_link(&self, token: &str) -> String {
         format!("{}/join#token={token}", self.base_url())
     }

@@ -7,6 +7,7 @@ pub mod billing_api;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod invite;
 pub mod media;
 pub mod routes;
 pub mod server;

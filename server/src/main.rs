@@ -1,4 +1,5 @@
-//! `teleconsult`: the server (`serve`) and a join-link minting tool (`token`).
+//! `teleconsult`: the server (`serve`), invitations (`invite`, `revoke`, `cancel`), the
+//! pre-accounts practitioner token (`token`) and billing exports.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -32,15 +33,65 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
-    /// Mint a join token and print it with its join link.
+    /// Invite a patient or guest: create the invitation (one seat) in the configured store,
+    /// and the scheduled consultation if it does not exist yet; print the join link.
+    Invite {
+        /// Consultation id (letters, digits, `-`, `_`).
+        #[arg(long)]
+        consultation: String,
+        /// patient or guest.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The seat's label as the practitioner wants to see it (a pseudonym; need not be a
+        /// real name).
+        #[arg(long)]
+        label: String,
+        /// When the consultation is scheduled (ISO-8601 UTC), for a new consultation: links
+        /// are valid from 15 min before to 4 h after it (consultation.invitation_*_secs).
+        #[arg(long, value_parser = parse_time)]
+        at: Option<i64>,
+        /// Organisation id of a new consultation (default in --dev: dev-organisation).
+        #[arg(long)]
+        organisation: Option<String>,
+        /// Practitioner account id of a new consultation (default in --dev: dev-practitioner).
+        #[arg(long)]
+        practitioner: Option<String>,
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use the development configuration, secret and store.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Revoke one invitation (its link stops working at once).
+    Revoke {
+        /// The invitation id (`jti`), printed by `invite`.
+        #[arg(long)]
+        invitation: String,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Cancel a scheduled consultation: every invitation of it is revoked.
+    Cancel {
+        #[arg(long)]
+        consultation: String,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        dev: bool,
+    },
+    /// (Pre-accounts) mint a practitioner's join token and print it with its join link.
+    /// Patients and guests get invitations (`invite`).
     Token {
         /// Consultation id (letters, digits, `-`, `_`).
         #[arg(long)]
         consultation: String,
-        /// Display name of the person.
+        /// The practitioner's account id, shown as their name until accounts exist.
         #[arg(long)]
         identity: String,
-        /// practitioner, patient or guest.
+        /// practitioner (the only role a token may carry).
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// Lifetime, e.g. 90s, 15m, 2h, 1d (default: auth.token_ttl_secs).
@@ -199,12 +250,94 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             dev,
         } => {
+            anyhow::ensure!(
+                role == Role::Practitioner,
+                "--role: tokens are for practitioners only; invite patients and guests with `teleconsult invite`"
+            );
             let config = Config::load_for_tokens(config.as_deref(), dev)?;
             let ttl = ttl.unwrap_or(Duration::from_secs(config.auth.token_ttl_secs));
             let token = mint(&config, &consultation, &identity, role, ttl)?;
             println!("{token}");
             println!("{}", config.join_link(&token));
             Ok(())
+        }
+        Command::Invite {
+            consultation,
+            role,
+            label,
+            at,
+            organisation,
+            practitioner,
+            config,
+            dev,
+        } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                let (config, store) = open_store(config.as_deref(), dev).await?;
+                let dev_default = |v: Option<String>, d: &str| v.or(dev.then(|| d.to_string()));
+                let organisation = dev_default(organisation, teleconsult::invite::DEV_ORGANISATION);
+                let practitioner = dev_default(practitioner, teleconsult::invite::DEV_PRACTITIONER);
+                let (invitation, token) = teleconsult::invite::invite(
+                    &*store,
+                    &config,
+                    teleconsult::invite::InviteRequest {
+                        consultation: &consultation,
+                        role,
+                        label: &label,
+                        scheduled_at: at,
+                        organisation: organisation.as_deref(),
+                        practitioner: practitioner.as_deref(),
+                    },
+                    teleconsult::consultation::invitation::now_millis(),
+                )
+                .await?;
+                println!("invitation {}", invitation.jti);
+                println!(
+                    "valid {} to {}",
+                    teleconsult::billing::time::format(invitation.not_before),
+                    teleconsult::billing::time::format(invitation.expires)
+                );
+                println!("{}", config.join_link(&token));
+                Ok(())
+            })
+        }
+        Command::Revoke {
+            invitation,
+            config,
+            dev,
+        } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                let (_, store) = open_store(config.as_deref(), dev).await?;
+                store
+                    .revoke_invitation(
+                        &invitation,
+                        teleconsult::consultation::invitation::now_millis(),
+                    )
+                    .await
+                    .with_context(|| format!("--invitation {invitation}"))?;
+                println!("invitation {invitation} revoked");
+                Ok(())
+            })
+        }
+        Command::Cancel {
+            consultation,
+            config,
+            dev,
+        } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                let (_, store) = open_store(config.as_deref(), dev).await?;
+                let n = store
+                    .cancel_consultation(
+                        &consultation,
+                        teleconsult::consultation::invitation::now_millis(),
+                    )
+                    .await
+                    .with_context(|| format!("--consultation {consultation}"))?;
+                println!("consultation {consultation} cancelled; {n} invitations revoked");
+                Ok(())
+            })
         }
         Command::Billing { command } => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -473,14 +606,26 @@ fn mint(
 async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
     let demo_links = if dev {
         let ttl = Duration::from_secs(config.auth.token_ttl_secs);
-        let practitioner = mint(&config, "demo", "Practitioner", Role::Practitioner, ttl)?;
-        let patient = mint(&config, "demo", "Patient", Role::Patient, ttl)?;
-        Some((practitioner, patient))
+        Some(mint(
+            &config,
+            "demo",
+            "Practitioner",
+            Role::Practitioner,
+            ttl,
+        )?)
     } else {
         None
     };
     let mut server = teleconsult::server::start(config).await?;
-    if let Some((practitioner, patient)) = demo_links {
+    if let Some(practitioner) = demo_links {
+        let patient = teleconsult::invite::dev_demo(
+            &*server.state.store,
+            &server.state.config,
+            "demo",
+            teleconsult::consultation::invitation::now_millis(),
+        )
+        .await
+        .context("creating the demo consultation's patient invitation")?;
         // The join link for the address actually bound (the port may have been 0).
         let mut shown = (*server.state.config).clone();
         shown.server.port = server.http_addr.port();
@@ -599,6 +744,44 @@ mod tests {
                 "2x"
             ])
             .is_err()
+        );
+    }
+
+    #[test]
+    fn invite_command_parses() {
+        let cli = Cli::try_parse_from([
+            "teleconsult",
+            "invite",
+            "--consultation",
+            "c1",
+            "--role",
+            "guest",
+            "--label",
+            "Interpreter",
+            "--at",
+            "2026-12-01T10:00:00Z",
+            "--dev",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Invite { role, at, dev, .. } => {
+                assert_eq!(role, Role::Guest);
+                assert_eq!(at, Some(1_796_119_200_000));
+                assert!(dev);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from([
+                "teleconsult",
+                "invite",
+                "--consultation",
+                "c1",
+                "--role",
+                "patient"
+            ])
+            .is_err(),
+            "--label is required"
         );
     }
 

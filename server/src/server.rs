@@ -194,15 +194,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Arc::new(SfuMedia::new(sfu.clone())),
     );
     consultations.attach_observer(Arc::new(billing.clone()));
-    let signaling = Arc::new(teleconsult_signaling::Signaling {
-        consultations: consultations.clone(),
-        sfu,
-        signing_secret: config
+    let invitations: Arc<dyn teleconsult_store::InvitationStore> = store.clone();
+    consultations.attach_invitations(invitations.clone());
+    let authenticator = Arc::new(teleconsult_consultation::Authenticator::new(
+        config
+            .keyring()
+            .context("auth.signing_key_id or auth.previous_signing_keys")?,
+        config
             .auth
             .signing_secret
             .expose_secret()
             .as_bytes()
             .to_vec(),
+        invitations,
+    ));
+    let signaling = Arc::new(teleconsult_signaling::Signaling {
+        consultations: consultations.clone(),
+        sfu,
+        authenticator,
         config: config.signaling.clone(),
         errors: Default::default(),
     });

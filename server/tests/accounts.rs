@@ -603,7 +603,9 @@ async fn billing_exports_by_session_stay_inside_the_organisation() {
         let drb = login(s.http_addr, "dr@b.example").await;
         assert_eq!(consultations(&drb.get(path).await), vec!["c2"]);
         // The token path still works beside the session.
-        let token = s.token("c3", "Dr Token", teleconsult::token::Role::Practitioner);
+        let token = s
+            .token("c3", "Dr Token", teleconsult::token::Role::Practitioner)
+            .await;
         let r = request(s.http_addr, "GET", path, &[common::bearer(&token)], vec![]).await;
         assert_eq!(consultations(&r), vec!["c3"]);
         let both = [common::bearer(&token), ("Cookie", dr1.cookie.clone())];

@@ -43,7 +43,7 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
         !billing.is_running(c),
         "a practitioner alone is not billable"
     );
-    let patient_token = server.token(c, "Jane Secretname", Role::Patient);
+    let patient_token = server.token(c, "Jane Secretname", Role::Patient).await;
     let mut patient = Participant::join(&server.ws_url(), &patient_token)
         .await
         .expect("join");
@@ -83,9 +83,7 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
     );
 
     // Back with the same token: resumes without a new admission.
-    let mut patient = Participant::join(&server.ws_url(), &patient_token)
-        .await
-        .expect("rejoin");
+    let mut patient = common::rejoin(&server.ws_url(), &patient_token, &patient).await;
     assert!(eventually(T, || billing.is_running(c)).await);
     // The second stretch counts a second or more before the end.
     assert!(
@@ -125,7 +123,8 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
                 .expose_secret()
                 .as_bytes(),
             c,
-            "Jane Secretname"
+            // The seat (invitation id), never the label the practitioner chose.
+            &common::jti_of(&patient_token)
         )
     );
     // Keyed by the pseudonym key, not by the key that signs join links.
@@ -134,7 +133,7 @@ async fn clock_pauses_on_disconnect_resumes_on_rejoin_and_stops_at_end() {
         teleconsult::billing::patient_pseudonym(
             server.config.auth.signing_secret.expose_secret().as_bytes(),
             c,
-            "Jane Secretname"
+            &common::jti_of(&patient_token)
         )
     );
     // Presence: the doctor once, the patient twice (before and after the drop).
@@ -288,7 +287,9 @@ async fn exports_are_authorised_filtered_and_rounded() {
     assert_eq!(rows[1]["billable_seconds"], 30.0);
 
     // A practitioner's own token: their consultations only, whatever they ask.
-    let dr_a = server.token("any-consultation", "Dr A", Role::Practitioner);
+    let dr_a = server
+        .token("any-consultation", "Dr A", Role::Practitioner)
+        .await;
     let (status, body) = http_get(addr, q, Some(&dr_a)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.lines().count(), 3, "{body}");
@@ -298,8 +299,8 @@ async fn exports_are_authorised_filtered_and_rounded() {
     assert!(body.contains("\"code\":\"forbidden\""));
 
     // Everyone else: 403.
-    let patient = server.token("c-a1", "Pat", Role::Patient);
-    let guest = server.token("c-a1", "G", Role::Guest);
+    let patient = server.token("c-a1", "Pat", Role::Patient).await;
+    let guest = server.token("c-a1", "G", Role::Guest).await;
     let mut forged = dr_a.clone();
     forged.pop();
     forged.push(if dr_a.ends_with('A') { 'B' } else { 'A' });

@@ -69,7 +69,15 @@ async fn crash_and_recover(dir: &Path, mongodb: Option<(&str, &str)>) {
     let mut doctor = Participant::join(&ws, &token(c, "Dr Crash", Role::Practitioner))
         .await
         .expect("doctor joins");
-    let patient_token = token(c, "Pat Crash", Role::Patient);
+    // The patient's invitation goes into the child's store (the dev keys sign it, as the child's).
+    let patient_token = common::invite_token(
+        &*open_store().await,
+        &teleconsult::config::Config::dev(),
+        c,
+        "Pat Crash",
+        Role::Patient,
+    )
+    .await;
     let mut patient = Participant::join(&ws, &patient_token)
         .await
         .expect("patient joins");
@@ -106,9 +114,7 @@ async fn crash_and_recover(dir: &Path, mongodb: Option<(&str, &str)>) {
         (closed.len() == 1).then(|| closed[0].clone())
     })
     .await;
-    let _patient = Participant::join(&ws, &patient_token)
-        .await
-        .expect("patient rejoins");
+    let _patient = common::rejoin(&ws, &patient_token, &patient).await;
 
     // The second stretch runs past a few checkpoints.
     let open = poll(

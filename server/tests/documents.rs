@@ -198,8 +198,8 @@ async fn upload_list_download_range_and_encryption_at_rest() {
         let s = server(backend, |_| {}).await;
         let c = "c-docs-roundtrip";
         let (mut doctor, patient) = call(&s, c).await;
-        let pt = s.token(c, "Pat Test", Role::Patient);
-        let dt = s.token(c, "Dr Test", Role::Practitioner);
+        let pt = s.token(c, "Pat Test", Role::Patient).await;
+        let dt = s.token(c, "Dr Test", Role::Practitioner).await;
         let content = pdf(200_000);
 
         let r = upload(&s, c, &pt, "Blood results.pdf", &content).await;
@@ -349,7 +349,7 @@ async fn limits_types_and_filenames() {
         let s = server(backend, |c| c.documents.max_bytes = 256 * 1024).await;
         let c = "c-docs-limits";
         let (_doctor, _patient) = call(&s, c).await;
-        let pt = s.token(c, "Pat Test", Role::Patient);
+        let pt = s.token(c, "Pat Test", Role::Patient).await;
         let base = format!("/api/consultations/{c}/documents");
 
         // Over the limit: refused while streaming, nothing kept.
@@ -432,8 +432,8 @@ async fn access_rules() {
         let s = server(backend, |_| {}).await;
         let c = "c-docs-access";
         let (mut doctor, mut patient) = call(&s, c).await;
-        let dt = s.token(c, "Dr Test", Role::Practitioner);
-        let pt = s.token(c, "Pat Test", Role::Patient);
+        let dt = s.token(c, "Dr Test", Role::Practitioner).await;
+        let pt = s.token(c, "Pat Test", Role::Patient).await;
         let base = format!("/api/consultations/{c}/documents");
 
         let r = upload(&s, c, &pt, "a.pdf", &pdf(1000)).await;
@@ -452,7 +452,9 @@ async fn access_rules() {
         assert_eq!(r.status, 401);
 
         // A valid token for another consultation: this one does not exist for them.
-        let other = s.token("c-someone-else", "Dr Test", Role::Practitioner);
+        let other = s
+            .token("c-someone-else", "Dr Test", Role::Practitioner)
+            .await;
         for p in [&base, &path] {
             let r = get(&s, p, &other, &[]).await;
             assert_eq!((r.status, r.code().as_str()), (404, "not_found"), "{p}");
@@ -462,14 +464,14 @@ async fn access_rules() {
 
         // A patient still in the waiting room, and one who never joined: 403.
         let _waiting = s.join(c, "Waiting Wanda", Role::Patient).await;
-        let wt = s.token(c, "Waiting Wanda", Role::Patient);
+        let wt = s.token(c, "Waiting Wanda", Role::Patient).await;
         for p in [&base, &path] {
             let r = get(&s, p, &wt, &[]).await;
             assert_eq!((r.status, r.code().as_str()), (403, "forbidden"), "{p}");
         }
         let r = upload(&s, c, &wt, "w.pdf", &pdf(100)).await;
         assert_eq!(r.status, 403);
-        let nt = s.token(c, "Never Joined", Role::Guest);
+        let nt = s.token(c, "Never Joined", Role::Guest).await;
         assert_eq!(get(&s, &base, &nt, &[]).await.status, 403);
         // An unknown document id.
         let r = get(&s, &format!("{base}/d0000"), &pt, &[]).await;
@@ -479,7 +481,7 @@ async fn access_rules() {
         let mut second = s.join(c, "Second Sam", Role::Patient).await;
         admit(&mut doctor, &second.id).await;
         wait_admitted(&mut second).await;
-        let st = s.token(c, "Second Sam", Role::Patient);
+        let st = s.token(c, "Second Sam", Role::Patient).await;
         assert_eq!(get(&s, &path, &st, &[]).await.status, 200);
         let r = request(s.http_addr, "DELETE", &path, &[bearer(&st)], Vec::new()).await;
         assert_eq!((r.status, r.code().as_str()), (403, "not_uploader"));
@@ -528,7 +530,7 @@ async fn cancelled_upload_leaves_nothing() {
         let s = server(backend, |_| {}).await;
         let c = "c-docs-cancel";
         let (_doctor, _patient) = call(&s, c).await;
-        let pt = s.token(c, "Pat Test", Role::Patient);
+        let pt = s.token(c, "Pat Test", Role::Patient).await;
 
         // Announce 8 MiB, send 2 MiB, then vanish: a torn request on a raw socket, which is what
         // an HTTP client library exists to prevent.
@@ -592,7 +594,7 @@ async fn master_key_rotation_keeps_old_documents_readable() {
         // Before: k1 (the dev key) is current.
         let first = server(backend, |_| {}).await;
         let (doctor, patient) = call(&first, c).await;
-        let pt = first.token(c, "Pat Test", Role::Patient);
+        let pt = first.token(c, "Pat Test", Role::Patient).await;
         let r = upload(&first, c, &pt, "old.pdf", &old).await;
         assert_eq!(r.status, 201, "{backend:?}: {}", r.text());
         let old_doc: DocumentInfo = serde_json::from_slice(&r.body).expect("json");
@@ -614,8 +616,8 @@ async fn master_key_rotation_keeps_old_documents_readable() {
             .expect("rotated configuration is valid");
         let second = TestServer::start_with(config.clone()).await;
         let (doctor, patient) = call(&second, c).await;
-        let pt = second.token(c, "Pat Test", Role::Patient);
-        let dt = second.token(c, "Dr Test", Role::Practitioner);
+        let pt = second.token(c, "Pat Test", Role::Patient).await;
+        let dt = second.token(c, "Dr Test", Role::Practitioner).await;
         let base = format!("/api/consultations/{c}/documents");
         let r = get(&second, &format!("{base}/{}", old_doc.id), &dt, &[]).await;
         assert_eq!(r.status, 200, "{backend:?}: {}", r.text());
@@ -650,7 +652,7 @@ async fn master_key_rotation_keeps_old_documents_readable() {
         config.documents.previous_master_keys.clear();
         let third = TestServer::start_with(config).await;
         let (doctor, patient) = call(&third, c).await;
-        let dt = third.token(c, "Dr Test", Role::Practitioner);
+        let dt = third.token(c, "Dr Test", Role::Practitioner).await;
         let r = get(&third, &format!("{base}/{}", old_doc.id), &dt, &[]).await;
         assert_eq!(r.status, 500, "{backend:?}: {}", r.text());
         assert_eq!(r.code(), "internal");
@@ -676,7 +678,7 @@ async fn a_document_moved_to_another_consultation_does_not_open() {
         let (from, to) = ("c-docs-moved-from", "c-docs-moved-to");
         let (doctor_a, patient_a) = call(&s, from).await;
         let (doctor_b, patient_b) = call(&s, to).await;
-        let pt = s.token(from, "Pat Test", Role::Patient);
+        let pt = s.token(from, "Pat Test", Role::Patient).await;
         let content = pdf(100_000);
         let r = upload(&s, from, &pt, "moved.pdf", &content).await;
         assert_eq!(r.status, 201, "{backend:?}: {}", r.text());
@@ -703,7 +705,7 @@ async fn a_document_moved_to_another_consultation_does_not_open() {
             .await
             .expect("re-inserted under the other consultation");
 
-        let dt = s.token(to, "Dr Test", Role::Practitioner);
+        let dt = s.token(to, "Dr Test", Role::Practitioner).await;
         let base = format!("/api/consultations/{to}/documents");
         let r = get(&s, &base, &dt, &[]).await;
         assert_eq!(r.status, 200, "{backend:?}: {}", r.text());

@@ -70,7 +70,7 @@ async fn three_aiortc_peers_hold_a_one_minute_call() {
             .args(["--signature", &signature.to_string()])
             .arg("--out")
             .arg(&out)
-            .env("TELECONSULT_TOKEN", s.token(c, name, role))
+            .env("TELECONSULT_TOKEN", s.token(c, name, role).await)
             .kill_on_drop(true)
             .spawn()
             .expect("aiortc peer starts");

@@ -1,4 +1,5 @@
-//! Health data never reaches the logs: no token, no participant name, at the most verbose level,
+//! Health data never reaches the logs: no token, no seat secret, no participant name or
+//! invitation label, at the most verbose level,
 //! through a whole consultation (join, waiting, admit, media, mute, bad input, leave, end).
 
 mod common;
@@ -35,8 +36,12 @@ async fn no_tokens_or_names_in_logs() {
         .init();
 
     let server = TestServer::start().await;
-    let doctor_token = server.token("c-pii", "Dr Gregory Housename", Role::Practitioner);
-    let patient_token = server.token("c-pii", "Patience Privatename", Role::Patient);
+    let doctor_token = server
+        .token("c-pii", "Dr Gregory Housename", Role::Practitioner)
+        .await;
+    let patient_token = server
+        .token("c-pii", "Patience Privatename", Role::Patient)
+        .await;
     let mut doctor =
         teleconsult_loadtest::participant::Participant::join(&server.ws_url(), &doctor_token)
             .await
@@ -117,7 +122,12 @@ async fn no_tokens_or_names_in_logs() {
 
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
     assert!(logs.contains("joined"), "the capture works: {logs}");
+    let seat_secret = patient
+        .seat_secret
+        .clone()
+        .expect("the patient got a seat secret");
     for secret in [
+        seat_secret.as_str(),
         doctor_token.as_str(),
         patient_token.as_str(),
         // The signature half alone must not leak either.

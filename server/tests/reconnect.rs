@@ -13,7 +13,7 @@ use teleconsult_loadtest::participant::Participant;
 async fn dropped_patient_is_reconnecting_then_rejoins_admitted_with_media() {
     let server = TestServer::start().await;
     let mut doctor = server.join("c-re", "Dr Grey", Role::Practitioner).await;
-    let patient_token = server.token("c-re", "Pat Doe", Role::Patient);
+    let patient_token = server.token("c-re", "Pat Doe", Role::Patient).await;
     let mut patient = Participant::join(&server.ws_url(), &patient_token)
         .await
         .unwrap();
@@ -41,10 +41,9 @@ async fn dropped_patient_is_reconnecting_then_rejoins_admitted_with_media() {
         .await
         .expect("the doctor sees the patient reconnecting");
 
-    // Same token again: same participant id, straight back in (no waiting room).
-    let back = Participant::join(&server.ws_url(), &patient_token)
-        .await
-        .unwrap();
+    // Same token and the same tab's seat secret: same participant id, straight back in (no
+    // waiting room).
+    let back = common::rejoin(&server.ws_url(), &patient_token, &patient).await;
     assert_eq!(
         back.id, id,
         "a rejoin keeps the participant's identity in the call"

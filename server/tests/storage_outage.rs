@@ -45,7 +45,7 @@ async fn ferretdb_down_mid_consultation_loses_nothing_and_counts_nothing_twice()
     let c = "c-outage";
 
     let mut doctor = server.join(c, "Dr Outage", Role::Practitioner).await;
-    let patient_token = server.token(c, "Pat Outage", Role::Patient);
+    let patient_token = server.token(c, "Pat Outage", Role::Patient).await;
     let mut patient = Participant::join(&server.ws_url(), &patient_token)
         .await
         .expect("join");
@@ -79,9 +79,7 @@ async fn ferretdb_down_mid_consultation_loses_nothing_and_counts_nothing_twice()
     // A pause and a resume while it is down: the closing and the new interval are queued.
     patient.drop_connection().await;
     assert!(eventually(T, || !billing.is_running(c)).await);
-    let mut patient = Participant::join(&server.ws_url(), &patient_token)
-        .await
-        .expect("rejoin");
+    let mut patient = common::rejoin(&server.ws_url(), &patient_token, &patient).await;
     assert!(eventually(T, || billing.is_running(c)).await);
     let _pub2 = patient.peer.start_publishing(2);
     // The resumed interval runs past a checkpoint while the database is still down.

@@ -10,8 +10,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// WebSocket close codes (besides 1000 and 1009).
 pub mod close {
-    /// The same person joined again from another connection.
+    /// The same tab joined again from another connection, or the seat moved to a second
+    /// device the practitioner admitted (the reason says which).
     pub const REPLACED: u16 = 4000;
+    /// The credential cannot be checked right now (storage unavailable): retry later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const BAD_JOIN: u16 = 4400;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;
@@ -39,6 +42,9 @@ pub enum ClientMessage {
         protocol: Option<u32>,
         #[serde(default)]
         consultation: Option<ConsultationId>,
+        /// The secret this tab was given in its first `joined` (resumes its own seat).
+        #[serde(default)]
+        seat_secret: Option<String>,
     },
     Answer {
         sdp: String,
@@ -72,6 +78,10 @@ pub enum ServerMessage {
         protocol: u32,
         consultation: ConsultationId,
         you: ParticipantInfo,
+        /// A fresh secret for this tab's seat: keep it (sessionStorage) and present it in
+        /// `join` when coming back. Sent only when newly issued.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seat_secret: Option<String>,
         participants: Vec<ParticipantInfo>,
     },
     Admitted {

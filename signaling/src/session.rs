@@ -16,21 +16,23 @@ use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use teleconsult_consultation::token;
+use teleconsult_consultation::invitation::now_millis;
 use teleconsult_consultation::{
-    ActionError, ConsultationId, ConsultationService, Joined, Outbound, ParticipantId,
+    ActionError, Authenticator, ConsultationId, ConsultationService, Joined, Outbound,
+    ParticipantId,
 };
 use teleconsult_sfu::{Candidate, Sfu, SfuError};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// What a signalling session needs: the consultation service, the media plane (for answers and
-/// candidates), the token key and the limits.
+/// candidates), the authenticator of join credentials and the limits.
 pub struct Signaling {
     pub consultations: ConsultationService,
     pub sfu: Sfu,
-    /// HMAC key of join tokens.
-    pub signing_secret: Vec<u8>,
+    /// Turns the token of a `join` into a credential (invitation links, the pre-accounts
+    /// practitioner token).
+    pub authenticator: Arc<Authenticator>,
     pub config: SignalingConfig,
     /// Signalling errors sent to this server's clients, by kind (rendered into its `/metrics`
     /// as `teleconsult_signaling_errors_total`; per server, not in the process-wide recorder).
@@ -221,7 +223,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
     let join_timeout = Duration::from_secs(state.config.join_timeout_secs);
 
     // 1. The first message must be `join` with a valid token.
-    let claims = loop {
+    let (credential, seat_secret) = loop {
         let next = tokio::time::timeout(join_timeout, stream.next()).await;
         let Ok(next) = next else {
             state.count_error(ErrorKind::JoinTimeout);
@@ -252,6 +254,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
                 token,
                 protocol,
                 consultation,
+                seat_secret,
             }) => {
                 if protocol.is_some_and(|p| p != PROTOCOL_VERSION) {
                     let _ = sink
@@ -259,9 +262,9 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
                         .await;
                     return;
                 }
-                match token::verify(&state.signing_secret, &token, token::unix_now()) {
-                    Ok(claims) => {
-                        if consultation.is_some_and(|c| c != claims.consultation) {
+                match state.authenticator.authenticate(&token, now_millis()).await {
+                    Ok(credential) => {
+                        if consultation.is_some_and(|c| c != *credential.consultation()) {
                             state.count_error(ErrorKind::WrongConsultation);
                             let _ = sink
                                 .send(close_frame(
@@ -271,13 +274,13 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
                                 .await;
                             return;
                         }
-                        break claims;
+                        break (credential, seat_secret);
                     }
-                    Err(e) => {
+                    Err(refusal) => {
                         state.count_error(ErrorKind::BadToken);
-                        let _ = sink
-                            .send(close_frame(close::UNAUTHORIZED, &e.to_string()))
-                            .await;
+                        let (code, reason) = wire::refused(refusal);
+                        let _ = sink.send(close_frame(code, reason)).await;
+                        await_close_reply(&mut stream).await;
                         return;
                     }
                 }
@@ -300,11 +303,12 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
 
     // 2. Joined: register with the consultation service. Everything it says to this
     // participant (events, the media plane's offers) arrives in order on `out_rx`.
-    let consultation = ConsultationId::from(claims.consultation.clone());
+    let consultation = credential.consultation().clone();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outbound>();
     let joined = state
         .consultations
-        .join(&consultation, &claims.identity, claims.role, out_tx);
+        .join(&credential, seat_secret.as_deref(), out_tx);
+    drop(seat_secret);
     let Joined {
         participant,
         generation,
@@ -313,9 +317,8 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
         Ok(j) => j,
         Err(e) => {
             state.count_error(ErrorKind::JoinRefused);
-            let _ = sink
-                .send(close_frame(wire::join_refused(e), &e.to_string()))
-                .await;
+            let (code, reason) = wire::join_refused(e);
+            let _ = sink.send(close_frame(code, reason)).await;
             return;
         }
     };
@@ -345,6 +348,9 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
                     Some(Outbound::Close(why)) => {
                         let (code, reason) = wire::close_frame(why);
                         let _ = sink.send(close_frame(code, reason)).await;
+                        // The client must read the code (e.g. `moved_to_another_device`, after
+                        // which it must not reconnect): finish the close handshake.
+                        await_close_reply(&mut stream).await;
                         // The service already recorded why; this connection is finished.
                         left_for_good = true;
                         break;
@@ -397,6 +403,27 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
     .instrument(span)
     .await
 }
+
+/// After sending a close frame: wait (at most [`CLOSE_REPLY_TIMEOUT`]) for the client's close
+/// frame, discarding what it sends meanwhile. Dropping the socket at once, with the client's
+/// messages still unread, resets the TCP connection, and the client may then lose the close
+/// frame and its code (seen as 1006).
+async fn await_close_reply<S>(stream: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async {
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// How long a closing session waits for the client's close frame.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The joined participant a session speaks for.
 struct Me {

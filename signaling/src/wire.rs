@@ -1,7 +1,7 @@
 //! The one place where the consultation's domain events become protocol messages and close codes.
 
 use crate::protocol::{ErrorCode, PROTOCOL_VERSION, ServerMessage, close};
-use teleconsult_consultation::{ConsultationEvent, Disconnect, JoinError, MediaFailure};
+use teleconsult_consultation::{ConsultationEvent, Disconnect, JoinError, MediaFailure, Refusal};
 
 /// The message a participant's client is sent for `event`.
 pub fn message(event: ConsultationEvent) -> ServerMessage {
@@ -10,11 +10,13 @@ pub fn message(event: ConsultationEvent) -> ServerMessage {
         E::Joined {
             consultation,
             you,
+            seat_secret,
             participants,
         } => ServerMessage::Joined {
             protocol: PROTOCOL_VERSION,
             consultation,
             you,
+            seat_secret: seat_secret.map(|s| s.expose().to_string()),
             participants,
         },
         E::Admitted { participants } => ServerMessage::Admitted { participants },
@@ -66,17 +68,31 @@ pub fn message(event: ConsultationEvent) -> ServerMessage {
 pub fn close_frame(why: Disconnect) -> (u16, &'static str) {
     match why {
         Disconnect::Replaced => (close::REPLACED, "replaced by a newer connection"),
+        Disconnect::MovedToAnotherDevice => (close::REPLACED, "moved_to_another_device"),
         Disconnect::Rejected => (close::FORBIDDEN, "not admitted by the practitioner"),
         Disconnect::Removed => (close::FORBIDDEN, "removed by the practitioner"),
         Disconnect::Ended => (close::ENDED, "consultation ended"),
     }
 }
 
-/// The close code for a refused join.
-pub fn join_refused(e: JoinError) -> u16 {
+/// The close code and reason for a refused join.
+pub fn join_refused(e: JoinError) -> (u16, &'static str) {
     match e {
-        JoinError::Full => close::FULL,
-        JoinError::Ended => close::ENDED,
+        JoinError::Full => (close::FULL, "consultation is full"),
+        JoinError::Ended => (close::ENDED, "consultation has ended"),
+        // The seat's link was spent when its holder was removed.
+        JoinError::Removed => (close::UNAUTHORIZED, Refusal::Revoked.code()),
+    }
+}
+
+/// The close code and machine-readable reason for a refused credential: 4401 with the
+/// refusal's code (the join page shows a sentence for it), 4410 for an ended consultation,
+/// 1013 when it cannot be checked now.
+pub fn refused(r: Refusal) -> (u16, &'static str) {
+    match r {
+        Refusal::Ended => (close::ENDED, r.code()),
+        Refusal::Unavailable => (close::TRY_AGAIN_LATER, r.code()),
+        _ => (close::UNAUTHORIZED, r.code()),
     }
 }
 
@@ -94,8 +110,22 @@ mod tests {
         ] {
             assert_eq!(close_frame(why).0, code, "{why:?}");
         }
-        assert_eq!(join_refused(JoinError::Full), 4409);
-        assert_eq!(join_refused(JoinError::Ended), 4410);
+        assert_eq!(close_frame(Disconnect::MovedToAnotherDevice).0, 4000);
+        assert_eq!(join_refused(JoinError::Full).0, 4409);
+        assert_eq!(join_refused(JoinError::Ended).0, 4410);
+        assert_eq!(join_refused(JoinError::Removed), (4401, "revoked"));
+        for (r, code) in [
+            (Refusal::Expired, (4401, "expired")),
+            (Refusal::Revoked, (4401, "revoked")),
+            (Refusal::NotYetValid, (4401, "not_yet_valid")),
+            (Refusal::BadSignature, (4401, "bad_signature")),
+            (Refusal::Malformed, (4401, "malformed")),
+            (Refusal::Cancelled, (4401, "cancelled")),
+            (Refusal::Ended, (4410, "ended")),
+            (Refusal::Unavailable, (1013, "unavailable")),
+        ] {
+            assert_eq!(refused(r), code, "{r:?}");
+        }
     }
 
     #[test]

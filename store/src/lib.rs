@@ -12,10 +12,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub mod accounts;
+pub mod invitations;
 pub mod mongo;
 pub mod sqlite;
 
 pub use accounts::{Account, AccountStore, LoginThrottle, Organisation, SessionRecord, TotpRecord};
+pub use invitations::{
+    ConsultationStatus, Invitation, InvitationStore, Pseudonym, ScheduledConsultation,
+};
 
 pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
@@ -159,7 +163,7 @@ pub struct AuditEvent {
 
 /// The storage interface. Implementations must be safe to call concurrently.
 #[async_trait::async_trait]
-pub trait Store: AccountStore + Send + Sync + 'static {
+pub trait Store: AccountStore + InvitationStore + Send + Sync + 'static {
     /// Cheap liveness check (for `/healthz`).
     async fn ping(&self) -> Result<()>;
 

@@ -34,6 +34,8 @@ use std::time::Duration;
 
 #[path = "mongo_accounts.rs"]
 mod accounts;
+#[path = "mongo_invitations.rs"]
+mod invitations;
 
 /// Bytes per stored document chunk.
 pub use crate::CHUNK_SIZE;

@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 
 #[path = "sqlite_accounts.rs"]
 mod accounts;
+#[path = "sqlite_invitations.rs"]
+mod invitations;
 
 /// Bytes per stored document chunk.
 pub use crate::CHUNK_SIZE;
@@ -179,6 +181,7 @@ impl SqliteStore {
         }
         conn.execute_batch(SCHEMA).map_err(sql_err)?;
         conn.execute_batch(accounts::SCHEMA).map_err(sql_err)?;
+        conn.execute_batch(invitations::SCHEMA).map_err(sql_err)?;
         // Chunks that no document points at: left by a crash in the middle of an upload.
         let swept = conn
             .execute(

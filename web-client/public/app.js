@@ -1,7 +1,15 @@
 // Teleconsult join page: pre-join preview, waiting room, call, end screens.
 // Protocol: docs/signaling.md (version 1). No framework, no bundler, no inline script or style.
 
-import { takeTokenFromLocation, decodeClaims, isExpired } from './token.js';
+import {
+  takeTokenFromLocation,
+  decodeClaims,
+  isExpired,
+  storedToken,
+  seatSecret,
+  keepSeat,
+  forgetSeat,
+} from './token.js';
 import { MediaSession } from './media-session.js';
 import { createDocuments } from './documents.js';
 import {
@@ -119,7 +127,8 @@ function isPractitioner() {
 // ---------------------------------------------------------------- start-up
 
 async function start() {
-  token = takeTokenFromLocation();
+  // A link opened now, or (a reload of this tab) the one it joined with before.
+  token = takeTokenFromLocation() || storedToken();
   if (!token) {
     fail(ERRORS.noToken);
     return;
@@ -127,9 +136,11 @@ async function start() {
   app.claims = decodeClaims(token);
   if (!app.claims) {
     token = null;
+    forgetSeat();
     fail(ERRORS.badToken);
     return;
   }
+  keepSeat(token, null);
   if (typeof RTCPeerConnection === 'undefined' || !navigator.mediaDevices) {
     fail(ERRORS.noWebRTC);
     return;
@@ -142,7 +153,8 @@ async function start() {
     you: () => app.you,
   });
   const { identity, role } = app.claims;
-  $('whoami').textContent = `${identity} · ${ROLE_LABEL[role]}`;
+  // An invitation carries no name: the label the practitioner chose arrives with `joined`.
+  $('whoami').textContent = identity ? `${identity} · ${ROLE_LABEL[role]}` : ROLE_LABEL[role];
   if (role === 'practitioner') {
     // The billing page opens in a new tab with the token in its fragment (never sent to the
     // server; billing.js removes it from the address bar at once).
@@ -152,7 +164,7 @@ async function start() {
       window.open(`/billing.html#token=${encodeURIComponent(token)}`, '_blank', 'noopener');
     });
   }
-  $('prejoin-name').textContent = identity;
+  $('prejoin-name').textContent = identity || 'the person invited';
   $('prejoin-role').textContent = ROLE_LABEL[role];
   if (isExpired(app.claims)) {
     $('media-note').textContent = 'This link seems to have expired; you can still try to join.';
@@ -164,9 +176,11 @@ async function start() {
   $('toggle-mic').addEventListener('click', toggleMicrophone);
   $('toggle-camera').addEventListener('click', toggleCamera);
   window.addEventListener('pagehide', () => {
-    // Closing the tab is leaving for good; the server would otherwise wait for a reconnection.
+    // A reload and a closed tab look the same here: close the socket without `leave`, so a
+    // reload resumes this tab's seat (its secret is in sessionStorage); a closed tab counts
+    // as left once the reconnect grace is over.
     if (app.ws && app.ws.readyState === WebSocket.OPEN && !isFinal(app.state)) {
-      send({ type: 'leave' });
+      app.ws.close(1000);
     }
   });
 
@@ -175,6 +189,11 @@ async function start() {
   $('join').disabled = true;
   await startPreview();
   $('join').disabled = false;
+  if (seatSecret(token)) {
+    // This tab already holds its seat (a reload): take it back without asking again.
+    onJoinClick();
+    return;
+  }
   $('join').focus();
 }
 
@@ -223,6 +242,8 @@ function connect() {
         token,
         protocol: PROTOCOL_VERSION,
         consultation: app.claims.consultation,
+        // This tab's proof that it holds its seat (after a reload or a dropped network).
+        seat_secret: seatSecret(token) || undefined,
       }),
     );
     clearInterval(app.pingTimer);
@@ -376,6 +397,10 @@ function handleMessage(msg) {
 
 function onJoined(msg) {
   app.you = msg.you;
+  if (typeof msg.seat_secret === 'string') keepSeat(token, msg.seat_secret);
+  if (msg.you && msg.you.display_name) {
+    $('whoami').textContent = `${msg.you.display_name} · ${ROLE_LABEL[msg.you.role] || ''}`;
+  }
   if (Array.isArray(msg.ice_servers)) app.iceServers = msg.ice_servers;
   $('reconnecting').hidden = true;
   clearTimeout(app.reconnectTimer);
@@ -603,9 +628,11 @@ function renderWaitingList() {
   const ul = $('waiting-list');
   ul.replaceChildren();
   for (const p of app.waiting) {
-    const name = displayName(p);
+    // A second device for a seat that is live elsewhere: admitting it disconnects the first.
+    const name = p.second_device ? `second device for ${displayName(p)}` : displayName(p);
     const li = document.createElement('li');
     li.dataset.participant = p.id;
+    if (p.second_device) li.dataset.secondDevice = 'true';
     const label = document.createElement('span');
     label.className = 'name';
     label.textContent = ROLE_LABEL[p.role] ? `${name} · ${ROLE_LABEL[p.role]}` : name;
@@ -686,6 +713,7 @@ function stopEverything() {
 
 function finish(kind) {
   if (isFinal(app.state)) return;
+  forgetSeat();
   const screen = END_SCREENS[kind] || END_SCREENS.ended;
   setState(kind === 'ended_by_you' ? 'ended' : kind);
   stopEverything();
@@ -699,6 +727,7 @@ function finish(kind) {
 
 function fail(message) {
   if (isFinal(app.state)) return;
+  forgetSeat();
   setState('error');
   stopEverything();
   showError(message);

@@ -38,6 +38,14 @@ export const ERRORS = {
   expiredToken: 'This consultation link has expired. Please ask your practice for a new link.',
   wrongConsultation: 'This link belongs to a different consultation. Please open the link from your invitation again.',
   full: 'This consultation is full. Please contact your practice.',
+  revokedToken: 'This consultation link is no longer valid. Please ask your practice for a new one.',
+  notYetValid:
+    'This consultation has not opened yet. Please come back shortly before your appointment.',
+  cancelled: 'This consultation was cancelled by your practice.',
+  unavailable: 'The service cannot check your link right now. Please try again in a minute.',
+  movedToAnotherDevice:
+    'Your consultation continues on another device: the practitioner admitted it, so this window was disconnected.',
+  replaced: 'This consultation was opened again in another window, so this one was disconnected.',
   badJoin: 'The server did not understand this page. Please reload it with your invitation link, or update your browser.',
   tooLarge: 'The connection was closed because a message was too large. Please rejoin with your invitation link.',
   lost: 'The connection to the consultation was lost. Please open your invitation link again to rejoin.',
@@ -48,7 +56,23 @@ export const ERRORS = {
 export function fatalCloseMessage(code, reason = '') {
   switch (code) {
     case 4401:
-      return /expired/i.test(reason) ? ERRORS.expiredToken : ERRORS.badToken;
+      // The reason is machine-readable (docs/signaling.md).
+      switch (reason) {
+        case 'expired':
+          return ERRORS.expiredToken;
+        case 'revoked':
+          return ERRORS.revokedToken;
+        case 'not_yet_valid':
+          return ERRORS.notYetValid;
+        case 'cancelled':
+          return ERRORS.cancelled;
+        default:
+          return ERRORS.badToken;
+      }
+    case 4000:
+      return reason === 'moved_to_another_device' ? ERRORS.movedToAnotherDevice : ERRORS.replaced;
+    case 1013:
+      return ERRORS.unavailable;
     case 4403:
       return ERRORS.wrongConsultation;
     case 4409:

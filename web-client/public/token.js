@@ -32,8 +32,10 @@ const ROLES = new Set(['practitioner', 'patient', 'guest']);
 
 /**
  * Decode the claims part of a token for display only. The signature is NOT checked here: the
- * server is the only judge of a token. Returns null when the token cannot be decoded.
- * @returns {{consultation: string, identity: string, role: string, exp: number}|null}
+ * server is the only judge of a token. Two formats: an invitation link (`v: 2`, no name: the
+ * server tells the seat's label at join) and the pre-accounts practitioner token (`identity`).
+ * Returns null when the token cannot be decoded.
+ * @returns {{consultation: string, identity: string|null, role: string, exp: number, nbf: number}|null}
  */
 export function decodeClaims(token) {
   if (typeof token !== 'string') return null;
@@ -44,18 +46,17 @@ export function decodeClaims(token) {
     if (
       !claims ||
       typeof claims.consultation !== 'string' ||
-      typeof claims.identity !== 'string' ||
       !ROLES.has(claims.role) ||
       typeof claims.exp !== 'number'
     ) {
       return null;
     }
-    return {
-      consultation: claims.consultation,
-      identity: claims.identity,
-      role: claims.role,
-      exp: claims.exp,
-    };
+    if (claims.v === 2) {
+      if (typeof claims.nbf !== 'number' || typeof claims.jti !== 'string') return null;
+      return { consultation: claims.consultation, identity: null, role: claims.role, exp: claims.exp, nbf: claims.nbf };
+    }
+    if (typeof claims.identity !== 'string') return null;
+    return { consultation: claims.consultation, identity: claims.identity, role: claims.role, exp: claims.exp, nbf: 0 };
   } catch {
     return null;
   }
@@ -64,4 +65,61 @@ export function decodeClaims(token) {
 /** True when the claims' expiry lies in the past (by the local clock, display only). */
 export function isExpired(claims, nowMs = Date.now()) {
   return claims.exp * 1000 <= nowMs;
+}
+
+// ---------------------------------------------------------------- this tab's seat
+
+// The token and the seat secret the server gave this tab at its first join live in
+// sessionStorage: they survive a reload of this tab (which then resumes its own seat) and
+// are never shared with other tabs or devices. Never logged, never on `window`.
+const SEAT_KEY = 'teleconsult.seat';
+
+function storage(store) {
+  try {
+    return store || window.sessionStorage;
+  } catch {
+    return null; // storage disabled: the tab simply cannot resume after a reload
+  }
+}
+
+/** The token this tab joined with before (a reload), or null. */
+export function storedToken(store) {
+  const s = storage(store);
+  if (!s) return null;
+  try {
+    const v = JSON.parse(s.getItem(SEAT_KEY) || 'null');
+    return v && typeof v.token === 'string' ? v.token : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The seat secret kept for `token` (none for another token). */
+export function seatSecret(token, store) {
+  const s = storage(store);
+  if (!s) return null;
+  try {
+    const v = JSON.parse(s.getItem(SEAT_KEY) || 'null');
+    return v && v.token === token && typeof v.secret === 'string' ? v.secret : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Keep `token` (and its seat secret, once the server gave one) for this tab. */
+export function keepSeat(token, secret, store) {
+  const s = storage(store);
+  if (!s) return;
+  const kept = secret || seatSecret(token, s);
+  try {
+    s.setItem(SEAT_KEY, JSON.stringify(kept ? { token, secret: kept } : { token }));
+  } catch {
+    // Quota or privacy mode: resuming after a reload will not work, nothing else changes.
+  }
+}
+
+/** Forget this tab's seat (left, ended, refused). */
+export function forgetSeat(store) {
+  const s = storage(store);
+  if (s) s.removeItem(SEAT_KEY);
 }

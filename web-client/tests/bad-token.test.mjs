@@ -22,12 +22,16 @@ test('bad token links show a clear error', { timeout: 120_000 }, async () => {
     assert.equal(await tampered.page.evaluate(() => window.teleconsult.state), 'error');
     assert.equal(await tampered.page.evaluate(() => window.teleconsult.pc), null);
 
-    // 2. An expired token, correctly signed: the reason of the 4401 close says which.
+    // 2. An expired link, correctly signed: the reason of the 4401 close says which.
+    const now = Math.floor(Date.now() / 1000);
     const expiredToken = craftToken({
+      v: 2,
+      kid: 'k1',
+      jti: 'an-old-invitation',
       consultation,
-      identity: 'Old Link',
       role: 'patient',
-      exp: Math.floor(Date.now() / 1000) - 3600,
+      nbf: now - 7200,
+      exp: now - 3600,
     });
     const expired = await openLink(server.joinUrl(expiredToken), { identity: 'expired', token: expiredToken });
     await waitForPrejoin(expired);

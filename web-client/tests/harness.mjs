@@ -5,7 +5,8 @@
 
 import { spawn, execFile } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdirSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, existsSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -95,6 +96,8 @@ export async function startServer({ extraEnv = {}, timeoutMs = 30_000 } = {}) {
     TELECONSULT_MEDIA__UDP_PORT: '0',
     TELECONSULT_MEDIA__BIND: '127.0.0.1',
     TELECONSULT_METRICS__PORT: '0',
+    // A store of its own, shared with the CLI that mints its links (same env).
+    TELECONSULT_STORAGE__DATA_DIR: mkdtempSync(path.join(os.tmpdir(), 'teleconsult-browser-')),
     ...extraEnv,
   };
   const child = spawn(BIN, ['serve', '--dev'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -156,15 +159,19 @@ export class Server {
     this.base = `http://127.0.0.1:${port}`;
   }
 
-  /** Mint a join token with the server's CLI; returns the raw token. */
+  /**
+   * A join link's token from the server's CLI: `teleconsult invite` for a patient or guest
+   * (an invitation labelled `identity`, created in the server's own store), the pre-accounts
+   * `teleconsult token` for a practitioner. Returns the raw token.
+   */
   async mintToken({ consultation, identity, role }) {
-    const { stdout } = await execFileP(
-      BIN,
-      ['token', '--dev', '--consultation', consultation, '--identity', identity, '--role', role],
-      { env: this.env, timeout: 15_000 },
-    );
+    const args =
+      role === 'practitioner'
+        ? ['token', '--dev', '--consultation', consultation, '--identity', identity, '--role', role]
+        : ['invite', '--dev', '--consultation', consultation, '--label', identity, '--role', role];
+    const { stdout } = await execFileP(BIN, args, { env: this.env, timeout: 15_000 });
     const m = /#token=([A-Za-z0-9_\-.]+)/.exec(stdout);
-    if (!m) throw new Error('`teleconsult token` printed no link containing #token=');
+    if (!m) throw new Error(`\`teleconsult ${args[0]}\` printed no link containing #token=`);
     return m[1];
   }
 
@@ -383,7 +390,10 @@ function redact(text, participants) {
   return out;
 }
 
-/** A token signed with the development secret, with claims of our choosing (for error paths). */
+/**
+ * A token signed with the development secret, with claims of our choosing (for error paths):
+ * an invitation link when `claims.v` is 2 (kid `k1`, the development key id).
+ */
 export function craftToken(claims, secret = DEV_SIGNING_SECRET) {
   const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
   const sig = createHmac('sha256', secret).update(body).digest('base64url');

@@ -23,13 +23,15 @@ test('1:1: patient waits, practitioner admits, both decode remote video and audi
       assert.ok(!p.page.url().includes('token'), `${p.label}: token still in the address bar`);
       assert.ok(!p.page.url().includes(p.token));
     }
-    // The pre-join screen names the person and role.
-    await patient.page.getByText('Pat Example', { exact: true }).first().waitFor();
+    // The pre-join screen names the role (an invitation carries no name: the label the
+    // practitioner chose arrives with `joined`).
     assert.match(await patient.page.locator('#prejoin-role').textContent(), /patient/);
+    assert.ok(!(await patient.page.content()).includes('Pat Example'), 'no label before joining');
 
     // The patient joins first and waits, seeing no one.
     await patient.join();
     await patient.page.getByRole('heading', { name: 'Waiting for your practitioner' }).waitFor();
+    assert.match(await patient.page.locator('#whoami').textContent(), /^Pat Example · patient/);
     assert.equal(await tiles(patient).count(), 0, 'a waiting patient sees no remote tile');
     assert.equal(await patient.page.evaluate(() => window.teleconsult.participants.length), 0);
     assert.equal(await patient.page.evaluate(() => window.teleconsult.state), 'waiting');

@@ -11,10 +11,10 @@
 //! who has left): **403** `forbidden`. Every error body is `{"code", "message"}` ([`ApiError`]).
 
 use crate::AppState;
-use crate::config::ExposeSecret;
 use crate::consultation::DocumentInfo;
+use crate::consultation::Refusal;
+use crate::consultation::invitation::now_millis;
 use crate::error::ApiError;
-use crate::token;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -45,7 +45,7 @@ pub fn routes(max_bytes: u64) -> Router<AppState> {
 }
 
 /// Verify the bearer token and apply the service's access rule for `consultation`.
-fn authorize(
+async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     consultation: &str,
@@ -59,13 +59,18 @@ fn authorize(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
-    let claims = token::verify(
-        state.config.auth.signing_secret.expose_secret().as_bytes(),
-        bearer,
-        token::unix_now(),
-    )
-    .map_err(|_| ApiError::unauthorized("the token is invalid or expired"))?;
-    Ok(state.documents.authorize(&claims, consultation)?)
+    let credential = state
+        .signaling
+        .authenticator
+        .authenticate(bearer, now_millis())
+        .await
+        .map_err(|r| match r {
+            Refusal::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", r.sentence())
+            }
+            _ => ApiError::unauthorized(r.sentence()),
+        })?;
+    Ok(state.documents.authorize(&credential, consultation)?)
 }
 
 async fn list(
@@ -73,7 +78,7 @@ async fn list(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<DocumentInfo>>, ApiError> {
-    let caller = authorize(&state, &headers, &id)?;
+    let caller = authorize(&state, &headers, &id).await?;
     Ok(Json(state.documents.list(&caller).await?))
 }
 
@@ -95,7 +100,7 @@ async fn upload(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<DocumentInfo>), ApiError> {
-    let caller = authorize(&state, &headers, &id)?;
+    let caller = authorize(&state, &headers, &id).await?;
     let mut multipart = multipart.map_err(|e| {
         ApiError::bad_request(
             "bad_request",
@@ -179,7 +184,7 @@ async fn download(
     Path((id, doc)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &headers, &id)?;
+    let caller = authorize(&state, &headers, &id).await?;
     let found = state.documents.find(&caller, &doc).await?;
     let range = parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
@@ -228,7 +233,7 @@ async fn delete(
     Path((id, doc)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let caller = authorize(&state, &headers, &id)?;
+    let caller = authorize(&state, &headers, &id).await?;
     state.documents.delete(&caller, &doc).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -27,6 +27,9 @@ pub struct TestServer {
     pub media_addr: SocketAddr,
     pub config: Config,
     pub server: teleconsult::server::RunningServer,
+    /// The invitation links handed out so far, by (consultation, label, role): one person,
+    /// one link, as a practitioner would send it.
+    links: std::sync::Mutex<std::collections::HashMap<(String, String, &'static str), String>>,
 }
 
 impl TestServer {
@@ -43,6 +46,7 @@ impl TestServer {
             media_addr: server.media_addr,
             config,
             server,
+            links: Default::default(),
         }
     }
 
@@ -55,20 +59,102 @@ impl TestServer {
         format!("ws://{}/ws", self.http_addr)
     }
 
-    pub fn token(&self, consultation: &str, identity: &str, role: Role) -> String {
-        sign_token(
-            self.config.auth.signing_secret.expose_secret().as_bytes(),
-            consultation,
-            identity,
-            role,
-        )
+    /// A join credential: the pre-accounts token for a practitioner (`identity` is their
+    /// account id), else the invitation (seat) labelled `identity` in this server's store,
+    /// created at the first request (the same link for the same person afterwards).
+    pub async fn token(&self, consultation: &str, identity: &str, role: Role) -> String {
+        match role {
+            Role::Practitioner => sign_token(
+                self.config.auth.signing_secret.expose_secret().as_bytes(),
+                consultation,
+                identity,
+                role,
+            ),
+            _ => {
+                let key = (
+                    consultation.to_string(),
+                    identity.to_string(),
+                    role.as_str(),
+                );
+                if let Some(t) = self.links.lock().unwrap().get(&key) {
+                    return t.clone();
+                }
+                let t = invite_token(
+                    &*self.server.state.store,
+                    &self.config,
+                    consultation,
+                    identity,
+                    role,
+                )
+                .await;
+                self.links.lock().unwrap().insert(key, t.clone());
+                t
+            }
+        }
     }
 
     pub async fn join(&self, consultation: &str, identity: &str, role: Role) -> Participant {
-        Participant::join(&self.ws_url(), &self.token(consultation, identity, role))
-            .await
-            .expect("join succeeds")
+        Participant::join(
+            &self.ws_url(),
+            &self.token(consultation, identity, role).await,
+        )
+        .await
+        .expect("join succeeds")
     }
+}
+
+/// A new invitation of `consultation` (created, unscheduled, if missing) for a seat `role`
+/// labelled `label`, in `store`, signed with `config`'s keys; returns the link token.
+pub async fn invite_token(
+    store: &dyn Store,
+    config: &Config,
+    consultation: &str,
+    label: &str,
+    role: Role,
+) -> String {
+    let (_, token) = teleconsult::invite::invite(
+        store,
+        config,
+        teleconsult::invite::InviteRequest {
+            consultation,
+            role,
+            label,
+            scheduled_at: None,
+            organisation: Some("org-test"),
+            practitioner: Some("acct-test"),
+        },
+        teleconsult::consultation::invitation::now_millis(),
+    )
+    .await
+    .expect("invitation issued");
+    token
+}
+
+/// The invitation id (`jti`) a link names: the patient's or guest's stable seat id.
+pub fn jti_of(token: &str) -> String {
+    use base64::Engine;
+    let body = token.split('.').next().expect("a body");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .expect("base64url"),
+    )
+    .expect("JSON claims");
+    claims["jti"].as_str().expect("a jti").to_string()
+}
+
+/// Join again with `token` from the same "tab" as `earlier` (its seat secret): resumes the seat.
+pub async fn rejoin(ws_url: &str, token: &str, earlier: &Participant) -> Participant {
+    Participant::join_with(
+        ws_url,
+        token,
+        teleconsult_loadtest::participant::JoinOptions {
+            seat_secret: earlier.seat_secret.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("rejoin succeeds")
 }
 
 /// A join token for `consultation`/`identity`/`role` signed with `secret`, valid for an hour.
