@@ -98,10 +98,14 @@ class Peer:
         self.pc = None
         self.ws = None
         self.received = {}  # track key -> stats
+        self.video_tracks = 0
         self.first_frame = None
         self.errors = []
         self.role = None
         self.admitted = set()
+        # Video sections in each offer received, and the signalling messages by type.
+        self.offers = []
+        self.messages = {}
         self.done = asyncio.Event()
         self.tasks = []
 
@@ -147,7 +151,9 @@ class Peer:
             # Drain audio so its jitter buffer never backs up.
             self.tasks.append(asyncio.ensure_future(self.drain(track)))
             return
-        key = f"video-{len(self.received)}"
+        # Named now, not when its task first runs: one offer can bring several tracks.
+        key = f"video-{self.video_tracks}"
+        self.video_tracks += 1
         self.tasks.append(asyncio.ensure_future(self.consume(key, track)))
 
     async def drain(self, track):
@@ -158,6 +164,10 @@ class Peer:
                 return
 
     async def on_offer(self, sdp):
+        self.offers.append(sdp.count("m=video"))
+        if os.environ.get("AIORTC_PEER_DUMP"):
+            with open(f"{os.environ['AIORTC_PEER_DUMP']}-{len(self.offers)}.sdp", "w") as f:
+                f.write(sdp)
         if self.pc is None:
             self.pc = RTCPeerConnection()
             self.pc.on("track", self.on_track)
@@ -173,6 +183,7 @@ class Peer:
 
     async def handle(self, message):
         kind = message.get("type")
+        self.messages[kind] = self.messages.get(kind, 0) + 1
         if kind == "joined":
             self.role = message.get("you", {}).get("role")
         elif kind == "waiting_list" and self.role == "practitioner":
@@ -241,7 +252,13 @@ class Peer:
             }
             for key, s in self.received.items()
         }
-        return {"role": self.role, "tracks": tracks, "errors": self.errors}
+        return {
+            "role": self.role,
+            "tracks": tracks,
+            "errors": self.errors,
+            "offers": self.offers,
+            "messages": self.messages,
+        }
 
 
 def main():

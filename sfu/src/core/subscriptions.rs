@@ -8,8 +8,10 @@ use crate::SfuEvent;
 use crate::forward::PayloadMap;
 use crate::keyframe::KeyframeThrottle;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+};
 use std::time::Instant;
 
 impl Core {
@@ -166,7 +168,19 @@ impl Core {
                 ..Default::default()
             }],
         );
-        match s.pc.add_track(local) {
+        // A transceiver of its own, `sendonly`, never the participant's own `recvonly` sections:
+        // a receiver learns of a track when a new section appears (aiortc fires no track event
+        // when an existing section merely turns `sendrecv`, so it never saw such subscriptions).
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![],
+            send_encodings: vec![],
+        };
+        match s
+            .pc
+            .add_transceiver_from_track(local, Some(init))
+            .map(RTCRtpSenderId::from)
+        {
             Ok(sender_id) => {
                 s.subscriptions.push(Subscription {
                     publisher,
