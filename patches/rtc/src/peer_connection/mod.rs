@@ -248,6 +248,7 @@ pub(crate) mod handler;
 mod internal;
 pub mod message;
 pub mod sdp;
+pub mod srtp_keying; // PATCH(teleconsult)
 pub mod state;
 pub mod transport;
 

@@ -250,13 +250,14 @@ impl<'a>
                             // Save DTLS cipher suite for stats
                             dtls_cipher_for_stats = state.cipher_suite().map(|cs| cs.to_string());
 
-                            let (local_srtp_context, remote_srtp_context) =
+                            let (local_srtp_context, remote_srtp_context, keying) =
                                 DtlsHandler::update_srtp_contexts(
                                     state,
                                     &self.ctx.dtls_transport.replay_protection,
                                     &self.ctx.dtls_transport.crypto_provider,
                                 )?;
-                            srtp_contexts = Some((local_srtp_context, remote_srtp_context));
+                            srtp_contexts =
+                                Some((local_srtp_context, remote_srtp_context, keying));
                         } else {
                             warn!(
                                 "Unable to find connection state for {}",
@@ -284,7 +285,8 @@ impl<'a>
                 });
             }
 
-            if let Some((local_srtp_context, remote_srtp_context)) = srtp_contexts {
+            if let Some((local_srtp_context, remote_srtp_context, keying)) = srtp_contexts {
+                self.ctx.dtls_transport.srtp_keying = Some(keying); // PATCH(teleconsult)
                 self.ctx
                     .dtls_transport
                     .state_change(RTCDtlsTransportState::Connected);
@@ -457,7 +459,11 @@ impl<'a> DtlsHandler<'a> {
         state: &State,
         replay_protection: &ReplayProtection,
         crypto_provider: &Arc<dyn RTCCryptoProvider>,
-    ) -> Result<(srtp::context::Context, srtp::context::Context)> {
+    ) -> Result<(
+        srtp::context::Context,
+        srtp::context::Context,
+        crate::peer_connection::srtp_keying::RTCSrtpKeyingMaterial, // PATCH(teleconsult)
+    )> {
         let profile = match state.srtp_protection_profile() {
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
             SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm => ProtectionProfile::AeadAes256Gcm,
@@ -523,7 +529,12 @@ impl<'a> DtlsHandler<'a> {
             crypto_provider.crypto(),
         )?;
 
-        Ok((local_context, remote_context))
+        // PATCH(teleconsult): hand the profile and keys to the application too.
+        let keying = crate::peer_connection::srtp_keying::RTCSrtpKeyingMaterial {
+            profile: srtp_config.profile,
+            keys: srtp_config.keys,
+        };
+        Ok((local_context, remote_context, keying))
     }
 }
 

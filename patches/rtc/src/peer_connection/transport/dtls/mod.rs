@@ -62,6 +62,8 @@ pub(crate) struct DtlsTransport {
     pub(crate) allow_insecure_verification_algorithm: bool,
     pub(crate) disable_certificate_fingerprint_verification: bool,
     pub(crate) replay_protection: ReplayProtection,
+    // PATCH(teleconsult): set when the handshake completes.
+    pub(crate) srtp_keying: Option<crate::peer_connection::srtp_keying::RTCSrtpKeyingMaterial>,
 }
 
 pub(crate) struct RTCDtlsTransportConfig {
@@ -126,6 +128,7 @@ impl DtlsTransport {
             disable_certificate_fingerprint_verification,
             replay_protection,
             crypto_provider,
+            srtp_keying: None, // PATCH(teleconsult)
         })
     }
 
