@@ -58,6 +58,7 @@ pub mod negotiation;
 pub mod quality;
 mod sendq;
 mod session;
+pub mod srtp;
 pub mod stun;
 
 use dashmap::DashMap;
