@@ -56,6 +56,7 @@ pub mod keyframe;
 mod metrics;
 pub mod negotiation;
 pub mod quality;
+pub mod rtp;
 mod sendq;
 mod session;
 pub mod srtp;
