@@ -49,9 +49,10 @@
 //! Error policy: every error caused by client input (SDP, candidates, datagrams) is returned or
 //! counted, never a panic. A panic means a broken invariant of this crate.
 
+pub mod cache;
 pub mod core;
 mod driver;
-mod forward;
+pub mod forward;
 pub mod keyframe;
 mod metrics;
 pub mod negotiation;
