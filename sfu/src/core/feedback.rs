@@ -75,6 +75,7 @@ impl Core {
                 self.on_sender_report(key, sr, now);
             }
         }
+        self.out.recycle(data);
     }
 
     /// Protect and queue RTCP `packets` (one compound) to participant `key`.

@@ -358,6 +358,7 @@ impl Core {
         let m = self.metrics.get();
         m.packets_out.increment(sent);
         m.bytes_out.increment(sent_bytes);
+        self.out.recycle(data);
     }
 
     /// Once per subscription (at its first packet): the subscriber's MID extension.
@@ -434,6 +435,18 @@ impl Core {
         }
         self.metrics.get().retransmitted.increment(resent);
     }
+}
+
+/// The remote address of the connection's selected candidate pair, if one is selected.
+pub(super) fn selected_remote(pc: &mut RTCPeerConnection) -> Option<SocketAddr> {
+    let receiver = pc.get_receivers().next()?;
+    let receiver = pc.rtp_receiver(receiver)?;
+    let pair = receiver
+        .transport()?
+        .ice_transport()
+        .get_selected_candidate_pair()?;
+    let ip: std::net::IpAddr = pair.remote().address.parse().ok()?;
+    Some(SocketAddr::new(ip, pair.remote().port))
 }
 
 /// The destination of `rtc`'s own datagrams that are not STUN: the selected candidate pair,

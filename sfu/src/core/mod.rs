@@ -582,7 +582,15 @@ impl Core {
             },
             message: data,
         };
+        let stun = msg.message.first().is_some_and(|&b| b <= 3);
         let result = catch_unwind(AssertUnwindSafe(|| p.pc.handle_read(msg)));
+        // A consent check may have moved the selected pair (a nomination): our media follows.
+        if stun
+            && p.media.is_some()
+            && let Some(to) = media::selected_remote(&mut p.pc)
+        {
+            p.remote = Some(to);
+        }
         match result {
             Ok(Ok(())) => {}
             Ok(Err(_)) => self.metrics.get().rejected.increment(1),
