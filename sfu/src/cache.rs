@@ -50,11 +50,13 @@ impl std::fmt::Debug for PacketCache {
     }
 }
 
-/// Packets kept per video track: at 1.5 Mbit/s (~170 packets/s) about 3 s, far longer than a
-/// retransmission stays useful.
-pub const VIDEO_PACKETS: usize = 512;
+/// Packets kept per video track: at 1.5 Mbit/s (~170 packets/s) about 1.5 s, at 500 kbit/s
+/// 4.5 s: far longer than a retransmission stays useful (a round trip plus the receiver's jitter
+/// buffer). 512 cost 1.04 MiB of RSS per participant in `scripts/bench one-to-one -n 40`
+/// (Janus: 0.42), most of it this ring once warm.
+pub const VIDEO_PACKETS: usize = 256;
 /// Bytes kept per video track.
-pub const VIDEO_BYTES: usize = 768 * 1024;
+pub const VIDEO_BYTES: usize = 384 * 1024;
 /// Audio is not retransmitted by browsers (no NACK for Opus), but a small cache is cheap.
 pub const AUDIO_PACKETS: usize = 64;
 pub const AUDIO_BYTES: usize = 16 * 1024;
