@@ -578,3 +578,33 @@ fn sender_reports_at_the_subscriber_map_audio_and_video_to_the_same_ntp_time() {
         }
     }
 }
+
+/// Fan-out: one publisher, thirty subscribers joining 10 ms apart (offers overlapping with the
+/// publisher's media and each other's negotiation): every subscriber receives both tracks.
+#[test]
+fn thirty_subscribers_joining_in_quick_succession_all_receive_the_publisher() {
+    let mut sim = Sim::in_consultation("fan-out");
+    sim.join("publisher", true);
+    sim.run_for(Duration::from_millis(500));
+    for i in 0..30 {
+        sim.join(&format!("subscriber-{i}"), false);
+        sim.run_for(Duration::from_millis(10));
+    }
+    let done = sim.run_until(Duration::from_secs(10), |s| {
+        s.all_settled()
+            && s.clients[1..].iter().all(|c| {
+                c.received_from("publisher", 0, Kind::Audio) >= 10
+                    && c.received_from("publisher", 0, Kind::Video) >= 10
+            })
+    });
+    assert!(
+        done,
+        "{:?}",
+        sim.clients
+            .iter()
+            .map(|c| (&c.name, c.connected, c.offers, c.answers, &c.received))
+            .filter(|c| c.4.len() < 2)
+            .collect::<Vec<_>>()
+    );
+    assert!(sim.clients.iter().all(|c| c.corrupt == 0));
+}
