@@ -10,6 +10,9 @@
 //! (an Opus frame at ~32 kbit/s plus headroom) and 1100-byte payloads (a full VP8 packet).
 //! Profiles: AEAD-AES-128-GCM (what `rtc` negotiates with webrtc-rs and Chromium) and
 //! AES-128-CM-HMAC-SHA1-80 (the mandatory one).
+//!
+//! `ours_*` measure the same steps with the server's own path since issue 10 (`srtp.rs` in place,
+//! the header writer of `rtp.rs`, a buffer reused across packets): the floor the server runs now.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rtc::shared::marshal::Marshal;
@@ -20,6 +23,8 @@ use std::hint::black_box;
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use teleconsult_sfu::rtp::{OutHeader, RtpView};
+use teleconsult_sfu::srtp;
 
 const PUBLISHER_SSRC: u32 = 0x1234_5678;
 const SUBSCRIBER_SSRC: u32 = 0x0BAD_CAFE;
@@ -121,6 +126,34 @@ impl Drop for Wire {
     }
 }
 
+fn ours(profile: ProtectionProfile, seed: u8) -> srtp::Context {
+    let p = srtp::Profile::from_rtc(profile).expect("a profile we implement");
+    let key: Vec<u8> = (0..p.key_len() as u8).map(|i| i ^ seed).collect();
+    let salt: Vec<u8> = (0..p.salt_len() as u8)
+        .map(|i| i.wrapping_mul(7) ^ seed)
+        .collect();
+    srtp::Context::new(p, &key, &salt).expect("fixed test keys have the profile's lengths")
+}
+
+/// The publisher side with our SRTP: the next SRTP packet in a fresh buffer (not measured).
+struct OurPublisher {
+    ctx: srtp::Context,
+    seq: u16,
+    len: usize,
+}
+
+impl OurPublisher {
+    fn next(&mut self) -> Vec<u8> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut buf = rtp(self.seq, self.len);
+        let n = buf.len();
+        buf.resize(n + self.ctx.profile().rtp_overhead(), 0);
+        let n = self.ctx.protect_rtp(&mut buf, n).expect("protect");
+        buf.truncate(n);
+        buf
+    }
+}
+
 fn floor(c: &mut Criterion) {
     let profiles = [
         ("gcm", ProtectionProfile::AeadAes128Gcm),
@@ -180,6 +213,75 @@ fn floor(c: &mut Criterion) {
                         rewrite(&mut plain, SUBSCRIBER_SSRC, 100);
                         let out = outbound.encrypt_rtp(&plain).expect("encrypt");
                         wire.tx.send(&out).expect("send")
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+
+            // The same with our path: unprotect in place, our header (with MID) and the payload
+            // into a reused buffer, protect in place, send.
+            let mut publisher = OurPublisher {
+                ctx: ours(profile, 5),
+                seq: 0,
+                len,
+            };
+            let mut inbound = ours(profile, 5);
+            group.bench_function("ours_unprotect", |b| {
+                b.iter_batched(
+                    || publisher.next(),
+                    |mut srtp| black_box(inbound.unprotect_rtp(&mut srtp).expect("unprotect")),
+                    BatchSize::SmallInput,
+                )
+            });
+            let mut outbound = ours(profile, 6);
+            let mut seq = 0u16;
+            let mut out = vec![0u8; 1600];
+            group.bench_function("ours_protect", |b| {
+                b.iter_batched(
+                    || {
+                        seq = seq.wrapping_add(1);
+                        rtp(seq, len)
+                    },
+                    |plain| {
+                        out[..plain.len()].copy_from_slice(&plain);
+                        black_box(
+                            outbound
+                                .protect_rtp(&mut out, plain.len())
+                                .expect("protect"),
+                        )
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+            let mut publisher = OurPublisher {
+                ctx: ours(profile, 7),
+                seq: 0,
+                len,
+            };
+            let mut inbound = ours(profile, 7);
+            let mut outbound = ours(profile, 8);
+            let mut out = vec![0u8; 1600];
+            group.bench_function("ours_forward_one", |b| {
+                b.iter_batched(
+                    || publisher.next(),
+                    |mut srtp| {
+                        let n = inbound.unprotect_rtp(&mut srtp).expect("unprotect");
+                        let view = RtpView::parse(&srtp[..n]).expect("parse");
+                        let header = OutHeader {
+                            marker: view.marker,
+                            payload_type: 100,
+                            seq: view.seq,
+                            timestamp: view.timestamp,
+                            ssrc: SUBSCRIBER_SSRC,
+                            mid: Some((4, b"1")),
+                        };
+                        let head = header.write(&mut out);
+                        let payload = view.payload(&srtp[..n]);
+                        out[head..head + payload.len()].copy_from_slice(payload);
+                        let m = outbound
+                            .protect_rtp(&mut out, head + payload.len())
+                            .expect("protect");
+                        wire.tx.send(&out[..m]).expect("send")
                     },
                     BatchSize::SmallInput,
                 )

@@ -256,9 +256,11 @@ impl Worker {
                 counters.unknown.increment(1);
                 continue;
             };
+            // A pooled buffer: the core gives it back once the packet is forwarded.
+            let mut packet = self.core.transmits().buffer();
+            packet.extend_from_slice(data);
             if key.worker == self.index {
-                self.core
-                    .handle_datagram(at, key.id, from, BytesMut::from(data));
+                self.core.handle_datagram(at, key.id, from, packet);
                 let out = self.core.transmits();
                 if out.len() >= FLUSH_AT {
                     out.flush(&self.socket);
@@ -268,7 +270,7 @@ impl Worker {
                     key,
                     from,
                     at,
-                    data: BytesMut::from(data),
+                    data: packet,
                 })
                 .is_ok()
             {

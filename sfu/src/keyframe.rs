@@ -1,5 +1,7 @@
-//! Keyframe requests: an interceptor that lets subscribers' PLI/FIR reach the SFU (by default the
-//! interceptor chain consumes all inbound RTCP), and the helpers to recognise them.
+//! Keyframe requests: the throttle the SFU applies per published track, an interceptor that lets
+//! PLI/FIR reach an `rtc` application (by default the interceptor chain consumes all inbound
+//! RTCP; the SFU itself reads RTCP on its own path now, the test and load-generator clients use
+//! it), and the helpers to recognise them.
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;

@@ -23,8 +23,15 @@
 //!   forwarding. It has no socket, no thread and no clock: every input carries `now`.
 //! - [`negotiation`] is the offer/answer state machine of one participant's session (never
 //!   change the transceivers while an offer is outstanding), as plain values.
-//! - `forward.rs` decides what one packet becomes for one subscription (a pure function);
-//!   `keyframe.rs` recognises and throttles keyframe requests; [`quality`] keeps the
+//! - **The per-packet path is ours** (issue 10): `rtc` keeps SDP, ICE, DTLS and SCTP; RTP and
+//!   RTCP (RFC 7983: first byte 128–191) never enter its pipeline once DTLS is up. [`srtp`]
+//!   protects and unprotects in place with the keys `rtc` negotiated (a small patch,
+//!   `patches/rtc/PATCH.md`); [`rtp`] reads and writes headers in byte buffers; [`cache`] keeps
+//!   each published track's recent packets for every subscriber's NACKs; [`forward`] decides
+//!   what one packet becomes for one subscription (payload type, gap-free sequence numbers,
+//!   timestamps: pure values); `core/media.rs` and `core/feedback.rs` apply it, RTCP included.
+//!   [`keyframe`] throttles keyframe requests (and gives `rtc` clients an interceptor that
+//!   delivers them); [`quality`] keeps the
 //!   forwarding-latency histogram and per-consultation loss/jitter, read as data by
 //!   [`quality::snapshot`]; metric names are defined once, in [`metric_names`].
 //! - `driver.rs` is the **thin mio driver** of a worker thread: its socket on the shared port,
@@ -49,15 +56,18 @@
 //! Error policy: every error caused by client input (SDP, candidates, datagrams) is returned or
 //! counted, never a panic. A panic means a broken invariant of this crate.
 
+pub mod cache;
 pub mod core;
 mod driver;
-mod forward;
+pub mod forward;
 pub mod keyframe;
 mod metrics;
 pub mod negotiation;
 pub mod quality;
+pub mod rtp;
 mod sendq;
 mod session;
+pub mod srtp;
 pub mod stun;
 
 use dashmap::DashMap;

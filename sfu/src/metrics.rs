@@ -13,6 +13,10 @@ pub mod metric_names {
     pub const DATAGRAMS_HANDED_OVER: &str = "teleconsult_media_datagrams_handed_over_total";
     pub const TRACKS: &str = "teleconsult_tracks";
     pub const KEYFRAME_REQUESTS: &str = "teleconsult_keyframe_requests_total";
+    /// Packets resent from a track's packet cache on a subscriber's NACK.
+    pub const RTP_RETRANSMITTED: &str = "teleconsult_rtp_retransmitted_total";
+    /// NACKs sent to publishers for gaps in what they send.
+    pub const NACKS_SENT: &str = "teleconsult_nacks_sent_total";
     /// Histogram (seconds): datagram taken off the socket → packet sent to a subscriber. Kept by
     /// [`crate::quality`], not the recorder.
     pub const FORWARDING_LATENCY: &str = "teleconsult_forwarding_latency_seconds";
@@ -34,6 +38,14 @@ pub(crate) struct CoreMetrics {
     pub packets_out: Counter,
     pub bytes_out: Counter,
     pub rejected: Counter,
+    /// RTP/RTCP before the session's DTLS handshake gave us keys.
+    pub before_keys: Counter,
+    /// SRTP/SRTCP that failed authentication, or replays: never forwarded.
+    pub unauthenticated: Counter,
+    /// Packets resent from a track's cache to answer a subscriber's NACK.
+    pub retransmitted: Counter,
+    /// NACKs sent to publishers.
+    pub nacks_sent: Counter,
     pub tracks: Gauge,
     pub keyframe_requests: Counter,
 }
@@ -47,6 +59,10 @@ impl CoreMetrics {
             packets_out: ::metrics::counter!(RTP_PACKETS_OUT),
             bytes_out: ::metrics::counter!(RTP_BYTES_OUT),
             rejected: ::metrics::counter!(DATAGRAMS_DROPPED, "reason" => "rejected"),
+            before_keys: ::metrics::counter!(DATAGRAMS_DROPPED, "reason" => "before_keys"),
+            unauthenticated: ::metrics::counter!(DATAGRAMS_DROPPED, "reason" => "unauthenticated"),
+            retransmitted: ::metrics::counter!(RTP_RETRANSMITTED),
+            nacks_sent: ::metrics::counter!(NACKS_SENT),
             tracks: ::metrics::gauge!(TRACKS),
             keyframe_requests: ::metrics::counter!(KEYFRAME_REQUESTS),
         }

@@ -13,6 +13,11 @@ use std::time::Instant;
 /// Flush as soon as this many datagrams wait.
 pub const FLUSH_AT: usize = 64;
 
+/// Room of a pooled buffer: a full-size datagram and then some.
+pub const BUFFER_SIZE: usize = 1600;
+/// Sent buffers kept for reuse.
+const POOL: usize = 1024;
+
 /// Filled by the core, flushed by the driver (or drained through `Core::poll_output` when there
 /// is no socket, as in the simulation tests).
 #[derive(Default)]
@@ -21,11 +26,29 @@ pub struct SendQueue {
     /// Forwarded media in the queue: (when its datagram was received, packets), for the
     /// forwarding-latency histogram, recorded when they are actually sent.
     forwarded: Vec<(Instant, u64)>,
+    /// Buffers whose datagram was sent, for the next ones (no allocation per packet).
+    free: Vec<BytesMut>,
 }
 
 impl SendQueue {
     pub fn push(&mut self, to: SocketAddr, data: BytesMut) {
         self.items.push((to, data));
+    }
+
+    /// An empty buffer of at least [`BUFFER_SIZE`] bytes' capacity: a sent one when there is
+    /// one, so once warm the forwarding path allocates nothing.
+    pub fn buffer(&mut self) -> BytesMut {
+        self.free
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(BUFFER_SIZE))
+    }
+
+    /// Give back a buffer that was not queued after all.
+    pub fn recycle(&mut self, mut data: BytesMut) {
+        data.clear();
+        if data.capacity() >= BUFFER_SIZE && self.free.len() < POOL {
+            self.free.push(data);
+        }
     }
 
     /// Take every queued datagram, in order (no socket: the caller delivers them). What leaves
@@ -49,7 +72,11 @@ impl SendQueue {
     pub fn flush(&mut self, socket: &mio::net::UdpSocket) {
         if !self.items.is_empty() {
             send_all(socket, &self.items);
-            self.items.clear();
+            let mut items = std::mem::take(&mut self.items);
+            for (_, data) in items.drain(..) {
+                self.recycle(data);
+            }
+            self.items = items;
         }
         if !self.forwarded.is_empty() {
             let now = Instant::now();
@@ -127,11 +154,17 @@ mod tests {
             if i == 50 {
                 q.push(unreachable, BytesMut::from(&b"lost"[..]));
             }
-            q.push(to, BytesMut::from(&[i; 40][..]));
+            let mut b = q.buffer();
+            b.extend_from_slice(&[i; 40]);
+            q.push(to, b);
         }
         assert_eq!(q.len(), 101);
         q.flush(&tx);
         assert_eq!(q.len(), 0);
+        // The pooled buffers come back for reuse (not the small one pushed from elsewhere).
+        assert_eq!(q.free.len(), 100);
+        let pooled = q.buffer();
+        assert!(pooled.is_empty() && pooled.capacity() >= BUFFER_SIZE);
         let mut buf = [0u8; 64];
         for i in 0..100u8 {
             let (n, _) = rx.recv_from(&mut buf).unwrap();

@@ -1,33 +1,24 @@
 //! Building one participant's media session (its `RTCPeerConnection`): codecs, interceptors,
 //! ICE-lite on the shared socket with fixed credentials (our ufrag is the demultiplexing key).
 
-use crate::keyframe::DeliverKeyframeRequests;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
+use rtc::interceptor::Registry;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
-};
+use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
-use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpHeaderExtensionCapability};
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-/// Packets of each sent video stream kept for retransmission on NACK (a power of two). At
-/// 1.5 Mbit/s (~170 packets/s) that is 1.5 s of history, at 500 kbit/s 4.5 s: far longer than a
-/// retransmission stays useful (one round trip plus the receiver's jitter buffer). `rtc`'s default
-/// of 1024 holds about 1.3 MB per subscribed video track.
-pub const NACK_HISTORY: u16 = 256;
 
 /// How long the selected pair may go without a STUN binding request from the client before the
 /// session counts as `disconnected`. We are ICE-lite: we send no checks, and in `rtc` 0.21.1 only
@@ -131,19 +122,19 @@ pub fn build(
     pwd: &str,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let mut media_engine = media_engine()?;
-    // `rtc`'s default chain (NACK both ways, TWCC feedback to publishers, SR/RR), except that
-    // the NACK history of what we send is bounded to `NACK_HISTORY` packets per stream instead of
-    // 1024: that history is most of a subscription's memory.
-    let registry = Registry::new()
-        .with(Slot::from(14_000), DeliverKeyframeRequests::default())
-        .with(
-            Slot::NackResponder,
-            NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
-        )
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    // No interceptors: RTP and RTCP never enter `rtc`'s pipeline once DTLS is up (our own path,
+    // `core/media.rs`, does NACK, reports and keyframe requests), so none of its interceptors
+    // may produce RTCP of its own either: our SRTCP and `rtc`'s would share keys. Only the
+    // header extensions are registered: MID (audio and video) for the subscribers' receivers.
+    let registry = Registry::new();
     configure_simulcast_extension_headers(&mut media_engine)?;
-    let registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
-    let registry = configure_rtcp_reports(registry);
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: rtc::sdp::extmap::SDES_MID_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())

@@ -458,3 +458,153 @@ fn no_rtp_reaches_a_subscriber_before_it_applied_the_offer_declaring_its_ssrc() 
         }
     }
 }
+
+/// Issue 10: a 4-party consultation where the network loses 5 % of what the SFU sends one
+/// subscriber. Its client NACKs each lost video packet; the SFU answers from the publisher's
+/// track cache (no history per subscriber), so every video packet arrives in the end.
+#[test]
+fn with_5_percent_loss_to_one_subscriber_every_lost_video_packet_is_recovered_from_the_cache() {
+    let mut sim = Sim::in_consultation("lossy-subscriber");
+    for name in NAMES {
+        sim.join(name, true);
+        sim.run_for(Duration::from_millis(100));
+    }
+    assert!(sim.run_until(Duration::from_secs(5), |s| {
+        s.all_settled() && everyone_hears_and_sees_everyone(s, 10)
+    }));
+    let lossy = 3;
+    let from: Vec<u16> = (0..3)
+        .map(|p| {
+            sim.clients[lossy]
+                .last_seq_from(NAMES[p], 0, Kind::Video)
+                .unwrap_or(0)
+        })
+        .collect();
+    sim.downlink_loss.push((lossy, 5));
+    sim.run_for(Duration::from_secs(10));
+    // Stop the media and give the last NACKs time to be answered.
+    for c in &mut sim.clients {
+        c.paused = true;
+    }
+    sim.downlink_loss.clear();
+    sim.run_for(Duration::from_secs(1));
+    // 10 s at 5 %: about 5 % of ~2300 datagrams.
+    assert!(sim.lost > 50, "the loss did happen ({})", sim.lost);
+    let c = &sim.clients[lossy];
+    for (p, &after) in from.iter().enumerate() {
+        let missing = c.missing_from(NAMES[p], 0, Kind::Video, after);
+        let last = c.last_seq_from(NAMES[p], 0, Kind::Video).unwrap_or(0);
+        assert!(
+            last.saturating_sub(after) >= 245,
+            "video from {} reached only {last} (from {after})",
+            NAMES[p]
+        );
+        assert!(
+            missing.is_empty(),
+            "{} of the video packets from {} never arrived: {:?}",
+            missing.len(),
+            NAMES[p],
+            &missing[..missing.len().min(10)]
+        );
+    }
+    assert_eq!(c.corrupt, 0);
+    // The others, on clean links, lost nothing either.
+    for other in 0..3 {
+        assert_eq!(sim.clients[other].corrupt, 0);
+    }
+}
+
+/// Issue 10: a publisher that sends three padding-only packets (bandwidth probes) after every
+/// video packet. The SFU drops them, and the subscriber sees its video's sequence numbers
+/// without a single gap (before, each dropped padding packet was a gap the subscriber NACKed and
+/// counted as loss).
+#[test]
+fn a_padding_heavy_publisher_leaves_no_sequence_gaps_at_the_subscriber() {
+    let mut sim = Sim::in_consultation("padding");
+    let practitioner = sim.join(NAMES[0], true);
+    sim.clients[practitioner].padding_per_frame = 3;
+    let patient = sim.join(NAMES[1], true);
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.all_settled()
+        && everyone_hears_and_sees_everyone(s, 10)));
+    sim.run_for(Duration::from_secs(5));
+    let c = &sim.clients[patient];
+    let key = (NAMES[0].to_string(), 0, Kind::Video);
+    let seqs = &c.received_rtp_seqs[&key];
+    let (first, last) = (*seqs.first().unwrap(), *seqs.last().unwrap());
+    assert!(seqs.len() >= 125, "{} video packets", seqs.len());
+    assert_eq!(
+        usize::from(last - first) + 1,
+        seqs.len(),
+        "gaps in the video sequence numbers between {first} and {last}"
+    );
+    // Every packet received is media (no padding packet reached the client), and every one
+    // sent since the first received arrived.
+    assert_eq!(c.corrupt, 0);
+    assert_eq!(c.received_from(NAMES[0], 0, Kind::Video), seqs.len() as u64);
+    let first_frame = *c.received_seqs[&key].first().unwrap();
+    assert!(
+        c.missing_from(NAMES[0], 0, Kind::Video, first_frame)
+            .is_empty()
+    );
+    // The publisher did send three padding packets per video frame (its own sequence numbers
+    // advanced four per frame).
+    let padding = sim.clients[practitioner].padding_sent;
+    assert!(
+        padding >= 3 * seqs.len() as u64,
+        "{padding} padding packets"
+    );
+}
+
+/// Issue 10: the subscriber's sender reports carry the publisher's own NTP↔RTP mapping,
+/// translated to each subscription, so audio and video map to the same NTP time (lip sync);
+/// within 1 ms.
+#[test]
+fn sender_reports_at_the_subscriber_map_audio_and_video_to_the_same_ntp_time() {
+    let (mut sim, practitioner, patient) =
+        one_to_one("sender-reports", |sim| sim.join(NAMES[1], true));
+    sim.run_for(Duration::from_secs(5));
+    let publisher = sim.clients[practitioner].name.clone();
+    let c = &mut sim.clients[patient];
+    let audio = c.sender_report_origins(&publisher, Kind::Audio);
+    let video = c.sender_report_origins(&publisher, Kind::Video);
+    assert!(audio.len() >= 3 && video.len() >= 3, "{audio:?} {video:?}");
+    for a in &audio {
+        for v in &video {
+            assert!(
+                (a - v).abs() < 0.001,
+                "audio maps RTP 0 to {a}, video to {v}: {} ms apart",
+                (a - v).abs() * 1000.0
+            );
+        }
+    }
+}
+
+/// Fan-out: one publisher, thirty subscribers joining 10 ms apart (offers overlapping with the
+/// publisher's media and each other's negotiation): every subscriber receives both tracks.
+#[test]
+fn thirty_subscribers_joining_in_quick_succession_all_receive_the_publisher() {
+    let mut sim = Sim::in_consultation("fan-out");
+    sim.join("publisher", true);
+    sim.run_for(Duration::from_millis(500));
+    for i in 0..30 {
+        sim.join(&format!("subscriber-{i}"), false);
+        sim.run_for(Duration::from_millis(10));
+    }
+    let done = sim.run_until(Duration::from_secs(10), |s| {
+        s.all_settled()
+            && s.clients[1..].iter().all(|c| {
+                c.received_from("publisher", 0, Kind::Audio) >= 10
+                    && c.received_from("publisher", 0, Kind::Video) >= 10
+            })
+    });
+    assert!(
+        done,
+        "{:?}",
+        sim.clients
+            .iter()
+            .map(|c| (&c.name, c.connected, c.offers, c.answers, &c.received))
+            .filter(|c| c.4.len() < 2)
+            .collect::<Vec<_>>()
+    );
+    assert!(sim.clients.iter().all(|c| c.corrupt == 0));
+}

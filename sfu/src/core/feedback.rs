@@ -1,9 +1,20 @@
-//! RTCP from participants: receiver reports about what we forward (per-consultation loss and
-//! jitter) and keyframe requests (passed to the track's publisher, throttled).
+//! RTCP, ours end to end (issue 10): from subscribers, receiver reports about what we forward
+//! (per-consultation loss and jitter), NACKs (answered from the cache) and keyframe requests
+//! (passed to the track's publisher, throttled); from publishers, sender reports (their NTP↔RTP
+//! mapping, relayed to the subscribers through each subscription's timestamp offset). Towards
+//! publishers: receiver reports and NACKs for gaps. RTCP is rare next to RTP (a few packets per
+//! second per stream), so it is parsed and built with `rtc`'s RTCP types.
 
+use super::media::REPORT_INTERVAL;
 use super::{Core, Kind};
 use crate::quality::{self, ConsultationQuality};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
 use std::time::Instant;
 
 /// One reception report block, as our numbers: (fraction lost 0..1, jitter in seconds).
@@ -26,6 +37,180 @@ pub(super) fn worst(reports: impl IntoIterator<Item = (f64, f64)>) -> Consultati
 }
 
 impl Core {
+    /// One SRTCP datagram from participant `key`.
+    pub(super) fn on_rtcp(&mut self, key: u64, mut data: bytes::BytesMut, now: Instant) {
+        let Some(keys) = self
+            .participants
+            .get_mut(&key)
+            .and_then(|p| p.media.as_mut())
+        else {
+            self.metrics.get().before_keys.increment(1);
+            return;
+        };
+        let len = match keys.rx.unprotect_rtcp(&mut data) {
+            Ok(n) => n,
+            Err(_) => {
+                self.metrics.get().unauthenticated.increment(1);
+                return;
+            }
+        };
+        let mut plain = &data[..len];
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut plain) else {
+            self.metrics.get().rejected.increment(1);
+            return;
+        };
+        self.on_reception_reports(key, &packets);
+        for packet in &packets {
+            let any = packet.as_any();
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
+                self.answer_nack(key, nack.media_ssrc, &lost);
+            } else if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                self.on_keyframe_request(key, pli.media_ssrc, now);
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                for entry in &fir.fir {
+                    self.on_keyframe_request(key, entry.ssrc, now);
+                }
+            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                self.on_sender_report(key, sr, now);
+            }
+        }
+        self.out.recycle(data);
+    }
+
+    /// Protect and queue RTCP `packets` (one compound) to participant `key`.
+    pub(super) fn send_rtcp(&mut self, key: u64, packets: &[Box<dyn rtc::rtcp::Packet>]) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let (Some(keys), Some(to)) = (p.media.as_mut(), p.remote) else {
+            return;
+        };
+        let Ok(plain) = rtc::rtcp::packet::marshal(packets) else {
+            return;
+        };
+        let mut buf = self.out.buffer();
+        buf.extend_from_slice(&plain);
+        let len = buf.len();
+        buf.resize(len + keys.profile.rtcp_overhead(), 0);
+        match keys.tx.protect_rtcp(&mut buf, len) {
+            Ok(n) => {
+                buf.truncate(n);
+                self.out.push(to, buf);
+            }
+            Err(_) => self.out.recycle(buf),
+        }
+    }
+
+    /// Ask publisher `key` for the packets `from..=to` (extended) of its stream `ssrc`.
+    pub(super) fn nack_publisher(
+        &mut self,
+        key: u64,
+        ssrc: u32,
+        from: u64,
+        to: u64,
+        _now: Instant,
+    ) {
+        let Some(sender_ssrc) = self.participants.get(&key).map(|p| p.rtcp_ssrc) else {
+            return;
+        };
+        let seqs: Vec<u16> = (from..=to).map(|s| s as u16).collect();
+        let nack = TransportLayerNack {
+            sender_ssrc,
+            media_ssrc: ssrc,
+            nacks: nack_pairs_from_sequence_numbers(&seqs),
+        };
+        self.send_rtcp(key, &[Box::new(nack)]);
+        self.metrics.get().nacks_sent.increment(1);
+    }
+
+    /// A publisher's sender report: keep its NTP↔RTP mapping (for our receiver reports' LSR),
+    /// and pass it on to every subscriber of that track, translated to the subscription (its
+    /// SSRC, its timestamp offset, its own packet and octet counts). Each subscriber thereby
+    /// maps audio and video with the publisher's own clock (mediasoup #1881: an arrival-time
+    /// mapping desynchronises them).
+    fn on_sender_report(&mut self, key: u64, sr: &SenderReport, now: Instant) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let Some(track) = p.tracks.values_mut().find(|t| t.ssrc == sr.ssrc) else {
+            return;
+        };
+        track.sender_report = Some((sr.ntp_time, now));
+        let number = track.number;
+        let mut relays: Vec<(u64, SenderReport)> = Vec::new();
+        for &sid in self
+            .consultations
+            .get(&p.consultation)
+            .into_iter()
+            .flatten()
+        {
+            if sid == key {
+                continue;
+            }
+            let Some(s) = self.participants.get(&sid) else {
+                continue;
+            };
+            if !s.link.forwards() {
+                continue;
+            }
+            let answered = s.negotiation.answered_offer();
+            for sub in s.subscriptions.iter().filter(|sub| {
+                sub.source_number == number && sub.declared_in <= answered && sub.munger.started()
+            }) {
+                relays.push((
+                    sid,
+                    SenderReport {
+                        ssrc: sub.ssrc,
+                        ntp_time: sr.ntp_time,
+                        rtp_time: sr.rtp_time.wrapping_sub(sub.munger.ts_offset()),
+                        packet_count: sub.packets,
+                        octet_count: sub.octets,
+                        ..Default::default()
+                    },
+                ));
+            }
+        }
+        for (sid, report) in relays {
+            self.send_rtcp(sid, &[Box::new(report)]);
+        }
+    }
+
+    /// Receiver reports to every publisher about each of its tracks, every
+    /// [`REPORT_INTERVAL`].
+    pub(super) fn send_reports(&mut self, now: Instant) {
+        let due = self.next_reports.is_some_and(|t| t <= now);
+        if !due {
+            return;
+        }
+        self.next_reports = Some(now + REPORT_INTERVAL);
+        let keys: Vec<u64> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.media.is_some() && p.link.forwards() && !p.tracks.is_empty())
+            .map(|(&k, _)| k)
+            .collect();
+        for key in keys {
+            let Some(p) = self.participants.get_mut(&key) else {
+                continue;
+            };
+            let reports: Vec<_> = p
+                .tracks
+                .values_mut()
+                .filter_map(|t| t.recv.report(t.ssrc, t.sender_report, now))
+                .collect();
+            if reports.is_empty() {
+                continue;
+            }
+            let rr = ReceiverReport {
+                ssrc: p.rtcp_ssrc,
+                reports,
+                ..Default::default()
+            };
+            self.send_rtcp(key, &[Box::new(rr)]);
+        }
+    }
+
     /// Receiver reports (alone or in a sender report) from a subscriber about what we forward to
     /// it: keep each subscription's latest loss and jitter, and publish the consultation's worst.
     pub(super) fn on_reception_reports(
@@ -33,8 +218,6 @@ impl Core {
         subscriber: u64,
         packets: &[Box<dyn rtc::rtcp::Packet>],
     ) {
-        use rtc::rtcp::receiver_report::ReceiverReport;
-        use rtc::rtcp::sender_report::SenderReport;
         let Some(s) = self.participants.get_mut(&subscriber) else {
             return;
         };
@@ -120,14 +303,10 @@ impl Core {
             return;
         }
         let pli = PictureLossIndication {
-            sender_ssrc: 0,
+            sender_ssrc: p.rtcp_ssrc,
             media_ssrc: track.ssrc,
         };
-        let receiver_id = track.receiver_id;
-        if let Some(mut receiver) = p.pc.rtp_receiver(receiver_id) {
-            let _ = receiver.write_rtcp(now, vec![Box::new(pli)]);
-        }
-        Self::send_datagrams(&mut self.out, &mut p.pc);
+        self.send_rtcp(publisher, &[Box::new(pli)]);
         self.metrics.get().keyframe_requests.increment(1);
     }
 }

@@ -28,8 +28,9 @@
 //!
 //! Inside: this file holds the model (participants, tracks, subscriptions), the commands and
 //! the per-connection plumbing (draining each connection after input, timers); `subscriptions.rs`
-//! publishing, subscribing and negotiating; `forwarding.rs` the per-packet path; `feedback.rs`
-//! receiver reports and keyframe requests; `codec.rs` codec and kind mapping.
+//! publishing, subscribing and negotiating; `media.rs` the per-packet path (our SRTP, the packet
+//! cache, the munger; RTP/RTCP never enter `rtc`'s pipeline once DTLS is up); `feedback.rs`
+//! RTCP (reports, NACKs, keyframe requests); `codec.rs` codec and kind mapping.
 //!
 //! Error policy: client input (SDP, candidates, datagrams) never panics the core. Commands
 //! return [`SfuError`]; a bad datagram is counted and dropped; a panic inside the `rtc` stack on
@@ -37,11 +38,12 @@
 
 mod codec;
 mod feedback;
-mod forwarding;
+mod media;
 mod subscriptions;
 
-use crate::forward::PayloadMap;
-use crate::keyframe::{KeyframeThrottle, is_keyframe_request};
+use crate::cache::PacketCache;
+use crate::forward::{Munger, PayloadMap};
+use crate::keyframe::KeyframeThrottle;
 use crate::metrics::Recorded;
 use crate::negotiation::{Generation, Negotiation};
 use crate::quality;
@@ -51,12 +53,12 @@ use bytes::BytesMut;
 use codec::Codec;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
-use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::message::TaggedRTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{HashMap, VecDeque};
@@ -112,12 +114,18 @@ struct Track {
     /// The id announced to the others (ours, not the client's).
     public_id: String,
     kind: Kind,
-    receiver_id: RTCRtpReceiverId,
     ssrc: u32,
     codec: RTCRtpCodec,
     /// The publisher's negotiated payload types.
     codecs: Vec<(u8, Codec)>,
     keyframes: KeyframeThrottle,
+    clock_rate: u32,
+    /// The recent packets, for every subscriber's NACKs.
+    cache: PacketCache,
+    /// What we received, for our receiver reports and NACKs to the publisher.
+    recv: media::ReceiveStats,
+    /// The publisher's latest sender report: its NTP time, and when it arrived.
+    sender_report: Option<(u64, Instant)>,
 }
 
 /// One track forwarded to one participant.
@@ -140,6 +148,15 @@ struct Subscription {
     clock_rate: u32,
     /// From the subscriber's latest receiver report: fraction lost, jitter (seconds).
     reported: Option<(f64, f64)>,
+    /// Sequence numbers and timestamps as the subscriber sees them.
+    munger: Munger,
+    /// The MID header extension as negotiated with the subscriber: (id, mid).
+    mid: Option<(u8, Vec<u8>)>,
+    /// `mid` was looked up (at the first packet forwarded).
+    resolved: bool,
+    /// Packets and payload octets sent, for sender reports.
+    packets: u32,
+    octets: u32,
 }
 
 /// A subscription change, applied at once or held back while an offer is outstanding.
@@ -197,6 +214,12 @@ struct Participant {
     /// Our ICE ufrag: the demultiplexing key of its datagrams on the shared port.
     ufrag: String,
     pc: RTCPeerConnection,
+    /// Our SRTP contexts, once DTLS is up.
+    media: Option<Box<media::MediaKeys>>,
+    /// Where our media goes: the destination of `rtc`'s own datagrams (the selected pair).
+    remote: Option<SocketAddr>,
+    /// The sender SSRC of the RTCP we send this participant (NACK, PLI, receiver reports).
+    rtcp_ssrc: u32,
     negotiation: Negotiation<Change>,
     link: Link,
     failed: bool,
@@ -231,6 +254,8 @@ pub struct Core {
     /// Connections whose next timer must be asked for again, once per batch rather than once
     /// per datagram.
     stale: Vec<u64>,
+    /// When receiver reports go to the publishers next (`None` until a session has keys).
+    next_reports: Option<Instant>,
 }
 
 /// Hashing for the core's own `u64` keys (sequential ids): one multiply instead of SipHash per
@@ -272,6 +297,7 @@ impl Core {
             next_deadline: None,
             due: Vec::new(),
             stale: Vec::new(),
+            next_reports: None,
         }
     }
 
@@ -381,6 +407,9 @@ impl Core {
                 consultation: consultation.to_string(),
                 ufrag: ufrag.clone(),
                 pc,
+                media: None,
+                remote: None,
+                rtcp_ssrc: rand::random(),
                 negotiation: Negotiation::default(),
                 link: Link::New,
                 failed: false,
@@ -516,6 +545,30 @@ impl Core {
     /// ignored; ones the stack rejects are counted.
     pub fn handle_datagram(&mut self, now: Instant, key: u64, from: SocketAddr, data: BytesMut) {
         let local_addr = self.local_addr;
+        let Some(p) = self.participants.get(&key) else {
+            return;
+        };
+        // RFC 7983: 128–191 is RTP or RTCP (RFC 5761: RTCP packet types 192–223 in the second
+        // byte), ours once DTLS has given us the keys. Before that nothing can authenticate it:
+        // dropped and counted. (The first packet of a publisher's stream still goes to `rtc`,
+        // which opens its track.)
+        if data.first().is_some_and(|b| (128..=191).contains(b)) {
+            if p.link == Link::Closed {
+                return;
+            }
+            if p.media.is_none() {
+                self.metrics.get().before_keys.increment(1);
+                return;
+            }
+            if data.get(1).is_some_and(|b| (192..=223).contains(b)) {
+                self.on_rtcp(key, data, now);
+                return;
+            }
+            if self.is_known_stream(key, &data) {
+                self.on_rtp(key, data, now);
+                return;
+            }
+        }
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
@@ -529,7 +582,15 @@ impl Core {
             },
             message: data,
         };
+        let stun = msg.message.first().is_some_and(|&b| b <= 3);
         let result = catch_unwind(AssertUnwindSafe(|| p.pc.handle_read(msg)));
+        // A consent check may have moved the selected pair (a nomination): our media follows.
+        if stun
+            && p.media.is_some()
+            && let Some(to) = media::selected_remote(&mut p.pc)
+        {
+            p.remote = Some(to);
+        }
         match result {
             Ok(Ok(())) => {}
             Ok(Err(_)) => self.metrics.get().rejected.increment(1),
@@ -547,6 +608,7 @@ impl Core {
     /// (see `process`); the full scan happens here, at timer granularity, not per datagram.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.refresh_timeouts();
+        self.send_reports(now);
         if self.next_deadline.is_none_or(|t| t > now) {
             return;
         }
@@ -569,7 +631,12 @@ impl Core {
         due.clear();
         self.due = due;
         self.refresh_timeouts();
-        self.next_deadline = self.participants.values().filter_map(|p| p.timeout).min();
+        self.next_deadline = self
+            .participants
+            .values()
+            .filter_map(|p| p.timeout)
+            .chain(self.next_reports)
+            .min();
     }
 
     /// Ask every connection that handled input since for its next timer; per-packet work only
@@ -589,15 +656,27 @@ impl Core {
         }
         stale.clear();
         self.stale = stale;
+        if let Some(t) = self.next_reports
+            && self.next_deadline.is_none_or(|d| t < d)
+        {
+            self.next_deadline = Some(t);
+        }
     }
 
     fn emit(&mut self, key: u64, event: SfuEvent) {
         self.events.push_back((key, event));
     }
 
-    /// Queue everything the connection has to send.
-    fn send_datagrams(queue: &mut SendQueue, pc: &mut RTCPeerConnection) {
+    /// Queue everything the connection has to send; learn from it where our media goes.
+    fn send_datagrams(
+        queue: &mut SendQueue,
+        pc: &mut RTCPeerConnection,
+        remote: &mut Option<SocketAddr>,
+    ) {
         while let Some(out) = pc.poll_write() {
+            if let Some(to) = media::media_destination(&out.message, out.transport.peer_addr) {
+                *remote = Some(to);
+            }
             queue.push(out.transport.peer_addr, out.message);
         }
     }
@@ -608,48 +687,34 @@ impl Core {
         let mut reads = std::mem::take(&mut self.scratch);
         let mut events = std::mem::take(&mut self.scratch_events);
         while let Some(p) = self.participants.get_mut(&key) {
-            Self::send_datagrams(&mut self.out, &mut p.pc);
+            Self::send_datagrams(&mut self.out, &mut p.pc, &mut p.remote);
             while let Some(e) = p.pc.poll_event() {
                 events.push(e);
             }
+            // What `rtc` still reads is only the first packet of each stream (it opens the
+            // track): not forwarded, our path takes the stream from the next packet on.
             while let Some(m) = p.pc.poll_read() {
                 reads.push(m);
+            }
+            reads.clear();
+            if p.media.is_none()
+                && let Some(keys) = media::MediaKeys::of(&p.pc)
+            {
+                p.media = Some(Box::new(keys));
+                if self.next_reports.is_none() {
+                    self.next_reports = Some(now + media::REPORT_INTERVAL);
+                }
             }
             if !p.timeout_stale {
                 p.timeout_stale = true;
                 self.stale.push(key);
             }
-            if events.is_empty() && reads.is_empty() {
+            // Events may touch this connection: drain it again after them.
+            if events.is_empty() {
                 break;
             }
-            // Media and RTCP in only touch other connections (subscribers, publishers); events
-            // may touch this one. Without events, one more drain of this connection's output
-            // (anything its interceptors produced while reading) is all a second round would do.
-            let again = !events.is_empty();
             for e in events.drain(..) {
                 self.on_event(key, e, now);
-            }
-            for m in reads.drain(..) {
-                match m.message {
-                    RTCMessage::RtpPacket(track, packet) => self.forward(key, &track, packet, now),
-                    RTCMessage::RtcpPacket(_, packets) => {
-                        self.on_reception_reports(key, &packets);
-                        for packet in &packets {
-                            if is_keyframe_request(packet.as_ref()) {
-                                for ssrc in packet.destination_ssrc() {
-                                    self.on_keyframe_request(key, ssrc, now);
-                                }
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if !again {
-                if let Some(p) = self.participants.get_mut(&key) {
-                    Self::send_datagrams(&mut self.out, &mut p.pc);
-                }
-                break;
             }
         }
         self.scratch = reads;

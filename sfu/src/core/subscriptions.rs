@@ -5,7 +5,7 @@
 use super::codec::{Codec, kind_of, rtc_kind};
 use super::{Change, Core, Kind, Subscription, Track, Unsubscribe};
 use crate::SfuEvent;
-use crate::forward::PayloadMap;
+use crate::forward::{Munger, PayloadMap};
 use crate::keyframe::KeyframeThrottle;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
@@ -42,6 +42,7 @@ impl Core {
             .iter()
             .map(|c| (c.payload_type, Codec::of(&c.rtp_codec.mime_type)))
             .collect();
+        let clock_rate = codec.clock_rate;
         let number = self.next_track;
         let public_id = format!("{}-{}", p.id, number);
         self.next_track += 1;
@@ -51,11 +52,14 @@ impl Core {
                 number,
                 public_id: public_id.clone(),
                 kind,
-                receiver_id,
                 ssrc,
                 codec,
                 codecs,
                 keyframes: KeyframeThrottle::default(),
+                clock_rate,
+                cache: super::media::track_cache(kind),
+                recv: Default::default(),
+                sender_report: None,
             },
         );
         self.emit(
@@ -194,6 +198,11 @@ impl Core {
                     needs_keyframe: kind == Kind::Video,
                     clock_rate,
                     reported: None,
+                    munger: Munger::default(),
+                    mid: None,
+                    resolved: false,
+                    packets: 0,
+                    octets: 0,
                 });
                 true
             }

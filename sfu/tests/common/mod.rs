@@ -11,10 +11,13 @@
 #![allow(dead_code)] // each test binary uses a part of the harness
 
 use bytes::BytesMut;
+use rtc::interceptor::ReceiverReportBuilder;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
 };
@@ -28,6 +31,7 @@ use rtc::peer_connection::transport::{
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -100,8 +104,18 @@ struct Sender {
     id: RTCRtpSenderId,
     ssrc: u32,
     payload_type: u8,
+    /// RTP sequence number (media and padding packets).
     seq: u16,
+    /// Media packets sent (what payloads count).
+    frame: u16,
+    clock_rate: u32,
+    packets: u32,
+    octets: u32,
 }
+
+/// NTP time (RFC 3550: seconds since 1900 in the upper 32 bits) of the simulated clock's
+/// `epoch`: any fixed value does.
+const NTP_EPOCH_SECS: u64 = 3_900_000_000;
 
 /// One participant's client: a real `rtc` peer connection that answers the SFU's offers.
 pub struct Client {
@@ -140,6 +154,20 @@ pub struct Client {
     pub rtp_arrivals: HashMap<u32, Vec<Instant>>,
     /// Left the consultation: takes no more input.
     pub gone: bool,
+    /// Stops sending media (the connection stays up).
+    pub paused: bool,
+    /// Padding-only packets sent after each video packet (a publisher probing bandwidth).
+    pub padding_per_frame: usize,
+    /// Padding-only packets the stack took for sending.
+    pub padding_sent: u64,
+    /// The media clock: the tick and instant of our first media packet. RTP timestamps count
+    /// from it; our sender reports map it to NTP time, the same for audio and video.
+    media_epoch: Option<(u64, Instant)>,
+    next_sender_report: Option<Instant>,
+    /// Sender reports received: (SSRC, NTP time, RTP time).
+    pub sender_reports: Vec<(u32, u64, u32)>,
+    /// RTP sequence numbers of intact packets received, by the same keys as `received`.
+    pub received_rtp_seqs: HashMap<(String, u32, Kind), BTreeSet<u16>>,
 }
 
 fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
@@ -192,13 +220,16 @@ impl Client {
         media_engine
             .register_codec(video_codec.clone(), RtpCodecKind::Video)
             .expect("vp8 registers");
-        // Keyframe requests for what we publish reach us through `poll_read`.
-        let registry = Registry::new().with(
-            Slot::from(14_000),
-            DeliverKeyframeRequests::keyframes_only(),
-        );
-        let registry = register_default_interceptors(registry, &mut media_engine)
-            .expect("default interceptors");
+        // Keyframe requests for what we publish, and sender reports for what we receive, reach
+        // us through `poll_read`. `rtc`'s default interceptors, except that sender reports are
+        // ours (`write_media`): its sender-report interceptor takes the wall clock at each
+        // packet, which does not follow the simulated one.
+        let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+        let registry = configure_nack(registry, &mut media_engine);
+        configure_simulcast_extension_headers(&mut media_engine).expect("extensions");
+        let registry =
+            configure_twcc_receiver_only(registry, &mut media_engine).expect("twcc receiver");
+        let registry = registry.with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
         let mut settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_answering_dtls_role(RTCDtlsRole::Client);
@@ -258,6 +289,13 @@ impl Client {
             offers_applied: Vec::new(),
             rtp_arrivals: HashMap::new(),
             gone: false,
+            paused: false,
+            padding_per_frame: 0,
+            padding_sent: 0,
+            media_epoch: None,
+            next_sender_report: None,
+            sender_reports: Vec::new(),
+            received_rtp_seqs: HashMap::new(),
         };
         if publish {
             client.audio = Some(client.add_track(RtpCodecKind::Audio, &audio_codec));
@@ -289,6 +327,10 @@ impl Client {
             ssrc,
             payload_type: codec.payload_type,
             seq: 0,
+            frame: 0,
+            clock_rate: codec.rtp_codec.clock_rate,
+            packets: 0,
+            octets: 0,
         }
     }
 
@@ -298,14 +340,21 @@ impl Client {
     }
 
     fn write_media(&mut self, now: Instant, tick: u64) {
-        if !self.connected || self.gone {
+        if !self.connected || self.gone || self.paused {
             return;
         }
+        let (first_tick, epoch) = *self.media_epoch.get_or_insert((tick, now));
         let mut kinds = vec![Kind::Audio];
         if tick.is_multiple_of(2) {
             kinds.push(Kind::Video);
         }
+        let ticks = (tick - first_tick) as u32;
         for kind in kinds {
+            let padding = if kind == Kind::Video {
+                self.padding_per_frame
+            } else {
+                0
+            };
             let sender = match kind {
                 Kind::Audio => self.audio.as_mut(),
                 Kind::Video => self.video.as_mut(),
@@ -313,26 +362,113 @@ impl Client {
             let Some(sender) = sender else {
                 continue;
             };
-            let seq = sender.seq;
-            sender.seq = sender.seq.wrapping_add(1);
-            let rate = if kind == Kind::Audio { 960 } else { 3600 };
-            let packet = rtc::rtp::Packet {
+            // The media clock: MEDIA_TICK per tick since the first.
+            let timestamp = ticks.wrapping_mul(sender.clock_rate / 50);
+            let frame = sender.frame;
+            sender.frame = sender.frame.wrapping_add(1);
+            let body = payload(&self.name, self.generation, kind, frame);
+            let mut packets = vec![rtc::rtp::Packet {
                 header: rtc::rtp::header::Header {
                     version: 2,
                     payload_type: sender.payload_type,
-                    sequence_number: seq,
-                    timestamp: u32::from(seq).wrapping_mul(rate),
+                    sequence_number: 0,
+                    timestamp,
                     ssrc: sender.ssrc,
                     marker: kind == Kind::Video,
                     ..Default::default()
                 },
-                payload: payload(&self.name, self.generation, kind, seq).into(),
-            };
+                payload: body.into(),
+            }];
+            for _ in 0..padding {
+                packets.push(rtc::rtp::Packet {
+                    header: rtc::rtp::header::Header {
+                        version: 2,
+                        padding: true,
+                        payload_type: sender.payload_type,
+                        sequence_number: 0,
+                        timestamp,
+                        ssrc: sender.ssrc,
+                        ..Default::default()
+                    },
+                    payload: Default::default(),
+                });
+            }
             let id = sender.id;
-            if let Some(mut s) = self.pc.rtp_sender(id) {
-                let _ = s.write_rtp(now, packet);
+            for mut packet in packets {
+                packet.header.sequence_number = sender.seq;
+                sender.seq = sender.seq.wrapping_add(1);
+                sender.packets += 1;
+                sender.octets += packet.payload.len() as u32;
+                let is_padding = packet.header.padding;
+                if let Some(mut s) = self.pc.rtp_sender(id)
+                    && s.write_rtp(now, packet).is_ok()
+                    && is_padding
+                {
+                    self.padding_sent += 1;
+                }
             }
         }
+        // Sender reports, once a second: the same NTP↔media-clock mapping for audio and video.
+        if self.next_sender_report.is_none_or(|t| t <= now) {
+            self.next_sender_report = Some(now + Duration::from_secs(1));
+            let since = now.saturating_duration_since(epoch);
+            let ntp = ((NTP_EPOCH_SECS + since.as_secs()) << 32)
+                | ((u64::from(since.subsec_nanos()) << 32) / 1_000_000_000);
+            for sender in [self.audio.as_ref(), self.video.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                let sr = SenderReport {
+                    ssrc: sender.ssrc,
+                    ntp_time: ntp,
+                    rtp_time: (since.as_secs_f64() * f64::from(sender.clock_rate)) as u32,
+                    packet_count: sender.packets,
+                    octet_count: sender.octets,
+                    ..Default::default()
+                };
+                if let Some(mut s) = self.pc.rtp_sender(sender.id) {
+                    let _ = s.write_rtcp(now, vec![Box::new(sr)]);
+                }
+            }
+        }
+    }
+
+    /// The NTP time (seconds) each sender report received from `publisher` maps RTP time 0 of
+    /// its `kind` stream to, if any arrived.
+    pub fn sender_report_origins(&mut self, publisher: &str, kind: Kind) -> Vec<f64> {
+        let ssrcs: Vec<(u32, RTCRtpReceiverId)> = self
+            .tracks
+            .values()
+            .filter(|t| t.stream == publisher)
+            .map(|t| (t.ssrc, t.receiver_id))
+            .collect();
+        let rate = if kind == Kind::Audio {
+            48_000.0
+        } else {
+            90_000.0
+        };
+        let want = if kind == Kind::Audio {
+            RtpCodecKind::Audio
+        } else {
+            RtpCodecKind::Video
+        };
+        let mut origins = Vec::new();
+        for (ssrc, receiver_id) in ssrcs {
+            let is_kind = self
+                .pc
+                .rtp_receiver(receiver_id)
+                .is_some_and(|r| r.track().kind() == want);
+            if !is_kind {
+                continue;
+            }
+            for &(s, ntp, rtp) in &self.sender_reports {
+                if s == ssrc {
+                    let secs = (ntp >> 32) as f64 + (ntp & 0xFFFF_FFFF) as f64 / 4_294_967_296.0;
+                    origins.push(secs - f64::from(rtp) / rate);
+                }
+            }
+        }
+        origins
     }
 
     /// Ask for a keyframe of every video track we receive.
@@ -430,6 +566,10 @@ impl Client {
                     match parse_payload(&packet.payload) {
                         Some((from, generation, kind, seq)) if stream.as_deref() == Some(&from) => {
                             let key = (from, generation, kind);
+                            self.received_rtp_seqs
+                                .entry(key.clone())
+                                .or_default()
+                                .insert(packet.header.sequence_number);
                             self.received_seqs
                                 .entry(key.clone())
                                 .or_default()
@@ -441,6 +581,10 @@ impl Client {
                 }
                 RTCMessage::RtcpPacket(_, packets) => {
                     for p in &packets {
+                        if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
+                            self.sender_reports
+                                .push((sr.ssrc, sr.ntp_time, sr.rtp_time));
+                        }
                         if is_keyframe_request(p.as_ref())
                             && video_ssrc.is_some_and(|v| p.destination_ssrc().contains(&v))
                         {
@@ -564,6 +708,12 @@ pub struct Sim {
     /// Clients whose outgoing STUN the network drops (their media and DTLS still flow): a
     /// client that has stopped sending consent checks.
     pub drop_stun_from: Vec<usize>,
+    /// Random loss on the SFU's SRTP/SRTCP to a client: (client index, percent).
+    pub downlink_loss: Vec<(usize, u64)>,
+    /// Datagrams that loss dropped.
+    pub lost: u64,
+    /// The loss's random numbers (xorshift, fixed seed: the same losses every run).
+    rng: u64,
 }
 
 impl Default for Sim {
@@ -597,6 +747,9 @@ impl Sim {
             sfu_timeout: None,
             pli_storm: Vec::new(),
             drop_stun_from: Vec::new(),
+            downlink_loss: Vec::new(),
+            lost: 0,
+            rng: 0x9E37_79B9_7F4A_7C15,
         }
     }
 
@@ -663,12 +816,18 @@ impl Sim {
             // The SFU's output.
             loop {
                 match self.sfu.poll_output() {
-                    Output::Transmit { to, data } => self.net.push_back(InFlight {
-                        at: self.now + LATENCY,
-                        from: sfu,
-                        to,
-                        data,
-                    }),
+                    Output::Transmit { to, data } => {
+                        if self.loses(to, &data) {
+                            self.lost += 1;
+                            continue;
+                        }
+                        self.net.push_back(InFlight {
+                            at: self.now + LATENCY,
+                            from: sfu,
+                            to,
+                            data,
+                        })
+                    }
                     Output::Event { participant, event } => {
                         self.on_sfu_event(participant, event);
                         progress = true;
@@ -756,6 +915,24 @@ impl Sim {
             }
         }
         panic!("the simulation does not settle at {:?}", self.elapsed());
+    }
+
+    /// Whether the network loses this datagram from the SFU (see `downlink_loss`).
+    fn loses(&mut self, to: SocketAddr, data: &[u8]) -> bool {
+        if !data.first().is_some_and(|b| (128..=191).contains(b)) {
+            return false;
+        }
+        let Some(&(_, percent)) = self
+            .downlink_loss
+            .iter()
+            .find(|(i, _)| self.clients.get(*i).is_some_and(|c| c.addr == to))
+        else {
+            return false;
+        };
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % 100 < percent
     }
 
     fn on_sfu_event(&mut self, participant: u64, event: SfuEvent) {

@@ -1,0 +1,269 @@
+//! The packet cache of one published track: the most recent packets as received (unprotected),
+//! shared by every subscription of the track. A NACK from any subscriber is answered from here
+//! (its sequence number mapped back through that subscription's munger), instead of a copy of
+//! the history per subscriber (LiveKit `pkg/sfu/buffer`, mediasoup's `RtpStreamSend` buffer).
+//!
+//! A ring indexed by sequence number, bounded in packets and in bytes. Each slot keeps its buffer
+//! between uses: once warm, caching a packet copies its payload and allocates nothing.
+
+use crate::forward::extend_seq;
+
+/// One cached packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cached<'a> {
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload_type: u8,
+    /// Empty for a padding-only packet.
+    pub payload: &'a [u8],
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Extended sequence number held, `None`: empty.
+    ext: Option<u64>,
+    timestamp: u32,
+    marker: bool,
+    payload_type: u8,
+    payload: Vec<u8>,
+}
+
+/// See the module documentation.
+pub struct PacketCache {
+    slots: Vec<Slot>,
+    max_bytes: usize,
+    /// Payload bytes held.
+    bytes: usize,
+    /// Highest extended sequence number inserted.
+    highest: Option<u64>,
+    /// Lowest extended sequence number that may still be held (eviction cursor).
+    oldest: u64,
+}
+
+impl std::fmt::Debug for PacketCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketCache")
+            .field("capacity", &self.slots.len())
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Packets kept per video track: at 1.5 Mbit/s (~170 packets/s) about 1.5 s, at 500 kbit/s
+/// 4.5 s: far longer than a retransmission stays useful (a round trip plus the receiver's jitter
+/// buffer). 512 cost 1.04 MiB of RSS per participant in `scripts/bench one-to-one -n 40`
+/// (Janus: 0.42), most of it this ring once warm.
+pub const VIDEO_PACKETS: usize = 256;
+/// Bytes kept per video track.
+pub const VIDEO_BYTES: usize = 384 * 1024;
+/// Audio is not retransmitted by browsers (no NACK for Opus), but a small cache is cheap.
+pub const AUDIO_PACKETS: usize = 64;
+pub const AUDIO_BYTES: usize = 16 * 1024;
+
+impl PacketCache {
+    /// A cache of at most `packets` packets (rounded up to a power of two) and `max_bytes`
+    /// payload bytes.
+    pub fn new(packets: usize, max_bytes: usize) -> PacketCache {
+        let n = packets.max(1).next_power_of_two();
+        PacketCache {
+            slots: (0..n).map(|_| Slot::default()).collect(),
+            max_bytes,
+            bytes: 0,
+            highest: None,
+            oldest: 0,
+        }
+    }
+
+    fn slot(&self, ext: u64) -> usize {
+        (ext as usize) & (self.slots.len() - 1)
+    }
+
+    fn evict(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        if s.ext.take().is_some() {
+            self.bytes -= s.payload.len();
+            s.payload.clear();
+        }
+    }
+
+    /// Keep a packet. Returns `false` (and keeps nothing) for one too old for the ring, or
+    /// larger than the whole byte budget.
+    pub fn insert(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload_type: u8,
+        payload: &[u8],
+    ) -> bool {
+        if payload.len() > self.max_bytes {
+            return false;
+        }
+        let cap = self.slots.len() as u64;
+        let ext = match self.highest {
+            None => {
+                let ext = (1 << 16) | seq as u64;
+                self.oldest = ext;
+                ext
+            }
+            Some(h) => extend_seq(h, seq),
+        };
+        let highest = self.highest.map_or(ext, |h| h.max(ext));
+        if ext + cap <= highest {
+            return false;
+        }
+        self.highest = Some(highest);
+        // Slots the ring moved past are stale.
+        let floor = highest.saturating_sub(cap - 1);
+        if floor > self.oldest + cap {
+            // A jump further than the ring: everything held is stale.
+            for j in 0..self.slots.len() {
+                self.evict(j);
+            }
+            self.oldest = floor;
+        }
+        while self.oldest < floor {
+            let i = self.slot(self.oldest);
+            if self.slots[i].ext.is_some_and(|e| e < floor) {
+                self.evict(i);
+            }
+            self.oldest += 1;
+        }
+        self.oldest = self.oldest.min(ext);
+        let i = self.slot(ext);
+        self.evict(i);
+        // The byte budget: drop the oldest until this one fits.
+        while self.bytes + payload.len() > self.max_bytes && self.oldest < highest {
+            let j = self.slot(self.oldest);
+            if j != i {
+                self.evict(j);
+            }
+            self.oldest += 1;
+        }
+        let s = &mut self.slots[i];
+        s.ext = Some(ext);
+        s.timestamp = timestamp;
+        s.marker = marker;
+        s.payload_type = payload_type;
+        s.payload.extend_from_slice(payload);
+        self.bytes += payload.len();
+        true
+    }
+
+    /// The packet with sequence number `seq`, if still held.
+    pub fn get(&self, seq: u16) -> Option<Cached<'_>> {
+        let ext = extend_seq(self.highest?, seq);
+        let s = &self.slots[self.slot(ext)];
+        (s.ext == Some(ext)).then_some(Cached {
+            seq,
+            timestamp: s.timestamp,
+            marker: s.marker,
+            payload_type: s.payload_type,
+            payload: &s.payload,
+        })
+    }
+
+    /// Payload bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Packets held.
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.ext.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0 && self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(c: &mut PacketCache, seq: u16, len: usize) -> bool {
+        c.insert(
+            seq,
+            seq as u32 * 10,
+            seq.is_multiple_of(2),
+            96,
+            &vec![seq as u8; len],
+        )
+    }
+
+    #[test]
+    fn keeps_the_latest_packets_and_answers_by_sequence_number() {
+        let mut c = PacketCache::new(8, 1 << 20);
+        assert!(c.get(0).is_none());
+        for s in 100..120u16 {
+            assert!(put(&mut c, s, 10));
+        }
+        assert_eq!(c.len(), 8);
+        assert_eq!(c.bytes(), 80);
+        assert!(c.get(111).is_none(), "fell out of the ring");
+        let p = c.get(119).unwrap();
+        assert_eq!(
+            (p.seq, p.timestamp, p.marker, p.payload_type),
+            (119, 1190, false, 96)
+        );
+        assert_eq!(p.payload, &[119u8; 10][..]);
+        assert_eq!(c.get(112).unwrap().payload, &[112u8; 10][..]);
+        // Too old for the ring: refused, nothing replaced.
+        assert!(!put(&mut c, 105, 10));
+        assert_eq!(c.get(112).unwrap().payload, &[112u8; 10][..]);
+        // Late but within the ring (it was lost, then resent by the publisher).
+        let mut c = PacketCache::new(8, 1 << 20);
+        put(&mut c, 1, 5);
+        put(&mut c, 3, 5);
+        assert!(c.get(2).is_none());
+        assert!(put(&mut c, 2, 5));
+        assert_eq!(c.get(2).unwrap().payload, &[2u8; 5][..]);
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn the_byte_budget_evicts_the_oldest() {
+        let mut c = PacketCache::new(64, 1000);
+        for s in 0..10u16 {
+            assert!(put(&mut c, s, 300));
+            assert!(c.bytes() <= 1000, "{}", c.bytes());
+        }
+        assert_eq!(c.len(), 3);
+        assert!(c.get(6).is_none());
+        for s in 7..10 {
+            assert!(c.get(s).is_some(), "{s}");
+        }
+        assert!(!put(&mut c, 10, 1001), "larger than the whole budget");
+        assert!(c.get(9).is_some());
+    }
+
+    #[test]
+    fn wraps_around_the_sequence_space() {
+        let mut c = PacketCache::new(16, 1 << 20);
+        for i in 0..40u32 {
+            put(&mut c, (65_520 + i) as u16, 4);
+        }
+        // Held: the last 16, across the wrap.
+        for i in 24..40u32 {
+            let s = (65_520 + i) as u16;
+            assert_eq!(c.get(s).map(|p| p.seq), Some(s));
+        }
+        assert!(c.get(65_535).is_none());
+        assert_eq!(c.len(), 16);
+        assert_eq!(c.bytes(), 64);
+    }
+
+    #[test]
+    fn a_jump_far_ahead_clears_what_is_stale() {
+        let mut c = PacketCache::new(8, 1 << 20);
+        for s in 0..8u16 {
+            put(&mut c, s, 10);
+        }
+        assert!(put(&mut c, 20_000, 10));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.bytes(), 10);
+        assert!(c.get(7).is_none());
+    }
+}
