@@ -465,6 +465,7 @@ async fn issue(
         (status = 403, description = "The key lacks consultations:write", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
     ))]
 async fn create_consultation(
     State(state): State<AppState>,
@@ -550,6 +551,7 @@ async fn create_consultation(
         (status = 400, description = "Invalid query parameter (named)", body = ErrorBody),
         (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
         (status = 403, description = "The key lacks consultations:read", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
     ))]
 async fn list_consultations(
     State(state): State<AppState>,
@@ -607,6 +609,7 @@ async fn list_consultations(
         (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
         (status = 403, description = "The key lacks consultations:read", body = ErrorBody),
         (status = 404, description = "No such consultation in the key's organisation", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
     ))]
 async fn get_consultation(
     State(state): State<AppState>,
@@ -637,6 +640,7 @@ async fn get_consultation(
         (status = 403, description = "The key lacks consultations:write", body = ErrorBody),
         (status = 404, description = "No such consultation in the key's organisation", body = ErrorBody),
         (status = 409, description = "The consultation has already ended", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
     ))]
 async fn cancel_consultation(
     State(state): State<AppState>,
@@ -679,6 +683,7 @@ async fn cancel_consultation(
         (status = 409, description = "The consultation is cancelled or ended", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
     ))]
 async fn create_invitation(
     State(state): State<AppState>,
@@ -713,6 +718,7 @@ async fn create_invitation(
         (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
         (status = 403, description = "The key lacks consultations:write", body = ErrorBody),
         (status = 404, description = "No such consultation or invitation in the key's organisation", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
     ))]
 async fn revoke_invitation(
     State(state): State<AppState>,
