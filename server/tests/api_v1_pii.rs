@@ -76,7 +76,7 @@ async fn no_keys_labels_or_links_in_logs() {
         addr,
         "POST",
         "/api/auth/login",
-        &[json.clone()],
+        std::slice::from_ref(&json),
         body(serde_json::json!({"email": "admin@pii.test", "password": PASSWORD})),
     )
     .await;
