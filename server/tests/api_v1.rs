@@ -417,6 +417,18 @@ async fn created_links_join_and_cancel_refuses_them_4401_cancelled(mongo: bool) 
         )
         .await;
     assert_eq!((r.status, r.code()), (409, "not_scheduled".to_string()));
+    // Audited under the key (the audit writer is asynchronous).
+    let store = &*s.server.state.store;
+    for (action, n) in [
+        ("consultation.create", 1),
+        ("consultation.cancel", 2),
+        ("api_key.create", 1),
+    ] {
+        common::poll(T, action, || async move {
+            (common::audit_count(store, action).await == n).then_some(())
+        })
+        .await;
+    }
     drop(doctor);
     s.shutdown().await;
 }

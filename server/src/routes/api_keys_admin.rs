@@ -119,6 +119,9 @@ async fn create(
         last_used_at: None,
     };
     state.store.insert_api_key(&key).await.map_err(store_err)?;
+    state
+        .billing
+        .audit("api_key.create", &s.account, None, Some(&key.id));
     tracing::info!(organisation = %s.organisation, account = %s.account, key = %key.id, "API key created");
     let mut answer = view(&key);
     answer["key"] = serde_json::Value::String(presented);
@@ -146,6 +149,9 @@ async fn revoke(
         }
         Err(e) => return Err(store_err(e)),
     }
+    state
+        .billing
+        .audit("api_key.revoke", &s.account, None, Some(&id));
     tracing::info!(organisation = %s.organisation, account = %s.account, key = %id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -78,6 +78,11 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    /// The actor of audit events: `api_key:<id>`.
+    pub fn actor(&self) -> String {
+        format!("api_key:{}", self.key_id)
+    }
+
     /// 403 `insufficient_scope` unless the key holds `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.scopes.iter().any(|s| s == scope.as_str()) {

@@ -534,6 +534,9 @@ async fn create_consultation(
             .await?,
         );
     }
+    state
+        .billing
+        .audit("consultation.create", &client.actor(), Some(&c.id), None);
     tracing::info!(key = %client.key_id, consultation = %c.id, guests = req.guests.len(), "consultation created through the API");
     Ok((
         StatusCode::CREATED,
@@ -665,6 +668,9 @@ async fn cancel_consultation(
     state
         .consultations
         .cancel(&ConsultationId::new(c.id.clone()));
+    state
+        .billing
+        .audit("consultation.cancel", &client.actor(), Some(&c.id), None);
     tracing::info!(key = %client.key_id, consultation = %c.id, revoked, "consultation cancelled through the API");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -701,6 +707,12 @@ async fn create_invitation(
         SeatRole::Guest => Role::Guest,
     };
     let view = issue(&state, &c, role, &req.label, "label", now_millis()).await?;
+    state.billing.audit(
+        "invitation.create",
+        &client.actor(),
+        Some(&c.id),
+        Some(&view.jti),
+    );
     tracing::info!(key = %client.key_id, consultation = %c.id, jti = %view.jti, "invitation created through the API");
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
@@ -743,6 +755,12 @@ async fn revoke_invitation(
         .revoke_invitation(&jti, now_millis())
         .await
         .map_err(store_error)?;
+    state.billing.audit(
+        "invitation.revoke",
+        &client.actor(),
+        Some(&c.id),
+        Some(&jti),
+    );
     tracing::info!(key = %client.key_id, consultation = %c.id, %jti, "invitation revoked through the API");
     Ok(StatusCode::NO_CONTENT)
 }
