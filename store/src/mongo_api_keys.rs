@@ -2,6 +2,7 @@
 //! consultations by scheduled time (`scheduled_consultations`, index
 //! `organisation_scheduled_at_id`).
 
+use super::invitations::ConsultationDoc;
 use super::{MongoStore, from_doc, map_err, to_doc};
 use crate::api_keys::{ApiKey, ApiKeyStore, ConsultationCursor};
 use crate::invitations::ScheduledConsultation;
@@ -43,18 +44,6 @@ impl From<ApiKeyDoc> for ApiKey {
             last_used_at: d.last_used_at,
         }
     }
-}
-
-/// The stored shape of a scheduled consultation (as `mongo_invitations.rs` writes it).
-#[derive(Deserialize)]
-struct ConsultationDoc {
-    #[serde(rename = "_id")]
-    id: String,
-    organisation: String,
-    practitioner: String,
-    scheduled_at: Option<i64>,
-    status: String,
-    created_at: i64,
 }
 
 impl MongoStore {
@@ -178,24 +167,12 @@ impl ApiKeyStore for MongoStore {
             .limit(i64::from(limit))
             .await
             .map_err(map_err)?;
-        let docs: Vec<ConsultationDoc> = cursor
+        cursor
             .map_err(map_err)
-            .and_then(|d| async move { from_doc::<ConsultationDoc>(d) })
-            .try_collect()
-            .await?;
-        docs.into_iter()
-            .map(|d| {
-                Ok(ScheduledConsultation {
-                    status: crate::ConsultationStatus::parse(&d.status).ok_or_else(|| {
-                        StoreError::Other(format!("unknown consultation status {:?}", d.status))
-                    })?,
-                    id: d.id,
-                    organisation: d.organisation,
-                    practitioner: d.practitioner,
-                    scheduled_at: d.scheduled_at,
-                    created_at: d.created_at,
-                })
+            .and_then(|d| async move {
+                from_doc::<ConsultationDoc>(d).and_then(ScheduledConsultation::try_from)
             })
-            .collect()
+            .try_collect()
+            .await
     }
 }

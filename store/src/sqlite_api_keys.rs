@@ -2,8 +2,9 @@
 //! the organisation's consultations by scheduled time (`scheduled_consultations`).
 
 use super::SqliteStore;
+use super::invitations::consultation_row;
 use crate::api_keys::{ApiKey, ApiKeyStore, ConsultationCursor};
-use crate::invitations::{ConsultationStatus, ScheduledConsultation};
+use crate::invitations::ScheduledConsultation;
 use crate::{Millis, Result, StoreError};
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -42,25 +43,6 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
         created_at: r.get(6)?,
         revoked_at: r.get(7)?,
         last_used_at: r.get(8)?,
-    })
-}
-
-fn consultation_row(r: &Row<'_>) -> rusqlite::Result<ScheduledConsultation> {
-    let status: String = r.get(4)?;
-    let status = ConsultationStatus::parse(&status).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            4,
-            rusqlite::types::Type::Text,
-            format!("unknown consultation status {status:?}").into(),
-        )
-    })?;
-    Ok(ScheduledConsultation {
-        id: r.get(0)?,
-        organisation: r.get(1)?,
-        practitioner: r.get(2)?,
-        scheduled_at: r.get(3)?,
-        status,
-        created_at: r.get(5)?,
     })
 }
 
