@@ -341,6 +341,24 @@ async fn created_links_join_and_cancel_refuses_them_4401_cancelled(mongo: bool) 
     let org = organisation(&s, "north").await;
     let key = api_key(&s, &org, &["consultations:write", "consultations:read"]).await;
     let api = Api::new(&s).await;
+    // The booking system finds whom it can book for: the practitioner, not the admin.
+    let r = api
+        .call(
+            &key,
+            "GET",
+            "/api/v1/practitioners",
+            "/api/v1/practitioners",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids: Vec<_> = r.json()["practitioners"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|p| p["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids, [org.practitioner.clone()]);
     let c = create(&api, &key, &org, &["Interpreter"]).await;
     let id = c["id"].as_str().expect("id").to_string();
     assert_eq!(c["status"], "scheduled");
@@ -674,6 +692,16 @@ async fn a_key_without_the_scope_is_403(mongo: bool) {
         )
         .await;
     assert_eq!((r.status, r.code()), forbidden);
+    let r = api
+        .call(
+            &writer,
+            "GET",
+            "/api/v1/practitioners",
+            "/api/v1/practitioners",
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.code()), forbidden);
     // Nothing was changed by the refused calls.
     let r = api
         .call(&reader, "GET", ONE, &format!("{C}/{id}"), None)
@@ -722,6 +750,17 @@ async fn another_organisations_key_gets_404_on_every_route(mongo: bool) {
         )
         .await;
     assert_eq!((r.status, r.code()), not_found);
+    let r = api
+        .call(
+            &key_b,
+            "GET",
+            "/api/v1/practitioners",
+            "/api/v1/practitioners",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains(&a.practitioner), "{}", r.text());
     // B's listing does not contain A's consultation; B cannot book for A's practitioner.
     let r = api
         .call(

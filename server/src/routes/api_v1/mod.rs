@@ -37,6 +37,11 @@ fn table() -> Vec<(&'static str, Method, MethodRouter<AppState>)> {
     vec![
         ("/api/v1/openapi.json", Method::GET, get(openapi_json)),
         (
+            "/api/v1/practitioners",
+            Method::GET,
+            get(list_practitioners),
+        ),
+        (
             "/api/v1/consultations",
             Method::POST,
             post(create_consultation),
@@ -182,6 +187,20 @@ pub struct ConsultationView {
     pub invitations: Vec<InvitationView>,
 }
 
+/// A practitioner a consultation can be booked for.
+#[derive(Serialize, ToSchema)]
+pub struct PractitionerView {
+    /// The account id to give as `practitioner`.
+    pub id: String,
+    pub display_name: String,
+}
+
+/// The organisation's active practitioners.
+#[derive(Serialize, ToSchema)]
+pub struct PractitionerList {
+    pub practitioners: Vec<PractitionerView>,
+}
+
 /// A page of consultations.
 #[derive(Serialize, ToSchema)]
 pub struct ConsultationPage {
@@ -224,6 +243,7 @@ pub struct ListQuery {
         cancel_consultation,
         create_invitation,
         revoke_invitation,
+        list_practitioners,
         openapi_json
     ),
     components(schemas(
@@ -235,7 +255,9 @@ pub struct ListQuery {
         Status,
         InvitationView,
         ConsultationView,
-        ConsultationPage
+        ConsultationPage,
+        PractitionerView,
+        PractitionerList
     )),
     modifiers(&BearerKey)
 )]
@@ -543,6 +565,33 @@ async fn create_consultation(
         Json(consultation_view(&c, invitations)),
     )
         .into_response())
+}
+
+/// The active practitioners of the key's organisation (whom consultations can be booked for).
+#[utoipa::path(get, path = "/api/v1/practitioners", tag = "consultations",
+    security(("api_key" = ["consultations:read"])),
+    responses(
+        (status = 200, description = "The organisation's active practitioners", body = PractitionerList),
+        (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key lacks consultations:read", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
+    ))]
+async fn list_practitioners(
+    State(state): State<AppState>,
+    client: ApiClient,
+) -> Result<Json<PractitionerList>, ApiError> {
+    client.require(Scope::ConsultationsRead)?;
+    let accounts = state.accounts.accounts(&client.organisation).await?;
+    Ok(Json(PractitionerList {
+        practitioners: accounts
+            .iter()
+            .filter(|a| !a.disabled && roles_of(a).contains(&StaffRole::Practitioner))
+            .map(|a| PractitionerView {
+                id: a.id.clone(),
+                display_name: a.display_name.clone(),
+            })
+            .collect(),
+    }))
 }
 
 /// Consultations of the key's organisation scheduled in `[from, to)`, by time, paged.
