@@ -358,7 +358,7 @@ async fn created_links_join_and_cancel_refuses_them_4401_cancelled(mongo: bool) 
         .iter()
         .map(|p| p["id"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert_eq!(ids, [org.practitioner.clone()]);
+    assert_eq!(ids, vec![org.practitioner.as_str()]);
     let c = create(&api, &key, &org, &["Interpreter"]).await;
     let id = c["id"].as_str().expect("id").to_string();
     assert_eq!(c["status"], "scheduled");
