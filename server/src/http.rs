@@ -76,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(|| async { serve_asset("login.html") }))
         .merge(crate::routes::auth::routes())
         .merge(crate::routes::admin::routes())
+        .merge(crate::routes::api_keys_admin::routes())
+        .merge(crate::routes::api_v1::routes())
         .merge(crate::routes::documents::routes(
             state.config.documents.max_bytes,
         ))

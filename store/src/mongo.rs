@@ -34,6 +34,8 @@ use std::time::Duration;
 
 #[path = "mongo_accounts.rs"]
 mod accounts;
+#[path = "mongo_api_keys.rs"]
+mod api_keys;
 #[path = "mongo_invitations.rs"]
 mod invitations;
 
@@ -482,6 +484,7 @@ impl MongoStore {
             }
         }
         self.prepare_accounts().await?;
+        self.prepare_api_keys().await?;
         self.sweep_orphan_chunks().await
     }
 

@@ -15,7 +15,7 @@ const CONSULTATIONS: &str = "scheduled_consultations";
 const INVITATIONS: &str = "invitations";
 
 #[derive(Serialize, Deserialize)]
-struct ConsultationDoc {
+pub(super) struct ConsultationDoc {
     #[serde(rename = "_id")]
     id: String,
     organisation: String,

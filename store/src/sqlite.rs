@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 
 #[path = "sqlite_accounts.rs"]
 mod accounts;
+#[path = "sqlite_api_keys.rs"]
+mod api_keys;
 #[path = "sqlite_invitations.rs"]
 mod invitations;
 
@@ -182,6 +184,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(sql_err)?;
         conn.execute_batch(accounts::SCHEMA).map_err(sql_err)?;
         conn.execute_batch(invitations::SCHEMA).map_err(sql_err)?;
+        conn.execute_batch(api_keys::SCHEMA).map_err(sql_err)?;
         // Chunks that no document points at: left by a crash in the middle of an upload.
         let swept = conn
             .execute(

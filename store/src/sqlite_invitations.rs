@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS invitations (
 CREATE INDEX IF NOT EXISTS invitations_consultation ON invitations (consultation, created_at, jti);
 ";
 
-fn consultation_row(r: &Row<'_>) -> rusqlite::Result<ScheduledConsultation> {
+pub(super) fn consultation_row(r: &Row<'_>) -> rusqlite::Result<ScheduledConsultation> {
     let status: String = r.get(4)?;
     let status = ConsultationStatus::parse(&status).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(

@@ -1,0 +1,846 @@
+//! The REST API v1 for booking and practice software (`/api/v1`): consultations with their
+//! invitation links, authenticated by an organisation's API keys ([`auth`]). Every object lookup
+//! names the key's organisation: another organisation's consultation is `404 not_found`, never
+//! `403`. Errors are `{code, message}` ([`ApiError`]); a malformed, oversized or unknown-field
+//! body is refused naming what is wrong. The OpenAPI 3.1 document is generated from the types
+//! and handlers here ([`ApiDoc`]) and served at `/api/v1/openapi.json`.
+
+pub mod auth;
+
+use crate::AppState;
+use crate::error::ApiError;
+use auth::{ApiClient, Scope};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use teleconsult_accounts::{StaffRole, now_millis, roles_of};
+use teleconsult_consultation::invitation::{self, IssueError, MAX_LABEL_LEN};
+use teleconsult_consultation::{ConsultationId, Role};
+use teleconsult_store::{ConsultationStatus, Invitation, ScheduledConsultation, StoreError};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// Largest accepted request body (bytes): a consultation with its guests is well under 2 KiB.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Most guests one consultation may be created with.
+pub const MAX_GUESTS: usize = 8;
+/// Largest page of `GET /api/v1/consultations`.
+pub const MAX_PAGE: u32 = 100;
+const DEFAULT_PAGE: u32 = 50;
+
+/// Every `/api/v1` route: path template, method, handler. [`routes`] is built from it, and the
+/// OpenAPI test checks each entry is documented.
+fn table() -> Vec<(&'static str, Method, MethodRouter<AppState>)> {
+    vec![
+        ("/api/v1/openapi.json", Method::GET, get(openapi_json)),
+        (
+            "/api/v1/practitioners",
+            Method::GET,
+            get(list_practitioners),
+        ),
+        (
+            "/api/v1/consultations",
+            Method::POST,
+            post(create_consultation),
+        ),
+        (
+            "/api/v1/consultations",
+            Method::GET,
+            get(list_consultations),
+        ),
+        (
+            "/api/v1/consultations/{id}",
+            Method::GET,
+            get(get_consultation),
+        ),
+        (
+            "/api/v1/consultations/{id}",
+            Method::DELETE,
+            delete(cancel_consultation),
+        ),
+        (
+            "/api/v1/consultations/{id}/invitations",
+            Method::POST,
+            post(create_invitation),
+        ),
+        (
+            "/api/v1/consultations/{id}/invitations/{jti}",
+            Method::DELETE,
+            delete(revoke_invitation),
+        ),
+    ]
+}
+
+/// The `(path template, method)` of every `/api/v1` route.
+pub fn route_list() -> Vec<(&'static str, Method)> {
+    table().into_iter().map(|(p, m, _)| (p, m)).collect()
+}
+
+pub fn routes() -> Router<AppState> {
+    let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
+    for (path, _, handler) in table() {
+        match by_path.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, existing)) => *existing = std::mem::take(existing).merge(handler),
+            None => by_path.push((path, handler)),
+        }
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |r, (path, handler)| r.route(path, handler))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire types
+
+/// Every error: a stable machine-readable code and a sentence for people.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable code, e.g. `invalid_field`, `not_found`, `invalid_api_key`, `insufficient_scope`.
+    pub code: String,
+    pub message: String,
+}
+
+/// One seat to invite.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeatRequest {
+    /// The pseudonym shown in the call (1–200 bytes). It need not be a real name.
+    pub label: String,
+}
+
+/// `POST /api/v1/consultations`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConsultation {
+    /// The practitioner's account id (`acc_…`) in the key's organisation.
+    pub practitioner: String,
+    /// When it is planned: RFC 3339 in UTC, e.g. `2026-12-01T14:30:00Z`.
+    pub scheduled_at: String,
+    /// The patient's seat.
+    pub patient: SeatRequest,
+    /// Guests (interpreter, family member), at most 8.
+    #[serde(default)]
+    pub guests: Vec<SeatRequest>,
+}
+
+/// The seat role of an invitation.
+#[derive(Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SeatRole {
+    Patient,
+    Guest,
+}
+
+/// `POST /api/v1/consultations/{id}/invitations`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvitation {
+    pub role: SeatRole,
+    /// The pseudonym shown in the call (1–200 bytes).
+    pub label: String,
+}
+
+/// Where a consultation stands.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Scheduled,
+    Cancelled,
+    Ended,
+}
+
+/// One invitation (one seat, one link).
+#[derive(Serialize, ToSchema)]
+pub struct InvitationView {
+    /// The invitation id (the link's `jti`).
+    pub jti: String,
+    pub role: SeatRole,
+    pub label: String,
+    /// The link is valid from (RFC 3339, UTC).
+    pub not_before: String,
+    /// The link is valid until (RFC 3339, UTC).
+    pub expires: String,
+    /// When it was revoked, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// The join link to send to this person: only in the answer that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// A consultation and its invitations.
+#[derive(Serialize, ToSchema)]
+pub struct ConsultationView {
+    pub id: String,
+    /// The practitioner's account id.
+    pub practitioner: String,
+    /// RFC 3339, UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
+    pub status: Status,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub invitations: Vec<InvitationView>,
+}
+
+/// A practitioner a consultation can be booked for.
+#[derive(Serialize, ToSchema)]
+pub struct PractitionerView {
+    /// The account id to give as `practitioner`.
+    pub id: String,
+    pub display_name: String,
+}
+
+/// The organisation's active practitioners.
+#[derive(Serialize, ToSchema)]
+pub struct PractitionerList {
+    pub practitioners: Vec<PractitionerView>,
+}
+
+/// A page of consultations.
+#[derive(Serialize, ToSchema)]
+pub struct ConsultationPage {
+    pub consultations: Vec<ConsultationView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/consultations`: consultations scheduled in `[from, to)`.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Scheduled at or after (RFC 3339, UTC).
+    pub from: String,
+    /// Scheduled before (RFC 3339, UTC).
+    pub to: String,
+    /// Page size, 1–100 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAPI
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Teleconsult API",
+        version = "1",
+        description = "Consultations and their join links for booking and practice software. \
+                       Authenticate with an organisation's API key: `Authorization: Bearer tc_<id>_<secret>`."
+    ),
+    paths(
+        create_consultation,
+        list_consultations,
+        get_consultation,
+        cancel_consultation,
+        create_invitation,
+        revoke_invitation,
+        list_practitioners,
+        openapi_json
+    ),
+    components(schemas(
+        ErrorBody,
+        CreateConsultation,
+        SeatRequest,
+        CreateInvitation,
+        SeatRole,
+        Status,
+        InvitationView,
+        ConsultationView,
+        ConsultationPage,
+        PractitionerView,
+        PractitionerList
+    )),
+    modifiers(&BearerKey)
+)]
+pub struct ApiDoc;
+
+struct BearerKey;
+
+impl utoipa::Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("tc_<id>_<secret>")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi_json() -> Response {
+    Json(ApiDoc::openapi()).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and parsing
+
+/// Storage errors as the client sees them.
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => not_found(),
+        StoreError::Unavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "storage is unavailable; retry later",
+        ),
+        e => ApiError::internal(e),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such consultation")
+}
+
+fn invalid_field(field: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_field", format!("{field}: {why}"))
+}
+
+/// A JSON body, or a refusal naming what is wrong: 400 `malformed_json` (not JSON),
+/// 400 `invalid_field` (a missing, unknown or mistyped field, named), 413 `too_large`,
+/// 415 `unsupported_media_type`.
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match b {
+        Ok(Json(v)) => Ok(v),
+        Err(JsonRejection::JsonDataError(e)) => Err(ApiError::bad_request(
+            "invalid_field",
+            // serde's sentence names the field: "missing field `patient`", "unknown field `x`".
+            e.body_text()
+                .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+                .to_string(),
+        )),
+        Err(JsonRejection::JsonSyntaxError(e)) => {
+            Err(ApiError::bad_request("malformed_json", e.body_text()))
+        }
+        Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        )),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        )),
+        Err(e) => Err(ApiError::bad_request("bad_request", e.body_text())),
+    }
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_field",
+            e.body_text()
+                .trim_start_matches("Failed to deserialize query string: ")
+                .to_string(),
+        )
+    })
+}
+
+/// Path parameters; an impossible id is simply not found.
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v).map_err(|_| not_found())
+}
+
+/// Milliseconds since the epoch from RFC 3339 in UTC (`…Z`).
+fn parse_time(field: &str, s: &str) -> Result<i64, ApiError> {
+    let t = humantime::parse_rfc3339(s)
+        .map_err(|_| invalid_field(field, "an RFC 3339 time in UTC, e.g. 2026-12-01T14:30:00Z"))?;
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| invalid_field(field, "before 1970"))?
+        .as_millis();
+    i64::try_from(ms).map_err(|_| invalid_field(field, "too far in the future"))
+}
+
+fn format_time(ms: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn check_label(field: &str, label: &str) -> Result<(), ApiError> {
+    if label.trim().is_empty() || label.len() > MAX_LABEL_LEN {
+        return Err(invalid_field(
+            field,
+            format!("1 to {MAX_LABEL_LEN} bytes, not blank"),
+        ));
+    }
+    Ok(())
+}
+
+fn issue_error(field: &str, e: IssueError) -> ApiError {
+    match e {
+        IssueError::BadLabel => invalid_field(field, e),
+        IssueError::NotScheduled(status) => ApiError::new(
+            StatusCode::CONFLICT,
+            "not_scheduled",
+            format!("the consultation is {status}"),
+        ),
+        IssueError::PractitionerSeat => invalid_field("role", e),
+        IssueError::Store(e) => store_error(e),
+    }
+}
+
+fn invitation_view(i: &Invitation, link: Option<String>) -> InvitationView {
+    InvitationView {
+        jti: i.jti.clone(),
+        role: if i.role == "guest" {
+            SeatRole::Guest
+        } else {
+            SeatRole::Patient
+        },
+        label: i.pseudonym.expose().to_string(),
+        not_before: format_time(i.not_before),
+        expires: format_time(i.expires),
+        revoked_at: i.revoked_at.map(format_time),
+        link,
+    }
+}
+
+fn consultation_view(
+    c: &ScheduledConsultation,
+    invitations: Vec<InvitationView>,
+) -> ConsultationView {
+    ConsultationView {
+        id: c.id.clone(),
+        practitioner: c.practitioner.clone(),
+        scheduled_at: c.scheduled_at.map(format_time),
+        status: match c.status {
+            ConsultationStatus::Scheduled => Status::Scheduled,
+            ConsultationStatus::Cancelled => Status::Cancelled,
+            ConsultationStatus::Ended => Status::Ended,
+        },
+        created_at: format_time(c.created_at),
+        invitations,
+    }
+}
+
+/// Consultation `id` of the caller's organisation, or 404.
+async fn owned(
+    state: &AppState,
+    client: &ApiClient,
+    id: &str,
+) -> Result<ScheduledConsultation, ApiError> {
+    match state
+        .store
+        .scheduled_consultation(id)
+        .await
+        .map_err(store_error)?
+    {
+        Some(c) if c.organisation == client.organisation => Ok(c),
+        _ => Err(not_found()),
+    }
+}
+
+async fn issue(
+    state: &AppState,
+    c: &ScheduledConsultation,
+    role: Role,
+    label: &str,
+    field: &str,
+    now: i64,
+) -> Result<InvitationView, ApiError> {
+    let keyring = state.config.keyring().map_err(ApiError::internal)?;
+    let (inv, token) = invitation::issue(
+        &*state.store,
+        &keyring,
+        &state.config.consultation,
+        c,
+        role,
+        label,
+        now,
+    )
+    .await
+    .map_err(|e| issue_error(field, e))?;
+    Ok(invitation_view(&inv, Some(state.config.join_link(&token))))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+/// Create a consultation with a patient's invitation and any guests'; the answer carries each
+/// person's join link (shown only here).
+#[utoipa::path(post, path = "/api/v1/consultations", tag = "consultations",
+    request_body = CreateConsultation,
+    security(("api_key" = ["consultations:write"])),
+    responses(
+        (status = 201, description = "Created, with every link", body = ConsultationView),
+        (status = 400, description = "Malformed body or invalid field (named)", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key lacks consultations:write", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
+    ))]
+async fn create_consultation(
+    State(state): State<AppState>,
+    client: ApiClient,
+    b: Result<Json<CreateConsultation>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    client.require(Scope::ConsultationsWrite)?;
+    let req = body(b)?;
+    let scheduled_at = parse_time("scheduled_at", &req.scheduled_at)?;
+    check_label("patient.label", &req.patient.label)?;
+    if req.guests.len() > MAX_GUESTS {
+        return Err(invalid_field("guests", format!("at most {MAX_GUESTS}")));
+    }
+    for (i, g) in req.guests.iter().enumerate() {
+        check_label(&format!("guests[{i}].label"), &g.label)?;
+    }
+    let practitioner = match state
+        .accounts
+        .account(&client.organisation, &req.practitioner)
+        .await
+    {
+        Ok(a) if !a.disabled && roles_of(&a).contains(&StaffRole::Practitioner) => a,
+        Ok(_) | Err(teleconsult_accounts::AccountError::NotFound) => {
+            return Err(invalid_field(
+                "practitioner",
+                "no active practitioner account with this id in your organisation",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let now = now_millis();
+    let c = ScheduledConsultation {
+        id: format!("c_{}", invitation::random_id()),
+        organisation: client.organisation.clone(),
+        practitioner: practitioner.id,
+        scheduled_at: Some(scheduled_at),
+        status: ConsultationStatus::Scheduled,
+        created_at: now,
+    };
+    state
+        .store
+        .upsert_scheduled_consultation(&c)
+        .await
+        .map_err(store_error)?;
+    let mut invitations = vec![
+        issue(
+            &state,
+            &c,
+            Role::Patient,
+            &req.patient.label,
+            "patient.label",
+            now,
+        )
+        .await?,
+    ];
+    for (i, g) in req.guests.iter().enumerate() {
+        invitations.push(
+            issue(
+                &state,
+                &c,
+                Role::Guest,
+                &g.label,
+                &format!("guests[{i}].label"),
+                now,
+            )
+            .await?,
+        );
+    }
+    state
+        .billing
+        .audit("consultation.create", &client.actor(), Some(&c.id), None);
+    tracing::info!(key = %client.key_id, consultation = %c.id, guests = req.guests.len(), "consultation created through the API");
+    Ok((
+        StatusCode::CREATED,
+        Json(consultation_view(&c, invitations)),
+    )
+        .into_response())
+}
+
+/// The active practitioners of the key's organisation (whom consultations can be booked for).
+#[utoipa::path(get, path = "/api/v1/practitioners", tag = "consultations",
+    security(("api_key" = ["consultations:read"])),
+    responses(
+        (status = 200, description = "The organisation's active practitioners", body = PractitionerList),
+        (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key lacks consultations:read", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
+    ))]
+async fn list_practitioners(
+    State(state): State<AppState>,
+    client: ApiClient,
+) -> Result<Json<PractitionerList>, ApiError> {
+    client.require(Scope::ConsultationsRead)?;
+    let accounts = state.accounts.accounts(&client.organisation).await?;
+    Ok(Json(PractitionerList {
+        practitioners: accounts
+            .iter()
+            .filter(|a| !a.disabled && roles_of(a).contains(&StaffRole::Practitioner))
+            .map(|a| PractitionerView {
+                id: a.id.clone(),
+                display_name: a.display_name.clone(),
+            })
+            .collect(),
+    }))
+}
+
+/// Consultations of the key's organisation scheduled in `[from, to)`, by time, paged.
+#[utoipa::path(get, path = "/api/v1/consultations", tag = "consultations",
+    params(ListQuery),
+    security(("api_key" = ["consultations:read"])),
+    responses(
+        (status = 200, description = "A page of consultations (without links)", body = ConsultationPage),
+        (status = 400, description = "Invalid query parameter (named)", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key lacks consultations:read", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
+    ))]
+async fn list_consultations(
+    State(state): State<AppState>,
+    client: ApiClient,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ConsultationPage>, ApiError> {
+    client.require(Scope::ConsultationsRead)?;
+    let q = query(q)?;
+    let from = parse_time("from", &q.from)?;
+    let to = parse_time("to", &q.to)?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(invalid_field("limit", format!("1 to {MAX_PAGE}")));
+    }
+    let after = match &q.cursor {
+        None => None,
+        Some(c) => Some(
+            c.split_once('.')
+                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())))
+                .ok_or_else(|| invalid_field("cursor", "not a cursor this API returned"))?,
+        ),
+    };
+    let found = state
+        .store
+        .consultations_scheduled_between(&client.organisation, from, to, after, limit)
+        .await
+        .map_err(store_error)?;
+    let next_cursor = (found.len() == limit as usize)
+        .then(|| found.last())
+        .flatten()
+        .map(|c| format!("{}.{}", c.scheduled_at.unwrap_or(0), c.id));
+    let mut consultations = Vec::with_capacity(found.len());
+    for c in &found {
+        let invitations = state.store.invitations(&c.id).await.map_err(store_error)?;
+        consultations.push(consultation_view(
+            c,
+            invitations
+                .iter()
+                .map(|i| invitation_view(i, None))
+                .collect(),
+        ));
+    }
+    Ok(Json(ConsultationPage {
+        consultations,
+        next_cursor,
+    }))
+}
+
+/// One consultation of the key's organisation, with its invitations (without links).
+#[utoipa::path(get, path = "/api/v1/consultations/{id}", tag = "consultations",
+    params(("id" = String, Path, description = "Consultation id")),
+    security(("api_key" = ["consultations:read"])),
+    responses(
+        (status = 200, description = "The consultation", body = ConsultationView),
+        (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key lacks consultations:read", body = ErrorBody),
+        (status = 404, description = "No such consultation in the key's organisation", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
+    ))]
+async fn get_consultation(
+    State(state): State<AppState>,
+    client: ApiClient,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ConsultationView>, ApiError> {
+    client.require(Scope::ConsultationsRead)?;
+    let id = path(id)?;
+    let c = owned(&state, &client, &id).await?;
+    let invitations = state.store.invitations(&c.id).await.map_err(store_error)?;
+    Ok(Json(consultation_view(
+        &c,
+        invitations
+            .iter()
+            .map(|i| invitation_view(i, None))
+            .collect(),
+    )))
+}
+
+/// Cancel a consultation: every link of it is refused from now on (`cancelled`), and a call in
+/// progress on this server ends. Cancelling twice is not an error.
+#[utoipa::path(delete, path = "/api/v1/consultations/{id}", tag = "consultations",
+    params(("id" = String, Path, description = "Consultation id")),
+    security(("api_key" = ["consultations:write"])),
+    responses(
+        (status = 204, description = "Cancelled"),
+        (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key lacks consultations:write", body = ErrorBody),
+        (status = 404, description = "No such consultation in the key's organisation", body = ErrorBody),
+        (status = 409, description = "The consultation has already ended", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
+    ))]
+async fn cancel_consultation(
+    State(state): State<AppState>,
+    client: ApiClient,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    client.require(Scope::ConsultationsWrite)?;
+    let id = path(id)?;
+    let c = owned(&state, &client, &id).await?;
+    if c.status == ConsultationStatus::Ended {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "consultation_ended",
+            "the consultation has already ended",
+        ));
+    }
+    let revoked = state
+        .store
+        .cancel_consultation(&c.id, now_millis())
+        .await
+        .map_err(store_error)?;
+    state
+        .consultations
+        .cancel(&ConsultationId::new(c.id.clone()));
+    state
+        .billing
+        .audit("consultation.cancel", &client.actor(), Some(&c.id), None);
+    tracing::info!(key = %client.key_id, consultation = %c.id, revoked, "consultation cancelled through the API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new invitation (one more seat, one more link) of a scheduled consultation.
+#[utoipa::path(post, path = "/api/v1/consultations/{id}/invitations", tag = "consultations",
+    params(("id" = String, Path, description = "Consultation id")),
+    request_body = CreateInvitation,
+    security(("api_key" = ["consultations:write"])),
+    responses(
+        (status = 201, description = "Created, with its link", body = InvitationView),
+        (status = 400, description = "Malformed body or invalid field (named)", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key lacks consultations:write", body = ErrorBody),
+        (status = 404, description = "No such consultation in the key's organisation", body = ErrorBody),
+        (status = 409, description = "The consultation is cancelled or ended", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
+    ))]
+async fn create_invitation(
+    State(state): State<AppState>,
+    client: ApiClient,
+    id: Result<Path<String>, PathRejection>,
+    b: Result<Json<CreateInvitation>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    client.require(Scope::ConsultationsWrite)?;
+    let id = path(id)?;
+    let c = owned(&state, &client, &id).await?;
+    let req = body(b)?;
+    check_label("label", &req.label)?;
+    let role = match req.role {
+        SeatRole::Patient => Role::Patient,
+        SeatRole::Guest => Role::Guest,
+    };
+    let view = issue(&state, &c, role, &req.label, "label", now_millis()).await?;
+    state.billing.audit(
+        "invitation.create",
+        &client.actor(),
+        Some(&c.id),
+        Some(&view.jti),
+    );
+    tracing::info!(key = %client.key_id, consultation = %c.id, jti = %view.jti, "invitation created through the API");
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// Revoke one invitation: its link is refused from now on (`revoked`). Revoking twice is not
+/// an error.
+#[utoipa::path(delete, path = "/api/v1/consultations/{id}/invitations/{jti}", tag = "consultations",
+    params(
+        ("id" = String, Path, description = "Consultation id"),
+        ("jti" = String, Path, description = "Invitation id"),
+    ),
+    security(("api_key" = ["consultations:write"])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key lacks consultations:write", body = ErrorBody),
+        (status = 404, description = "No such consultation or invitation in the key's organisation", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
+    ))]
+async fn revoke_invitation(
+    State(state): State<AppState>,
+    client: ApiClient,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    client.require(Scope::ConsultationsWrite)?;
+    let (id, jti) = path(ids)?;
+    let c = owned(&state, &client, &id).await?;
+    match state.store.invitation(&jti).await.map_err(store_error)? {
+        Some(i) if i.consultation == c.id => {}
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such invitation",
+            ));
+        }
+    }
+    state
+        .store
+        .revoke_invitation(&jti, now_millis())
+        .await
+        .map_err(store_error)?;
+    state.billing.audit(
+        "invitation.revoke",
+        &client.actor(),
+        Some(&c.id),
+        Some(&jti),
+    );
+    tracing::info!(key = %client.key_id, consultation = %c.id, %jti, "invitation revoked through the API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_in_utc() {
+        let ms = parse_time("t", "2026-12-01T14:30:00Z").expect("parses");
+        assert_eq!(format_time(ms), "2026-12-01T14:30:00.000Z");
+        assert_eq!(
+            parse_time("t", "2026-12-01T14:30:00.250Z").expect("ms"),
+            ms + 250
+        );
+        let e = parse_time("scheduled_at", "tomorrow").expect_err("refused");
+        assert_eq!(e.code(), "invalid_field");
+        assert!(e.message().starts_with("scheduled_at:"), "{}", e.message());
+    }
+
+    #[test]
+    fn every_route_is_in_the_document() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        for (path, method) in route_list() {
+            let m = method.as_str().to_ascii_lowercase();
+            assert!(
+                doc["paths"][path][&m].is_object(),
+                "{method} {path} is not documented"
+            );
+        }
+    }
+}

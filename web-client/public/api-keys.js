@@ -1,0 +1,90 @@
+// The "API keys" section of the admin page: the organisation's keys for booking and practice
+// software (REST API v1, docs/api.md). A new key is shown once on this page and kept nowhere.
+
+import { api, loadSession } from './staff-session.js';
+
+const $ = (id) => document.getElementById(id);
+
+function cell(text) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  return td;
+}
+
+function when(ms) {
+  return ms == null ? '—' : new Date(ms).toLocaleString();
+}
+
+function drawKeys(keys) {
+  const body = $('key-rows');
+  body.replaceChildren();
+  for (const k of keys) {
+    const tr = document.createElement('tr');
+    tr.dataset.key = k.id;
+    const actions = document.createElement('td');
+    if (k.revoked_at == null) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = 'Revoke';
+      b.setAttribute('aria-label', `Revoke API key ${k.name}`);
+      b.addEventListener('click', () => revoke(k));
+      actions.append(b);
+    }
+    tr.append(
+      cell(k.name),
+      cell(k.scopes.join(', ')),
+      cell(when(k.created_at)),
+      cell(when(k.last_used_at)),
+      cell(k.revoked_at == null ? 'active' : `revoked ${when(k.revoked_at)}`),
+      actions,
+    );
+    body.append(tr);
+  }
+}
+
+async function refreshKeys() {
+  const data = await (await api('/api/admin/api-keys')).json();
+  drawKeys(data.api_keys);
+}
+
+async function revoke(k) {
+  $('key-error').textContent = '';
+  try {
+    await api(`/api/admin/api-keys/${encodeURIComponent(k.id)}/revoke`, { method: 'POST' });
+    await refreshKeys();
+  } catch (err) {
+    $('key-error').textContent = err.message;
+  }
+}
+
+async function createKey(event) {
+  event.preventDefault();
+  $('key-error').textContent = '';
+  const scopes = [...document.querySelectorAll('input[name=scope]:checked')].map((i) => i.value);
+  try {
+    const res = await api('/api/admin/api-keys', {
+      method: 'POST',
+      body: { name: $('key-name').value, scopes },
+    });
+    const data = await res.json();
+    $('key-secret').textContent =
+      `API key "${data.name}" (shown only now, copy it into the booking system): ${data.key}`;
+    $('key-secret').hidden = false;
+    $('create-key').reset();
+    await refreshKeys();
+  } catch (err) {
+    $('key-error').textContent = err.message;
+  }
+}
+
+async function start() {
+  if (!(await loadSession())) return;
+  $('create-key').addEventListener('submit', createKey);
+  try {
+    await refreshKeys();
+  } catch (err) {
+    $('key-error').textContent = err.message;
+  }
+}
+
+start();
