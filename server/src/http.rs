@@ -70,12 +70,13 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .layer(request_logs(Level::DEBUG));
     let router = Router::new()
-        .route("/ws", get(teleconsult_signaling::handler))
+        .route("/ws", get(crate::routes::workspace::websocket))
         .route("/", get(|| async { serve_asset("index.html") }))
         .route("/join", get(|| async { serve_asset("join.html") }))
         .route("/login", get(|| async { serve_asset("login.html") }))
         .merge(crate::routes::auth::routes())
         .merge(crate::routes::admin::routes())
+        .merge(crate::routes::workspace::routes())
         .merge(crate::routes::documents::routes(
             state.config.documents.max_bytes,
         ))

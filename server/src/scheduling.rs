@@ -155,7 +155,8 @@ pub async fn create_consultation(
     let mut invitations = Vec::with_capacity(1 + req.guest_labels.len());
     let seats = std::iter::once((Role::Patient, req.patient_label))
         .chain(req.guest_labels.iter().map(|g| (Role::Guest, g.as_str())));
-    for (role, label) in seats {
+    for (n, (role, label)) in seats.enumerate() {
+        // One millisecond apart: invitations are listed by creation time, patient first.
         let (invitation, token) = invitation::issue(
             store,
             &keyring,
@@ -163,7 +164,7 @@ pub async fn create_consultation(
             &consultation,
             role,
             label,
-            now_ms,
+            now_ms.saturating_add(i64::try_from(n).unwrap_or(0)),
         )
         .await?;
         invitations.push(IssuedInvitation { invitation, token });
