@@ -56,6 +56,7 @@ both_backends!(
     another_organisation_or_practitioner_gets_404,
     csrf_and_role_are_enforced,
     practitioner_joins_through_the_session_cookie_only_from_our_origin,
+    documents_through_the_session_are_counted_in_the_workspace,
 );
 
 /// An organisation with one account per `(email, roles)`; returns the account ids.
@@ -566,5 +567,74 @@ async fn practitioner_joins_through_the_session_cookie_only_from_our_origin(mong
         try_join(&s, &ours(&dr), "", Some(&id)).await,
         Err((4401, "cancelled".to_string()))
     );
+    s.shutdown().await;
+}
+
+const BOUNDARY: &str = "----teleconsult-workspace-boundary";
+
+fn pdf_form() -> Vec<u8> {
+    format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.pdf\"\r\n\
+         Content-Type: application/pdf\r\n\r\n%PDF-1.4\n% a test document\n%%EOF\n\r\n--{BOUNDARY}--\r\n"
+    )
+    .into_bytes()
+}
+
+async fn documents_through_the_session_are_counted_in_the_workspace(mongo: bool) {
+    let Some(s) = server(mongo).await else { return };
+    organisation(
+        &s,
+        &[
+            ("dr@a.example", &[StaffRole::Practitioner]),
+            ("other@a.example", &[StaffRole::Practitioner]),
+        ],
+    )
+    .await;
+    let dr = Browser::login(s.http_addr, "dr@a.example").await;
+    let other = Browser::login(s.http_addr, "other@a.example").await;
+    let c = dr.create("P", &[]).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let path = format!("/api/consultations/{id}/documents");
+    let form = (
+        "Content-Type",
+        format!("multipart/form-data; boundary={BOUNDARY}"),
+    );
+    // Without the CSRF token: refused, nothing stored.
+    let r = request(
+        s.http_addr,
+        "POST",
+        &path,
+        &[("Cookie", dr.cookie.clone()), form.clone()],
+        pdf_form(),
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (403, "csrf_missing"));
+    // With it: stored, listed, and counted in the workspace.
+    let r = request(
+        s.http_addr,
+        "POST",
+        &path,
+        &[
+            ("Cookie", dr.cookie.clone()),
+            ("X-CSRF-Token", dr.csrf.clone()),
+            form.clone(),
+        ],
+        pdf_form(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let listed = dr.get(&path).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json().as_array().map(Vec::len), Some(1));
+    let shown = dr
+        .get(&format!("/api/workspace/consultations/{id}"))
+        .await
+        .json();
+    assert_eq!(shown["documents"], 1);
+    // A colleague's session, and no credential at all.
+    let r = other.get(&path).await;
+    assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+    let r = request(s.http_addr, "GET", &path, &[], vec![]).await;
+    assert_eq!(r.status, 401);
     s.shutdown().await;
 }

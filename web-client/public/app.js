@@ -33,6 +33,18 @@ const $ = (id) => document.getElementById(id);
 // through their login session: `session:` and the consultation id. Not a secret.
 const SESSION_PREFIX = 'session:';
 
+/** The login session's CSRF token (documents uploads and deletions of a session join). */
+let sessionCsrf = null;
+
+async function loadSessionCsrf() {
+  try {
+    const res = await fetch('/api/auth/session', { cache: 'no-store', credentials: 'same-origin' });
+    if (res.ok) sessionCsrf = (await res.json()).csrf_token || null;
+  } catch {
+    /* offline: documents will say so when used */
+  }
+}
+
 /** `/join#session=ID`: the consultation a signed-in practitioner starts (stripped from the bar). */
 function takeSessionFromLocation() {
   const params = new URLSearchParams(window.location.hash.slice(1));
@@ -158,6 +170,7 @@ async function start() {
     return;
   }
   keepSeat(token, null);
+  if (token.startsWith(SESSION_PREFIX)) loadSessionCsrf();
   if (typeof RTCPeerConnection === 'undefined' || !navigator.mediaDevices) {
     fail(ERRORS.noWebRTC);
     return;
@@ -166,6 +179,7 @@ async function start() {
   documents = createDocuments({
     root: $('documents'),
     getToken: () => (token.startsWith(SESSION_PREFIX) ? null : token),
+    getCsrf: () => sessionCsrf,
     consultation: () => app.claims.consultation,
     you: () => app.you,
   });
