@@ -273,7 +273,7 @@ async fn static_file(method: Method, uri: axum::http::Uri) -> Response {
 }
 
 /// Whether `host` is a plain `name[:port]` or `[v6][:port]` safe to echo into a header.
-fn sane_host(host: &str) -> bool {
+pub(crate) fn sane_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 255
         && host

@@ -313,6 +313,22 @@ async fn cancel_revokes_every_link_and_revoke_one_link(mongo: bool) {
         try_join(&s, &[], &links[0], None).await,
         Ok(ServerMessage::Joined { .. })
     ));
+    // A QR code of a live link; none for the revoked one.
+    let patient_jti = c["invitations"][0]["id"].as_str().unwrap();
+    let qr = dr
+        .get(&format!(
+            "/api/workspace/consultations/{id}/invitations/{patient_jti}/qr.svg"
+        ))
+        .await;
+    assert_eq!(qr.status, 200, "{}", qr.text());
+    assert_eq!(qr.header("content-type"), "image/svg+xml");
+    assert!(qr.text().contains("<svg"), "an SVG");
+    let qr = dr
+        .get(&format!(
+            "/api/workspace/consultations/{id}/invitations/{guest_jti}/qr.svg"
+        ))
+        .await;
+    assert_eq!(qr.status, 404);
     let shown = dr
         .get(&format!("/api/workspace/consultations/{id}"))
         .await
@@ -376,6 +392,12 @@ async fn another_organisation_or_practitioner_gets_404(mongo: bool) {
         .await;
     assert_eq!(r.status, 404);
     // The same answer as for an id that does not exist at all.
+    let r = b
+        .get(&format!(
+            "/api/workspace/consultations/{id}/invitations/{jti}/qr.svg"
+        ))
+        .await;
+    assert_eq!(r.status, 404);
     let r = b.get("/api/workspace/consultations/no-such-id").await;
     assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
     let listed = b.get("/api/workspace/consultations").await.json();

@@ -129,10 +129,21 @@ function seatRow(c, inv, live) {
     const fieldId = `link-${inv.id}`;
     const input = el('input', { id: fieldId, type: 'text', readOnly: true, value: joinLink(inv.token), class: 'ws-link' });
     input.setAttribute('aria-label', `Link for ${name}`);
+    const qr = el('img', { class: 'ws-qr', hidden: true, alt: `QR code of the link for ${name}` });
+    const showQr = button('QR code', `Show QR code for ${name}`, () => {
+      if (qr.hidden) {
+        qr.src = `/api/workspace/consultations/${encodeURIComponent(c.id)}/invitations/${encodeURIComponent(inv.id)}/qr.svg`;
+      }
+      qr.hidden = !qr.hidden;
+      showQr.setAttribute('aria-expanded', String(!qr.hidden));
+    });
+    showQr.setAttribute('aria-expanded', 'false');
     li.append(
       button('Copy link', `Copy link for ${name}`, () => copy(input, name)),
+      showQr,
       button('Revoke', `Revoke link for ${name}`, () => revoke(c, inv, name), 'danger-outline'),
       input,
+      qr,
     );
   } else {
     li.append(el('span', { class: 'ws-meta', textContent: inv.revoked ? 'link revoked' : 'link no longer valid' }));

@@ -48,6 +48,11 @@ test('workspace: create with a guest, start, admit, three-way video, cancel', { 
     const tokens = [patientUrl, guestUrl].map((u) => u.split('#token=')[1]);
     doctor.token = tokens[0];
     assert.equal(await page.locator('#error').textContent(), '');
+    // The patient's link as a QR code (an SVG rendered by the server).
+    await page.getByRole('button', { name: 'Show QR code for Patient Patient 42' }).click();
+    const qr = page.getByRole('img', { name: 'QR code of the link for Patient Patient 42' });
+    await qr.waitFor();
+    await page.waitForFunction(() => [...document.querySelectorAll('img.ws-qr')].some((i) => !i.hidden && i.naturalWidth > 0));
 
     // Start: the call page, joined by this session (no token in the address bar).
     await page.getByRole('button', { name: 'Start consultation with Patient 42' }).click();

@@ -32,6 +32,10 @@ pub fn routes() -> Router<AppState> {
             "/api/workspace/consultations/{id}/invitations/{jti}/revoke",
             post(revoke),
         )
+        .route(
+            "/api/workspace/consultations/{id}/invitations/{jti}/qr.svg",
+            get(qr_code),
+        )
 }
 
 impl From<SchedulingError> for ApiError {
@@ -322,6 +326,60 @@ async fn cancel(
         .cancel(&teleconsult_consultation::ConsultationId::from(id.clone()));
     tracing::info!(organisation = %s.organisation, account = %s.account, consultation = %id, revoked, "consultation cancelled");
     Ok(Json(serde_json::json!({ "revoked": revoked })))
+}
+
+/// `GET /api/workspace/consultations/{id}/invitations/{jti}/qr.svg`: the join link of a live
+/// invitation as a QR code (SVG, rendered here by the `qrcode` crate: no script in the page).
+/// 404 for a revoked, expired or cancelled seat, or one of another practitioner.
+async fn qr_code(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    s: StaffSession,
+    Path((id, jti)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let s = practitioner(s)?;
+    let c = scheduling::owned_consultation(&*state.store, owner(&s), &id).await?;
+    let now = now_millis();
+    let invitation = state
+        .store
+        .invitation(&jti)
+        .await
+        .map_err(SchedulingError::from)?
+        .filter(|i| {
+            i.consultation == c.id
+                && i.revoked_at.is_none()
+                && i.expires > now
+                && c.status == ConsultationStatus::Scheduled
+        })
+        .ok_or(SchedulingError::NotFound)?;
+    let token = scheduling::link_token(&state.config, &invitation)?;
+    // The link the page shows: the public URL when configured, else the address the
+    // practitioner reached us at (the bound port may differ from the configured one).
+    let link = match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) if state.config.server.public_url.is_empty() && crate::http::sane_host(host) => {
+            let scheme = if crate::routes::auth::secure(&state.config) {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{host}/join#token={token}")
+        }
+        _ => state.config.join_link(&token),
+    };
+    let code = qrcode::QrCode::new(link.as_bytes()).map_err(ApiError::internal)?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    )
+        .into_response())
 }
 
 /// `POST /api/workspace/consultations/{id}/invitations/{jti}/revoke`: one link stops working.
