@@ -85,6 +85,13 @@ pub enum Refusal {
     /// The store could not be asked (the link is not accepted unchecked): try again later.
     #[error("unavailable")]
     Unavailable,
+    /// A join through a login session without a (live) session.
+    #[error("not_signed_in")]
+    NotSignedIn,
+    /// A signed-in practitioner asked for a consultation that is not theirs (or does not
+    /// exist): the two are not told apart.
+    #[error("not_found")]
+    NotFound,
 }
 
 impl Refusal {
@@ -98,6 +105,8 @@ impl Refusal {
             Refusal::Cancelled => "cancelled",
             Refusal::Ended => "ended",
             Refusal::Unavailable => "unavailable",
+            Refusal::NotSignedIn => "not_signed_in",
+            Refusal::NotFound => "not_found",
         }
     }
 
@@ -119,6 +128,8 @@ impl Refusal {
             Refusal::Unavailable => {
                 "The service cannot check your link right now. Please try again in a minute."
             }
+            Refusal::NotSignedIn => "Please sign in again to start this consultation.",
+            Refusal::NotFound => "There is no such consultation among yours.",
         }
     }
 }
@@ -378,9 +389,9 @@ pub enum Credential {
         role: Role,
         label: Label,
     },
-    /// A practitioner. Today only from the pre-accounts practitioner token (`account` is the
-    /// token's identity, `organisation` empty); the accounts module will give the login
-    /// session's account and organisation.
+    /// A practitioner: from their login session ([`Authenticator::practitioner`]: account and
+    /// organisation ids), or from the pre-accounts practitioner token (`account` is the token's
+    /// identity, `organisation` empty; kept for the tests and tools that still mint one).
     Practitioner {
         account: String,
         organisation: String,
@@ -511,6 +522,43 @@ impl Authenticator {
 
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
+    }
+
+    /// A signed-in practitioner (`account` of `organisation`, verified by the edge from the
+    /// session cookie) joining `consultation`: only a scheduled consultation of their
+    /// organisation that they own ([`Refusal::NotFound`] otherwise, whether it exists or not).
+    pub async fn practitioner(
+        &self,
+        account: &str,
+        organisation: &str,
+        display_name: &str,
+        consultation: &str,
+    ) -> Result<Credential, Refusal> {
+        if !valid_id(consultation) || account.is_empty() || organisation.is_empty() {
+            return Err(Refusal::NotFound);
+        }
+        let c = match self.store.scheduled_consultation(consultation).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up a consultation");
+                return Err(Refusal::Unavailable);
+            }
+        };
+        let c = match c {
+            Some(c) if c.organisation == organisation && c.practitioner == account => c,
+            _ => return Err(Refusal::NotFound),
+        };
+        match c.status {
+            ConsultationStatus::Cancelled => return Err(Refusal::Cancelled),
+            ConsultationStatus::Ended => return Err(Refusal::Ended),
+            ConsultationStatus::Scheduled => {}
+        }
+        Ok(Credential::Practitioner {
+            account: account.to_string(),
+            organisation: organisation.to_string(),
+            consultation: ConsultationId::from(c.id),
+            display_name: Label::new(display_name),
+        })
     }
 
     /// Authenticate `token` at `now_ms` (milliseconds since the epoch).

@@ -70,7 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .layer(request_logs(Level::DEBUG));
     let router = Router::new()
-        .route("/ws", get(teleconsult_signaling::handler))
+        .route("/ws", get(crate::routes::workspace::websocket))
         .route("/", get(|| async { serve_asset("index.html") }))
         .route("/join", get(|| async { serve_asset("join.html") }))
         .route("/login", get(|| async { serve_asset("login.html") }))
@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::admin::routes())
         .merge(crate::routes::api_keys_admin::routes())
         .merge(crate::routes::api_v1::routes())
+        .merge(crate::routes::workspace::routes())
         .merge(crate::routes::documents::routes(
             state.config.documents.max_bytes,
         ))
@@ -274,7 +275,7 @@ async fn static_file(method: Method, uri: axum::http::Uri) -> Response {
 }
 
 /// Whether `host` is a plain `name[:port]` or `[v6][:port]` safe to echo into a header.
-fn sane_host(host: &str) -> bool {
+pub(crate) fn sane_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 255
         && host

@@ -92,18 +92,21 @@ pub async fn invite(
     .await?)
 }
 
-/// `serve --dev`: the demo consultation, (re)scheduled now, and a patient invitation for it.
+/// `serve --dev`: the demo consultation of `organisation`, owned by the demo practitioner
+/// account `practitioner`, (re)scheduled now, and a patient invitation for it.
 pub async fn dev_demo(
     store: &dyn InvitationStore,
     config: &Config,
     consultation: &str,
+    organisation: &str,
+    practitioner: &str,
     now_ms: i64,
 ) -> Result<String, InviteError> {
     store
         .upsert_scheduled_consultation(&ScheduledConsultation {
             id: consultation.to_string(),
-            organisation: DEV_ORGANISATION.to_string(),
-            practitioner: DEV_PRACTITIONER.to_string(),
+            organisation: organisation.to_string(),
+            practitioner: practitioner.to_string(),
             scheduled_at: None,
             status: ConsultationStatus::Scheduled,
             created_at: now_ms,

@@ -10,6 +10,7 @@ pub mod http;
 pub mod invite;
 pub mod media;
 pub mod routes;
+pub mod scheduling;
 pub mod server;
 pub mod telemetry;
 

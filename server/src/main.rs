@@ -604,52 +604,42 @@ fn mint(
 }
 
 async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
-    let demo_links = if dev {
-        let ttl = Duration::from_secs(config.auth.token_ttl_secs);
-        Some(mint(
-            &config,
-            "demo",
-            "Practitioner",
-            Role::Practitioner,
-            ttl,
-        )?)
-    } else {
-        None
-    };
     let mut server = teleconsult::server::start(config).await?;
-    if let Some(practitioner) = demo_links {
-        let patient = teleconsult::invite::dev_demo(
-            &*server.state.store,
-            &server.state.config,
-            "demo",
-            teleconsult::consultation::invitation::now_millis(),
-        )
-        .await
-        .context("creating the demo consultation's patient invitation")?;
+    if dev {
         // The join link for the address actually bound (the port may have been 0).
         let mut shown = (*server.state.config).clone();
         shown.server.port = server.http_addr.port();
         println!("Development mode: never expose this server; its signing secret is public.");
-        println!("Practitioner link: {}", shown.join_link(&practitioner));
+        // A demo organisation and practitioner account (idempotent) owning the demo
+        // consultation: the practitioner signs in and lands in its call (their session is the
+        // credential; the consultation id travels in the fragment, no token anywhere).
+        let demo = server
+            .state
+            .accounts
+            .ensure_demo(teleconsult::accounts::now_millis())
+            .await
+            .context("preparing the demo account")?;
+        let patient = teleconsult::invite::dev_demo(
+            &*server.state.store,
+            &server.state.config,
+            "demo",
+            &demo.organisation.id,
+            &demo.account.id,
+            teleconsult::consultation::invitation::now_millis(),
+        )
+        .await
+        .context("creating the demo consultation's patient invitation")?;
+        println!(
+            "Practitioner link: {}/login#next=/workspace&start=demo",
+            shown.base_url()
+        );
+        println!("  email:           {}", demo.account.email);
+        println!("  password:        {}", demo.password);
         println!("Patient link:      {}", shown.join_link(&patient));
         println!(
             "Metrics (Prometheus): http://{}/metrics",
             server.metrics_addr
         );
-        // A demo organisation and practitioner account (idempotent), for the sign-in page.
-        match server
-            .state
-            .accounts
-            .ensure_demo(teleconsult::accounts::now_millis())
-            .await
-        {
-            Ok(demo) => {
-                println!("Sign in:           {}/login", shown.base_url());
-                println!("  email:           {}", demo.account.email);
-                println!("  password:        {}", demo.password);
-            }
-            Err(e) => eprintln!("teleconsult: the demo account could not be prepared: {e}"),
-        }
     }
 
     tokio::select! {

@@ -306,9 +306,11 @@ async fn forged_tampered_and_patient_bearer_tokens_are_refused(mongo: bool) {
     // Garbage, truncated, or a practitioner seat in a link: malformed.
     let keyring = s.config.keyring().unwrap();
     let practitioner_link = sign_link(&keyring, "j", c, Role::Practitioner, 1, u64::MAX / 2);
-    for junk in ["", "x", &link[..link.len() / 2], practitioner_link.as_str()] {
+    for junk in ["x", &link[..link.len() / 2], practitioner_link.as_str()] {
         assert_eq!(try_join(&s, junk).await, refused("malformed"), "{junk:.12}");
     }
+    // An empty token asks for a login session (tests/workspace.rs): none here.
+    assert_eq!(try_join(&s, "").await, refused("not_signed_in"));
     // The old bearer identity for a patient (version-1 token) no longer admits anyone.
     let bearer = sign_token(
         s.config.auth.signing_secret.expose_secret().as_bytes(),

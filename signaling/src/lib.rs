@@ -10,7 +10,7 @@ pub mod session;
 pub mod wire;
 
 pub use config::SignalingConfig;
-pub use session::{ErrorCounters, ErrorKind, Signaling, handler};
+pub use session::{ErrorCounters, ErrorKind, Signaling, SignedIn, handler, upgrade};
 
 /// Names of the metrics this crate records.
 pub mod metric_names {

@@ -37,6 +37,9 @@ pub struct IceCandidate {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     Join {
+        /// A join link's token; empty for a practitioner joining through their login session
+        /// (the cookie sent with the WebSocket handshake).
+        #[serde(default)]
         token: String,
         #[serde(default)]
         protocol: Option<u32>,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use teleconsult_consultation::invitation::now_millis;
 use teleconsult_consultation::{
     ActionError, Authenticator, ConsultationId, ConsultationService, Joined, Outbound,
-    ParticipantId,
+    ParticipantId, Refusal,
 };
 use teleconsult_sfu::{Candidate, Sfu, SfuError};
 use tokio::sync::mpsc;
@@ -131,14 +131,43 @@ impl Signaling {
     }
 }
 
-/// The `/ws` route.
+/// A practitioner signed in through the login session of the WebSocket handshake (verified by
+/// the HTTP edge: the session cookie, and an `Origin` equal to the server's own). Ids only, and
+/// the name shown to the others in the call.
+#[derive(Clone)]
+pub struct SignedIn {
+    pub account: String,
+    pub organisation: String,
+    pub display_name: String,
+}
+
+impl std::fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn")
+            .field("account", &self.account)
+            .field("organisation", &self.organisation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `/ws` route (join links only).
 pub async fn handler(ws: WebSocketUpgrade, State(state): State<Arc<Signaling>>) -> Response {
+    upgrade(ws, state, None)
+}
+
+/// The `/ws` route for an edge that has already checked the handshake's login session:
+/// `signed_in` may then join its own consultations with an empty token.
+pub fn upgrade(
+    ws: WebSocketUpgrade,
+    state: Arc<Signaling>,
+    signed_in: Option<SignedIn>,
+) -> Response {
     let limit = state.config.max_message_bytes;
     // The transport accepts up to twice the limit so that an oversized message can be answered
     // with a proper 1009 close rather than a torn connection.
     ws.max_message_size(limit.saturating_mul(2))
         .max_frame_size(limit.saturating_mul(2))
-        .on_upgrade(move |socket| session(socket, state))
+        .on_upgrade(move |socket| session(socket, state, signed_in))
 }
 
 struct ConnGauge;
@@ -217,7 +246,7 @@ fn classify(state: &Signaling, msg: Option<Result<Message, axum::Error>>) -> Inc
     }
 }
 
-async fn session(socket: WebSocket, state: Arc<Signaling>) {
+async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<SignedIn>) {
     let _gauge = ConnGauge::new();
     let (mut sink, mut stream) = socket.split();
     let join_timeout = Duration::from_secs(state.config.join_timeout_secs);
@@ -262,7 +291,27 @@ async fn session(socket: WebSocket, state: Arc<Signaling>) {
                         .await;
                     return;
                 }
-                match state.authenticator.authenticate(&token, now_millis()).await {
+                let authenticated = if token.is_empty() {
+                    // A practitioner's own session (no link): only their own consultations.
+                    match (&signed_in, &consultation) {
+                        (Some(me), Some(c)) => {
+                            state
+                                .authenticator
+                                .practitioner(
+                                    &me.account,
+                                    &me.organisation,
+                                    &me.display_name,
+                                    c.as_str(),
+                                )
+                                .await
+                        }
+                        (Some(_), None) => Err(Refusal::NotFound),
+                        (None, _) => Err(Refusal::NotSignedIn),
+                    }
+                } else {
+                    state.authenticator.authenticate(&token, now_millis()).await
+                };
+                match authenticated {
                     Ok(credential) => {
                         if consultation.is_some_and(|c| c != *credential.consultation()) {
                             state.count_error(ErrorKind::WrongConsultation);

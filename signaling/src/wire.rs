@@ -92,6 +92,7 @@ pub fn refused(r: Refusal) -> (u16, &'static str) {
     match r {
         Refusal::Ended => (close::ENDED, r.code()),
         Refusal::Unavailable => (close::TRY_AGAIN_LATER, r.code()),
+        Refusal::NotFound => (close::FORBIDDEN, r.code()),
         _ => (close::UNAUTHORIZED, r.code()),
     }
 }
@@ -123,6 +124,8 @@ mod tests {
             (Refusal::Cancelled, (4401, "cancelled")),
             (Refusal::Ended, (4410, "ended")),
             (Refusal::Unavailable, (1013, "unavailable")),
+            (Refusal::NotSignedIn, (4401, "not_signed_in")),
+            (Refusal::NotFound, (4403, "not_found")),
         ] {
             assert_eq!(refused(r), code, "{r:?}");
         }

@@ -101,6 +101,13 @@ pub trait InvitationStore: Send + Sync {
     /// Insert or replace by `id`.
     async fn upsert_scheduled_consultation(&self, c: &ScheduledConsultation) -> Result<()>;
     async fn scheduled_consultation(&self, id: &str) -> Result<Option<ScheduledConsultation>>;
+    /// The consultations of `organisation` (of one practitioner account when `practitioner` is
+    /// given), ordered by `created_at` then `id`.
+    async fn scheduled_consultations(
+        &self,
+        organisation: &str,
+        practitioner: Option<&str>,
+    ) -> Result<Vec<ScheduledConsultation>>;
     /// Set the status of consultation `id`; `NotFound` if absent.
     async fn set_consultation_status(&self, id: &str, status: ConsultationStatus) -> Result<()>;
     /// Cancel consultation `id` at `at` and revoke every invitation of it not yet revoked

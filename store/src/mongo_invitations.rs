@@ -94,6 +94,23 @@ impl InvitationStore for MongoStore {
             .transpose()
     }
 
+    async fn scheduled_consultations(
+        &self,
+        organisation: &str,
+        practitioner: Option<&str>,
+    ) -> Result<Vec<ScheduledConsultation>> {
+        let mut filter = doc! {"organisation": organisation};
+        if let Some(p) = practitioner {
+            filter.insert("practitioner", p);
+        }
+        let docs: Vec<ConsultationDoc> = self
+            .find_all(CONSULTATIONS, filter, doc! {"created_at": 1, "_id": 1})
+            .await?;
+        docs.into_iter()
+            .map(ScheduledConsultation::try_from)
+            .collect()
+    }
+
     async fn set_consultation_status(&self, id: &str, status: ConsultationStatus) -> Result<()> {
         let r = self
             .coll(CONSULTATIONS)

@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS invitations (
     revoked_at INTEGER,
     created_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS scheduled_consultations_owner
+    ON scheduled_consultations (organisation, practitioner, created_at, id);
 CREATE INDEX IF NOT EXISTS invitations_consultation ON invitations (consultation, created_at, jti);
 ";
 
@@ -99,6 +101,26 @@ impl InvitationStore for SqliteStore {
                 consultation_row,
             )
             .optional()
+        })
+        .await
+    }
+
+    async fn scheduled_consultations(
+        &self,
+        organisation: &str,
+        practitioner: Option<&str>,
+    ) -> Result<Vec<ScheduledConsultation>> {
+        let organisation = organisation.to_string();
+        let practitioner = practitioner.map(str::to_string);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, organisation, practitioner, scheduled_at, status, created_at
+                 FROM scheduled_consultations
+                 WHERE organisation = ?1 AND (?2 IS NULL OR practitioner = ?2)
+                 ORDER BY created_at, id",
+            )?;
+            let rows = stmt.query_map(params![organisation, practitioner], consultation_row)?;
+            rows.collect()
         })
         .await
     }

@@ -39,7 +39,50 @@ conformance!(
     invitations_round_trip_in_order,
     revoking_one_link_keeps_the_first_time,
     cancel_revokes_all_links_of_it,
+    listed_per_organisation_and_owner,
 );
+
+async fn listed_per_organisation_and_owner(store: &dyn InvitationStore) {
+    let mut a = consultation("list-a");
+    a.created_at = 2;
+    let mut b = consultation("list-b");
+    b.created_at = 1;
+    b.practitioner = "acct-8".to_string();
+    let mut c = consultation("list-c");
+    c.organisation = "org-2".to_string();
+    for x in [&a, &b, &c] {
+        store
+            .upsert_scheduled_consultation(x)
+            .await
+            .expect("upsert");
+    }
+    let all = store
+        .scheduled_consultations("org-1", None)
+        .await
+        .expect("list");
+    assert_eq!(
+        all.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["list-b", "list-a"],
+        "org-1 only, by created_at"
+    );
+    let mine = store
+        .scheduled_consultations("org-1", Some("acct-7"))
+        .await
+        .expect("list");
+    assert_eq!(mine, vec![a]);
+    let other = store
+        .scheduled_consultations("org-2", None)
+        .await
+        .expect("list");
+    assert_eq!(other, vec![c]);
+    assert!(
+        store
+            .scheduled_consultations("org-3", None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
 
 fn consultation(id: &str) -> ScheduledConsultation {
     ScheduledConsultation {

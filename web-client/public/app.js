@@ -29,6 +29,31 @@ const BACKOFF_MAX_MS = 8_000;
 
 const $ = (id) => document.getElementById(id);
 
+// What this tab keeps (in sessionStorage, like a link's token) for a practitioner who joined
+// through their login session: `session:` and the consultation id. Not a secret.
+const SESSION_PREFIX = 'session:';
+
+/** The login session's CSRF token (documents uploads and deletions of a session join). */
+let sessionCsrf = null;
+
+async function loadSessionCsrf() {
+  try {
+    const res = await fetch('/api/auth/session', { cache: 'no-store', credentials: 'same-origin' });
+    if (res.ok) sessionCsrf = (await res.json()).csrf_token || null;
+  } catch {
+    /* offline: documents will say so when used */
+  }
+}
+
+/** `/join#session=ID`: the consultation a signed-in practitioner starts (stripped from the bar). */
+function takeSessionFromLocation() {
+  const params = new URLSearchParams(window.location.hash.slice(1));
+  const id = params.get('session');
+  if (!id || !/^[A-Za-z0-9_-]{1,128}$/.test(id)) return null;
+  window.history.replaceState(window.history.state, '', window.location.pathname);
+  return id;
+}
+
 // The token lives only in this closure: never on `window`, never logged, never in a URL we build.
 let token = null;
 /** The call screen's "Documents" region (documents.js); asks for the token when it needs it. */
@@ -127,13 +152,17 @@ function isPractitioner() {
 // ---------------------------------------------------------------- start-up
 
 async function start() {
-  // A link opened now, or (a reload of this tab) the one it joined with before.
-  token = takeTokenFromLocation() || storedToken();
+  // A practitioner starting from the workspace (`/join#session=ID`: their login session, no
+  // link), a link opened now, or (a reload of this tab) the one it joined with before.
+  const session = takeSessionFromLocation();
+  token = session ? `${SESSION_PREFIX}${session}` : takeTokenFromLocation() || storedToken();
   if (!token) {
     fail(ERRORS.noToken);
     return;
   }
-  app.claims = decodeClaims(token);
+  app.claims = token.startsWith(SESSION_PREFIX)
+    ? { consultation: token.slice(SESSION_PREFIX.length), identity: null, role: 'practitioner', exp: Infinity, nbf: 0 }
+    : decodeClaims(token);
   if (!app.claims) {
     token = null;
     forgetSeat();
@@ -141,6 +170,7 @@ async function start() {
     return;
   }
   keepSeat(token, null);
+  if (token.startsWith(SESSION_PREFIX)) loadSessionCsrf();
   if (typeof RTCPeerConnection === 'undefined' || !navigator.mediaDevices) {
     fail(ERRORS.noWebRTC);
     return;
@@ -148,7 +178,8 @@ async function start() {
 
   documents = createDocuments({
     root: $('documents'),
-    getToken: () => token,
+    getToken: () => (token.startsWith(SESSION_PREFIX) ? null : token),
+    getCsrf: () => sessionCsrf,
     consultation: () => app.claims.consultation,
     you: () => app.you,
   });
@@ -157,11 +188,13 @@ async function start() {
   $('whoami').textContent = identity ? `${identity} · ${ROLE_LABEL[role]}` : ROLE_LABEL[role];
   if (role === 'practitioner') {
     // The billing page opens in a new tab with the token in its fragment (never sent to the
-    // server; billing.js removes it from the address bar at once).
+    // server; billing.js removes it from the address bar at once); with a login session it
+    // needs none.
     const billing = $('billing-link');
     billing.hidden = false;
     billing.addEventListener('click', () => {
-      window.open(`/billing.html#token=${encodeURIComponent(token)}`, '_blank', 'noopener');
+      const url = token.startsWith(SESSION_PREFIX) ? '/billing.html' : `/billing.html#token=${encodeURIComponent(token)}`;
+      window.open(url, '_blank', 'noopener');
     });
   }
   $('prejoin-name').textContent = identity || 'the person invited';
@@ -239,7 +272,8 @@ function connect() {
     ws.send(
       JSON.stringify({
         type: 'join',
-        token,
+        // Empty for a session join: the cookie of this handshake is the credential.
+        token: token.startsWith(SESSION_PREFIX) ? '' : token,
         protocol: PROTOCOL_VERSION,
         consultation: app.claims.consultation,
         // This tab's proof that it holds its seat (after a reload or a dropped network).

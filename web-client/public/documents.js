@@ -11,8 +11,10 @@ import { DOCUMENTS, documentErrorMessage, formatBytes } from './messages.js';
  * @param {() => string|null} opts.getToken
  * @param {() => string} opts.consultation
  * @param {() => {id: string, role: string}|null} opts.you
+ * @param {() => string|null} [opts.getCsrf] without a token (a practitioner's login session:
+ *   the cookie authenticates), the session's CSRF token for uploads and deletions
  */
-export function createDocuments({ root, getToken, consultation, you }) {
+export function createDocuments({ root, getToken, consultation, you, getCsrf = () => null }) {
   const list = root.querySelector('.documents-list');
   const empty = root.querySelector('.documents-empty');
   const input = root.querySelector('input[type="file"]');
@@ -29,7 +31,9 @@ export function createDocuments({ root, getToken, consultation, you }) {
   const base = () => `/api/consultations/${encodeURIComponent(consultation())}/documents`;
   const auth = () => {
     const t = getToken();
-    return t ? { Authorization: `Bearer ${t}` } : {};
+    if (t) return { Authorization: `Bearer ${t}` };
+    const csrf = getCsrf();
+    return csrf ? { 'X-CSRF-Token': csrf } : {};
   };
 
   function say(text) {
@@ -195,8 +199,7 @@ export function createDocuments({ root, getToken, consultation, you }) {
     xhr.addEventListener('error', broken);
     xhr.addEventListener('abort', broken);
     xhr.open('POST', base());
-    const t = getToken();
-    if (t) xhr.setRequestHeader('Authorization', `Bearer ${t}`);
+    for (const [k, v] of Object.entries(auth())) xhr.setRequestHeader(k, v);
     xhr.send(form);
   }
 

@@ -8,6 +8,9 @@ const fragment = new URLSearchParams(window.location.hash.slice(1));
 // Only a same-site path: never another origin, never a protocol-relative URL.
 const nextParam = fragment.get('next');
 const next = nextParam && /^\/(?!\/)[A-Za-z0-9/._-]*$/.test(nextParam) ? nextParam : null;
+// `start`: a consultation id for the workspace to open at once (the `serve --dev` sign-in link).
+const startParam = fragment.get('start');
+const startId = startParam && /^[A-Za-z0-9_-]{1,128}$/.test(startParam) ? startParam : null;
 
 const REASONS = {
   idle: 'You were signed out after a period of inactivity.',
@@ -16,8 +19,10 @@ const REASONS = {
 };
 
 function startPage(session) {
+  if (next === '/workspace' && startId) return `/workspace#start=${startId}`;
   if (next) return next;
-  if (session.roles.includes('practitioner') || session.roles.includes('billing')) return '/billing.html';
+  if (session.roles.includes('practitioner')) return '/workspace';
+  if (session.roles.includes('billing')) return '/billing.html';
   if (session.roles.includes('admin')) return '/admin';
   return '/account.html';
 }

@@ -42,6 +42,8 @@ export const ERRORS = {
   notYetValid:
     'This consultation has not opened yet. Please come back shortly before your appointment.',
   cancelled: 'This consultation was cancelled by your practice.',
+  notSignedIn: 'Your sign-in has ended. Please sign in again and start the consultation from your workspace.',
+  notYours: 'This consultation is not among yours. Please start it from your workspace.',
   unavailable: 'The service cannot check your link right now. Please try again in a minute.',
   movedToAnotherDevice:
     'Your consultation continues on another device: the practitioner admitted it, so this window was disconnected.',
@@ -66,6 +68,8 @@ export function fatalCloseMessage(code, reason = '') {
           return ERRORS.notYetValid;
         case 'cancelled':
           return ERRORS.cancelled;
+        case 'not_signed_in':
+          return ERRORS.notSignedIn;
         default:
           return ERRORS.badToken;
       }
@@ -74,7 +78,7 @@ export function fatalCloseMessage(code, reason = '') {
     case 1013:
       return ERRORS.unavailable;
     case 4403:
-      return ERRORS.wrongConsultation;
+      return reason === 'not_found' ? ERRORS.notYours : ERRORS.wrongConsultation;
     case 4409:
       return ERRORS.full;
     case 4400:

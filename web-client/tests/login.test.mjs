@@ -1,5 +1,5 @@
 // Staff sign-in in a real browser: the demo practitioner of `serve --dev` signs in at /login,
-// lands on the billing page (by session, no token in the URL), and is signed out by the server
+// lands on the workspace (by session, no token in the URL), and is signed out by the server
 // after the configured idle time — the page notices and returns to /login. A wrong password
 // shows the same message as an unknown email.
 import { test } from 'node:test';
@@ -14,7 +14,7 @@ const DEMO_EMAIL = 'practitioner@demo.teleconsult.test';
 const DEMO_PASSWORD = 'demo-practitioner-password';
 const IDLE_SECS = 3;
 
-test('sign in, reach the billing page, idle logoff', { timeout: 90_000 }, async () => {
+test('sign in, reach the workspace, idle logoff', { timeout: 90_000 }, async () => {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'teleconsult-login-'));
   const server = await startServer({
     extraEnv: {
@@ -50,7 +50,7 @@ test('sign in, reach the billing page, idle logoff', { timeout: 90_000 }, async 
     await page.getByLabel('Email').fill(DEMO_EMAIL);
     await page.getByLabel('Password').fill(DEMO_PASSWORD);
     await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.waitForURL(/\/billing\.html$/);
+    await page.waitForURL(/\/workspace$/);
     await page.getByRole('heading', { name: 'Your consultations' }).waitFor();
     await page.waitForFunction(() => document.body.dataset.loaded === 'true' || document.getElementById('error').textContent !== '');
     assert.equal(await page.locator('#error').textContent(), '');

@@ -20,7 +20,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use futures_util::StreamExt;
@@ -47,12 +47,15 @@ pub fn routes(max_bytes: u64) -> Router<AppState> {
 /// Verify the bearer token and apply the service's access rule for `consultation`.
 async fn authorize(
     state: &AppState,
+    method: &Method,
     headers: &HeaderMap,
     consultation: &str,
 ) -> Result<Caller, ApiError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        ApiError::unauthorized("a join token is required (Authorization: Bearer)")
-    })?;
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        // No link: a practitioner who joined through their login session (the cookie, with its
+        // CSRF token on uploads and deletions) for their own consultation.
+        return authorize_session(state, method, headers, consultation).await;
+    };
     let bearer = value
         .to_str()
         .ok()
@@ -73,12 +76,47 @@ async fn authorize(
     Ok(state.documents.authorize(&credential, consultation)?)
 }
 
+async fn authorize_session(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    consultation: &str,
+) -> Result<Caller, ApiError> {
+    let staff = crate::routes::auth::staff_from_cookie(state, method, headers)
+        .await?
+        .filter(|s| s.has(teleconsult_accounts::StaffRole::Practitioner))
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "a join token (Authorization: Bearer) or a practitioner's session is required",
+            )
+        })?;
+    let credential = state
+        .signaling
+        .authenticator
+        .practitioner(
+            &staff.account,
+            &staff.organisation,
+            &staff.display_name,
+            consultation,
+        )
+        .await
+        .map_err(|r| match r {
+            Refusal::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", r.sentence())
+            }
+            // Not theirs, or no such consultation: the same answer.
+            _ => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such consultation"),
+        })?;
+    Ok(state.documents.authorize(&credential, consultation)?)
+}
+
 async fn list(
     State(state): State<AppState>,
+    method: Method,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<DocumentInfo>>, ApiError> {
-    let caller = authorize(&state, &headers, &id).await?;
+    let caller = authorize(&state, &method, &headers, &id).await?;
     Ok(Json(state.documents.list(&caller).await?))
 }
 
@@ -96,11 +134,12 @@ fn multipart_error(e: MultipartError, max: u64) -> DocumentError {
 
 async fn upload(
     State(state): State<AppState>,
+    method: Method,
     Path(id): Path<String>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<DocumentInfo>), ApiError> {
-    let caller = authorize(&state, &headers, &id).await?;
+    let caller = authorize(&state, &method, &headers, &id).await?;
     let mut multipart = multipart.map_err(|e| {
         ApiError::bad_request(
             "bad_request",
@@ -181,10 +220,11 @@ pub fn content_disposition(filename: &str) -> String {
 
 async fn download(
     State(state): State<AppState>,
+    method: Method,
     Path((id, doc)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &headers, &id).await?;
+    let caller = authorize(&state, &method, &headers, &id).await?;
     let found = state.documents.find(&caller, &doc).await?;
     let range = parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
@@ -230,10 +270,11 @@ async fn download(
 
 async fn delete(
     State(state): State<AppState>,
+    method: Method,
     Path((id, doc)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let caller = authorize(&state, &headers, &id).await?;
+    let caller = authorize(&state, &method, &headers, &id).await?;
     state.documents.delete(&caller, &doc).await?;
     Ok(StatusCode::NO_CONTENT)
 }

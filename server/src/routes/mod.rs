@@ -6,3 +6,4 @@ pub mod api_keys_admin;
 pub mod api_v1;
 pub mod auth;
 pub mod documents;
+pub mod workspace;

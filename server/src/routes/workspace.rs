@@ -1,0 +1,446 @@
+//! The practitioner's workspace (`/workspace`) and `/api/workspace/*`: a signed-in practitioner
+//! lists, creates and cancels their own consultations and revokes single links. Every route
+//! needs the `practitioner` role (403 otherwise); state-changing ones are CSRF-checked by the
+//! [`StaffSession`] extractor; a consultation of another organisation or another practitioner is
+//! 404. The work itself is [`crate::scheduling`]'s (shared with the REST API).
+//!
+//! Responses carry the link tokens of live invitations (to their owner only; `Cache-Control:
+//! no-store` on every response); the page builds `/join#token=…` from them. Patient and guest
+//! labels are shown back to the practitioner who chose them, never logged.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::routes::auth::{StaffSession, json_body, staff_from_cookie};
+use crate::scheduling::{self, NewConsultation, Owner, SchedulingError};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use teleconsult_accounts::{StaffRole, now_millis};
+use teleconsult_store::{ConsultationStatus, Invitation, ScheduledConsultation};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/workspace", get(page))
+        .route("/api/workspace/consultations", get(list).post(create))
+        .route("/api/workspace/consultations/{id}", get(one))
+        .route("/api/workspace/consultations/{id}/cancel", post(cancel))
+        .route(
+            "/api/workspace/consultations/{id}/invitations/{jti}/revoke",
+            post(revoke),
+        )
+        .route(
+            "/api/workspace/consultations/{id}/invitations/{jti}/qr.svg",
+            get(qr_code),
+        )
+}
+
+impl From<SchedulingError> for ApiError {
+    fn from(e: SchedulingError) -> ApiError {
+        let status = match &e {
+            SchedulingError::NotFound => StatusCode::NOT_FOUND,
+            SchedulingError::BadPatientLabel
+            | SchedulingError::BadGuestLabel(_)
+            | SchedulingError::TooManyGuests
+            | SchedulingError::BadScheduledAt => StatusCode::BAD_REQUEST,
+            SchedulingError::NotScheduled(_) => StatusCode::CONFLICT,
+            SchedulingError::Store(teleconsult_store::StoreError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            SchedulingError::Keyring(_) | SchedulingError::Store(_) => {
+                return ApiError::internal(e);
+            }
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+/// `GET /ws`: the signalling WebSocket. A practitioner's session cookie counts only when the
+/// handshake's `Origin` is this server's own (browsers always send it on a WebSocket handshake;
+/// a page of another site must not ride on the cookie: cross-site WebSocket hijacking).
+/// Without a (usable) session the socket still serves join links.
+pub async fn websocket(
+    ws: axum::extract::WebSocketUpgrade,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    let signed_in = signed_in_practitioner(&state, &headers).await;
+    teleconsult_signaling::upgrade(ws, state.signaling.clone(), signed_in)
+}
+
+async fn signed_in_practitioner(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Option<teleconsult_signaling::SignedIn> {
+    crate::routes::auth::session_secret(&state.config, headers)?;
+    if !own_origin(&state.config, headers) {
+        tracing::warn!(
+            "a WebSocket handshake with a session cookie from a foreign origin: cookie ignored"
+        );
+        return None;
+    }
+    match staff_from_cookie(state, &Method::GET, headers).await {
+        Ok(Some(s)) if s.has(StaffRole::Practitioner) => Some(teleconsult_signaling::SignedIn {
+            account: s.account.clone(),
+            organisation: s.organisation.clone(),
+            display_name: s.display_name.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// Whether the request's `Origin` is this server's own: `server.public_url`'s origin when one
+/// is configured, else the scheme and the request's `Host`. A missing `Origin` is not ours.
+pub fn own_origin(config: &crate::config::Config, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/');
+    let public = config.server.public_url.trim_end_matches('/');
+    if !public.is_empty() {
+        let own = match public.split_once("://") {
+            Some((scheme, rest)) => {
+                format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest))
+            }
+            None => return false,
+        };
+        return origin.eq_ignore_ascii_case(&own);
+    }
+    let scheme = if crate::routes::auth::secure(config) {
+        "https"
+    } else {
+        "http"
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
+}
+
+/// The caller, if a practitioner; 403 otherwise.
+fn practitioner(s: StaffSession) -> Result<StaffSession, ApiError> {
+    if s.has(StaffRole::Practitioner) {
+        Ok(s)
+    } else {
+        Err(ApiError::forbidden(
+            "the workspace needs the practitioner role",
+        ))
+    }
+}
+
+fn owner(s: &StaffSession) -> Owner<'_> {
+    Owner {
+        organisation: &s.organisation,
+        practitioner: Some(&s.account),
+    }
+}
+
+/// `GET /workspace`: the page for practitioners; a sign-in redirect without a session.
+async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match staff_from_cookie(&state, &Method::GET, &headers).await {
+        Ok(Some(s)) if s.has(StaffRole::Practitioner) => crate::http::serve_asset("workspace.html"),
+        Ok(Some(_)) => (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "forbidden: the workspace needs the practitioner role\n",
+        )
+            .into_response(),
+        Ok(None) => redirect_to_login(),
+        Err(e) if e.status() == StatusCode::UNAUTHORIZED => redirect_to_login(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn redirect_to_login() -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(
+            header::LOCATION,
+            HeaderValue::from_static("/login#next=/workspace"),
+        )],
+    )
+        .into_response()
+}
+
+/// One invitation as the page sees it: the token only while the link can still work.
+fn invitation_view(
+    state: &AppState,
+    c: &ScheduledConsultation,
+    i: &Invitation,
+    now: i64,
+) -> Result<serde_json::Value, ApiError> {
+    let live =
+        i.revoked_at.is_none() && i.expires > now && c.status == ConsultationStatus::Scheduled;
+    let token = if live {
+        Some(scheduling::link_token(&state.config, i)?)
+    } else {
+        None
+    };
+    Ok(serde_json::json!({
+        "id": i.jti,
+        "role": i.role,
+        "label": i.pseudonym.expose(),
+        "not_before": i.not_before,
+        "expires": i.expires,
+        "revoked": i.revoked_at.is_some(),
+        "token": token,
+    }))
+}
+
+async fn consultation_view(
+    state: &AppState,
+    c: &ScheduledConsultation,
+    now: i64,
+) -> Result<serde_json::Value, ApiError> {
+    let store = &*state.store;
+    let invitations = store
+        .invitations(&c.id)
+        .await
+        .map_err(SchedulingError::from)?;
+    let mut seats = Vec::with_capacity(invitations.len());
+    for i in &invitations {
+        seats.push(invitation_view(state, c, i, now)?);
+    }
+    // Past consultations: billed time (from the billing summary) and documents shared.
+    let summary = store
+        .consultation_summary(&c.id)
+        .await
+        .map_err(SchedulingError::from)?;
+    let documents = store
+        .list_documents(&c.id)
+        .await
+        .map_err(SchedulingError::from)?
+        .len();
+    Ok(serde_json::json!({
+        "id": c.id,
+        "status": c.status.as_str(),
+        "scheduled_at": c.scheduled_at,
+        "created_at": c.created_at,
+        "invitations": seats,
+        "started_at": summary.as_ref().map(|s| s.start),
+        "ended_at": summary.as_ref().and_then(|s| s.end),
+        "billable_ms": summary.as_ref().map(|s| s.billable_ms),
+        "documents": documents,
+    }))
+}
+
+/// `GET /api/workspace/consultations`: the caller's consultations, newest first.
+async fn list(
+    State(state): State<AppState>,
+    s: StaffSession,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = practitioner(s)?;
+    let now = now_millis();
+    let mut all = state
+        .store
+        .scheduled_consultations(&s.organisation, Some(&s.account))
+        .await
+        .map_err(SchedulingError::from)?;
+    all.reverse();
+    let mut out = Vec::with_capacity(all.len());
+    for c in &all {
+        out.push(consultation_view(&state, c, now).await?);
+    }
+    Ok(Json(
+        serde_json::json!({ "consultations": out, "now": now }),
+    ))
+}
+
+/// `GET /api/workspace/consultations/{id}`.
+async fn one(
+    State(state): State<AppState>,
+    s: StaffSession,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = practitioner(s)?;
+    let c = scheduling::owned_consultation(&*state.store, owner(&s), &id).await?;
+    Ok(Json(consultation_view(&state, &c, now_millis()).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuestBody {
+    label: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    /// Milliseconds since the Unix epoch.
+    #[serde(default)]
+    scheduled_at: Option<i64>,
+    patient_label: String,
+    #[serde(default)]
+    guests: Vec<GuestBody>,
+}
+
+/// `POST /api/workspace/consultations`: 201 with the new consultation and its links.
+async fn create(
+    State(state): State<AppState>,
+    s: StaffSession,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let s = practitioner(s)?;
+    let body = json_body(body)?;
+    let guests: Vec<String> = body.guests.into_iter().map(|g| g.label).collect();
+    let now = now_millis();
+    let created = scheduling::create_consultation(
+        &*state.store,
+        &state.config,
+        NewConsultation {
+            organisation: &s.organisation,
+            practitioner: &s.account,
+            scheduled_at: body.scheduled_at,
+            patient_label: &body.patient_label,
+            guest_labels: &guests,
+        },
+        now,
+    )
+    .await?;
+    tracing::info!(
+        organisation = %s.organisation,
+        account = %s.account,
+        consultation = %created.consultation.id,
+        guests = guests.len(),
+        "consultation created"
+    );
+    let view = consultation_view(&state, &created.consultation, now).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// `POST /api/workspace/consultations/{id}/cancel`: every link stops working.
+async fn cancel(
+    State(state): State<AppState>,
+    s: StaffSession,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = practitioner(s)?;
+    let revoked =
+        scheduling::cancel_consultation(&*state.store, owner(&s), &id, now_millis()).await?;
+    // A live call of it ends now for everyone (the links are refused from here on).
+    state
+        .consultations
+        .cancel(&teleconsult_consultation::ConsultationId::from(id.clone()));
+    tracing::info!(organisation = %s.organisation, account = %s.account, consultation = %id, revoked, "consultation cancelled");
+    Ok(Json(serde_json::json!({ "revoked": revoked })))
+}
+
+/// `GET /api/workspace/consultations/{id}/invitations/{jti}/qr.svg`: the join link of a live
+/// invitation as a QR code (SVG, rendered here by the `qrcode` crate: no script in the page).
+/// 404 for a revoked, expired or cancelled seat, or one of another practitioner.
+async fn qr_code(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    s: StaffSession,
+    Path((id, jti)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let s = practitioner(s)?;
+    let c = scheduling::owned_consultation(&*state.store, owner(&s), &id).await?;
+    let now = now_millis();
+    let invitation = state
+        .store
+        .invitation(&jti)
+        .await
+        .map_err(SchedulingError::from)?
+        .filter(|i| {
+            i.consultation == c.id
+                && i.revoked_at.is_none()
+                && i.expires > now
+                && c.status == ConsultationStatus::Scheduled
+        })
+        .ok_or(SchedulingError::NotFound)?;
+    let token = scheduling::link_token(&state.config, &invitation)?;
+    // The link the page shows: the public URL when configured, else the address the
+    // practitioner reached us at (the bound port may differ from the configured one).
+    let link = match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) if state.config.server.public_url.is_empty() && crate::http::sane_host(host) => {
+            let scheme = if crate::routes::auth::secure(&state.config) {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{host}/join#token={token}")
+        }
+        _ => state.config.join_link(&token),
+    };
+    let code = qrcode::QrCode::new(link.as_bytes()).map_err(ApiError::internal)?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
+/// `POST /api/workspace/consultations/{id}/invitations/{jti}/revoke`: one link stops working.
+async fn revoke(
+    State(state): State<AppState>,
+    s: StaffSession,
+    Path((id, jti)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let s = practitioner(s)?;
+    scheduling::revoke_invitation(&*state.store, owner(&s), &id, &jti, now_millis()).await?;
+    tracing::info!(organisation = %s.organisation, account = %s.account, consultation = %id, invitation = %jti, "link revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static(host));
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_static(o));
+        }
+        h
+    }
+
+    #[test]
+    fn only_the_servers_own_origin_may_use_the_cookie_on_a_websocket() {
+        let dev = Config::dev();
+        assert!(own_origin(
+            &dev,
+            &headers(Some("http://127.0.0.1:8080"), "127.0.0.1:8080")
+        ));
+        assert!(
+            !own_origin(&dev, &headers(None, "127.0.0.1:8080")),
+            "no Origin"
+        );
+        assert!(!own_origin(
+            &dev,
+            &headers(Some("https://evil.example"), "127.0.0.1:8080")
+        ));
+        assert!(!own_origin(
+            &dev,
+            &headers(Some("http://127.0.0.1:9999"), "127.0.0.1:8080")
+        ));
+        assert!(!own_origin(&dev, &headers(Some("null"), "127.0.0.1:8080")));
+        let mut prod = Config::default();
+        prod.server.public_url = "https://consult.example.org/".into();
+        assert!(own_origin(
+            &prod,
+            &headers(Some("https://consult.example.org"), "10.0.0.1")
+        ));
+        assert!(!own_origin(
+            &prod,
+            &headers(Some("http://consult.example.org"), "10.0.0.1")
+        ));
+        assert!(!own_origin(
+            &prod,
+            &headers(Some("https://10.0.0.1"), "10.0.0.1")
+        ));
+    }
+}
