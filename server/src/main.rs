@@ -10,6 +10,22 @@ use teleconsult::config::ExposeSecret;
 use teleconsult::config::{Config, ConfigError, parse_duration};
 use teleconsult::token::{self, Claims, Role};
 
+/// `println!` for command output that may go to a closed pipe (`teleconsult token | head -1`):
+/// a broken pipe ends the command quietly (exit 0, like other Unix tools) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = writeln!(stdout, $($arg)*).and_then(|()| stdout.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("teleconsult: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "teleconsult",
@@ -257,8 +273,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load_for_tokens(config.as_deref(), dev)?;
             let ttl = ttl.unwrap_or(Duration::from_secs(config.auth.token_ttl_secs));
             let token = mint(&config, &consultation, &identity, role, ttl)?;
-            println!("{token}");
-            println!("{}", config.join_link(&token));
+            out!("{token}");
+            out!("{}", config.join_link(&token));
             Ok(())
         }
         Command::Invite {
@@ -291,13 +307,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     teleconsult::consultation::invitation::now_millis(),
                 )
                 .await?;
-                println!("invitation {}", invitation.jti);
-                println!(
+                out!("invitation {}", invitation.jti);
+                out!(
                     "valid {} to {}",
                     teleconsult::billing::time::format(invitation.not_before),
                     teleconsult::billing::time::format(invitation.expires)
                 );
-                println!("{}", config.join_link(&token));
+                out!("{}", config.join_link(&token));
                 Ok(())
             })
         }
@@ -316,7 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                     .await
                     .with_context(|| format!("--invitation {invitation}"))?;
-                println!("invitation {invitation} revoked");
+                out!("invitation {invitation} revoked");
                 Ok(())
             })
         }
@@ -335,7 +351,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                     .await
                     .with_context(|| format!("--consultation {consultation}"))?;
-                println!("consultation {consultation} cancelled; {n} invitations revoked");
+                out!("consultation {consultation} cancelled; {n} invitations revoked");
                 Ok(())
             })
         }
@@ -401,7 +417,7 @@ async fn admin(command: AdminCommand, password: Option<String>) -> anyhow::Resul
                 .create_organisation(&name, now_millis())
                 .await
                 .context("--name")?;
-            println!("{}", org.id);
+            out!("{}", org.id);
             eprintln!("organisation created: {}", org.id);
         }
         AdminCommand::CreateAccount {
@@ -429,7 +445,7 @@ async fn admin(command: AdminCommand, password: Option<String>) -> anyhow::Resul
                     }
                     e => anyhow::anyhow!("{e}"),
                 })?;
-            println!("{}", account.id);
+            out!("{}", account.id);
             eprintln!("account created: {}", account.id);
         }
     }
@@ -609,7 +625,7 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         // The join link for the address actually bound (the port may have been 0).
         let mut shown = (*server.state.config).clone();
         shown.server.port = server.http_addr.port();
-        println!("Development mode: never expose this server; its signing secret is public.");
+        out!("Development mode: never expose this server; its signing secret is public.");
         // A demo organisation and practitioner account (idempotent) owning the demo
         // consultation: the practitioner signs in and lands in its call (their session is the
         // credential; the consultation id travels in the fragment, no token anywhere).
@@ -629,14 +645,14 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         )
         .await
         .context("creating the demo consultation's patient invitation")?;
-        println!(
+        out!(
             "Practitioner link: {}/login#next=/workspace&start=demo",
             shown.base_url()
         );
-        println!("  email:           {}", demo.account.email);
-        println!("  password:        {}", demo.password);
-        println!("Patient link:      {}", shown.join_link(&patient));
-        println!(
+        out!("  email:           {}", demo.account.email);
+        out!("  password:        {}", demo.password);
+        out!("Patient link:      {}", shown.join_link(&patient));
+        out!(
             "Metrics (Prometheus): http://{}/metrics",
             server.metrics_addr
         );

@@ -162,3 +162,34 @@ async fn invite_revoke_and_cancel_write_the_configured_store() {
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `teleconsult token … | head -1`: the reader goes away before the second line is written.
+/// The command must end quietly (exit 0, nothing on stderr), never panic on the broken pipe.
+#[test]
+fn a_closed_pipe_on_stdout_ends_the_command_quietly() {
+    use std::process::Stdio;
+    let dir = common::temp_dir("token-epipe");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_teleconsult"))
+        .args([
+            "token",
+            "--dev",
+            "--consultation",
+            "c-pipe",
+            "--identity",
+            "dr-pipe",
+            "--role",
+            "practitioner",
+        ])
+        .env("TELECONSULT_STORAGE__DATA_DIR", &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("teleconsult runs");
+    // Close the read end before the command writes anything: every write then fails with EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("teleconsult ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "status {:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}
