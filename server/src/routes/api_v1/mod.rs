@@ -9,6 +9,7 @@ pub mod auth;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::scheduling::{self, NewConsultation, Owner, SchedulingError};
 use auth::{ApiClient, Scope};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -18,15 +19,15 @@ use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use teleconsult_accounts::{StaffRole, now_millis, roles_of};
-use teleconsult_consultation::invitation::{self, IssueError, MAX_LABEL_LEN};
+use teleconsult_consultation::invitation::MAX_LABEL_LEN;
 use teleconsult_consultation::{ConsultationId, Role};
 use teleconsult_store::{ConsultationStatus, Invitation, ScheduledConsultation, StoreError};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// Largest accepted request body (bytes): a consultation with its guests is well under 2 KiB.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Most guests one consultation may be created with.
-pub const MAX_GUESTS: usize = 8;
+/// Most guests one consultation may be created with (the scheduling rule's).
+pub const MAX_GUESTS: usize = scheduling::MAX_GUESTS;
 /// Largest page of `GET /api/v1/consultations`.
 pub const MAX_PAGE: u32 = 100;
 const DEFAULT_PAGE: u32 = 50;
@@ -375,26 +376,39 @@ fn format_time(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-fn check_label(field: &str, label: &str) -> Result<(), ApiError> {
-    if label.trim().is_empty() || label.len() > MAX_LABEL_LEN {
-        return Err(invalid_field(
-            field,
-            format!("1 to {MAX_LABEL_LEN} bytes, not blank"),
-        ));
-    }
-    Ok(())
-}
-
-fn issue_error(field: &str, e: IssueError) -> ApiError {
+/// The scheduling rules' refusals (`crate::scheduling`, shared with the workspace page) in
+/// this API's terms: an invalid field is named as the request spells it.
+fn scheduling_error(e: SchedulingError) -> ApiError {
     match e {
-        IssueError::BadLabel => invalid_field(field, e),
-        IssueError::NotScheduled(status) => ApiError::new(
+        SchedulingError::NotFound => not_found(),
+        SchedulingError::BadPatientLabel => invalid_field(
+            "patient.label",
+            format!("1 to {} bytes, not blank", MAX_LABEL_LEN),
+        ),
+        SchedulingError::BadGuestLabel(i) => invalid_field(
+            &format!("guests[{i}].label"),
+            format!("1 to {} bytes, not blank", MAX_LABEL_LEN),
+        ),
+        SchedulingError::TooManyGuests => invalid_field("guests", format!("at most {MAX_GUESTS}")),
+        SchedulingError::BadScheduledAt => {
+            invalid_field("scheduled_at", "a time between 2020 and 2100")
+        }
+        SchedulingError::NotScheduled(status) => ApiError::new(
             StatusCode::CONFLICT,
             "not_scheduled",
             format!("the consultation is {status}"),
         ),
-        IssueError::PractitionerSeat => invalid_field("role", e),
-        IssueError::Store(e) => store_error(e),
+        SchedulingError::Keyring(e) => ApiError::internal(e),
+        SchedulingError::Store(e) => store_error(e),
+    }
+}
+
+/// The caller's organisation, every practitioner's consultations (an API key is the
+/// organisation's, not one practitioner's).
+fn owner(client: &ApiClient) -> Owner<'_> {
+    Owner {
+        organisation: &client.organisation,
+        practitioner: None,
     }
 }
 
@@ -438,38 +452,16 @@ async fn owned(
     client: &ApiClient,
     id: &str,
 ) -> Result<ScheduledConsultation, ApiError> {
-    match state
-        .store
-        .scheduled_consultation(id)
+    scheduling::owned_consultation(&*state.store, owner(client), id)
         .await
-        .map_err(store_error)?
-    {
-        Some(c) if c.organisation == client.organisation => Ok(c),
-        _ => Err(not_found()),
-    }
+        .map_err(scheduling_error)
 }
 
-async fn issue(
-    state: &AppState,
-    c: &ScheduledConsultation,
-    role: Role,
-    label: &str,
-    field: &str,
-    now: i64,
-) -> Result<InvitationView, ApiError> {
-    let keyring = state.config.keyring().map_err(ApiError::internal)?;
-    let (inv, token) = invitation::issue(
-        &*state.store,
-        &keyring,
-        &state.config.consultation,
-        c,
-        role,
-        label,
-        now,
+fn issued_view(state: &AppState, issued: &scheduling::IssuedInvitation) -> InvitationView {
+    invitation_view(
+        &issued.invitation,
+        Some(state.config.join_link(&issued.token)),
     )
-    .await
-    .map_err(|e| issue_error(field, e))?;
-    Ok(invitation_view(&inv, Some(state.config.join_link(&token))))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -497,13 +489,6 @@ async fn create_consultation(
     client.require(Scope::ConsultationsWrite)?;
     let req = body(b)?;
     let scheduled_at = parse_time("scheduled_at", &req.scheduled_at)?;
-    check_label("patient.label", &req.patient.label)?;
-    if req.guests.len() > MAX_GUESTS {
-        return Err(invalid_field("guests", format!("at most {MAX_GUESTS}")));
-    }
-    for (i, g) in req.guests.iter().enumerate() {
-        check_label(&format!("guests[{i}].label"), &g.label)?;
-    }
     let practitioner = match state
         .accounts
         .account(&client.organisation, &req.practitioner)
@@ -518,53 +503,32 @@ async fn create_consultation(
         }
         Err(e) => return Err(e.into()),
     };
-    let now = now_millis();
-    let c = ScheduledConsultation {
-        id: format!("c_{}", invitation::random_id()),
-        organisation: client.organisation.clone(),
-        practitioner: practitioner.id,
-        scheduled_at: Some(scheduled_at),
-        status: ConsultationStatus::Scheduled,
-        created_at: now,
-    };
-    state
-        .store
-        .upsert_scheduled_consultation(&c)
-        .await
-        .map_err(store_error)?;
-    let mut invitations = vec![
-        issue(
-            &state,
-            &c,
-            Role::Patient,
-            &req.patient.label,
-            "patient.label",
-            now,
-        )
-        .await?,
-    ];
-    for (i, g) in req.guests.iter().enumerate() {
-        invitations.push(
-            issue(
-                &state,
-                &c,
-                Role::Guest,
-                &g.label,
-                &format!("guests[{i}].label"),
-                now,
-            )
-            .await?,
-        );
-    }
+    let guests: Vec<String> = req.guests.iter().map(|g| g.label.clone()).collect();
+    let created = scheduling::create_consultation(
+        &*state.store,
+        &state.config,
+        NewConsultation {
+            organisation: &client.organisation,
+            practitioner: &practitioner.id,
+            scheduled_at: Some(scheduled_at),
+            patient_label: &req.patient.label,
+            guest_labels: &guests,
+        },
+        now_millis(),
+    )
+    .await
+    .map_err(scheduling_error)?;
+    let c = &created.consultation;
+    let invitations = created
+        .invitations
+        .iter()
+        .map(|i| issued_view(&state, i))
+        .collect();
     state
         .billing
         .audit("consultation.create", &client.actor(), Some(&c.id), None);
     tracing::info!(key = %client.key_id, consultation = %c.id, guests = req.guests.len(), "consultation created through the API");
-    Ok((
-        StatusCode::CREATED,
-        Json(consultation_view(&c, invitations)),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(consultation_view(c, invitations))).into_response())
 }
 
 /// The active practitioners of the key's organisation (whom consultations can be booked for).
@@ -701,26 +665,26 @@ async fn cancel_consultation(
 ) -> Result<StatusCode, ApiError> {
     client.require(Scope::ConsultationsWrite)?;
     let id = path(id)?;
-    let c = owned(&state, &client, &id).await?;
-    if c.status == ConsultationStatus::Ended {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "consultation_ended",
-            "the consultation has already ended",
-        ));
-    }
-    let revoked = state
-        .store
-        .cancel_consultation(&c.id, now_millis())
-        .await
-        .map_err(store_error)?;
-    state
-        .consultations
-        .cancel(&ConsultationId::new(c.id.clone()));
+    let revoked =
+        match scheduling::cancel_consultation(&*state.store, owner(&client), &id, now_millis())
+            .await
+        {
+            Ok(n) => n,
+            Err(SchedulingError::NotScheduled(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "consultation_ended",
+                    "the consultation has already ended",
+                ));
+            }
+            Err(e) => return Err(scheduling_error(e)),
+        };
+    // A live call of it ends now for everyone (the links are refused from here on).
+    state.consultations.cancel(&ConsultationId::new(id.clone()));
     state
         .billing
-        .audit("consultation.cancel", &client.actor(), Some(&c.id), None);
-    tracing::info!(key = %client.key_id, consultation = %c.id, revoked, "consultation cancelled through the API");
+        .audit("consultation.cancel", &client.actor(), Some(&id), None);
+    tracing::info!(key = %client.key_id, consultation = %id, revoked, "consultation cancelled through the API");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -750,12 +714,27 @@ async fn create_invitation(
     let id = path(id)?;
     let c = owned(&state, &client, &id).await?;
     let req = body(b)?;
-    check_label("label", &req.label)?;
     let role = match req.role {
         SeatRole::Patient => Role::Patient,
         SeatRole::Guest => Role::Guest,
     };
-    let view = issue(&state, &c, role, &req.label, "label", now_millis()).await?;
+    let issued = scheduling::add_invitation(
+        &*state.store,
+        &state.config,
+        owner(&client),
+        &c.id,
+        role,
+        &req.label,
+        now_millis(),
+    )
+    .await
+    .map_err(|e| match e {
+        SchedulingError::BadPatientLabel | SchedulingError::BadGuestLabel(_) => {
+            invalid_field("label", format!("1 to {} bytes, not blank", MAX_LABEL_LEN))
+        }
+        e => scheduling_error(e),
+    })?;
+    let view = issued_view(&state, &issued);
     state.billing.audit(
         "invitation.create",
         &client.actor(),
@@ -789,21 +768,14 @@ async fn revoke_invitation(
     client.require(Scope::ConsultationsWrite)?;
     let (id, jti) = path(ids)?;
     let c = owned(&state, &client, &id).await?;
-    match state.store.invitation(&jti).await.map_err(store_error)? {
-        Some(i) if i.consultation == c.id => {}
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such invitation",
-            ));
-        }
-    }
-    state
-        .store
-        .revoke_invitation(&jti, now_millis())
+    scheduling::revoke_invitation(&*state.store, owner(&client), &c.id, &jti, now_millis())
         .await
-        .map_err(store_error)?;
+        .map_err(|e| match e {
+            SchedulingError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such invitation")
+            }
+            e => scheduling_error(e),
+        })?;
     state.billing.audit(
         "invitation.revoke",
         &client.actor(),
