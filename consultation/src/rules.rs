@@ -590,55 +590,71 @@ impl Consultation {
             return Err(ActionError::SelfRemoval);
         }
         self.check_practitioner(actor.as_str())?;
-        let p = self
-            .get_mut(target)
-            .ok_or(ActionError::UnknownParticipant)?;
-        if p.state == ParticipantState::Left {
-            return Err(ActionError::UnknownParticipant);
+        let seat = match self.get(target) {
+            Some(p) if p.state != ParticipantState::Left => p.seat.clone(),
+            _ => return Err(ActionError::UnknownParticipant),
+        };
+        let mut effects = self.evict_seat(&seat);
+        effects.push(Self::audit("participant.remove", actor, Some(target)));
+        Ok(effects)
+    }
+
+    /// The seat's link was revoked (in the workspace or through the API): whoever holds it, in
+    /// the call or waiting, on any device, is removed now, and the seat is spent. The caller
+    /// records the audit event (it knows who revoked).
+    pub fn revoke_seat(&mut self, seat: &SeatKey) -> Vec<Effect> {
+        if !self
+            .participants
+            .iter()
+            .any(|p| p.seat == *seat && p.state != ParticipantState::Left)
+        {
+            // Nobody holds it; a join racing the revocation is refused all the same.
+            if !self.banned.contains(seat) {
+                self.banned.push(seat.clone());
+            }
+            return Vec::new();
         }
-        let was_in_call = p.in_call();
-        p.state = ParticipantState::Left;
-        p.reconnect_deadline = None;
-        p.send(ConsultationEvent::Removed);
-        p.close(Disconnect::Removed);
-        p.outbox = None;
-        p.tracks.clear();
-        // The link is spent: nobody joins this seat again (other devices waiting for it go too).
-        let seat = p.seat.clone();
+        self.evict_seat(seat)
+    }
+
+    /// Remove every connection holding `seat` (other devices waiting for it too) and spend the
+    /// link: nobody joins this seat again.
+    fn evict_seat(&mut self, seat: &SeatKey) -> Vec<Effect> {
         let mut effects = vec![Effect::RevokeSeat { seat: seat.clone() }];
-        self.banned.push(seat.clone());
-        for other in self
+        if !self.banned.contains(seat) {
+            self.banned.push(seat.clone());
+        }
+        let mut left_the_call = Vec::new();
+        for p in self
             .participants
             .iter_mut()
-            .filter(|o| o.seat == seat && o.state != ParticipantState::Left)
+            .filter(|p| p.seat == *seat && p.state != ParticipantState::Left)
         {
-            other.state = ParticipantState::Left;
-            other.reconnect_deadline = None;
-            other.send(ConsultationEvent::Removed);
-            other.close(Disconnect::Removed);
-            other.outbox = None;
+            if p.in_call() {
+                left_the_call.push(p.id.clone());
+            }
+            p.state = ParticipantState::Left;
+            p.reconnect_deadline = None;
+            p.send(ConsultationEvent::Removed);
+            p.close(Disconnect::Removed);
+            p.outbox = None;
+            p.tracks.clear();
             effects.push(Effect::StopMedia {
-                participant: other.id.clone(),
+                participant: p.id.clone(),
             });
         }
-        if was_in_call {
+        for id in &left_the_call {
             self.broadcast_except(
-                target,
+                id.as_str(),
                 &ConsultationEvent::ParticipantLeft {
-                    participant: target.into(),
+                    participant: id.clone(),
                     reason: LeftReason::Removed,
                 },
             );
         }
         self.send_waiting_list();
-        effects.extend([
-            Effect::PresenceChanged,
-            Self::audit("participant.remove", actor, Some(target)),
-            Effect::StopMedia {
-                participant: target.into(),
-            },
-        ]);
-        Ok(effects)
+        effects.push(Effect::PresenceChanged);
+        effects
     }
 
     /// A practitioner ends the consultation for everyone.
@@ -1280,6 +1296,53 @@ mod tests {
         }
         // Another seat is unaffected.
         assert!(try_join(&mut c, "Guest", Role::Guest, None, 5).is_ok());
+    }
+
+    #[test]
+    fn a_revoked_seat_leaves_the_call_at_once_and_cannot_come_back() {
+        let mut c = consultation(12);
+        let (doc, _, mut doc_conn) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, mut pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        let (guest, _, mut guest_conn) = join(&mut c, "Guest", Role::Guest, 3);
+        let _ = doc_conn.events();
+
+        let e = c.revoke_seat(&seat("Pat", Role::Patient));
+        assert!(e.contains(&Effect::StopMedia {
+            participant: pat.participant.clone()
+        }));
+        let out = pat_conn.drain();
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Outbound::Event(ConsultationEvent::Removed)))
+        );
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Outbound::Close(Disconnect::Removed)))
+        );
+        assert_eq!(
+            c.participant_state(pat.participant.as_str()),
+            Some(ParticipantState::Left)
+        );
+        // The practitioner is told the patient left the call.
+        assert!(doc_conn.events().iter().any(|e| matches!(e,
+            ConsultationEvent::ParticipantLeft { participant, reason: LeftReason::Removed }
+                if *participant == pat.participant)));
+        assert_eq!(
+            try_join(&mut c, "Pat", Role::Patient, pat.seat_secret.as_ref(), 4).err(),
+            Some(JoinError::Removed)
+        );
+        // Another seat is untouched; revoking a seat nobody holds only spends it.
+        assert!(closes(&mut guest_conn).is_empty());
+        assert_eq!(
+            c.participant_state(guest.participant.as_str()),
+            Some(ParticipantState::Waiting)
+        );
+        assert!(c.revoke_seat(&seat("Later", Role::Guest)).is_empty());
+        assert_eq!(
+            try_join(&mut c, "Later", Role::Guest, None, 5).err(),
+            Some(JoinError::Removed)
+        );
     }
 
     #[test]

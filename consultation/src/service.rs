@@ -335,6 +335,21 @@ impl ConsultationService {
         self.act(consultation, |c| c.remove(actor, target))
     }
 
+    /// The seat's link was revoked: whoever holds it is removed from `consultation` now (in
+    /// the call or waiting). Returns whether anyone was.
+    pub fn revoke_seat(&self, consultation: &ConsultationId, seat: &SeatKey) -> bool {
+        let Some(entry) = self.entry(consultation.as_str()) else {
+            return false;
+        };
+        let mut c = lock(&entry);
+        let effects = c.revoke_seat(seat);
+        let removed = !effects.is_empty();
+        self.apply(&c, effects);
+        drop(c);
+        self.update_gauges();
+        removed
+    }
+
     /// A practitioner ends the consultation for everyone.
     pub fn end(
         &self,

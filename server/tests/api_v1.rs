@@ -471,6 +471,20 @@ async fn one_revoked_invitation_refuses_its_link_only(mongo: bool) {
     let guest = r.json();
     assert_eq!(guest["role"], "guest");
     let jti = guest["jti"].as_str().unwrap();
+    // The guest is already there (waiting) when the link is revoked: they are removed at once.
+    let (mut held, _): (Ws, _) = tokio_tungstenite::connect_async(s.ws_url())
+        .await
+        .expect("connects");
+    let join = serde_json::json!({"type": "join", "protocol": 1,
+        "token": token_of(guest["link"].as_str().unwrap())});
+    held.send(Message::Text(join.to_string().into()))
+        .await
+        .expect("sends");
+    let first = tokio::time::timeout(T, held.next()).await.expect("joined");
+    assert!(
+        matches!(&first, Some(Ok(Message::Text(t))) if t.contains("\"joined\"")),
+        "{first:?}"
+    );
     let r = api
         .call(
             &key,
@@ -481,6 +495,20 @@ async fn one_revoked_invitation_refuses_its_link_only(mongo: bool) {
         )
         .await;
     assert_eq!(r.status, 204, "{}", r.text());
+    let (mut told_removed, mut closed) = (false, None);
+    while closed.is_none() {
+        match tokio::time::timeout(T, held.next())
+            .await
+            .expect("the revoked guest is disconnected")
+        {
+            Some(Ok(Message::Text(t))) => told_removed |= t.contains("\"removed\""),
+            Some(Ok(Message::Close(f))) => closed = Some(f.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(told_removed, "the guest is told why");
+    assert_eq!(closed, Some(Some(4403)));
     assert_eq!(
         try_join(&s, &token_of(guest["link"].as_str().unwrap())).await,
         Err((4401, "revoked".to_string()))

@@ -390,6 +390,11 @@ async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     let s = practitioner(s)?;
     scheduling::revoke_invitation(&*state.store, owner(&s), &id, &jti, now_millis()).await?;
+    // Whoever holds the seat now (in the call or waiting) is removed at once.
+    state.consultations.revoke_seat(
+        &teleconsult_consultation::ConsultationId::from(id.clone()),
+        &teleconsult_consultation::invitation::SeatKey::Invitation(jti.clone()),
+    );
     tracing::info!(organisation = %s.organisation, account = %s.account, consultation = %id, invitation = %jti, "link revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -776,6 +776,11 @@ async fn revoke_invitation(
             }
             e => scheduling_error(e),
         })?;
+    // Whoever holds the seat now (in the call or waiting) is removed at once.
+    state.consultations.revoke_seat(
+        &ConsultationId::new(c.id.clone()),
+        &teleconsult_consultation::invitation::SeatKey::Invitation(jti.clone()),
+    );
     state.billing.audit(
         "invitation.revoke",
         &client.actor(),
