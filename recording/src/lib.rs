@@ -16,9 +16,11 @@
 pub mod crypto;
 pub mod export;
 pub mod journal;
+pub mod recorder;
 
 pub use crypto::{KeyError, MasterKey, RecordingKey, WrappedKey};
 pub use export::{ExportError, Manifest, export};
 pub use journal::{
     Event, Header, Journal, JournalError, JournalWriter, Kind, Record, Recovery, TrackInfo,
 };
+pub use recorder::{RecorderConfig, Recording, Summary, Tap};
