@@ -1,0 +1,224 @@
+//! [`ClusterStore`] for MongoDB: collection `nodes` (`_id` = node id) and `placements`
+//! (`_id` = `{consultation}#{epoch}`, index `consultation_epoch`).
+
+use super::{MongoStore, from_doc, is_duplicate_key, map_err, to_doc};
+use crate::cluster::{ClusterStore, NodeRecord, NodeState, Placement, Renewal};
+use crate::{Millis, Result};
+use futures_util::TryStreamExt;
+use mongodb::IndexModel;
+use mongodb::bson::doc;
+use mongodb::options::IndexOptions;
+use serde::{Deserialize, Serialize};
+
+const NODES: &str = "nodes";
+const PLACEMENTS: &str = "placements";
+
+#[derive(Serialize, Deserialize)]
+struct NodeDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    public_url: String,
+    media_addr: String,
+    region: Option<String>,
+    state: NodeState,
+    cpu: f64,
+    participants: u32,
+    consultations: u32,
+    heartbeat_at: i64,
+    lease_until: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PlacementDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    consultation: String,
+    // i64: BSON has no unsigned integers.
+    epoch: i64,
+    node: String,
+    claimed_at: i64,
+    lease_until: i64,
+}
+
+fn placement_id(consultation: &str, epoch: u64) -> String {
+    format!("{consultation}#{epoch}")
+}
+
+impl From<PlacementDoc> for Placement {
+    fn from(d: PlacementDoc) -> Self {
+        Placement {
+            consultation: d.consultation,
+            epoch: u64::try_from(d.epoch).unwrap_or(0),
+            node: d.node,
+            claimed_at: d.claimed_at,
+            lease_until: d.lease_until,
+        }
+    }
+}
+
+impl MongoStore {
+    /// The placements index (idempotent).
+    pub(super) async fn prepare_cluster(&self) -> Result<()> {
+        self.coll(PLACEMENTS)
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"consultation": 1, "epoch": -1})
+                    .options(
+                        IndexOptions::builder()
+                            .name("consultation_epoch".to_string())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ClusterStore for MongoStore {
+    async fn heartbeat(&self, n: &NodeRecord) -> Result<()> {
+        let d = to_doc(&NodeDoc {
+            id: n.id.clone(),
+            public_url: n.public_url.clone(),
+            media_addr: n.media_addr.clone(),
+            region: n.region.clone(),
+            state: n.state,
+            cpu: n.cpu,
+            participants: n.participants,
+            consultations: n.consultations,
+            heartbeat_at: n.heartbeat_at,
+            lease_until: n.lease_until,
+        })?;
+        self.coll(NODES)
+            .replace_one(doc! {"_id": &n.id}, d)
+            .upsert(true)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn live_nodes(&self, now: Millis) -> Result<Vec<NodeRecord>> {
+        let docs: Vec<_> = self
+            .coll(NODES)
+            .find(doc! {"lease_until": {"$gt": now}})
+            .sort(doc! {"_id": 1})
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        docs.into_iter()
+            .map(|d| {
+                let n: NodeDoc = from_doc(d)?;
+                Ok(NodeRecord {
+                    id: n.id,
+                    public_url: n.public_url,
+                    media_addr: n.media_addr,
+                    region: n.region,
+                    state: n.state,
+                    cpu: n.cpu,
+                    participants: n.participants,
+                    consultations: n.consultations,
+                    heartbeat_at: n.heartbeat_at,
+                    lease_until: n.lease_until,
+                })
+            })
+            .collect()
+    }
+
+    async fn sweep_nodes(&self, now: Millis, grace: Millis) -> Result<u64> {
+        let r = self
+            .coll(NODES)
+            .delete_many(doc! {"lease_until": {"$lt": now.saturating_sub(grace)}})
+            .await
+            .map_err(map_err)?;
+        Ok(r.deleted_count)
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<()> {
+        self.coll(NODES)
+            .delete_one(doc! {"_id": id})
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn placement(&self, consultation: &str) -> Result<Option<Placement>> {
+        let found = self
+            .coll(PLACEMENTS)
+            .find_one(doc! {"consultation": consultation})
+            .sort(doc! {"epoch": -1})
+            .await
+            .map_err(map_err)?;
+        found
+            .map(|d| from_doc::<PlacementDoc>(d).map(Placement::from))
+            .transpose()
+    }
+
+    async fn claim_placement(&self, p: &Placement) -> Result<bool> {
+        let d = to_doc(&PlacementDoc {
+            id: placement_id(&p.consultation, p.epoch),
+            consultation: p.consultation.clone(),
+            epoch: i64::try_from(p.epoch).map_err(|_| crate::StoreError::Other("epoch".into()))?,
+            node: p.node.clone(),
+            claimed_at: p.claimed_at,
+            lease_until: p.lease_until,
+        })?;
+        match self.coll(PLACEMENTS).insert_one(d).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn renew_placement(
+        &self,
+        consultation: &str,
+        epoch: u64,
+        node: &str,
+        lease_until: Millis,
+    ) -> Result<Renewal> {
+        // A newer epoch first: once someone else holds it, this node must stop, whatever its
+        // own document says.
+        let newer = self
+            .coll(PLACEMENTS)
+            .find_one(doc! {"_id": placement_id(consultation, epoch + 1)})
+            .await
+            .map_err(map_err)?;
+        if newer.is_some() {
+            return Ok(Renewal::Fenced);
+        }
+        let r = self
+            .coll(PLACEMENTS)
+            .update_one(
+                doc! {"_id": placement_id(consultation, epoch), "node": node},
+                doc! {"$set": {"lease_until": lease_until}},
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(if r.matched_count == 1 {
+            Renewal::Renewed
+        } else {
+            Renewal::Fenced
+        })
+    }
+
+    async fn release_placement(
+        &self,
+        consultation: &str,
+        epoch: u64,
+        node: &str,
+        now: Millis,
+    ) -> Result<()> {
+        self.coll(PLACEMENTS)
+            .update_one(
+                doc! {"_id": placement_id(consultation, epoch), "node": node},
+                doc! {"$set": {"lease_until": now}},
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! Conformance of [`ClusterStore`] against MongoDB (FerretDB in CI; `TELECONSULT_TEST_MONGODB_URI`):
+//! node leases, and placements claimed by unique insert — exactly one of many concurrent claims
+//! wins, and an owner learns it was fenced.
+
+mod common;
+
+use std::sync::Arc;
+use teleconsult_store::{ClusterStore, NodeRecord, NodeState, Placement, Renewal};
+
+fn node(id: &str, lease_until: i64) -> NodeRecord {
+    NodeRecord {
+        id: id.into(),
+        public_url: format!("http://127.0.0.1:80{}", id.len()),
+        media_addr: "127.0.0.1:40000".into(),
+        region: Some("eu-west".into()),
+        state: NodeState::Serving,
+        cpu: 0.25,
+        participants: 4,
+        consultations: 2,
+        heartbeat_at: lease_until - 5_000,
+        lease_until,
+    }
+}
+
+fn placement(consultation: &str, epoch: u64, node: &str, lease_until: i64) -> Placement {
+    Placement {
+        consultation: consultation.into(),
+        epoch,
+        node: node.into(),
+        claimed_at: lease_until - 5_000,
+        lease_until,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_alive_while_their_lease_runs_and_dead_ones_are_swept() {
+    let Some(store) = common::mongo("cluster_nodes").await else {
+        return;
+    };
+    store.heartbeat(&node("a", 10_000)).await.unwrap();
+    store.heartbeat(&node("b", 20_000)).await.unwrap();
+    // A heartbeat replaces the node's document.
+    let mut b = node("b", 30_000);
+    b.state = NodeState::Draining;
+    store.heartbeat(&b).await.unwrap();
+    let live = store.live_nodes(15_000).await.unwrap();
+    assert_eq!(live, vec![b.clone()]);
+    assert_eq!(store.live_nodes(5_000).await.unwrap().len(), 2);
+    // Swept only past the grace.
+    assert_eq!(store.sweep_nodes(12_000, 5_000).await.unwrap(), 0);
+    assert_eq!(store.sweep_nodes(16_000, 5_000).await.unwrap(), 1);
+    assert_eq!(store.live_nodes(0).await.unwrap(), vec![b]);
+    store.remove_node("b").await.unwrap();
+    assert!(store.live_nodes(0).await.unwrap().is_empty());
+    common::drop_mongo(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_fifty_concurrent_claims_exactly_one_wins() {
+    let Some(store) = common::mongo("cluster_claims").await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let node = format!("node-{i}");
+            let won = store
+                .claim_placement(&placement("c-race", 1, &node, 10_000))
+                .await
+                .unwrap();
+            (node, won)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (node, won) = t.await.unwrap();
+        if won {
+            winners.push(node);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let p = store.placement("c-race").await.unwrap().expect("placed");
+    assert_eq!((p.epoch, p.node.as_str()), (1, winners[0].as_str()));
+    common::drop_mongo(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_epoch_fences_the_old_owner() {
+    let Some(store) = common::mongo("cluster_fence").await else {
+        return;
+    };
+    assert_eq!(store.placement("c1").await.unwrap(), None);
+    assert!(
+        store
+            .claim_placement(&placement("c1", 1, "a", 5_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.renew_placement("c1", 1, "a", 10_000).await.unwrap(),
+        Renewal::Renewed
+    );
+    assert_eq!(
+        store.placement("c1").await.unwrap().unwrap().lease_until,
+        10_000
+    );
+    // Only the owner renews its epoch.
+    assert_eq!(
+        store.renew_placement("c1", 1, "b", 99_000).await.unwrap(),
+        Renewal::Fenced
+    );
+    // After the lease, b takes over with the next epoch; a is fenced from then on.
+    assert!(
+        store
+            .claim_placement(&placement("c1", 2, "b", 20_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_placement(&placement("c1", 2, "c", 20_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.renew_placement("c1", 1, "a", 30_000).await.unwrap(),
+        Renewal::Fenced
+    );
+    let p = store.placement("c1").await.unwrap().unwrap();
+    assert_eq!((p.epoch, p.node.as_str(), p.lease_until), (2, "b", 20_000));
+    // a letting go of its old epoch does not touch b's.
+    store.release_placement("c1", 1, "a", 12_000).await.unwrap();
+    assert_eq!(
+        store.placement("c1").await.unwrap().unwrap().lease_until,
+        20_000
+    );
+    store.release_placement("c1", 2, "b", 15_000).await.unwrap();
+    assert_eq!(
+        store.placement("c1").await.unwrap().unwrap().lease_until,
+        15_000
+    );
+    // Another consultation is independent.
+    assert!(
+        store
+            .claim_placement(&placement("c2", 1, "a", 5_000))
+            .await
+            .unwrap()
+    );
+    common::drop_mongo(&store).await;
+}
