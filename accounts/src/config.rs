@@ -29,6 +29,10 @@ pub struct AccountsConfig {
     pub totp_key: SecretString,
     /// Issuer shown by authenticator apps.
     pub totp_issuer: String,
+    /// Requests one API key may make per minute (REST API v1), sustained.
+    pub api_key_requests_per_minute: u32,
+    /// Requests one API key may make at once above that rate.
+    pub api_key_burst: u32,
 }
 
 fn redacted<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
@@ -50,6 +54,8 @@ impl Default for AccountsConfig {
             min_password_length: 12,
             totp_key: SecretString::default(),
             totp_issuer: "Teleconsult".to_string(),
+            api_key_requests_per_minute: 600,
+            api_key_burst: 60,
         }
     }
 }
@@ -113,6 +119,12 @@ impl AccountsConfig {
         }
         if self.totp_issuer.is_empty() || self.totp_issuer.contains(':') {
             bad("totp_issuer", "must be non-empty and contain no ':'");
+        }
+        if !(1..=600_000).contains(&self.api_key_requests_per_minute) {
+            bad("api_key_requests_per_minute", "must be in 1..=600000");
+        }
+        if !(1..=10_000).contains(&self.api_key_burst) {
+            bad("api_key_burst", "must be in 1..=10000");
         }
         p
     }

@@ -94,6 +94,17 @@ pub struct AccountService {
     sealer: Option<Sealer>,
     /// Permits for concurrent Argon2id computations (twice the CPU cores).
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Requests per API key (GCRA, `governor`): a runaway booking system slows itself down,
+    /// not the clinic's server.
+    api_keys: Arc<governor::DefaultKeyedRateLimiter<String>>,
+}
+
+fn api_key_quota(config: &AccountsConfig) -> governor::Quota {
+    let per_minute = std::num::NonZeroU32::new(config.api_key_requests_per_minute)
+        .unwrap_or(std::num::NonZeroU32::MIN);
+    let burst =
+        std::num::NonZeroU32::new(config.api_key_burst).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::Quota::per_minute(per_minute).allow_burst(burst)
 }
 
 impl AccountService {
@@ -104,7 +115,25 @@ impl AccountService {
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            api_keys: Arc::new(governor::RateLimiter::keyed(api_key_quota(config))),
             config: Arc::new(config.clone()),
+        }
+    }
+
+    /// Count one request of API key `key_id`: `Err(wait)` when it is over its rate (answer 429
+    /// with `Retry-After`).
+    pub fn api_key_request(&self, key_id: &str) -> Result<(), std::time::Duration> {
+        use governor::clock::Clock as _;
+        let key = key_id.to_string();
+        match self.api_keys.check_key(&key) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                // Forget keys idle long enough to be back at a full burst (bounded memory).
+                if self.api_keys.len() > 10_000 {
+                    self.api_keys.retain_recent();
+                }
+                Err(not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
+            }
         }
     }
 

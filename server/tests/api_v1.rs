@@ -1111,3 +1111,32 @@ fn the_conformance_check_refuses_undocumented_answers() {
         assert!(refused.is_err(), "{status} {body} was accepted");
     }
 }
+
+/// A key over its rate is refused with 429 `rate_limited` and `Retry-After` (documented), and
+/// only that key: another key of the same organisation is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_rate_gets_429_and_other_keys_do_not() {
+    let mut config = Config::for_tests();
+    config.accounts.api_key_requests_per_minute = 1;
+    config.accounts.api_key_burst = 3;
+    let s = TestServer::start_with(config).await;
+    let org = organisation(&s, "busy").await;
+    let noisy = api_key(&s, &org, &["consultations:read"]).await;
+    let calm = api_key(&s, &org, &["consultations:read"]).await;
+    let api = Api::new(&s).await;
+    let missing = format!("{C}/no-such-consultation");
+    for _ in 0..3 {
+        let r = api.call(&noisy, "GET", ONE, &missing, None).await;
+        assert_eq!(r.status, 404, "{}", r.text());
+    }
+    let r = api.call(&noisy, "GET", ONE, &missing, None).await;
+    assert_eq!((r.status, r.code()), (429, "rate_limited".to_string()));
+    let retry: u64 = r
+        .header("retry-after")
+        .parse()
+        .expect("Retry-After seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    let r = api.call(&calm, "GET", ONE, &missing, None).await;
+    assert_eq!(r.status, 404, "another key is not limited: {}", r.text());
+    s.shutdown().await;
+}

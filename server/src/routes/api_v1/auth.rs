@@ -144,6 +144,18 @@ impl FromRequestParts<AppState> for ApiClient {
         if !accepts(&key, secret) {
             return Err(invalid_key());
         }
+        if let Err(wait) = state.accounts.api_key_request(&key.id) {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests for this API key; retry after the Retry-After seconds",
+            )
+            .with_header(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs.max(1)),
+            ));
+        }
         let now = teleconsult_accounts::now_millis();
         if key
             .last_used_at

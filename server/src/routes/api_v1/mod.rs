@@ -476,6 +476,7 @@ fn issued_view(state: &AppState, issued: &scheduling::IssuedInvitation) -> Invit
         (status = 201, description = "Created, with every link", body = ConsultationView),
         (status = 400, description = "Malformed body or invalid field (named)", body = ErrorBody),
         (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 429, description = "Too many requests for this key; retry after Retry-After seconds", body = ErrorBody),
         (status = 403, description = "The key lacks consultations:write", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
@@ -537,6 +538,7 @@ async fn create_consultation(
     responses(
         (status = 200, description = "The organisation's active practitioners", body = PractitionerList),
         (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 429, description = "Too many requests for this key; retry after Retry-After seconds", body = ErrorBody),
         (status = 403, description = "The key lacks consultations:read", body = ErrorBody),
         (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
     ))]
@@ -566,6 +568,7 @@ async fn list_practitioners(
         (status = 200, description = "A page of consultations (without links)", body = ConsultationPage),
         (status = 400, description = "Invalid query parameter (named)", body = ErrorBody),
         (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 429, description = "Too many requests for this key; retry after Retry-After seconds", body = ErrorBody),
         (status = 403, description = "The key lacks consultations:read", body = ErrorBody),
         (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
     ))]
@@ -623,6 +626,7 @@ async fn list_consultations(
     responses(
         (status = 200, description = "The consultation", body = ConsultationView),
         (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 429, description = "Too many requests for this key; retry after Retry-After seconds", body = ErrorBody),
         (status = 403, description = "The key lacks consultations:read", body = ErrorBody),
         (status = 404, description = "No such consultation in the key's organisation", body = ErrorBody),
         (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
@@ -653,6 +657,7 @@ async fn get_consultation(
     responses(
         (status = 204, description = "Cancelled"),
         (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 429, description = "Too many requests for this key; retry after Retry-After seconds", body = ErrorBody),
         (status = 403, description = "The key lacks consultations:write", body = ErrorBody),
         (status = 404, description = "No such consultation in the key's organisation", body = ErrorBody),
         (status = 409, description = "The consultation has already ended", body = ErrorBody),
@@ -697,6 +702,7 @@ async fn cancel_consultation(
         (status = 201, description = "Created, with its link", body = InvitationView),
         (status = 400, description = "Malformed body or invalid field (named)", body = ErrorBody),
         (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 429, description = "Too many requests for this key; retry after Retry-After seconds", body = ErrorBody),
         (status = 403, description = "The key lacks consultations:write", body = ErrorBody),
         (status = 404, description = "No such consultation in the key's organisation", body = ErrorBody),
         (status = 409, description = "The consultation is cancelled or ended", body = ErrorBody),
@@ -756,6 +762,7 @@ async fn create_invitation(
     responses(
         (status = 204, description = "Revoked"),
         (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 429, description = "Too many requests for this key; retry after Retry-After seconds", body = ErrorBody),
         (status = 403, description = "The key lacks consultations:write", body = ErrorBody),
         (status = 404, description = "No such consultation or invitation in the key's organisation", body = ErrorBody),
         (status = 503, description = "Storage unavailable; retry later", body = ErrorBody),
