@@ -187,7 +187,8 @@ impl ConsultationService {
         self.inner.consultations.get(id).map(|c| c.clone())
     }
 
-    fn update_gauges(&self) {
+    /// Consultations held in memory and participants present in them (a node's load).
+    pub fn load(&self) -> (usize, usize) {
         let consultations = self.inner.consultations.len();
         let participants: usize = self
             .inner
@@ -195,6 +196,11 @@ impl ConsultationService {
             .iter()
             .map(|c| lock(c.value()).present())
             .sum();
+        (consultations, participants)
+    }
+
+    fn update_gauges(&self) {
+        let (consultations, participants) = self.load();
         metrics::gauge!(crate::metric_names::CONSULTATIONS).set(consultations as f64);
         metrics::gauge!(crate::metric_names::PARTICIPANTS).set(participants as f64);
     }

@@ -35,6 +35,36 @@ pub struct Config {
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
     pub accounts: AccountsConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Many nodes, one service (`[cluster]`, issue 14): this node's heartbeat in the shared MongoDB.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Run as one node of a cluster (requires `storage.mongodb_uri`).
+    pub enabled: bool,
+    /// This node's id, unique in the cluster (letters, digits, `-`, `_`; at most 64).
+    pub node_id: String,
+    /// Where clients reach this node directly, e.g. `http://10.0.0.5:8080` (not the load
+    /// balancer's URL: join links keep pointing there, `server.public_url`).
+    pub public_url: String,
+    /// Optional region; placements prefer nodes of the joining node's region.
+    pub region: String,
+    /// A node is alive while its heartbeat is at most this old; it heartbeats five times a lease.
+    pub lease_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            node_id: String::new(),
+            public_url: String::new(),
+            region: String::new(),
+            lease_secs: 5,
+        }
+    }
 }
 
 /// The Prometheus listener (`[metrics]`): its own plain-HTTP listener serving `/metrics` only,
@@ -665,6 +695,44 @@ impl Config {
 
         // accounts (never print the key itself)
         p.extend(self.accounts.problems(dev));
+        if self.cluster.enabled {
+            let c = &self.cluster;
+            let mut bad = |key: &str, msg: &str| p.push(format!("cluster.{key}: {msg}"));
+            if self.storage.mongodb_uri.expose_secret().is_empty() {
+                bad(
+                    "enabled",
+                    "a cluster needs the MongoDB backend (storage.mongodb_uri): the embedded store is one process's",
+                );
+            }
+            if c.node_id.is_empty()
+                || c.node_id.len() > 64
+                || !c
+                    .node_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                bad(
+                    "node_id",
+                    "must be 1 to 64 letters, digits, '-' or '_', unique in the cluster",
+                );
+            }
+            let url_ok = c
+                .public_url
+                .strip_prefix("https://")
+                .or_else(|| c.public_url.strip_prefix("http://"))
+                .is_some_and(|h| {
+                    !h.trim_end_matches('/').is_empty() && !h.contains(['?', '#', ' '])
+                });
+            if !url_ok {
+                bad(
+                    "public_url",
+                    "must be this node's own http(s):// URL (how clients reach it directly)",
+                );
+            }
+            if !(2..=60).contains(&c.lease_secs) {
+                bad("lease_secs", "must be between 2 and 60 seconds");
+            }
+        }
 
         p
     }

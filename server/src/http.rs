@@ -68,6 +68,8 @@ pub fn router(state: AppState) -> Router {
     // Probes are logged at debug level only. (Scrapes have their own listener: `metrics_router`.)
     let quiet = Router::new()
         .route("/healthz", get(healthz))
+        .route("/healthz/live", get(live))
+        .route("/healthz/ready", get(ready))
         .layer(request_logs(Level::DEBUG));
     let router = Router::new()
         .route("/ws", get(crate::routes::workspace::websocket))
@@ -173,19 +175,63 @@ pub const STORAGE_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     // Billing events waiting on disk for the store: media works, persistence is behind.
     let billing_queue = state.billing.queue_depth();
-    let storage_ok = matches!(
-        tokio::time::timeout(STORAGE_PING_TIMEOUT, state.store.ping()).await,
-        Ok(Ok(()))
-    );
+    let storage_ok = storage_ok(&state).await;
     let storage = if storage_ok { "ok" } else { "unavailable" };
     let status = if billing_queue > 0 || !storage_ok {
         "degraded"
     } else {
         "ok"
     };
-    Json(
-        serde_json::json!({ "status": status, "storage": storage, "billing_queue": billing_queue }),
+    let mut body =
+        serde_json::json!({ "status": status, "storage": storage, "billing_queue": billing_queue });
+    if let Some(node) = &state.cluster {
+        body["cluster"] = serde_json::json!({
+            "node": node.id(),
+            "ready": node.ready(),
+            "draining": node.draining(),
+        });
+    }
+    Json(body)
+}
+
+async fn storage_ok(state: &AppState) -> bool {
+    matches!(
+        tokio::time::timeout(STORAGE_PING_TIMEOUT, state.store.ping()).await,
+        Ok(Ok(()))
     )
+}
+
+/// `GET /healthz/live`: the process is up and answering (Kubernetes liveness: restart it if not).
+async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /healthz/ready`: 200 when this server should get new consultations — the store answers
+/// and, in a cluster, its heartbeat is current and it is not draining; 503 otherwise, naming why
+/// (Kubernetes readiness and load-balancer health checks).
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let mut not_ready = Vec::new();
+    if !storage_ok(&state).await {
+        not_ready.push("storage_unavailable");
+    }
+    if let Some(node) = &state.cluster {
+        if node.draining() {
+            not_ready.push("draining");
+        } else if !node.ready() {
+            not_ready.push("no_lease");
+        }
+    }
+    if not_ready.is_empty() {
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready" })),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "not_ready", "reasons": not_ready })),
+        )
+    }
 }
 
 /// The router of the metrics listener: `/metrics` only, behind `metrics.bearer_token` when one

@@ -4,6 +4,7 @@
 //! integration tests start it in-process.
 
 pub mod billing_api;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub documents: teleconsult_documents::DocumentService,
     /// Organisations, staff accounts and their sessions.
     pub accounts: teleconsult_accounts::AccountService,
+    /// This node's membership of a cluster (`[cluster]`), when enabled.
+    pub cluster: Option<cluster::ClusterNode>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<teleconsult_signaling::Signaling> {

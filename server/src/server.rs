@@ -51,6 +51,9 @@ impl RunningServer {
 
     /// Stop accepting connections, give open ones [`SHUTDOWN_GRACE`] to finish, then stop.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(node) = &self.state.cluster {
+            node.leave().await;
+        }
         self.metrics_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
         self.handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
         self.metrics_task
@@ -225,8 +228,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         &config.accounts,
         store.clone() as Arc<dyn teleconsult_store::AccountStore>,
     );
+    let cluster = if config.cluster.enabled {
+        Some(
+            crate::cluster::ClusterNode::start(&config, media_addr, consultations.clone())
+                .await
+                .context("cluster: cannot reach the MongoDB store (storage.mongodb_uri)")?,
+        )
+    } else {
+        None
+    };
     let state = AppState {
         accounts,
+        cluster,
         config: config.clone(),
         consultations,
         billing,
