@@ -144,6 +144,9 @@ pub struct ServerConfig {
     pub tls: bool,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// A client must send a request's whole header within this long (slow-loris), on the
+    /// public and the metrics listener.
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -193,6 +196,7 @@ impl Default for ServerConfig {
             tls: true,
             tls_cert: PathBuf::from("/etc/teleconsult/tls/cert.pem"),
             tls_key: PathBuf::from("/etc/teleconsult/tls/key.pem"),
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -694,6 +698,9 @@ impl Config {
         }
 
         // accounts (never print the key itself)
+        if !(1..=300).contains(&self.server.header_read_timeout_secs) {
+            p.push("server.header_read_timeout_secs: must be between 1 and 300 seconds".into());
+        }
         p.extend(self.accounts.problems(dev));
         if self.cluster.enabled {
             let c = &self.cluster;

@@ -19,6 +19,18 @@ use tokio::task::JoinHandle;
 /// How long open connections (WebSockets included) get to finish on shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Close HTTP/1 connections that do not deliver a request's header in time (slow-loris). hyper
+/// only enforces its header timeout with a timer set, which axum-server does not set.
+fn header_timeout(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeout: Duration,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
+}
+
 /// A running server. Dropping it leaves the server running; call [`RunningServer::shutdown`].
 pub struct RunningServer {
     /// Where the HTTP(S) listener is bound.
@@ -248,11 +260,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         documents,
     };
     let app = crate::http::router(state.clone());
+    let header_read_timeout = Duration::from_secs(config.server.header_read_timeout_secs);
     let metrics_handle: Handle<SocketAddr> = Handle::new();
     let metrics_task = {
-        let server = axum_server::from_tcp(metrics_listener)
+        let mut server = axum_server::from_tcp(metrics_listener)
             .context("metrics listener")?
             .handle(metrics_handle.clone());
+        header_timeout(server.http_builder(), header_read_timeout);
         tokio::spawn(server.serve(crate::http::metrics_router(state.clone()).into_make_service()))
     };
     let handle: Handle<SocketAddr> = Handle::new();
@@ -265,12 +279,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             )
             .context("HTTPS listener")?
             .handle(handle.clone());
+            let mut server = server;
+            header_timeout(server.http_builder(), header_read_timeout);
             tokio::spawn(server.serve(app.into_make_service()))
         }
         None => {
-            let server = axum_server::from_tcp(listener)
+            let mut server = axum_server::from_tcp(listener)
                 .context("HTTP listener")?
                 .handle(handle.clone());
+            header_timeout(server.http_builder(), header_read_timeout);
             tokio::spawn(server.serve(app.into_make_service()))
         }
     };
@@ -300,6 +317,38 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    /// Slow-loris: a connection that never finishes its request header is closed after
+    /// `server.header_read_timeout_secs`, on the public and the metrics listener, while a
+    /// normal request on the same server is served.
+    #[tokio::test]
+    async fn a_header_that_never_ends_is_cut_off() {
+        let mut config = Config::for_tests();
+        config.server.header_read_timeout_secs = 1;
+        let server = start(config).await.expect("starts");
+        for addr in [server.http_addr, server.metrics_addr] {
+            let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+                .await
+                .expect("write");
+            let ok = get(server.http_addr, "/healthz").await;
+            assert_eq!(ok.status, 200, "others are served meanwhile");
+            // The server ends the connection (maybe after a 408); a timeout here means it
+            // would have held it forever.
+            let closed = tokio::time::timeout(Duration::from_secs(15), async {
+                let mut buf = [0u8; 1024];
+                loop {
+                    match slow.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            assert!(closed.is_ok(), "{addr}: the slow connection was not closed");
+        }
+        server.shutdown().await.expect("shutdown");
+    }
 
     struct Reply {
         status: u16,
