@@ -53,6 +53,8 @@ pub struct ClusterConfig {
     pub region: String,
     /// A node is alive while its heartbeat is at most this old; it heartbeats five times a lease.
     pub lease_secs: u64,
+    /// On SIGTERM, wait at most this long for the calls on this node to end (draining).
+    pub drain_limit_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -63,6 +65,7 @@ impl Default for ClusterConfig {
             public_url: String::new(),
             region: String::new(),
             lease_secs: 5,
+            drain_limit_secs: 4 * 3600,
         }
     }
 }
@@ -738,6 +741,9 @@ impl Config {
             }
             if !(2..=60).contains(&c.lease_secs) {
                 bad("lease_secs", "must be between 2 and 60 seconds");
+            }
+            if c.drain_limit_secs > 24 * 3600 {
+                bad("drain_limit_secs", "must be at most 24 hours");
             }
         }
 

@@ -668,6 +668,17 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
             tracing::info!("shutting down");
         }
     }
+    if server.state.cluster.is_some() {
+        // A rolling update: let the calls here end (a second signal stops at once).
+        let limit = Duration::from_secs(server.state.config.cluster.drain_limit_secs);
+        tokio::select! {
+            _ = server.drain(limit) => {}
+            signal = shutdown_signal() => {
+                signal?;
+                tracing::warn!("second signal: stopping without waiting for calls to end");
+            }
+        }
+    }
     server.shutdown().await
 }
 

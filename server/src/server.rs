@@ -61,6 +61,38 @@ impl RunningServer {
         format!("{scheme}://{}/ws", self.http_addr)
     }
 
+    /// Drain before a shutdown (a rolling update): in a cluster, announce `draining` (readiness
+    /// turns 503, so the load balancer sends no one new), then wait until nobody is in a call on
+    /// this server, at most `limit`. Returns whether it emptied in time. Without a cluster there
+    /// is nowhere else to go, so there is nothing to wait for.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let Some(node) = &self.state.cluster else {
+            return true;
+        };
+        node.drain().await;
+        let (consultations, participants) = self.state.consultations.load();
+        tracing::info!(
+            consultations,
+            participants,
+            "draining: waiting for calls to end"
+        );
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.state.consultations.load().1 == 0 {
+                tracing::info!("drained");
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    participants = self.state.consultations.load().1,
+                    "drain limit reached; stopping with calls still running"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Stop accepting connections, give open ones [`SHUTDOWN_GRACE`] to finish, then stop.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         if let Some(node) = &self.state.cluster {

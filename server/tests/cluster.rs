@@ -93,3 +93,63 @@ async fn nodes_announce_themselves_are_ready_and_leave_on_shutdown() {
     b.shutdown().await;
     let _ = store.database().drop().await;
 }
+
+/// A rolling update: the draining node announces it (readiness 503, `draining` in the store),
+/// keeps its call running, and is done only when the call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_turns_unready_and_waits_for_its_calls() {
+    use teleconsult_signaling::protocol::ClientMessage;
+    let Some(uri) = common::mongo_uri() else {
+        return;
+    };
+    let database = format!("drain_{:08x}", rand::random::<u32>());
+    let s = TestServer::start_with(node_config(&uri, &database, "node-d")).await;
+    let store = MongoStore::open(&uri, &database).await.unwrap();
+    let doc = s
+        .join(
+            "c-drain",
+            "dr-drain",
+            teleconsult::token::Role::Practitioner,
+        )
+        .await;
+
+    let drained = {
+        let server = &s.server;
+        async move { server.drain(std::time::Duration::from_secs(30)).await }
+    };
+    let watch = async {
+        common::poll(
+            std::time::Duration::from_secs(5),
+            "draining announced",
+            || {
+                let store = store.clone();
+                async move {
+                    let n = store
+                        .live_nodes(teleconsult_accounts::now_millis())
+                        .await
+                        .ok()?;
+                    n.into_iter().find(|n| {
+                        n.id == "node-d" && n.state == teleconsult_store::NodeState::Draining
+                    })
+                }
+            },
+        )
+        .await;
+        let (status, body) = http_get(s.http_addr, "/healthz/ready", None).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("draining"), "{body}");
+        // Still serving the call in progress; then it ends.
+        let (status, _) = http_get(s.http_addr, "/healthz/live", None).await;
+        assert_eq!(status, 200);
+        // Someone is in a call here, so the drain cannot have finished yet.
+        assert_eq!(s.server.state.consultations.load().1, 1);
+        doc.send(ClientMessage::Leave);
+    };
+    let (emptied, ()) = tokio::join!(drained, watch);
+    assert!(
+        emptied,
+        "the drain ended when the call did, within its limit"
+    );
+    s.shutdown().await;
+    let _ = store.database().drop().await;
+}
