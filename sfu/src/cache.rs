@@ -7,6 +7,7 @@
 //! between uses: once warm, caching a packet copies its payload and allocates nothing.
 
 use crate::forward::extend_seq;
+use std::time::Instant;
 
 /// One cached packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,18 +16,49 @@ pub struct Cached<'a> {
     pub timestamp: u32,
     pub marker: bool,
     pub payload_type: u8,
+    /// The first packet of a keyframe.
+    pub keyframe: bool,
+    /// When it was received.
+    pub arrival: Instant,
     /// Empty for a padding-only packet.
     pub payload: &'a [u8],
 }
 
-#[derive(Default)]
+/// What the cache keeps of a packet besides its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload_type: u8,
+    /// The first packet of a keyframe (what a new subscription's replay starts from).
+    pub keyframe: bool,
+    pub arrival: Instant,
+}
+
 struct Slot {
     /// Extended sequence number held, `None`: empty.
     ext: Option<u64>,
     timestamp: u32,
     marker: bool,
     payload_type: u8,
+    keyframe: bool,
+    arrival: Option<Instant>,
     payload: Vec<u8>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            ext: None,
+            timestamp: 0,
+            marker: false,
+            payload_type: 0,
+            keyframe: false,
+            arrival: None,
+            payload: Vec::new(),
+        }
+    }
 }
 
 /// See the module documentation.
@@ -39,6 +71,8 @@ pub struct PacketCache {
     highest: Option<u64>,
     /// Lowest extended sequence number that may still be held (eviction cursor).
     oldest: u64,
+    /// Extended sequence number of the latest keyframe's first packet inserted.
+    keyframe: Option<u64>,
 }
 
 impl std::fmt::Debug for PacketCache {
@@ -72,6 +106,7 @@ impl PacketCache {
             bytes: 0,
             highest: None,
             oldest: 0,
+            keyframe: None,
         }
     }
 
@@ -89,14 +124,8 @@ impl PacketCache {
 
     /// Keep a packet. Returns `false` (and keeps nothing) for one too old for the ring, or
     /// larger than the whole byte budget.
-    pub fn insert(
-        &mut self,
-        seq: u16,
-        timestamp: u32,
-        marker: bool,
-        payload_type: u8,
-        payload: &[u8],
-    ) -> bool {
+    pub fn insert(&mut self, meta: Meta, payload: &[u8]) -> bool {
+        let seq = meta.seq;
         if payload.len() > self.max_bytes {
             return false;
         }
@@ -143,25 +172,61 @@ impl PacketCache {
         }
         let s = &mut self.slots[i];
         s.ext = Some(ext);
-        s.timestamp = timestamp;
-        s.marker = marker;
-        s.payload_type = payload_type;
+        s.timestamp = meta.timestamp;
+        s.marker = meta.marker;
+        s.payload_type = meta.payload_type;
+        s.keyframe = meta.keyframe;
+        s.arrival = Some(meta.arrival);
         s.payload.extend_from_slice(payload);
         self.bytes += payload.len();
+        if meta.keyframe && self.keyframe.is_none_or(|k| ext > k) {
+            self.keyframe = Some(ext);
+        }
         true
+    }
+
+    fn at(&self, ext: u64) -> Option<Cached<'_>> {
+        let s = &self.slots[self.slot(ext)];
+        if s.ext != Some(ext) {
+            return None;
+        }
+        Some(Cached {
+            seq: ext as u16,
+            timestamp: s.timestamp,
+            marker: s.marker,
+            payload_type: s.payload_type,
+            keyframe: s.keyframe,
+            arrival: s.arrival?,
+            payload: &s.payload,
+        })
     }
 
     /// The packet with sequence number `seq`, if still held.
     pub fn get(&self, seq: u16) -> Option<Cached<'_>> {
-        let ext = extend_seq(self.highest?, seq);
-        let s = &self.slots[self.slot(ext)];
-        (s.ext == Some(ext)).then_some(Cached {
-            seq,
-            timestamp: s.timestamp,
-            marker: s.marker,
-            payload_type: s.payload_type,
-            payload: &s.payload,
-        })
+        self.at(extend_seq(self.highest?, seq))
+    }
+
+    /// The highest sequence number inserted.
+    pub fn highest_seq(&self) -> Option<u16> {
+        self.highest.map(|h| h as u16)
+    }
+
+    /// The first packet of the latest keyframe, if still held.
+    pub fn latest_keyframe(&self) -> Option<Cached<'_>> {
+        self.at(self.keyframe?)
+    }
+
+    /// The packets held from `seq` up to the highest, in sequence order (missing ones skipped):
+    /// what a new subscription is replayed from its keyframe on.
+    pub fn since(&self, seq: u16) -> impl Iterator<Item = Cached<'_>> + '_ {
+        let (from, to) = match self.highest {
+            Some(h) => (
+                extend_seq(h, seq).max(h.saturating_sub(self.slots.len() as u64 - 1)),
+                h,
+            ),
+            None => (1, 0),
+        };
+        (from..=to).filter_map(move |e| self.at(e))
     }
 
     /// Payload bytes held.
@@ -183,14 +248,51 @@ impl PacketCache {
 mod tests {
     use super::*;
 
-    fn put(c: &mut PacketCache, seq: u16, len: usize) -> bool {
-        c.insert(
+    fn meta(seq: u16, keyframe: bool) -> Meta {
+        Meta {
             seq,
-            seq as u32 * 10,
-            seq.is_multiple_of(2),
-            96,
-            &vec![seq as u8; len],
-        )
+            timestamp: seq as u32 * 10,
+            marker: seq.is_multiple_of(2),
+            payload_type: 96,
+            keyframe,
+            arrival: Instant::now(),
+        }
+    }
+
+    fn put(c: &mut PacketCache, seq: u16, len: usize) -> bool {
+        c.insert(meta(seq, false), &vec![seq as u8; len])
+    }
+
+    #[test]
+    fn the_latest_keyframe_and_what_followed_it_are_found() {
+        let mut c = PacketCache::new(16, 1 << 20);
+        assert!(c.latest_keyframe().is_none());
+        assert_eq!(c.since(0).count(), 0);
+        for s in 65_530..65_535u16 {
+            put(&mut c, s, 3);
+        }
+        assert!(c.insert(meta(65_535, true), b"key"));
+        for s in 0..4u16 {
+            if s != 2 {
+                put(&mut c, s, 3);
+            }
+        }
+        let k = c.latest_keyframe().unwrap();
+        assert_eq!((k.seq, k.keyframe, k.payload), (65_535, true, &b"key"[..]));
+        // Across the wrap, 2 missing: skipped.
+        let seqs: Vec<u16> = c.since(k.seq).map(|p| p.seq).collect();
+        assert_eq!(seqs, [65_535, 0, 1, 3]);
+        // A later keyframe replaces it; an earlier one (resent late) does not.
+        assert!(c.insert(meta(2, true), b"k2"));
+        assert!(c.insert(meta(65_533, true), b"old"));
+        assert_eq!(c.latest_keyframe().unwrap().seq, 2);
+        // Once it falls out of the ring, there is none.
+        for s in 4..30u16 {
+            put(&mut c, s, 3);
+        }
+        assert!(c.latest_keyframe().is_none());
+        // `since` never reaches back past the ring.
+        assert_eq!(c.since(4).count(), 16);
     }
 
     #[test]

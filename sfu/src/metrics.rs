@@ -15,6 +15,9 @@ pub mod metric_names {
     pub const KEYFRAME_REQUESTS: &str = "teleconsult_keyframe_requests_total";
     /// Packets resent from a track's packet cache on a subscriber's NACK.
     pub const RTP_RETRANSMITTED: &str = "teleconsult_rtp_retransmitted_total";
+    /// Packets replayed from a track's packet cache to a new subscription (from the latest
+    /// keyframe on).
+    pub const RTP_REPLAYED: &str = "teleconsult_rtp_replayed_total";
     /// NACKs sent to publishers for gaps in what they send.
     pub const NACKS_SENT: &str = "teleconsult_nacks_sent_total";
     /// Histogram (seconds): datagram taken off the socket → packet sent to a subscriber. Kept by
@@ -44,6 +47,8 @@ pub(crate) struct CoreMetrics {
     pub unauthenticated: Counter,
     /// Packets resent from a track's cache to answer a subscriber's NACK.
     pub retransmitted: Counter,
+    /// Packets replayed from a track's cache to a new subscription.
+    pub replayed: Counter,
     /// NACKs sent to publishers.
     pub nacks_sent: Counter,
     pub tracks: Gauge,
@@ -62,6 +67,7 @@ impl CoreMetrics {
             before_keys: ::metrics::counter!(DATAGRAMS_DROPPED, "reason" => "before_keys"),
             unauthenticated: ::metrics::counter!(DATAGRAMS_DROPPED, "reason" => "unauthenticated"),
             retransmitted: ::metrics::counter!(RTP_RETRANSMITTED),
+            replayed: ::metrics::counter!(RTP_REPLAYED),
             nacks_sent: ::metrics::counter!(NACKS_SENT),
             tracks: ::metrics::gauge!(TRACKS),
             keyframe_requests: ::metrics::counter!(KEYFRAME_REQUESTS),

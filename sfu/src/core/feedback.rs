@@ -272,13 +272,18 @@ impl Core {
             return;
         }
         // Only for subscriptions forwarded already (see `Core::forward`); the others keep
-        // their request until the answer that declares them.
+        // their request until the answer that declares them. A subscription that has not sent
+        // its first packet yet is left to `start_subscription` (at that packet): it replays the
+        // track's cache from its latest keyframe, and asks for one only if the cache has none.
         let answered = s.negotiation.answered_offer();
         let wanted: Vec<(u64, String)> = s
             .subscriptions
             .iter_mut()
             .filter(|sub| {
-                sub.needs_keyframe && sub.kind == Kind::Video && sub.declared_in <= answered
+                sub.needs_keyframe
+                    && sub.kind == Kind::Video
+                    && sub.declared_in <= answered
+                    && sub.munger.started()
             })
             .map(|sub| {
                 sub.needs_keyframe = false;

@@ -10,10 +10,12 @@
 //! - The first packet of a publisher's stream still goes through `rtc` (it opens the track:
 //!   `OnTrack`); every later one of that SSRC comes here.
 
+use super::codec::Codec;
 use super::{Core, Kind, Subscription};
 use crate::cache::{self, PacketCache};
 use crate::forward::{Incoming, Verdict, extend_seq};
 use crate::rtp::{OutHeader, RtpView};
+use crate::sendq::SendQueue;
 use crate::srtp;
 use bytes::BytesMut;
 use rtc::peer_connection::RTCPeerConnection;
@@ -142,6 +144,97 @@ impl ReceiveStats {
     }
 }
 
+/// How old the cache's latest keyframe may be for a new subscription to be replayed from it
+/// (a burst of at most this much video at its start); older, the subscription starts with the
+/// live packet and a keyframe request.
+pub(super) const REPLAY_WINDOW: Duration = Duration::from_secs(1);
+
+/// One packet to forward, as received or as cached.
+struct Outgoing<'a> {
+    seq: u16,
+    timestamp: u32,
+    marker: bool,
+    payload_type: u8,
+    payload: &'a [u8],
+    padding_only: bool,
+}
+
+/// Forward one packet on one subscription: the munger's decision, the subscriber's payload
+/// type and MID, a header rewrite and a protect into a pooled buffer queued to `to`. Returns
+/// the protected length if it was queued.
+fn send_on(
+    out: &mut SendQueue,
+    pc: &mut RTCPeerConnection,
+    keys: &mut MediaKeys,
+    to: SocketAddr,
+    sub: &mut Subscription,
+    codec: Option<Codec>,
+    packet: &Outgoing<'_>,
+) -> Option<usize> {
+    if !sub.resolved {
+        Core::resolve(pc, sub);
+    }
+    let mut pt = sub.payload.get(packet.payload_type);
+    if pt == crate::forward::UNKNOWN {
+        let outgoing = codec.and_then(|codec| {
+            let mut sender = pc.rtp_sender(sub.sender_id)?;
+            sender
+                .get_parameters()
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| Codec::of(&c.rtp_codec.mime_type) == codec)
+                .map(|c| c.payload_type)
+        });
+        sub.payload.set(packet.payload_type, outgoing);
+        pt = sub.payload.get(packet.payload_type);
+    }
+    if pt == crate::forward::UNSUPPORTED {
+        return None;
+    }
+    let Verdict::Send {
+        seq,
+        timestamp,
+        padding_only: pad,
+    } = sub.munger.decide(Incoming {
+        seq: packet.seq,
+        timestamp: packet.timestamp,
+        padding_only: packet.padding_only,
+    })
+    else {
+        return None;
+    };
+    let header = OutHeader {
+        marker: packet.marker,
+        payload_type: pt,
+        seq,
+        timestamp,
+        ssrc: sub.ssrc,
+        mid: sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice())),
+    };
+    let mut buf = out.buffer();
+    let plain = write_packet(
+        &mut buf,
+        &header,
+        packet.payload,
+        pad,
+        keys.profile.rtp_overhead(),
+    );
+    match keys.tx.protect_rtp(&mut buf, plain) {
+        Ok(n) => {
+            buf.truncate(n);
+            out.push(to, buf);
+            sub.packets = sub.packets.wrapping_add(1);
+            sub.octets = sub.octets.wrapping_add(packet.payload.len() as u32);
+            Some(n)
+        }
+        Err(_) => {
+            out.recycle(buf);
+            None
+        }
+    }
+}
+
 /// A new packet cache for a track of `kind`.
 pub(super) fn track_cache(kind: Kind) -> PacketCache {
     match kind {
@@ -244,20 +337,29 @@ impl Core {
         let missing = track
             .recv
             .on_packet(view.seq, view.timestamp, now, track.clock_rate);
-        track.cache.insert(
-            view.seq,
-            view.timestamp,
-            view.marker,
-            view.payload_type,
-            payload,
-        );
-        let number = track.number;
-        let track_ssrc = track.ssrc;
         let codec = track
             .codecs
             .iter()
             .find(|c| c.0 == view.payload_type)
             .map(|c| c.1);
+        let keyframe = match codec {
+            Some(Codec::Vp8) => crate::rtp::vp8_keyframe(payload),
+            Some(Codec::H264) => crate::rtp::h264_keyframe(payload),
+            _ => false,
+        };
+        track.cache.insert(
+            cache::Meta {
+                seq: view.seq,
+                timestamp: view.timestamp,
+                marker: view.marker,
+                payload_type: view.payload_type,
+                keyframe,
+                arrival: now,
+            },
+            payload,
+        );
+        let number = track.number;
+        let track_ssrc = track.ssrc;
         let m = self.metrics.get();
         m.packets_in.increment(1);
         m.bytes_in.increment(len as u64);
@@ -270,8 +372,17 @@ impl Core {
         let Some(members) = self.consultations.get(&p.consultation) else {
             return;
         };
+        let packet = Outgoing {
+            seq: view.seq,
+            timestamp: view.timestamp,
+            marker: view.marker,
+            payload_type: view.payload_type,
+            payload,
+            padding_only,
+        };
         let mut sent = 0u64;
         let mut sent_bytes = 0u64;
+        let mut starting = std::mem::take(&mut self.starting);
         for &sid in members {
             if sid == key {
                 continue;
@@ -286,7 +397,6 @@ impl Core {
             let (Some(keys), Some(to)) = (s.media.as_mut(), s.remote) else {
                 continue;
             };
-            let overhead = keys.profile.rtp_overhead();
             // Never on a subscription the subscriber cannot know yet (its offer unanswered).
             let answered = s.negotiation.answered_offer();
             for sub in s
@@ -294,61 +404,14 @@ impl Core {
                 .iter_mut()
                 .filter(|sub| sub.source_number == number && sub.declared_in <= answered)
             {
-                if !sub.resolved {
-                    Self::resolve(&mut s.pc, sub);
-                }
-                let pt = sub.payload.get(view.payload_type);
-                let pt = if pt == crate::forward::UNKNOWN {
-                    let outgoing = codec.and_then(|codec| {
-                        let mut sender = s.pc.rtp_sender(sub.sender_id)?;
-                        sender
-                            .get_parameters()
-                            .rtp_parameters
-                            .codecs
-                            .iter()
-                            .find(|c| super::codec::Codec::of(&c.rtp_codec.mime_type) == codec)
-                            .map(|c| c.payload_type)
-                    });
-                    sub.payload.set(view.payload_type, outgoing);
-                    sub.payload.get(view.payload_type)
-                } else {
-                    pt
-                };
-                if pt == crate::forward::UNSUPPORTED {
+                if !sub.munger.started() && sub.kind == Kind::Video {
+                    // Its first packet: replayed from the cache's latest keyframe on, below.
+                    starting.push((sid, sub.ssrc));
                     continue;
                 }
-                let Verdict::Send {
-                    seq,
-                    timestamp,
-                    padding_only: pad,
-                } = sub.munger.decide(Incoming {
-                    seq: view.seq,
-                    timestamp: view.timestamp,
-                    padding_only,
-                })
-                else {
-                    continue;
-                };
-                let header = OutHeader {
-                    marker: view.marker,
-                    payload_type: pt,
-                    seq,
-                    timestamp,
-                    ssrc: sub.ssrc,
-                    mid: sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice())),
-                };
-                let mut buf = self.out.buffer();
-                let plain = write_packet(&mut buf, &header, payload, pad, overhead);
-                match keys.tx.protect_rtp(&mut buf, plain) {
-                    Ok(n) => {
-                        buf.truncate(n);
-                        self.out.push(to, buf);
-                        sub.packets = sub.packets.wrapping_add(1);
-                        sub.octets = sub.octets.wrapping_add(payload.len() as u32);
-                        sent += 1;
-                        sent_bytes += n as u64;
-                    }
-                    Err(_) => self.out.recycle(buf),
+                if let Some(n) = send_on(&mut self.out, &mut s.pc, keys, to, sub, codec, &packet) {
+                    sent += 1;
+                    sent_bytes += n as u64;
                 }
             }
         }
@@ -359,6 +422,80 @@ impl Core {
         m.packets_out.increment(sent);
         m.bytes_out.increment(sent_bytes);
         self.out.recycle(data);
+        for (sid, ssrc) in starting.drain(..) {
+            self.start_subscription(key, number, sid, ssrc, now);
+        }
+        self.starting = starting;
+    }
+
+    /// The first packet of a video subscription is due (it just became able to receive):
+    /// replay what the track's cache holds from its latest keyframe on, through the
+    /// subscription's munger (so the subscriber sees a gap-free sequence that starts with a
+    /// keyframe), or, when the cache holds none recent enough, start with the live packet and
+    /// ask the publisher for a keyframe.
+    fn start_subscription(
+        &mut self,
+        publisher: u64,
+        number: u64,
+        subscriber: u64,
+        ssrc: u32,
+        now: Instant,
+    ) {
+        if publisher == subscriber {
+            return; // (`get_disjoint_mut` would panic; never the case: nobody subscribes to itself)
+        }
+        let [Some(p), Some(s)] = self
+            .participants
+            .get_disjoint_mut([&publisher, &subscriber])
+        else {
+            return;
+        };
+        let Some(track) = p.tracks.values().find(|t| t.number == number) else {
+            return;
+        };
+        let (Some(keys), Some(to)) = (s.media.as_mut(), s.remote) else {
+            return;
+        };
+        let Some(sub) = s.subscriptions.iter_mut().find(|sub| sub.ssrc == ssrc) else {
+            return;
+        };
+        let Some(start) = track
+            .cache
+            .latest_keyframe()
+            .filter(|k| now.saturating_duration_since(k.arrival) <= REPLAY_WINDOW)
+            .or_else(|| track.cache.since(track.cache.highest_seq()?).next())
+        else {
+            return;
+        };
+        let from_keyframe = start.keyframe;
+        let mut sent = 0u64;
+        for cached in track.cache.since(start.seq) {
+            let codec = track
+                .codecs
+                .iter()
+                .find(|c| c.0 == cached.payload_type)
+                .map(|c| c.1);
+            let packet = Outgoing {
+                seq: cached.seq,
+                timestamp: cached.timestamp,
+                marker: cached.marker,
+                payload_type: cached.payload_type,
+                payload: cached.payload,
+                padding_only: cached.payload.is_empty(),
+            };
+            if send_on(&mut self.out, &mut s.pc, keys, to, sub, codec, &packet).is_some() {
+                sent += 1;
+            }
+        }
+        let source = sub.source.clone();
+        // The replay carries the keyframe this subscription waited for, or it is asked for now.
+        sub.needs_keyframe = false;
+        let m = self.metrics.get();
+        m.packets_out.increment(sent);
+        m.replayed.increment(sent);
+        if !from_keyframe {
+            self.request_keyframe(publisher, &source, now);
+        }
     }
 
     /// Once per subscription (at its first packet): the subscriber's MID extension.

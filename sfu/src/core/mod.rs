@@ -256,6 +256,9 @@ pub struct Core {
     stale: Vec<u64>,
     /// When receiver reports go to the publishers next (`None` until a session has keys).
     next_reports: Option<Instant>,
+    /// Scratch list of video subscriptions (subscriber, SSRC) whose first packet is due: each
+    /// is replayed from its track's cache (`media.rs`).
+    starting: Vec<(u64, u32)>,
 }
 
 /// Hashing for the core's own `u64` keys (sequential ids): one multiply instead of SipHash per
@@ -298,6 +301,7 @@ impl Core {
             due: Vec::new(),
             stale: Vec::new(),
             next_reports: None,
+            starting: Vec::new(),
         }
     }
 

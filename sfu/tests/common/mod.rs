@@ -60,17 +60,33 @@ fn sfu_addr() -> SocketAddr {
     SFU_ADDR.parse().expect("a valid address")
 }
 
-/// A synthetic payload naming its sender: `<participant>/<generation>/<a|v>/<seq>`.
-fn payload(name: &str, generation: u32, kind: Kind, seq: u16) -> Vec<u8> {
+/// A synthetic payload naming its sender: `<participant>/<generation>/<a|v>/<seq>`; video
+/// starts with a VP8 payload descriptor and frame tag (RFC 7741: S bit, partition 0; the frame
+/// tag's P bit 0 for a keyframe), which is all the SFU reads of it.
+fn payload(name: &str, generation: u32, kind: Kind, seq: u16, keyframe: bool) -> Vec<u8> {
     let k = if kind == Kind::Audio { 'a' } else { 'v' };
-    let mut p = format!("{name}/{generation}/{k}/{seq}/").into_bytes();
+    let mut p = match kind {
+        Kind::Video => vec![0x10, if keyframe { 0x00 } else { 0x01 }],
+        Kind::Audio => Vec::new(),
+    };
+    p.extend_from_slice(format!("{name}/{generation}/{k}/{seq}/").as_bytes());
     // Filler up to a typical Opus frame; the SFU never looks inside.
     p.resize(120, 0x5A);
     p
 }
 
+/// Whether a payload built by [`payload`] is a VP8 keyframe.
+fn is_keyframe_payload(p: &[u8]) -> bool {
+    p.len() >= 2 && p[0] == 0x10 && p[1] & 0x01 == 0
+}
+
 /// (participant, generation, kind, sequence number) of a payload built by [`payload`].
 fn parse_payload(p: &[u8]) -> Option<(String, u32, Kind, u16)> {
+    let p = if p.first() == Some(&0x10) {
+        p.get(2..)?
+    } else {
+        p
+    };
     let text = std::str::from_utf8(p.split(|&b| b == 0x5A).next()?).ok()?;
     let mut parts = text.split('/');
     let name = parts.next()?.to_string();
@@ -147,6 +163,16 @@ pub struct Client {
     pub corrupt: u64,
     /// Simulated instants at which keyframe requests for our own video arrived.
     pub keyframe_requests: Vec<Instant>,
+    /// Whether we send a keyframe as the next video frame when asked (a PLI or FIR).
+    pub answers_keyframe_requests: bool,
+    /// A keyframe was asked for and not sent yet.
+    keyframe_wanted: bool,
+    /// Also a keyframe every this many video frames (the first frame always is one).
+    pub keyframe_interval: Option<u16>,
+    /// Video keyframes sent: our frame numbers.
+    pub keyframes_sent: Vec<u16>,
+    /// RTP sequence numbers of the keyframes received, by the same keys as `received`.
+    pub received_keyframes: HashMap<(String, u32, Kind), BTreeSet<u16>>,
     /// Each offer of the SFU this client applied (`set_remote_description`): when, and its SDP.
     pub offers_applied: Vec<(Instant, String)>,
     /// RTP datagrams that reached this client, by SSRC (read from the clear SRTP header, before
@@ -286,6 +312,11 @@ impl Client {
             received_seqs: HashMap::new(),
             corrupt: 0,
             keyframe_requests: Vec::new(),
+            answers_keyframe_requests: true,
+            keyframe_wanted: false,
+            keyframe_interval: None,
+            keyframes_sent: Vec::new(),
+            received_keyframes: HashMap::new(),
             offers_applied: Vec::new(),
             rtp_arrivals: HashMap::new(),
             gone: false,
@@ -366,7 +397,17 @@ impl Client {
             let timestamp = ticks.wrapping_mul(sender.clock_rate / 50);
             let frame = sender.frame;
             sender.frame = sender.frame.wrapping_add(1);
-            let body = payload(&self.name, self.generation, kind, frame);
+            let keyframe = kind == Kind::Video
+                && (frame == 0
+                    || self.keyframe_wanted
+                    || self
+                        .keyframe_interval
+                        .is_some_and(|n| frame.is_multiple_of(n)));
+            if keyframe {
+                self.keyframe_wanted = false;
+                self.keyframes_sent.push(frame);
+            }
+            let body = payload(&self.name, self.generation, kind, frame, keyframe);
             let mut packets = vec![rtc::rtp::Packet {
                 header: rtc::rtp::header::Header {
                     version: 2,
@@ -566,6 +607,12 @@ impl Client {
                     match parse_payload(&packet.payload) {
                         Some((from, generation, kind, seq)) if stream.as_deref() == Some(&from) => {
                             let key = (from, generation, kind);
+                            if is_keyframe_payload(&packet.payload) {
+                                self.received_keyframes
+                                    .entry(key.clone())
+                                    .or_default()
+                                    .insert(packet.header.sequence_number);
+                            }
                             self.received_rtp_seqs
                                 .entry(key.clone())
                                 .or_default()
@@ -589,6 +636,7 @@ impl Client {
                             && video_ssrc.is_some_and(|v| p.destination_ssrc().contains(&v))
                         {
                             self.keyframe_requests.push(now);
+                            self.keyframe_wanted |= self.answers_keyframe_requests;
                         }
                     }
                 }
