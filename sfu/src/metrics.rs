@@ -18,6 +18,8 @@ pub mod metric_names {
     /// Packets replayed from a track's packet cache to a new subscription (from the latest
     /// keyframe on).
     pub const RTP_REPLAYED: &str = "teleconsult_rtp_replayed_total";
+    /// Repairs received on a publisher's RTX stream, unwrapped into its media stream.
+    pub const RTP_REPAIRED_IN: &str = "teleconsult_rtp_repaired_in_total";
     /// NACKs sent to publishers for gaps in what they send.
     pub const NACKS_SENT: &str = "teleconsult_nacks_sent_total";
     /// Histogram (seconds): datagram taken off the socket → packet sent to a subscriber. Kept by
@@ -49,6 +51,8 @@ pub(crate) struct CoreMetrics {
     pub retransmitted: Counter,
     /// Packets replayed from a track's cache to a new subscription.
     pub replayed: Counter,
+    /// Repairs received on publishers' RTX streams.
+    pub repaired_in: Counter,
     /// NACKs sent to publishers.
     pub nacks_sent: Counter,
     pub tracks: Gauge,
@@ -68,6 +72,7 @@ impl CoreMetrics {
             unauthenticated: ::metrics::counter!(DATAGRAMS_DROPPED, "reason" => "unauthenticated"),
             retransmitted: ::metrics::counter!(RTP_RETRANSMITTED),
             replayed: ::metrics::counter!(RTP_REPLAYED),
+            repaired_in: ::metrics::counter!(RTP_REPAIRED_IN),
             nacks_sent: ::metrics::counter!(NACKS_SENT),
             tracks: ::metrics::gauge!(TRACKS),
             keyframe_requests: ::metrics::counter!(KEYFRAME_REQUESTS),

@@ -727,3 +727,98 @@ fn a_new_subscriber_without_a_recent_keyframe_in_the_cache_gets_one_asked_for() 
         "keyframe {keyframe}, first {first}"
     );
 }
+
+/// The RTX SSRC a client's applied offers declare for `media` (`a=ssrc-group:FID media rtx`).
+fn declared_rtx(sim: &Sim, client: usize, media: u32) -> Option<u32> {
+    let prefix = format!("a=ssrc-group:FID {media} ");
+    sim.clients[client]
+        .offers_applied
+        .iter()
+        .find_map(|(_, sdp)| {
+            sdp.lines()
+                .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+                .and_then(|rtx| rtx.trim().parse().ok())
+        })
+}
+
+/// Issue 10, RTX: a subscriber whose answer took RTX for VP8 gets its NACKs answered on the
+/// subscription's RTX stream (RFC 4588: its own SSRC, declared in the offer's FID group, its
+/// own sequence numbers, the original one first in the payload); its stack unwraps them and
+/// every video packet lost on its 5 %-loss downlink arrives in the end.
+#[test]
+fn with_loss_to_a_subscriber_that_negotiated_rtx_repairs_arrive_on_its_rtx_stream() {
+    let mut sim = Sim::in_consultation("rtx-subscriber");
+    let practitioner = sim.join(NAMES[0], true);
+    let patient = sim.join_with_rtx(NAMES[1], false);
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.all_settled()
+        && s.clients[patient].received_from(NAMES[0], 0, Kind::Video) >= 10));
+    let after = sim.clients[patient]
+        .last_seq_from(NAMES[0], 0, Kind::Video)
+        .unwrap();
+    sim.downlink_loss.push((patient, 5));
+    sim.run_for(Duration::from_secs(8));
+    sim.clients[practitioner].paused = true;
+    sim.downlink_loss.clear();
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.lost > 20, "the loss did happen ({})", sim.lost);
+    let c = &sim.clients[patient];
+    let missing = c.missing_from(NAMES[0], 0, Kind::Video, after);
+    let last = c.last_seq_from(NAMES[0], 0, Kind::Video).unwrap();
+    assert!(
+        last - after >= 195,
+        "video reached only {last} (from {after})"
+    );
+    assert!(
+        missing.is_empty(),
+        "{} video packets never arrived: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(c.corrupt, 0);
+    // The repairs came on the RTX SSRC our offer declared for the video subscription.
+    let video = c
+        .tracks
+        .values()
+        .map(|t| t.ssrc)
+        .find(|&ssrc| declared_rtx(&sim, patient, ssrc).is_some())
+        .expect("the offer declared an RTX stream for the video subscription");
+    let rtx = declared_rtx(&sim, patient, video).unwrap();
+    let repairs = c.rtp_arrivals.get(&rtx).map_or(0, Vec::len);
+    assert!(repairs >= 5, "{repairs} packets on the RTX SSRC {rtx}");
+}
+
+/// Issue 10, RTX from publishers: a publisher that negotiated RTX answers our NACKs on its RTX
+/// stream; the SFU unwraps those repairs into the media stream (and its cache), so a subscriber
+/// without RTX still receives every video packet lost on the publisher's 5 %-loss uplink.
+#[test]
+fn repairs_on_a_publishers_rtx_stream_are_unwrapped_into_its_media_stream() {
+    let mut sim = Sim::in_consultation("rtx-publisher");
+    let practitioner = sim.join_with_rtx(NAMES[0], true);
+    let patient = sim.join(NAMES[1], false);
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.all_settled()
+        && s.clients[patient].received_from(NAMES[0], 0, Kind::Video) >= 10));
+    assert!(sim.clients[practitioner].rtx_ssrc.is_some());
+    let after = sim.clients[patient]
+        .last_seq_from(NAMES[0], 0, Kind::Video)
+        .unwrap();
+    sim.uplink_loss.push((practitioner, 5));
+    sim.run_for(Duration::from_secs(8));
+    sim.uplink_loss.clear();
+    sim.clients[practitioner].paused = true;
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.lost > 20, "the loss did happen ({})", sim.lost);
+    let c = &sim.clients[patient];
+    let missing = c.missing_from(NAMES[0], 0, Kind::Video, after);
+    let last = c.last_seq_from(NAMES[0], 0, Kind::Video).unwrap();
+    assert!(
+        last - after >= 195,
+        "video reached only {last} (from {after})"
+    );
+    assert!(
+        missing.is_empty(),
+        "{} video packets never arrived: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(c.corrupt, 0);
+}

@@ -303,9 +303,11 @@ impl Core {
             return true; // too short: ours to drop
         };
         let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
-        self.participants
-            .get(&key)
-            .is_some_and(|p| p.tracks.values().any(|t| t.ssrc == ssrc))
+        self.participants.get(&key).is_some_and(|p| {
+            p.tracks
+                .values()
+                .any(|t| t.ssrc == ssrc || t.rtx_ssrc == Some(ssrc))
+        })
     }
 
     /// One SRTP packet from publisher `key`: unprotect, cache, forward.
@@ -329,18 +331,47 @@ impl Core {
             self.metrics.get().rejected.increment(1);
             return;
         };
-        let Some(track) = p.tracks.values_mut().find(|t| t.ssrc == view.ssrc) else {
+        let Some(track) = p
+            .tracks
+            .values_mut()
+            .find(|t| t.ssrc == view.ssrc || t.rtx_ssrc == Some(view.ssrc))
+        else {
             return;
         };
-        let payload = view.payload(packet);
-        let padding_only = view.is_padding_only();
-        let missing = track
-            .recv
-            .on_packet(view.seq, view.timestamp, now, track.clock_rate);
+        let (seq, payload_type, payload, padding_only, missing) = if track.ssrc == view.ssrc {
+            let missing = track
+                .recv
+                .on_packet(view.seq, view.timestamp, now, track.clock_rate);
+            (
+                view.seq,
+                view.payload_type,
+                view.payload(packet),
+                view.is_padding_only(),
+                missing,
+            )
+        } else {
+            // A repair on the publisher's RTX stream (RFC 4588 §4): the original sequence
+            // number in the first two payload bytes, the original payload type by `apt`. Into
+            // the media stream and its cache as if it had arrived in time. RTX packets without
+            // one are bandwidth probes: nothing to forward.
+            let rtx = view.payload(packet);
+            let apt = track
+                .rtx_payload_types
+                .iter()
+                .find(|r| r.0 == view.payload_type)
+                .map(|r| r.1);
+            let (Some(apt), Some(osn)) = (apt, rtx.get(..2)) else {
+                self.out.recycle(data);
+                return;
+            };
+            let osn = u16::from_be_bytes([osn[0], osn[1]]);
+            self.metrics.get().repaired_in.increment(1);
+            (osn, apt, &rtx[2..], rtx.len() == 2, None)
+        };
         let codec = track
             .codecs
             .iter()
-            .find(|c| c.0 == view.payload_type)
+            .find(|c| c.0 == payload_type)
             .map(|c| c.1);
         let keyframe = match codec {
             Some(Codec::Vp8) => crate::rtp::vp8_keyframe(payload),
@@ -349,10 +380,10 @@ impl Core {
         };
         track.cache.insert(
             cache::Meta {
-                seq: view.seq,
+                seq,
                 timestamp: view.timestamp,
                 marker: view.marker,
-                payload_type: view.payload_type,
+                payload_type,
                 keyframe,
                 arrival: now,
             },
@@ -373,10 +404,10 @@ impl Core {
             return;
         };
         let packet = Outgoing {
-            seq: view.seq,
+            seq,
             timestamp: view.timestamp,
             marker: view.marker,
-            payload_type: view.payload_type,
+            payload_type,
             payload,
             padding_only,
         };
@@ -502,10 +533,17 @@ impl Core {
     fn resolve(pc: &mut RTCPeerConnection, sub: &mut Subscription) {
         sub.resolved = true;
         sub.mid = resolve_mid(pc, sub.sender_id);
+        sub.rtx = if sub.rtx_ssrc.is_some() {
+            resolve_rtx(pc, sub.sender_id)
+        } else {
+            Vec::new()
+        };
     }
 
     /// Answer subscriber `key`'s NACK for what it receives on `ssrc`: each lost sequence number
-    /// mapped back to the publisher's, resent from the track's cache.
+    /// mapped back to the publisher's, resent from the track's cache — as RTX on the
+    /// subscription's own RTX stream if its answer took RTX for that codec, else the very bytes
+    /// first sent, on the media SSRC.
     pub(super) fn answer_nack(&mut self, key: u64, ssrc: u32, lost: &[u16]) {
         let Some(s) = self.participants.get(&key) else {
             return;
@@ -513,22 +551,25 @@ impl Core {
         let Some(sub) = s.subscriptions.iter().find(|sub| sub.ssrc == ssrc) else {
             return;
         };
-        let (Some(keys), Some(to)) = (s.media.as_ref(), s.remote) else {
+        let publisher = sub.publisher;
+        let source_number = sub.source_number;
+        if publisher == key {
+            return; // (`get_disjoint_mut` would panic; never the case)
+        }
+        let [Some(s), Some(p)] = self.participants.get_disjoint_mut([&key, &publisher]) else {
+            return;
+        };
+        let (Some(keys), Some(to)) = (s.media.as_mut(), s.remote) else {
+            return;
+        };
+        let Some(sub) = s.subscriptions.iter_mut().find(|sub| sub.ssrc == ssrc) else {
+            return;
+        };
+        let Some(track) = p.tracks.values().find(|t| t.number == source_number) else {
             return;
         };
         let overhead = keys.profile.rtp_overhead();
-        let (publisher, source_number) = (sub.publisher, sub.source_number);
-        let Some(track) = self
-            .participants
-            .get(&publisher)
-            .and_then(|p| p.tracks.values().find(|t| t.number == source_number))
-        else {
-            return;
-        };
         let mut resent = 0u64;
-        // Build every answer first (the cache is the publisher's), then protect them with the
-        // subscriber's keys.
-        let mut built: Vec<(BytesMut, usize)> = Vec::with_capacity(lost.len());
         for &out_seq in lost {
             let Some(in_seq) = sub.munger.incoming_seq(out_seq) else {
                 continue;
@@ -540,27 +581,43 @@ impl Core {
             if pt == crate::forward::UNKNOWN || pt == crate::forward::UNSUPPORTED {
                 continue;
             }
-            let header = OutHeader {
-                marker: cached.marker,
-                payload_type: pt,
-                seq: out_seq,
-                timestamp: cached.timestamp.wrapping_sub(sub.munger.ts_offset()),
-                ssrc: sub.ssrc,
-                mid: sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice())),
-            };
+            let mid = sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice()));
+            let timestamp = cached.timestamp.wrapping_sub(sub.munger.ts_offset());
+            let rtx = sub
+                .rtx_ssrc
+                .zip(sub.rtx.iter().find(|r| r.0 == pt).map(|r| r.1));
             let mut buf = self.out.buffer();
-            let padding = cached.payload.is_empty();
-            let plain = write_packet(&mut buf, &header, cached.payload, padding, overhead);
-            built.push((buf, plain));
-        }
-        let Some(keys) = self
-            .participants
-            .get_mut(&key)
-            .and_then(|s| s.media.as_mut())
-        else {
-            return;
-        };
-        for (mut buf, plain) in built {
+            let plain = match rtx {
+                // A padding packet needs no repair.
+                Some(_) if cached.payload.is_empty() => {
+                    self.out.recycle(buf);
+                    continue;
+                }
+                Some((rtx_ssrc, rtx_pt)) => {
+                    let header = OutHeader {
+                        marker: cached.marker,
+                        payload_type: rtx_pt,
+                        seq: sub.rtx_seq,
+                        timestamp,
+                        ssrc: rtx_ssrc,
+                        mid,
+                    };
+                    sub.rtx_seq = sub.rtx_seq.wrapping_add(1);
+                    write_rtx(&mut buf, &header, out_seq, cached.payload, overhead)
+                }
+                None => {
+                    let header = OutHeader {
+                        marker: cached.marker,
+                        payload_type: pt,
+                        seq: out_seq,
+                        timestamp,
+                        ssrc: sub.ssrc,
+                        mid,
+                    };
+                    let padding = cached.payload.is_empty();
+                    write_packet(&mut buf, &header, cached.payload, padding, overhead)
+                }
+            };
             match keys.tx.protect_rtp(&mut buf, plain) {
                 Ok(n) => {
                     buf.truncate(n);
@@ -572,6 +629,50 @@ impl Core {
         }
         self.metrics.get().retransmitted.increment(resent);
     }
+}
+
+/// The RTX payload types the subscriber's answer took for a subscription's sender: (media
+/// payload type, RTX payload type) pairs (empty: no RTX, repairs go on the media SSRC).
+fn resolve_rtx(
+    pc: &mut RTCPeerConnection,
+    sender_id: rtc::rtp_transceiver::RTCRtpSenderId,
+) -> Vec<(u8, u8)> {
+    let Some(mut sender) = pc.rtp_sender(sender_id) else {
+        return Vec::new();
+    };
+    sender
+        .get_parameters()
+        .rtp_parameters
+        .codecs
+        .iter()
+        .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case("video/rtx"))
+        .filter_map(|c| {
+            Some((
+                super::codec::rtx_apt(&c.rtp_codec.sdp_fmtp_line)?,
+                c.payload_type,
+            ))
+        })
+        .collect()
+}
+
+/// Write one RTX packet (RFC 4588 §4) into `buf` (cleared): `header` (the RTX stream's SSRC,
+/// payload type and sequence number), the original sequence number, the original payload;
+/// leaves room for the SRTP tag. Returns the plain length.
+fn write_rtx(
+    buf: &mut BytesMut,
+    header: &OutHeader<'_>,
+    osn: u16,
+    payload: &[u8],
+    overhead: usize,
+) -> usize {
+    let head = header.size();
+    let len = head + 2 + payload.len();
+    buf.clear();
+    buf.resize(len + overhead, 0);
+    header.write(&mut buf[..head]);
+    buf[head..head + 2].copy_from_slice(&osn.to_be_bytes());
+    buf[head + 2..len].copy_from_slice(payload);
+    len
 }
 
 /// The remote address of the connection's selected candidate pair, if one is selected.
@@ -646,6 +747,35 @@ mod tests {
         // |D| = 480 each time: the estimate converges on it.
         let j = r.report(1, None, t0).unwrap().jitter;
         assert!((470..=480).contains(&j), "{j}");
+    }
+
+    #[test]
+    fn rtx_packets_carry_the_original_sequence_number_first() {
+        let h = OutHeader {
+            marker: true,
+            payload_type: 97,
+            seq: 9000,
+            timestamp: 1234,
+            ssrc: 77,
+            mid: Some((3, b"2")),
+        };
+        let mut buf = BytesMut::new();
+        let n = write_rtx(&mut buf, &h, 0xABCD, b"vp8", 16);
+        assert_eq!(buf.len(), n + 16);
+        let v = RtpView::parse(&buf[..n]).unwrap();
+        assert_eq!(
+            (v.ssrc, v.payload_type, v.seq, v.timestamp),
+            (77, 97, 9000, 1234)
+        );
+        assert!(v.marker);
+        assert_eq!(v.payload(&buf[..n]), &[0xAB, 0xCD, b'v', b'p', b'8'][..]);
+        assert_eq!(v.extension(&buf[..n], 3), Some(&b"2"[..]));
+        // What `rtc` makes of it: the same packet, unmarshalled.
+        let mut plain = &buf[..n];
+        let p =
+            <rtc::rtp::Packet as rtc::shared::marshal::Unmarshal>::unmarshal(&mut plain).unwrap();
+        assert_eq!(p.header.sequence_number, 9000);
+        assert_eq!(&p.payload[..2], &0xABCDu16.to_be_bytes());
     }
 
     #[test]

@@ -118,6 +118,11 @@ struct Track {
     codec: RTCRtpCodec,
     /// The publisher's negotiated payload types.
     codecs: Vec<(u8, Codec)>,
+    /// The publisher's RTX stream (RFC 4588), if it negotiated one: its SSRC (from the
+    /// `a=ssrc-group:FID` of its answer).
+    rtx_ssrc: Option<u32>,
+    /// Its RTX payload types: (RTX payload type, the media payload type it repairs).
+    rtx_payload_types: Vec<(u8, u8)>,
     keyframes: KeyframeThrottle,
     clock_rate: u32,
     /// The recent packets, for every subscriber's NACKs.
@@ -152,8 +157,15 @@ struct Subscription {
     munger: Munger,
     /// The MID header extension as negotiated with the subscriber: (id, mid).
     mid: Option<(u8, Vec<u8>)>,
-    /// `mid` was looked up (at the first packet forwarded).
+    /// `mid` and `rtx` were looked up (at the first packet forwarded).
     resolved: bool,
+    /// The RTX SSRC declared for this subscription in our offer (video only).
+    rtx_ssrc: Option<u32>,
+    /// What the subscriber's answer negotiated for RTX: (its media payload type, its RTX
+    /// payload type) pairs. Empty: retransmissions go on the media SSRC.
+    rtx: Vec<(u8, u8)>,
+    /// The RTX stream's own sequence numbers.
+    rtx_seq: u16,
     /// Packets and payload octets sent, for sender reports.
     packets: u32,
     octets: u32,

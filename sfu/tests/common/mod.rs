@@ -100,6 +100,19 @@ fn parse_payload(p: &[u8]) -> Option<(String, u32, Kind, u16)> {
     Some((name, generation, kind, seq))
 }
 
+/// xorshift: the simulated losses' random numbers (a fixed seed: the same losses every run).
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Whether a datagram is RTP, not RTCP (RFC 7983 first byte 128–191; RFC 5761 packet types).
+pub fn is_rtp(data: &[u8]) -> bool {
+    data.len() >= 12 && (128..=191).contains(&data[0]) && !(192..=223).contains(&data[1])
+}
+
 /// Whether a datagram is STUN (first byte 0–3, RFC 7983).
 pub fn is_stun(data: &[u8]) -> bool {
     data.first().is_some_and(|&b| b <= 3)
@@ -194,6 +207,10 @@ pub struct Client {
     pub sender_reports: Vec<(u32, u64, u32)>,
     /// RTP sequence numbers of intact packets received, by the same keys as `received`.
     pub received_rtp_seqs: HashMap<(String, u32, Kind), BTreeSet<u16>>,
+    /// Negotiates RTX (RFC 4588) for video.
+    pub rtx: bool,
+    /// The RTX SSRC of our video, if we publish with RTX.
+    pub rtx_ssrc: Option<u32>,
 }
 
 fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
@@ -237,6 +254,7 @@ impl Client {
         addr: SocketAddr,
         publish: bool,
         consent_interval: Option<Duration>,
+        rtx: bool,
     ) -> Client {
         let (audio_codec, video_codec) = codecs();
         let mut media_engine = MediaEngine::default();
@@ -246,6 +264,25 @@ impl Client {
         media_engine
             .register_codec(video_codec.clone(), RtpCodecKind::Video)
             .expect("vp8 registers");
+        if rtx {
+            // RFC 4588 for VP8: our NACK responder resends on an RTX stream of our own, and
+            // the stack unwraps what arrives on the SFU's RTX streams.
+            media_engine
+                .register_codec(
+                    RTCRtpCodecParameters {
+                        rtp_codec: RTCRtpCodec {
+                            mime_type: "video/rtx".to_owned(),
+                            clock_rate: 90000,
+                            channels: 0,
+                            sdp_fmtp_line: "apt=96".to_owned(),
+                            rtcp_feedback: vec![],
+                        },
+                        payload_type: 97,
+                    },
+                    RtpCodecKind::Video,
+                )
+                .expect("rtx registers");
+        }
         // Keyframe requests for what we publish, and sender reports for what we receive, reach
         // us through `poll_read`. `rtc`'s default interceptors, except that sender reports are
         // ours (`write_media`): its sender-report interceptor takes the wall clock at each
@@ -327,16 +364,28 @@ impl Client {
             next_sender_report: None,
             sender_reports: Vec::new(),
             received_rtp_seqs: HashMap::new(),
+            rtx: false,
+            rtx_ssrc: None,
         };
+        client.rtx = rtx;
         if publish {
-            client.audio = Some(client.add_track(RtpCodecKind::Audio, &audio_codec));
-            client.video = Some(client.add_track(RtpCodecKind::Video, &video_codec));
+            client.audio = Some(client.add_track(RtpCodecKind::Audio, &audio_codec, false));
+            client.video = Some(client.add_track(RtpCodecKind::Video, &video_codec, rtx));
         }
         client
     }
 
-    fn add_track(&mut self, kind: RtpCodecKind, codec: &RTCRtpCodecParameters) -> Sender {
+    fn add_track(
+        &mut self,
+        kind: RtpCodecKind,
+        codec: &RTCRtpCodecParameters,
+        rtx: bool,
+    ) -> Sender {
         let ssrc = rand::random::<u32>();
+        let rtx = rtx.then(|| rtc::rtp_transceiver::rtp_sender::RTCRtpRtxParameters {
+            ssrc: rand::random::<u32>(),
+        });
+        self.rtx_ssrc = self.rtx_ssrc.or(rtx.as_ref().map(|r| r.ssrc));
         let id = format!("{}-{kind}", self.name);
         let track = MediaStreamTrack::new(
             self.name.clone(),
@@ -346,6 +395,7 @@ impl Client {
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
+                    rtx,
                     ..Default::default()
                 },
                 codec: codec.rtp_codec.clone(),
@@ -758,6 +808,8 @@ pub struct Sim {
     pub drop_stun_from: Vec<usize>,
     /// Random loss on the SFU's SRTP/SRTCP to a client: (client index, percent).
     pub downlink_loss: Vec<(usize, u64)>,
+    /// Random loss on a client's RTP to the SFU (not its RTCP): (client index, percent).
+    pub uplink_loss: Vec<(usize, u64)>,
     /// Datagrams that loss dropped.
     pub lost: u64,
     /// The loss's random numbers (xorshift, fixed seed: the same losses every run).
@@ -796,6 +848,7 @@ impl Sim {
             pli_storm: Vec::new(),
             drop_stun_from: Vec::new(),
             downlink_loss: Vec::new(),
+            uplink_loss: Vec::new(),
             lost: 0,
             rng: 0x9E37_79B9_7F4A_7C15,
         }
@@ -823,12 +876,27 @@ impl Sim {
         self.join_with(name, publish, Some(interval))
     }
 
+    /// [`Sim::join`], for a client that negotiates RTX for video.
+    pub fn join_with_rtx(&mut self, name: &str, publish: bool) -> usize {
+        self.join_with_options(name, publish, None, true)
+    }
+
     fn join_with(&mut self, name: &str, publish: bool, consent: Option<Duration>) -> usize {
+        self.join_with_options(name, publish, consent, false)
+    }
+
+    fn join_with_options(
+        &mut self,
+        name: &str,
+        publish: bool,
+        consent: Option<Duration>,
+        rtx: bool,
+    ) -> usize {
         let key = self.next_key;
         self.next_key += 1;
         let addr = SocketAddr::from(([198, 51, 100, 1], self.next_port));
         self.next_port += 1;
-        let mut client = Client::new(self.now, name, key, addr, publish, consent);
+        let mut client = Client::new(self.now, name, key, addr, publish, consent, rtx);
         // A rejoin is a new session of the same participant.
         client.generation = self
             .clients
@@ -899,8 +967,16 @@ impl Sim {
                 c.drain(now, &mut out);
                 let from = c.addr;
                 let drop_stun = self.drop_stun_from.contains(&i);
+                let uplink_loss = self.uplink_loss.iter().find(|(c, _)| *c == i).map(|l| l.1);
                 for (to, data) in out.drain(..) {
                     if drop_stun && is_stun(&data) {
+                        continue;
+                    }
+                    if let Some(percent) = uplink_loss
+                        && is_rtp(&data)
+                        && next_random(&mut self.rng) % 100 < percent
+                    {
+                        self.lost += 1;
                         continue;
                     }
                     self.net.push_back(InFlight {
@@ -977,10 +1053,7 @@ impl Sim {
         else {
             return false;
         };
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng % 100 < percent
+        next_random(&mut self.rng) % 100 < percent
     }
 
     fn on_sfu_event(&mut self, participant: u64, event: SfuEvent) {
