@@ -143,7 +143,8 @@ pub fn build(
     // No interceptors: RTP and RTCP never enter `rtc`'s pipeline once DTLS is up (our own path,
     // `core/media.rs`, does NACK, reports and keyframe requests), so none of its interceptors
     // may produce RTCP of its own either: our SRTCP and `rtc`'s would share keys. Only the
-    // header extensions are registered: MID (audio and video) for the subscribers' receivers.
+    // header extensions are registered: MID (audio and video) for the subscribers' receivers,
+    // and the transport-wide sequence number.
     let registry = Registry::new();
     configure_simulcast_extension_headers(&mut media_engine)?;
     media_engine.register_header_extension(
@@ -153,6 +154,25 @@ pub fn build(
         RtpCodecKind::Audio,
         None,
     )?;
+    // Transport-wide congestion control: publishers number every packet (the header
+    // extension) and we send them feedback (`crate::twcc`), so their own send-side estimator
+    // works through us.
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "transport-cc".to_owned(),
+                parameter: String::new(),
+            },
+            kind,
+        );
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned(),
+            },
+            kind,
+            None,
+        )?;
+    }
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())

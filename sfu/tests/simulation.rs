@@ -822,3 +822,47 @@ fn repairs_on_a_publishers_rtx_stream_are_unwrapped_into_its_media_stream() {
     );
     assert_eq!(c.corrupt, 0);
 }
+
+/// Issue 10, TWCC: a publisher whose packets carry transport-wide sequence numbers gets
+/// transport-cc feedback from the SFU about every ~100 ms, each one continuing where the last
+/// ended, reporting every packet as received (a lossless link) with arrival deltas that add up
+/// to the time the packets took to arrive.
+#[test]
+fn a_publisher_gets_transport_wide_feedback_every_100_ms_covering_every_packet() {
+    let (mut sim, practitioner, _patient) = one_to_one("twcc", |sim| sim.join(NAMES[1], true));
+    let from = sim.clients[practitioner].twcc_feedback.len();
+    sim.run_for(Duration::from_secs(3));
+    let feedback = &sim.clients[practitioner].twcc_feedback[from..];
+    assert!(
+        (25..=35).contains(&feedback.len()),
+        "{} feedbacks in 3 s",
+        feedback.len()
+    );
+    for pair in feedback.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(
+            gap <= Duration::from_millis(150),
+            "{gap:?} between two feedbacks"
+        );
+        let (a, b) = (&pair[0].1, &pair[1].1);
+        assert_eq!(
+            b.base_sequence_number,
+            a.base_sequence_number.wrapping_add(a.packet_status_count),
+            "each feedback continues where the last ended"
+        );
+        assert_eq!(b.fb_pkt_count, a.fb_pkt_count.wrapping_add(1));
+    }
+    // 50 audio and 25 video packets a second, all received, each with an arrival delta.
+    let reported: usize = feedback.iter().map(|f| f.1.recv_deltas.len()).sum();
+    let statuses: usize = feedback
+        .iter()
+        .map(|f| f.1.packet_status_count as usize)
+        .sum();
+    assert_eq!(reported, statuses, "every packet reported as received");
+    assert!((200..=250).contains(&reported), "{reported} packets in 3 s");
+    // Within one feedback the deltas span the packets' arrival times: at most the interval.
+    for (_, f) in feedback {
+        let span: i64 = f.recv_deltas.iter().skip(1).map(|d| d.delta).sum();
+        assert!((0..=150_000).contains(&span), "{span} µs in one feedback");
+    }
+}

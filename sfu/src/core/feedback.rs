@@ -211,6 +211,34 @@ impl Core {
         }
     }
 
+    /// Transport-wide congestion control feedback to every publisher that sent anything with a
+    /// transport-wide sequence number since the last, every
+    /// [`FEEDBACK_INTERVAL`](crate::twcc::FEEDBACK_INTERVAL).
+    pub(super) fn send_twcc_feedback(&mut self, now: Instant) {
+        if !self.next_twcc.is_some_and(|t| t <= now) {
+            return;
+        }
+        self.next_twcc = Some(now + crate::twcc::FEEDBACK_INTERVAL);
+        let mut due = std::mem::take(&mut self.due_twcc);
+        due.extend(
+            self.participants
+                .iter()
+                .filter(|(_, p)| p.twcc.has_pending() && p.link.forwards())
+                .map(|(&k, _)| k),
+        );
+        for &key in &due {
+            let Some(p) = self.participants.get_mut(&key) else {
+                continue;
+            };
+            let media_ssrc = p.tracks.values().map(|t| t.ssrc).min().unwrap_or(0);
+            if let Some(fb) = p.twcc.feedback(p.rtcp_ssrc, media_ssrc) {
+                self.send_rtcp(key, &[Box::new(fb)]);
+            }
+        }
+        due.clear();
+        self.due_twcc = due;
+    }
+
     /// Receiver reports (alone or in a sender report) from a subscriber about what we forward to
     /// it: keep each subscription's latest loss and jitter, and publish the consultation's worst.
     pub(super) fn on_reception_reports(

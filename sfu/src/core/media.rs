@@ -338,6 +338,14 @@ impl Core {
         else {
             return;
         };
+        // Every packet of the transport counts for congestion control (media, RTX, padding).
+        if let Some(tw) = track
+            .twcc_id
+            .and_then(|id| view.extension(packet, id))
+            .and_then(|v| v.get(..2))
+        {
+            p.twcc.record(u16::from_be_bytes([tw[0], tw[1]]), now);
+        }
         let (seq, payload_type, payload, padding_only, missing) = if track.ssrc == view.ssrc {
             let missing = track
                 .recv

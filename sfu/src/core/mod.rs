@@ -123,6 +123,8 @@ struct Track {
     rtx_ssrc: Option<u32>,
     /// Its RTX payload types: (RTX payload type, the media payload type it repairs).
     rtx_payload_types: Vec<(u8, u8)>,
+    /// The negotiated id of the transport-wide sequence number header extension, if any.
+    twcc_id: Option<u8>,
     keyframes: KeyframeThrottle,
     clock_rate: u32,
     /// The recent packets, for every subscriber's NACKs.
@@ -235,6 +237,8 @@ struct Participant {
     negotiation: Negotiation<Change>,
     link: Link,
     failed: bool,
+    /// Arrivals of its transport-wide sequence numbers, for its TWCC feedback.
+    twcc: crate::twcc::Recorder,
     /// By the stack's track id; at most one audio and one video (we offer two `recvonly`
     /// sections), so the cheap hasher is safe from client-chosen keys.
     tracks: HashMap<String, Track, IdHash>,
@@ -268,9 +272,13 @@ pub struct Core {
     stale: Vec<u64>,
     /// When receiver reports go to the publishers next (`None` until a session has keys).
     next_reports: Option<Instant>,
+    /// When TWCC feedback goes to the publishers next (`None` until a session has keys).
+    next_twcc: Option<Instant>,
     /// Scratch list of video subscriptions (subscriber, SSRC) whose first packet is due: each
     /// is replayed from its track's cache (`media.rs`).
     starting: Vec<(u64, u32)>,
+    /// Scratch list of publishers whose TWCC feedback is due.
+    due_twcc: Vec<u64>,
 }
 
 /// Hashing for the core's own `u64` keys (sequential ids): one multiply instead of SipHash per
@@ -313,7 +321,9 @@ impl Core {
             due: Vec::new(),
             stale: Vec::new(),
             next_reports: None,
+            next_twcc: None,
             starting: Vec::new(),
+            due_twcc: Vec::new(),
         }
     }
 
@@ -429,6 +439,7 @@ impl Core {
                 negotiation: Negotiation::default(),
                 link: Link::New,
                 failed: false,
+                twcc: Default::default(),
                 tracks: HashMap::default(),
                 subscriptions: Vec::new(),
                 timeout: None,
@@ -625,6 +636,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.refresh_timeouts();
         self.send_reports(now);
+        self.send_twcc_feedback(now);
         if self.next_deadline.is_none_or(|t| t > now) {
             return;
         }
@@ -652,6 +664,7 @@ impl Core {
             .values()
             .filter_map(|p| p.timeout)
             .chain(self.next_reports)
+            .chain(self.next_twcc)
             .min();
     }
 
@@ -672,10 +685,10 @@ impl Core {
         }
         stale.clear();
         self.stale = stale;
-        if let Some(t) = self.next_reports
-            && self.next_deadline.is_none_or(|d| t < d)
-        {
-            self.next_deadline = Some(t);
+        for t in [self.next_reports, self.next_twcc].into_iter().flatten() {
+            if self.next_deadline.is_none_or(|d| t < d) {
+                self.next_deadline = Some(t);
+            }
         }
     }
 
@@ -719,6 +732,9 @@ impl Core {
                 p.media = Some(Box::new(keys));
                 if self.next_reports.is_none() {
                     self.next_reports = Some(now + media::REPORT_INTERVAL);
+                }
+                if self.next_twcc.is_none() {
+                    self.next_twcc = Some(now + crate::twcc::FEEDBACK_INTERVAL);
                 }
             }
             if !p.timeout_stale {

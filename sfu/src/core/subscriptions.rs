@@ -57,6 +57,14 @@ impl Core {
             .and_then(|c| c.rtp_coding_parameters.rtx.as_ref())
             .map(|rtx| rtx.ssrc)
             .filter(|_| !rtx_payload_types.is_empty());
+        let twcc_id = receiver
+            .get_parameters()
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|h| h.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
+            .and_then(|h| u8::try_from(h.id).ok())
+            .filter(|&id| id > 0);
         let clock_rate = codec.clock_rate;
         let number = self.next_track;
         let public_id = format!("{}-{}", p.id, number);
@@ -75,6 +83,7 @@ impl Core {
                 cache: super::media::track_cache(kind),
                 rtx_ssrc,
                 rtx_payload_types,
+                twcc_id,
                 recv: Default::default(),
                 sender_report: None,
             },

@@ -16,7 +16,7 @@ use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_nack, configure_simulcast_extension_headers, configure_twcc,
 };
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
@@ -32,6 +32,7 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -209,6 +210,8 @@ pub struct Client {
     pub received_rtp_seqs: HashMap<(String, u32, Kind), BTreeSet<u16>>,
     /// Negotiates RTX (RFC 4588) for video.
     pub rtx: bool,
+    /// Transport-wide congestion control feedback received, with its arrival.
+    pub twcc_feedback: Vec<(Instant, TransportLayerCc)>,
     /// The RTX SSRC of our video, if we publish with RTX.
     pub rtx_ssrc: Option<u32>,
 }
@@ -290,8 +293,9 @@ impl Client {
         let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
         let registry = configure_nack(registry, &mut media_engine);
         configure_simulcast_extension_headers(&mut media_engine).expect("extensions");
-        let registry =
-            configure_twcc_receiver_only(registry, &mut media_engine).expect("twcc receiver");
+        // TWCC both ways: what we publish carries transport-wide sequence numbers (the SFU's
+        // feedback comes back, see `twcc_feedback`).
+        let registry = configure_twcc(registry, &mut media_engine).expect("twcc");
         let registry = registry.with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
         let mut settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -366,6 +370,7 @@ impl Client {
             received_rtp_seqs: HashMap::new(),
             rtx: false,
             rtx_ssrc: None,
+            twcc_feedback: Vec::new(),
         };
         client.rtx = rtx;
         if publish {
@@ -678,6 +683,9 @@ impl Client {
                 }
                 RTCMessage::RtcpPacket(_, packets) => {
                     for p in &packets {
+                        if let Some(fb) = p.as_any().downcast_ref::<TransportLayerCc>() {
+                            self.twcc_feedback.push((now, fb.clone()));
+                        }
                         if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
                             self.sender_reports
                                 .push((sr.ssrc, sr.ntp_time, sr.rtp_time));
