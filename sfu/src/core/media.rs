@@ -399,9 +399,9 @@ impl Core {
         );
         let number = track.number;
         let track_ssrc = track.ssrc;
-        let m = self.metrics.get();
-        m.packets_in.increment(1);
-        m.bytes_in.increment(len as u64);
+        let tally = &mut self.metrics.tally;
+        tally.packets_in += 1;
+        tally.bytes_in += len as u64;
         if let Some((from, to)) = missing {
             self.nack_publisher(key, track_ssrc, from, to, now);
         }
@@ -457,9 +457,9 @@ impl Core {
         if sent > 0 {
             self.out.forwarded(now, sent);
         }
-        let m = self.metrics.get();
-        m.packets_out.increment(sent);
-        m.bytes_out.increment(sent_bytes);
+        let tally = &mut self.metrics.tally;
+        tally.packets_out += sent;
+        tally.bytes_out += sent_bytes;
         self.out.recycle(data);
         for (sid, ssrc) in starting.drain(..) {
             self.start_subscription(key, number, sid, ssrc, now);

@@ -565,6 +565,7 @@ impl Core {
         for key in keys {
             self.remove_participant(now, key);
         }
+        self.metrics.flush();
     }
 
     /// One datagram from participant `key`, taken off the socket at `now`, from `from`: through
@@ -635,6 +636,11 @@ impl Core {
     /// (see `process`); the full scan happens here, at timer granularity, not per datagram.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.refresh_timeouts();
+        // The per-packet tallies reach the process-wide counters with the TWCC timer: every
+        // 100 ms, not per datagram (the driver calls this once per batch).
+        if self.next_twcc.is_some_and(|t| t <= now) {
+            self.metrics.flush();
+        }
         self.send_reports(now);
         self.send_twcc_feedback(now);
         if self.next_deadline.is_none_or(|t| t > now) {
