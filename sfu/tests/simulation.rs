@@ -348,7 +348,9 @@ fn a_silent_spell_keeps_media_flowing_and_ends_with_a_keyframe_request() {
     let (mut sim, practitioner, patient) =
         one_to_one("silent-spell", |sim| sim.join(NAMES[1], true));
     let to_patient = last_seqs(&sim, patient, practitioner);
-    sim.drop_stun_from = vec![patient];
+    // Nothing from the patient reaches us: no STUN, and (since authenticated media counts as
+    // liveness too) no media or RTCP either.
+    sim.drop_all_from = vec![patient];
     sim.run_for(Duration::from_secs(17));
     assert_nothing_missing(&sim, patient, practitioner, to_patient, [840, 420]);
     let quiet_since = sim.now - Duration::from_secs(10);
@@ -361,7 +363,7 @@ fn a_silent_spell_keeps_media_flowing_and_ends_with_a_keyframe_request() {
         sim.clients[practitioner].keyframe_requests
     );
     // The checks come through again (the client sends one every 2 s).
-    sim.drop_stun_from.clear();
+    sim.drop_all_from.clear();
     let resumed = sim.now;
     let requested = sim.run_until(Duration::from_secs(3), |s| {
         s.clients[practitioner]
@@ -865,4 +867,39 @@ fn a_publisher_gets_transport_wide_feedback_every_100_ms_covering_every_packet()
         let span: i64 = f.recv_deltas.iter().skip(1).map(|d| d.delta).sum();
         assert!((0..=150_000).contains(&span), "{span} µs in one feedback");
     }
+}
+
+/// Issue 10, "media arrival counted as liveness": a client whose consent checks stop reaching
+/// us (dropped by the network) while its media and RTCP flow. In `rtc` 0.21.1 only STUN
+/// refreshed the pair, so after 15 s it counted as disconnected and after 30 s as failed; now
+/// each authenticated SRTP/SRTCP datagram counts (at most twice a second), and for 40 s the
+/// session neither fails nor disconnects (no keyframe request for a reconnection) and receives
+/// every packet.
+#[test]
+fn a_client_whose_stun_stops_but_whose_media_flows_stays_connected_for_40_s() {
+    // (A client whose own ICE timeouts are raised, checking every 2 s: only the server's view
+    // of the pair is under test.)
+    let (mut sim, practitioner, patient) = one_to_one("media-liveness", |sim| {
+        sim.join_with_consent_interval(NAMES[1], true, Duration::from_secs(2))
+    });
+    let to_patient = last_seqs(&sim, patient, practitioner);
+    let to_practitioner = last_seqs(&sim, practitioner, patient);
+    sim.clients[practitioner].answers_keyframe_requests = false;
+    let asked = sim.clients[practitioner].keyframe_requests.len();
+    sim.drop_stun_from = vec![patient];
+    sim.run_for(Duration::from_secs(40));
+    assert_nothing_missing(&sim, patient, practitioner, to_patient, [1990, 995]);
+    assert_nothing_missing(&sim, practitioner, patient, to_practitioner, [1990, 995]);
+    let patient_key = sim.clients[patient].key;
+    assert!(
+        !sim.events
+            .iter()
+            .any(|e| e.participant == patient_key && e.event == SfuEvent::Failed),
+        "the patient's session failed"
+    );
+    assert_eq!(
+        sim.clients[practitioner].keyframe_requests.len(),
+        asked,
+        "keyframe requests: the patient's pair went disconnected and came back"
+    );
 }

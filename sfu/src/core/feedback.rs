@@ -38,7 +38,13 @@ pub(super) fn worst(reports: impl IntoIterator<Item = (f64, f64)>) -> Consultati
 
 impl Core {
     /// One SRTCP datagram from participant `key`.
-    pub(super) fn on_rtcp(&mut self, key: u64, mut data: bytes::BytesMut, now: Instant) {
+    pub(super) fn on_rtcp(
+        &mut self,
+        key: u64,
+        from: std::net::SocketAddr,
+        mut data: bytes::BytesMut,
+        now: Instant,
+    ) {
         let Some(keys) = self
             .participants
             .get_mut(&key)
@@ -54,6 +60,7 @@ impl Core {
                 return;
             }
         };
+        self.heard(key, from, now);
         let mut plain = &data[..len];
         let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut plain) else {
             self.metrics.get().rejected.increment(1);

@@ -311,7 +311,7 @@ impl Core {
     }
 
     /// One SRTP packet from publisher `key`: unprotect, cache, forward.
-    pub(super) fn on_rtp(&mut self, key: u64, mut data: BytesMut, now: Instant) {
+    pub(super) fn on_rtp(&mut self, key: u64, from: SocketAddr, mut data: BytesMut, now: Instant) {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
@@ -325,6 +325,14 @@ impl Core {
                 self.metrics.get().unauthenticated.increment(1);
                 return;
             }
+        };
+        if p.heard
+            .is_none_or(|t| now.saturating_duration_since(t) >= super::LIVENESS_INTERVAL)
+        {
+            self.heard(key, from, now);
+        }
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
         };
         let packet = &data[..len];
         let Ok(view) = RtpView::parse(packet) else {

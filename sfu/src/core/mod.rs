@@ -66,6 +66,9 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
+/// How often authenticated media counts as ICE liveness (far below the disconnected timeout).
+const LIVENESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// An input to the core, for callers that prefer one entry point ([`Core::handle_input`]) to the
 /// methods it dispatches to.
 #[derive(Debug)]
@@ -239,6 +242,8 @@ struct Participant {
     failed: bool,
     /// Arrivals of its transport-wide sequence numbers, for its TWCC feedback.
     twcc: crate::twcc::Recorder,
+    /// When authenticated media from it last counted as ICE liveness (see `Core::heard`).
+    heard: Option<Instant>,
     /// By the stack's track id; at most one audio and one video (we offer two `recvonly`
     /// sections), so the cheap hasher is safe from client-chosen keys.
     tracks: HashMap<String, Track, IdHash>,
@@ -440,6 +445,7 @@ impl Core {
                 link: Link::New,
                 failed: false,
                 twcc: Default::default(),
+                heard: None,
                 tracks: HashMap::default(),
                 subscriptions: Vec::new(),
                 timeout: None,
@@ -589,11 +595,11 @@ impl Core {
                 return;
             }
             if data.get(1).is_some_and(|b| (192..=223).contains(b)) {
-                self.on_rtcp(key, data, now);
+                self.on_rtcp(key, from, data, now);
                 return;
             }
             if self.is_known_stream(key, &data) {
-                self.on_rtp(key, data, now);
+                self.on_rtp(key, from, data, now);
                 return;
             }
         }
@@ -803,6 +809,32 @@ impl Core {
             }
             _ => {}
         }
+    }
+
+    /// Authenticated SRTP/SRTCP from participant `key` at `from`: count it as traffic heard on
+    /// its ICE pair (in `rtc` 0.21.1 only STUN refreshed it, since media no longer passes through
+    /// `handle_read`), at most once per [`LIVENESS_INTERVAL`] so the agent is not touched per
+    /// packet.
+    pub(super) fn heard(&mut self, key: u64, from: SocketAddr, now: Instant) {
+        let local_addr = self.local_addr;
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        if p.heard
+            .is_some_and(|t| now.saturating_duration_since(t) < LIVENESS_INTERVAL)
+        {
+            return;
+        }
+        p.heard = Some(now);
+        let transport = TransportContext {
+            local_addr,
+            peer_addr: from,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        };
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            p.pc.note_authenticated_traffic(now, transport)
+        }));
     }
 
     /// A session the stack can no longer be trusted with: tell signalling, stop using it.

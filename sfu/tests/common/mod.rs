@@ -814,6 +814,8 @@ pub struct Sim {
     /// Clients whose outgoing STUN the network drops (their media and DTLS still flow): a
     /// client that has stopped sending consent checks.
     pub drop_stun_from: Vec<usize>,
+    /// Clients everything from which the network drops (a path that went silent one way).
+    pub drop_all_from: Vec<usize>,
     /// Random loss on the SFU's SRTP/SRTCP to a client: (client index, percent).
     pub downlink_loss: Vec<(usize, u64)>,
     /// Random loss on a client's RTP to the SFU (not its RTCP): (client index, percent).
@@ -855,6 +857,7 @@ impl Sim {
             sfu_timeout: None,
             pli_storm: Vec::new(),
             drop_stun_from: Vec::new(),
+            drop_all_from: Vec::new(),
             downlink_loss: Vec::new(),
             uplink_loss: Vec::new(),
             lost: 0,
@@ -975,9 +978,10 @@ impl Sim {
                 c.drain(now, &mut out);
                 let from = c.addr;
                 let drop_stun = self.drop_stun_from.contains(&i);
+                let drop_all = self.drop_all_from.contains(&i);
                 let uplink_loss = self.uplink_loss.iter().find(|(c, _)| *c == i).map(|l| l.1);
                 for (to, data) in out.drain(..) {
-                    if drop_stun && is_stun(&data) {
+                    if drop_all || (drop_stun && is_stun(&data)) {
                         continue;
                     }
                     if let Some(percent) = uplink_loss
