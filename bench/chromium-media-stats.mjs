@@ -31,6 +31,10 @@ function stats(page) {
           retransmittedPacketsReceived: s.retransmittedPacketsReceived,
           framesDecoded: s.framesDecoded,
           freezeCount: s.freezeCount,
+          totalFreezesDuration: s.totalFreezesDuration,
+          frameHeight: s.frameHeight,
+          framesPerSecond: s.framesPerSecond,
+          bytesReceived: s.bytesReceived,
         });
       }
       if (s.type === 'outbound-rtp' && s.kind === 'video') {
