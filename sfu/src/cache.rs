@@ -36,6 +36,7 @@ pub struct Meta {
     pub arrival: Instant,
 }
 
+#[derive(Default)]
 struct Slot {
     /// Extended sequence number held, `None`: empty.
     ext: Option<u64>,
@@ -47,21 +48,6 @@ struct Slot {
     payload_type: u8,
     keyframe: bool,
     arrival: Option<Instant>,
-}
-
-impl Default for Slot {
-    fn default() -> Self {
-        Slot {
-            ext: None,
-            at: 0,
-            len: 0,
-            timestamp: 0,
-            marker: false,
-            payload_type: 0,
-            keyframe: false,
-            arrival: None,
-        }
-    }
 }
 
 /// See the module documentation. Payloads live in one byte ring (`data`), each contiguous at a

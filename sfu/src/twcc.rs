@@ -33,7 +33,7 @@ const DELTA_US: i64 = 250;
 const REFERENCE_US: i64 = 64_000;
 
 /// What we received of one publisher's transport-wide sequence numbers.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Recorder {
     epoch: Option<Instant>,
     /// (extended sequence number, arrival in µs since `epoch`), in arrival order.
@@ -44,19 +44,6 @@ pub struct Recorder {
     feedback_count: u8,
     /// Scratch for building.
     sorted: Vec<(u64, i64)>,
-}
-
-impl Default for Recorder {
-    fn default() -> Self {
-        Recorder {
-            epoch: None,
-            pending: VecDeque::new(),
-            highest: None,
-            next: None,
-            feedback_count: 0,
-            sorted: Vec::new(),
-        }
-    }
 }
 
 impl Recorder {

@@ -222,7 +222,7 @@ impl Core {
     /// transport-wide sequence number since the last, every
     /// [`FEEDBACK_INTERVAL`](crate::twcc::FEEDBACK_INTERVAL).
     pub(super) fn send_twcc_feedback(&mut self, now: Instant) {
-        if !self.next_twcc.is_some_and(|t| t <= now) {
+        if self.next_twcc.is_none_or(|t| t > now) {
             return;
         }
         self.next_twcc = Some(now + crate::twcc::FEEDBACK_INTERVAL);
