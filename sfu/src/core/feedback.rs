@@ -318,7 +318,7 @@ impl Core {
                 sub.needs_keyframe
                     && sub.kind == Kind::Video
                     && sub.declared_in <= answered
-                    && sub.munger.started()
+                    && sub.started
             })
             .map(|sub| {
                 sub.needs_keyframe = false;

@@ -451,7 +451,7 @@ impl Core {
                 .iter_mut()
                 .filter(|sub| sub.source_number == number && sub.declared_in <= answered)
             {
-                if !sub.munger.started() && sub.kind == Kind::Video {
+                if !sub.started && sub.kind == Kind::Video {
                     // Its first packet: replayed from the cache's latest keyframe on, below.
                     starting.push((sid, sub.ssrc));
                     continue;
@@ -506,6 +506,7 @@ impl Core {
         let Some(sub) = s.subscriptions.iter_mut().find(|sub| sub.ssrc == ssrc) else {
             return;
         };
+        sub.started = true;
         let Some(start) = track
             .cache
             .latest_keyframe()

@@ -154,6 +154,9 @@ struct Subscription {
     declared_in: Generation,
     /// Ask the publisher for a keyframe once this subscriber can receive.
     needs_keyframe: bool,
+    /// Its start was handled (`start_subscription`: the cache replayed, or a keyframe asked
+    /// for), once, even if nothing could be sent (a codec the subscriber lacks).
+    started: bool,
     /// RTP clock rate, to turn reported jitter into seconds.
     clock_rate: u32,
     /// From the subscriber's latest receiver report: fraction lost, jitter (seconds).

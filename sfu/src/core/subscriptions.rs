@@ -225,6 +225,7 @@ impl Core {
                     payload: PayloadMap::default(),
                     declared_in,
                     needs_keyframe: kind == Kind::Video,
+                    started: false,
                     clock_rate,
                     reported: None,
                     munger: Munger::default(),
