@@ -478,8 +478,8 @@ impl Config {
         }
 
         // consultation
-        if !(2..=100).contains(&self.consultation.max_participants) {
-            bad("consultation.max_participants", "must be in 2..=100");
+        if !(2..=256).contains(&self.consultation.max_participants) {
+            bad("consultation.max_participants", "must be in 2..=256");
         }
         if !(60..=7 * 24 * 3600).contains(&self.consultation.invitation_after_secs) {
             bad(
@@ -1367,12 +1367,12 @@ mod tests {
                 "auth.token_ttl_secs",
             ]
         );
-        assert!(p.contains(&"consultation.max_participants: must be in 2..=100".to_string()));
+        assert!(p.contains(&"consultation.max_participants: must be in 2..=256".to_string()));
         c = Config::dev();
-        c.consultation.max_participants = 100;
+        c.consultation.max_participants = 256;
         c.signaling.max_message_bytes = 1024;
         c.validate(true).expect("bounds are inclusive");
-        c.consultation.max_participants = 101;
+        c.consultation.max_participants = 257;
         assert_eq!(invalid(&c, true).len(), 1);
     }
 

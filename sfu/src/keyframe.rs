@@ -49,9 +49,16 @@ pub fn is_reception_report(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<ReceiverReport>() || any.is::<SenderReport>()
 }
 
+/// Whether an RTCP packet is transport-wide congestion control feedback.
+pub fn is_twcc_feedback(packet: &dyn rtc::rtcp::Packet) -> bool {
+    packet
+        .as_any()
+        .is::<rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc>()
+}
+
 /// Marks inbound RTCP compounds that carry a PLI or FIR — and, by default, receiver or sender
-/// reports (the SFU's per-consultation loss and jitter metrics) — for delivery to the
-/// application. The interceptors still see everything (reports, NACK), as before.
+/// reports (the SFU's per-consultation loss and jitter metrics) and transport-wide congestion
+/// control feedback — for delivery to the application. The interceptors still see everything (reports, NACK), as before.
 pub struct DeliverKeyframeRequests {
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
@@ -88,7 +95,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
             && packets.iter().any(|p| {
-                is_keyframe_request(p.as_ref()) || (self.reports && is_reception_report(p.as_ref()))
+                is_keyframe_request(p.as_ref())
+                    || (self.reports
+                        && (is_reception_report(p.as_ref()) || is_twcc_feedback(p.as_ref())))
             })
         {
             msg.message.add(Attribute::DeliverToApplication);

@@ -69,6 +69,7 @@ mod sendq;
 mod session;
 pub mod srtp;
 pub mod stun;
+pub mod twcc;
 
 use dashmap::DashMap;
 use std::hash::{Hash, Hasher};

@@ -15,6 +15,11 @@ pub mod metric_names {
     pub const KEYFRAME_REQUESTS: &str = "teleconsult_keyframe_requests_total";
     /// Packets resent from a track's packet cache on a subscriber's NACK.
     pub const RTP_RETRANSMITTED: &str = "teleconsult_rtp_retransmitted_total";
+    /// Packets replayed from a track's packet cache to a new subscription (from the latest
+    /// keyframe on).
+    pub const RTP_REPLAYED: &str = "teleconsult_rtp_replayed_total";
+    /// Repairs received on a publisher's RTX stream, unwrapped into its media stream.
+    pub const RTP_REPAIRED_IN: &str = "teleconsult_rtp_repaired_in_total";
     /// NACKs sent to publishers for gaps in what they send.
     pub const NACKS_SENT: &str = "teleconsult_nacks_sent_total";
     /// Histogram (seconds): datagram taken off the socket → packet sent to a subscriber. Kept by
@@ -44,6 +49,10 @@ pub(crate) struct CoreMetrics {
     pub unauthenticated: Counter,
     /// Packets resent from a track's cache to answer a subscriber's NACK.
     pub retransmitted: Counter,
+    /// Packets replayed from a track's cache to a new subscription.
+    pub replayed: Counter,
+    /// Repairs received on publishers' RTX streams.
+    pub repaired_in: Counter,
     /// NACKs sent to publishers.
     pub nacks_sent: Counter,
     pub tracks: Gauge,
@@ -62,6 +71,8 @@ impl CoreMetrics {
             before_keys: ::metrics::counter!(DATAGRAMS_DROPPED, "reason" => "before_keys"),
             unauthenticated: ::metrics::counter!(DATAGRAMS_DROPPED, "reason" => "unauthenticated"),
             retransmitted: ::metrics::counter!(RTP_RETRANSMITTED),
+            replayed: ::metrics::counter!(RTP_REPLAYED),
+            repaired_in: ::metrics::counter!(RTP_REPAIRED_IN),
             nacks_sent: ::metrics::counter!(NACKS_SENT),
             tracks: ::metrics::gauge!(TRACKS),
             keyframe_requests: ::metrics::counter!(KEYFRAME_REQUESTS),
@@ -69,14 +80,42 @@ impl CoreMetrics {
     }
 }
 
-/// Counter handles taken lazily, on first use.
+/// The per-packet counts of one worker, in plain integers: no atomic shared with the other
+/// workers' cores is touched per packet. Added to the process-wide counters by
+/// [`Recorded::flush`] at timer granularity (each core timer, at least every 100 ms while a
+/// session has keys), so a scrape sees them at most that late.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+}
+
+/// Counter handles taken lazily, on first use, and this worker's [`Tally`].
 #[derive(Default)]
-pub(crate) struct Recorded(Option<CoreMetrics>);
+pub(crate) struct Recorded {
+    handles: Option<CoreMetrics>,
+    pub tally: Tally,
+}
 
 impl Recorded {
     #[inline]
     pub fn get(&mut self) -> &CoreMetrics {
-        self.0.get_or_insert_with(CoreMetrics::new)
+        self.handles.get_or_insert_with(CoreMetrics::new)
+    }
+
+    /// Add the tally to the process-wide counters, and start it again.
+    pub fn flush(&mut self) {
+        let t = std::mem::take(&mut self.tally);
+        if t == Tally::default() {
+            return;
+        }
+        let m = self.get();
+        m.packets_in.increment(t.packets_in);
+        m.bytes_in.increment(t.bytes_in);
+        m.packets_out.increment(t.packets_out);
+        m.bytes_out.increment(t.bytes_out);
     }
 }
 
@@ -92,5 +131,38 @@ impl ReadCounters {
             unknown: ::metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "unknown_source"),
             handed_over: ::metrics::counter!(metric_names::DATAGRAMS_HANDED_OVER),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    #[test]
+    fn tallies_reach_the_counters_only_when_flushed() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        ::metrics::with_local_recorder(&recorder, || {
+            let mut r = Recorded::default();
+            r.tally.packets_in += 3;
+            r.tally.bytes_out += 1200;
+            let _ = r.get();
+            // (A snapshot takes the counters' values and resets them.)
+            let snapshot = || snapshotter.snapshot().into_vec();
+            let value = |snap: &[(metrics_util::CompositeKey, _, _, DebugValue)], name: &str| {
+                snap.iter().find_map(|(k, .., v)| match v {
+                    DebugValue::Counter(n) if k.key().name() == name => Some(*n),
+                    _ => None,
+                })
+            };
+            let before = snapshot();
+            assert_eq!(value(&before, metric_names::RTP_PACKETS_IN), Some(0));
+            r.flush();
+            let after = snapshot();
+            assert_eq!(value(&after, metric_names::RTP_PACKETS_IN), Some(3));
+            assert_eq!(value(&after, metric_names::RTP_BYTES_OUT), Some(1200));
+            assert_eq!(r.tally, Tally::default());
+        });
     }
 }

@@ -10,7 +10,7 @@ use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
@@ -66,7 +66,7 @@ fn video_feedback() -> Vec<RTCPFeedback> {
 }
 
 /// The codecs we forward: Opus; VP8 (Chrome, Firefox) and H.264 constrained baseline (Safari).
-/// No RTX: retransmissions go on the media SSRC, which every browser supports without it.
+/// RTX where the other side takes it (see below).
 fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
     let mut m = MediaEngine::default();
     m.register_codec(
@@ -110,6 +110,24 @@ fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
         },
         RtpCodecKind::Video,
     )?;
+    // RTX (RFC 4588) for both video codecs: publishers that take it repair on a stream of their
+    // own (unwrapped in `core/media.rs`), and we answer a subscriber's NACK on its RTX stream
+    // where its answer took it (else on the media SSRC, as every browser also accepts).
+    for (payload_type, apt) in [(97, 96), (103, 102)] {
+        m.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_RTX.to_owned(),
+                    clock_rate: 90000,
+                    channels: 0,
+                    sdp_fmtp_line: format!("apt={apt}"),
+                    rtcp_feedback: vec![],
+                },
+                payload_type,
+            },
+            RtpCodecKind::Video,
+        )?;
+    }
     Ok(m)
 }
 
@@ -125,7 +143,8 @@ pub fn build(
     // No interceptors: RTP and RTCP never enter `rtc`'s pipeline once DTLS is up (our own path,
     // `core/media.rs`, does NACK, reports and keyframe requests), so none of its interceptors
     // may produce RTCP of its own either: our SRTCP and `rtc`'s would share keys. Only the
-    // header extensions are registered: MID (audio and video) for the subscribers' receivers.
+    // header extensions are registered: MID (audio and video) for the subscribers' receivers,
+    // and the transport-wide sequence number.
     let registry = Registry::new();
     configure_simulcast_extension_headers(&mut media_engine)?;
     media_engine.register_header_extension(
@@ -135,6 +154,25 @@ pub fn build(
         RtpCodecKind::Audio,
         None,
     )?;
+    // Transport-wide congestion control: publishers number every packet (the header
+    // extension) and we send them feedback (`crate::twcc`), so their own send-side estimator
+    // works through us.
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "transport-cc".to_owned(),
+                parameter: String::new(),
+            },
+            kind,
+        );
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned(),
+            },
+            kind,
+            None,
+        )?;
+    }
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())

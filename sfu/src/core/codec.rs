@@ -26,6 +26,14 @@ impl Codec {
     }
 }
 
+/// The payload type an RTX codec repairs: `apt=` of its format parameters (RFC 4588 §8.6).
+pub(super) fn rtx_apt(fmtp: &str) -> Option<u8> {
+    fmtp.split(';')
+        .find_map(|p| p.trim().strip_prefix("apt="))
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .filter(|&pt| pt < 128)
+}
+
 pub(super) fn kind_of(kind: RtpCodecKind) -> Kind {
     match kind {
         RtpCodecKind::Audio => Kind::Audio,
@@ -52,6 +60,11 @@ mod tests {
         assert_eq!(Codec::of("video/h264"), Codec::H264);
         assert_eq!(Codec::of("video/AV1"), Codec::Other);
         assert_eq!(kind_of(rtc_kind(Kind::Audio)), Kind::Audio);
+        assert_eq!(rtx_apt("apt=96"), Some(96));
+        assert_eq!(rtx_apt("rtx-time=3000; apt=102"), Some(102));
+        assert_eq!(rtx_apt("apt=300"), None);
+        assert_eq!(rtx_apt("apt=200"), None);
+        assert_eq!(rtx_apt(""), None);
         assert_eq!(kind_of(rtc_kind(Kind::Video)), Kind::Video);
     }
 }

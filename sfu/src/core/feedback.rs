@@ -38,7 +38,13 @@ pub(super) fn worst(reports: impl IntoIterator<Item = (f64, f64)>) -> Consultati
 
 impl Core {
     /// One SRTCP datagram from participant `key`.
-    pub(super) fn on_rtcp(&mut self, key: u64, mut data: bytes::BytesMut, now: Instant) {
+    pub(super) fn on_rtcp(
+        &mut self,
+        key: u64,
+        from: std::net::SocketAddr,
+        mut data: bytes::BytesMut,
+        now: Instant,
+    ) {
         let Some(keys) = self
             .participants
             .get_mut(&key)
@@ -54,6 +60,7 @@ impl Core {
                 return;
             }
         };
+        self.heard(key, from, now);
         let mut plain = &data[..len];
         let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut plain) else {
             self.metrics.get().rejected.increment(1);
@@ -211,6 +218,34 @@ impl Core {
         }
     }
 
+    /// Transport-wide congestion control feedback to every publisher that sent anything with a
+    /// transport-wide sequence number since the last, every
+    /// [`FEEDBACK_INTERVAL`](crate::twcc::FEEDBACK_INTERVAL).
+    pub(super) fn send_twcc_feedback(&mut self, now: Instant) {
+        if self.next_twcc.is_none_or(|t| t > now) {
+            return;
+        }
+        self.next_twcc = Some(now + crate::twcc::FEEDBACK_INTERVAL);
+        let mut due = std::mem::take(&mut self.due_twcc);
+        due.extend(
+            self.participants
+                .iter()
+                .filter(|(_, p)| p.twcc.has_pending() && p.link.forwards())
+                .map(|(&k, _)| k),
+        );
+        for &key in &due {
+            let Some(p) = self.participants.get_mut(&key) else {
+                continue;
+            };
+            let media_ssrc = p.tracks.values().map(|t| t.ssrc).min().unwrap_or(0);
+            if let Some(fb) = p.twcc.feedback(p.rtcp_ssrc, media_ssrc) {
+                self.send_rtcp(key, &[Box::new(fb)]);
+            }
+        }
+        due.clear();
+        self.due_twcc = due;
+    }
+
     /// Receiver reports (alone or in a sender report) from a subscriber about what we forward to
     /// it: keep each subscription's latest loss and jitter, and publish the consultation's worst.
     pub(super) fn on_reception_reports(
@@ -272,13 +307,18 @@ impl Core {
             return;
         }
         // Only for subscriptions forwarded already (see `Core::forward`); the others keep
-        // their request until the answer that declares them.
+        // their request until the answer that declares them. A subscription that has not sent
+        // its first packet yet is left to `start_subscription` (at that packet): it replays the
+        // track's cache from its latest keyframe, and asks for one only if the cache has none.
         let answered = s.negotiation.answered_offer();
         let wanted: Vec<(u64, String)> = s
             .subscriptions
             .iter_mut()
             .filter(|sub| {
-                sub.needs_keyframe && sub.kind == Kind::Video && sub.declared_in <= answered
+                sub.needs_keyframe
+                    && sub.kind == Kind::Video
+                    && sub.declared_in <= answered
+                    && sub.started
             })
             .map(|sub| {
                 sub.needs_keyframe = false;

@@ -10,10 +10,12 @@
 //! - The first packet of a publisher's stream still goes through `rtc` (it opens the track:
 //!   `OnTrack`); every later one of that SSRC comes here.
 
+use super::codec::Codec;
 use super::{Core, Kind, Subscription};
 use crate::cache::{self, PacketCache};
 use crate::forward::{Incoming, Verdict, extend_seq};
 use crate::rtp::{OutHeader, RtpView};
+use crate::sendq::SendQueue;
 use crate::srtp;
 use bytes::BytesMut;
 use rtc::peer_connection::RTCPeerConnection;
@@ -142,6 +144,97 @@ impl ReceiveStats {
     }
 }
 
+/// How old the cache's latest keyframe may be for a new subscription to be replayed from it
+/// (a burst of at most this much video at its start); older, the subscription starts with the
+/// live packet and a keyframe request.
+pub(super) const REPLAY_WINDOW: Duration = Duration::from_secs(1);
+
+/// One packet to forward, as received or as cached.
+struct Outgoing<'a> {
+    seq: u16,
+    timestamp: u32,
+    marker: bool,
+    payload_type: u8,
+    payload: &'a [u8],
+    padding_only: bool,
+}
+
+/// Forward one packet on one subscription: the munger's decision, the subscriber's payload
+/// type and MID, a header rewrite and a protect into a pooled buffer queued to `to`. Returns
+/// the protected length if it was queued.
+fn send_on(
+    out: &mut SendQueue,
+    pc: &mut RTCPeerConnection,
+    keys: &mut MediaKeys,
+    to: SocketAddr,
+    sub: &mut Subscription,
+    codec: Option<Codec>,
+    packet: &Outgoing<'_>,
+) -> Option<usize> {
+    if !sub.resolved {
+        Core::resolve(pc, sub);
+    }
+    let mut pt = sub.payload.get(packet.payload_type);
+    if pt == crate::forward::UNKNOWN {
+        let outgoing = codec.and_then(|codec| {
+            let mut sender = pc.rtp_sender(sub.sender_id)?;
+            sender
+                .get_parameters()
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| Codec::of(&c.rtp_codec.mime_type) == codec)
+                .map(|c| c.payload_type)
+        });
+        sub.payload.set(packet.payload_type, outgoing);
+        pt = sub.payload.get(packet.payload_type);
+    }
+    if pt == crate::forward::UNSUPPORTED {
+        return None;
+    }
+    let Verdict::Send {
+        seq,
+        timestamp,
+        padding_only: pad,
+    } = sub.munger.decide(Incoming {
+        seq: packet.seq,
+        timestamp: packet.timestamp,
+        padding_only: packet.padding_only,
+    })
+    else {
+        return None;
+    };
+    let header = OutHeader {
+        marker: packet.marker,
+        payload_type: pt,
+        seq,
+        timestamp,
+        ssrc: sub.ssrc,
+        mid: sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice())),
+    };
+    let mut buf = out.buffer();
+    let plain = write_packet(
+        &mut buf,
+        &header,
+        packet.payload,
+        pad,
+        keys.profile.rtp_overhead(),
+    );
+    match keys.tx.protect_rtp(&mut buf, plain) {
+        Ok(n) => {
+            buf.truncate(n);
+            out.push(to, buf);
+            sub.packets = sub.packets.wrapping_add(1);
+            sub.octets = sub.octets.wrapping_add(packet.payload.len() as u32);
+            Some(n)
+        }
+        Err(_) => {
+            out.recycle(buf);
+            None
+        }
+    }
+}
+
 /// A new packet cache for a track of `kind`.
 pub(super) fn track_cache(kind: Kind) -> PacketCache {
     match kind {
@@ -210,13 +303,15 @@ impl Core {
             return true; // too short: ours to drop
         };
         let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
-        self.participants
-            .get(&key)
-            .is_some_and(|p| p.tracks.values().any(|t| t.ssrc == ssrc))
+        self.participants.get(&key).is_some_and(|p| {
+            p.tracks
+                .values()
+                .any(|t| t.ssrc == ssrc || t.rtx_ssrc == Some(ssrc))
+        })
     }
 
     /// One SRTP packet from publisher `key`: unprotect, cache, forward.
-    pub(super) fn on_rtp(&mut self, key: u64, mut data: BytesMut, now: Instant) {
+    pub(super) fn on_rtp(&mut self, key: u64, from: SocketAddr, mut data: BytesMut, now: Instant) {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
@@ -231,36 +326,90 @@ impl Core {
                 return;
             }
         };
+        if p.heard
+            .is_none_or(|t| now.saturating_duration_since(t) >= super::LIVENESS_INTERVAL)
+        {
+            self.heard(key, from, now);
+        }
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let packet = &data[..len];
         let Ok(view) = RtpView::parse(packet) else {
             self.metrics.get().rejected.increment(1);
             return;
         };
-        let Some(track) = p.tracks.values_mut().find(|t| t.ssrc == view.ssrc) else {
+        let Some(track) = p
+            .tracks
+            .values_mut()
+            .find(|t| t.ssrc == view.ssrc || t.rtx_ssrc == Some(view.ssrc))
+        else {
             return;
         };
-        let payload = view.payload(packet);
-        let padding_only = view.is_padding_only();
-        let missing = track
-            .recv
-            .on_packet(view.seq, view.timestamp, now, track.clock_rate);
+        // Every packet of the transport counts for congestion control (media, RTX, padding).
+        if let Some(tw) = track
+            .twcc_id
+            .and_then(|id| view.extension(packet, id))
+            .and_then(|v| v.get(..2))
+        {
+            p.twcc.record(u16::from_be_bytes([tw[0], tw[1]]), now);
+        }
+        let (seq, payload_type, payload, padding_only, missing) = if track.ssrc == view.ssrc {
+            let missing = track
+                .recv
+                .on_packet(view.seq, view.timestamp, now, track.clock_rate);
+            (
+                view.seq,
+                view.payload_type,
+                view.payload(packet),
+                view.is_padding_only(),
+                missing,
+            )
+        } else {
+            // A repair on the publisher's RTX stream (RFC 4588 §4): the original sequence
+            // number in the first two payload bytes, the original payload type by `apt`. Into
+            // the media stream and its cache as if it had arrived in time. RTX packets without
+            // one are bandwidth probes: nothing to forward.
+            let rtx = view.payload(packet);
+            let apt = track
+                .rtx_payload_types
+                .iter()
+                .find(|r| r.0 == view.payload_type)
+                .map(|r| r.1);
+            let (Some(apt), Some(osn)) = (apt, rtx.get(..2)) else {
+                self.out.recycle(data);
+                return;
+            };
+            let osn = u16::from_be_bytes([osn[0], osn[1]]);
+            self.metrics.get().repaired_in.increment(1);
+            (osn, apt, &rtx[2..], rtx.len() == 2, None)
+        };
+        let codec = track
+            .codecs
+            .iter()
+            .find(|c| c.0 == payload_type)
+            .map(|c| c.1);
+        let keyframe = match codec {
+            Some(Codec::Vp8) => crate::rtp::vp8_keyframe(payload),
+            Some(Codec::H264) => crate::rtp::h264_keyframe(payload),
+            _ => false,
+        };
         track.cache.insert(
-            view.seq,
-            view.timestamp,
-            view.marker,
-            view.payload_type,
+            cache::Meta {
+                seq,
+                timestamp: view.timestamp,
+                marker: view.marker,
+                payload_type,
+                keyframe,
+                arrival: now,
+            },
             payload,
         );
         let number = track.number;
         let track_ssrc = track.ssrc;
-        let codec = track
-            .codecs
-            .iter()
-            .find(|c| c.0 == view.payload_type)
-            .map(|c| c.1);
-        let m = self.metrics.get();
-        m.packets_in.increment(1);
-        m.bytes_in.increment(len as u64);
+        let tally = &mut self.metrics.tally;
+        tally.packets_in += 1;
+        tally.bytes_in += len as u64;
         if let Some((from, to)) = missing {
             self.nack_publisher(key, track_ssrc, from, to, now);
         }
@@ -270,8 +419,17 @@ impl Core {
         let Some(members) = self.consultations.get(&p.consultation) else {
             return;
         };
+        let packet = Outgoing {
+            seq,
+            timestamp: view.timestamp,
+            marker: view.marker,
+            payload_type,
+            payload,
+            padding_only,
+        };
         let mut sent = 0u64;
         let mut sent_bytes = 0u64;
+        let mut starting = std::mem::take(&mut self.starting);
         for &sid in members {
             if sid == key {
                 continue;
@@ -286,7 +444,6 @@ impl Core {
             let (Some(keys), Some(to)) = (s.media.as_mut(), s.remote) else {
                 continue;
             };
-            let overhead = keys.profile.rtp_overhead();
             // Never on a subscription the subscriber cannot know yet (its offer unanswered).
             let answered = s.negotiation.answered_offer();
             for sub in s
@@ -294,81 +451,116 @@ impl Core {
                 .iter_mut()
                 .filter(|sub| sub.source_number == number && sub.declared_in <= answered)
             {
-                if !sub.resolved {
-                    Self::resolve(&mut s.pc, sub);
-                }
-                let pt = sub.payload.get(view.payload_type);
-                let pt = if pt == crate::forward::UNKNOWN {
-                    let outgoing = codec.and_then(|codec| {
-                        let mut sender = s.pc.rtp_sender(sub.sender_id)?;
-                        sender
-                            .get_parameters()
-                            .rtp_parameters
-                            .codecs
-                            .iter()
-                            .find(|c| super::codec::Codec::of(&c.rtp_codec.mime_type) == codec)
-                            .map(|c| c.payload_type)
-                    });
-                    sub.payload.set(view.payload_type, outgoing);
-                    sub.payload.get(view.payload_type)
-                } else {
-                    pt
-                };
-                if pt == crate::forward::UNSUPPORTED {
+                if !sub.started && sub.kind == Kind::Video {
+                    // Its first packet: replayed from the cache's latest keyframe on, below.
+                    starting.push((sid, sub.ssrc));
                     continue;
                 }
-                let Verdict::Send {
-                    seq,
-                    timestamp,
-                    padding_only: pad,
-                } = sub.munger.decide(Incoming {
-                    seq: view.seq,
-                    timestamp: view.timestamp,
-                    padding_only,
-                })
-                else {
-                    continue;
-                };
-                let header = OutHeader {
-                    marker: view.marker,
-                    payload_type: pt,
-                    seq,
-                    timestamp,
-                    ssrc: sub.ssrc,
-                    mid: sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice())),
-                };
-                let mut buf = self.out.buffer();
-                let plain = write_packet(&mut buf, &header, payload, pad, overhead);
-                match keys.tx.protect_rtp(&mut buf, plain) {
-                    Ok(n) => {
-                        buf.truncate(n);
-                        self.out.push(to, buf);
-                        sub.packets = sub.packets.wrapping_add(1);
-                        sub.octets = sub.octets.wrapping_add(payload.len() as u32);
-                        sent += 1;
-                        sent_bytes += n as u64;
-                    }
-                    Err(_) => self.out.recycle(buf),
+                if let Some(n) = send_on(&mut self.out, &mut s.pc, keys, to, sub, codec, &packet) {
+                    sent += 1;
+                    sent_bytes += n as u64;
                 }
             }
         }
         if sent > 0 {
             self.out.forwarded(now, sent);
         }
+        let tally = &mut self.metrics.tally;
+        tally.packets_out += sent;
+        tally.bytes_out += sent_bytes;
+        self.out.recycle(data);
+        for (sid, ssrc) in starting.drain(..) {
+            self.start_subscription(key, number, sid, ssrc, now);
+        }
+        self.starting = starting;
+    }
+
+    /// The first packet of a video subscription is due (it just became able to receive):
+    /// replay what the track's cache holds from its latest keyframe on, through the
+    /// subscription's munger (so the subscriber sees a gap-free sequence that starts with a
+    /// keyframe), or, when the cache holds none recent enough, start with the live packet and
+    /// ask the publisher for a keyframe.
+    fn start_subscription(
+        &mut self,
+        publisher: u64,
+        number: u64,
+        subscriber: u64,
+        ssrc: u32,
+        now: Instant,
+    ) {
+        if publisher == subscriber {
+            return; // (`get_disjoint_mut` would panic; never the case: nobody subscribes to itself)
+        }
+        let [Some(p), Some(s)] = self
+            .participants
+            .get_disjoint_mut([&publisher, &subscriber])
+        else {
+            return;
+        };
+        let Some(track) = p.tracks.values().find(|t| t.number == number) else {
+            return;
+        };
+        let (Some(keys), Some(to)) = (s.media.as_mut(), s.remote) else {
+            return;
+        };
+        let Some(sub) = s.subscriptions.iter_mut().find(|sub| sub.ssrc == ssrc) else {
+            return;
+        };
+        sub.started = true;
+        let Some(start) = track
+            .cache
+            .latest_keyframe()
+            .filter(|k| now.saturating_duration_since(k.arrival) <= REPLAY_WINDOW)
+            .or_else(|| track.cache.since(track.cache.highest_seq()?).next())
+        else {
+            return;
+        };
+        let from_keyframe = start.keyframe;
+        let mut sent = 0u64;
+        for cached in track.cache.since(start.seq) {
+            let codec = track
+                .codecs
+                .iter()
+                .find(|c| c.0 == cached.payload_type)
+                .map(|c| c.1);
+            let packet = Outgoing {
+                seq: cached.seq,
+                timestamp: cached.timestamp,
+                marker: cached.marker,
+                payload_type: cached.payload_type,
+                payload: cached.payload,
+                padding_only: cached.payload.is_empty(),
+            };
+            if send_on(&mut self.out, &mut s.pc, keys, to, sub, codec, &packet).is_some() {
+                sent += 1;
+            }
+        }
+        let source = sub.source.clone();
+        // The replay carries the keyframe this subscription waited for, or it is asked for now.
+        sub.needs_keyframe = false;
         let m = self.metrics.get();
         m.packets_out.increment(sent);
-        m.bytes_out.increment(sent_bytes);
-        self.out.recycle(data);
+        m.replayed.increment(sent);
+        if !from_keyframe {
+            self.request_keyframe(publisher, &source, now);
+        }
     }
 
     /// Once per subscription (at its first packet): the subscriber's MID extension.
     fn resolve(pc: &mut RTCPeerConnection, sub: &mut Subscription) {
         sub.resolved = true;
         sub.mid = resolve_mid(pc, sub.sender_id);
+        sub.rtx = if sub.rtx_ssrc.is_some() {
+            resolve_rtx(pc, sub.sender_id)
+        } else {
+            Vec::new()
+        };
     }
 
     /// Answer subscriber `key`'s NACK for what it receives on `ssrc`: each lost sequence number
-    /// mapped back to the publisher's, resent from the track's cache.
+    /// mapped back to the publisher's, resent from the track's cache — as RTX on the
+    /// subscription's own RTX stream if its answer took RTX for that codec, else the very bytes
+    /// first sent, on the media SSRC.
     pub(super) fn answer_nack(&mut self, key: u64, ssrc: u32, lost: &[u16]) {
         let Some(s) = self.participants.get(&key) else {
             return;
@@ -376,22 +568,25 @@ impl Core {
         let Some(sub) = s.subscriptions.iter().find(|sub| sub.ssrc == ssrc) else {
             return;
         };
-        let (Some(keys), Some(to)) = (s.media.as_ref(), s.remote) else {
+        let publisher = sub.publisher;
+        let source_number = sub.source_number;
+        if publisher == key {
+            return; // (`get_disjoint_mut` would panic; never the case)
+        }
+        let [Some(s), Some(p)] = self.participants.get_disjoint_mut([&key, &publisher]) else {
+            return;
+        };
+        let (Some(keys), Some(to)) = (s.media.as_mut(), s.remote) else {
+            return;
+        };
+        let Some(sub) = s.subscriptions.iter_mut().find(|sub| sub.ssrc == ssrc) else {
+            return;
+        };
+        let Some(track) = p.tracks.values().find(|t| t.number == source_number) else {
             return;
         };
         let overhead = keys.profile.rtp_overhead();
-        let (publisher, source_number) = (sub.publisher, sub.source_number);
-        let Some(track) = self
-            .participants
-            .get(&publisher)
-            .and_then(|p| p.tracks.values().find(|t| t.number == source_number))
-        else {
-            return;
-        };
         let mut resent = 0u64;
-        // Build every answer first (the cache is the publisher's), then protect them with the
-        // subscriber's keys.
-        let mut built: Vec<(BytesMut, usize)> = Vec::with_capacity(lost.len());
         for &out_seq in lost {
             let Some(in_seq) = sub.munger.incoming_seq(out_seq) else {
                 continue;
@@ -403,27 +598,43 @@ impl Core {
             if pt == crate::forward::UNKNOWN || pt == crate::forward::UNSUPPORTED {
                 continue;
             }
-            let header = OutHeader {
-                marker: cached.marker,
-                payload_type: pt,
-                seq: out_seq,
-                timestamp: cached.timestamp.wrapping_sub(sub.munger.ts_offset()),
-                ssrc: sub.ssrc,
-                mid: sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice())),
-            };
+            let mid = sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice()));
+            let timestamp = cached.timestamp.wrapping_sub(sub.munger.ts_offset());
+            let rtx = sub
+                .rtx_ssrc
+                .zip(sub.rtx.iter().find(|r| r.0 == pt).map(|r| r.1));
             let mut buf = self.out.buffer();
-            let padding = cached.payload.is_empty();
-            let plain = write_packet(&mut buf, &header, cached.payload, padding, overhead);
-            built.push((buf, plain));
-        }
-        let Some(keys) = self
-            .participants
-            .get_mut(&key)
-            .and_then(|s| s.media.as_mut())
-        else {
-            return;
-        };
-        for (mut buf, plain) in built {
+            let plain = match rtx {
+                // A padding packet needs no repair.
+                Some(_) if cached.payload.is_empty() => {
+                    self.out.recycle(buf);
+                    continue;
+                }
+                Some((rtx_ssrc, rtx_pt)) => {
+                    let header = OutHeader {
+                        marker: cached.marker,
+                        payload_type: rtx_pt,
+                        seq: sub.rtx_seq,
+                        timestamp,
+                        ssrc: rtx_ssrc,
+                        mid,
+                    };
+                    sub.rtx_seq = sub.rtx_seq.wrapping_add(1);
+                    write_rtx(&mut buf, &header, out_seq, cached.payload, overhead)
+                }
+                None => {
+                    let header = OutHeader {
+                        marker: cached.marker,
+                        payload_type: pt,
+                        seq: out_seq,
+                        timestamp,
+                        ssrc: sub.ssrc,
+                        mid,
+                    };
+                    let padding = cached.payload.is_empty();
+                    write_packet(&mut buf, &header, cached.payload, padding, overhead)
+                }
+            };
             match keys.tx.protect_rtp(&mut buf, plain) {
                 Ok(n) => {
                     buf.truncate(n);
@@ -435,6 +646,50 @@ impl Core {
         }
         self.metrics.get().retransmitted.increment(resent);
     }
+}
+
+/// The RTX payload types the subscriber's answer took for a subscription's sender: (media
+/// payload type, RTX payload type) pairs (empty: no RTX, repairs go on the media SSRC).
+fn resolve_rtx(
+    pc: &mut RTCPeerConnection,
+    sender_id: rtc::rtp_transceiver::RTCRtpSenderId,
+) -> Vec<(u8, u8)> {
+    let Some(mut sender) = pc.rtp_sender(sender_id) else {
+        return Vec::new();
+    };
+    sender
+        .get_parameters()
+        .rtp_parameters
+        .codecs
+        .iter()
+        .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case("video/rtx"))
+        .filter_map(|c| {
+            Some((
+                super::codec::rtx_apt(&c.rtp_codec.sdp_fmtp_line)?,
+                c.payload_type,
+            ))
+        })
+        .collect()
+}
+
+/// Write one RTX packet (RFC 4588 §4) into `buf` (cleared): `header` (the RTX stream's SSRC,
+/// payload type and sequence number), the original sequence number, the original payload;
+/// leaves room for the SRTP tag. Returns the plain length.
+fn write_rtx(
+    buf: &mut BytesMut,
+    header: &OutHeader<'_>,
+    osn: u16,
+    payload: &[u8],
+    overhead: usize,
+) -> usize {
+    let head = header.size();
+    let len = head + 2 + payload.len();
+    buf.clear();
+    buf.resize(len + overhead, 0);
+    header.write(&mut buf[..head]);
+    buf[head..head + 2].copy_from_slice(&osn.to_be_bytes());
+    buf[head + 2..len].copy_from_slice(payload);
+    len
 }
 
 /// The remote address of the connection's selected candidate pair, if one is selected.
@@ -509,6 +764,35 @@ mod tests {
         // |D| = 480 each time: the estimate converges on it.
         let j = r.report(1, None, t0).unwrap().jitter;
         assert!((470..=480).contains(&j), "{j}");
+    }
+
+    #[test]
+    fn rtx_packets_carry_the_original_sequence_number_first() {
+        let h = OutHeader {
+            marker: true,
+            payload_type: 97,
+            seq: 9000,
+            timestamp: 1234,
+            ssrc: 77,
+            mid: Some((3, b"2")),
+        };
+        let mut buf = BytesMut::new();
+        let n = write_rtx(&mut buf, &h, 0xABCD, b"vp8", 16);
+        assert_eq!(buf.len(), n + 16);
+        let v = RtpView::parse(&buf[..n]).unwrap();
+        assert_eq!(
+            (v.ssrc, v.payload_type, v.seq, v.timestamp),
+            (77, 97, 9000, 1234)
+        );
+        assert!(v.marker);
+        assert_eq!(v.payload(&buf[..n]), &[0xAB, 0xCD, b'v', b'p', b'8'][..]);
+        assert_eq!(v.extension(&buf[..n], 3), Some(&b"2"[..]));
+        // What `rtc` makes of it: the same packet, unmarshalled.
+        let mut plain = &buf[..n];
+        let p =
+            <rtc::rtp::Packet as rtc::shared::marshal::Unmarshal>::unmarshal(&mut plain).unwrap();
+        assert_eq!(p.header.sequence_number, 9000);
+        assert_eq!(&p.payload[..2], &0xABCDu16.to_be_bytes());
     }
 
     #[test]

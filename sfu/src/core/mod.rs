@@ -66,6 +66,9 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
+/// How often authenticated media counts as ICE liveness (far below the disconnected timeout).
+const LIVENESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// An input to the core, for callers that prefer one entry point ([`Core::handle_input`]) to the
 /// methods it dispatches to.
 #[derive(Debug)]
@@ -118,6 +121,13 @@ struct Track {
     codec: RTCRtpCodec,
     /// The publisher's negotiated payload types.
     codecs: Vec<(u8, Codec)>,
+    /// The publisher's RTX stream (RFC 4588), if it negotiated one: its SSRC (from the
+    /// `a=ssrc-group:FID` of its answer).
+    rtx_ssrc: Option<u32>,
+    /// Its RTX payload types: (RTX payload type, the media payload type it repairs).
+    rtx_payload_types: Vec<(u8, u8)>,
+    /// The negotiated id of the transport-wide sequence number header extension, if any.
+    twcc_id: Option<u8>,
     keyframes: KeyframeThrottle,
     clock_rate: u32,
     /// The recent packets, for every subscriber's NACKs.
@@ -144,6 +154,9 @@ struct Subscription {
     declared_in: Generation,
     /// Ask the publisher for a keyframe once this subscriber can receive.
     needs_keyframe: bool,
+    /// Its start was handled (`start_subscription`: the cache replayed, or a keyframe asked
+    /// for), once, even if nothing could be sent (a codec the subscriber lacks).
+    started: bool,
     /// RTP clock rate, to turn reported jitter into seconds.
     clock_rate: u32,
     /// From the subscriber's latest receiver report: fraction lost, jitter (seconds).
@@ -152,8 +165,15 @@ struct Subscription {
     munger: Munger,
     /// The MID header extension as negotiated with the subscriber: (id, mid).
     mid: Option<(u8, Vec<u8>)>,
-    /// `mid` was looked up (at the first packet forwarded).
+    /// `mid` and `rtx` were looked up (at the first packet forwarded).
     resolved: bool,
+    /// The RTX SSRC declared for this subscription in our offer (video only).
+    rtx_ssrc: Option<u32>,
+    /// What the subscriber's answer negotiated for RTX: (its media payload type, its RTX
+    /// payload type) pairs. Empty: retransmissions go on the media SSRC.
+    rtx: Vec<(u8, u8)>,
+    /// The RTX stream's own sequence numbers.
+    rtx_seq: u16,
     /// Packets and payload octets sent, for sender reports.
     packets: u32,
     octets: u32,
@@ -223,6 +243,10 @@ struct Participant {
     negotiation: Negotiation<Change>,
     link: Link,
     failed: bool,
+    /// Arrivals of its transport-wide sequence numbers, for its TWCC feedback.
+    twcc: crate::twcc::Recorder,
+    /// When authenticated media from it last counted as ICE liveness (see `Core::heard`).
+    heard: Option<Instant>,
     /// By the stack's track id; at most one audio and one video (we offer two `recvonly`
     /// sections), so the cheap hasher is safe from client-chosen keys.
     tracks: HashMap<String, Track, IdHash>,
@@ -256,6 +280,13 @@ pub struct Core {
     stale: Vec<u64>,
     /// When receiver reports go to the publishers next (`None` until a session has keys).
     next_reports: Option<Instant>,
+    /// When TWCC feedback goes to the publishers next (`None` until a session has keys).
+    next_twcc: Option<Instant>,
+    /// Scratch list of video subscriptions (subscriber, SSRC) whose first packet is due: each
+    /// is replayed from its track's cache (`media.rs`).
+    starting: Vec<(u64, u32)>,
+    /// Scratch list of publishers whose TWCC feedback is due.
+    due_twcc: Vec<u64>,
 }
 
 /// Hashing for the core's own `u64` keys (sequential ids): one multiply instead of SipHash per
@@ -298,6 +329,9 @@ impl Core {
             due: Vec::new(),
             stale: Vec::new(),
             next_reports: None,
+            next_twcc: None,
+            starting: Vec::new(),
+            due_twcc: Vec::new(),
         }
     }
 
@@ -413,6 +447,8 @@ impl Core {
                 negotiation: Negotiation::default(),
                 link: Link::New,
                 failed: false,
+                twcc: Default::default(),
+                heard: None,
                 tracks: HashMap::default(),
                 subscriptions: Vec::new(),
                 timeout: None,
@@ -538,6 +574,7 @@ impl Core {
         for key in keys {
             self.remove_participant(now, key);
         }
+        self.metrics.flush();
     }
 
     /// One datagram from participant `key`, taken off the socket at `now`, from `from`: through
@@ -561,11 +598,11 @@ impl Core {
                 return;
             }
             if data.get(1).is_some_and(|b| (192..=223).contains(b)) {
-                self.on_rtcp(key, data, now);
+                self.on_rtcp(key, from, data, now);
                 return;
             }
             if self.is_known_stream(key, &data) {
-                self.on_rtp(key, data, now);
+                self.on_rtp(key, from, data, now);
                 return;
             }
         }
@@ -608,7 +645,13 @@ impl Core {
     /// (see `process`); the full scan happens here, at timer granularity, not per datagram.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.refresh_timeouts();
+        // The per-packet tallies reach the process-wide counters with the TWCC timer: every
+        // 100 ms, not per datagram (the driver calls this once per batch).
+        if self.next_twcc.is_some_and(|t| t <= now) {
+            self.metrics.flush();
+        }
         self.send_reports(now);
+        self.send_twcc_feedback(now);
         if self.next_deadline.is_none_or(|t| t > now) {
             return;
         }
@@ -636,6 +679,7 @@ impl Core {
             .values()
             .filter_map(|p| p.timeout)
             .chain(self.next_reports)
+            .chain(self.next_twcc)
             .min();
     }
 
@@ -656,10 +700,10 @@ impl Core {
         }
         stale.clear();
         self.stale = stale;
-        if let Some(t) = self.next_reports
-            && self.next_deadline.is_none_or(|d| t < d)
-        {
-            self.next_deadline = Some(t);
+        for t in [self.next_reports, self.next_twcc].into_iter().flatten() {
+            if self.next_deadline.is_none_or(|d| t < d) {
+                self.next_deadline = Some(t);
+            }
         }
     }
 
@@ -703,6 +747,9 @@ impl Core {
                 p.media = Some(Box::new(keys));
                 if self.next_reports.is_none() {
                     self.next_reports = Some(now + media::REPORT_INTERVAL);
+                }
+                if self.next_twcc.is_none() {
+                    self.next_twcc = Some(now + crate::twcc::FEEDBACK_INTERVAL);
                 }
             }
             if !p.timeout_stale {
@@ -765,6 +812,32 @@ impl Core {
             }
             _ => {}
         }
+    }
+
+    /// Authenticated SRTP/SRTCP from participant `key` at `from`: count it as traffic heard on
+    /// its ICE pair (in `rtc` 0.21.1 only STUN refreshed it, since media no longer passes through
+    /// `handle_read`), at most once per [`LIVENESS_INTERVAL`] so the agent is not touched per
+    /// packet.
+    pub(super) fn heard(&mut self, key: u64, from: SocketAddr, now: Instant) {
+        let local_addr = self.local_addr;
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        if p.heard
+            .is_some_and(|t| now.saturating_duration_since(t) < LIVENESS_INTERVAL)
+        {
+            return;
+        }
+        p.heard = Some(now);
+        let transport = TransportContext {
+            local_addr,
+            peer_addr: from,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        };
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            p.pc.note_authenticated_traffic(now, transport)
+        }));
     }
 
     /// A session the stack can no longer be trusted with: tell signalling, stop using it.

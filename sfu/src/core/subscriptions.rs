@@ -2,13 +2,15 @@
 //! consultation is subscribed to it (a sender of its own), and each change goes through that
 //! participant's negotiation (applied now, or after the outstanding offer's answer).
 
-use super::codec::{Codec, kind_of, rtc_kind};
+use super::codec::{Codec, kind_of, rtc_kind, rtx_apt};
 use super::{Change, Core, Kind, Subscription, Track, Unsubscribe};
 use crate::SfuEvent;
 use crate::forward::{Munger, PayloadMap};
 use crate::keyframe::KeyframeThrottle;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters,
+};
 use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
 };
@@ -42,6 +44,27 @@ impl Core {
             .iter()
             .map(|c| (c.payload_type, Codec::of(&c.rtp_codec.mime_type)))
             .collect();
+        let rtx_payload_types: Vec<(u8, u8)> = params
+            .iter()
+            .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case("video/rtx"))
+            .filter_map(|c| Some((c.payload_type, rtx_apt(&c.rtp_codec.sdp_fmtp_line)?)))
+            .collect();
+        let rtx_ssrc = receiver
+            .track()
+            .codings()
+            .iter()
+            .find(|c| c.rtp_coding_parameters.ssrc == Some(ssrc))
+            .and_then(|c| c.rtp_coding_parameters.rtx.as_ref())
+            .map(|rtx| rtx.ssrc)
+            .filter(|_| !rtx_payload_types.is_empty());
+        let twcc_id = receiver
+            .get_parameters()
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|h| h.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
+            .and_then(|h| u8::try_from(h.id).ok())
+            .filter(|&id| id > 0);
         let clock_rate = codec.clock_rate;
         let number = self.next_track;
         let public_id = format!("{}-{}", p.id, number);
@@ -58,6 +81,9 @@ impl Core {
                 keyframes: KeyframeThrottle::default(),
                 clock_rate,
                 cache: super::media::track_cache(kind),
+                rtx_ssrc,
+                rtx_payload_types,
+                twcc_id,
                 recv: Default::default(),
                 sender_report: None,
             },
@@ -156,6 +182,8 @@ impl Core {
             return false;
         };
         let ssrc = rand::random::<u32>();
+        // Video may be repaired on an RTX stream of its own (RFC 4588), if the answer takes it.
+        let rtx_ssrc = (kind == Kind::Video).then(rand::random::<u32>);
         // Changes are applied only before an offer is made: this one goes into the next.
         let declared_in = s.negotiation.next_offer();
         let local = MediaStreamTrack::new(
@@ -166,6 +194,7 @@ impl Core {
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
+                    rtx: rtx_ssrc.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                     ..Default::default()
                 },
                 codec,
@@ -196,11 +225,15 @@ impl Core {
                     payload: PayloadMap::default(),
                     declared_in,
                     needs_keyframe: kind == Kind::Video,
+                    started: false,
                     clock_rate,
                     reported: None,
                     munger: Munger::default(),
                     mid: None,
                     resolved: false,
+                    rtx_ssrc,
+                    rtx: Vec::new(),
+                    rtx_seq: rand::random(),
                     packets: 0,
                     octets: 0,
                 });

@@ -16,7 +16,7 @@ use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_nack, configure_simulcast_extension_headers, configure_twcc,
 };
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
@@ -32,6 +32,7 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -60,17 +61,33 @@ fn sfu_addr() -> SocketAddr {
     SFU_ADDR.parse().expect("a valid address")
 }
 
-/// A synthetic payload naming its sender: `<participant>/<generation>/<a|v>/<seq>`.
-fn payload(name: &str, generation: u32, kind: Kind, seq: u16) -> Vec<u8> {
+/// A synthetic payload naming its sender: `<participant>/<generation>/<a|v>/<seq>`; video
+/// starts with a VP8 payload descriptor and frame tag (RFC 7741: S bit, partition 0; the frame
+/// tag's P bit 0 for a keyframe), which is all the SFU reads of it.
+fn payload(name: &str, generation: u32, kind: Kind, seq: u16, keyframe: bool) -> Vec<u8> {
     let k = if kind == Kind::Audio { 'a' } else { 'v' };
-    let mut p = format!("{name}/{generation}/{k}/{seq}/").into_bytes();
+    let mut p = match kind {
+        Kind::Video => vec![0x10, if keyframe { 0x00 } else { 0x01 }],
+        Kind::Audio => Vec::new(),
+    };
+    p.extend_from_slice(format!("{name}/{generation}/{k}/{seq}/").as_bytes());
     // Filler up to a typical Opus frame; the SFU never looks inside.
     p.resize(120, 0x5A);
     p
 }
 
+/// Whether a payload built by [`payload`] is a VP8 keyframe.
+fn is_keyframe_payload(p: &[u8]) -> bool {
+    p.len() >= 2 && p[0] == 0x10 && p[1] & 0x01 == 0
+}
+
 /// (participant, generation, kind, sequence number) of a payload built by [`payload`].
 fn parse_payload(p: &[u8]) -> Option<(String, u32, Kind, u16)> {
+    let p = if p.first() == Some(&0x10) {
+        p.get(2..)?
+    } else {
+        p
+    };
     let text = std::str::from_utf8(p.split(|&b| b == 0x5A).next()?).ok()?;
     let mut parts = text.split('/');
     let name = parts.next()?.to_string();
@@ -82,6 +99,19 @@ fn parse_payload(p: &[u8]) -> Option<(String, u32, Kind, u16)> {
     };
     let seq = parts.next()?.parse().ok()?;
     Some((name, generation, kind, seq))
+}
+
+/// xorshift: the simulated losses' random numbers (a fixed seed: the same losses every run).
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Whether a datagram is RTP, not RTCP (RFC 7983 first byte 128–191; RFC 5761 packet types).
+pub fn is_rtp(data: &[u8]) -> bool {
+    data.len() >= 12 && (128..=191).contains(&data[0]) && !(192..=223).contains(&data[1])
 }
 
 /// Whether a datagram is STUN (first byte 0–3, RFC 7983).
@@ -147,6 +177,16 @@ pub struct Client {
     pub corrupt: u64,
     /// Simulated instants at which keyframe requests for our own video arrived.
     pub keyframe_requests: Vec<Instant>,
+    /// Whether we send a keyframe as the next video frame when asked (a PLI or FIR).
+    pub answers_keyframe_requests: bool,
+    /// A keyframe was asked for and not sent yet.
+    keyframe_wanted: bool,
+    /// Also a keyframe every this many video frames (the first frame always is one).
+    pub keyframe_interval: Option<u16>,
+    /// Video keyframes sent: our frame numbers.
+    pub keyframes_sent: Vec<u16>,
+    /// RTP sequence numbers of the keyframes received, by the same keys as `received`.
+    pub received_keyframes: HashMap<(String, u32, Kind), BTreeSet<u16>>,
     /// Each offer of the SFU this client applied (`set_remote_description`): when, and its SDP.
     pub offers_applied: Vec<(Instant, String)>,
     /// RTP datagrams that reached this client, by SSRC (read from the clear SRTP header, before
@@ -168,6 +208,12 @@ pub struct Client {
     pub sender_reports: Vec<(u32, u64, u32)>,
     /// RTP sequence numbers of intact packets received, by the same keys as `received`.
     pub received_rtp_seqs: HashMap<(String, u32, Kind), BTreeSet<u16>>,
+    /// Negotiates RTX (RFC 4588) for video.
+    pub rtx: bool,
+    /// Transport-wide congestion control feedback received, with its arrival.
+    pub twcc_feedback: Vec<(Instant, TransportLayerCc)>,
+    /// The RTX SSRC of our video, if we publish with RTX.
+    pub rtx_ssrc: Option<u32>,
 }
 
 fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
@@ -211,6 +257,7 @@ impl Client {
         addr: SocketAddr,
         publish: bool,
         consent_interval: Option<Duration>,
+        rtx: bool,
     ) -> Client {
         let (audio_codec, video_codec) = codecs();
         let mut media_engine = MediaEngine::default();
@@ -220,6 +267,25 @@ impl Client {
         media_engine
             .register_codec(video_codec.clone(), RtpCodecKind::Video)
             .expect("vp8 registers");
+        if rtx {
+            // RFC 4588 for VP8: our NACK responder resends on an RTX stream of our own, and
+            // the stack unwraps what arrives on the SFU's RTX streams.
+            media_engine
+                .register_codec(
+                    RTCRtpCodecParameters {
+                        rtp_codec: RTCRtpCodec {
+                            mime_type: "video/rtx".to_owned(),
+                            clock_rate: 90000,
+                            channels: 0,
+                            sdp_fmtp_line: "apt=96".to_owned(),
+                            rtcp_feedback: vec![],
+                        },
+                        payload_type: 97,
+                    },
+                    RtpCodecKind::Video,
+                )
+                .expect("rtx registers");
+        }
         // Keyframe requests for what we publish, and sender reports for what we receive, reach
         // us through `poll_read`. `rtc`'s default interceptors, except that sender reports are
         // ours (`write_media`): its sender-report interceptor takes the wall clock at each
@@ -227,8 +293,9 @@ impl Client {
         let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
         let registry = configure_nack(registry, &mut media_engine);
         configure_simulcast_extension_headers(&mut media_engine).expect("extensions");
-        let registry =
-            configure_twcc_receiver_only(registry, &mut media_engine).expect("twcc receiver");
+        // TWCC both ways: what we publish carries transport-wide sequence numbers (the SFU's
+        // feedback comes back, see `twcc_feedback`).
+        let registry = configure_twcc(registry, &mut media_engine).expect("twcc");
         let registry = registry.with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
         let mut settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -286,6 +353,11 @@ impl Client {
             received_seqs: HashMap::new(),
             corrupt: 0,
             keyframe_requests: Vec::new(),
+            answers_keyframe_requests: true,
+            keyframe_wanted: false,
+            keyframe_interval: None,
+            keyframes_sent: Vec::new(),
+            received_keyframes: HashMap::new(),
             offers_applied: Vec::new(),
             rtp_arrivals: HashMap::new(),
             gone: false,
@@ -296,16 +368,29 @@ impl Client {
             next_sender_report: None,
             sender_reports: Vec::new(),
             received_rtp_seqs: HashMap::new(),
+            rtx: false,
+            rtx_ssrc: None,
+            twcc_feedback: Vec::new(),
         };
+        client.rtx = rtx;
         if publish {
-            client.audio = Some(client.add_track(RtpCodecKind::Audio, &audio_codec));
-            client.video = Some(client.add_track(RtpCodecKind::Video, &video_codec));
+            client.audio = Some(client.add_track(RtpCodecKind::Audio, &audio_codec, false));
+            client.video = Some(client.add_track(RtpCodecKind::Video, &video_codec, rtx));
         }
         client
     }
 
-    fn add_track(&mut self, kind: RtpCodecKind, codec: &RTCRtpCodecParameters) -> Sender {
+    fn add_track(
+        &mut self,
+        kind: RtpCodecKind,
+        codec: &RTCRtpCodecParameters,
+        rtx: bool,
+    ) -> Sender {
         let ssrc = rand::random::<u32>();
+        let rtx = rtx.then(|| rtc::rtp_transceiver::rtp_sender::RTCRtpRtxParameters {
+            ssrc: rand::random::<u32>(),
+        });
+        self.rtx_ssrc = self.rtx_ssrc.or(rtx.as_ref().map(|r| r.ssrc));
         let id = format!("{}-{kind}", self.name);
         let track = MediaStreamTrack::new(
             self.name.clone(),
@@ -315,6 +400,7 @@ impl Client {
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
+                    rtx,
                     ..Default::default()
                 },
                 codec: codec.rtp_codec.clone(),
@@ -366,7 +452,17 @@ impl Client {
             let timestamp = ticks.wrapping_mul(sender.clock_rate / 50);
             let frame = sender.frame;
             sender.frame = sender.frame.wrapping_add(1);
-            let body = payload(&self.name, self.generation, kind, frame);
+            let keyframe = kind == Kind::Video
+                && (frame == 0
+                    || self.keyframe_wanted
+                    || self
+                        .keyframe_interval
+                        .is_some_and(|n| frame.is_multiple_of(n)));
+            if keyframe {
+                self.keyframe_wanted = false;
+                self.keyframes_sent.push(frame);
+            }
+            let body = payload(&self.name, self.generation, kind, frame, keyframe);
             let mut packets = vec![rtc::rtp::Packet {
                 header: rtc::rtp::header::Header {
                     version: 2,
@@ -566,6 +662,12 @@ impl Client {
                     match parse_payload(&packet.payload) {
                         Some((from, generation, kind, seq)) if stream.as_deref() == Some(&from) => {
                             let key = (from, generation, kind);
+                            if is_keyframe_payload(&packet.payload) {
+                                self.received_keyframes
+                                    .entry(key.clone())
+                                    .or_default()
+                                    .insert(packet.header.sequence_number);
+                            }
                             self.received_rtp_seqs
                                 .entry(key.clone())
                                 .or_default()
@@ -581,6 +683,9 @@ impl Client {
                 }
                 RTCMessage::RtcpPacket(_, packets) => {
                     for p in &packets {
+                        if let Some(fb) = p.as_any().downcast_ref::<TransportLayerCc>() {
+                            self.twcc_feedback.push((now, fb.clone()));
+                        }
                         if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
                             self.sender_reports
                                 .push((sr.ssrc, sr.ntp_time, sr.rtp_time));
@@ -589,6 +694,7 @@ impl Client {
                             && video_ssrc.is_some_and(|v| p.destination_ssrc().contains(&v))
                         {
                             self.keyframe_requests.push(now);
+                            self.keyframe_wanted |= self.answers_keyframe_requests;
                         }
                     }
                 }
@@ -708,8 +814,12 @@ pub struct Sim {
     /// Clients whose outgoing STUN the network drops (their media and DTLS still flow): a
     /// client that has stopped sending consent checks.
     pub drop_stun_from: Vec<usize>,
+    /// Clients everything from which the network drops (a path that went silent one way).
+    pub drop_all_from: Vec<usize>,
     /// Random loss on the SFU's SRTP/SRTCP to a client: (client index, percent).
     pub downlink_loss: Vec<(usize, u64)>,
+    /// Random loss on a client's RTP to the SFU (not its RTCP): (client index, percent).
+    pub uplink_loss: Vec<(usize, u64)>,
     /// Datagrams that loss dropped.
     pub lost: u64,
     /// The loss's random numbers (xorshift, fixed seed: the same losses every run).
@@ -747,7 +857,9 @@ impl Sim {
             sfu_timeout: None,
             pli_storm: Vec::new(),
             drop_stun_from: Vec::new(),
+            drop_all_from: Vec::new(),
             downlink_loss: Vec::new(),
+            uplink_loss: Vec::new(),
             lost: 0,
             rng: 0x9E37_79B9_7F4A_7C15,
         }
@@ -775,12 +887,27 @@ impl Sim {
         self.join_with(name, publish, Some(interval))
     }
 
+    /// [`Sim::join`], for a client that negotiates RTX for video.
+    pub fn join_with_rtx(&mut self, name: &str, publish: bool) -> usize {
+        self.join_with_options(name, publish, None, true)
+    }
+
     fn join_with(&mut self, name: &str, publish: bool, consent: Option<Duration>) -> usize {
+        self.join_with_options(name, publish, consent, false)
+    }
+
+    fn join_with_options(
+        &mut self,
+        name: &str,
+        publish: bool,
+        consent: Option<Duration>,
+        rtx: bool,
+    ) -> usize {
         let key = self.next_key;
         self.next_key += 1;
         let addr = SocketAddr::from(([198, 51, 100, 1], self.next_port));
         self.next_port += 1;
-        let mut client = Client::new(self.now, name, key, addr, publish, consent);
+        let mut client = Client::new(self.now, name, key, addr, publish, consent, rtx);
         // A rejoin is a new session of the same participant.
         client.generation = self
             .clients
@@ -851,8 +978,17 @@ impl Sim {
                 c.drain(now, &mut out);
                 let from = c.addr;
                 let drop_stun = self.drop_stun_from.contains(&i);
+                let drop_all = self.drop_all_from.contains(&i);
+                let uplink_loss = self.uplink_loss.iter().find(|(c, _)| *c == i).map(|l| l.1);
                 for (to, data) in out.drain(..) {
-                    if drop_stun && is_stun(&data) {
+                    if drop_all || (drop_stun && is_stun(&data)) {
+                        continue;
+                    }
+                    if let Some(percent) = uplink_loss
+                        && is_rtp(&data)
+                        && next_random(&mut self.rng) % 100 < percent
+                    {
+                        self.lost += 1;
                         continue;
                     }
                     self.net.push_back(InFlight {
@@ -929,10 +1065,7 @@ impl Sim {
         else {
             return false;
         };
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng % 100 < percent
+        next_random(&mut self.rng) % 100 < percent
     }
 
     fn on_sfu_event(&mut self, participant: u64, event: SfuEvent) {

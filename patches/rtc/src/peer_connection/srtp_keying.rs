@@ -30,3 +30,20 @@ impl RTCPeerConnection {
         self.dtls_transport().srtp_keying.as_ref()
     }
 }
+
+impl RTCPeerConnection {
+    /// PATCH(teleconsult): a non-STUN datagram from `transport.peer_addr` that the application
+    /// authenticated itself (SRTP/SRTCP unprotected outside this crate's pipeline) counts as
+    /// traffic heard from that remote candidate, exactly as a datagram through `handle_read`
+    /// would (`Agent::is_valid_non_stun_traffic`): the selected pair stays alive while media
+    /// flows between two consent checks. Returns whether it matched a known candidate.
+    pub fn note_authenticated_traffic(
+        &mut self,
+        now: std::time::Instant,
+        transport: shared::TransportContext,
+    ) -> bool {
+        self.ice_transport_mut()
+            .agent
+            .is_valid_non_stun_traffic(now, transport)
+    }
+}
