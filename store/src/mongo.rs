@@ -36,6 +36,8 @@ use std::time::Duration;
 mod accounts;
 #[path = "mongo_api_keys.rs"]
 mod api_keys;
+#[path = "mongo_chat.rs"]
+mod chat;
 #[path = "mongo_invitations.rs"]
 mod invitations;
 
@@ -485,6 +487,7 @@ impl MongoStore {
         }
         self.prepare_accounts().await?;
         self.prepare_api_keys().await?;
+        self.prepare_chat().await?;
         self.sweep_orphan_chunks().await
     }
 
