@@ -1,5 +1,5 @@
 // Teleconsult join page: pre-join preview, waiting room, call, end screens.
-// Protocol: docs/signaling.md (version 1). No framework, no bundler, no inline script or style.
+// Protocol: docs/signaling.md (version 2: chat and notices). No framework, no bundler, no inline script or style.
 
 import {
   takeTokenFromLocation,
@@ -12,15 +12,17 @@ import {
 } from './token.js';
 import { MediaSession } from './media-session.js';
 import { createDocuments } from './documents.js';
+import { createChat, createNotices } from './chat.js';
 import {
   ROLE_LABEL,
   END_SCREENS,
   ERRORS,
   fatalCloseMessage,
   mediaErrorMessage,
+  serverErrorMessage,
 } from './messages.js';
 
-const PROTOCOL_VERSION = 1;
+const PROTOCOL_VERSION = 2;
 const PING_INTERVAL_MS = 10_000;
 /** Stop retrying after this long (the server's default `consultation.reconnect_grace_secs`). */
 const RECONNECT_GIVE_UP_MS = 60_000;
@@ -58,6 +60,9 @@ function takeSessionFromLocation() {
 let token = null;
 /** The call screen's "Documents" region (documents.js); asks for the token when it needs it. */
 let documents = null;
+/** The call screen's chat (chat.js), and the notices of the waiting room. */
+let chat = null;
+let notices = null;
 
 /** Everything the page knows. `state` is one of:
  * loading, prejoin, joining, waiting, in_call, reconnecting, ended, left, removed, rejected, error */
@@ -183,6 +188,11 @@ async function start() {
     consultation: () => app.claims.consultation,
     you: () => app.you,
   });
+  chat = createChat({ root: $('chat'), send, you: () => app.you });
+  notices =
+    app.claims.role === 'practitioner'
+      ? createNotices({ form: $('notice-form'), status: $('notice-status'), send })
+      : createNotices({ list: $('notice-list'), region: $('notices'), send });
   const { identity, role } = app.claims;
   // An invitation carries no name: the label the practitioner chose arrives with `joined`.
   $('whoami').textContent = identity ? `${identity} · ${ROLE_LABEL[role]}` : ROLE_LABEL[role];
@@ -259,9 +269,14 @@ function wsUrl() {
   return `${scheme}//${location.host}/ws`;
 }
 
+/** Send a protocol message; false when not connected. */
 function send(msg) {
   const ws = app.ws;
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+  if (ws && ws.readyState === WebSocket.OPEN) {
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+  return false;
 }
 
 function connect() {
@@ -418,6 +433,16 @@ function handleMessage(msg) {
     case 'document_deleted':
       if (documents && msg.document) documents.removed(msg.document);
       break;
+    case 'chat':
+      if (chat && msg.message) chat.message(msg.message);
+      break;
+    case 'notice':
+      if (notices && msg.message) notices.notice(msg.message);
+      break;
+    case 'chat_history':
+      if (chat) chat.history(msg.messages);
+      if (notices) notices.history(msg.messages);
+      break;
     case 'error':
       onServerError(msg);
       break;
@@ -556,12 +581,10 @@ function onWaitingList(list) {
 }
 
 function onServerError(msg) {
-  const text = typeof msg.message === 'string' && msg.message ? msg.message : msg.code;
-  if (msg.code === 'bad_sdp' || msg.code === 'media_failed') {
-    showError(`The media connection had a problem: ${text}`);
-  } else {
-    showError(`The server refused that request: ${text}`);
-  }
+  // A refused chat message is said next to the chat; the server's own text is never shown
+  // (its code is translated, see messages.js).
+  if (chat && chat.refused(msg.code)) return;
+  showError(serverErrorMessage(msg.code));
 }
 
 // ---------------------------------------------------------------- rendering

@@ -160,3 +160,35 @@ export function documentErrorMessage(status, body) {
       return message ? `The server refused: ${message}.` : `The server refused the request (HTTP ${status}).`;
   }
 }
+
+// ---------------------------------------------------------------- chat and notices
+
+export const CHAT = {
+  you: 'You',
+  noMessages: 'No messages yet.',
+  sendFailed: 'The message could not be sent: you are not connected right now.',
+  /** By the server's stable error code (docs/signaling.md); never the server's own text. */
+  errors: {
+    chat_empty: 'Type a message first.',
+    chat_too_long: 'This message is too long. Please shorten it.',
+    chat_rate_limited: 'You are sending messages very quickly. Please wait a moment.',
+    not_admitted: 'You can chat once you are in the consultation.',
+    forbidden: 'You may not send this message.',
+  },
+  noticeSent: 'Your message was sent to the waiting room.',
+  noticeFrom: 'Message from your practice',
+};
+
+/** The sentence for a signalling `error` by its stable code (docs/signaling.md). */
+export const SERVER_ERRORS = {
+  bad_sdp: 'The media connection had a problem. Please rejoin with your invitation link if it does not recover.',
+  media_failed: 'The media connection had a problem. Please rejoin with your invitation link if it does not recover.',
+  forbidden: 'Only the practitioner may do this.',
+  not_admitted: 'You have not been admitted yet.',
+  unknown_participant: 'That person is no longer in the consultation.',
+  other: 'The server refused that request. Please try again.',
+};
+
+export function serverErrorMessage(code) {
+  return SERVER_ERRORS[code] || SERVER_ERRORS.other;
+}

@@ -399,3 +399,53 @@ export function craftToken(claims, secret = DEV_SIGNING_SECRET) {
   const sig = createHmac('sha256', secret).update(body).digest('base64url');
   return `${body}.${sig}`;
 }
+
+// Printed by `serve --dev` (accounts/src/service.rs: DEMO_EMAIL, DEMO_PASSWORD).
+export const DEMO_EMAIL = 'practitioner@demo.teleconsult.test';
+export const DEMO_PASSWORD = 'demo-practitioner-password';
+
+/**
+ * The demo practitioner in a browser context of their own, signed in at /login and on the
+ * loaded workspace. Returns a participant-like object (pushed to `participants` so failures
+ * save its screenshot and console). Dialogs (confirmations) are accepted.
+ */
+export async function signInPractitioner({ server, browser, participants }, { viewport = { width: 1280, height: 800 }, locale } = {}) {
+  const context = await browser.newContext({ viewport, ...(locale ? { locale } : {}) });
+  await context.grantPermissions(['camera', 'microphone'], { origin: server.base });
+  const page = await context.newPage();
+  const doctor = { context, page, label: 'practitioner', token: '', console: [] };
+  doctor.consoleText = () => doctor.console.join('\n');
+  page.on('console', (m) => doctor.console.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => doctor.console.push(`[pageerror] ${e.message}`));
+  page.on('dialog', (d) => d.accept());
+  participants.push(doctor);
+  await page.goto(`${server.base}/login`);
+  await page.locator('#email').fill(DEMO_EMAIL);
+  await page.locator('#password').fill(DEMO_PASSWORD);
+  await page.locator('form button[type="submit"]').click();
+  await page.waitForURL(/\/workspace$/);
+  await page.waitForFunction(() => document.body.dataset.loaded === 'true');
+  return doctor;
+}
+
+/**
+ * Create a consultation from the workspace (patient label, optional guests) and return the
+ * join links, by label.
+ */
+export async function createConsultation(doctor, server, { patient, guests = [] }) {
+  const page = doctor.page;
+  await page.locator('#patient-label').fill(patient);
+  for (const [i, g] of guests.entries()) {
+    await page.locator('#add-guest').click();
+    await page.locator('#guests input').nth(i).fill(g);
+  }
+  await page.locator('#create-submit').click();
+  const links = {};
+  for (const [role, label] of [['patient', patient], ...guests.map((g) => ['guest', g])]) {
+    const field = page.locator(`li.ws-item input.ws-link[data-role="${role}"][data-label="${label}"]`).first();
+    await field.waitFor();
+    links[label] = await field.inputValue();
+  }
+  const id = await page.locator('li.ws-item').filter({ hasText: patient }).first().getAttribute('data-consultation');
+  return { id, links, token: (label) => links[label].split('#token=')[1] };
+}
