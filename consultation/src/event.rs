@@ -57,6 +57,11 @@ pub enum ConsultationEvent {
     DocumentDeleted {
         document: DocumentInfo,
     },
+    /// `participant` started or stopped sharing their screen (in-call participants only).
+    ScreenShare {
+        participant: ParticipantId,
+        active: bool,
+    },
     /// A chat message in the call (in-call participants only).
     Chat {
         message: ChatMessage,

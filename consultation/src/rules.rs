@@ -43,6 +43,8 @@ pub enum ActionError {
     NotAdmitted,
     #[error("you cannot remove yourself; use leave")]
     SelfRemoval,
+    #[error("someone else is sharing their screen")]
+    ScreenShareBusy,
 }
 
 /// A successful join.
@@ -182,6 +184,8 @@ pub struct Consultation {
     /// The chat and notices of this live call, oldest first (at most `limits.chat.history`).
     chat: VecDeque<ChatMessage>,
     next_chat_seq: u64,
+    /// Who shares their screen (one at a time), if anyone.
+    screen_sharer: Option<ParticipantId>,
 }
 
 impl Consultation {
@@ -194,6 +198,7 @@ impl Consultation {
             ended: false,
             chat: VecDeque::new(),
             next_chat_seq: 1,
+            screen_sharer: None,
         }
     }
 
@@ -300,6 +305,45 @@ impl Consultation {
                 });
             }
         }
+    }
+
+    /// The participant sharing their screen, while they are in the call.
+    fn screen_sharer(&self) -> Option<&Participant> {
+        let id = self.screen_sharer.as_ref()?;
+        self.get(id.as_str()).filter(|p| p.in_call())
+    }
+
+    /// Tell `to` who shares their screen now, if anyone (but themselves).
+    fn send_screen_share(&self, to: &Participant) {
+        if let Some(s) = self.screen_sharer().filter(|s| s.id != to.id) {
+            to.send(ConsultationEvent::ScreenShare {
+                participant: s.id.clone(),
+                active: true,
+            });
+        }
+    }
+
+    /// `participant` starts (`active`) or stops sharing their screen. One at a time per
+    /// consultation: while someone else in the call shares, a second share is refused
+    /// ([`ActionError::ScreenShareBusy`]); the first must stop (or leave) first. Everyone in the
+    /// call is told, the sharer included.
+    pub fn set_screen_share(&mut self, participant: &str, active: bool) -> Result<(), ActionError> {
+        self.require_admitted(participant)?;
+        let current = self.screen_sharer().map(|p| p.id.clone());
+        let me: ParticipantId = participant.into();
+        match (active, current) {
+            (true, Some(other)) if other != me => return Err(ActionError::ScreenShareBusy),
+            (true, Some(_)) => return Ok(()),
+            (true, None) => self.screen_sharer = Some(me.clone()),
+            (false, Some(other)) if other == me => self.screen_sharer = None,
+            // Not sharing: nothing to stop.
+            (false, _) => return Ok(()),
+        }
+        self.broadcast_in_call(&ConsultationEvent::ScreenShare {
+            participant: me,
+            active,
+        });
+        Ok(())
     }
 
     /// Send `to` the messages of `kind` so far (nothing if there are none).
@@ -453,6 +497,19 @@ impl Consultation {
                 p.generation = generation;
                 p.outbox = Some(outbox);
                 p.tracks.clear();
+                let id = p.id.clone();
+                if self.screen_sharer.as_ref() == Some(&id) {
+                    // A new connection starts without a share.
+                    self.screen_sharer = None;
+                    self.broadcast_except(
+                        id.as_str(),
+                        &ConsultationEvent::ScreenShare {
+                            participant: id.clone(),
+                            active: false,
+                        },
+                    );
+                }
+                let p = self.get_mut(id.as_str()).expect("found above");
                 (p.id.clone(), p.state == ParticipantState::Admitted)
             }
             None => {
@@ -517,6 +574,7 @@ impl Consultation {
             self.broadcast_except(id.as_str(), &news);
             self.send_tracks_of_others(me);
             self.send_chat_history(me, ChatKind::Chat);
+            self.send_screen_share(me);
             if role == Role::Practitioner {
                 me.send(ConsultationEvent::WaitingList {
                     participants: self.waiting_list(),
@@ -611,6 +669,7 @@ impl Consultation {
         });
         self.send_tracks_of_others(p);
         self.send_chat_history(p, ChatKind::Chat);
+        self.send_screen_share(p);
         self.broadcast_except(
             target,
             &ConsultationEvent::ParticipantJoined { participant: info },
@@ -1138,6 +1197,66 @@ mod tests {
         c.admit(&doc.participant, third.participant.as_str())
             .unwrap();
         assert_eq!(chats(&third_conn.events()).len(), 2);
+    }
+
+    #[test]
+    fn one_screen_share_at_a_time_told_to_the_call_and_to_newcomers() {
+        let mut c = consultation(12);
+        let (doc, _, mut doc_conn) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, mut pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
+        let (late, _, mut late_conn) = join(&mut c, "Late", Role::Guest, 3);
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        let shares = |events: Vec<ConsultationEvent>| -> Vec<(ParticipantId, bool)> {
+            events
+                .into_iter()
+                .filter_map(|e| match e {
+                    ConsultationEvent::ScreenShare {
+                        participant,
+                        active,
+                    } => Some((participant, active)),
+                    _ => None,
+                })
+                .collect()
+        };
+        doc_conn.events();
+        pat_conn.events();
+        // A waiting participant cannot share.
+        assert_eq!(
+            c.set_screen_share(late.participant.as_str(), true),
+            Err(ActionError::NotAdmitted)
+        );
+        c.set_screen_share(pat.participant.as_str(), true).unwrap();
+        let on = vec![(pat.participant.clone(), true)];
+        assert_eq!(shares(doc_conn.events()), on);
+        assert_eq!(shares(pat_conn.events()), on, "the sharer is told too");
+        assert!(
+            shares(late_conn.events()).is_empty(),
+            "not the waiting room"
+        );
+        // A second share is refused while the first lasts; asking again is harmless.
+        assert_eq!(
+            c.set_screen_share(doc.participant.as_str(), true),
+            Err(ActionError::ScreenShareBusy)
+        );
+        assert_eq!(c.set_screen_share(pat.participant.as_str(), true), Ok(()));
+        assert!(shares(doc_conn.events()).is_empty());
+        // Someone admitted now learns of the share.
+        c.admit(&doc.participant, late.participant.as_str())
+            .unwrap();
+        assert_eq!(shares(late_conn.events()), on);
+        // Stopping frees it (stopping someone else's share does nothing).
+        assert_eq!(c.set_screen_share(doc.participant.as_str(), false), Ok(()));
+        assert!(shares(pat_conn.events()).is_empty());
+        c.set_screen_share(pat.participant.as_str(), false).unwrap();
+        assert_eq!(
+            shares(doc_conn.events()),
+            vec![(pat.participant.clone(), false)]
+        );
+        c.set_screen_share(doc.participant.as_str(), true).unwrap();
+        assert_eq!(
+            shares(pat_conn.events()),
+            vec![(doc.participant.clone(), true)]
+        );
     }
 
     #[test]

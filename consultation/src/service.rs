@@ -434,6 +434,20 @@ impl ConsultationService {
         Ok(message)
     }
 
+    /// `participant` starts or stops sharing their screen (one at a time per consultation).
+    pub fn set_screen_share(
+        &self,
+        consultation: &ConsultationId,
+        participant: &ParticipantId,
+        active: bool,
+    ) -> Result<(), ActionError> {
+        let entry = self
+            .entry(consultation.as_str())
+            .ok_or(ActionError::UnknownParticipant)?;
+        let mut c = lock(&entry);
+        c.set_screen_share(participant.as_str(), active)
+    }
+
     /// The participant leaves for good.
     pub fn leave(
         &self,

@@ -84,6 +84,10 @@ pub enum ClientMessage {
     Notice {
         text: String,
     },
+    /// (v2) I start (`active`) or stop sharing my screen (admitted; one at a time).
+    ScreenShare {
+        active: bool,
+    },
 }
 
 /// Server → client.
@@ -150,6 +154,11 @@ pub enum ServerMessage {
         message: String,
     },
     Pong,
+    /// (v2) `participant` started or stopped sharing their screen (the sharer is told too).
+    ScreenShare {
+        participant: ParticipantId,
+        active: bool,
+    },
     /// (v2) A chat message in the call (also echoed to its sender).
     Chat {
         message: ChatMessage,
@@ -172,7 +181,8 @@ impl ServerMessage {
         match self {
             ServerMessage::Chat { .. }
             | ServerMessage::Notice { .. }
-            | ServerMessage::ChatHistory { .. } => 2,
+            | ServerMessage::ChatHistory { .. }
+            | ServerMessage::ScreenShare { .. } => 2,
             _ => 1,
         }
     }
@@ -199,6 +209,8 @@ pub enum ErrorCode {
     ChatTooLong,
     /// (v2) Too many chat messages: wait a moment.
     ChatRateLimited,
+    /// (v2) Someone else is sharing their screen: one at a time.
+    ScreenShareBusy,
 }
 
 impl ServerMessage {

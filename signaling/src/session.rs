@@ -499,9 +499,10 @@ fn refused(state: &Signaling, e: ActionError) -> ServerMessage {
         ActionError::Forbidden | ActionError::SelfRemoval => ErrorCode::Forbidden,
         ActionError::UnknownParticipant | ActionError::NotWaiting => ErrorCode::UnknownParticipant,
         ActionError::NotAdmitted => ErrorCode::NotAdmitted,
+        ActionError::ScreenShareBusy => ErrorCode::ScreenShareBusy,
     };
     state.count_error(match code {
-        ErrorCode::Forbidden => ErrorKind::Forbidden,
+        ErrorCode::Forbidden | ErrorCode::ScreenShareBusy => ErrorKind::Forbidden,
         ErrorCode::NotAdmitted => ErrorKind::NotAdmitted,
         _ => ErrorKind::UnknownParticipant,
     });
@@ -562,6 +563,9 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
         ClientMessage::Mute { kind, muted } => svc.set_mute(consultation, participant, kind, muted),
         ClientMessage::Chat { text } => return chat(state, me, ChatKind::Chat, &text),
         ClientMessage::Notice { text } => return chat(state, me, ChatKind::Notice, &text),
+        ClientMessage::ScreenShare { active } => {
+            svc.set_screen_share(consultation, participant, active)
+        }
         ClientMessage::Answer { sdp } => {
             if let Err(e) = svc.require_admitted(consultation, participant) {
                 return Some(refused(state, e));

@@ -52,6 +52,13 @@ pub fn message(event: ConsultationEvent) -> ServerMessage {
         E::DocumentAdded { document } => ServerMessage::DocumentAdded { document },
         E::DocumentDeleted { document } => ServerMessage::DocumentDeleted { document },
         E::Chat { message } => ServerMessage::Chat { message },
+        E::ScreenShare {
+            participant,
+            active,
+        } => ServerMessage::ScreenShare {
+            participant,
+            active,
+        },
         E::Notice { message } => ServerMessage::Notice { message },
         E::ChatHistory { messages } => ServerMessage::ChatHistory { messages },
         E::Rejected => ServerMessage::Rejected,
