@@ -1255,7 +1255,10 @@ mod tests {
         c.set_screen_share(doc.participant.as_str(), true).unwrap();
         assert_eq!(
             shares(pat_conn.events()),
-            vec![(doc.participant.clone(), true)]
+            vec![
+                (pat.participant.clone(), false),
+                (doc.participant.clone(), true)
+            ]
         );
     }
 
