@@ -13,6 +13,7 @@ import {
 import { MediaSession } from './media-session.js';
 import { createDocuments } from './documents.js';
 import { createChat, createNotices } from './chat.js';
+import { createDevices, mediaConstraints } from './devices.js';
 import {
   ROLE_LABEL,
   END_SCREENS,
@@ -20,6 +21,7 @@ import {
   fatalCloseMessage,
   mediaErrorMessage,
   serverErrorMessage,
+  CALL,
 } from './messages.js';
 
 const PROTOCOL_VERSION = 2;
@@ -63,6 +65,8 @@ let documents = null;
 /** The call screen's chat (chat.js), and the notices of the waiting room. */
 let chat = null;
 let notices = null;
+/** The camera, microphone and speaker pickers (devices.js). */
+let devices = null;
 
 /** Everything the page knows. `state` is one of:
  * loading, prejoin, joining, waiting, in_call, reconnecting, ended, left, removed, rejected, error */
@@ -92,6 +96,17 @@ const app = {
   endRequested: false,
   /** A final verdict announced by a message before the socket closes (rejected, removed, ended). */
   verdict: null,
+  /** Who shares their screen (a participant id, or ours), if anyone. */
+  screenSharer: null,
+  /** Our screen track while we share. */
+  screenTrack: null,
+  /** The loudest remote participant lately (groups: on the stage). */
+  activeSpeaker: null,
+  /** Remote track id → publishing participant id (audio levels). */
+  trackOwner: new Map(),
+  callStartedAt: 0,
+  timer: null,
+  speakerTimer: null,
 };
 
 // Test and debugging hook: the live peer connection and a snapshot of the state. No token here.
@@ -110,6 +125,14 @@ window.teleconsult = {
   },
   get you() {
     return app.you ? { ...app.you } : null;
+  },
+  get screenSharer() {
+    return app.screenSharer;
+  },
+  /** The participant id of the tile on the stage, if any. */
+  get onStage() {
+    const li = document.querySelector('#tiles > li.on-stage');
+    return li ? li.dataset.participant : null;
   },
 };
 
@@ -189,6 +212,13 @@ async function start() {
     you: () => app.you,
   });
   chat = createChat({ root: $('chat'), send, you: () => app.you });
+  devices = createDevices({
+    getStream: () => app.localStream,
+    replace: replaceLocalTrack,
+    sinks: () => [...document.querySelectorAll('#tiles video')],
+    say: announce,
+  });
+  devices.placeIn($('devices-home-prejoin'));
   notices =
     app.claims.role === 'practitioner'
       ? createNotices({ form: $('notice-form'), status: $('notice-status'), send })
@@ -218,6 +248,14 @@ async function start() {
   $('end').addEventListener('click', endConsultation);
   $('toggle-mic').addEventListener('click', toggleMicrophone);
   $('toggle-camera').addEventListener('click', toggleCamera);
+  $('toggle-screen').addEventListener('click', toggleScreenShare);
+  $('toggle-devices').addEventListener('click', () => {
+    const panel = $('devices-home-call');
+    panel.hidden = !panel.hidden;
+    $('toggle-devices').setAttribute('aria-expanded', String(!panel.hidden));
+    if (!panel.hidden) devices.refresh().catch(() => {});
+  });
+  if (!navigator.mediaDevices.getDisplayMedia) $('toggle-screen').hidden = true;
   window.addEventListener('pagehide', () => {
     // A reload and a closed tab look the same here: close the socket without `leave`, so a
     // reload resumes this tab's seat (its secret is in sessionStorage); a closed tab counts
@@ -242,16 +280,14 @@ async function start() {
 
 async function startPreview() {
   try {
-    app.localStream = await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true },
-      // 360p at 24 fps: plenty for a consultation tile, kinder to phones on weak Wi-Fi.
-      video: { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24, max: 30 } },
-    });
+    // The devices chosen last time on this device, if they are still there.
+    app.localStream = await navigator.mediaDevices.getUserMedia(mediaConstraints());
     attachStream($('preview'), app.localStream);
   } catch (err) {
     app.localStream = null;
     $('media-note').textContent = mediaErrorMessage(err);
   }
+  await devices.refresh().catch(() => {});
 }
 
 function onJoinClick() {
@@ -436,6 +472,9 @@ function handleMessage(msg) {
     case 'chat':
       if (chat && msg.message) chat.message(msg.message);
       break;
+    case 'screen_share':
+      onScreenShare(msg.participant, !!msg.active);
+      break;
     case 'notice':
       if (notices && msg.message) notices.notice(msg.message);
       break;
@@ -493,6 +532,9 @@ function enterCall() {
   const first = app.state !== 'in_call';
   setState('in_call');
   showScreen('call');
+  devices.placeIn($('devices-home-call'));
+  startCallTimer();
+  startSpeakerDetection();
   attachStream($('local'), app.localStream);
   if (first) {
     announce('You are in the consultation.');
@@ -530,6 +572,9 @@ function ensureSession() {
 }
 
 function teardownMedia() {
+  // A new connection starts without a share (the server forgets it too).
+  stopScreenShare({ tell: false });
+  app.screenSharer = null;
   if (app.session) {
     app.session.close();
     app.session = null;
@@ -542,6 +587,7 @@ function onRemoteTrack(ev) {
   const stream = ev.streams && ev.streams[0];
   if (!stream) return; // Cannot attribute it to a participant.
   const id = stream.id;
+  if (ev.track) app.trackOwner.set(ev.track.id, id);
   if (app.remoteStreams.get(id) !== stream) {
     app.remoteStreams.set(id, stream);
     stream.addEventListener('removetrack', () => {
@@ -558,6 +604,8 @@ function removeParticipant(id, reason) {
   const p = app.participants.get(id);
   app.participants.delete(id);
   app.remoteStreams.delete(id);
+  if (app.screenSharer === id) app.screenSharer = null;
+  if (app.activeSpeaker === id) app.activeSpeaker = null;
   if (p) {
     const name = displayName(p);
     announce(
@@ -584,6 +632,10 @@ function onServerError(msg) {
   // A refused chat message is said next to the chat; the server's own text is never shown
   // (its code is translated, see messages.js).
   if (chat && chat.refused(msg.code)) return;
+  if (msg.code === 'screen_share_busy') {
+    onScreenShareRefused();
+    return;
+  }
   showError(serverErrorMessage(msg.code));
 }
 
@@ -613,6 +665,18 @@ function renderTiles() {
   }
   list.dataset.count = String(ids.size);
   $('alone').hidden = ids.size > 0;
+  // The stage: a shared screen first, else the active speaker, else (1:1) the other person.
+  const stage =
+    (app.screenSharer && ids.has(app.screenSharer) && app.screenSharer) ||
+    (app.activeSpeaker && ids.has(app.activeSpeaker) && app.activeSpeaker) ||
+    [...ids][0] ||
+    null;
+  for (const li of list.children) {
+    li.classList.toggle('on-stage', li.dataset.participant === stage);
+    li.dataset.screen = String(li.dataset.participant === app.screenSharer);
+  }
+  const sharing = app.screenSharer !== null;
+  $('screen-indicator').hidden = !sharing;
 }
 
 function createTile(id) {
@@ -630,7 +694,8 @@ function createTile(id) {
   const mic = badge('mic-muted', 'Microphone muted');
   const cam = badge('cam-off', 'Camera off');
   const rec = badge('reconnecting', 'Reconnecting…');
-  caption.append(name, mic, cam, rec);
+  const screen = badge('screen', CALL.screenShared);
+  caption.append(name, mic, cam, rec, screen);
   figure.append(video, caption);
   li.append(figure);
   if (isPractitioner()) {
@@ -639,6 +704,7 @@ function createTile(id) {
     remove.className = 'remove';
     remove.textContent = 'Remove';
     remove.addEventListener('click', () => {
+      if (!window.confirm(CALL.confirmRemove(displayName(app.participants.get(id))))) return;
       remove.disabled = true;
       send({ type: 'remove', participant: id });
     });
@@ -673,6 +739,7 @@ function updateTile(li, p, stream) {
   li.querySelector('.mic-muted').hidden = !audioMuted;
   li.querySelector('.cam-off').hidden = !videoMuted;
   li.querySelector('.reconnecting').hidden = !reconnecting;
+  li.querySelector('.badge.screen').hidden = !(p && app.screenSharer === p.id);
   li.dataset.audioMuted = String(audioMuted);
   li.dataset.videoMuted = String(videoMuted);
   const remove = li.querySelector('button.remove');
@@ -721,19 +788,170 @@ function renderWaitingList() {
 function toggleMicrophone() {
   app.audioMuted = !app.audioMuted;
   if (app.localStream) for (const t of app.localStream.getAudioTracks()) t.enabled = !app.audioMuted;
-  $('toggle-mic').textContent = app.audioMuted ? 'Unmute microphone' : 'Mute microphone';
+  $('toggle-mic').setAttribute('aria-pressed', String(app.audioMuted));
   document.body.dataset.audioMuted = String(app.audioMuted);
   send({ type: 'mute', kind: 'audio', muted: app.audioMuted });
-  announce(app.audioMuted ? 'Your microphone is muted.' : 'Your microphone is on.');
+  announce(app.audioMuted ? CALL.micMuted : CALL.micOn);
 }
 
 function toggleCamera() {
   app.videoMuted = !app.videoMuted;
   if (app.localStream) for (const t of app.localStream.getVideoTracks()) t.enabled = !app.videoMuted;
-  $('toggle-camera').textContent = app.videoMuted ? 'Turn camera on' : 'Turn camera off';
+  $('toggle-camera').setAttribute('aria-pressed', String(app.videoMuted));
   document.body.dataset.videoMuted = String(app.videoMuted);
   send({ type: 'mute', kind: 'video', muted: app.videoMuted });
-  announce(app.videoMuted ? 'Your camera is off.' : 'Your camera is on.');
+  announce(app.videoMuted ? CALL.cameraOff : CALL.cameraOn);
+}
+
+// ---------------------------------------------------------------- devices, screen share, timer
+
+/** A new camera or microphone track (devices.js): in the local stream and in the call. */
+async function replaceLocalTrack(kind, track) {
+  if (!app.localStream) app.localStream = new MediaStream();
+  const stream = app.localStream;
+  const old = kind === 'video' ? stream.getVideoTracks()[0] : stream.getAudioTracks()[0];
+  track.enabled = kind === 'video' ? !app.videoMuted : !app.audioMuted;
+  stream.addTrack(track);
+  if (old) {
+    stream.removeTrack(old);
+    old.stop();
+  }
+  // While our screen is shared the camera waits; it is sent again when sharing stops.
+  if (app.session && !(kind === 'video' && app.screenTrack)) await app.session.replaceTrack(kind, track);
+  for (const v of [$('preview'), $('waiting-preview'), $('local')]) {
+    v.srcObject = null;
+    attachStream(v, stream);
+  }
+}
+
+async function toggleScreenShare() {
+  if (app.screenTrack) {
+    stopScreenShare({ tell: true });
+    return;
+  }
+  if (app.screenSharer && app.you && app.screenSharer !== app.you.id) {
+    showError(CALL.screenBusy);
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 10, max: 15 } }, audio: false });
+  } catch {
+    announce(CALL.screenFailed);
+    return;
+  }
+  const track = stream.getVideoTracks()[0];
+  if (!track || !app.session) {
+    for (const t of stream.getTracks()) t.stop();
+    announce(CALL.screenFailed);
+    return;
+  }
+  app.screenTrack = track;
+  // The browser's own "Stop sharing" ends the track: stop cleanly from there too.
+  track.addEventListener('ended', () => {
+    if (app.screenTrack === track) stopScreenShare({ tell: true });
+  });
+  try {
+    track.contentHint = 'detail';
+  } catch {
+    /* older browsers */
+  }
+  await app.session.replaceTrack('video', track);
+  send({ type: 'screen_share', active: true });
+  $('toggle-screen').setAttribute('aria-pressed', 'true');
+  announce(CALL.screenStarted);
+}
+
+/** Stop our screen share: the camera goes back into the call; tell the others if `tell`. */
+function stopScreenShare({ tell }) {
+  const track = app.screenTrack;
+  if (!track) return;
+  app.screenTrack = null;
+  track.stop();
+  const camera = app.localStream && app.localStream.getVideoTracks()[0];
+  if (app.session) app.session.replaceTrack('video', camera || null).catch(() => {});
+  if (tell) send({ type: 'screen_share', active: false });
+  $('toggle-screen').setAttribute('aria-pressed', 'false');
+  if (app.you && app.screenSharer === app.you.id) app.screenSharer = null;
+  renderTiles();
+  if (tell) announce(CALL.screenStopped);
+}
+
+function onScreenShare(participant, active) {
+  const mine = app.you && participant === app.you.id;
+  if (active) {
+    app.screenSharer = participant;
+    if (!mine) announce(CALL.screenOf(displayName(app.participants.get(participant))));
+  } else if (app.screenSharer === participant) {
+    app.screenSharer = null;
+    if (!mine) announce(CALL.screenEnded(displayName(app.participants.get(participant))));
+  }
+  renderTiles();
+}
+
+/** A refused share (someone else shares): put the camera back. */
+function onScreenShareRefused() {
+  stopScreenShare({ tell: false });
+  showError(CALL.screenBusy);
+}
+
+function formatElapsed(ms) {
+  const total = Math.max(0, Math.floor(ms / 1000));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const sec = String(total % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+}
+
+function startCallTimer() {
+  if (!app.callStartedAt) app.callStartedAt = Date.now();
+  const tick = () => {
+    const ms = Date.now() - app.callStartedAt;
+    $('call-timer').textContent = formatElapsed(ms);
+    $('call-timer').dateTime = `PT${Math.floor(ms / 1000)}S`;
+  };
+  tick();
+  clearInterval(app.timer);
+  app.timer = setInterval(tick, 1000);
+}
+
+/** Groups: the loudest remote participant (inbound audio levels) takes the stage. */
+function startSpeakerDetection() {
+  clearInterval(app.speakerTimer);
+  let candidate = null;
+  let streak = 0;
+  app.speakerTimer = setInterval(async () => {
+    const pc = app.session && app.session.pc;
+    if (!pc || app.participants.size < 2) return;
+    let loudest = null;
+    let level = 0.02;
+    try {
+      const report = await pc.getStats();
+      report.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio' && typeof s.audioLevel === 'number' && s.audioLevel > level) {
+          const owner = app.trackOwner.get(s.trackIdentifier);
+          if (owner) {
+            loudest = owner;
+            level = s.audioLevel;
+          }
+        }
+      });
+    } catch {
+      return;
+    }
+    if (!loudest || loudest === app.activeSpeaker) {
+      streak = 0;
+      return;
+    }
+    // Two samples in a row: a cough does not move the stage.
+    streak = loudest === candidate ? streak + 1 : 1;
+    candidate = loudest;
+    if (streak >= 2) {
+      app.activeSpeaker = loudest;
+      streak = 0;
+      renderTiles();
+    }
+  }, 500);
 }
 
 function leave() {
@@ -743,6 +961,7 @@ function leave() {
 }
 
 function endConsultation() {
+  if (!window.confirm(CALL.confirmEnd)) return;
   app.endRequested = true;
   $('end').disabled = true;
   announce('Ending the consultation…');
@@ -757,6 +976,8 @@ function isFinal(state) {
 
 function stopEverything() {
   clearInterval(app.pingTimer);
+  clearInterval(app.timer);
+  clearInterval(app.speakerTimer);
   clearTimeout(app.reconnectTimer);
   $('reconnecting').hidden = true;
   teardownMedia();

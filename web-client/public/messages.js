@@ -192,3 +192,40 @@ export const SERVER_ERRORS = {
 export function serverErrorMessage(code) {
   return SERVER_ERRORS[code] || SERVER_ERRORS.other;
 }
+
+// ---------------------------------------------------------------- devices
+
+export const DEVICES = {
+  unnamed: {
+    videoinput: (n) => `Camera ${n}`,
+    audioinput: (n) => `Microphone ${n}`,
+    audiooutput: (n) => `Speaker ${n}`,
+  },
+  none: 'No camera or microphone was found. Plug one in, or allow this page to use them in your browser settings, then choose it here.',
+  cameraChanged: 'Camera changed.',
+  microphoneChanged: 'Microphone changed.',
+  speakerChanged: 'Speaker changed.',
+  testSound: 'Playing a test sound.',
+  failed: (name) =>
+    name === 'NotAllowedError' || name === 'SecurityError'
+      ? 'Your browser did not allow this device. Allow the camera and microphone for this site in your browser settings, then try again.'
+      : name === 'NotReadableError'
+        ? 'This device is in use by another application. Close that application and try again.'
+        : 'This device could not be started. Please choose another one.',
+};
+
+export const CALL = {
+  micOn: 'Your microphone is on.',
+  micMuted: 'Your microphone is muted.',
+  cameraOn: 'Your camera is on.',
+  cameraOff: 'Your camera is off.',
+  screenStarted: 'You are sharing your screen.',
+  screenStopped: 'You stopped sharing your screen.',
+  screenBusy: 'Someone else is sharing their screen. Ask them to stop first.',
+  screenFailed: 'Your screen could not be shared.',
+  screenOf: (name) => `${name} is sharing their screen.`,
+  screenEnded: (name) => `${name} stopped sharing their screen.`,
+  screenShared: 'Screen shared',
+  confirmEnd: 'End the consultation for everyone?',
+  confirmRemove: (name) => `Remove ${name} from the consultation?`,
+};

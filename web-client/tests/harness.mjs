@@ -212,6 +212,8 @@ export class Participant {
     this.console = [];
     page.on('console', (msg) => this.console.push(`[${msg.type()}] ${msg.text()}`));
     page.on('pageerror', (err) => this.console.push(`[pageerror] ${err.message}`));
+    // "Remove …?" and "End the consultation for everyone?" are confirmed.
+    page.on('dialog', (d) => d.accept());
   }
 
   joinButton() {
