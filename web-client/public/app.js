@@ -129,6 +129,10 @@ window.teleconsult = {
   get screenSharer() {
     return app.screenSharer;
   },
+  /** Our screen track while we share (tests end it as the browser's "Stop sharing" does). */
+  get screenTrack() {
+    return app.screenTrack;
+  },
   /** The participant id of the tile on the stage, if any. */
   get onStage() {
     const li = document.querySelector('#tiles > li.on-stage');
@@ -812,12 +816,14 @@ async function replaceLocalTrack(kind, track) {
   const old = kind === 'video' ? stream.getVideoTracks()[0] : stream.getAudioTracks()[0];
   track.enabled = kind === 'video' ? !app.videoMuted : !app.audioMuted;
   stream.addTrack(track);
+  // While our screen is shared the camera waits; it is sent again when sharing stops. The
+  // sender takes the new track before the old one stops (an ended track can leave Chromium's
+  // encoder without frames even after replaceTrack).
+  if (app.session && !(kind === 'video' && app.screenTrack)) await app.session.replaceTrack(kind, track);
   if (old) {
     stream.removeTrack(old);
     old.stop();
   }
-  // While our screen is shared the camera waits; it is sent again when sharing stops.
-  if (app.session && !(kind === 'video' && app.screenTrack)) await app.session.replaceTrack(kind, track);
   for (const v of [$('preview'), $('waiting-preview'), $('local')]) {
     v.srcObject = null;
     attachStream(v, stream);

@@ -90,6 +90,8 @@ export function createDevices({ getStream, replace, sinks, say }) {
     const video = kind === 'videoinput';
     try {
       const constraints = mediaConstraints(video ? { camera: deviceId, facingMode: extra.facingMode } : { microphone: deviceId });
+      // A device picked by hand is required, not merely preferred.
+      if (deviceId) (video ? constraints.video : constraints.audio).deviceId = { exact: deviceId };
       const stream = await navigator.mediaDevices.getUserMedia(video ? { video: constraints.video } : { audio: constraints.audio });
       const track = video ? stream.getVideoTracks()[0] : stream.getAudioTracks()[0];
       await replace(video ? 'video' : 'audio', track);

@@ -21,7 +21,11 @@ export const RESULTS_DIR = path.join(REPO_ROOT, 'web-client', 'test-results');
 
 export const CHROMIUM_ARGS = [
   '--use-fake-ui-for-media-stream',
-  '--use-fake-device-for-media-stream',
+  // Three fake cameras (Chromium's second is a Y16 depth camera that WebRTC cannot encode; the
+  // third, MJPEG, is a camera like any other), so a device switch can be tested.
+  '--use-fake-device-for-media-stream=device-count=3',
+  // getDisplayMedia picks the (fake) screen without a dialog.
+  '--auto-select-desktop-capture-source=Entire screen',
   '--no-sandbox',
   '--disable-gpu',
   '--disable-quic',
@@ -233,13 +237,13 @@ export class Participant {
 /**
  * Mint a token and open the join page in a fresh context; waits for the pre-join screen.
  */
-export async function openParticipant(browser, server, { consultation, identity, role }) {
+export async function openParticipant(browser, server, { consultation, identity, role, viewport, locale }) {
   const token = await server.mintToken({ consultation, identity, role });
-  return openLink(browser, server.joinUrl(token), { identity, role, token });
+  return openLink(browser, server.joinUrl(token), { identity, role, token, viewport, locale });
 }
 
-export async function openLink(browser, url, { identity = '', role = '', token = '' } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
+export async function openLink(browser, url, { identity = '', role = '', token = '', viewport = { width: 1024, height: 768 }, locale } = {}) {
+  const context = await browser.newContext({ viewport, ...(locale ? { locale } : {}) });
   const origin = new URL(url).origin;
   await context.grantPermissions(['camera', 'microphone'], { origin });
   const page = await context.newPage();
@@ -280,6 +284,8 @@ export function inboundStats(page) {
           trackIdentifier: s.trackIdentifier ?? null,
           packetsReceived: s.packetsReceived ?? 0,
           framesDecoded: s.framesDecoded ?? 0,
+          frameWidth: s.frameWidth ?? 0,
+          frameHeight: s.frameHeight ?? 0,
         });
       }
     });
