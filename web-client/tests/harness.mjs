@@ -237,13 +237,18 @@ export class Participant {
 /**
  * Mint a token and open the join page in a fresh context; waits for the pre-join screen.
  */
-export async function openParticipant(browser, server, { consultation, identity, role, viewport, locale }) {
+export async function openParticipant(browser, server, { consultation, identity, role, viewport, locale, bypassCSP }) {
   const token = await server.mintToken({ consultation, identity, role });
-  return openLink(browser, server.joinUrl(token), { identity, role, token, viewport, locale });
+  return openLink(browser, server.joinUrl(token), { identity, role, token, viewport, locale, bypassCSP });
 }
 
-export async function openLink(browser, url, { identity = '', role = '', token = '', viewport = { width: 1024, height: 768 }, locale } = {}) {
-  const context = await browser.newContext({ viewport, ...(locale ? { locale } : {}) });
+export async function openLink(
+  browser,
+  url,
+  { identity = '', role = '', token = '', viewport = { width: 1024, height: 768 }, locale, bypassCSP = false } = {},
+) {
+  // `bypassCSP`: only for the accessibility audit, which injects axe-core into the page.
+  const context = await browser.newContext({ viewport, bypassCSP, ...(locale ? { locale } : {}) });
   const origin = new URL(url).origin;
   await context.grantPermissions(['camera', 'microphone'], { origin });
   const page = await context.newPage();
@@ -417,8 +422,11 @@ export const DEMO_PASSWORD = 'demo-practitioner-password';
  * loaded workspace. Returns a participant-like object (pushed to `participants` so failures
  * save its screenshot and console). Dialogs (confirmations) are accepted.
  */
-export async function signInPractitioner({ server, browser, participants }, { viewport = { width: 1280, height: 800 }, locale } = {}) {
-  const context = await browser.newContext({ viewport, ...(locale ? { locale } : {}) });
+export async function signInPractitioner(
+  { server, browser, participants },
+  { viewport = { width: 1280, height: 800 }, locale, bypassCSP = false } = {},
+) {
+  const context = await browser.newContext({ viewport, bypassCSP, ...(locale ? { locale } : {}) });
   await context.grantPermissions(['camera', 'microphone'], { origin: server.base });
   const page = await context.newPage();
   const doctor = { context, page, label: 'practitioner', token: '', console: [] };
@@ -456,4 +464,22 @@ export async function createConsultation(doctor, server, { patient, guests = [] 
   }
   const id = await page.locator('li.ws-item').filter({ hasText: patient }).first().getAttribute('data-consultation');
   return { id, links, token: (label) => links[label].split('#token=')[1] };
+}
+
+/** axe-core's audit of the page as it is now: the violations of impact `serious` or `critical`. */
+export async function seriousA11yViolations(page) {
+  await page.addScriptTag({ path: path.join(REPO_ROOT, 'web-client', 'node_modules', 'axe-core', 'axe.min.js') });
+  const result = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    // The audit ran (rules passed too), or an empty list would prove nothing.
+    if (r.testEngine.name !== 'axe-core' || r.passes.length < 5) throw new Error(`axe did not run: ${r.passes.length} rules passed`);
+    return r.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 5),
+    }));
+  });
+  return result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
 }
