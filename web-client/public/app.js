@@ -14,6 +14,7 @@ import { MediaSession } from './media-session.js';
 import { createDocuments } from './documents.js';
 import { createChat, createNotices } from './chat.js';
 import { createDevices, mediaConstraints } from './devices.js';
+import { t, onLanguageChange, locale } from './i18n.js';
 import {
   ROLE_LABEL,
   END_SCREENS,
@@ -166,7 +167,7 @@ function clearError() {
 }
 
 function displayName(p) {
-  return (p && p.display_name) || 'Participant';
+  return (p && p.display_name) || t('join.participant');
 }
 
 function attachStream(video, stream) {
@@ -229,7 +230,7 @@ async function start() {
       : createNotices({ list: $('notice-list'), region: $('notices'), send });
   const { identity, role } = app.claims;
   // An invitation carries no name: the label the practitioner chose arrives with `joined`.
-  $('whoami').textContent = identity ? `${identity} · ${ROLE_LABEL[role]}` : ROLE_LABEL[role];
+  $('whoami').textContent = identity ? t('join.whoami', { name: identity, role: ROLE_LABEL[role] }) : ROLE_LABEL[role];
   if (role === 'practitioner') {
     // The billing page opens in a new tab with the token in its fragment (never sent to the
     // server; billing.js removes it from the address bar at once); with a login session it
@@ -241,10 +242,18 @@ async function start() {
       window.open(url, '_blank', 'noopener');
     });
   }
-  $('prejoin-name').textContent = identity || 'the person invited';
-  $('prejoin-role').textContent = ROLE_LABEL[role];
+  const sayWhoJoins = () => {
+    $('prejoin-as').textContent = t('join.joiningAs', { name: identity || t('join.invitedPerson'), role: ROLE_LABEL[role] });
+  };
+  sayWhoJoins();
+  onLanguageChange(() => {
+    sayWhoJoins();
+    renderWhoami();
+    renderTiles();
+    renderWaitingList();
+  });
   if (isExpired(app.claims)) {
-    $('media-note').textContent = 'This link seems to have expired; you can still try to join.';
+    $('media-note').textContent = t('join.expired');
   }
   $('join').addEventListener('click', onJoinClick);
   $('waiting-leave').addEventListener('click', leave);
@@ -297,7 +306,7 @@ async function startPreview() {
 function onJoinClick() {
   clearError();
   $('join').disabled = true;
-  announce('Joining…');
+  announce(t('join.joining'));
   setState('joining');
   connect();
 }
@@ -392,7 +401,7 @@ function scheduleReconnect() {
     return;
   }
   $('reconnecting').hidden = false;
-  announce('Reconnecting…');
+  announce(t('join.reconnecting'));
   const exp = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** app.reconnectAttempt);
   const delay = exp / 2 + Math.random() * (exp / 2);
   app.reconnectAttempt += 1;
@@ -417,7 +426,7 @@ function handleMessage(msg) {
     case 'participant_joined':
       if (msg.participant && (!app.you || msg.participant.id !== app.you.id)) {
         app.participants.set(msg.participant.id, msg.participant);
-        announce(`${displayName(msg.participant)} joined.`);
+        announce(t('join.joined', { name: displayName(msg.participant) }));
         renderTiles();
       }
       break;
@@ -428,8 +437,8 @@ function handleMessage(msg) {
         removeParticipant(msg.participant, 'left');
       } else {
         p.state = msg.state;
-        if (msg.state === 'reconnecting') announce(`${displayName(p)} is reconnecting…`);
-        else if (msg.state === 'admitted') announce(`${displayName(p)} is back.`);
+        if (msg.state === 'reconnecting') announce(t('join.isReconnecting', { name: displayName(p) }));
+        else if (msg.state === 'admitted') announce(t('join.isBack', { name: displayName(p) }));
         renderTiles();
       }
       break;
@@ -500,9 +509,7 @@ function handleMessage(msg) {
 function onJoined(msg) {
   app.you = msg.you;
   if (typeof msg.seat_secret === 'string') keepSeat(token, msg.seat_secret);
-  if (msg.you && msg.you.display_name) {
-    $('whoami').textContent = `${msg.you.display_name} · ${ROLE_LABEL[msg.you.role] || ''}`;
-  }
+  renderWhoami();
   if (Array.isArray(msg.ice_servers)) app.iceServers = msg.ice_servers;
   $('reconnecting').hidden = true;
   clearTimeout(app.reconnectTimer);
@@ -518,10 +525,16 @@ function onJoined(msg) {
     setState('waiting');
     showScreen('waiting');
     attachStream($('waiting-preview'), app.localStream);
-    announce(wasReconnecting ? 'Reconnected. Waiting for your practitioner.' : 'Waiting for your practitioner.');
+    announce(wasReconnecting ? t('join.reconnectedWaiting') : t('join.waitingStatus'));
   } else {
     enterCall();
-    if (wasReconnecting) announce('Reconnected.');
+    if (wasReconnecting) announce(t('join.reconnected'));
+  }
+}
+
+function renderWhoami() {
+  if (app.you && app.you.display_name) {
+    $('whoami').textContent = t('join.whoami', { name: app.you.display_name, role: ROLE_LABEL[app.you.role] || '' });
   }
 }
 
@@ -541,7 +554,7 @@ function enterCall() {
   startSpeakerDetection();
   attachStream($('local'), app.localStream);
   if (first) {
-    announce('You are in the consultation.');
+    announce(t('join.inCall'));
     $('toggle-mic').focus();
   }
   // One peer connection per (re)connection, made before the server's first offer arrives.
@@ -564,7 +577,7 @@ function ensureSession() {
       onTrack: onRemoteTrack,
       onConnectionState: (state) => {
         document.body.dataset.media = state;
-        if (state === 'failed') announce('The media connection failed; trying again…');
+        if (state === 'failed') announce(t('join.mediaFailedRetry'));
       },
       onError: (err) => {
         // Never includes the token; SDP errors are reported by the server too.
@@ -614,10 +627,10 @@ function removeParticipant(id, reason) {
     const name = displayName(p);
     announce(
       reason === 'removed'
-        ? `${name} was removed.`
+        ? t('join.wasRemoved', { name })
         : reason === 'timeout'
-          ? `${name} lost their connection.`
-          : `${name} left.`,
+          ? t('join.lostConnection', { name })
+          : t('join.left', { name }),
     );
   }
   renderTiles();
@@ -627,8 +640,8 @@ function onWaitingList(list) {
   const before = new Set(app.waiting.map((p) => p.id));
   app.waiting = list;
   const arrived = list.filter((p) => !before.has(p.id));
-  if (arrived.length === 1) announce(`${displayName(arrived[0])} is in the waiting room.`);
-  else if (arrived.length > 1) announce(`${arrived.length} people are in the waiting room.`);
+  if (arrived.length === 1) announce(t('join.inWaitingRoom', { name: displayName(arrived[0]) }));
+  else if (arrived.length > 1) announce(t('join.manyInWaitingRoom', { count: arrived.length }));
   renderWaitingList();
 }
 
@@ -695,10 +708,10 @@ function createTile(id) {
   const caption = document.createElement('figcaption');
   const name = document.createElement('span');
   name.className = 'name';
-  const mic = badge('mic-muted', 'Microphone muted');
-  const cam = badge('cam-off', 'Camera off');
-  const rec = badge('reconnecting', 'Reconnecting…');
-  const screen = badge('screen', CALL.screenShared);
+  const mic = badge('mic-muted', 'join.micMutedBadge');
+  const cam = badge('cam-off', 'join.cameraOffBadge');
+  const rec = badge('reconnecting', 'join.reconnectingBadge');
+  const screen = badge('screen', 'join.screenShared');
   caption.append(name, mic, cam, rec, screen);
   figure.append(video, caption);
   li.append(figure);
@@ -706,7 +719,8 @@ function createTile(id) {
     const remove = document.createElement('button');
     remove.type = 'button';
     remove.className = 'remove';
-    remove.textContent = 'Remove';
+    remove.dataset.i18n = 'join.remove';
+    remove.textContent = t('join.remove');
     remove.addEventListener('click', () => {
       if (!window.confirm(CALL.confirmRemove(displayName(app.participants.get(id))))) return;
       remove.disabled = true;
@@ -717,10 +731,11 @@ function createTile(id) {
   return li;
 }
 
-function badge(cls, text) {
+function badge(cls, key) {
   const span = document.createElement('span');
   span.className = `badge ${cls}`;
-  span.textContent = text;
+  span.dataset.i18n = key;
+  span.textContent = t(key);
   span.hidden = true;
   return span;
 }
@@ -731,15 +746,16 @@ function updateTile(li, p, stream) {
   const audioMuted = !!(p && p.audio_muted);
   const videoMuted = !!(p && p.video_muted);
   const reconnecting = !!(p && p.state === 'reconnecting');
-  const parts = [role ? `${name} (${role})` : name];
-  if (audioMuted) parts.push('microphone muted');
-  if (videoMuted) parts.push('camera off');
-  if (reconnecting) parts.push('reconnecting');
-  if (!stream) parts.push('no video yet');
+  // An accessible name: the person, then their state (a list, joined by the locale's rules).
+  const parts = [role ? t('join.tileLabel', { name, role }) : name];
+  if (audioMuted) parts.push(t('join.tileMicMuted'));
+  if (videoMuted) parts.push(t('join.tileCameraOff'));
+  if (reconnecting) parts.push(t('join.tileReconnecting'));
+  if (!stream) parts.push(t('join.tileNoVideo'));
 
   const figure = li.querySelector('figure');
-  figure.setAttribute('aria-label', parts.join(', '));
-  li.querySelector('.name').textContent = role ? `${name} · ${role}` : name;
+  figure.setAttribute('aria-label', new Intl.ListFormat(locale(), { type: 'unit', style: 'short' }).format(parts));
+  li.querySelector('.name').textContent = role ? t('join.tileName', { name, role }) : name;
   li.querySelector('.mic-muted').hidden = !audioMuted;
   li.querySelector('.cam-off').hidden = !videoMuted;
   li.querySelector('.reconnecting').hidden = !reconnecting;
@@ -747,7 +763,7 @@ function updateTile(li, p, stream) {
   li.dataset.audioMuted = String(audioMuted);
   li.dataset.videoMuted = String(videoMuted);
   const remove = li.querySelector('button.remove');
-  if (remove) remove.setAttribute('aria-label', `Remove ${name}`);
+  if (remove) remove.setAttribute('aria-label', t('join.removeName', { name }));
   attachStream(li.querySelector('video'), stream);
 }
 
@@ -757,22 +773,22 @@ function renderWaitingList() {
   ul.replaceChildren();
   for (const p of app.waiting) {
     // A second device for a seat that is live elsewhere: admitting it disconnects the first.
-    const name = p.second_device ? `second device for ${displayName(p)}` : displayName(p);
+    const name = p.second_device ? t('join.secondDevice', { name: displayName(p) }) : displayName(p);
     const li = document.createElement('li');
     li.dataset.participant = p.id;
     if (p.second_device) li.dataset.secondDevice = 'true';
     const label = document.createElement('span');
     label.className = 'name';
-    label.textContent = ROLE_LABEL[p.role] ? `${name} · ${ROLE_LABEL[p.role]}` : name;
+    label.textContent = ROLE_LABEL[p.role] ? t('join.tileName', { name, role: ROLE_LABEL[p.role] }) : name;
     const admit = document.createElement('button');
     admit.type = 'button';
     admit.className = 'primary';
-    admit.textContent = 'Admit';
-    admit.setAttribute('aria-label', `Admit ${name}`);
+    admit.textContent = t('join.admit');
+    admit.setAttribute('aria-label', t('join.admitName', { name }));
     const reject = document.createElement('button');
     reject.type = 'button';
-    reject.textContent = 'Reject';
-    reject.setAttribute('aria-label', `Reject ${name}`);
+    reject.textContent = t('join.reject');
+    reject.setAttribute('aria-label', t('join.rejectName', { name }));
     admit.addEventListener('click', () => {
       admit.disabled = reject.disabled = true;
       send({ type: 'admit', participant: p.id });
@@ -970,7 +986,7 @@ function endConsultation() {
   if (!window.confirm(CALL.confirmEnd)) return;
   app.endRequested = true;
   $('end').disabled = true;
-  announce('Ending the consultation…');
+  announce(t('join.ending'));
   send({ type: 'end_consultation' });
 }
 
@@ -1015,7 +1031,7 @@ function fail(message) {
   setState('error');
   stopEverything();
   showError(message);
-  $('end-heading').textContent = 'We could not connect you';
+  $('end-heading').textContent = t('join.couldNotConnect');
   $('end-message').textContent = '';
   showScreen('end');
 }

@@ -3,17 +3,11 @@
 // stay plain text (never turned into anchors, never followed).
 
 import { CHAT, ROLE_LABEL } from './messages.js';
+import { formatTime, t } from './i18n.js';
 
 /** "14:05" in the page's language. */
 function timeOf(ms) {
-  try {
-    return new Intl.DateTimeFormat(document.documentElement.lang || undefined, {
-      hour: '2-digit',
-      minute: '2-digit',
-    }).format(new Date(ms));
-  } catch {
-    return '';
-  }
+  return formatTime(ms);
 }
 
 function entry(m, you) {
@@ -28,7 +22,7 @@ function entry(m, you) {
   const who = document.createElement('span');
   who.className = 'chat-who';
   const role = ROLE_LABEL[m.role];
-  who.textContent = mine ? CHAT.you : role ? `${m.display_name} · ${role}` : m.display_name;
+  who.textContent = mine ? CHAT.you : role ? t('join.tileName', { name: m.display_name, role }) : m.display_name;
   const at = document.createElement('time');
   at.dateTime = new Date(m.at).toISOString();
   at.textContent = timeOf(m.at);
