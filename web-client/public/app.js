@@ -14,6 +14,7 @@ import { MediaSession } from './media-session.js';
 import { createDocuments } from './documents.js';
 import { createChat, createNotices } from './chat.js';
 import { createDevices, mediaConstraints } from './devices.js';
+import { createPrecall } from './precall.js';
 import { t, onLanguageChange, locale } from './i18n.js';
 import {
   ROLE_LABEL,
@@ -68,6 +69,10 @@ let chat = null;
 let notices = null;
 /** The camera, microphone and speaker pickers (devices.js). */
 let devices = null;
+/** The waiting room's pre-call check (precall.js). */
+let precall = null;
+/** Resolvers of the pings the pre-call check sent, oldest first (each `pong` answers one). */
+const pongWaiters = [];
 
 /** Everything the page knows. `state` is one of:
  * loading, prejoin, joining, waiting, in_call, reconnecting, ended, left, removed, rejected, error */
@@ -224,6 +229,11 @@ async function start() {
     say: announce,
   });
   devices.placeIn($('devices-home-prejoin'));
+  precall = createPrecall({
+    getStream: () => app.localStream,
+    ping: measurePing,
+    playTestSound: () => devices.playTestSound(),
+  });
   notices =
     app.claims.role === 'practitioner'
       ? createNotices({ form: $('notice-form'), status: $('notice-status'), send })
@@ -345,7 +355,11 @@ function connect() {
       }),
     );
     clearInterval(app.pingTimer);
-    app.pingTimer = setInterval(() => send({ type: 'ping' }), PING_INTERVAL_MS);
+    // Pongs answer pings in order: a keep-alive holds its place in the queue (no waiter).
+    pongWaiters.length = 0;
+    app.pingTimer = setInterval(() => {
+      if (send({ type: 'ping' })) pongWaiters.push(null);
+    }, PING_INTERVAL_MS);
   });
   ws.addEventListener('message', (ev) => {
     if (app.ws !== ws || typeof ev.data !== 'string') return;
@@ -498,8 +512,11 @@ function handleMessage(msg) {
     case 'error':
       onServerError(msg);
       break;
-    case 'pong':
+    case 'pong': {
+      const w = pongWaiters.shift();
+      if (w) w();
       break;
+    }
     default:
       // Unknown message types are ignored (forward compatibility).
       break;
@@ -525,6 +542,7 @@ function onJoined(msg) {
     setState('waiting');
     showScreen('waiting');
     attachStream($('waiting-preview'), app.localStream);
+    precall.startMeter();
     announce(wasReconnecting ? t('join.reconnectedWaiting') : t('join.waitingStatus'));
   } else {
     enterCall();
@@ -545,7 +563,25 @@ function setParticipants(list) {
   }
 }
 
+/** One signalling round trip (ping → pong), in milliseconds. */
+function measurePing() {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const timeout = setTimeout(() => reject(new Error('no pong')), 5_000);
+    pongWaiters.push(() => {
+      clearTimeout(timeout);
+      resolve(performance.now() - started);
+    });
+    if (!send({ type: 'ping' })) {
+      clearTimeout(timeout);
+      pongWaiters.pop();
+      reject(new Error('not connected'));
+    }
+  });
+}
+
 function enterCall() {
+  if (precall) precall.stopMeter();
   const first = app.state !== 'in_call';
   setState('in_call');
   showScreen('call');
@@ -997,6 +1033,7 @@ function isFinal(state) {
 }
 
 function stopEverything() {
+  if (precall) precall.stopMeter();
   clearInterval(app.pingTimer);
   clearInterval(app.timer);
   clearInterval(app.speakerTimer);

@@ -189,6 +189,16 @@ export default {
     delete: 'Löschen',
     deleteName: '{name} löschen',
   },
+  precall: {
+    heading: 'Prüfen Sie Kamera, Mikrofon und Verbindung',
+    micLevel: 'Mikrofonpegel',
+    run: 'Meine Verbindung testen',
+    testing: 'Ihre Verbindung wird getestet…',
+    video: 'Ihre Verbindung reicht für Video (Umlaufzeit {rtt} ms).',
+    video_slow: 'Video sollte funktionieren, aber Ihre Verbindung ist langsam (Umlaufzeit {rtt} ms). Schließen Sie nach Möglichkeit andere Programme, die das Internet nutzen.',
+    audio: 'Ihre Verbindung ist langsam (Umlaufzeit {rtt} ms): Nur Audio wird empfohlen. Schalten Sie im Gespräch die Kamera aus, wenn das Bild einfriert.',
+    offline: 'Der Verbindungstest konnte den Server nicht erreichen. Bitte prüfen Sie Ihre Internetverbindung.',
+  },
   login: {
     title: 'Anmelden · Teleconsult',
     heading: 'Anmelden',

@@ -190,6 +190,16 @@ export default {
     delete: 'Delete',
     deleteName: 'Delete {name}',
   },
+  precall: {
+    heading: 'Check your camera, microphone and connection',
+    micLevel: 'Microphone level',
+    run: 'Test my connection',
+    testing: 'Testing your connection…',
+    video: 'Your connection is good for video (round trip {rtt} ms).',
+    video_slow: 'Video should work, but your connection is slow (round trip {rtt} ms). Close other programs that use the internet if you can.',
+    audio: 'Your connection is slow (round trip {rtt} ms): audio only is recommended. Turn your camera off in the call if the picture freezes.',
+    offline: 'The connection test could not reach the server. Please check your internet connection.',
+  },
   login: {
     title: 'Sign in · Teleconsult',
     heading: 'Sign in',

@@ -189,6 +189,16 @@ export default {
     delete: 'Supprimer',
     deleteName: 'Supprimer {name}',
   },
+  precall: {
+    heading: 'Vérifiez votre caméra, votre micro et votre connexion',
+    micLevel: 'Niveau du micro',
+    run: 'Tester ma connexion',
+    testing: 'Test de votre connexion…',
+    video: 'Votre connexion convient à la vidéo (aller-retour {rtt} ms).',
+    video_slow: 'La vidéo devrait fonctionner, mais votre connexion est lente (aller-retour {rtt} ms). Fermez si possible les autres programmes qui utilisent Internet.',
+    audio: 'Votre connexion est lente (aller-retour {rtt} ms) : l’audio seul est recommandé. Éteignez votre caméra pendant l’appel si l’image se fige.',
+    offline: 'Le test de connexion n’a pas pu joindre le serveur. Vérifiez votre connexion Internet.',
+  },
   login: {
     title: 'Connexion · Teleconsult',
     heading: 'Connexion',
