@@ -12,6 +12,14 @@ pub struct ConsultationConfig {
     pub invitation_before_secs: u64,
     /// ... until this long after it (unscheduled: this long after they are issued).
     pub invitation_after_secs: u64,
+    /// Longest chat message or notice, in characters.
+    pub chat_max_chars: usize,
+    /// Chat messages a participant may send in a burst ...
+    pub chat_burst: u32,
+    /// ... then one more per this many milliseconds.
+    pub chat_refill_ms: u64,
+    /// Chat messages kept in memory for a live call (sent to whoever is admitted later).
+    pub chat_history: usize,
 }
 
 impl Default for ConsultationConfig {
@@ -21,6 +29,10 @@ impl Default for ConsultationConfig {
             reconnect_grace_secs: 60,
             invitation_before_secs: 15 * 60,
             invitation_after_secs: 4 * 3600,
+            chat_max_chars: 2000,
+            chat_burst: 5,
+            chat_refill_ms: 2000,
+            chat_history: 500,
         }
     }
 }

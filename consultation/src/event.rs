@@ -1,6 +1,7 @@
 //! What the consultation tells one participant's connection: domain events, never wire messages.
 //! The signalling crate maps each to a protocol message or a close code, in one place.
 
+use crate::chat::ChatMessage;
 use crate::ids::{ConsultationId, ParticipantId, TrackId};
 use crate::invitation::SeatSecret;
 use crate::model::{
@@ -55,6 +56,24 @@ pub enum ConsultationEvent {
     },
     DocumentDeleted {
         document: DocumentInfo,
+    },
+    /// `participant` started or stopped sharing their screen (in-call participants only).
+    ScreenShare {
+        participant: ParticipantId,
+        active: bool,
+    },
+    /// A chat message in the call (in-call participants only).
+    Chat {
+        message: ChatMessage,
+    },
+    /// A practitioner's notice to the waiting room.
+    Notice {
+        message: ChatMessage,
+    },
+    /// The chat so far (on entering the call), or the notices so far (on entering the waiting
+    /// room).
+    ChatHistory {
+        messages: Vec<ChatMessage>,
     },
     /// The practitioner refused you (followed by [`Disconnect::Rejected`]).
     Rejected,

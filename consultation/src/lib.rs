@@ -17,6 +17,7 @@
 //! Data flows one way: the edge (signalling, HTTP) authenticates and parses, this crate decides
 //! and emits events; it never reaches back up.
 
+pub mod chat;
 pub mod config;
 pub mod event;
 pub mod ids;
@@ -26,6 +27,7 @@ pub mod rules;
 pub mod service;
 pub mod token;
 
+pub use chat::{ChatError, ChatKind, ChatLimits, ChatMessage, ChatRecorder};
 pub use config::ConsultationConfig;
 pub use event::{ConsultationEvent, Disconnect, MediaFailure, Outbound, Outbox};
 pub use ids::{ConsultationId, ParticipantId, TrackId};

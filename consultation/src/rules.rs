@@ -6,12 +6,16 @@
 //! Events go straight into each participant's [`Outbox`] (an unbounded channel: sending never
 //! blocks nor fails the caller), in the order the rules produce them.
 
+use crate::chat::{
+    ChatError, ChatKind, ChatLimits, ChatMessage, RateLimiter, clean_text, new_message_id,
+};
 use crate::event::{ConsultationEvent, Disconnect, MediaFailure, Outbound, Outbox};
 use crate::ids::{ConsultationId, ParticipantId, TrackId};
 use crate::invitation::{Label, SeatKey, SeatSecret, secret_hash};
 use crate::model::{
     LeftReason, MediaKind, ParticipantInfo, ParticipantState, Presence, Role, TrackInfo,
 };
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Why a join was refused.
@@ -39,6 +43,8 @@ pub enum ActionError {
     NotAdmitted,
     #[error("you cannot remove yourself; use leave")]
     SelfRemoval,
+    #[error("someone else is sharing their screen")]
+    ScreenShareBusy,
 }
 
 /// A successful join.
@@ -87,6 +93,8 @@ pub enum Effect {
     },
     /// Call [`Consultation::expire`] at this instant (a reconnect grace ends).
     WakeAt(Instant),
+    /// Record a chat message or notice at rest.
+    RecordChat(ChatMessage),
 }
 
 /// The limits a consultation runs under.
@@ -94,6 +102,7 @@ pub enum Effect {
 pub struct Limits {
     pub max_participants: usize,
     pub reconnect_grace: Duration,
+    pub chat: ChatLimits,
 }
 
 struct Participant {
@@ -118,6 +127,8 @@ struct Participant {
     generation: u64,
     outbox: Option<Outbox>,
     tracks: Vec<TrackInfo>,
+    /// Chat messages and notices this participant may still send.
+    chat_rate: RateLimiter,
 }
 
 impl Participant {
@@ -170,6 +181,11 @@ pub struct Consultation {
     /// Seats whose holder was removed: refused from then on.
     banned: Vec<SeatKey>,
     ended: bool,
+    /// The chat and notices of this live call, oldest first (at most `limits.chat.history`).
+    chat: VecDeque<ChatMessage>,
+    next_chat_seq: u64,
+    /// Who shares their screen (one at a time), if anyone.
+    screen_sharer: Option<ParticipantId>,
 }
 
 impl Consultation {
@@ -180,6 +196,9 @@ impl Consultation {
             participants: Vec::new(),
             banned: Vec::new(),
             ended: false,
+            chat: VecDeque::new(),
+            next_chat_seq: 1,
+            screen_sharer: None,
         }
     }
 
@@ -288,6 +307,121 @@ impl Consultation {
         }
     }
 
+    /// The participant sharing their screen, while they are in the call.
+    fn screen_sharer(&self) -> Option<&Participant> {
+        let id = self.screen_sharer.as_ref()?;
+        self.get(id.as_str()).filter(|p| p.in_call())
+    }
+
+    /// Tell `to` who shares their screen now, if anyone (but themselves).
+    fn send_screen_share(&self, to: &Participant) {
+        if let Some(s) = self.screen_sharer().filter(|s| s.id != to.id) {
+            to.send(ConsultationEvent::ScreenShare {
+                participant: s.id.clone(),
+                active: true,
+            });
+        }
+    }
+
+    /// `participant` starts (`active`) or stops sharing their screen. One at a time per
+    /// consultation: while someone else in the call shares, a second share is refused
+    /// ([`ActionError::ScreenShareBusy`]); the first must stop (or leave) first. Everyone in the
+    /// call is told, the sharer included.
+    pub fn set_screen_share(&mut self, participant: &str, active: bool) -> Result<(), ActionError> {
+        self.require_admitted(participant)?;
+        let current = self.screen_sharer().map(|p| p.id.clone());
+        let me: ParticipantId = participant.into();
+        match (active, current) {
+            (true, Some(other)) if other != me => return Err(ActionError::ScreenShareBusy),
+            (true, Some(_)) => return Ok(()),
+            (true, None) => self.screen_sharer = Some(me.clone()),
+            (false, Some(other)) if other == me => self.screen_sharer = None,
+            // Not sharing: nothing to stop.
+            (false, _) => return Ok(()),
+        }
+        self.broadcast_in_call(&ConsultationEvent::ScreenShare {
+            participant: me,
+            active,
+        });
+        Ok(())
+    }
+
+    /// Send `to` the messages of `kind` so far (nothing if there are none).
+    fn send_chat_history(&self, to: &Participant, kind: ChatKind) {
+        let messages: Vec<ChatMessage> = self
+            .chat
+            .iter()
+            .filter(|m| m.kind == kind)
+            .cloned()
+            .collect();
+        if !messages.is_empty() {
+            to.send(ConsultationEvent::ChatHistory { messages });
+        }
+    }
+
+    /// `sender` sends `text`: a chat message to everyone in the call (`ChatKind::Chat`, any
+    /// admitted participant), or a notice to the waiting room (`ChatKind::Notice`, a
+    /// practitioner in the call; echoed to the practitioners in the call). `now` paces the rate
+    /// limit; `at` (Unix milliseconds) is the message's time.
+    pub fn send_chat(
+        &mut self,
+        sender: &str,
+        kind: ChatKind,
+        text: &str,
+        now: Instant,
+        at: i64,
+    ) -> Result<(ChatMessage, Vec<Effect>), ChatError> {
+        let limits = self.limits.chat;
+        let seq = self.next_chat_seq;
+        let p = self.get_mut(sender).ok_or(ChatError::NotAdmitted)?;
+        if p.state != ParticipantState::Admitted {
+            return Err(ChatError::NotAdmitted);
+        }
+        if kind == ChatKind::Notice && p.role != Role::Practitioner {
+            return Err(ChatError::Forbidden);
+        }
+        let text = clean_text(text, limits.max_chars)?;
+        if !p.chat_rate.take(&limits, now) {
+            return Err(ChatError::RateLimited);
+        }
+        let message = ChatMessage {
+            id: new_message_id(),
+            seq,
+            kind,
+            from: p.id.clone(),
+            role: p.role,
+            display_name: p.label.expose().to_string(),
+            at,
+            text,
+        };
+        self.next_chat_seq += 1;
+        match kind {
+            ChatKind::Chat => {
+                let event = ConsultationEvent::Chat {
+                    message: message.clone(),
+                };
+                self.broadcast_in_call(&event);
+            }
+            ChatKind::Notice => {
+                let event = ConsultationEvent::Notice {
+                    message: message.clone(),
+                };
+                for p in self
+                    .participants
+                    .iter()
+                    .filter(|p| p.waiting() || (p.role == Role::Practitioner && p.in_call()))
+                {
+                    p.send(event.clone());
+                }
+            }
+        }
+        self.chat.push_back(message.clone());
+        while self.chat.len() > limits.history.max(1) {
+            self.chat.pop_front();
+        }
+        Ok((message.clone(), vec![Effect::RecordChat(message)]))
+    }
+
     /// The participants as the billing clock sees them.
     pub fn presence(&self) -> impl Iterator<Item = Presence<'_>> {
         self.participants.iter().map(|p| Presence {
@@ -363,6 +497,19 @@ impl Consultation {
                 p.generation = generation;
                 p.outbox = Some(outbox);
                 p.tracks.clear();
+                let id = p.id.clone();
+                if self.screen_sharer.as_ref() == Some(&id) {
+                    // A new connection starts without a share.
+                    self.screen_sharer = None;
+                    self.broadcast_except(
+                        id.as_str(),
+                        &ConsultationEvent::ScreenShare {
+                            participant: id.clone(),
+                            active: false,
+                        },
+                    );
+                }
+                let p = self.get_mut(id.as_str()).expect("found above");
                 (p.id.clone(), p.state == ParticipantState::Admitted)
             }
             None => {
@@ -394,6 +541,7 @@ impl Consultation {
                     generation,
                     outbox: Some(outbox),
                     tracks: Vec::new(),
+                    chat_rate: RateLimiter::new(self.limits.chat.burst),
                 });
                 seat_secret = Some(secret);
                 (id, admitted)
@@ -425,12 +573,15 @@ impl Consultation {
             };
             self.broadcast_except(id.as_str(), &news);
             self.send_tracks_of_others(me);
+            self.send_chat_history(me, ChatKind::Chat);
+            self.send_screen_share(me);
             if role == Role::Practitioner {
                 me.send(ConsultationEvent::WaitingList {
                     participants: self.waiting_list(),
                 });
             }
         } else {
+            self.send_chat_history(me, ChatKind::Notice);
             self.send_waiting_list();
         }
         effects.push(Effect::PresenceChanged);
@@ -517,6 +668,8 @@ impl Consultation {
             participants: self.roster(target),
         });
         self.send_tracks_of_others(p);
+        self.send_chat_history(p, ChatKind::Chat);
+        self.send_screen_share(p);
         self.broadcast_except(
             target,
             &ConsultationEvent::ParticipantJoined { participant: info },
@@ -891,6 +1044,7 @@ mod tests {
             Limits {
                 max_participants: max,
                 reconnect_grace: GRACE,
+                chat: ChatLimits::default(),
             },
         )
     }
@@ -960,6 +1114,214 @@ mod tests {
         effects
             .iter()
             .any(|e| matches!(e, Effect::StartMedia { participant, .. } if participant == who))
+    }
+
+    fn chats(events: &[ConsultationEvent]) -> Vec<(&'static str, String)> {
+        events
+            .iter()
+            .flat_map(|e| match e {
+                ConsultationEvent::Chat { message } => vec![("chat", message.text.clone())],
+                ConsultationEvent::Notice { message } => vec![("notice", message.text.clone())],
+                ConsultationEvent::ChatHistory { messages } => messages
+                    .iter()
+                    .map(|m| ("history", m.text.clone()))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chat_reaches_the_call_only_and_notices_reach_the_waiting_room() {
+        let t0 = Instant::now();
+        let mut c = consultation(12);
+        let (doc, _, mut doc_conn) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, mut pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
+        let (late, _, mut late_conn) = join(&mut c, "Late", Role::Patient, 3);
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        doc_conn.events();
+        pat_conn.events();
+        late_conn.events();
+
+        // Chat from the practitioner and back: both see both; the waiting patient sees none.
+        let (m, effects) = c
+            .send_chat(doc.participant.as_str(), ChatKind::Chat, " Hello ", t0, 1)
+            .unwrap();
+        assert_eq!(m.text, "Hello");
+        assert_eq!(effects, vec![Effect::RecordChat(m.clone())]);
+        c.send_chat(pat.participant.as_str(), ChatKind::Chat, "Hi doctor", t0, 2)
+            .unwrap();
+        let both = vec![
+            ("chat", "Hello".to_string()),
+            ("chat", "Hi doctor".to_string()),
+        ];
+        assert_eq!(chats(&doc_conn.events()), both);
+        assert_eq!(chats(&pat_conn.events()), both);
+        assert!(
+            chats(&late_conn.events()).is_empty(),
+            "the waiting room sees no chat"
+        );
+
+        // A waiting participant may not chat; a patient may not send notices.
+        assert_eq!(
+            c.send_chat(
+                late.participant.as_str(),
+                ChatKind::Chat,
+                "let me in",
+                t0,
+                3
+            )
+            .map(|_| ()),
+            Err(ChatError::NotAdmitted)
+        );
+        assert_eq!(
+            c.send_chat(pat.participant.as_str(), ChatKind::Notice, "late", t0, 3)
+                .map(|_| ()),
+            Err(ChatError::Forbidden)
+        );
+
+        // A notice: the waiting patient and the practitioners see it, the admitted patient not.
+        c.send_chat(
+            doc.participant.as_str(),
+            ChatKind::Notice,
+            "Running 10 minutes late",
+            t0,
+            4,
+        )
+        .unwrap();
+        let notice = vec![("notice", "Running 10 minutes late".to_string())];
+        assert_eq!(chats(&late_conn.events()), notice);
+        assert_eq!(chats(&doc_conn.events()), notice);
+        assert!(chats(&pat_conn.events()).is_empty());
+
+        // Someone joining the waiting room gets the notices so far, never the chat ...
+        let (third, _, mut third_conn) = join(&mut c, "Third", Role::Guest, 4);
+        assert_eq!(
+            chats(&third_conn.events()),
+            vec![("history", "Running 10 minutes late".to_string())]
+        );
+        // ... and once admitted, the chat so far, never the notices.
+        c.admit(&doc.participant, late.participant.as_str())
+            .unwrap();
+        assert_eq!(
+            chats(&late_conn.events()),
+            vec![
+                ("history", "Hello".to_string()),
+                ("history", "Hi doctor".to_string())
+            ]
+        );
+        c.admit(&doc.participant, third.participant.as_str())
+            .unwrap();
+        assert_eq!(chats(&third_conn.events()).len(), 2);
+    }
+
+    #[test]
+    fn one_screen_share_at_a_time_told_to_the_call_and_to_newcomers() {
+        let mut c = consultation(12);
+        let (doc, _, mut doc_conn) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, mut pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
+        let (late, _, mut late_conn) = join(&mut c, "Late", Role::Guest, 3);
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        let shares = |events: Vec<ConsultationEvent>| -> Vec<(ParticipantId, bool)> {
+            events
+                .into_iter()
+                .filter_map(|e| match e {
+                    ConsultationEvent::ScreenShare {
+                        participant,
+                        active,
+                    } => Some((participant, active)),
+                    _ => None,
+                })
+                .collect()
+        };
+        doc_conn.events();
+        pat_conn.events();
+        // A waiting participant cannot share.
+        assert_eq!(
+            c.set_screen_share(late.participant.as_str(), true),
+            Err(ActionError::NotAdmitted)
+        );
+        c.set_screen_share(pat.participant.as_str(), true).unwrap();
+        let on = vec![(pat.participant.clone(), true)];
+        assert_eq!(shares(doc_conn.events()), on);
+        assert_eq!(shares(pat_conn.events()), on, "the sharer is told too");
+        assert!(
+            shares(late_conn.events()).is_empty(),
+            "not the waiting room"
+        );
+        // A second share is refused while the first lasts; asking again is harmless.
+        assert_eq!(
+            c.set_screen_share(doc.participant.as_str(), true),
+            Err(ActionError::ScreenShareBusy)
+        );
+        assert_eq!(c.set_screen_share(pat.participant.as_str(), true), Ok(()));
+        assert!(shares(doc_conn.events()).is_empty());
+        // Someone admitted now learns of the share.
+        c.admit(&doc.participant, late.participant.as_str())
+            .unwrap();
+        assert_eq!(shares(late_conn.events()), on);
+        // Stopping frees it (stopping someone else's share does nothing).
+        assert_eq!(c.set_screen_share(doc.participant.as_str(), false), Ok(()));
+        assert!(shares(pat_conn.events()).is_empty());
+        c.set_screen_share(pat.participant.as_str(), false).unwrap();
+        assert_eq!(
+            shares(doc_conn.events()),
+            vec![(pat.participant.clone(), false)]
+        );
+        c.set_screen_share(doc.participant.as_str(), true).unwrap();
+        assert_eq!(
+            shares(pat_conn.events()),
+            vec![
+                (pat.participant.clone(), false),
+                (doc.participant.clone(), true)
+            ]
+        );
+    }
+
+    #[test]
+    fn chat_is_length_and_rate_limited_per_participant() {
+        let t0 = Instant::now();
+        let mut c = consultation(12);
+        let (doc, _, _doc_conn) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, _pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        let long = "x".repeat(ChatLimits::default().max_chars + 1);
+        assert_eq!(
+            c.send_chat(pat.participant.as_str(), ChatKind::Chat, &long, t0, 0)
+                .map(|_| ()),
+            Err(ChatError::TooLong)
+        );
+        assert_eq!(
+            c.send_chat(pat.participant.as_str(), ChatKind::Chat, "  ", t0, 0)
+                .map(|_| ()),
+            Err(ChatError::Empty)
+        );
+        for i in 0..ChatLimits::default().burst {
+            c.send_chat(
+                pat.participant.as_str(),
+                ChatKind::Chat,
+                &format!("m{i}"),
+                t0,
+                0,
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            c.send_chat(pat.participant.as_str(), ChatKind::Chat, "one more", t0, 0)
+                .map(|_| ()),
+            Err(ChatError::RateLimited)
+        );
+        // The practitioner's allowance is their own.
+        assert!(
+            c.send_chat(doc.participant.as_str(), ChatKind::Chat, "ok", t0, 0)
+                .is_ok()
+        );
+        // Time refills the patient's.
+        let later = t0 + ChatLimits::default().refill;
+        let (m, _) = c
+            .send_chat(pat.participant.as_str(), ChatKind::Chat, "again", later, 0)
+            .unwrap();
+        assert_eq!(m.seq, 7, "sequence numbers count every delivered message");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! [`Observer`] (billing), reconnect deadlines through tokio timers.
 
 use crate::ConsultationEvent;
+use crate::chat::{ChatError, ChatKind, ChatMessage, ChatRecorder};
 use crate::config::ConsultationConfig;
 use crate::event::{MediaFailure, Outbox};
 use crate::ids::{ConsultationId, ParticipantId, TrackId};
@@ -101,6 +102,8 @@ struct Inner {
     keep_ended: Duration,
     media: Arc<dyn MediaPlane>,
     observer: OnceLock<Arc<dyn Observer>>,
+    /// Where chat is recorded at rest.
+    chat_recorder: OnceLock<Arc<dyn ChatRecorder>>,
     /// Where revoked seats and ended consultations are recorded.
     invitations: OnceLock<Arc<dyn InvitationStore>>,
     consultations: DashMap<ConsultationId, Arc<Mutex<Consultation>>>,
@@ -131,10 +134,17 @@ impl ConsultationService {
                 limits: Limits {
                     max_participants: config.max_participants,
                     reconnect_grace: Duration::from_secs(config.reconnect_grace_secs),
+                    chat: crate::chat::ChatLimits {
+                        max_chars: config.chat_max_chars,
+                        burst: config.chat_burst,
+                        refill: Duration::from_millis(config.chat_refill_ms),
+                        history: config.chat_history,
+                    },
                 },
                 keep_ended,
                 media,
                 observer: OnceLock::new(),
+                chat_recorder: OnceLock::new(),
                 invitations: OnceLock::new(),
                 consultations: DashMap::new(),
                 next_generation: AtomicU64::new(1),
@@ -146,6 +156,12 @@ impl ConsultationService {
     /// reaches it, and admissions and removals are audited.
     pub fn attach_observer(&self, observer: Arc<dyn Observer>) {
         let _ = self.inner.observer.set(observer);
+    }
+
+    /// Attach the chat recorder (the documents crate's archive), once, at start-up: from then
+    /// on every chat message and notice is recorded at rest.
+    pub fn attach_chat_recorder(&self, recorder: Arc<dyn ChatRecorder>) {
+        let _ = self.inner.chat_recorder.set(recorder);
     }
 
     /// Attach the invitation store, once, at start-up: from then on a removed participant's
@@ -243,6 +259,11 @@ impl ConsultationService {
                 Effect::RevokeSeat { seat } => {
                     if let SeatKey::Invitation(jti) = seat {
                         self.record(c.id(), Recorded::Revoked(jti));
+                    }
+                }
+                Effect::RecordChat(message) => {
+                    if let Some(r) = self.inner.chat_recorder.get() {
+                        r.record(c.id(), &message);
                     }
                 }
                 Effect::WakeAt(deadline) => {
@@ -408,6 +429,44 @@ impl ConsultationService {
             .ok_or(ActionError::UnknownParticipant)?;
         let mut c = lock(&entry);
         c.set_mute(participant.as_str(), kind, muted)
+    }
+
+    /// `participant` sends a chat message (`ChatKind::Chat`) or a notice to the waiting room
+    /// (`ChatKind::Notice`): checked, delivered, recorded. Contents are never logged.
+    pub fn send_chat(
+        &self,
+        consultation: &ConsultationId,
+        participant: &ParticipantId,
+        kind: ChatKind,
+        text: &str,
+    ) -> Result<ChatMessage, ChatError> {
+        let entry = self
+            .entry(consultation.as_str())
+            .ok_or(ChatError::NotAdmitted)?;
+        let mut c = lock(&entry);
+        let (message, effects) = c.send_chat(
+            participant.as_str(),
+            kind,
+            text,
+            Instant::now(),
+            crate::invitation::now_millis(),
+        )?;
+        self.apply(&c, effects);
+        Ok(message)
+    }
+
+    /// `participant` starts or stops sharing their screen (one at a time per consultation).
+    pub fn set_screen_share(
+        &self,
+        consultation: &ConsultationId,
+        participant: &ParticipantId,
+        active: bool,
+    ) -> Result<(), ActionError> {
+        let entry = self
+            .entry(consultation.as_str())
+            .ok_or(ActionError::UnknownParticipant)?;
+        let mut c = lock(&entry);
+        c.set_screen_share(participant.as_str(), active)
     }
 
     /// The participant leaves for good.

@@ -59,6 +59,20 @@ impl Default for DocumentsConfig {
     }
 }
 
+/// The master keys `config` names (current and previous), for documents and chat alike.
+pub fn keyring(
+    config: &DocumentsConfig,
+) -> Result<crate::crypto::KeyRing, crate::crypto::CryptoError> {
+    use crate::crypto::{KeyRing, MasterKey};
+    let current = MasterKey::from_base64(&config.master_key_id, config.master_key.expose_secret())?;
+    let previous = config
+        .previous_master_keys
+        .iter()
+        .map(|k| MasterKey::from_base64(&k.id, k.key.expose_secret()))
+        .collect::<Result<Vec<_>, _>>()?;
+    KeyRing::new(current, previous)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,7 +146,7 @@ impl Binding {
 /// The master key that wraps every document's data key. Its `Debug` shows only its id.
 pub struct MasterKey {
     id: String,
-    cipher: Aes256Gcm,
+    pub(crate) cipher: Aes256Gcm,
 }
 
 impl std::fmt::Debug for MasterKey {

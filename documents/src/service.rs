@@ -10,9 +10,7 @@
 //! ciphertext, sizes, types and times.
 
 use crate::config::DocumentsConfig;
-use crate::crypto::{
-    self, Binding, CryptoError, DataKey, Decryptor, Encryptor, KeyRing, MasterKey,
-};
+use crate::crypto::{self, Binding, CryptoError, DataKey, Decryptor, Encryptor, KeyRing};
 use crate::filetype::{self, FileType};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -199,15 +197,7 @@ impl DocumentService {
         store: Arc<dyn Store>,
         consultations: ConsultationService,
     ) -> Result<DocumentService, CryptoError> {
-        use secrecy::ExposeSecret;
-        let current =
-            MasterKey::from_base64(&config.master_key_id, config.master_key.expose_secret())?;
-        let previous = config
-            .previous_master_keys
-            .iter()
-            .map(|k| MasterKey::from_base64(&k.id, k.key.expose_secret()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let keys = KeyRing::new(current, previous)?;
+        let keys = crate::config::keyring(config)?;
         Ok(DocumentService {
             store,
             consultations,

@@ -499,6 +499,18 @@ impl Config {
                 "must be at most 3600 seconds",
             );
         }
+        if !(1..=10_000).contains(&self.consultation.chat_max_chars) {
+            bad("consultation.chat_max_chars", "must be in 1..=10000");
+        }
+        if !(1..=100).contains(&self.consultation.chat_burst) {
+            bad("consultation.chat_burst", "must be in 1..=100");
+        }
+        if !(100..=60_000).contains(&self.consultation.chat_refill_ms) {
+            bad("consultation.chat_refill_ms", "must be in 100..=60000");
+        }
+        if !(1..=10_000).contains(&self.consultation.chat_history) {
+            bad("consultation.chat_history", "must be in 1..=10000");
+        }
 
         // signaling
         if !(1024..=16 * 1024 * 1024).contains(&self.signaling.max_message_bytes) {

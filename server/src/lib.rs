@@ -38,6 +38,8 @@ pub struct AppState {
     pub store: Arc<dyn teleconsult_store::Store>,
     /// Shared documents: access rule, sealing, opening, deletion.
     pub documents: teleconsult_documents::DocumentService,
+    /// Consultations' chat and notices, sealed at rest (read back for the practitioner).
+    pub chat: teleconsult_documents::ChatArchive,
     /// Organisations, staff accounts and their sessions.
     pub accounts: teleconsult_accounts::AccountService,
     /// This node's membership of a cluster (`[cluster]`), when enabled.

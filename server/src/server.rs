@@ -268,6 +268,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         consultations.clone(),
     )
     .context("documents.master_key or documents.previous_master_keys")?;
+    // Chat is sealed with the documents' master keys (a key per consultation, wrapped).
+    let chat = teleconsult_documents::ChatArchive::start(
+        store.clone(),
+        Arc::new(
+            teleconsult_documents::config::keyring(&config.documents)
+                .context("documents.master_key or documents.previous_master_keys")?,
+        ),
+    );
+    consultations.attach_chat_recorder(Arc::new(chat.clone()));
     let accounts = teleconsult_accounts::AccountService::new(
         &config.accounts,
         store.clone() as Arc<dyn teleconsult_store::AccountStore>,
@@ -290,6 +299,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         signaling,
         store,
         documents,
+        chat,
     };
     let app = crate::http::router(state.clone());
     let header_read_timeout = Duration::from_secs(config.server.header_read_timeout_secs);

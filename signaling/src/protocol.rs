@@ -1,12 +1,17 @@
-//! The signalling protocol, version 1 (`docs/signaling.md`): serde-tagged messages.
+//! The signalling protocol, version 2 (`docs/signaling.md`): serde-tagged messages. Version 2
+//! adds chat and notices to version 1; version-1 clients are still served (they are sent
+//! nothing of version 2).
 
 use serde::{Deserialize, Serialize};
 pub use teleconsult_consultation::{
-    ConsultationId, DocumentInfo, LeftReason, MediaKind, ParticipantId, ParticipantInfo,
-    ParticipantState, Role, TrackId, TrackInfo,
+    ChatKind, ChatMessage, ConsultationId, DocumentInfo, LeftReason, MediaKind, ParticipantId,
+    ParticipantInfo, ParticipantState, Role, TrackId, TrackInfo,
 };
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this server speaks.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest version still served (a `join` without `protocol` means this one).
+pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
 
 /// WebSocket close codes (besides 1000 and 1009).
 pub mod close {
@@ -71,6 +76,18 @@ pub enum ClientMessage {
     },
     Leave,
     Ping,
+    /// (v2) A chat message to everyone in the call (admitted participants only).
+    Chat {
+        text: String,
+    },
+    /// (v2) A practitioner's one-way notice to the waiting room.
+    Notice {
+        text: String,
+    },
+    /// (v2) I start (`active`) or stop sharing my screen (admitted; one at a time).
+    ScreenShare {
+        active: bool,
+    },
 }
 
 /// Server → client.
@@ -137,6 +154,38 @@ pub enum ServerMessage {
         message: String,
     },
     Pong,
+    /// (v2) `participant` started or stopped sharing their screen (the sharer is told too).
+    ScreenShare {
+        participant: ParticipantId,
+        active: bool,
+    },
+    /// (v2) A chat message in the call (also echoed to its sender).
+    Chat {
+        message: ChatMessage,
+    },
+    /// (v2) A practitioner's notice to the waiting room (echoed to the practitioners).
+    Notice {
+        message: ChatMessage,
+    },
+    /// (v2) The chat so far, on entering the call; the notices so far, on entering the
+    /// waiting room.
+    ChatHistory {
+        messages: Vec<ChatMessage>,
+    },
+}
+
+impl ServerMessage {
+    /// The protocol version that introduced this message: a client that joined with an older
+    /// one is not sent it.
+    pub fn since(&self) -> u32 {
+        match self {
+            ServerMessage::Chat { .. }
+            | ServerMessage::Notice { .. }
+            | ServerMessage::ChatHistory { .. }
+            | ServerMessage::ScreenShare { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// Stable error codes a client can see.
@@ -154,6 +203,14 @@ pub enum ErrorCode {
     BadCandidate,
     MediaFailed,
     Internal,
+    /// (v2) The chat message is empty after trimming.
+    ChatEmpty,
+    /// (v2) The chat message is longer than `consultation.chat_max_chars`.
+    ChatTooLong,
+    /// (v2) Too many chat messages: wait a moment.
+    ChatRateLimited,
+    /// (v2) Someone else is sharing their screen: one at a time.
+    ScreenShareBusy,
 }
 
 impl ServerMessage {
@@ -180,5 +237,52 @@ mod tests {
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"answer"}"#).is_err());
         let s = serde_json::to_string(&ServerMessage::error(ErrorCode::Forbidden, "no")).unwrap();
         assert_eq!(s, r#"{"type":"error","code":"forbidden","message":"no"}"#);
+    }
+
+    #[test]
+    fn chat_messages_on_the_wire() {
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"chat","text":"<b>hi</b>"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Chat {
+                text: "<b>hi</b>".into()
+            }
+        );
+        let m: ClientMessage = serde_json::from_str(r#"{"type":"notice","text":"late"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Notice {
+                text: "late".into()
+            }
+        );
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"chat"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ClientMessage>(r#"{"type":"chat","text":"a","html":true}"#)
+                .is_err(),
+            "unknown fields are refused"
+        );
+        let out = ServerMessage::Chat {
+            message: ChatMessage {
+                id: "msg_1".into(),
+                seq: 3,
+                kind: ChatKind::Chat,
+                from: "p1".into(),
+                role: Role::Patient,
+                display_name: "Pat".into(),
+                at: 1700000000000,
+                text: "hello".into(),
+            },
+        };
+        let v: serde_json::Value = serde_json::to_value(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"chat","message":{"id":"msg_1","seq":3,"kind":"chat","from":"p1","role":"patient","display_name":"Pat","at":1700000000000i64,"text":"hello"}})
+        );
+        assert_eq!(out.since(), 2);
+        assert_eq!(ServerMessage::Pong.since(), 1);
+        let e =
+            serde_json::to_value(ServerMessage::error(ErrorCode::ChatRateLimited, "x")).unwrap();
+        assert_eq!(e["code"], "chat_rate_limited");
     }
 }

@@ -6,7 +6,8 @@
 use crate::config::SignalingConfig;
 use crate::metric_names::WEBSOCKET_CONNECTIONS;
 use crate::protocol::{
-    ClientMessage, ErrorCode, IceCandidate, PROTOCOL_VERSION, ServerMessage, close,
+    ClientMessage, ErrorCode, IceCandidate, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    ServerMessage, close,
 };
 use crate::wire;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use teleconsult_consultation::invitation::now_millis;
 use teleconsult_consultation::{
-    ActionError, Authenticator, ConsultationId, ConsultationService, Joined, Outbound,
+    ActionError, Authenticator, ChatKind, ConsultationId, ConsultationService, Joined, Outbound,
     ParticipantId, Refusal,
 };
 use teleconsult_sfu::{Candidate, Sfu, SfuError};
@@ -58,11 +59,13 @@ pub enum ErrorKind {
     BadCandidate,
     Media,
     AlreadyJoined,
+    /// A chat message or notice refused (empty, too long, rate-limited, not allowed).
+    Chat,
 }
 
 impl ErrorKind {
     /// Every kind, in the order they are rendered.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::TooBig,
         ErrorKind::Binary,
         ErrorKind::BadMessage,
@@ -78,6 +81,7 @@ impl ErrorKind {
         ErrorKind::BadCandidate,
         ErrorKind::Media,
         ErrorKind::AlreadyJoined,
+        ErrorKind::Chat,
     ];
 
     /// The metric label value.
@@ -98,6 +102,7 @@ impl ErrorKind {
             ErrorKind::BadCandidate => "bad_candidate",
             ErrorKind::Media => "media",
             ErrorKind::AlreadyJoined => "already_joined",
+            ErrorKind::Chat => "chat",
         }
     }
 }
@@ -252,7 +257,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
     let join_timeout = Duration::from_secs(state.config.join_timeout_secs);
 
     // 1. The first message must be `join` with a valid token.
-    let (credential, seat_secret) = loop {
+    let (credential, seat_secret, version) = loop {
         let next = tokio::time::timeout(join_timeout, stream.next()).await;
         let Ok(next) = next else {
             state.count_error(ErrorKind::JoinTimeout);
@@ -285,9 +290,13 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                 consultation,
                 seat_secret,
             }) => {
-                if protocol.is_some_and(|p| p != PROTOCOL_VERSION) {
+                let version = protocol.unwrap_or(OLDEST_PROTOCOL_VERSION);
+                if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
                     let _ = sink
-                        .send(close_frame(close::BAD_JOIN, "unsupported protocol version"))
+                        .send(close_frame(
+                            close::BAD_JOIN,
+                            "unsupported protocol version: this server speaks 1 and 2",
+                        ))
                         .await;
                     return;
                 }
@@ -323,7 +332,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                                 .await;
                             return;
                         }
-                        break (credential, seat_secret);
+                        break (credential, seat_secret, version);
                     }
                     Err(refusal) => {
                         state.count_error(ErrorKind::BadToken);
@@ -392,7 +401,12 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
             out = out_rx.recv() => {
                 match out {
                     Some(Outbound::Event(e)) => {
-                        if sink.send(text(&wire::message(e))).await.is_err() { break; }
+                        let mut m = wire::message(e);
+                        // A client of an older version is not sent what it does not know, and
+                        // is told the version it speaks.
+                        if m.since() > version { continue; }
+                        if let ServerMessage::Joined { protocol, .. } = &mut m { *protocol = version; }
+                        if sink.send(text(&m)).await.is_err() { break; }
                     }
                     Some(Outbound::Close(why)) => {
                         let (code, reason) = wire::close_frame(why);
@@ -485,9 +499,10 @@ fn refused(state: &Signaling, e: ActionError) -> ServerMessage {
         ActionError::Forbidden | ActionError::SelfRemoval => ErrorCode::Forbidden,
         ActionError::UnknownParticipant | ActionError::NotWaiting => ErrorCode::UnknownParticipant,
         ActionError::NotAdmitted => ErrorCode::NotAdmitted,
+        ActionError::ScreenShareBusy => ErrorCode::ScreenShareBusy,
     };
     state.count_error(match code {
-        ErrorCode::Forbidden => ErrorKind::Forbidden,
+        ErrorCode::Forbidden | ErrorCode::ScreenShareBusy => ErrorKind::Forbidden,
         ErrorCode::NotAdmitted => ErrorKind::NotAdmitted,
         _ => ErrorKind::UnknownParticipant,
     });
@@ -508,6 +523,19 @@ fn sfu_refused(state: &Signaling, e: SfuError) -> ServerMessage {
     });
     let message: String = e.to_string().chars().take(200).collect();
     ServerMessage::error(code, message)
+}
+
+/// A chat message or notice: delivered (echoed to the sender too) through the consultation;
+/// only a refusal is answered here. The text is never logged.
+fn chat(state: &Signaling, me: &Me, kind: ChatKind, text: &str) -> Option<ServerMessage> {
+    state
+        .consultations
+        .send_chat(&me.consultation, &me.participant, kind, text)
+        .err()
+        .map(|e| {
+            state.count_error(ErrorKind::Chat);
+            wire::chat_refused(e)
+        })
 }
 
 /// Handle one request of a joined participant; returns the direct reply, if any.
@@ -533,6 +561,11 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
         }
         ClientMessage::EndConsultation => svc.end(consultation, participant),
         ClientMessage::Mute { kind, muted } => svc.set_mute(consultation, participant, kind, muted),
+        ClientMessage::Chat { text } => return chat(state, me, ChatKind::Chat, &text),
+        ClientMessage::Notice { text } => return chat(state, me, ChatKind::Notice, &text),
+        ClientMessage::ScreenShare { active } => {
+            svc.set_screen_share(consultation, participant, active)
+        }
         ClientMessage::Answer { sdp } => {
             if let Err(e) = svc.require_admitted(consultation, participant) {
                 return Some(refused(state, e));

@@ -1,7 +1,9 @@
 //! The one place where the consultation's domain events become protocol messages and close codes.
 
 use crate::protocol::{ErrorCode, PROTOCOL_VERSION, ServerMessage, close};
-use teleconsult_consultation::{ConsultationEvent, Disconnect, JoinError, MediaFailure, Refusal};
+use teleconsult_consultation::{
+    ChatError, ConsultationEvent, Disconnect, JoinError, MediaFailure, Refusal,
+};
 
 /// The message a participant's client is sent for `event`.
 pub fn message(event: ConsultationEvent) -> ServerMessage {
@@ -49,6 +51,16 @@ pub fn message(event: ConsultationEvent) -> ServerMessage {
         },
         E::DocumentAdded { document } => ServerMessage::DocumentAdded { document },
         E::DocumentDeleted { document } => ServerMessage::DocumentDeleted { document },
+        E::Chat { message } => ServerMessage::Chat { message },
+        E::ScreenShare {
+            participant,
+            active,
+        } => ServerMessage::ScreenShare {
+            participant,
+            active,
+        },
+        E::Notice { message } => ServerMessage::Notice { message },
+        E::ChatHistory { messages } => ServerMessage::ChatHistory { messages },
         E::Rejected => ServerMessage::Rejected,
         E::Removed => ServerMessage::Removed,
         E::Ended => ServerMessage::ConsultationEnded,
@@ -62,6 +74,18 @@ pub fn message(event: ConsultationEvent) -> ServerMessage {
             "the media connection failed; rejoin to retry",
         ),
     }
+}
+
+/// The error sent for a refused chat message or notice.
+pub fn chat_refused(e: ChatError) -> ServerMessage {
+    let code = match e {
+        ChatError::Empty => ErrorCode::ChatEmpty,
+        ChatError::TooLong => ErrorCode::ChatTooLong,
+        ChatError::RateLimited => ErrorCode::ChatRateLimited,
+        ChatError::NotAdmitted => ErrorCode::NotAdmitted,
+        ChatError::Forbidden => ErrorCode::Forbidden,
+    };
+    ServerMessage::error(code, e.to_string())
 }
 
 /// The close code and reason for a connection the consultation closes.

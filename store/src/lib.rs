@@ -14,6 +14,7 @@ use std::sync::Arc;
 pub mod accounts;
 pub mod api_keys;
 pub mod cluster;
+pub mod chat;
 pub mod invitations;
 pub mod mongo;
 pub mod sqlite;
@@ -21,6 +22,7 @@ pub mod sqlite;
 pub use accounts::{Account, AccountStore, LoginThrottle, Organisation, SessionRecord, TotpRecord};
 pub use api_keys::{ApiKey, ApiKeyStore, ConsultationCursor};
 pub use cluster::{ClusterStore, NodeRecord, NodeState, Placement, Renewal};
+pub use chat::{ChatKeyRecord, ChatStore, StoredChatMessage};
 pub use invitations::{
     ConsultationStatus, Invitation, InvitationStore, Pseudonym, ScheduledConsultation,
 };
@@ -167,7 +169,9 @@ pub struct AuditEvent {
 
 /// The storage interface. Implementations must be safe to call concurrently.
 #[async_trait::async_trait]
-pub trait Store: AccountStore + ApiKeyStore + InvitationStore + Send + Sync + 'static {
+pub trait Store:
+    AccountStore + ApiKeyStore + ChatStore + InvitationStore + Send + Sync + 'static
+{
     /// Cheap liveness check (for `/healthz`).
     async fn ping(&self) -> Result<()>;
 

@@ -38,6 +38,8 @@ mod accounts;
 mod api_keys;
 #[path = "mongo_cluster.rs"]
 mod cluster;
+#[path = "mongo_chat.rs"]
+mod chat;
 #[path = "mongo_invitations.rs"]
 mod invitations;
 
@@ -488,6 +490,7 @@ impl MongoStore {
         self.prepare_accounts().await?;
         self.prepare_api_keys().await?;
         self.prepare_cluster().await?;
+        self.prepare_chat().await?;
         self.sweep_orphan_chunks().await
     }
 

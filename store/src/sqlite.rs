@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex};
 mod accounts;
 #[path = "sqlite_api_keys.rs"]
 mod api_keys;
+#[path = "sqlite_chat.rs"]
+mod chat;
 #[path = "sqlite_invitations.rs"]
 mod invitations;
 
@@ -185,6 +187,7 @@ impl SqliteStore {
         conn.execute_batch(accounts::SCHEMA).map_err(sql_err)?;
         conn.execute_batch(invitations::SCHEMA).map_err(sql_err)?;
         conn.execute_batch(api_keys::SCHEMA).map_err(sql_err)?;
+        conn.execute_batch(chat::SCHEMA).map_err(sql_err)?;
         // Chunks that no document points at: left by a crash in the middle of an upload.
         let swept = conn
             .execute(

@@ -1,5 +1,5 @@
 // Teleconsult join page: pre-join preview, waiting room, call, end screens.
-// Protocol: docs/signaling.md (version 1). No framework, no bundler, no inline script or style.
+// Protocol: docs/signaling.md (version 2: chat and notices). No framework, no bundler, no inline script or style.
 
 import {
   takeTokenFromLocation,
@@ -12,15 +12,21 @@ import {
 } from './token.js';
 import { MediaSession } from './media-session.js';
 import { createDocuments } from './documents.js';
+import { createChat, createNotices } from './chat.js';
+import { createDevices, mediaConstraints } from './devices.js';
+import { createPrecall } from './precall.js';
+import { t, onLanguageChange, locale } from './i18n.js';
 import {
   ROLE_LABEL,
   END_SCREENS,
   ERRORS,
   fatalCloseMessage,
   mediaErrorMessage,
+  serverErrorMessage,
+  CALL,
 } from './messages.js';
 
-const PROTOCOL_VERSION = 1;
+const PROTOCOL_VERSION = 2;
 const PING_INTERVAL_MS = 10_000;
 /** Stop retrying after this long (the server's default `consultation.reconnect_grace_secs`). */
 const RECONNECT_GIVE_UP_MS = 60_000;
@@ -58,6 +64,15 @@ function takeSessionFromLocation() {
 let token = null;
 /** The call screen's "Documents" region (documents.js); asks for the token when it needs it. */
 let documents = null;
+/** The call screen's chat (chat.js), and the notices of the waiting room. */
+let chat = null;
+let notices = null;
+/** The camera, microphone and speaker pickers (devices.js). */
+let devices = null;
+/** The waiting room's pre-call check (precall.js). */
+let precall = null;
+/** Resolvers of the pings the pre-call check sent, oldest first (each `pong` answers one). */
+const pongWaiters = [];
 
 /** Everything the page knows. `state` is one of:
  * loading, prejoin, joining, waiting, in_call, reconnecting, ended, left, removed, rejected, error */
@@ -87,6 +102,17 @@ const app = {
   endRequested: false,
   /** A final verdict announced by a message before the socket closes (rejected, removed, ended). */
   verdict: null,
+  /** Who shares their screen (a participant id, or ours), if anyone. */
+  screenSharer: null,
+  /** Our screen track while we share. */
+  screenTrack: null,
+  /** The loudest remote participant lately (groups: on the stage). */
+  activeSpeaker: null,
+  /** Remote track id → publishing participant id (audio levels). */
+  trackOwner: new Map(),
+  callStartedAt: 0,
+  timer: null,
+  speakerTimer: null,
 };
 
 // Test and debugging hook: the live peer connection and a snapshot of the state. No token here.
@@ -105,6 +131,18 @@ window.teleconsult = {
   },
   get you() {
     return app.you ? { ...app.you } : null;
+  },
+  get screenSharer() {
+    return app.screenSharer;
+  },
+  /** Our screen track while we share (tests end it as the browser's "Stop sharing" does). */
+  get screenTrack() {
+    return app.screenTrack;
+  },
+  /** The participant id of the tile on the stage, if any. */
+  get onStage() {
+    const li = document.querySelector('#tiles > li.on-stage');
+    return li ? li.dataset.participant : null;
   },
 };
 
@@ -134,7 +172,7 @@ function clearError() {
 }
 
 function displayName(p) {
-  return (p && p.display_name) || 'Participant';
+  return (p && p.display_name) || t('join.participant');
 }
 
 function attachStream(video, stream) {
@@ -183,9 +221,26 @@ async function start() {
     consultation: () => app.claims.consultation,
     you: () => app.you,
   });
+  chat = createChat({ root: $('chat'), send, you: () => app.you });
+  devices = createDevices({
+    getStream: () => app.localStream,
+    replace: replaceLocalTrack,
+    sinks: () => [...document.querySelectorAll('#tiles video')],
+    say: announce,
+  });
+  devices.placeIn($('devices-home-prejoin'));
+  precall = createPrecall({
+    getStream: () => app.localStream,
+    ping: measurePing,
+    playTestSound: () => devices.playTestSound(),
+  });
+  notices =
+    app.claims.role === 'practitioner'
+      ? createNotices({ form: $('notice-form'), status: $('notice-status'), send })
+      : createNotices({ list: $('notice-list'), region: $('notices'), send });
   const { identity, role } = app.claims;
   // An invitation carries no name: the label the practitioner chose arrives with `joined`.
-  $('whoami').textContent = identity ? `${identity} · ${ROLE_LABEL[role]}` : ROLE_LABEL[role];
+  $('whoami').textContent = identity ? t('join.whoami', { name: identity, role: ROLE_LABEL[role] }) : ROLE_LABEL[role];
   if (role === 'practitioner') {
     // The billing page opens in a new tab with the token in its fragment (never sent to the
     // server; billing.js removes it from the address bar at once); with a login session it
@@ -197,10 +252,18 @@ async function start() {
       window.open(url, '_blank', 'noopener');
     });
   }
-  $('prejoin-name').textContent = identity || 'the person invited';
-  $('prejoin-role').textContent = ROLE_LABEL[role];
+  const sayWhoJoins = () => {
+    $('prejoin-as').textContent = t('join.joiningAs', { name: identity || t('join.invitedPerson'), role: ROLE_LABEL[role] });
+  };
+  sayWhoJoins();
+  onLanguageChange(() => {
+    sayWhoJoins();
+    renderWhoami();
+    renderTiles();
+    renderWaitingList();
+  });
   if (isExpired(app.claims)) {
-    $('media-note').textContent = 'This link seems to have expired; you can still try to join.';
+    $('media-note').textContent = t('join.expired');
   }
   $('join').addEventListener('click', onJoinClick);
   $('waiting-leave').addEventListener('click', leave);
@@ -208,6 +271,14 @@ async function start() {
   $('end').addEventListener('click', endConsultation);
   $('toggle-mic').addEventListener('click', toggleMicrophone);
   $('toggle-camera').addEventListener('click', toggleCamera);
+  $('toggle-screen').addEventListener('click', toggleScreenShare);
+  $('toggle-devices').addEventListener('click', () => {
+    const panel = $('devices-home-call');
+    panel.hidden = !panel.hidden;
+    $('toggle-devices').setAttribute('aria-expanded', String(!panel.hidden));
+    if (!panel.hidden) devices.refresh().catch(() => {});
+  });
+  if (!navigator.mediaDevices.getDisplayMedia) $('toggle-screen').hidden = true;
   window.addEventListener('pagehide', () => {
     // A reload and a closed tab look the same here: close the socket without `leave`, so a
     // reload resumes this tab's seat (its secret is in sessionStorage); a closed tab counts
@@ -232,22 +303,20 @@ async function start() {
 
 async function startPreview() {
   try {
-    app.localStream = await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true },
-      // 360p at 24 fps: plenty for a consultation tile, kinder to phones on weak Wi-Fi.
-      video: { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24, max: 30 } },
-    });
+    // The devices chosen last time on this device, if they are still there.
+    app.localStream = await navigator.mediaDevices.getUserMedia(mediaConstraints());
     attachStream($('preview'), app.localStream);
   } catch (err) {
     app.localStream = null;
     $('media-note').textContent = mediaErrorMessage(err);
   }
+  await devices.refresh().catch(() => {});
 }
 
 function onJoinClick() {
   clearError();
   $('join').disabled = true;
-  announce('Joining…');
+  announce(t('join.joining'));
   setState('joining');
   connect();
 }
@@ -259,9 +328,14 @@ function wsUrl() {
   return `${scheme}//${location.host}/ws`;
 }
 
+/** Send a protocol message; false when not connected. */
 function send(msg) {
   const ws = app.ws;
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+  if (ws && ws.readyState === WebSocket.OPEN) {
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+  return false;
 }
 
 function connect() {
@@ -281,7 +355,11 @@ function connect() {
       }),
     );
     clearInterval(app.pingTimer);
-    app.pingTimer = setInterval(() => send({ type: 'ping' }), PING_INTERVAL_MS);
+    // Pongs answer pings in order: a keep-alive holds its place in the queue (no waiter).
+    pongWaiters.length = 0;
+    app.pingTimer = setInterval(() => {
+      if (send({ type: 'ping' })) pongWaiters.push(null);
+    }, PING_INTERVAL_MS);
   });
   ws.addEventListener('message', (ev) => {
     if (app.ws !== ws || typeof ev.data !== 'string') return;
@@ -337,7 +415,7 @@ function scheduleReconnect() {
     return;
   }
   $('reconnecting').hidden = false;
-  announce('Reconnecting…');
+  announce(t('join.reconnecting'));
   const exp = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** app.reconnectAttempt);
   const delay = exp / 2 + Math.random() * (exp / 2);
   app.reconnectAttempt += 1;
@@ -362,7 +440,7 @@ function handleMessage(msg) {
     case 'participant_joined':
       if (msg.participant && (!app.you || msg.participant.id !== app.you.id)) {
         app.participants.set(msg.participant.id, msg.participant);
-        announce(`${displayName(msg.participant)} joined.`);
+        announce(t('join.joined', { name: displayName(msg.participant) }));
         renderTiles();
       }
       break;
@@ -373,8 +451,8 @@ function handleMessage(msg) {
         removeParticipant(msg.participant, 'left');
       } else {
         p.state = msg.state;
-        if (msg.state === 'reconnecting') announce(`${displayName(p)} is reconnecting…`);
-        else if (msg.state === 'admitted') announce(`${displayName(p)} is back.`);
+        if (msg.state === 'reconnecting') announce(t('join.isReconnecting', { name: displayName(p) }));
+        else if (msg.state === 'admitted') announce(t('join.isBack', { name: displayName(p) }));
         renderTiles();
       }
       break;
@@ -418,11 +496,27 @@ function handleMessage(msg) {
     case 'document_deleted':
       if (documents && msg.document) documents.removed(msg.document);
       break;
+    case 'chat':
+      if (chat && msg.message) chat.message(msg.message);
+      break;
+    case 'screen_share':
+      onScreenShare(msg.participant, !!msg.active);
+      break;
+    case 'notice':
+      if (notices && msg.message) notices.notice(msg.message);
+      break;
+    case 'chat_history':
+      if (chat) chat.history(msg.messages);
+      if (notices) notices.history(msg.messages);
+      break;
     case 'error':
       onServerError(msg);
       break;
-    case 'pong':
+    case 'pong': {
+      const w = pongWaiters.shift();
+      if (w) w();
       break;
+    }
     default:
       // Unknown message types are ignored (forward compatibility).
       break;
@@ -432,9 +526,7 @@ function handleMessage(msg) {
 function onJoined(msg) {
   app.you = msg.you;
   if (typeof msg.seat_secret === 'string') keepSeat(token, msg.seat_secret);
-  if (msg.you && msg.you.display_name) {
-    $('whoami').textContent = `${msg.you.display_name} · ${ROLE_LABEL[msg.you.role] || ''}`;
-  }
+  renderWhoami();
   if (Array.isArray(msg.ice_servers)) app.iceServers = msg.ice_servers;
   $('reconnecting').hidden = true;
   clearTimeout(app.reconnectTimer);
@@ -450,10 +542,17 @@ function onJoined(msg) {
     setState('waiting');
     showScreen('waiting');
     attachStream($('waiting-preview'), app.localStream);
-    announce(wasReconnecting ? 'Reconnected. Waiting for your practitioner.' : 'Waiting for your practitioner.');
+    precall.startMeter();
+    announce(wasReconnecting ? t('join.reconnectedWaiting') : t('join.waitingStatus'));
   } else {
     enterCall();
-    if (wasReconnecting) announce('Reconnected.');
+    if (wasReconnecting) announce(t('join.reconnected'));
+  }
+}
+
+function renderWhoami() {
+  if (app.you && app.you.display_name) {
+    $('whoami').textContent = t('join.whoami', { name: app.you.display_name, role: ROLE_LABEL[app.you.role] || '' });
   }
 }
 
@@ -464,13 +563,34 @@ function setParticipants(list) {
   }
 }
 
+/** One signalling round trip (ping → pong), in milliseconds. */
+function measurePing() {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const timeout = setTimeout(() => reject(new Error('no pong')), 5_000);
+    pongWaiters.push(() => {
+      clearTimeout(timeout);
+      resolve(performance.now() - started);
+    });
+    if (!send({ type: 'ping' })) {
+      clearTimeout(timeout);
+      pongWaiters.pop();
+      reject(new Error('not connected'));
+    }
+  });
+}
+
 function enterCall() {
+  if (precall) precall.stopMeter();
   const first = app.state !== 'in_call';
   setState('in_call');
   showScreen('call');
+  devices.placeIn($('devices-home-call'));
+  startCallTimer();
+  startSpeakerDetection();
   attachStream($('local'), app.localStream);
   if (first) {
-    announce('You are in the consultation.');
+    announce(t('join.inCall'));
     $('toggle-mic').focus();
   }
   // One peer connection per (re)connection, made before the server's first offer arrives.
@@ -493,7 +613,7 @@ function ensureSession() {
       onTrack: onRemoteTrack,
       onConnectionState: (state) => {
         document.body.dataset.media = state;
-        if (state === 'failed') announce('The media connection failed; trying again…');
+        if (state === 'failed') announce(t('join.mediaFailedRetry'));
       },
       onError: (err) => {
         // Never includes the token; SDP errors are reported by the server too.
@@ -505,6 +625,9 @@ function ensureSession() {
 }
 
 function teardownMedia() {
+  // A new connection starts without a share (the server forgets it too).
+  stopScreenShare({ tell: false });
+  app.screenSharer = null;
   if (app.session) {
     app.session.close();
     app.session = null;
@@ -517,6 +640,7 @@ function onRemoteTrack(ev) {
   const stream = ev.streams && ev.streams[0];
   if (!stream) return; // Cannot attribute it to a participant.
   const id = stream.id;
+  if (ev.track) app.trackOwner.set(ev.track.id, id);
   if (app.remoteStreams.get(id) !== stream) {
     app.remoteStreams.set(id, stream);
     stream.addEventListener('removetrack', () => {
@@ -533,14 +657,16 @@ function removeParticipant(id, reason) {
   const p = app.participants.get(id);
   app.participants.delete(id);
   app.remoteStreams.delete(id);
+  if (app.screenSharer === id) app.screenSharer = null;
+  if (app.activeSpeaker === id) app.activeSpeaker = null;
   if (p) {
     const name = displayName(p);
     announce(
       reason === 'removed'
-        ? `${name} was removed.`
+        ? t('join.wasRemoved', { name })
         : reason === 'timeout'
-          ? `${name} lost their connection.`
-          : `${name} left.`,
+          ? t('join.lostConnection', { name })
+          : t('join.left', { name }),
     );
   }
   renderTiles();
@@ -550,18 +676,20 @@ function onWaitingList(list) {
   const before = new Set(app.waiting.map((p) => p.id));
   app.waiting = list;
   const arrived = list.filter((p) => !before.has(p.id));
-  if (arrived.length === 1) announce(`${displayName(arrived[0])} is in the waiting room.`);
-  else if (arrived.length > 1) announce(`${arrived.length} people are in the waiting room.`);
+  if (arrived.length === 1) announce(t('join.inWaitingRoom', { name: displayName(arrived[0]) }));
+  else if (arrived.length > 1) announce(t('join.manyInWaitingRoom', { count: arrived.length }));
   renderWaitingList();
 }
 
 function onServerError(msg) {
-  const text = typeof msg.message === 'string' && msg.message ? msg.message : msg.code;
-  if (msg.code === 'bad_sdp' || msg.code === 'media_failed') {
-    showError(`The media connection had a problem: ${text}`);
-  } else {
-    showError(`The server refused that request: ${text}`);
+  // A refused chat message is said next to the chat; the server's own text is never shown
+  // (its code is translated, see messages.js).
+  if (chat && chat.refused(msg.code)) return;
+  if (msg.code === 'screen_share_busy') {
+    onScreenShareRefused();
+    return;
   }
+  showError(serverErrorMessage(msg.code));
 }
 
 // ---------------------------------------------------------------- rendering
@@ -590,6 +718,18 @@ function renderTiles() {
   }
   list.dataset.count = String(ids.size);
   $('alone').hidden = ids.size > 0;
+  // The stage: a shared screen first, else the active speaker, else (1:1) the other person.
+  const stage =
+    (app.screenSharer && ids.has(app.screenSharer) && app.screenSharer) ||
+    (app.activeSpeaker && ids.has(app.activeSpeaker) && app.activeSpeaker) ||
+    [...ids][0] ||
+    null;
+  for (const li of list.children) {
+    li.classList.toggle('on-stage', li.dataset.participant === stage);
+    li.dataset.screen = String(li.dataset.participant === app.screenSharer);
+  }
+  const sharing = app.screenSharer !== null;
+  $('screen-indicator').hidden = !sharing;
 }
 
 function createTile(id) {
@@ -604,18 +744,21 @@ function createTile(id) {
   const caption = document.createElement('figcaption');
   const name = document.createElement('span');
   name.className = 'name';
-  const mic = badge('mic-muted', 'Microphone muted');
-  const cam = badge('cam-off', 'Camera off');
-  const rec = badge('reconnecting', 'Reconnecting…');
-  caption.append(name, mic, cam, rec);
+  const mic = badge('mic-muted', 'join.micMutedBadge');
+  const cam = badge('cam-off', 'join.cameraOffBadge');
+  const rec = badge('reconnecting', 'join.reconnectingBadge');
+  const screen = badge('screen', 'join.screenShared');
+  caption.append(name, mic, cam, rec, screen);
   figure.append(video, caption);
   li.append(figure);
   if (isPractitioner()) {
     const remove = document.createElement('button');
     remove.type = 'button';
     remove.className = 'remove';
-    remove.textContent = 'Remove';
+    remove.dataset.i18n = 'join.remove';
+    remove.textContent = t('join.remove');
     remove.addEventListener('click', () => {
+      if (!window.confirm(CALL.confirmRemove(displayName(app.participants.get(id))))) return;
       remove.disabled = true;
       send({ type: 'remove', participant: id });
     });
@@ -624,10 +767,11 @@ function createTile(id) {
   return li;
 }
 
-function badge(cls, text) {
+function badge(cls, key) {
   const span = document.createElement('span');
   span.className = `badge ${cls}`;
-  span.textContent = text;
+  span.dataset.i18n = key;
+  span.textContent = t(key);
   span.hidden = true;
   return span;
 }
@@ -638,22 +782,24 @@ function updateTile(li, p, stream) {
   const audioMuted = !!(p && p.audio_muted);
   const videoMuted = !!(p && p.video_muted);
   const reconnecting = !!(p && p.state === 'reconnecting');
-  const parts = [role ? `${name} (${role})` : name];
-  if (audioMuted) parts.push('microphone muted');
-  if (videoMuted) parts.push('camera off');
-  if (reconnecting) parts.push('reconnecting');
-  if (!stream) parts.push('no video yet');
+  // An accessible name: the person, then their state (a list, joined by the locale's rules).
+  const parts = [role ? t('join.tileLabel', { name, role }) : name];
+  if (audioMuted) parts.push(t('join.tileMicMuted'));
+  if (videoMuted) parts.push(t('join.tileCameraOff'));
+  if (reconnecting) parts.push(t('join.tileReconnecting'));
+  if (!stream) parts.push(t('join.tileNoVideo'));
 
   const figure = li.querySelector('figure');
-  figure.setAttribute('aria-label', parts.join(', '));
-  li.querySelector('.name').textContent = role ? `${name} · ${role}` : name;
+  figure.setAttribute('aria-label', new Intl.ListFormat(locale(), { type: 'unit', style: 'short' }).format(parts));
+  li.querySelector('.name').textContent = role ? t('join.tileName', { name, role }) : name;
   li.querySelector('.mic-muted').hidden = !audioMuted;
   li.querySelector('.cam-off').hidden = !videoMuted;
   li.querySelector('.reconnecting').hidden = !reconnecting;
+  li.querySelector('.badge.screen').hidden = !(p && app.screenSharer === p.id);
   li.dataset.audioMuted = String(audioMuted);
   li.dataset.videoMuted = String(videoMuted);
   const remove = li.querySelector('button.remove');
-  if (remove) remove.setAttribute('aria-label', `Remove ${name}`);
+  if (remove) remove.setAttribute('aria-label', t('join.removeName', { name }));
   attachStream(li.querySelector('video'), stream);
 }
 
@@ -663,22 +809,22 @@ function renderWaitingList() {
   ul.replaceChildren();
   for (const p of app.waiting) {
     // A second device for a seat that is live elsewhere: admitting it disconnects the first.
-    const name = p.second_device ? `second device for ${displayName(p)}` : displayName(p);
+    const name = p.second_device ? t('join.secondDevice', { name: displayName(p) }) : displayName(p);
     const li = document.createElement('li');
     li.dataset.participant = p.id;
     if (p.second_device) li.dataset.secondDevice = 'true';
     const label = document.createElement('span');
     label.className = 'name';
-    label.textContent = ROLE_LABEL[p.role] ? `${name} · ${ROLE_LABEL[p.role]}` : name;
+    label.textContent = ROLE_LABEL[p.role] ? t('join.tileName', { name, role: ROLE_LABEL[p.role] }) : name;
     const admit = document.createElement('button');
     admit.type = 'button';
     admit.className = 'primary';
-    admit.textContent = 'Admit';
-    admit.setAttribute('aria-label', `Admit ${name}`);
+    admit.textContent = t('join.admit');
+    admit.setAttribute('aria-label', t('join.admitName', { name }));
     const reject = document.createElement('button');
     reject.type = 'button';
-    reject.textContent = 'Reject';
-    reject.setAttribute('aria-label', `Reject ${name}`);
+    reject.textContent = t('join.reject');
+    reject.setAttribute('aria-label', t('join.rejectName', { name }));
     admit.addEventListener('click', () => {
       admit.disabled = reject.disabled = true;
       send({ type: 'admit', participant: p.id });
@@ -698,19 +844,172 @@ function renderWaitingList() {
 function toggleMicrophone() {
   app.audioMuted = !app.audioMuted;
   if (app.localStream) for (const t of app.localStream.getAudioTracks()) t.enabled = !app.audioMuted;
-  $('toggle-mic').textContent = app.audioMuted ? 'Unmute microphone' : 'Mute microphone';
+  $('toggle-mic').setAttribute('aria-pressed', String(app.audioMuted));
   document.body.dataset.audioMuted = String(app.audioMuted);
   send({ type: 'mute', kind: 'audio', muted: app.audioMuted });
-  announce(app.audioMuted ? 'Your microphone is muted.' : 'Your microphone is on.');
+  announce(app.audioMuted ? CALL.micMuted : CALL.micOn);
 }
 
 function toggleCamera() {
   app.videoMuted = !app.videoMuted;
   if (app.localStream) for (const t of app.localStream.getVideoTracks()) t.enabled = !app.videoMuted;
-  $('toggle-camera').textContent = app.videoMuted ? 'Turn camera on' : 'Turn camera off';
+  $('toggle-camera').setAttribute('aria-pressed', String(app.videoMuted));
   document.body.dataset.videoMuted = String(app.videoMuted);
   send({ type: 'mute', kind: 'video', muted: app.videoMuted });
-  announce(app.videoMuted ? 'Your camera is off.' : 'Your camera is on.');
+  announce(app.videoMuted ? CALL.cameraOff : CALL.cameraOn);
+}
+
+// ---------------------------------------------------------------- devices, screen share, timer
+
+/** A new camera or microphone track (devices.js): in the local stream and in the call. */
+async function replaceLocalTrack(kind, track) {
+  if (!app.localStream) app.localStream = new MediaStream();
+  const stream = app.localStream;
+  const old = kind === 'video' ? stream.getVideoTracks()[0] : stream.getAudioTracks()[0];
+  track.enabled = kind === 'video' ? !app.videoMuted : !app.audioMuted;
+  stream.addTrack(track);
+  // While our screen is shared the camera waits; it is sent again when sharing stops. The
+  // sender takes the new track before the old one stops (an ended track can leave Chromium's
+  // encoder without frames even after replaceTrack).
+  if (app.session && !(kind === 'video' && app.screenTrack)) await app.session.replaceTrack(kind, track);
+  if (old) {
+    stream.removeTrack(old);
+    old.stop();
+  }
+  for (const v of [$('preview'), $('waiting-preview'), $('local')]) {
+    v.srcObject = null;
+    attachStream(v, stream);
+  }
+}
+
+async function toggleScreenShare() {
+  if (app.screenTrack) {
+    stopScreenShare({ tell: true });
+    return;
+  }
+  if (app.screenSharer && app.you && app.screenSharer !== app.you.id) {
+    showError(CALL.screenBusy);
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 10, max: 15 } }, audio: false });
+  } catch {
+    announce(CALL.screenFailed);
+    return;
+  }
+  const track = stream.getVideoTracks()[0];
+  if (!track || !app.session) {
+    for (const t of stream.getTracks()) t.stop();
+    announce(CALL.screenFailed);
+    return;
+  }
+  app.screenTrack = track;
+  // The browser's own "Stop sharing" ends the track: stop cleanly from there too.
+  track.addEventListener('ended', () => {
+    if (app.screenTrack === track) stopScreenShare({ tell: true });
+  });
+  try {
+    track.contentHint = 'detail';
+  } catch {
+    /* older browsers */
+  }
+  await app.session.replaceTrack('video', track);
+  send({ type: 'screen_share', active: true });
+  $('toggle-screen').setAttribute('aria-pressed', 'true');
+  announce(CALL.screenStarted);
+}
+
+/** Stop our screen share: the camera goes back into the call; tell the others if `tell`. */
+function stopScreenShare({ tell }) {
+  const track = app.screenTrack;
+  if (!track) return;
+  app.screenTrack = null;
+  track.stop();
+  const camera = app.localStream && app.localStream.getVideoTracks()[0];
+  if (app.session) app.session.replaceTrack('video', camera || null).catch(() => {});
+  if (tell) send({ type: 'screen_share', active: false });
+  $('toggle-screen').setAttribute('aria-pressed', 'false');
+  if (app.you && app.screenSharer === app.you.id) app.screenSharer = null;
+  renderTiles();
+  if (tell) announce(CALL.screenStopped);
+}
+
+function onScreenShare(participant, active) {
+  const mine = app.you && participant === app.you.id;
+  if (active) {
+    app.screenSharer = participant;
+    if (!mine) announce(CALL.screenOf(displayName(app.participants.get(participant))));
+  } else if (app.screenSharer === participant) {
+    app.screenSharer = null;
+    if (!mine) announce(CALL.screenEnded(displayName(app.participants.get(participant))));
+  }
+  renderTiles();
+}
+
+/** A refused share (someone else shares): put the camera back. */
+function onScreenShareRefused() {
+  stopScreenShare({ tell: false });
+  showError(CALL.screenBusy);
+}
+
+function formatElapsed(ms) {
+  const total = Math.max(0, Math.floor(ms / 1000));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const sec = String(total % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+}
+
+function startCallTimer() {
+  if (!app.callStartedAt) app.callStartedAt = Date.now();
+  const tick = () => {
+    const ms = Date.now() - app.callStartedAt;
+    $('call-timer').textContent = formatElapsed(ms);
+    $('call-timer').dateTime = `PT${Math.floor(ms / 1000)}S`;
+  };
+  tick();
+  clearInterval(app.timer);
+  app.timer = setInterval(tick, 1000);
+}
+
+/** Groups: the loudest remote participant (inbound audio levels) takes the stage. */
+function startSpeakerDetection() {
+  clearInterval(app.speakerTimer);
+  let candidate = null;
+  let streak = 0;
+  app.speakerTimer = setInterval(async () => {
+    const pc = app.session && app.session.pc;
+    if (!pc || app.participants.size < 2) return;
+    let loudest = null;
+    let level = 0.02;
+    try {
+      const report = await pc.getStats();
+      report.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio' && typeof s.audioLevel === 'number' && s.audioLevel > level) {
+          const owner = app.trackOwner.get(s.trackIdentifier);
+          if (owner) {
+            loudest = owner;
+            level = s.audioLevel;
+          }
+        }
+      });
+    } catch {
+      return;
+    }
+    if (!loudest || loudest === app.activeSpeaker) {
+      streak = 0;
+      return;
+    }
+    // Two samples in a row: a cough does not move the stage.
+    streak = loudest === candidate ? streak + 1 : 1;
+    candidate = loudest;
+    if (streak >= 2) {
+      app.activeSpeaker = loudest;
+      streak = 0;
+      renderTiles();
+    }
+  }, 500);
 }
 
 function leave() {
@@ -720,9 +1019,10 @@ function leave() {
 }
 
 function endConsultation() {
+  if (!window.confirm(CALL.confirmEnd)) return;
   app.endRequested = true;
   $('end').disabled = true;
-  announce('Ending the consultation…');
+  announce(t('join.ending'));
   send({ type: 'end_consultation' });
 }
 
@@ -733,7 +1033,10 @@ function isFinal(state) {
 }
 
 function stopEverything() {
+  if (precall) precall.stopMeter();
   clearInterval(app.pingTimer);
+  clearInterval(app.timer);
+  clearInterval(app.speakerTimer);
   clearTimeout(app.reconnectTimer);
   $('reconnecting').hidden = true;
   teardownMedia();
@@ -765,7 +1068,7 @@ function fail(message) {
   setState('error');
   stopEverything();
   showError(message);
-  $('end-heading').textContent = 'We could not connect you';
+  $('end-heading').textContent = t('join.couldNotConnect');
   $('end-message').textContent = '';
   showScreen('end');
 }

@@ -4,6 +4,7 @@
 // time, so this module keeps no copy of it.
 
 import { DOCUMENTS, documentErrorMessage, formatBytes } from './messages.js';
+import { t } from './i18n.js';
 
 /**
  * @param {object} opts
@@ -80,16 +81,16 @@ export function createDocuments({ root, getToken, consultation, you, getCsrf = (
     meta.append(`${formatBytes(doc.size)} · ${DOCUMENTS.roleLabel(doc.uploader_role)} · `, time);
     const download = document.createElement('button');
     download.type = 'button';
-    download.textContent = 'Download';
-    download.setAttribute('aria-label', `Download ${doc.filename}`);
+    download.textContent = t('documents.download');
+    download.setAttribute('aria-label', t('documents.downloadName', { name: doc.filename }));
     download.addEventListener('click', () => downloadDoc(doc, download));
     li.append(name, meta, download);
     if (mayDelete(doc)) {
       const del = document.createElement('button');
       del.type = 'button';
       del.className = 'danger-outline';
-      del.textContent = 'Delete';
-      del.setAttribute('aria-label', `Delete ${doc.filename}`);
+      del.textContent = t('documents.delete');
+      del.setAttribute('aria-label', t('documents.deleteName', { name: doc.filename }));
       del.addEventListener('click', () => deleteDoc(doc, del));
       li.append(del);
     }

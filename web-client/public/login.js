@@ -2,6 +2,8 @@
 // the authentication code as JSON; the server answers with an HttpOnly session cookie. Then it
 // goes to `next` from the fragment (a path on this site only) or to the person's start page.
 
+import { t } from './i18n.js';
+
 const $ = (id) => document.getElementById(id);
 
 const fragment = new URLSearchParams(window.location.hash.slice(1));
@@ -13,9 +15,15 @@ const startParam = fragment.get('start');
 const startId = startParam && /^[A-Za-z0-9_-]{1,128}$/.test(startParam) ? startParam : null;
 
 const REASONS = {
-  idle: 'You were signed out after a period of inactivity.',
-  expired: 'Your session has ended. Please sign in again.',
-  'signed-out': 'You are signed out.',
+  get idle() {
+    return t('login.idle');
+  },
+  get expired() {
+    return t('login.expired');
+  },
+  get 'signed-out'() {
+    return t('login.signedOut');
+  },
 };
 
 function startPage(session) {
@@ -57,7 +65,7 @@ async function submit(event) {
     }
     $('error').textContent = data.message || `The server answered ${res.status}.`;
   } catch {
-    $('error').textContent = 'The server cannot be reached. Check your connection and try again.';
+    $('error').textContent = t('login.unreachable');
   } finally {
     $('submit').disabled = false;
   }

@@ -24,11 +24,13 @@ export class MediaSession {
     // Our candidates wait until the answer they belong to has been sent.
     this.pendingLocalCandidates = [];
     this.answerSent = false;
+    /** Our senders by kind (`audio`, `video`): a device switch or a screen share replaces their track. */
+    this.senders = {};
 
     if (localStream) {
       // Added BEFORE the first offer is applied, so the offer's recvonly audio/video sections
       // bind to these senders (see docs/signaling.md, flow step 4).
-      for (const track of localStream.getTracks()) this.pc.addTrack(track, localStream);
+      for (const track of localStream.getTracks()) this.senders[track.kind] = this.pc.addTrack(track, localStream);
     }
 
     this.pc.addEventListener('icecandidate', (ev) => {
@@ -93,6 +95,12 @@ export class MediaSession {
       sdpMid: candidate.sdp_mid ?? null,
       sdpMLineIndex: candidate.sdp_mline_index ?? null,
     });
+  }
+
+  /** Send `track` instead of what the `kind` sender sends now (no renegotiation). */
+  async replaceTrack(kind, track) {
+    const sender = this.senders[kind];
+    if (sender && !this.closed) await sender.replaceTrack(track);
   }
 
   close() {

@@ -1,58 +1,42 @@
-// Human sentences for what the server tells us. Kept apart from the app so tests and
-// translators find them in one place.
+// Human sentences for what the server tells us, in the page's language: every one comes from
+// the message catalogues (locales/*.js, through i18n.js). The exported names are the ones the
+// pages have always used; their values are looked up when read, so a language switch applies to
+// everything said afterwards.
 
-export const ROLE_LABEL = {
-  practitioner: 'practitioner',
-  patient: 'patient',
-  guest: 'guest',
-};
+import { t, formatNumber } from './i18n.js';
 
-export const END_SCREENS = {
-  ended: {
-    heading: 'The consultation has ended',
-    text: 'This consultation has ended. Thank you, you can close this page now.',
-  },
-  ended_by_you: {
-    heading: 'The consultation has ended',
-    text: 'You ended the consultation for everyone. You can close this page now.',
-  },
-  left: {
-    heading: 'You left the consultation',
-    text: 'You have left the consultation. You can close this page now.',
-  },
-  removed: {
-    heading: 'You were removed from the consultation',
-    text: 'The practitioner removed you from this consultation. Please contact your practice if you think this is a mistake.',
-  },
-  rejected: {
-    heading: 'You could not be admitted',
-    text: 'The practitioner did not admit you to this consultation. Please contact your practice if you think this is a mistake.',
-  },
-};
+/** An object whose property `k` is `t(prefix + '.' + k)`, looked up when read. */
+function section(prefix, keys) {
+  const o = {};
+  for (const k of keys) Object.defineProperty(o, k, { enumerable: true, get: () => t(`${prefix}.${k}`) });
+  return o;
+}
 
-export const ERRORS = {
-  noToken:
-    'This page needs your personal consultation link. Please open the link from your invitation again.',
-  badToken:
-    'This consultation link is not valid. Please check that you opened the complete link, or ask your practice for a new one.',
-  expiredToken: 'This consultation link has expired. Please ask your practice for a new link.',
-  wrongConsultation: 'This link belongs to a different consultation. Please open the link from your invitation again.',
-  full: 'This consultation is full. Please contact your practice.',
-  revokedToken: 'This consultation link is no longer valid. Please ask your practice for a new one.',
-  notYetValid:
-    'This consultation has not opened yet. Please come back shortly before your appointment.',
-  cancelled: 'This consultation was cancelled by your practice.',
-  notSignedIn: 'Your sign-in has ended. Please sign in again and start the consultation from your workspace.',
-  notYours: 'This consultation is not among yours. Please start it from your workspace.',
-  unavailable: 'The service cannot check your link right now. Please try again in a minute.',
-  movedToAnotherDevice:
-    'Your consultation continues on another device: the practitioner admitted it, so this window was disconnected.',
-  replaced: 'This consultation was opened again in another window, so this one was disconnected.',
-  badJoin: 'The server did not understand this page. Please reload it with your invitation link, or update your browser.',
-  tooLarge: 'The connection was closed because a message was too large. Please rejoin with your invitation link.',
-  lost: 'The connection to the consultation was lost. Please open your invitation link again to rejoin.',
-  noWebRTC: 'This browser cannot make video calls. Please use a recent version of Firefox, Chrome, Edge or Safari.',
-};
+export const ROLE_LABEL = section('role', ['practitioner', 'patient', 'guest']);
+
+export const END_SCREENS = Object.fromEntries(
+  ['ended', 'ended_by_you', 'left', 'removed', 'rejected'].map((k) => [k, section(`end.${k}`, ['heading', 'text'])]),
+);
+
+export const ERRORS = section('errors', [
+  'noToken',
+  'badToken',
+  'expiredToken',
+  'wrongConsultation',
+  'full',
+  'revokedToken',
+  'notYetValid',
+  'cancelled',
+  'notSignedIn',
+  'notYours',
+  'unavailable',
+  'movedToAnotherDevice',
+  'replaced',
+  'badJoin',
+  'tooLarge',
+  'lost',
+  'noWebRTC',
+]);
 
 /** The sentence shown when the server closes the socket with a fatal code (4401 etc.). */
 export function fatalCloseMessage(code, reason = '') {
@@ -95,41 +79,37 @@ export function mediaErrorMessage(err) {
   switch (err && err.name) {
     case 'NotAllowedError':
     case 'SecurityError':
-      return 'Your browser did not allow the camera and microphone. You can still join, but others will not see or hear you. Allow access in your browser settings and reload to fix this.';
+      return t('media.denied');
     case 'NotFoundError':
     case 'OverconstrainedError':
-      return 'No camera or microphone was found. You can still join, but others will not see or hear you.';
+      return t('media.missing');
     case 'NotReadableError':
-      return 'Your camera or microphone is in use by another application. Close it and reload this page, or join without them.';
+      return t('media.busy');
     default:
-      return 'Your camera and microphone could not be started. You can still join, but others will not see or hear you.';
+      return t('media.other');
   }
 }
 
 // ---------------------------------------------------------------- shared documents
 
 export const DOCUMENTS = {
-  tooLarge: (limit) =>
-    limit
-      ? `This file is too large to share. The limit is ${formatBytes(limit)}.`
-      : 'This file is too large to share.',
-  typeNotAllowed:
-    'This type of file is not allowed. You can share PDF, PNG, JPEG, WebP, plain text and DICOM files.',
-  forbidden: 'You may not use the documents of this consultation.',
-  unauthorized: 'Your consultation link is no longer valid for documents. Please open your invitation link again.',
-  network: 'The documents could not be reached. Please check your connection and try again.',
-  uploadFailed: 'The upload did not finish. Please check your connection and try again.',
-  uploading: (name) => `Uploading ${name}…`,
-  uploaded: (name) => `${name} uploaded.`,
-  downloading: (name) => `Downloading ${name}…`,
-  downloaded: (name) => `${name} downloaded.`,
-  deleted: (name) => `${name} deleted.`,
-  roleLabel: (role) => ({ practitioner: 'practitioner', patient: 'patient', guest: 'guest' })[role] || 'participant',
+  tooLarge: (limit) => (limit ? t('documents.tooLargeLimit', { limit: formatBytes(limit) }) : t('documents.tooLarge')),
+  ...section('documents', ['typeNotAllowed', 'forbidden', 'unauthorized', 'network', 'uploadFailed']),
+  uploading: (name) => t('documents.uploading', { name }),
+  uploaded: (name) => t('documents.uploaded', { name }),
+  downloading: (name) => t('documents.downloading', { name }),
+  downloaded: (name) => t('documents.downloaded', { name }),
+  deleted: (name) => t('documents.deleted', { name }),
+  roleLabel: (role) => t(`role.${['practitioner', 'patient', 'guest'].includes(role) ? role : 'participant'}`),
 };
+// (`section` spreads getters into values at definition: redefine them as getters.)
+for (const k of ['typeNotAllowed', 'forbidden', 'unauthorized', 'network', 'uploadFailed']) {
+  Object.defineProperty(DOCUMENTS, k, { enumerable: true, get: () => t(`documents.${k}`) });
+}
 
-/** "1.5 MiB", "820 KiB", "12 bytes". */
+/** "1.5 MiB", "820 KiB", "12 bytes", with the page's digits and separators. */
 export function formatBytes(n) {
-  if (!Number.isFinite(n) || n < 1024) return `${n} bytes`;
+  if (!Number.isFinite(n) || n < 1024) return `${formatNumber(n)} B`;
   const units = ['KiB', 'MiB', 'GiB'];
   let v = n / 1024;
   let i = 0;
@@ -137,10 +117,11 @@ export function formatBytes(n) {
     v /= 1024;
     i += 1;
   }
-  return `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
+  return `${formatNumber(v, { maximumFractionDigits: 1 })} ${units[i]}`;
 }
 
-/** The sentence for a refused documents request: `status` and its `{code, message}` body. */
+/** The sentence for a refused documents request: `status` and its `{code, message}` body. The
+ * server's own text is never shown (its limit, a number, is read from it). */
 export function documentErrorMessage(status, body) {
   const message = body && typeof body.message === 'string' ? body.message : '';
   switch (status) {
@@ -153,10 +134,60 @@ export function documentErrorMessage(status, body) {
     case 401:
       return DOCUMENTS.unauthorized;
     case 403:
-      return message ? `Not allowed: ${message}.` : DOCUMENTS.forbidden;
+      return DOCUMENTS.forbidden;
     case 0:
       return DOCUMENTS.uploadFailed;
     default:
-      return message ? `The server refused: ${message}.` : `The server refused the request (HTTP ${status}).`;
+      return t('documents.refused');
   }
 }
+
+// ---------------------------------------------------------------- chat and notices
+
+const CHAT_ERRORS = ['chat_empty', 'chat_too_long', 'chat_rate_limited', 'not_admitted', 'forbidden'];
+
+export const CHAT = {
+  ...{},
+  errors: section('chat', CHAT_ERRORS),
+};
+for (const k of ['you', 'sendFailed', 'noticeSent']) {
+  Object.defineProperty(CHAT, k, { enumerable: true, get: () => t(`chat.${k}`) });
+}
+
+/** The sentence for a signalling `error` by its stable code (docs/signaling.md). */
+export const SERVER_ERRORS = section('server', ['bad_sdp', 'media_failed', 'forbidden', 'not_admitted', 'unknown_participant', 'other']);
+
+export function serverErrorMessage(code) {
+  return Object.hasOwn(SERVER_ERRORS, code) ? SERVER_ERRORS[code] : SERVER_ERRORS.other;
+}
+
+// ---------------------------------------------------------------- devices
+
+export const DEVICES = {
+  unnamed: {
+    videoinput: (n) => t('devices.videoinput', { n }),
+    audioinput: (n) => t('devices.audioinput', { n }),
+    audiooutput: (n) => t('devices.audiooutput', { n }),
+  },
+  failed: (name) =>
+    name === 'NotAllowedError' || name === 'SecurityError'
+      ? t('devices.denied')
+      : name === 'NotReadableError'
+        ? t('devices.busy')
+        : t('devices.failed'),
+};
+for (const k of ['none', 'cameraChanged', 'microphoneChanged', 'speakerChanged', 'testSound']) {
+  Object.defineProperty(DEVICES, k, { enumerable: true, get: () => t(`devices.${k}`) });
+}
+
+// ---------------------------------------------------------------- the call
+
+export const CALL = {
+  screenOf: (name) => t('call.screenOf', { name }),
+  screenEnded: (name) => t('call.screenEnded', { name }),
+  confirmRemove: (name) => t('call.confirmRemove', { name }),
+};
+for (const k of ['micOn', 'micMuted', 'cameraOn', 'cameraOff', 'screenStarted', 'screenStopped', 'screenBusy', 'screenFailed', 'confirmEnd']) {
+  Object.defineProperty(CALL, k, { enumerable: true, get: () => t(`call.${k}`) });
+}
+Object.defineProperty(CALL, 'screenShared', { enumerable: true, get: () => t('join.screenShared') });

@@ -129,6 +129,8 @@ function seatRow(c, inv, live) {
     const fieldId = `link-${inv.id}`;
     const input = el('input', { id: fieldId, type: 'text', readOnly: true, value: joinLink(inv.token), class: 'ws-link' });
     input.setAttribute('aria-label', `Link for ${name}`);
+    input.dataset.role = inv.role;
+    input.dataset.label = inv.label;
     const qr = el('img', { class: 'ws-qr', hidden: true, alt: `QR code of the link for ${name}` });
     const showQr = button('QR code', `Show QR code for ${name}`, () => {
       if (qr.hidden) {
@@ -177,8 +179,53 @@ function item(c, live) {
     const billing = el('a', { href: '/billing.html', textContent: 'Billing' });
     billing.setAttribute('aria-label', `Billing page (consultation with ${title})`);
     li.append(billing);
+    li.append(chatRecord(c, title));
   }
   return li;
+}
+
+// ---------------------------------------------------------------- the chat of a past consultation
+
+/** "Show chat" (opens the record, rendered as text only) and "Export chat" (a JSON file). */
+function chatRecord(c, title) {
+  const box = el('div', { class: 'ws-chat' });
+  const list = el('ol', { class: 'ws-chat-log' });
+  list.setAttribute('aria-label', `Chat of the consultation with ${title}`);
+  list.hidden = true;
+  const show = button('Show chat', `Show the chat of the consultation with ${title}`, async () => {
+    $('error').textContent = '';
+    try {
+      const res = await api(`/api/workspace/consultations/${encodeURIComponent(c.id)}/chat`);
+      const data = await res.json();
+      list.replaceChildren(
+        ...(data.messages.length
+          ? data.messages.map((m) => {
+              const item = el('li', { class: 'ws-chat-message' });
+              item.dataset.kind = m.kind;
+              const at = el('time', { textContent: when(m.at) });
+              at.dateTime = new Date(m.at).toISOString();
+              const who = m.kind === 'notice' ? `${m.display_name} → waiting room` : m.display_name;
+              item.append(
+                el('p', { class: 'ws-chat-meta' }, el('strong', { textContent: who }), ' ', at),
+                el('p', { class: 'ws-chat-text', textContent: m.text }),
+              );
+              return item;
+            })
+          : [el('li', { class: 'note', textContent: 'No chat in this consultation.' })]),
+      );
+      list.hidden = false;
+    } catch (err) {
+      fail(err);
+    }
+  });
+  const exportLink = el('a', {
+    href: `/api/workspace/consultations/${encodeURIComponent(c.id)}/chat/export`,
+    textContent: 'Export chat',
+  });
+  exportLink.setAttribute('download', '');
+  exportLink.setAttribute('aria-label', `Export the chat of the consultation with ${title}`);
+  box.append(show, ' ', exportLink, list);
+  return box;
 }
 
 function isPast(c) {

@@ -21,7 +21,11 @@ export const RESULTS_DIR = path.join(REPO_ROOT, 'web-client', 'test-results');
 
 export const CHROMIUM_ARGS = [
   '--use-fake-ui-for-media-stream',
-  '--use-fake-device-for-media-stream',
+  // Three fake cameras (Chromium's second is a Y16 depth camera that WebRTC cannot encode; the
+  // third, MJPEG, is a camera like any other), so a device switch can be tested.
+  '--use-fake-device-for-media-stream=device-count=3',
+  // getDisplayMedia picks the (fake) screen without a dialog.
+  '--auto-select-desktop-capture-source=Entire screen',
   '--no-sandbox',
   '--disable-gpu',
   '--disable-quic',
@@ -212,6 +216,8 @@ export class Participant {
     this.console = [];
     page.on('console', (msg) => this.console.push(`[${msg.type()}] ${msg.text()}`));
     page.on('pageerror', (err) => this.console.push(`[pageerror] ${err.message}`));
+    // "Remove …?" and "End the consultation for everyone?" are confirmed.
+    page.on('dialog', (d) => d.accept());
   }
 
   joinButton() {
@@ -231,13 +237,18 @@ export class Participant {
 /**
  * Mint a token and open the join page in a fresh context; waits for the pre-join screen.
  */
-export async function openParticipant(browser, server, { consultation, identity, role }) {
+export async function openParticipant(browser, server, { consultation, identity, role, viewport, locale, bypassCSP }) {
   const token = await server.mintToken({ consultation, identity, role });
-  return openLink(browser, server.joinUrl(token), { identity, role, token });
+  return openLink(browser, server.joinUrl(token), { identity, role, token, viewport, locale, bypassCSP });
 }
 
-export async function openLink(browser, url, { identity = '', role = '', token = '' } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
+export async function openLink(
+  browser,
+  url,
+  { identity = '', role = '', token = '', viewport = { width: 1024, height: 768 }, locale, bypassCSP = false } = {},
+) {
+  // `bypassCSP`: only for the accessibility audit, which injects axe-core into the page.
+  const context = await browser.newContext({ viewport, bypassCSP, ...(locale ? { locale } : {}) });
   const origin = new URL(url).origin;
   await context.grantPermissions(['camera', 'microphone'], { origin });
   const page = await context.newPage();
@@ -278,6 +289,8 @@ export function inboundStats(page) {
           trackIdentifier: s.trackIdentifier ?? null,
           packetsReceived: s.packetsReceived ?? 0,
           framesDecoded: s.framesDecoded ?? 0,
+          frameWidth: s.frameWidth ?? 0,
+          frameHeight: s.frameHeight ?? 0,
         });
       }
     });
@@ -398,4 +411,75 @@ export function craftToken(claims, secret = DEV_SIGNING_SECRET) {
   const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
   const sig = createHmac('sha256', secret).update(body).digest('base64url');
   return `${body}.${sig}`;
+}
+
+// Printed by `serve --dev` (accounts/src/service.rs: DEMO_EMAIL, DEMO_PASSWORD).
+export const DEMO_EMAIL = 'practitioner@demo.teleconsult.test';
+export const DEMO_PASSWORD = 'demo-practitioner-password';
+
+/**
+ * The demo practitioner in a browser context of their own, signed in at /login and on the
+ * loaded workspace. Returns a participant-like object (pushed to `participants` so failures
+ * save its screenshot and console). Dialogs (confirmations) are accepted.
+ */
+export async function signInPractitioner(
+  { server, browser, participants },
+  { viewport = { width: 1280, height: 800 }, locale, bypassCSP = false } = {},
+) {
+  const context = await browser.newContext({ viewport, bypassCSP, ...(locale ? { locale } : {}) });
+  await context.grantPermissions(['camera', 'microphone'], { origin: server.base });
+  const page = await context.newPage();
+  const doctor = { context, page, label: 'practitioner', token: '', console: [] };
+  doctor.consoleText = () => doctor.console.join('\n');
+  page.on('console', (m) => doctor.console.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => doctor.console.push(`[pageerror] ${e.message}`));
+  page.on('dialog', (d) => d.accept());
+  participants.push(doctor);
+  await page.goto(`${server.base}/login`);
+  await page.locator('#email').fill(DEMO_EMAIL);
+  await page.locator('#password').fill(DEMO_PASSWORD);
+  await page.locator('form button[type="submit"]').click();
+  await page.waitForURL(/\/workspace$/);
+  await page.waitForFunction(() => document.body.dataset.loaded === 'true');
+  return doctor;
+}
+
+/**
+ * Create a consultation from the workspace (patient label, optional guests) and return the
+ * join links, by label.
+ */
+export async function createConsultation(doctor, server, { patient, guests = [] }) {
+  const page = doctor.page;
+  await page.locator('#patient-label').fill(patient);
+  for (const [i, g] of guests.entries()) {
+    await page.locator('#add-guest').click();
+    await page.locator('#guests input').nth(i).fill(g);
+  }
+  await page.locator('#create-submit').click();
+  const links = {};
+  for (const [role, label] of [['patient', patient], ...guests.map((g) => ['guest', g])]) {
+    const field = page.locator(`li.ws-item input.ws-link[data-role="${role}"][data-label="${label}"]`).first();
+    await field.waitFor();
+    links[label] = await field.inputValue();
+  }
+  const id = await page.locator('li.ws-item').filter({ hasText: patient }).first().getAttribute('data-consultation');
+  return { id, links, token: (label) => links[label].split('#token=')[1] };
+}
+
+/** axe-core's audit of the page as it is now: the violations of impact `serious` or `critical`. */
+export async function seriousA11yViolations(page) {
+  await page.addScriptTag({ path: path.join(REPO_ROOT, 'web-client', 'node_modules', 'axe-core', 'axe.min.js') });
+  const result = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    // The audit ran (rules passed too), or an empty list would prove nothing.
+    if (r.testEngine.name !== 'axe-core' || r.passes.length < 5) throw new Error(`axe did not run: ${r.passes.length} rules passed`);
+    return r.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 5),
+    }));
+  });
+  return result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
 }

@@ -19,9 +19,12 @@ test('muting the microphone shows the mute indicator on the other page', { timeo
     const badge = doctor.page.locator('#tiles li .mic-muted');
     assert.equal(await badge.isVisible(), false);
 
-    // Mute: the button's label changes, the track is disabled, the doctor sees the indicator.
-    await patient.page.getByRole('button', { name: 'Mute microphone' }).click();
-    await patient.page.getByRole('button', { name: 'Unmute microphone' }).waitFor();
+    // Mute: the toggle is pressed (aria-pressed), the track is disabled, the doctor sees the
+    // indicator.
+    const mic = patient.page.getByRole('button', { name: 'Mute microphone' });
+    assert.equal(await mic.getAttribute('aria-pressed'), 'false');
+    await mic.click();
+    await patient.page.getByRole('button', { name: 'Mute microphone', pressed: true }).waitFor();
     assert.equal(
       await patient.page.evaluate(() =>
         window.teleconsult.pc.getSenders().filter((s) => s.track && s.track.kind === 'audio').every((s) => !s.track.enabled),
@@ -33,12 +36,13 @@ test('muting the microphone shows the mute indicator on the other page', { timeo
     assert.equal(await badge.textContent(), 'Microphone muted');
 
     // Unmute: the indicator goes away.
-    await patient.page.getByRole('button', { name: 'Unmute microphone' }).click();
+    await mic.click();
+    assert.equal(await mic.getAttribute('aria-pressed'), 'false');
     await badge.waitFor({ state: 'hidden' });
 
     // Camera off shows too.
     await patient.page.getByRole('button', { name: 'Turn camera off' }).click();
-    await patient.page.getByRole('button', { name: 'Turn camera on' }).waitFor();
+    await patient.page.getByRole('button', { name: 'Turn camera off', pressed: true }).waitFor();
     await doctor.page.locator('#tiles li .cam-off').waitFor({ state: 'visible' });
   });
 });

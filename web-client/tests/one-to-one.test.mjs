@@ -25,7 +25,7 @@ test('1:1: patient waits, practitioner admits, both decode remote video and audi
     }
     // The pre-join screen names the role (an invitation carries no name: the label the
     // practitioner chose arrives with `joined`).
-    assert.match(await patient.page.locator('#prejoin-role').textContent(), /patient/);
+    assert.match(await patient.page.locator('#prejoin-as').textContent(), /\(patient\)/);
     assert.ok(!(await patient.page.content()).includes('Pat Example'), 'no label before joining');
 
     // The patient joins first and waits, seeing no one.

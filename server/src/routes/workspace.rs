@@ -28,6 +28,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/workspace/consultations", get(list).post(create))
         .route("/api/workspace/consultations/{id}", get(one))
         .route("/api/workspace/consultations/{id}/cancel", post(cancel))
+        .route("/api/workspace/consultations/{id}/chat", get(chat))
+        .route(
+            "/api/workspace/consultations/{id}/chat/export",
+            get(chat_export),
+        )
         .route(
             "/api/workspace/consultations/{id}/invitations/{jti}/revoke",
             post(revoke),
@@ -326,6 +331,87 @@ async fn cancel(
         .cancel(&teleconsult_consultation::ConsultationId::from(id.clone()));
     tracing::info!(organisation = %s.organisation, account = %s.account, consultation = %id, revoked, "consultation cancelled");
     Ok(Json(serde_json::json!({ "revoked": revoked })))
+}
+
+/// The chat and notices of one of the caller's consultations, opened (audited as
+/// `chat.read` / `chat.export`: who read it, never what).
+async fn chat_records(
+    state: &AppState,
+    s: &StaffSession,
+    id: &str,
+    action: &str,
+) -> Result<Vec<teleconsult_documents::ChatRecord>, ApiError> {
+    let c = scheduling::owned_consultation(&*state.store, owner(s), id).await?;
+    let records = state.chat.read(&c.id).await.map_err(|e| match e {
+        teleconsult_documents::ChatArchiveError::Store(e) => {
+            ApiError::from(SchedulingError::from(e))
+        }
+        e => ApiError::internal(e),
+    })?;
+    let event = teleconsult_store::AuditEvent {
+        id: format!("a{:032x}", rand::random::<u128>()),
+        at: now_millis(),
+        actor: s.account.clone(),
+        action: action.to_string(),
+        consultation: Some(c.id.clone()),
+        target: None,
+    };
+    state
+        .store
+        .record_audit(&event)
+        .await
+        .map_err(SchedulingError::from)?;
+    Ok(records)
+}
+
+/// `GET /api/workspace/consultations/{id}/chat`: the consultation's chat and notices, oldest
+/// first, as JSON (the page renders them as text).
+async fn chat(
+    State(state): State<AppState>,
+    s: StaffSession,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let s = practitioner(s)?;
+    let records = chat_records(&state, &s, &id, "chat.read").await?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({ "consultation": id, "messages": records })),
+    )
+        .into_response())
+}
+
+/// `GET /api/workspace/consultations/{id}/chat/export`: the same as a JSON file to keep with
+/// the patient's record (`Content-Disposition: attachment`).
+async fn chat_export(
+    State(state): State<AppState>,
+    s: StaffSession,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let s = practitioner(s)?;
+    let records = chat_records(&state, &s, &id, "chat.export").await?;
+    let body = serde_json::to_vec_pretty(&serde_json::json!({
+        "consultation": id,
+        "exported_at": now_millis(),
+        "messages": records,
+    }))
+    .map_err(ApiError::internal)?;
+    // The id is ours (checked above by the ownership lookup): safe in a header.
+    let safe: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"chat-{safe}.json\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// `GET /api/workspace/consultations/{id}/invitations/{jti}/qr.svg`: the join link of a live
