@@ -13,16 +13,16 @@ use std::sync::Arc;
 
 pub mod accounts;
 pub mod api_keys;
-pub mod cluster;
 pub mod chat;
+pub mod cluster;
 pub mod invitations;
 pub mod mongo;
 pub mod sqlite;
 
 pub use accounts::{Account, AccountStore, LoginThrottle, Organisation, SessionRecord, TotpRecord};
 pub use api_keys::{ApiKey, ApiKeyStore, ConsultationCursor};
-pub use cluster::{ClusterStore, NodeRecord, NodeState, Placement, Renewal};
 pub use chat::{ChatKeyRecord, ChatStore, StoredChatMessage};
+pub use cluster::{ClusterStore, NodeRecord, NodeState, Placement, Renewal};
 pub use invitations::{
     ConsultationStatus, Invitation, InvitationStore, Pseudonym, ScheduledConsultation,
 };

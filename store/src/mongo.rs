@@ -36,10 +36,10 @@ use std::time::Duration;
 mod accounts;
 #[path = "mongo_api_keys.rs"]
 mod api_keys;
-#[path = "mongo_cluster.rs"]
-mod cluster;
 #[path = "mongo_chat.rs"]
 mod chat;
+#[path = "mongo_cluster.rs"]
+mod cluster;
 #[path = "mongo_invitations.rs"]
 mod invitations;
 
