@@ -235,6 +235,8 @@ struct Participant {
 /// The sans-I/O SFU: see the module documentation.
 pub struct Core {
     local_addr: SocketAddr,
+    /// Our ICE-TCP candidate, when the TCP port is on.
+    tcp_addr: Option<SocketAddr>,
     participants: HashMap<u64, Participant, IdHash>,
     /// Consultation id → its participants, in arrival order.
     consultations: HashMap<String, Vec<u64>>,
@@ -285,6 +287,7 @@ impl Core {
     pub fn new(local_addr: SocketAddr) -> Core {
         Core {
             local_addr,
+            tcp_addr: None,
             participants: HashMap::default(),
             consultations: HashMap::new(),
             out: SendQueue::default(),
@@ -392,7 +395,7 @@ impl Core {
             return Err(SfuError::AlreadyExists);
         }
         let (ufrag, pwd) = session::ice_credentials();
-        let pc = session::build(now, self.local_addr, &ufrag, &pwd)
+        let pc = session::build(now, self.local_addr, self.tcp_addr, &ufrag, &pwd)
             .map_err(|e| SfuError::Setup(e.to_string()))?;
         let members = self
             .consultations
@@ -544,7 +547,33 @@ impl Core {
     /// its connection, then forward what came out. Datagrams of unknown participants are
     /// ignored; ones the stack rejects are counted.
     pub fn handle_datagram(&mut self, now: Instant, key: u64, from: SocketAddr, data: BytesMut) {
-        let local_addr = self.local_addr;
+        self.receive(now, key, from, data, TransportProtocol::UDP);
+    }
+
+    /// One frame from participant `key`'s ICE-TCP stream from `from` (`tcp.rs`): the same path
+    /// as a datagram, for the ICE agent on our TCP candidate.
+    pub fn handle_tcp_frame(&mut self, now: Instant, key: u64, from: SocketAddr, data: BytesMut) {
+        self.receive(now, key, from, data, TransportProtocol::TCP);
+    }
+
+    /// Our ICE-TCP candidate's address (announce IP, TCP port), offered after the UDP one in
+    /// every session created from now on.
+    pub fn set_tcp_addr(&mut self, addr: Option<SocketAddr>) {
+        self.tcp_addr = addr;
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        key: u64,
+        from: SocketAddr,
+        data: BytesMut,
+        protocol: TransportProtocol,
+    ) {
+        let local_addr = match (protocol, self.tcp_addr) {
+            (TransportProtocol::TCP, Some(tcp)) => tcp,
+            _ => self.local_addr,
+        };
         let Some(p) = self.participants.get(&key) else {
             return;
         };
@@ -578,7 +607,7 @@ impl Core {
                 local_addr,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: protocol,
             },
             message: data,
         };
