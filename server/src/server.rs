@@ -150,6 +150,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         bind: SocketAddr::new(config.media.bind, config.media.udp_port),
         announce_ip: config.media.announce_ip,
         workers: config.media.workers,
+        tcp: config.media.tcp_settings(),
     })
     .with_context(|| {
         format!(
@@ -214,6 +215,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         authenticator,
         config: config.signaling.clone(),
         errors: Default::default(),
+        ice_servers: crate::turn::source(&config.turn),
     });
     let documents = teleconsult_documents::DocumentService::new(
         &config.documents,

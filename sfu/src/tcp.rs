@@ -317,18 +317,16 @@ pub(crate) fn run_acceptor(
                                 continue;
                             }
                             let Some(slot) = per_ip.take(from.ip(), settings.max_per_ip) else {
-                                tracing::debug!("ICE-TCP connection refused: too many from one address");
+                                tracing::debug!(
+                                    "ICE-TCP connection refused: too many from one address"
+                                );
                                 continue;
                             };
                             let token = next_token;
                             next_token = next_token.wrapping_add(1).max(1);
                             if poll
                                 .registry()
-                                .register(
-                                    &mut stream,
-                                    mio::Token(token),
-                                    mio::Interest::READABLE,
-                                )
+                                .register(&mut stream, mio::Token(token), mio::Interest::READABLE)
                                 .is_err()
                             {
                                 continue;
@@ -500,7 +498,11 @@ mod tests {
         d.extend(&framed(&binding_request("serverufrag")));
         assert_eq!(first_message(&mut d), FirstMessage::Ufrag("serverufrag"));
         // DTLS, RTP or plain garbage first: refused.
-        for junk in [&[22u8, 254, 253, 0, 0][..], &[0x80; 40][..], b"GET / HTTP/1.1\r\n\r\n"] {
+        for junk in [
+            &[22u8, 254, 253, 0, 0][..],
+            &[0x80; 40][..],
+            b"GET / HTTP/1.1\r\n\r\n",
+        ] {
             let mut d = FrameDecoder::new();
             d.extend(&framed(junk));
             assert_eq!(first_message(&mut d), FirstMessage::Refused, "{junk:?}");
@@ -656,10 +658,15 @@ mod tests {
         let mut rest = m[5..].to_vec();
         rest.extend_from_slice(&framed(&[0x80; 100]));
         s.write_all(&rest).unwrap();
-        let mut got = rx.recv_timeout(Duration::from_secs(5)).expect("handed over");
+        let mut got = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("handed over");
         assert_eq!(got.key, alice);
         assert_eq!(got.from, s.local_addr().unwrap());
-        assert_eq!(first_message(&mut got.decoder), FirstMessage::Ufrag("aliceufrag"));
+        assert_eq!(
+            first_message(&mut got.decoder),
+            FirstMessage::Ufrag("aliceufrag")
+        );
         // Caps per address: the handed-over stream still holds its place.
         assert_eq!(per_ip.count(got.from.ip()), 1);
         let held: Vec<_> = (0..3).map(|_| connect()).collect();
@@ -667,7 +674,11 @@ mod tests {
         while per_ip.count(got.from.ip()) < 3 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(per_ip.count(got.from.ip()), 3, "two more pending, then full");
+        assert_eq!(
+            per_ip.count(got.from.ip()),
+            3,
+            "two more pending, then full"
+        );
         drop(held);
         stop.store(true, std::sync::atomic::Ordering::Release);
         acceptor.join().unwrap();

@@ -6,7 +6,7 @@
 use crate::config::SignalingConfig;
 use crate::metric_names::WEBSOCKET_CONNECTIONS;
 use crate::protocol::{
-    ClientMessage, ErrorCode, IceCandidate, PROTOCOL_VERSION, ServerMessage, close,
+    ClientMessage, ErrorCode, IceCandidate, IceServer, PROTOCOL_VERSION, ServerMessage, close,
 };
 use crate::wire;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -37,7 +37,13 @@ pub struct Signaling {
     /// Signalling errors sent to this server's clients, by kind (rendered into its `/metrics`
     /// as `teleconsult_signaling_errors_total`; per server, not in the process-wide recorder).
     pub errors: ErrorCounters,
+    /// The ICE servers (TURN, with credentials minted for this participant) sent in its
+    /// `joined`.
+    pub ice_servers: IceServerSource,
 }
+
+/// Mints a participant's `ice_servers` (see the server's `turn` module); none by default.
+pub type IceServerSource = Arc<dyn Fn(&ParticipantId) -> Vec<IceServer> + Send + Sync>;
 
 /// Why a signalling request was refused: the `kind` label of
 /// `teleconsult_signaling_errors_total`.
@@ -392,7 +398,11 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
             out = out_rx.recv() => {
                 match out {
                     Some(Outbound::Event(e)) => {
-                        if sink.send(text(&wire::message(e))).await.is_err() { break; }
+                        let mut m = wire::message(e);
+                        if let ServerMessage::Joined { ice_servers, .. } = &mut m {
+                            *ice_servers = (state.ice_servers)(&me.participant);
+                        }
+                        if sink.send(text(&m)).await.is_err() { break; }
                     }
                     Some(Outbound::Close(why)) => {
                         let (code, reason) = wire::close_frame(why);
