@@ -159,6 +159,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         )
     })?;
     let media_addr = sfu.local_addr();
+    let media_tcp_addr = sfu.tcp_addr();
 
     let store = teleconsult_store::open(
         config.storage.mongodb_uri.expose_secret(),
@@ -271,6 +272,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         "listening (HTTP{} on {http_addr}, media UDP on {media_addr})",
         if tls { "S" } else { "" }
     );
+    if let Some(tcp_addr) = media_tcp_addr {
+        tracing::info!(%tcp_addr, "media ICE-TCP on {tcp_addr}");
+    }
     Ok(RunningServer {
         http_addr,
         media_addr,
