@@ -105,6 +105,11 @@ pub enum Command {
     Remove {
         key: ParticipantKey,
     },
+    /// Restart ICE (new credentials, a new offer).
+    IceRestart {
+        key: ParticipantKey,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
     /// An ICE-TCP stream whose first binding request named one of our participants.
     Tcp(Identified),
 }
@@ -386,6 +391,13 @@ impl Worker {
                 }
             }
             Command::Tcp(identified) => self.adopt_tcp(identified),
+            Command::IceRestart { key, reply } => {
+                let result = self.core.restart_ice(Instant::now(), key.id).map(|ufrag| {
+                    self.routes.by_ufrag.insert(ufrag, key);
+                });
+                self.dispatch_events();
+                let _ = reply.send(result);
+            }
         }
     }
 

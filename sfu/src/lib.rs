@@ -179,6 +179,8 @@ impl Routes {
 
     pub(crate) fn forget(&self, key: ParticipantKey, ufrag: &str) {
         self.by_ufrag.remove(ufrag);
+        // Ufrags of earlier ICE generations (restarts) too.
+        self.by_ufrag.retain(|_, k| *k != key);
         self.by_addr.retain(|_, k| *k != key);
     }
 }
@@ -426,6 +428,16 @@ impl Sfu {
                 reply,
             },
         )?;
+        rx.await.unwrap_or(Err(SfuError::Stopped))
+    }
+
+    /// Restart ICE on a participant's session (its network changed, or ICE failed): a new
+    /// [`SfuEvent::Offer`] with new ICE credentials follows on its channel; DTLS, its tracks and
+    /// its subscriptions stay.
+    pub async fn restart_ice(&self, participant: &str) -> Result<(), SfuError> {
+        let key = self.key(participant)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(key, driver::Command::IceRestart { key, reply })?;
         rx.await.unwrap_or(Err(SfuError::Stopped))
     }
 

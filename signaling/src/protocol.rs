@@ -94,6 +94,9 @@ pub enum ClientMessage {
     },
     Leave,
     Ping,
+    /// The client's ICE failed or its network changed: the server re-offers with new ICE
+    /// credentials on the same media session (same subscriptions), no new WebSocket.
+    IceRestart,
 }
 
 /// Server → client.

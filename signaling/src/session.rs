@@ -554,6 +554,17 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
                 .err()
                 .map(|e| sfu_refused(state, e));
         }
+        ClientMessage::IceRestart => {
+            if let Err(e) = svc.require_admitted(consultation, participant) {
+                return Some(refused(state, e));
+            }
+            return state
+                .sfu
+                .restart_ice(participant.as_str())
+                .await
+                .err()
+                .map(|e| sfu_refused(state, e));
+        }
         ClientMessage::IceCandidate { candidate } => {
             if let Err(e) = svc.require_admitted(consultation, participant) {
                 return Some(refused(state, e));

@@ -11,6 +11,8 @@ import {
   forgetSeat,
 } from './token.js';
 import { MediaSession } from './media-session.js';
+import { retryDelay, watchIce, playWithSound } from './reconnect.js';
+import { RECONNECT } from './messages.js';
 import { createDocuments } from './documents.js';
 import {
   ROLE_LABEL,
@@ -24,8 +26,6 @@ const PROTOCOL_VERSION = 1;
 const PING_INTERVAL_MS = 10_000;
 /** Stop retrying after this long (the server's default `consultation.reconnect_grace_secs`). */
 const RECONNECT_GIVE_UP_MS = 60_000;
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_MAX_MS = 8_000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -141,7 +141,7 @@ function attachStream(video, stream) {
   if (video.srcObject !== stream) {
     video.srcObject = stream;
   }
-  if (stream) video.play().catch(() => {});
+  if (stream) playWithSound(video);
 }
 
 function isPractitioner() {
@@ -338,8 +338,8 @@ function scheduleReconnect() {
   }
   $('reconnecting').hidden = false;
   announce('Reconnecting…');
-  const exp = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** app.reconnectAttempt);
-  const delay = exp / 2 + Math.random() * (exp / 2);
+  // The ladder of reconnect.js: 0, 0.3, 1.2, 2.7, 4.8 s, then every 7 s.
+  const delay = retryDelay(app.reconnectAttempt);
   app.reconnectAttempt += 1;
   clearTimeout(app.reconnectTimer);
   app.reconnectTimer = setTimeout(connect, delay);
@@ -500,11 +500,17 @@ function ensureSession() {
         console.warn('media negotiation failed:', err && err.name, err && err.message);
       },
     });
+    // ICE restarts on this WebSocket when the media path breaks or the network changes.
+    app.stopIceWatch = watchIce(app.session.pc, send, { onRestart: () => announce(RECONNECT.mediaRestarting) });
   }
   return app.session;
 }
 
 function teardownMedia() {
+  if (app.stopIceWatch) {
+    app.stopIceWatch();
+    app.stopIceWatch = null;
+  }
   if (app.session) {
     app.session.close();
     app.session = null;

@@ -160,3 +160,11 @@ export function documentErrorMessage(status, body) {
       return message ? `The server refused: ${message}.` : `The server refused the request (HTTP ${status}).`;
   }
 }
+
+// Reachability and reconnection (issue 11).
+export const RECONNECT = {
+  /** Shown when the browser refused to start sound without a tap (autoplay policy). */
+  tapToStartAudio: 'Tap to start audio',
+  /** Announced while the media connection is being re-established on the same call. */
+  mediaRestarting: 'The connection changed; restoring audio and video…',
+};

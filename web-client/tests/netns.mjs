@@ -93,6 +93,11 @@ export async function makeNetns() {
       chmodSync(wrapper, 0o755);
       return chromium.launch({ executablePath: wrapper, args: [...CHROMIUM_ARGS, ...extraArgs], headless: true });
     },
+    /** Another /30 on the same veth pair (both ends), e.g. to move a client to a new address. */
+    async addAddress({ hostIp: h, nsIp: n }) {
+      await run('ip', ['addr', 'add', `${h}/30`, 'dev', hostIf]);
+      await ns.exec('ip', ['addr', 'add', `${n}/30`, 'dev', nsIf]);
+    },
     async destroy() {
       // Deleting the namespace deletes its veth end, and with it the host's.
       await run('ip', ['netns', 'del', name]).catch(() => {});

@@ -476,6 +476,31 @@ impl Core {
         Ok(())
     }
 
+    /// Restart ICE on participant `key`'s session (its network changed, or ICE failed): new
+    /// local credentials, carried by the next offer (now, or after the outstanding offer's
+    /// answer). DTLS, tracks and subscriptions stay. Returns the new ufrag (the driver routes
+    /// STUN naming it to this participant; the old one keeps working until the answer).
+    pub fn restart_ice(&mut self, now: Instant, key: u64) -> Result<String, SfuError> {
+        let p = self
+            .participants
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        if p.failed {
+            return Err(SfuError::UnknownParticipant);
+        }
+        let (ufrag, pwd) = session::ice_credentials();
+        p.pc.restart_ice_with_credentials(ufrag.clone(), pwd);
+        p.ufrag = ufrag.clone();
+        // Back to `Connected` after the restart repairs what was lost on the old path (see
+        // `on_event`); meanwhile forwarding goes on as in any spell of `Disconnected`.
+        if p.link == Link::Connected {
+            p.link = Link::Disconnected;
+        }
+        self.negotiate(key, now);
+        self.process(key, now);
+        Ok(ufrag)
+    }
+
     /// Add a trickled remote candidate (`None`: end of candidates). We are ICE-lite: remote
     /// candidates are optional (checks arrive from the client), but a malformed one is reported.
     pub fn add_remote_candidate(
@@ -770,6 +795,18 @@ impl Core {
                             }
                         }
                         self.request_pending_keyframes(key, now);
+                        // And what its subscribers lost of its own video meanwhile (after an
+                        // ICE restart onto a new path, nothing of it was received).
+                        let own: Vec<String> = self.participants.get(&key).map_or_else(Vec::new, |p| {
+                            p.tracks
+                                .iter()
+                                .filter(|(_, t)| t.kind == Kind::Video)
+                                .map(|(id, _)| id.clone())
+                                .collect()
+                        });
+                        for source in own {
+                            self.request_keyframe(key, &source, now);
+                        }
                     }
                     (_, RTCPeerConnectionState::Connected) => {
                         p.link = Link::Connected;

@@ -534,6 +534,25 @@ impl ControlledSelector for Agent {
 
             let p = &self.candidate_pairs[pair_index];
             let use_candidate = m.contains(ATTR_USE_CANDIDATE);
+            // PATCH(teleconsult): a lite agent performs no checks of its own that could later
+            // "generate a valid pair" to nominate, so it decides on the authenticated requests
+            // themselves: with no pair selected yet, the pair of the first one is selected (as
+            // mediasoup's lite ICE server does); a nomination (USE-CANDIDATE) selects its pair
+            // (RFC 8445 §7.3.1.5 for a lite agent). Without this, after an ICE restart Chromium
+            // (semi-aggressive nomination: it nominates only on pings of the pair it has
+            // selected, once writable) checked the new pair, got answers, but nominated it only
+            // seconds later, or never: the session stayed `checking` and media did not resume.
+            if self.lite {
+                let selected = self.get_selected_pair();
+                if selected.is_none() || (use_candidate && selected != Some(pair_index)) {
+                    self.set_selected_pair(Some(now), Some(pair_index));
+                }
+                self.send_binding_success(now, m, local_index, remote_index);
+                if !use_candidate {
+                    self.ping_candidate(now, local_index, remote_index);
+                }
+                return;
+            }
             if use_candidate {
                 // https://tools.ietf.org/html/rfc8445#section-7.3.1.5
 
