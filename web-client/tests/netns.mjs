@@ -6,14 +6,14 @@
 // tests call in `finally`; a namespace left over by a killed run is removed by the next run
 // (same name prefix, older pid).
 
-import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, chmodSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS } from './harness.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, waitFor } from './harness.mjs';
 
 const execFileP = promisify(execFile);
 const PREFIX = 'tcnet';
@@ -166,3 +166,72 @@ export function selectedPair(page) {
     return { state: pair.state, local: pick(all.get(pair.localCandidateId)), remote: pick(all.get(pair.remoteCandidateId)) };
   });
 }
+
+/** coturn with the shipped config/coturn.conf, adapted to the namespace's addresses. */
+export async function startCoturn(ns, { secret }) {
+  const tlsPort = await freePort(ns.hostIp);
+  const plainPort = await freePort(ns.hostIp);
+  const cert = path.join(ns.dir, 'turn-cert.pem');
+  const key = path.join(ns.dir, 'turn-key.pem');
+  await run('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=turn.test',
+    '-keyout', key, '-out', cert,
+  ]);
+  const log = path.join(ns.dir, 'turn.log');
+  const shipped = readFileSync(path.join(REPO_ROOT, 'config', 'coturn.conf'), 'utf8');
+  const conf = shipped
+    .split('\n')
+    .map((line) => {
+      if (line.startsWith('listening-ip=') || line.startsWith('relay-ip=')) return line.replace(/=.*/, `=${ns.hostIp}`);
+      if (line.startsWith('listening-port=')) return `listening-port=${plainPort}`;
+      if (line.startsWith('tls-listening-port=')) return `tls-listening-port=${tlsPort}`;
+      if (line.startsWith('cert=')) return `cert=${cert}`;
+      if (line.startsWith('pkey=')) return `pkey=${key}`;
+      if (line.startsWith('static-auth-secret=')) return `static-auth-secret=${secret}`;
+      if (line.startsWith('realm=')) return 'realm=turn.test';
+      if (line === 'syslog') return `log-file=${log}`;
+      return line;
+    })
+    .concat([
+      // Test only: the media server is on the namespace's private /30, which the shipped
+      // configuration rightly denies; allow exactly its address.
+      `allowed-peer-ip=${ns.hostIp}`,
+      `pidfile=${path.join(ns.dir, 'turn.pid')}`,
+    ])
+    .join('\n');
+  const confPath = path.join(ns.dir, 'coturn.conf');
+  writeFileSync(confPath, conf);
+  const child = spawn('turnserver', ['-c', confPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let exited = null;
+  child.on('exit', (code) => {
+    exited = code;
+  });
+  // Ready when its TLS port accepts connections.
+  await waitFor(
+    async () => {
+      if (exited !== null) throw new Error(`turnserver exited with ${exited}: ${readFileSync(log, 'utf8').slice(-2000)}`);
+      return new Promise((resolve) => {
+        const s = net.connect(tlsPort, ns.hostIp, () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.on('error', () => resolve(false));
+      });
+    },
+    { what: 'coturn listening', timeoutMs: 15_000 },
+  );
+  return {
+    tlsPort,
+    log,
+    async stop() {
+      if (child.exitCode === null) {
+        const done = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 3000);
+        await done;
+        clearTimeout(t);
+      }
+    },
+  };
+}
+

@@ -4,12 +4,7 @@
 // from getStats() proves which path carried the call; both sides decode each other's video.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import {
-  REPO_ROOT,
   CHROMIUM,
   CHROMIUM_ARGS,
   startServer,
@@ -20,10 +15,8 @@ import {
   consultationId,
   waitFor,
 } from './harness.mjs';
-import { makeNetns, freePort, selectedPair } from './netns.mjs';
+import { makeNetns, selectedPair, startCoturn } from './netns.mjs';
 import { chromium } from 'playwright-core';
-
-const execFileP = promisify(execFile);
 
 /** The server's ICE-TCP address, from its start-up log. */
 async function tcpPortOf(server) {
@@ -104,75 +97,6 @@ test('ICE-TCP: a patient whose network drops all UDP connects over TCP and decod
     await ns.destroy();
   }
 });
-
-/** coturn with the shipped config/coturn.conf, adapted to the namespace's addresses. */
-async function startCoturn(ns, { secret }) {
-  const tlsPort = await freePort(ns.hostIp);
-  const plainPort = await freePort(ns.hostIp);
-  const cert = path.join(ns.dir, 'turn-cert.pem');
-  const key = path.join(ns.dir, 'turn-key.pem');
-  await execFileP('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=turn.test',
-    '-keyout', key, '-out', cert,
-  ], { timeout: 30_000 });
-  const log = path.join(ns.dir, 'turn.log');
-  const shipped = readFileSync(path.join(REPO_ROOT, 'config', 'coturn.conf'), 'utf8');
-  const conf = shipped
-    .split('\n')
-    .map((line) => {
-      if (line.startsWith('listening-ip=') || line.startsWith('relay-ip=')) return line.replace(/=.*/, `=${ns.hostIp}`);
-      if (line.startsWith('listening-port=')) return `listening-port=${plainPort}`;
-      if (line.startsWith('tls-listening-port=')) return `tls-listening-port=${tlsPort}`;
-      if (line.startsWith('cert=')) return `cert=${cert}`;
-      if (line.startsWith('pkey=')) return `pkey=${key}`;
-      if (line.startsWith('static-auth-secret=')) return `static-auth-secret=${secret}`;
-      if (line.startsWith('realm=')) return 'realm=turn.test';
-      if (line === 'syslog') return `log-file=${log}`;
-      return line;
-    })
-    .concat([
-      // Test only: the media server is on the namespace's private /30, which the shipped
-      // configuration rightly denies; allow exactly its address.
-      `allowed-peer-ip=${ns.hostIp}`,
-      `pidfile=${path.join(ns.dir, 'turn.pid')}`,
-    ])
-    .join('\n');
-  const confPath = path.join(ns.dir, 'coturn.conf');
-  writeFileSync(confPath, conf);
-  const child = spawn('turnserver', ['-c', confPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let exited = null;
-  child.on('exit', (code) => {
-    exited = code;
-  });
-  // Ready when its TLS port accepts connections.
-  await waitFor(
-    async () => {
-      if (exited !== null) throw new Error(`turnserver exited with ${exited}: ${readFileSync(log, 'utf8').slice(-2000)}`);
-      const net = await import('node:net');
-      return new Promise((resolve) => {
-        const s = net.connect(tlsPort, ns.hostIp, () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.on('error', () => resolve(false));
-      });
-    },
-    { what: 'coturn listening', timeoutMs: 15_000 },
-  );
-  return {
-    tlsPort,
-    log,
-    async stop() {
-      if (child.exitCode === null) {
-        const done = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-        await done;
-        clearTimeout(t);
-      }
-    },
-  };
-}
 
 test('TURN/TLS: a patient whose network allows only TCP to the TURN port connects through coturn', { timeout: 150_000 }, async () => {
   const ns = await makeNetns();
