@@ -566,7 +566,7 @@ mod tests {
         impl Write for Trickle {
             fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
                 self.1 += 1;
-                if self.1 % 3 == 0 {
+                if self.1.is_multiple_of(3) {
                     return Err(ErrorKind::WouldBlock.into());
                 }
                 let n = b.len().min(700);

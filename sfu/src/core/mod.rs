@@ -797,13 +797,14 @@ impl Core {
                         self.request_pending_keyframes(key, now);
                         // And what its subscribers lost of its own video meanwhile (after an
                         // ICE restart onto a new path, nothing of it was received).
-                        let own: Vec<String> = self.participants.get(&key).map_or_else(Vec::new, |p| {
-                            p.tracks
-                                .iter()
-                                .filter(|(_, t)| t.kind == Kind::Video)
-                                .map(|(id, _)| id.clone())
-                                .collect()
-                        });
+                        let own: Vec<String> =
+                            self.participants.get(&key).map_or_else(Vec::new, |p| {
+                                p.tracks
+                                    .iter()
+                                    .filter(|(_, t)| t.kind == Kind::Video)
+                                    .map(|(id, _)| id.clone())
+                                    .collect()
+                            });
                         for source in own {
                             self.request_keyframe(key, &source, now);
                         }
