@@ -154,8 +154,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })
     .with_context(|| {
         format!(
-            "media.bind/media.udp_port: cannot start the media plane on {}:{}",
-            config.media.bind, config.media.udp_port
+            "media.bind/media.udp_port/media.tcp_port: cannot start the media plane on {} (UDP {}, ICE-TCP {})",
+            config.media.bind,
+            config.media.udp_port,
+            if config.media.tcp_enabled {
+                config.media.tcp_port.to_string()
+            } else {
+                "off".to_string()
+            }
         )
     })?;
     let media_addr = sfu.local_addr();

@@ -137,6 +137,9 @@ pub struct Agent {
     pub(crate) tie_breaker: u64,
     pub(crate) is_controlling: bool,
     pub(crate) lite: bool,
+    /// PATCH(teleconsult): an ICE restart was applied to a running agent (see
+    /// `handle_binding_request`).
+    pub(crate) restarted: bool,
 
     pub(crate) start_time: Instant,
 
@@ -263,6 +266,7 @@ impl Agent {
             tie_breaker,
             is_controlling: config.is_controlling,
             lite: config.lite,
+            restarted: false,
 
             start_time: now,
 
@@ -708,6 +712,8 @@ impl Agent {
     /// pair, and restarts the agent's timers. With nothing staged, the current credentials are
     /// kept and only the session is restarted.
     pub fn apply_restart(&mut self, now: Instant, keep_local_candidates: bool) -> Result<()> {
+        // PATCH(teleconsult)
+        self.restarted = self.connection_state != ConnectionState::New;
         if let Some(credentials) = self.ufrag_pwd.pending_local_credentials.take() {
             self.ufrag_pwd.local_credentials = credentials;
         }
