@@ -58,26 +58,29 @@ export function watchIce(pc, send, { disconnectedMs = 800, retryMs = 4000, silen
     }
   };
   // Chromium reports ICE `disconnected` only seconds after its path went silent (more than 5 s
-  // here). Our own path is silent when no candidate pair has received anything at all (media,
-  // RTCP, STUN: the server sends a publisher reports every second) for `silentMs`, after it
-  // had: ask at once. (A stall of inbound media alone is not enough: that is as often the other
+  // here). A publisher's own path is silent when no candidate pair has received anything at all
+  // (media, RTCP, STUN: the server sends a publisher reports every second) for `silentMs`, after
+  // it had: ask at once. (A stall of inbound media alone is not enough: that is as often the other
   // side's network as ours.)
   const silenceTimer = setInterval(async () => {
     if (stopped || pc.connectionState === 'closed') return;
     let last = 0;
     let at = 0;
+    let publishing = false;
     try {
       (await pc.getStats()).forEach((s) => {
         if (s.type === 'candidate-pair' && s.lastPacketReceivedTimestamp) {
           last = Math.max(last, s.lastPacketReceivedTimestamp);
           at = Math.max(at, s.timestamp);
         }
+        if (s.type === 'outbound-rtp' && s.packetsSent > 0) publishing = true;
       });
     } catch {
       return;
     }
     const now = Date.now();
-    if (last > 0 && at - last > silentMs && now - lastAsked > retryMs) {
+    // Only a publisher can count on hearing from the server every second.
+    if (publishing && last > 0 && at - last > silentMs && now - lastAsked > retryMs) {
       lastAsked = now;
       send({ type: 'ice_restart' });
       onRestart?.();
