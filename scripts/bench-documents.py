@@ -74,6 +74,7 @@ def main():
         TELECONSULT_SERVER__PORT=str(port),
         TELECONSULT_SERVER__BIND="127.0.0.1",
         TELECONSULT_MEDIA__UDP_PORT=str(udp),
+        TELECONSULT_MEDIA__TCP_PORT="0",
         TELECONSULT_MEDIA__BIND="127.0.0.1",
         TELECONSULT_STORAGE__MONGODB_URI=args.uri,
         TELECONSULT_STORAGE__DATABASE=args.database,

@@ -36,6 +36,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub accounts: AccountsConfig,
     pub cluster: ClusterConfig,
+    pub turn: TurnConfig,
 }
 
 /// Many nodes, one service (`[cluster]`, issue 14): this node's heartbeat in the shared MongoDB.
@@ -66,6 +67,31 @@ impl Default for ClusterConfig {
             region: String::new(),
             lease_secs: 5,
             drain_limit_secs: 4 * 3600,
+        }
+    }
+}
+
+/// TURN servers handed to clients (`[turn]`): coturn with `use-auth-secret`; the server mints
+/// each participant time-limited credentials (REST-API style, see `crate::turn`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// TURN URLs sent to clients, e.g. `turns:turn.example.org:443?transport=tcp`. Empty: no
+    /// TURN server is offered.
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret`; at least 32 bytes when `urls` is set.
+    #[serde(serialize_with = "redacted")]
+    pub secret: SecretString,
+    /// Lifetime of a minted credential, seconds (60..=86400).
+    pub ttl_secs: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            urls: Vec::new(),
+            secret: SecretString::default(),
+            ttl_secs: 6 * 3600,
         }
     }
 }
@@ -163,6 +189,25 @@ pub struct MediaConfig {
     pub announce_ip: Option<IpAddr>,
     /// Media worker threads; 0 means one per CPU core.
     pub workers: usize,
+    /// ICE-TCP (RFC 6544) on one TCP port beside the UDP one, for networks that drop UDP.
+    pub tcp_enabled: bool,
+    /// The ICE-TCP port (on `bind`); 0 picks a free one (tests).
+    pub tcp_port: u16,
+    /// ICE-TCP connections per source IP address (pending or established).
+    pub tcp_max_per_ip: usize,
+    /// Milliseconds a new ICE-TCP connection has to send its first STUN binding request.
+    pub tcp_first_message_ms: u64,
+}
+
+impl MediaConfig {
+    /// The SFU's ICE-TCP settings, `None` when off.
+    pub fn tcp_settings(&self) -> Option<teleconsult_sfu::tcp::TcpSettings> {
+        self.tcp_enabled.then(|| teleconsult_sfu::tcp::TcpSettings {
+            port: self.tcp_port,
+            max_per_ip: self.tcp_max_per_ip,
+            first_message_timeout: std::time::Duration::from_millis(self.tcp_first_message_ms),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -211,6 +256,10 @@ impl Default for MediaConfig {
             udp_port: 40000,
             announce_ip: None,
             workers: 0,
+            tcp_enabled: true,
+            tcp_port: 40000,
+            tcp_max_per_ip: 16,
+            tcp_first_message_ms: 5000,
         }
     }
 }
@@ -249,6 +298,7 @@ impl Config {
         let mut c = Config::dev();
         c.server.port = 0;
         c.media.udp_port = 0;
+        c.media.tcp_port = 0;
         c.metrics.port = 0;
         c.media.workers = 2;
         c.storage.data_dir = std::env::temp_dir().join(format!(
@@ -475,6 +525,48 @@ impl Config {
         }
         if self.media.workers > 256 {
             bad("media.workers", "must be in 0..=256 (0 = one per CPU core)");
+        }
+        if self.media.tcp_enabled {
+            if !(1..=1024).contains(&self.media.tcp_max_per_ip) {
+                bad("media.tcp_max_per_ip", "must be in 1..=1024");
+            }
+            if !(100..=60_000).contains(&self.media.tcp_first_message_ms) {
+                bad(
+                    "media.tcp_first_message_ms",
+                    "must be between 100 and 60000 milliseconds",
+                );
+            }
+            if self.media.tcp_port != 0 && self.media.tcp_port == self.server.port {
+                // Both bind TCP: they cannot share a port on the same address.
+                if self.media.bind == self.server.bind
+                    || self.media.bind.is_unspecified()
+                    || self.server.bind.is_unspecified()
+                {
+                    bad(
+                        "media.tcp_port",
+                        "must differ from server.port on the same address",
+                    );
+                }
+            }
+        }
+
+        // turn
+        if !self.turn.urls.is_empty() {
+            if self.turn.secret.expose_secret().len() < 32 {
+                bad(
+                    "turn.secret",
+                    "must be at least 32 bytes when turn.urls is set (coturn's static-auth-secret)",
+                );
+            }
+            for url in &self.turn.urls {
+                if !(url.starts_with("turn:") || url.starts_with("turns:")) {
+                    bad("turn.urls", "every URL must start with turn: or turns:");
+                    break;
+                }
+            }
+        }
+        if !(60..=86_400).contains(&self.turn.ttl_secs) {
+            bad("turn.ttl_secs", "must be between 60 and 86400 seconds");
         }
 
         // consultation

@@ -14,6 +14,7 @@ pub mod routes;
 pub mod scheduling;
 pub mod server;
 pub mod telemetry;
+pub mod turn;
 
 /// The domain crates, under the names the rest of the code (and the tests) use.
 pub use teleconsult_accounts as accounts;

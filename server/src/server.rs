@@ -197,14 +197,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         bind: SocketAddr::new(config.media.bind, config.media.udp_port),
         announce_ip: config.media.announce_ip,
         workers: config.media.workers,
+        tcp: config.media.tcp_settings(),
     })
     .with_context(|| {
         format!(
-            "media.bind/media.udp_port: cannot start the media plane on {}:{}",
-            config.media.bind, config.media.udp_port
+            "media.bind/media.udp_port/media.tcp_port: cannot start the media plane on {} (UDP {}, ICE-TCP {})",
+            config.media.bind,
+            config.media.udp_port,
+            if config.media.tcp_enabled {
+                config.media.tcp_port.to_string()
+            } else {
+                "off".to_string()
+            }
         )
     })?;
     let media_addr = sfu.local_addr();
+    let media_tcp_addr = sfu.tcp_addr();
 
     let store = teleconsult_store::open(
         config.storage.mongodb_uri.expose_secret(),
@@ -261,6 +269,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         authenticator,
         config: config.signaling.clone(),
         errors: Default::default(),
+        ice_servers: crate::turn::source(&config.turn),
     });
     let documents = teleconsult_documents::DocumentService::new(
         &config.documents,
@@ -341,6 +350,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         "listening (HTTP{} on {http_addr}, media UDP on {media_addr})",
         if tls { "S" } else { "" }
     );
+    if let Some(tcp_addr) = media_tcp_addr {
+        tracing::info!(%tcp_addr, "media ICE-TCP on {tcp_addr}");
+    }
     Ok(RunningServer {
         http_addr,
         media_addr,

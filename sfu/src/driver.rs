@@ -8,9 +8,11 @@
 use crate::core::Core;
 use crate::metrics::ReadCounters;
 use crate::sendq::FLUSH_AT;
+use crate::tcp::{FrameDecoder, Identified, Slot, TcpOut};
 use crate::{Candidate, ParticipantKey, Routes, SfuError, SfuEvent};
 use bytes::BytesMut;
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,10 @@ const READ_BUDGET: usize = 64;
 const COMMAND_BUDGET: usize = 256;
 const SOCKET: mio::Token = mio::Token(0);
 const WAKE: mio::Token = mio::Token(1);
+/// ICE-TCP streams get tokens from here on.
+const FIRST_TCP: usize = 2;
+/// Bytes read from one ICE-TCP stream per wake-up before the others get a turn.
+const TCP_READ_BUDGET: usize = 64 * 1024;
 
 /// The way into a worker from other threads: its command channel and the waker of its poll loop.
 pub struct Handle {
@@ -99,6 +105,25 @@ pub enum Command {
     Remove {
         key: ParticipantKey,
     },
+    /// Restart ICE (new credentials, a new offer).
+    IceRestart {
+        key: ParticipantKey,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    /// An ICE-TCP stream whose first binding request named one of our participants.
+    Tcp(Identified),
+}
+
+/// One ICE-TCP stream owned by this worker (see `tcp.rs`).
+struct TcpConn {
+    participant: u64,
+    stream: mio::net::TcpStream,
+    token: mio::Token,
+    decoder: FrameDecoder,
+    out: TcpOut,
+    /// Registered for writable (the kernel buffer was full).
+    waiting_writable: bool,
+    _slot: Slot,
 }
 
 /// What the driver keeps per participant: its routing key and where its events go.
@@ -117,6 +142,13 @@ pub struct Worker {
     to_wake: Vec<bool>,
     core: Core,
     links: HashMap<u64, Link>,
+    /// ICE-TCP streams by remote address (where the core sends), and their tokens.
+    tcp: HashMap<SocketAddr, TcpConn>,
+    tcp_tokens: HashMap<mio::Token, SocketAddr>,
+    next_tcp_token: usize,
+    /// Streams with bytes queued since the last write.
+    tcp_dirty: Vec<SocketAddr>,
+    registry: Option<mio::Registry>,
 }
 
 impl Worker {
@@ -124,18 +156,26 @@ impl Worker {
         index: usize,
         socket: mio::net::UdpSocket,
         local_addr: SocketAddr,
+        tcp_addr: Option<SocketAddr>,
         routes: Arc<Routes>,
         workers: Arc<[Handle]>,
     ) -> Worker {
         let to_wake = vec![false; workers.len()];
+        let mut core = Core::new(local_addr);
+        core.set_tcp_addr(tcp_addr);
         Worker {
             index,
             socket,
             routes,
             workers,
             to_wake,
-            core: Core::new(local_addr),
+            core,
             links: HashMap::new(),
+            tcp: HashMap::new(),
+            tcp_tokens: HashMap::new(),
+            next_tcp_token: FIRST_TCP,
+            tcp_dirty: Vec::new(),
+            registry: None,
         }
     }
 
@@ -148,6 +188,7 @@ impl Worker {
             tracing::error!(error = %e, "cannot watch the media socket; worker not started");
             return;
         }
+        self.registry = poll.registry().try_clone().ok();
         let counters = ReadCounters::new();
         let mut events = mio::Events::with_capacity(16);
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -170,8 +211,12 @@ impl Worker {
                 tracing::error!(error = %e, "media worker poll failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if events.iter().any(|e| e.token() == SOCKET) {
-                readable = true;
+            for e in events.iter() {
+                match e.token() {
+                    SOCKET => readable = true,
+                    WAKE => {}
+                    token => self.tcp_ready(token, e.is_readable(), e.is_writable()),
+                }
             }
             if self.workers[self.index].closed.load(Ordering::Acquire) {
                 break;
@@ -196,11 +241,11 @@ impl Worker {
             // Fires only what is due (a scan at timer granularity, not per datagram).
             self.core.handle_timeout(Instant::now());
             self.dispatch_events();
-            self.core.transmits().flush(&self.socket);
+            self.flush();
         }
         self.core.close(Instant::now());
         self.dispatch_events();
-        self.core.transmits().flush(&self.socket);
+        self.flush();
         for (id, link) in self.links.drain() {
             let key = ParticipantKey {
                 worker: self.index,
@@ -261,9 +306,8 @@ impl Worker {
             packet.extend_from_slice(data);
             if key.worker == self.index {
                 self.core.handle_datagram(at, key.id, from, packet);
-                let out = self.core.transmits();
-                if out.len() >= FLUSH_AT {
-                    out.flush(&self.socket);
+                if self.core.transmits().len() >= FLUSH_AT {
+                    self.flush();
                 }
             } else if self.workers[key.worker]
                 .queue(Command::Datagram {
@@ -278,7 +322,7 @@ impl Worker {
                 counters.handed_over.increment(1);
             }
         }
-        self.core.transmits().flush(&self.socket);
+        self.flush();
         self.dispatch_events();
         for (w, wake) in self.to_wake.iter_mut().enumerate() {
             if std::mem::take(wake) {
@@ -336,6 +380,208 @@ impl Worker {
                 if let Some(link) = self.links.remove(&key.id) {
                     self.routes.forget(key, &link.ufrag);
                 }
+                let gone: Vec<SocketAddr> = self
+                    .tcp
+                    .iter()
+                    .filter(|(_, c)| c.participant == key.id)
+                    .map(|(a, _)| *a)
+                    .collect();
+                for addr in gone {
+                    self.close_tcp(addr);
+                }
+            }
+            Command::Tcp(identified) => self.adopt_tcp(identified),
+            Command::IceRestart { key, reply } => {
+                let result = self.core.restart_ice(Instant::now(), key.id).map(|ufrag| {
+                    self.routes.by_ufrag.insert(ufrag, key);
+                });
+                self.dispatch_events();
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Send what the core queued: datagrams on the UDP socket, frames to ICE-TCP streams (by
+    /// remote address), then write the streams that got bytes.
+    fn flush(&mut self) {
+        let tcp = &mut self.tcp;
+        let dirty = &mut self.tcp_dirty;
+        if tcp.is_empty() {
+            self.core.transmits().flush(&self.socket);
+        } else {
+            self.core
+                .transmits()
+                .flush_diverting(&self.socket, |to, data| match tcp.get_mut(&to) {
+                    Some(conn) => {
+                        let was_empty = conn.out.is_empty();
+                        conn.out.push(data);
+                        if was_empty {
+                            dirty.push(to);
+                        }
+                        true
+                    }
+                    None => false,
+                });
+        }
+        let mut dirty = std::mem::take(&mut self.tcp_dirty);
+        for addr in dirty.drain(..) {
+            self.write_tcp(addr);
+        }
+        self.tcp_dirty = dirty;
+    }
+
+    fn adopt_tcp(&mut self, identified: Identified) {
+        let Identified {
+            key,
+            mut stream,
+            from,
+            decoder,
+            slot,
+        } = identified;
+        if !self.core.has_participant(key.id) || self.tcp.contains_key(&from) {
+            return;
+        }
+        let Some(registry) = &self.registry else {
+            return;
+        };
+        let token = mio::Token(self.next_tcp_token);
+        self.next_tcp_token = self.next_tcp_token.wrapping_add(1).max(FIRST_TCP);
+        if registry
+            .register(&mut stream, token, mio::Interest::READABLE)
+            .is_err()
+        {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        self.tcp_tokens.insert(token, from);
+        self.tcp.insert(
+            from,
+            TcpConn {
+                participant: key.id,
+                stream,
+                token,
+                decoder,
+                out: TcpOut::default(),
+                waiting_writable: false,
+                _slot: slot,
+            },
+        );
+        // The identifying request (and whatever followed it) is already in the decoder.
+        self.read_tcp(from, Instant::now(), false);
+        self.flush();
+        self.dispatch_events();
+    }
+
+    fn tcp_ready(&mut self, token: mio::Token, readable: bool, writable: bool) {
+        let Some(&addr) = self.tcp_tokens.get(&token) else {
+            return;
+        };
+        if writable {
+            self.write_tcp(addr);
+        }
+        if readable {
+            self.read_tcp(addr, Instant::now(), true);
+            self.flush();
+            self.dispatch_events();
+        }
+    }
+
+    /// Read what the stream has (up to a budget: edge-triggered, so a stream with more left
+    /// is read again at once on the next turn via a re-registration), and hand each frame to
+    /// the core.
+    fn read_tcp(&mut self, addr: SocketAddr, at: Instant, from_socket: bool) {
+        let mut buf = [0u8; 4096];
+        let mut read = 0;
+        let mut close = false;
+        loop {
+            if self.core.transmits().len() >= FLUSH_AT {
+                self.flush();
+            }
+            let Some(conn) = self.tcp.get_mut(&addr) else {
+                return;
+            };
+            loop {
+                match conn.decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        let mut packet = self.core.transmits().buffer();
+                        packet.extend_from_slice(frame);
+                        conn.decoder.consume();
+                        let participant = conn.participant;
+                        self.core.handle_tcp_frame(at, participant, addr, packet);
+                        break;
+                    }
+                    Ok(None) => {
+                        if !from_socket || read >= TCP_READ_BUDGET {
+                            if read >= TCP_READ_BUDGET {
+                                // Readiness is edge-triggered: ask again so the rest is read.
+                                if let Some(r) = &self.registry {
+                                    let interest = if conn.waiting_writable {
+                                        mio::Interest::READABLE | mio::Interest::WRITABLE
+                                    } else {
+                                        mio::Interest::READABLE
+                                    };
+                                    let _ = r.reregister(&mut conn.stream, conn.token, interest);
+                                }
+                            }
+                            return;
+                        }
+                        match conn.stream.read(&mut buf) {
+                            Ok(0) => close = true,
+                            Ok(n) => {
+                                read += n;
+                                conn.decoder.extend(&buf[..n]);
+                                continue;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(_) => close = true,
+                        }
+                        break;
+                    }
+                    Err(_) => {
+                        close = true;
+                        break;
+                    }
+                }
+            }
+            if close {
+                self.close_tcp(addr);
+                return;
+            }
+        }
+    }
+
+    fn write_tcp(&mut self, addr: SocketAddr) {
+        let Some(conn) = self.tcp.get_mut(&addr) else {
+            return;
+        };
+        if conn.out.overflowed {
+            self.close_tcp(addr);
+            return;
+        }
+        match conn.out.write_to(&mut conn.stream) {
+            Ok(done) => {
+                if done == conn.waiting_writable {
+                    conn.waiting_writable = !done;
+                    let interest = if done {
+                        mio::Interest::READABLE
+                    } else {
+                        mio::Interest::READABLE | mio::Interest::WRITABLE
+                    };
+                    if let Some(r) = &self.registry {
+                        let _ = r.reregister(&mut conn.stream, conn.token, interest);
+                    }
+                }
+            }
+            Err(_) => self.close_tcp(addr),
+        }
+    }
+
+    fn close_tcp(&mut self, addr: SocketAddr) {
+        if let Some(mut conn) = self.tcp.remove(&addr) {
+            self.tcp_tokens.remove(&conn.token);
+            if let Some(r) = &self.registry {
+                let _ = r.deregister(&mut conn.stream);
             }
         }
     }

@@ -70,6 +70,7 @@ mod session;
 pub mod srtp;
 pub mod stun;
 pub mod twcc;
+pub mod tcp;
 
 use dashmap::DashMap;
 use std::hash::{Hash, Hasher};
@@ -91,6 +92,8 @@ pub struct SfuConfig {
     pub announce_ip: Option<IpAddr>,
     /// Worker threads; 0 means one per available core.
     pub workers: usize,
+    /// ICE-TCP on one TCP port beside the UDP one (`None`: UDP only).
+    pub tcp: Option<tcp::TcpSettings>,
 }
 
 /// Kind of a track.
@@ -177,12 +180,17 @@ impl Routes {
 
     pub(crate) fn forget(&self, key: ParticipantKey, ufrag: &str) {
         self.by_ufrag.remove(ufrag);
+        // Ufrags of earlier ICE generations (restarts) too.
+        self.by_ufrag.retain(|_, k| *k != key);
         self.by_addr.retain(|_, k| *k != key);
     }
 }
 
 struct Inner {
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    /// Tells the ICE-TCP acceptor thread to end.
+    tcp_stop: Arc<std::sync::atomic::AtomicBool>,
     workers: Arc<[driver::Handle]>,
     participants: DashMap<String, ParticipantKey>,
     next_id: AtomicU64,
@@ -192,6 +200,7 @@ impl Drop for Inner {
     /// The last handle is gone: wake the workers so they see their closed channels, close every
     /// session and end.
     fn drop(&mut self) {
+        self.tcp_stop.store(true, Ordering::Release);
         for w in self.workers.iter() {
             w.close();
         }
@@ -249,6 +258,18 @@ impl Sfu {
             ));
         }
         let local_addr = SocketAddr::new(announce_ip, bound.port());
+        let tcp_listener = match &config.tcp {
+            Some(t) => {
+                let l = std::net::TcpListener::bind(SocketAddr::new(config.bind.ip(), t.port))?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let tcp_addr = match &tcp_listener {
+            Some(l) => Some(SocketAddr::new(announce_ip, l.local_addr()?.port())),
+            None => None,
+        };
         let mut sockets = vec![first];
         for _ in 1..n {
             sockets.push(bind_media_socket(bound)?);
@@ -272,6 +293,7 @@ impl Sfu {
                 index,
                 mio::net::UdpSocket::from_std(socket),
                 local_addr,
+                tcp_addr,
                 routes.clone(),
                 handles.clone(),
             );
@@ -279,10 +301,35 @@ impl Sfu {
                 .name(format!("sfu-worker-{index}"))
                 .spawn(move || w.run(poll, rx))?;
         }
-        tracing::info!(%local_addr, workers = n, "media plane started");
+        let tcp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let (Some(listener), Some(settings)) = (tcp_listener, config.tcp.clone()) {
+            let poll = mio::Poll::new()?;
+            let workers = handles.clone();
+            let (routes, stop) = (routes.clone(), tcp_stop.clone());
+            let per_ip = Arc::new(tcp::PerIp::default());
+            std::thread::Builder::new()
+                .name("sfu-tcp-accept".into())
+                .spawn(move || {
+                    tcp::run_acceptor(
+                        mio::net::TcpListener::from_std(listener),
+                        poll,
+                        settings,
+                        routes,
+                        per_ip,
+                        stop,
+                        |identified| {
+                            let _ = workers[identified.key.worker]
+                                .send(driver::Command::Tcp(identified));
+                        },
+                    )
+                })?;
+        }
+        tracing::info!(%local_addr, ?tcp_addr, workers = n, "media plane started");
         Ok(Sfu {
             inner: Arc::new(Inner {
                 local_addr,
+                tcp_addr,
+                tcp_stop,
                 workers: handles,
                 participants: DashMap::new(),
                 next_id: AtomicU64::new(1),
@@ -293,6 +340,11 @@ impl Sfu {
     /// The address announced in ICE candidates (announce IP, bound port).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// The address announced in the ICE-TCP candidate (announce IP, TCP port), when on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.inner.tcp_addr
     }
 
     fn worker_for(&self, consultation: &str) -> usize {
@@ -380,6 +432,16 @@ impl Sfu {
         rx.await.unwrap_or(Err(SfuError::Stopped))
     }
 
+    /// Restart ICE on a participant's session (its network changed, or ICE failed): a new
+    /// [`SfuEvent::Offer`] with new ICE credentials follows on its channel; DTLS, its tracks and
+    /// its subscriptions stay.
+    pub async fn restart_ice(&self, participant: &str) -> Result<(), SfuError> {
+        let key = self.key(participant)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(key, driver::Command::IceRestart { key, reply })?;
+        rx.await.unwrap_or(Err(SfuError::Stopped))
+    }
+
     /// Close a participant's media session; its tracks are withdrawn from the others.
     pub fn remove_participant(&self, participant: &str) {
         if let Some((_, key)) = self.inner.participants.remove(participant) {
@@ -402,6 +464,7 @@ mod tests {
             bind: SocketAddr::from(([127, 0, 0, 1], port)),
             announce_ip: None,
             workers: 2,
+            tcp: None,
         }
     }
 

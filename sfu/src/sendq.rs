@@ -87,6 +87,38 @@ impl SendQueue {
     }
 }
 
+impl SendQueue {
+    /// [`SendQueue::flush`], but each datagram is first offered to `divert` (the ICE-TCP
+    /// streams: it returns whether it took the datagram); the rest go to the UDP socket.
+    pub fn flush_diverting(
+        &mut self,
+        socket: &mio::net::UdpSocket,
+        mut divert: impl FnMut(SocketAddr, &[u8]) -> bool,
+    ) {
+        if !self.items.is_empty() {
+            let mut items = std::mem::take(&mut self.items);
+            let mut kept = 0;
+            for i in 0..items.len() {
+                let (to, ref data) = items[i];
+                if divert(to, data) {
+                    continue;
+                }
+                items.swap(kept, i);
+                kept += 1;
+            }
+            // Order among UDP datagrams is kept: `swap` only moves taken ones backwards.
+            if kept > 0 {
+                send_all(socket, &items[..kept]);
+            }
+            for (_, data) in items.drain(..) {
+                self.recycle(data);
+            }
+            self.items = items;
+        }
+        self.flush(socket);
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn send_all(socket: &mio::net::UdpSocket, items: &[(SocketAddr, BytesMut)]) {
     use std::os::fd::AsRawFd;

@@ -4,6 +4,7 @@
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::Registry;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -131,11 +132,13 @@ fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
     Ok(m)
 }
 
-/// A new server-side peer connection for one participant, with our single host candidate and a
+/// A new server-side peer connection for one participant, with our UDP host candidate (and the
+/// passive ICE-TCP one when `tcp_addr` is set) and a
 /// `recvonly` audio and video transceiver for what the participant publishes.
 pub fn build(
     now: Instant,
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     ufrag: &str,
     pwd: &str,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
@@ -202,6 +205,22 @@ pub fn build(
     }
     .new_candidate_host()?;
     pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    // ICE-TCP (RFC 6544): a passive candidate on the TCP port, after the UDP one (its lower
+    // type preference makes clients prefer UDP when both work).
+    if let Some(tcp) = tcp_addr {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "tcp".to_owned(),
+                address: tcp.ip().to_string(),
+                port: tcp.port(),
+                component: 1,
+                ..Default::default()
+            },
+            tcp_type: TcpType::Passive,
+        }
+        .new_candidate_host()?;
+        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    }
     pc.add_local_candidate(Default::default())?;
     for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
         pc.add_transceiver_from_kind(

@@ -37,6 +37,29 @@ pub struct IceCandidate {
     pub sdp_mline_index: Option<u16>,
 }
 
+/// A STUN/TURN server for the client's `RTCPeerConnection` (`iceServers`), with the
+/// participant's own time-limited TURN credential. `Debug` never shows the credential.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 /// Client → server.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -76,6 +99,9 @@ pub enum ClientMessage {
     },
     Leave,
     Ping,
+    /// The client's ICE failed or its network changed: the server re-offers with new ICE
+    /// credentials on the same media session (same subscriptions), no new WebSocket.
+    IceRestart,
     /// (v2) A chat message to everyone in the call (admitted participants only).
     Chat {
         text: String,
@@ -103,6 +129,9 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seat_secret: Option<String>,
         participants: Vec<ParticipantInfo>,
+        /// TURN servers with this participant's own credentials (empty: none configured).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     Admitted {
         participants: Vec<ParticipantInfo>,

@@ -6,7 +6,7 @@
 use crate::config::SignalingConfig;
 use crate::metric_names::WEBSOCKET_CONNECTIONS;
 use crate::protocol::{
-    ClientMessage, ErrorCode, IceCandidate, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, IceCandidate, IceServer, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
     ServerMessage, close,
 };
 use crate::wire;
@@ -38,7 +38,13 @@ pub struct Signaling {
     /// Signalling errors sent to this server's clients, by kind (rendered into its `/metrics`
     /// as `teleconsult_signaling_errors_total`; per server, not in the process-wide recorder).
     pub errors: ErrorCounters,
+    /// The ICE servers (TURN, with credentials minted for this participant) sent in its
+    /// `joined`.
+    pub ice_servers: IceServerSource,
 }
+
+/// Mints a participant's `ice_servers` (see the server's `turn` module); none by default.
+pub type IceServerSource = Arc<dyn Fn(&ParticipantId) -> Vec<IceServer> + Send + Sync>;
 
 /// Why a signalling request was refused: the `kind` label of
 /// `teleconsult_signaling_errors_total`.
@@ -405,7 +411,10 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                         // A client of an older version is not sent what it does not know, and
                         // is told the version it speaks.
                         if m.since() > version { continue; }
-                        if let ServerMessage::Joined { protocol, .. } = &mut m { *protocol = version; }
+                        if let ServerMessage::Joined { protocol, ice_servers, .. } = &mut m {
+                            *protocol = version;
+                            *ice_servers = (state.ice_servers)(&me.participant);
+                        }
                         if sink.send(text(&m)).await.is_err() { break; }
                     }
                     Some(Outbound::Close(why)) => {
@@ -573,6 +582,17 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
             return state
                 .sfu
                 .apply_answer(participant.as_str(), sdp)
+                .await
+                .err()
+                .map(|e| sfu_refused(state, e));
+        }
+        ClientMessage::IceRestart => {
+            if let Err(e) = svc.require_admitted(consultation, participant) {
+                return Some(refused(state, e));
+            }
+            return state
+                .sfu
+                .restart_ice(participant.as_str())
                 .await
                 .err()
                 .map(|e| sfu_refused(state, e));

@@ -20,6 +20,8 @@ pub fn message(event: ConsultationEvent) -> ServerMessage {
             you,
             seat_secret: seat_secret.map(|s| s.expose().to_string()),
             participants,
+            // Filled in per participant by the session (`Signaling::ice_servers`).
+            ice_servers: Vec::new(),
         },
         E::Admitted { participants } => ServerMessage::Admitted { participants },
         E::WaitingList { participants } => ServerMessage::WaitingList { participants },

@@ -11,6 +11,8 @@ import {
   forgetSeat,
 } from './token.js';
 import { MediaSession } from './media-session.js';
+import { retryDelay, watchIce, playWithSound } from './reconnect.js';
+import { RECONNECT } from './messages.js';
 import { createDocuments } from './documents.js';
 import { createChat, createNotices } from './chat.js';
 import { createDevices, mediaConstraints } from './devices.js';
@@ -30,8 +32,6 @@ const PROTOCOL_VERSION = 2;
 const PING_INTERVAL_MS = 10_000;
 /** Stop retrying after this long (the server's default `consultation.reconnect_grace_secs`). */
 const RECONNECT_GIVE_UP_MS = 60_000;
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_MAX_MS = 8_000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -179,7 +179,7 @@ function attachStream(video, stream) {
   if (video.srcObject !== stream) {
     video.srcObject = stream;
   }
-  if (stream) video.play().catch(() => {});
+  if (stream) playWithSound(video);
 }
 
 function isPractitioner() {
@@ -416,8 +416,8 @@ function scheduleReconnect() {
   }
   $('reconnecting').hidden = false;
   announce(t('join.reconnecting'));
-  const exp = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** app.reconnectAttempt);
-  const delay = exp / 2 + Math.random() * (exp / 2);
+  // The ladder of reconnect.js: 0, 0.3, 1.2, 2.7, 4.8 s, then every 7 s.
+  const delay = retryDelay(app.reconnectAttempt);
   app.reconnectAttempt += 1;
   clearTimeout(app.reconnectTimer);
   app.reconnectTimer = setTimeout(connect, delay);
@@ -620,11 +620,17 @@ function ensureSession() {
         console.warn('media negotiation failed:', err && err.name, err && err.message);
       },
     });
+    // ICE restarts on this WebSocket when the media path breaks or the network changes.
+    app.stopIceWatch = watchIce(app.session.pc, send, { onRestart: () => announce(RECONNECT.mediaRestarting) });
   }
   return app.session;
 }
 
 function teardownMedia() {
+  if (app.stopIceWatch) {
+    app.stopIceWatch();
+    app.stopIceWatch = null;
+  }
   // A new connection starts without a share (the server forgets it too).
   stopScreenShare({ tell: false });
   app.screenSharer = null;

@@ -142,6 +142,13 @@ export function documentErrorMessage(status, body) {
   }
 }
 
+// Reachability and reconnection (issue 11).
+export const RECONNECT = {
+  /** Shown when the browser refused to start sound without a tap (autoplay policy). */
+  tapToStartAudio: 'Tap to start audio',
+  /** Announced while the media connection is being re-established on the same call. */
+  mediaRestarting: 'The connection changed; restoring audio and video…',
+};
 // ---------------------------------------------------------------- chat and notices
 
 const CHAT_ERRORS = ['chat_empty', 'chat_too_long', 'chat_rate_limited', 'not_admitted', 'forbidden'];

@@ -85,7 +85,7 @@ export function consultationId(prefix = 'c') {
  * line, and wait for `GET /healthz`.
  * @returns {Promise<Server>}
  */
-export async function startServer({ extraEnv = {}, timeoutMs = 30_000 } = {}) {
+export async function startServer({ extraEnv = {}, timeoutMs = 30_000, host = '127.0.0.1' } = {}) {
   if (!existsSync(BIN)) {
     throw new Error(
       `server binary not found at ${BIN}: build it with \`cargo build -p teleconsult\` or set TELECONSULT_BIN`,
@@ -96,9 +96,11 @@ export async function startServer({ extraEnv = {}, timeoutMs = 30_000 } = {}) {
     // The start-up line is logged at info, whatever else the caller asks for.
     RUST_LOG: process.env.RUST_LOG ? `${process.env.RUST_LOG},teleconsult::server=info` : 'info',
     TELECONSULT_SERVER__PORT: '0',
-    TELECONSULT_SERVER__BIND: '127.0.0.1',
+    TELECONSULT_SERVER__BIND: host,
     TELECONSULT_MEDIA__UDP_PORT: '0',
-    TELECONSULT_MEDIA__BIND: '127.0.0.1',
+    TELECONSULT_MEDIA__BIND: host,
+    // ICE-TCP on a free port too (the development default, 40000, is for one server per host).
+    TELECONSULT_MEDIA__TCP_PORT: '0',
     TELECONSULT_METRICS__PORT: '0',
     // A store of its own, shared with the CLI that mints its links (same env).
     TELECONSULT_STORAGE__DATA_DIR: mkdtempSync(path.join(os.tmpdir(), 'teleconsult-browser-')),
@@ -139,7 +141,7 @@ export async function startServer({ extraEnv = {}, timeoutMs = 30_000 } = {}) {
     if (exited) throw new Error(`teleconsult exited early (${JSON.stringify(exited)}):\n${logText()}`);
     if (!listening) return false;
     try {
-      return (await fetch(`http://127.0.0.1:${listening.port}/healthz`)).ok;
+      return (await fetch(`http://${host}:${listening.port}/healthz`)).ok;
     } catch {
       return false; // not serving yet
     }
@@ -150,17 +152,17 @@ export async function startServer({ extraEnv = {}, timeoutMs = 30_000 } = {}) {
     await stopChild();
     throw new Error(`${err.message}\n${logText()}`);
   }
-  return new Server({ child, port: listening.port, udpPort: listening.udpPort, env, log: logText });
+  return new Server({ child, port: listening.port, udpPort: listening.udpPort, env, log: logText, host });
 }
 
 export class Server {
-  constructor({ child, port, udpPort, env, log }) {
+  constructor({ child, port, udpPort, env, log, host = '127.0.0.1' }) {
     this.child = child;
     this.port = port;
     this.udpPort = udpPort;
     this.env = env;
     this.logText = log;
-    this.base = `http://127.0.0.1:${port}`;
+    this.base = `http://${host}:${port}`;
   }
 
   /**

@@ -195,6 +195,7 @@ impl BinaryServer {
             .env("TELECONSULT_SERVER__PORT", "0")
             .env("TELECONSULT_MEDIA__BIND", "127.0.0.1")
             .env("TELECONSULT_MEDIA__UDP_PORT", "0")
+            .env("TELECONSULT_MEDIA__TCP_PORT", "0")
             .env("TELECONSULT_METRICS__PORT", "0")
             .envs(env.iter().copied())
             .stdout(Stdio::null())

@@ -259,6 +259,8 @@ struct Participant {
 /// The sans-I/O SFU: see the module documentation.
 pub struct Core {
     local_addr: SocketAddr,
+    /// Our ICE-TCP candidate, when the TCP port is on.
+    tcp_addr: Option<SocketAddr>,
     participants: HashMap<u64, Participant, IdHash>,
     /// Consultation id → its participants, in arrival order.
     consultations: HashMap<String, Vec<u64>>,
@@ -316,6 +318,7 @@ impl Core {
     pub fn new(local_addr: SocketAddr) -> Core {
         Core {
             local_addr,
+            tcp_addr: None,
             participants: HashMap::default(),
             consultations: HashMap::new(),
             out: SendQueue::default(),
@@ -426,7 +429,7 @@ impl Core {
             return Err(SfuError::AlreadyExists);
         }
         let (ufrag, pwd) = session::ice_credentials();
-        let pc = session::build(now, self.local_addr, &ufrag, &pwd)
+        let pc = session::build(now, self.local_addr, self.tcp_addr, &ufrag, &pwd)
             .map_err(|e| SfuError::Setup(e.to_string()))?;
         let members = self
             .consultations
@@ -509,6 +512,31 @@ impl Core {
         Ok(())
     }
 
+    /// Restart ICE on participant `key`'s session (its network changed, or ICE failed): new
+    /// local credentials, carried by the next offer (now, or after the outstanding offer's
+    /// answer). DTLS, tracks and subscriptions stay. Returns the new ufrag (the driver routes
+    /// STUN naming it to this participant; the old one keeps working until the answer).
+    pub fn restart_ice(&mut self, now: Instant, key: u64) -> Result<String, SfuError> {
+        let p = self
+            .participants
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        if p.failed {
+            return Err(SfuError::UnknownParticipant);
+        }
+        let (ufrag, pwd) = session::ice_credentials();
+        p.pc.restart_ice_with_credentials(ufrag.clone(), pwd);
+        p.ufrag = ufrag.clone();
+        // Back to `Connected` after the restart repairs what was lost on the old path (see
+        // `on_event`); meanwhile forwarding goes on as in any spell of `Disconnected`.
+        if p.link == Link::Connected {
+            p.link = Link::Disconnected;
+        }
+        self.negotiate(key, now);
+        self.process(key, now);
+        Ok(ufrag)
+    }
+
     /// Add a trickled remote candidate (`None`: end of candidates). We are ICE-lite: remote
     /// candidates are optional (checks arrive from the client), but a malformed one is reported.
     pub fn add_remote_candidate(
@@ -581,7 +609,33 @@ impl Core {
     /// its connection, then forward what came out. Datagrams of unknown participants are
     /// ignored; ones the stack rejects are counted.
     pub fn handle_datagram(&mut self, now: Instant, key: u64, from: SocketAddr, data: BytesMut) {
-        let local_addr = self.local_addr;
+        self.receive(now, key, from, data, TransportProtocol::UDP);
+    }
+
+    /// One frame from participant `key`'s ICE-TCP stream from `from` (`tcp.rs`): the same path
+    /// as a datagram, for the ICE agent on our TCP candidate.
+    pub fn handle_tcp_frame(&mut self, now: Instant, key: u64, from: SocketAddr, data: BytesMut) {
+        self.receive(now, key, from, data, TransportProtocol::TCP);
+    }
+
+    /// Our ICE-TCP candidate's address (announce IP, TCP port), offered after the UDP one in
+    /// every session created from now on.
+    pub fn set_tcp_addr(&mut self, addr: Option<SocketAddr>) {
+        self.tcp_addr = addr;
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        key: u64,
+        from: SocketAddr,
+        data: BytesMut,
+        protocol: TransportProtocol,
+    ) {
+        let local_addr = match (protocol, self.tcp_addr) {
+            (TransportProtocol::TCP, Some(tcp)) => tcp,
+            _ => self.local_addr,
+        };
         let Some(p) = self.participants.get(&key) else {
             return;
         };
@@ -615,7 +669,7 @@ impl Core {
                 local_addr,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: protocol,
             },
             message: data,
         };
@@ -788,6 +842,19 @@ impl Core {
                             }
                         }
                         self.request_pending_keyframes(key, now);
+                        // And what its subscribers lost of its own video meanwhile (after an
+                        // ICE restart onto a new path, nothing of it was received).
+                        let own: Vec<String> =
+                            self.participants.get(&key).map_or_else(Vec::new, |p| {
+                                p.tracks
+                                    .iter()
+                                    .filter(|(_, t)| t.kind == Kind::Video)
+                                    .map(|(id, _)| id.clone())
+                                    .collect()
+                            });
+                        for source in own {
+                            self.request_keyframe(key, &source, now);
+                        }
                     }
                     (_, RTCPeerConnectionState::Connected) => {
                         p.link = Link::Connected;

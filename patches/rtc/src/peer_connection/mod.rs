@@ -1803,6 +1803,16 @@ impl RTCPeerConnection {
         self.ice_restart_requested = Some(RTCOfferOptions { ice_restart: true });
     }
 
+    /// PATCH(teleconsult): [`restart_ice`](Self::restart_ice) with the new local ICE
+    /// credentials of the caller's choosing, for connections built with fixed credentials
+    /// (`SettingEngineBuilder::with_ice_credentials`): without it a restart would offer the same
+    /// ufrag/pwd again, which is no restart at all (RFC 8445 §9). The next offer carries them.
+    pub fn restart_ice_with_credentials(&mut self, username_fragment: String, password: String) {
+        self.setting_engine.candidates.username_fragment = username_fragment;
+        self.setting_engine.candidates.password = password;
+        self.restart_ice();
+    }
+
     /// Returns the current configuration of this peer connection.
     ///
     /// The returned reference is to the current configuration. To modify the configuration,
