@@ -69,8 +69,8 @@ mod sendq;
 mod session;
 pub mod srtp;
 pub mod stun;
-pub mod twcc;
 pub mod tcp;
+pub mod twcc;
 
 use dashmap::DashMap;
 use std::hash::{Hash, Hasher};
