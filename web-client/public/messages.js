@@ -143,12 +143,12 @@ export function documentErrorMessage(status, body) {
 }
 
 // Reachability and reconnection (issue 11).
-export const RECONNECT = {
-  /** Shown when the browser refused to start sound without a tap (autoplay policy). */
-  tapToStartAudio: 'Tap to start audio',
-  /** Announced while the media connection is being re-established on the same call. */
-  mediaRestarting: 'The connection changed; restoring audio and video…',
-};
+// tapToStartAudio: shown when the browser refused to start sound without a tap (autoplay
+// policy); mediaRestarting: announced while the media connection is re-established.
+export const RECONNECT = {};
+for (const k of ['tapToStartAudio', 'mediaRestarting']) {
+  Object.defineProperty(RECONNECT, k, { enumerable: true, get: () => t(`reconnect.${k}`) });
+}
 // ---------------------------------------------------------------- chat and notices
 
 const CHAT_ERRORS = ['chat_empty', 'chat_too_long', 'chat_rate_limited', 'not_admitted', 'forbidden'];

@@ -3,6 +3,10 @@ export default {
   language: 'Sprache',
   brand: 'Teleconsult',
   role: { practitioner: 'Behandelnde Person', patient: 'Patientin/Patient', guest: 'Gast', participant: 'Teilnehmende Person' },
+  reconnect: {
+    tapToStartAudio: 'Tippen, um den Ton zu starten',
+    mediaRestarting: 'Die Verbindung hat sich geändert; Ton und Bild werden wiederhergestellt…',
+  },
   join: {
     title: 'Sprechstunde · Teleconsult',
     billing: 'Abrechnung',

@@ -4,6 +4,10 @@ export default {
   language: 'Language',
   brand: 'Teleconsult',
   role: { practitioner: 'practitioner', patient: 'patient', guest: 'guest', participant: 'participant' },
+  reconnect: {
+    tapToStartAudio: 'Tap to start audio',
+    mediaRestarting: 'The connection changed; restoring audio and video…',
+  },
   join: {
     title: 'Consultation · Teleconsult',
     billing: 'Billing',

@@ -3,6 +3,10 @@ export default {
   language: 'Langue',
   brand: 'Teleconsult',
   role: { practitioner: 'praticien', patient: 'patient', guest: 'invité', participant: 'participant' },
+  reconnect: {
+    tapToStartAudio: 'Touchez pour activer le son',
+    mediaRestarting: 'La connexion a changé ; rétablissement du son et de l’image…',
+  },
   join: {
     title: 'Consultation · Teleconsult',
     billing: 'Facturation',
