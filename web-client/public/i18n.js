@@ -22,7 +22,9 @@ function pick() {
   } catch {
     /* storage unavailable */
   }
-  const wanted = (navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language || 'en']);
+  // No `navigator` outside a browser (Node 20 runs the client's modules in unit tests).
+  const nav = typeof navigator === 'undefined' ? {} : navigator;
+  const wanted = nav.languages && nav.languages.length ? nav.languages : [nav.language || 'en'];
   for (const tag of wanted) {
     const base = String(tag).toLowerCase().split('-')[0];
     if (CATALOGUES[base]) return base;
@@ -125,5 +127,8 @@ export function formatNumber(n, options) {
 }
 
 // Every page using this module is translated as soon as it loads (modules run after parsing).
-translatePage();
-mountLanguageSwitcher();
+// In a page: translate it and offer the switcher at once (not in Node's unit tests).
+if (typeof document !== 'undefined') {
+  translatePage();
+  mountLanguageSwitcher();
+}

@@ -36,7 +36,14 @@ async function call(server, doctorBrowser, patientBrowser) {
   const pToken = await server.mintToken({ consultation, identity: 'Pat Reach', role: 'patient' });
   const doctor = await openLink(doctorBrowser, server.joinUrl(dToken), { identity: 'Dr Reach', role: 'practitioner', token: dToken });
   const patient = await openLink(patientBrowser, server.joinUrl(pToken), { identity: 'Pat Reach', role: 'patient', token: pToken });
-  await Promise.all([waitForPrejoin(doctor), waitForPrejoin(patient)]);
+  try {
+    await Promise.all([waitForPrejoin(doctor), waitForPrejoin(patient)]);
+  } catch (err) {
+    // Say which page did not get to its Join button, and what it showed and logged.
+    const seen = async (who, p) =>
+      `${who} (${p.page.url()}):\n  page: ${(await p.page.innerText('body').catch((e) => `<${e.message}>`)).slice(0, 600)}\n  console:\n${p.consoleText()}`;
+    throw new Error(`${err.message}\n${await seen('doctor', doctor)}\n${await seen('patient', patient)}\nserver log:\n${server.logText().slice(-3000)}`);
+  }
   await patient.join();
   await doctor.join();
   await doctor.page
