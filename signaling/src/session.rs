@@ -262,9 +262,11 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
     let (mut sink, mut stream) = socket.split();
     let join_timeout = Duration::from_secs(state.config.join_timeout_secs);
 
-    // 1. The first message must be `join` with a valid token.
+    // 1. The first message must be `join` with a valid token, within `join_timeout` of the
+    // connection: one deadline, not renewed by pings or refused messages before the join.
+    let join_deadline = tokio::time::Instant::now() + join_timeout;
     let (credential, seat_secret, version) = loop {
-        let next = tokio::time::timeout(join_timeout, stream.next()).await;
+        let next = tokio::time::timeout_at(join_deadline, stream.next()).await;
         let Ok(next) = next else {
             state.count_error(ErrorKind::JoinTimeout);
             let _ = sink
