@@ -127,11 +127,8 @@ impl AccountService {
         let key = key_id.to_string();
         match self.api_keys.check_key(&key) {
             Ok(()) => Ok(()),
+            // One state per existing key (only authenticated keys get here): bounded.
             Err(not_until) => {
-                // Forget keys idle long enough to be back at a full burst (bounded memory).
-                if self.api_keys.len() > 10_000 {
-                    self.api_keys.retain_recent();
-                }
                 Err(not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
             }
         }

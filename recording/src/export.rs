@@ -333,11 +333,12 @@ impl Reports {
     fn new(srs: &[(u64, u64, u32)], frames: &[Frame]) -> Reports {
         let mut list = Vec::with_capacity(srs.len());
         for &(arrival, ntp, rtp) in srs {
-            // Extend the SR's timestamp next to the frame that arrived closest to it.
-            let near = frames
-                .iter()
-                .min_by_key(|f| f.arrival_us.abs_diff(arrival))
-                .map_or(0, |f| f.ts);
+            // Extend the SR's timestamp next to a frame that arrived about when it did (frames
+            // are in sequence order, so arrivals are sorted but for repairs: close enough).
+            let at = frames
+                .partition_point(|f| f.arrival_us <= arrival)
+                .min(frames.len().saturating_sub(1));
+            let near = frames.get(at).map_or(0, |f| f.ts);
             let base = near - near.rem_euclid(1 << 32);
             let ext = [base - (1 << 32), base, base + (1 << 32)]
                 .into_iter()
@@ -352,12 +353,11 @@ impl Reports {
     /// NTP time (ns) of a frame: from the latest report that arrived before it (the first one
     /// for frames before any report).
     fn ntp_of(&self, frame: &Frame, clock_rate: u32) -> Option<i128> {
-        let sr = self
+        // The list is in arrival order (the journal's).
+        let after = self
             .list
-            .iter()
-            .rev()
-            .find(|(a, _, _)| *a <= frame.arrival_us)
-            .or(self.list.first())?;
+            .partition_point(|(a, _, _)| *a <= frame.arrival_us);
+        let sr = self.list.get(after.saturating_sub(1))?;
         let dt = i128::from(frame.ts - sr.2) * 1_000_000_000 / i128::from(clock_rate.max(1));
         Some(sr.1 + dt)
     }
@@ -656,17 +656,14 @@ fn write_webm(path: &Path, tracks: &[Placed], first_ns: i128) -> Result<PathBuf,
         }
     }
     all.sort_by_key(|(t, n, _)| (*t, *n));
-    let mut end = 0;
+    if all.is_empty() {
+        return Err(ExportError::Mux("a participant without frames".into()));
+    }
     for (t, n, f) in &all {
         segment
             .add_frame(*n, &f.data, *t, f.key)
             .map_err(mux("frame"))?;
-        end = *t;
     }
-    if all.is_empty() {
-        return Err(ExportError::Mux("a participant without frames".into()));
-    }
-    let _ = end;
     segment
         .finalize(None)
         .map_err(|_| ExportError::Mux("finalize".into()))?;

@@ -718,7 +718,6 @@ async fn create_invitation(
 ) -> Result<Response, ApiError> {
     client.require(Scope::ConsultationsWrite)?;
     let id = path(id)?;
-    let c = owned(&state, &client, &id).await?;
     let req = body(b)?;
     let role = match req.role {
         SeatRole::Patient => Role::Patient,
@@ -728,7 +727,7 @@ async fn create_invitation(
         &*state.store,
         &state.config,
         owner(&client),
-        &c.id,
+        &id,
         role,
         &req.label,
         now_millis(),
@@ -744,10 +743,10 @@ async fn create_invitation(
     state.billing.audit(
         "invitation.create",
         &client.actor(),
-        Some(&c.id),
+        Some(&id),
         Some(&view.jti),
     );
-    tracing::info!(key = %client.key_id, consultation = %c.id, jti = %view.jti, "invitation created through the API");
+    tracing::info!(key = %client.key_id, consultation = %id, jti = %view.jti, "invitation created through the API");
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -774,27 +773,25 @@ async fn revoke_invitation(
 ) -> Result<StatusCode, ApiError> {
     client.require(Scope::ConsultationsWrite)?;
     let (id, jti) = path(ids)?;
-    let c = owned(&state, &client, &id).await?;
-    scheduling::revoke_invitation(&*state.store, owner(&client), &c.id, &jti, now_millis())
+    scheduling::revoke_invitation(&*state.store, owner(&client), &id, &jti, now_millis())
         .await
         .map_err(|e| match e {
-            SchedulingError::NotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such invitation")
-            }
+            SchedulingError::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such consultation or invitation",
+            ),
             e => scheduling_error(e),
         })?;
     // Whoever holds the seat now (in the call or waiting) is removed at once.
     state.consultations.revoke_seat(
-        &ConsultationId::new(c.id.clone()),
+        &ConsultationId::new(id.clone()),
         &teleconsult_consultation::invitation::SeatKey::Invitation(jti.clone()),
     );
-    state.billing.audit(
-        "invitation.revoke",
-        &client.actor(),
-        Some(&c.id),
-        Some(&jti),
-    );
-    tracing::info!(key = %client.key_id, consultation = %c.id, %jti, "invitation revoked through the API");
+    state
+        .billing
+        .audit("invitation.revoke", &client.actor(), Some(&id), Some(&jti));
+    tracing::info!(key = %client.key_id, consultation = %id, %jti, "invitation revoked through the API");
     Ok(StatusCode::NO_CONTENT)
 }
 
