@@ -34,7 +34,7 @@ pub use ids::{ConsultationId, ParticipantId, TrackId};
 pub use invitation::{Authenticator, Credential, Keyring, Label, Refusal, SeatKey, SeatSecret};
 pub use model::{
     DocumentInfo, LeftReason, MediaKind, ParticipantInfo, ParticipantState, Presence, Role,
-    TrackInfo,
+    TrackInfo, TrackSource,
 };
 pub use rules::{ActionError, Consultation, Effect, JoinError, Joined, Limits};
 pub use service::{ConsultationService, MediaPlane, MediaSession, NoMedia, Observer};

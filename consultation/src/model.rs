@@ -87,6 +87,18 @@ pub struct ParticipantInfo {
 pub struct TrackInfo {
     pub id: TrackId,
     pub kind: MediaKind,
+    /// (v2) `microphone`, `camera` or `screen`. A client receives a screen share in a
+    /// MediaStream of its own, `{participant}~screen` (docs/signaling.md).
+    pub source: TrackSource,
+}
+
+/// What a published track carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Microphone,
+    Camera,
+    Screen,
 }
 
 /// A document shared in the consultation, as listed and announced (metadata only).

@@ -1034,6 +1034,7 @@ impl Consultation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TrackSource;
     use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
     const GRACE: Duration = Duration::from_secs(60);
@@ -1373,6 +1374,7 @@ mod tests {
         let track = TrackInfo {
             id: "t1".into(),
             kind: MediaKind::Video,
+            source: TrackSource::Camera,
         };
         c.track_published(doc.participant.as_str(), 1, track.clone());
         assert!(
@@ -1393,6 +1395,7 @@ mod tests {
             TrackInfo {
                 id: "old".into(),
                 kind: MediaKind::Audio,
+                source: TrackSource::Microphone,
             },
         );
         assert!(pat_conn.events().is_empty());

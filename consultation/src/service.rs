@@ -9,7 +9,7 @@ use crate::config::ConsultationConfig;
 use crate::event::{MediaFailure, Outbox};
 use crate::ids::{ConsultationId, ParticipantId, TrackId};
 use crate::invitation::{Credential, SeatKey};
-use crate::model::{MediaKind, ParticipantState, Presence, TrackInfo};
+use crate::model::{MediaKind, ParticipantState, Presence, TrackInfo, TrackSource};
 use crate::rules::{ActionError, Consultation, Effect, JoinError, JoinRequest, Joined, Limits};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,12 +69,16 @@ impl MediaSession {
     }
 
     /// The participant now publishes `track`: the others in the call are told.
-    pub fn track_published(&self, track: TrackId, kind: MediaKind) {
+    pub fn track_published(&self, track: TrackId, kind: MediaKind, source: TrackSource) {
         self.with(|c| {
             c.track_published(
                 self.participant.as_str(),
                 self.generation,
-                TrackInfo { id: track, kind },
+                TrackInfo {
+                    id: track,
+                    kind,
+                    source,
+                },
             )
         });
     }

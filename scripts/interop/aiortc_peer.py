@@ -172,7 +172,8 @@ class Peer:
             self.pc = RTCPeerConnection()
             self.pc.on("track", self.on_track)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            # Our camera and microphone go into the offer's two recvonly sections.
+            # Our microphone and camera go into the first two of the offer's three recvonly sections
+            # (the third is for a screen share, which this peer never sends).
             self.pc.addTrack(Tone())
             self.pc.addTrack(MovingPattern(self.args.signature))
         else:

@@ -4,9 +4,9 @@
 //! never delays what the others are told.
 
 use teleconsult_consultation::{
-    MediaFailure, MediaKind, MediaPlane, MediaSession, ParticipantId, TrackId,
+    MediaFailure, MediaKind, MediaPlane, MediaSession, ParticipantId, TrackId, TrackSource,
 };
-use teleconsult_sfu::{Kind, Sfu, SfuEvent};
+use teleconsult_sfu::{Kind, Sfu, SfuEvent, Source};
 
 pub struct SfuMedia {
     sfu: Sfu,
@@ -15,6 +15,14 @@ pub struct SfuMedia {
 impl SfuMedia {
     pub fn new(sfu: Sfu) -> SfuMedia {
         SfuMedia { sfu }
+    }
+}
+
+fn source(s: Source) -> TrackSource {
+    match s {
+        Source::Microphone => TrackSource::Microphone,
+        Source::Camera => TrackSource::Camera,
+        Source::Screen => TrackSource::Screen,
     }
 }
 
@@ -52,9 +60,11 @@ impl MediaPlane for SfuMedia {
             while let Some(event) = rx.recv().await {
                 match event {
                     SfuEvent::Offer(sdp) => session.offer(sdp),
-                    SfuEvent::TrackPublished { track_id, kind: k } => {
-                        session.track_published(TrackId::from(track_id), kind(k))
-                    }
+                    SfuEvent::TrackPublished {
+                        track_id,
+                        kind: k,
+                        source: s,
+                    } => session.track_published(TrackId::from(track_id), kind(k), source(s)),
                     SfuEvent::TrackUnpublished { track_id } => {
                         session.track_unpublished(&TrackId::from(track_id))
                     }

@@ -103,6 +103,21 @@ pub enum Kind {
     Video,
 }
 
+/// What a published track carries, from the section of our offer it arrived on: the first
+/// three sections of every participant's first offer are its own `recvonly` sections, for its
+/// microphone, its camera and its screen share, in that order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    Microphone,
+    Camera,
+    Screen,
+}
+
+/// The suffix of the MediaStream id under which a participant's screen share reaches the others
+/// (`{participant}~screen`; its camera and microphone are in the stream `{participant}`), so a
+/// client can tell the two videos of one person apart before any signalling message arrives.
+pub const SCREEN_STREAM_SUFFIX: &str = "~screen";
+
 /// An ICE candidate as it travels in signalling.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
@@ -117,7 +132,11 @@ pub enum SfuEvent {
     /// Send this offer to the participant's client; its answer goes to [`Sfu::apply_answer`].
     Offer(String),
     /// The participant now publishes a track (announce it to the others).
-    TrackPublished { track_id: String, kind: Kind },
+    TrackPublished {
+        track_id: String,
+        kind: Kind,
+        source: Source,
+    },
     /// The participant stopped publishing a track.
     TrackUnpublished { track_id: String },
     /// ICE and DTLS are up (once per session: not again after a spell of `disconnected`).

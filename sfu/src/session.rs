@@ -21,6 +21,17 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// The transceiver index of each participant's own receiving sections (created in this order by
+/// [`build`]): what a published track's section says of its [`Source`].
+pub(crate) fn source_of_section(transceiver: usize) -> Option<crate::Source> {
+    match transceiver {
+        0 => Some(crate::Source::Microphone),
+        1 => Some(crate::Source::Camera),
+        2 => Some(crate::Source::Screen),
+        _ => None,
+    }
+}
+
 /// How long the selected pair may go without a STUN binding request from the client before the
 /// session counts as `disconnected`. We are ICE-lite: we send no checks, and in `rtc` 0.21.1 only
 /// inbound STUN refreshes the pair's last-heard time (RTP, RTCP and DTLS bypass the ICE agent,
@@ -222,7 +233,13 @@ pub fn build(
         pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
     }
     pc.add_local_candidate(Default::default())?;
-    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+    // Our receiving sections, in the order `source_of_section` reads them: microphone, camera,
+    // screen.
+    for kind in [
+        RtpCodecKind::Audio,
+        RtpCodecKind::Video,
+        RtpCodecKind::Video,
+    ] {
         pc.add_transceiver_from_kind(
             kind,
             Some(RTCRtpTransceiverInit {

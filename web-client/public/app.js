@@ -86,6 +86,8 @@ const app = {
   waiting: [],
   /** Remote MediaStreams by publishing participant id (`event.streams[0].id`). */
   remoteStreams: new Map(),
+  /** Remote screen shares by participant id (the stream `{participant}~screen`). */
+  remoteScreens: new Map(),
   localStream: null,
   audioMuted: false,
   videoMuted: false,
@@ -143,6 +145,11 @@ window.teleconsult = {
   get onStage() {
     const li = document.querySelector('#tiles > li.on-stage');
     return li ? li.dataset.participant : null;
+  },
+  /** The MediaStream id shown on the stage, if any (`{participant}~screen` for a share). */
+  get onStageStream() {
+    const v = document.querySelector('#tiles > li.on-stage video');
+    return v && v.srcObject ? v.srcObject.id : null;
   },
 };
 
@@ -639,20 +646,24 @@ function teardownMedia() {
     app.session = null;
   }
   app.remoteStreams.clear();
+  app.remoteScreens.clear();
   renderTiles();
 }
+
+/** A participant's screen share arrives in a stream of its own (see sfu `SCREEN_STREAM_SUFFIX`). */
+const SCREEN_SUFFIX = '~screen';
 
 function onRemoteTrack(ev) {
   const stream = ev.streams && ev.streams[0];
   if (!stream) return; // Cannot attribute it to a participant.
-  const id = stream.id;
-  if (ev.track) app.trackOwner.set(ev.track.id, id);
-  if (app.remoteStreams.get(id) !== stream) {
-    app.remoteStreams.set(id, stream);
+  const screen = stream.id.endsWith(SCREEN_SUFFIX);
+  const id = screen ? stream.id.slice(0, -SCREEN_SUFFIX.length) : stream.id;
+  const streams = screen ? app.remoteScreens : app.remoteStreams;
+  if (ev.track && !screen) app.trackOwner.set(ev.track.id, id);
+  if (streams.get(id) !== stream) {
+    streams.set(id, stream);
     stream.addEventListener('removetrack', () => {
-      if (stream.getTracks().length === 0 && app.remoteStreams.get(id) === stream) {
-        app.remoteStreams.delete(id);
-      }
+      if (stream.getTracks().length === 0 && streams.get(id) === stream) streams.delete(id);
       renderTiles();
     });
   }
@@ -663,6 +674,7 @@ function removeParticipant(id, reason) {
   const p = app.participants.get(id);
   app.participants.delete(id);
   app.remoteStreams.delete(id);
+  app.remoteScreens.delete(id);
   if (app.screenSharer === id) app.screenSharer = null;
   if (app.activeSpeaker === id) app.activeSpeaker = null;
   if (p) {
@@ -707,41 +719,82 @@ function renderTiles() {
   for (const id of app.remoteStreams.keys()) if (!app.you || id !== app.you.id) ids.add(id);
   if (app.state !== 'in_call' && app.state !== 'reconnecting') ids.clear();
 
+  // A shared screen has a tile of its own, shown while its sharer says they share (the
+  // stream outlives a share: the section is reused by the next one).
+  const sharer = app.screenSharer;
+  const screenStream = sharer && ids.has(sharer) ? app.remoteScreens.get(sharer) || null : null;
+  const keys = new Set([...ids].map((id) => `person:${id}`));
+  if (screenStream) keys.add(`screen:${sharer}`);
+
   for (const li of [...list.children]) {
-    if (!ids.has(li.dataset.participant)) {
+    if (!keys.has(li.dataset.key)) {
       const video = li.querySelector('video');
       if (video) video.srcObject = null;
       li.remove();
     }
   }
   for (const id of ids) {
-    let li = list.querySelector(`li[data-participant="${CSS.escape(id)}"]`);
+    let li = list.querySelector(`li[data-key="${CSS.escape(`person:${id}`)}"]`);
     if (!li) {
       li = createTile(id);
       list.append(li);
     }
     updateTile(li, app.participants.get(id), app.remoteStreams.get(id) || null);
   }
-  list.dataset.count = String(ids.size);
+  let screenTile = null;
+  if (screenStream) {
+    screenTile = list.querySelector(`li[data-key="${CSS.escape(`screen:${sharer}`)}"]`);
+    if (!screenTile) {
+      screenTile = createScreenTile(sharer);
+      list.prepend(screenTile);
+    }
+    updateScreenTile(screenTile, app.participants.get(sharer), screenStream);
+  }
+  list.dataset.count = String(keys.size);
   $('alone').hidden = ids.size > 0;
   // The stage: a shared screen first, else the active speaker, else (1:1) the other person.
-  const stage =
-    (app.screenSharer && ids.has(app.screenSharer) && app.screenSharer) ||
-    (app.activeSpeaker && ids.has(app.activeSpeaker) && app.activeSpeaker) ||
-    [...ids][0] ||
-    null;
-  for (const li of list.children) {
-    li.classList.toggle('on-stage', li.dataset.participant === stage);
-    li.dataset.screen = String(li.dataset.participant === app.screenSharer);
-  }
-  const sharing = app.screenSharer !== null;
-  $('screen-indicator').hidden = !sharing;
+  const stagePerson =
+    (app.activeSpeaker && ids.has(app.activeSpeaker) && app.activeSpeaker) || [...ids][0] || null;
+  const stageKey = screenTile ? screenTile.dataset.key : stagePerson && `person:${stagePerson}`;
+  for (const li of list.children) li.classList.toggle('on-stage', li.dataset.key === stageKey);
+  $('screen-indicator').hidden = sharer === null;
+}
+
+/** The tile of `id`'s shared screen: the picture and whose screen it is. */
+function createScreenTile(id) {
+  const li = document.createElement('li');
+  li.className = 'tile';
+  li.dataset.key = `screen:${id}`;
+  li.dataset.participant = id;
+  li.dataset.screen = 'true';
+  const figure = document.createElement('figure');
+  figure.setAttribute('role', 'group');
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = true;
+  const caption = document.createElement('figcaption');
+  const name = document.createElement('span');
+  name.className = 'name';
+  caption.append(name);
+  figure.append(video, caption);
+  li.append(figure);
+  return li;
+}
+
+function updateScreenTile(li, p, stream) {
+  const label = t('join.screenOfName', { name: displayName(p) });
+  li.querySelector('figure').setAttribute('aria-label', label);
+  li.querySelector('.name').textContent = label;
+  attachStream(li.querySelector('video'), stream);
 }
 
 function createTile(id) {
   const li = document.createElement('li');
   li.className = 'tile';
+  li.dataset.key = `person:${id}`;
   li.dataset.participant = id;
+  li.dataset.screen = 'false';
   const figure = document.createElement('figure');
   figure.setAttribute('role', 'group');
   const video = document.createElement('video');
@@ -874,10 +927,10 @@ async function replaceLocalTrack(kind, track) {
   const old = kind === 'video' ? stream.getVideoTracks()[0] : stream.getAudioTracks()[0];
   track.enabled = kind === 'video' ? !app.videoMuted : !app.audioMuted;
   stream.addTrack(track);
-  // While our screen is shared the camera waits; it is sent again when sharing stops. The
-  // sender takes the new track before the old one stops (an ended track can leave Chromium's
-  // encoder without frames even after replaceTrack).
-  if (app.session && !(kind === 'video' && app.screenTrack)) await app.session.replaceTrack(kind, track);
+  // The sender takes the new track before the old one stops (an ended track can leave
+  // Chromium's encoder without frames even after replaceTrack). A screen share has a sender of
+  // its own: the camera keeps going beside it.
+  if (app.session) await app.session.replaceTrack(kind, track);
   if (old) {
     stream.removeTrack(old);
     old.stop();
@@ -905,7 +958,7 @@ async function toggleScreenShare() {
     return;
   }
   const track = stream.getVideoTracks()[0];
-  if (!track || !app.session) {
+  if (!track || !app.session || !app.session.screenSender) {
     for (const t of stream.getTracks()) t.stop();
     announce(CALL.screenFailed);
     return;
@@ -920,20 +973,20 @@ async function toggleScreenShare() {
   } catch {
     /* older browsers */
   }
-  await app.session.replaceTrack('video', track);
+  // Its own section (the camera keeps going): no renegotiation.
+  await app.session.replaceTrack('screen', track);
   send({ type: 'screen_share', active: true });
   $('toggle-screen').setAttribute('aria-pressed', 'true');
   announce(CALL.screenStarted);
 }
 
-/** Stop our screen share: the camera goes back into the call; tell the others if `tell`. */
+/** Stop our screen share; tell the others if `tell`. */
 function stopScreenShare({ tell }) {
   const track = app.screenTrack;
   if (!track) return;
   app.screenTrack = null;
+  if (app.session) app.session.replaceTrack('screen', null).catch(() => {});
   track.stop();
-  const camera = app.localStream && app.localStream.getVideoTracks()[0];
-  if (app.session) app.session.replaceTrack('video', camera || null).catch(() => {});
   if (tell) send({ type: 'screen_share', active: false });
   $('toggle-screen').setAttribute('aria-pressed', 'false');
   if (app.you && app.screenSharer === app.you.id) app.screenSharer = null;
@@ -953,7 +1006,7 @@ function onScreenShare(participant, active) {
   renderTiles();
 }
 
-/** A refused share (someone else shares): put the camera back. */
+/** A refused share (someone else shares): stop sending it. */
 function onScreenShareRefused() {
   stopScreenShare({ tell: false });
   showError(CALL.screenBusy);

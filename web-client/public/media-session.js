@@ -1,5 +1,7 @@
 // One RTCPeerConnection per (re)connection. The server is always the offerer: we add our own
-// microphone and camera tracks first, then apply each offer in order and answer it.
+// microphone and camera tracks first, then apply each offer in order and answer it. The first
+// three sections of the server's first offer are ours to send on: microphone, camera, screen
+// (docs/signaling.md); the screen's sender has no track until we share.
 
 export class MediaSession {
   /**
@@ -24,7 +26,7 @@ export class MediaSession {
     // Our candidates wait until the answer they belong to has been sent.
     this.pendingLocalCandidates = [];
     this.answerSent = false;
-    /** Our senders by kind (`audio`, `video`): a device switch or a screen share replaces their track. */
+    /** Our senders (`audio`, `video`, `screen`): a device switch or a screen share replaces their track. */
     this.senders = {};
 
     if (localStream) {
@@ -60,6 +62,7 @@ export class MediaSession {
   async #applyOffer(sdp) {
     if (this.closed) return;
     await this.pc.setRemoteDescription({ type: 'offer', sdp });
+    if (!this.senders.screen) this.#bindScreenSection(sdp);
     for (const c of this.pendingRemoteCandidates.splice(0)) await this.#addRemoteCandidate(c);
     const answer = await this.pc.createAnswer();
     if (this.closed) return;
@@ -68,6 +71,18 @@ export class MediaSession {
     this.send({ type: 'answer', sdp: this.pc.localDescription.sdp });
     this.answerSent = true;
     for (const msg of this.pendingLocalCandidates.splice(0)) this.send(msg);
+  }
+
+  /**
+   * The offer's third section is the one we share our screen on: we send on it (no track yet),
+   * so sharing later is a `replaceTrack`, with no renegotiation.
+   */
+  #bindScreenSection(sdp) {
+    const mid = sectionMid(sdp, 2);
+    const transceiver = mid === null ? null : this.pc.getTransceivers().find((t) => t.mid === mid);
+    if (!transceiver || transceiver.receiver.track.kind !== 'video') return;
+    transceiver.direction = 'sendonly';
+    this.senders.screen = transceiver.sender;
   }
 
   /** A trickled server candidate (`null` = end of candidates). */
@@ -103,10 +118,24 @@ export class MediaSession {
     if (sender && !this.closed) await sender.replaceTrack(track);
   }
 
+  /** Our screen sender's `RTCRtpSender`, once bound (tests and stats). */
+  get screenSender() {
+    return this.senders.screen ?? null;
+  }
+
   close() {
     if (this.closed) return;
     this.closed = true;
     // The local tracks are not stopped: they belong to the page and survive reconnections.
     this.pc.close();
   }
+}
+
+/** The `a=mid` of media section `index` (from 0) of `sdp`, or null. */
+export function sectionMid(sdp, index) {
+  const sections = sdp.split(/\r?\nm=/).slice(1);
+  const section = sections[index];
+  if (section === undefined) return null;
+  const m = /\r?\na=mid:([^\r\n]+)/.exec(section);
+  return m ? m[1] : null;
 }

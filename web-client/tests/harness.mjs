@@ -220,6 +220,41 @@ export class Participant {
     page.on('pageerror', (err) => this.console.push(`[pageerror] ${err.message}`));
     // "Remove …?" and "End the consultation for everyone?" are confirmed.
     page.on('dialog', (d) => d.accept());
+    // The signalling messages the page received (parsed), for tests that wait on one.
+    this.received = [];
+    this.messageWaiters = [];
+    page.on('websocket', (ws) => {
+      ws.on('framereceived', (frame) => {
+        let msg;
+        try {
+          msg = JSON.parse(typeof frame.payload === 'string' ? frame.payload : frame.payload.toString());
+        } catch {
+          return;
+        }
+        this.received.push(msg);
+        for (const w of this.messageWaiters.splice(0)) {
+          if (w.match(msg)) w.resolve(msg);
+          else this.messageWaiters.push(w);
+        }
+      });
+    });
+  }
+
+  /** The first signalling message the page received (so far, or from now on) for which `match(msg)` holds. */
+  waitForMessage(match, timeoutMs = 30_000) {
+    const seen = this.received.find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const waiter = { match, resolve };
+      this.messageWaiters.push(waiter);
+      setTimeout(() => {
+        const i = this.messageWaiters.indexOf(waiter);
+        if (i >= 0) {
+          this.messageWaiters.splice(i, 1);
+          reject(new Error(`${this.label}: no signalling message matched within ${timeoutMs} ms`));
+        }
+      }, timeoutMs).unref();
+    });
   }
 
   joinButton() {

@@ -3,8 +3,10 @@
 // corner; the same call on a phone (390×844) has no sideways scrolling; screenshots of both are
 // saved under target/ui-artefacts/. A device switch mid-call (the second fake camera, through
 // the Devices picker: replaceTrack) keeps the other page decoding. A screen share (Chromium's
-// fake capture) reaches the other page, takes its stage, and stops cleanly when the track ends
-// as it does on the browser's own "Stop sharing"; while it lasts, a second share is refused.
+// fake capture) reaches the other page as a second video track, announced with source `screen`
+// in `track_published`, takes its stage while the sharer's camera keeps decoding beside it, and
+// stops cleanly when the track ends as it does on the browser's own "Stop sharing"; while it
+// lasts, a second share is refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -38,6 +40,19 @@ function stageArea(page) {
 /** Total frames decoded of the page's remote videos. */
 async function framesDecoded(page) {
   return (await inboundStats(page)).filter((s) => s.kind === 'video').reduce((n, s) => n + s.framesDecoded, 0);
+}
+
+/** Frames decoded of the screen share on the page's stage, and of every other remote video. */
+async function screenAndCameraFrames(page) {
+  const screenTrack = await page.evaluate(() => {
+    const v = document.querySelector('#tiles > li.on-stage video');
+    const s = v && v.srcObject;
+    return s && s.id.endsWith('~screen') && s.getVideoTracks()[0] ? s.getVideoTracks()[0].id : null;
+  });
+  const videos = (await inboundStats(page)).filter((s) => s.kind === 'video');
+  const screen = videos.find((s) => screenTrack && s.trackIdentifier === screenTrack);
+  const others = videos.filter((s) => s !== screen).reduce((n, s) => n + s.framesDecoded, 0);
+  return { screen: screen ? screen.framesDecoded : null, others, width: screen ? screen.frameWidth : 0 };
 }
 
 /** Wait until the page decodes `more` frames beyond what it had decoded when called. */
@@ -98,20 +113,28 @@ test('layout, device switch and screen share in a 1:1 call', { timeout: 180_000 
     // Remembered on this device.
     assert.equal(await patient.page.evaluate(() => JSON.parse(localStorage.getItem('teleconsult.devices')).camera), other);
 
-    // Screen share: the patient shares; the doctor's stage shows it, decoded.
-    const sizeBefore = (await inboundStats(doctor.page)).find((s) => s.kind === 'video');
+    // Screen share: the patient shares; the doctor's stage shows it, decoded, as a second video.
+    const published = doctor.waitForMessage((m) => m.type === 'track_published' && m.track.source === 'screen');
     await patient.page.locator('#toggle-screen').click();
     await patient.page.waitForFunction(() => !!window.teleconsult.screenTrack);
     const patientId = await patient.page.evaluate(() => window.teleconsult.you.id);
     await doctor.page.waitForFunction((id) => window.teleconsult.screenSharer === id && window.teleconsult.onStage === id, patientId);
     await doctor.page.locator(`#tiles > li.on-stage[data-screen="true"]`).waitFor();
     await doctor.page.locator('#screen-indicator').waitFor({ state: 'visible' });
-    await keepsDecoding(doctor, 'decodes the shared screen');
-    const screenSize = await waitFor(async () => {
-      const v = (await inboundStats(doctor.page)).find((s) => s.kind === 'video');
-      return v && (v.frameWidth !== sizeBefore.frameWidth || v.frameHeight !== sizeBefore.frameHeight) ? v : null;
-    }, { what: 'the decoded picture changes to the screen', timeoutMs: 20_000 });
-    assert.ok(screenSize.frameWidth > 0);
+    const announced = await published;
+    assert.equal(announced.participant, patientId);
+    assert.equal(announced.track.kind, 'video');
+    await doctor.page.waitForFunction((id) => window.teleconsult.onStageStream === `${id}~screen`, patientId);
+    const first = await waitFor(async () => {
+      const f = await screenAndCameraFrames(doctor.page);
+      return f.screen !== null && f.screen > 0 ? f : null;
+    }, { what: 'the doctor decodes the shared screen', timeoutMs: 20_000 });
+    // Both keep going: the screen on the stage, the patient's camera in its own tile.
+    await waitFor(async () => {
+      const f = await screenAndCameraFrames(doctor.page);
+      return f.screen >= first.screen + 10 && f.others >= first.others + 20 ? f : null;
+    }, { what: 'the doctor decodes the screen and the camera side by side', timeoutMs: 20_000 });
+    assert.equal(await doctor.page.locator('#tiles > li').count(), 2, 'a screen tile beside the patient\'s tile');
     await doctor.page.screenshot({ path: path.join(ARTEFACTS, 'screen-share-1280x800-practitioner.png') });
     // One at a time: the doctor's own share is refused while the patient's lasts.
     await doctor.page.locator('#toggle-screen').click();
@@ -123,7 +146,9 @@ test('layout, device switch and screen share in a 1:1 call', { timeout: 180_000 
     await doctor.page.waitForFunction(() => window.teleconsult.screenSharer === null);
     await doctor.page.locator('#screen-indicator').waitFor({ state: 'hidden' });
     assert.equal(await patient.page.locator('#toggle-screen').getAttribute('aria-pressed'), 'false');
-    await keepsDecoding(doctor, 'decodes the camera again');
+    await doctor.page.waitForFunction((id) => window.teleconsult.onStage === id && window.teleconsult.onStageStream === id, patientId);
+    assert.equal(await doctor.page.locator('#tiles > li').count(), 1, 'the screen tile is gone');
+    await keepsDecoding(doctor, 'decodes the camera on the stage again');
 
     // Phone portrait: nothing scrolls sideways, the other person is still on the stage.
     await patient.page.setViewportSize({ width: 390, height: 844 });

@@ -136,6 +136,8 @@ struct Track {
     recv: media::ReceiveStats,
     /// The publisher's latest sender report: its NTP time, and when it arrived.
     sender_report: Option<(u64, Instant)>,
+    /// Microphone, camera or screen: the section it arrived on.
+    source: crate::Source,
 }
 
 /// One track forwarded to one participant.
@@ -247,8 +249,8 @@ struct Participant {
     twcc: crate::twcc::Recorder,
     /// When authenticated media from it last counted as ICE liveness (see `Core::heard`).
     heard: Option<Instant>,
-    /// By the stack's track id; at most one audio and one video (we offer two `recvonly`
-    /// sections), so the cheap hasher is safe from client-chosen keys.
+    /// By the stack's track id; at most one per `recvonly` section we offer (microphone,
+    /// camera, screen), so the cheap hasher is safe from client-chosen keys.
     tracks: HashMap<String, Track, IdHash>,
     subscriptions: Vec<Subscription>,
     timeout: Option<Instant>,
@@ -939,7 +941,7 @@ mod tests {
     }
 
     #[test]
-    fn a_participant_gets_an_offer_with_two_recvonly_sections_and_a_timer() {
+    fn a_participant_gets_an_offer_with_three_recvonly_sections_and_a_timer() {
         let mut core = core();
         let now = Instant::now();
         let ufrag = core.add_participant(now, 7, "c", "alice").unwrap();
@@ -948,7 +950,9 @@ mod tests {
         assert_eq!(offers.len(), 1);
         assert_eq!(offers[0].0, 7);
         let sdp = &offers[0].1;
-        assert_eq!(sdp.matches("a=recvonly").count(), 2, "{sdp}");
+        // Microphone, camera, screen.
+        assert_eq!(sdp.matches("a=recvonly").count(), 3, "{sdp}");
+        assert_eq!(sdp.matches("m=video").count(), 2, "{sdp}");
         assert!(sdp.contains("a=ice-lite"), "{sdp}");
         assert!(sdp.contains(&format!("a=ice-ufrag:{ufrag}")), "{sdp}");
         assert_eq!(

@@ -32,6 +32,15 @@ impl Core {
         if p.tracks.contains_key(&source) {
             return;
         }
+        // Which of its own receiving sections the track came on; media on any other section
+        // (one we offered `sendonly`) never reaches here, as those have no receiver.
+        let Some(section) =
+            p.pc.get_transceivers()
+                .find(|&t| RTCRtpReceiverId::from(t) == receiver_id)
+                .and_then(crate::session::source_of_section)
+        else {
+            return;
+        };
         let Some(mut receiver) = p.pc.rtp_receiver(receiver_id) else {
             return;
         };
@@ -86,6 +95,7 @@ impl Core {
                 twcc_id,
                 recv: Default::default(),
                 sender_report: None,
+                source: section,
             },
         );
         self.emit(
@@ -93,6 +103,7 @@ impl Core {
             SfuEvent::TrackPublished {
                 track_id: public_id,
                 kind,
+                source: section,
             },
         );
         self.metrics.get().tracks.increment(1.0);
@@ -173,7 +184,13 @@ impl Core {
         let Some(track) = p.tracks.get(source) else {
             return false;
         };
-        let (kind, codec, stream_id) = (track.kind, track.codec.clone(), p.id.clone());
+        // A screen share travels in a stream of its own, so the subscriber can tell it from the
+        // publisher's camera (see `SCREEN_STREAM_SUFFIX`).
+        let stream_id = match track.source {
+            crate::Source::Screen => format!("{}{}", p.id, crate::SCREEN_STREAM_SUFFIX),
+            _ => p.id.clone(),
+        };
+        let (kind, codec) = (track.kind, track.codec.clone());
         let source_number = track.number;
         let clock_rate = codec.clock_rate;
         let track_id = format!("{}-{}", stream_id, self.next_track);

@@ -25,6 +25,7 @@ export default {
     callHeading: 'In der Sprechstunde',
     callTime: 'Gesprächsdauer',
     screenShared: 'Bildschirm geteilt',
+    screenOfName: 'Bildschirm von {name}',
     recording: 'Aufzeichnung',
     participants: 'Teilnehmende',
     alone: 'Noch ist niemand sonst hier.',

@@ -26,6 +26,7 @@ export default {
     callHeading: 'In consultation',
     callTime: 'Call time',
     screenShared: 'Screen shared',
+    screenOfName: '{name}’s screen',
     recording: 'Recording',
     participants: 'Participants',
     alone: 'No one else is here yet.',

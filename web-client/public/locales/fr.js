@@ -25,6 +25,7 @@ export default {
     callHeading: 'En consultation',
     callTime: 'Durée de l’appel',
     screenShared: 'Écran partagé',
+    screenOfName: 'Écran de {name}',
     recording: 'Enregistrement',
     participants: 'Participants',
     alone: 'Personne d’autre n’est encore là.',
