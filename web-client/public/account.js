@@ -2,13 +2,13 @@
 // only), sign out, sign out everywhere.
 
 import { api, loadSession, signedOut, addSignOutButtons } from './staff-session.js';
+import { t } from './i18n.js';
 
 const $ = (id) => document.getElementById(id);
 
 function showState(me) {
-  $('totp-state').textContent = me.totp
-    ? 'On: signing in asks for a code from your authenticator app.'
-    : 'Off: signing in needs only your password.';
+  $('totp-state').dataset.i18n = me.totp ? 'account.totpOn' : 'account.totpOff';
+  $('totp-state').textContent = t($('totp-state').dataset.i18n);
   $('totp-begin').hidden = me.totp;
 }
 
@@ -32,7 +32,7 @@ async function confirm(event) {
     await api('/api/auth/totp/confirm', { method: 'POST', body: { code: $('totp-code').value.trim() } });
     $('totp-enrol').hidden = true;
     $('totp-secret').value = '';
-    $('status').textContent = 'Two-factor authentication is on.';
+    $('status').textContent = t('account.turnedOn');
     showState(await loadSession());
   } catch (err) {
     $('error').textContent = err.message;

@@ -2,6 +2,10 @@
 // Generated passwords are shown once on this page and kept nowhere.
 
 import { api, loadSession, signedOut, addSignOutButtons } from './staff-session.js';
+import { t, onLanguageChange, locale } from './i18n.js';
+
+/** The last list drawn, redrawn in place after a language change. */
+let last = null;
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,18 +25,18 @@ async function act(path, what) {
   try {
     const res = await api(path, { method: 'POST' });
     const data = await res.json();
-    if (data.password) showSecret(`New password for ${what}: ${data.password}`);
+    if (data.password) showSecret(t('admin.newPassword', { name: what, password: data.password }));
     await refresh();
   } catch (err) {
     $('error').textContent = err.message;
   }
 }
 
-function button(label, name, onClick) {
+function button(label, accessibleName, onClick) {
   const b = document.createElement('button');
   b.type = 'button';
   b.textContent = label;
-  b.setAttribute('aria-label', `${label} ${name}`);
+  b.setAttribute('aria-label', accessibleName);
   b.addEventListener('click', onClick);
   return b;
 }
@@ -45,18 +49,20 @@ function drawRows(accounts) {
     tr.dataset.account = a.id;
     const actions = document.createElement('td');
     const base = `/api/admin/accounts/${encodeURIComponent(a.id)}`;
+    const name = a.display_name;
     actions.append(
       a.disabled
-        ? button('Enable', a.display_name, () => act(`${base}/enable`, a.display_name))
-        : button('Disable', a.display_name, () => act(`${base}/disable`, a.display_name)),
-      button('Reset password', a.display_name, () => act(`${base}/reset-password`, a.display_name)),
+        ? button(t('admin.enable'), t('admin.enableName', { name }), () => act(`${base}/enable`, name))
+        : button(t('admin.disable'), t('admin.disableName', { name }), () => act(`${base}/disable`, name)),
+      button(t('admin.resetPassword'), t('admin.resetPasswordName', { name }), () => act(`${base}/reset-password`, name)),
     );
+    const roles = new Intl.ListFormat(locale(), { type: 'unit' });
     tr.append(
-      cell(a.display_name),
+      cell(name),
       cell(a.email),
-      cell(a.roles.join(', ')),
-      cell(a.totp ? 'on' : 'off'),
-      cell(a.disabled ? 'disabled' : 'active'),
+      cell(roles.format(a.roles.map((r) => t(`admin.role.${r}`)))),
+      cell(a.totp ? t('admin.on') : t('admin.off')),
+      cell(a.disabled ? t('admin.disabled') : t('admin.active')),
       actions,
     );
     body.append(tr);
@@ -65,9 +71,15 @@ function drawRows(accounts) {
 
 async function refresh() {
   const data = await (await api('/api/admin/accounts')).json();
-  $('organisation-name').textContent = data.organisation.name;
-  drawRows(data.accounts);
+  last = data;
+  draw();
   document.body.dataset.loaded = 'true';
+}
+
+function draw() {
+  if (!last) return;
+  $('admin-heading').textContent = t('admin.heading', { organisation: last.organisation.name });
+  drawRows(last.accounts);
 }
 
 async function create(event) {
@@ -80,7 +92,7 @@ async function create(event) {
       body: { email: $('new-email').value, display_name: $('new-name').value, roles },
     });
     const data = await res.json();
-    showSecret(`Account created for ${data.account.email}. Initial password: ${data.password}`);
+    showSecret(t('admin.created', { email: data.account.email, password: data.password }));
     $('create').reset();
     await refresh();
   } catch (err) {
@@ -94,7 +106,12 @@ async function start() {
     signedOut();
     return;
   }
-  $('whoami').textContent = `${me.display_name} · Accounts`;
+  const whoami = () => ($('whoami').textContent = t('staff.whoamiAccounts', { name: me.display_name }));
+  whoami();
+  onLanguageChange(() => {
+    whoami();
+    draw();
+  });
   addSignOutButtons($('signout'));
   $('create').addEventListener('submit', create);
   try {

@@ -2,6 +2,10 @@
 // software (REST API v1, docs/api.md). A new key is shown once on this page and kept nowhere.
 
 import { api, loadSession } from './staff-session.js';
+import { t, onLanguageChange, formatDateTime } from './i18n.js';
+
+/** The last list drawn, redrawn in place after a language change. */
+let last = null;
 
 const $ = (id) => document.getElementById(id);
 
@@ -12,7 +16,7 @@ function cell(text) {
 }
 
 function when(ms) {
-  return ms == null ? '—' : new Date(ms).toLocaleString();
+  return ms == null ? t('admin.never') : formatDateTime(ms);
 }
 
 function drawKeys(keys) {
@@ -25,8 +29,8 @@ function drawKeys(keys) {
     if (k.revoked_at == null) {
       const b = document.createElement('button');
       b.type = 'button';
-      b.textContent = 'Revoke';
-      b.setAttribute('aria-label', `Revoke API key ${k.name}`);
+      b.textContent = t('admin.revoke');
+      b.setAttribute('aria-label', t('admin.revokeKey', { name: k.name }));
       b.addEventListener('click', () => revoke(k));
       actions.append(b);
     }
@@ -35,7 +39,7 @@ function drawKeys(keys) {
       cell(k.scopes.join(', ')),
       cell(when(k.created_at)),
       cell(when(k.last_used_at)),
-      cell(k.revoked_at == null ? 'active' : `revoked ${when(k.revoked_at)}`),
+      cell(k.revoked_at == null ? t('admin.active') : t('admin.revokedAt', { when: when(k.revoked_at) })),
       actions,
     );
     body.append(tr);
@@ -44,7 +48,8 @@ function drawKeys(keys) {
 
 async function refreshKeys() {
   const data = await (await api('/api/admin/api-keys')).json();
-  drawKeys(data.api_keys);
+  last = data.api_keys;
+  drawKeys(last);
 }
 
 async function revoke(k) {
@@ -67,8 +72,7 @@ async function createKey(event) {
       body: { name: $('key-name').value, scopes },
     });
     const data = await res.json();
-    $('key-secret').textContent =
-      `API key "${data.name}" (shown only now, copy it into the booking system): ${data.key}`;
+    $('key-secret').textContent = t('admin.keyShown', { name: data.name, key: data.key });
     $('key-secret').hidden = false;
     $('create-key').reset();
     await refreshKeys();
@@ -80,6 +84,7 @@ async function createKey(event) {
 async function start() {
   if (!(await loadSession())) return;
   $('create-key').addEventListener('submit', createKey);
+  onLanguageChange(() => last && drawKeys(last));
   try {
     await refreshKeys();
   } catch (err) {

@@ -6,7 +6,8 @@
 // practitioner sees their own consultations, the billing and admin roles their organisation's.
 
 import { takeTokenFromLocation, decodeClaims } from './token.js';
-import { api, loadSession, signedOut, addSignOutButtons } from './staff-session.js';
+import { api, loadSession, signedOut, addSignOutButtons, ApiFailure, errorCode } from './staff-session.js';
+import { t, onLanguageChange, formatNumber } from './i18n.js';
 
 const STORAGE_KEY = 'teleconsult.billing.token';
 const DAY_MS = 86_400_000;
@@ -82,11 +83,11 @@ function drawChart(container, perDay) {
   const chart = svg('svg', {
     viewBox: `0 0 ${width} ${height}`,
     role: 'img',
-    'aria-label': `Billable minutes per day, ${perDay.length} days, at most ${max.toFixed(1)} minutes`,
+    'aria-label': t('billing.chartLabel', { days: perDay.length, max: formatNumber(max, { maximumFractionDigits: 1 }) }),
   });
   chart.append(svg('line', { class: 'axis', x1: left, y1: top + plotH, x2: width - 5, y2: top + plotH }));
   chart.append(svg('line', { class: 'axis', x1: left, y1: top, x2: left, y2: top + plotH }));
-  chart.append(svg('text', { x: left - 4, y: top + 8, 'text-anchor': 'end' }, max.toFixed(max < 10 ? 1 : 0)));
+  chart.append(svg('text', { x: left - 4, y: top + 8, 'text-anchor': 'end' }, formatNumber(max, { maximumFractionDigits: max < 10 ? 1 : 0 })));
   chart.append(svg('text', { x: left - 4, y: top + plotH, 'text-anchor': 'end' }, '0'));
   const labelEvery = Math.ceil(perDay.length / 10);
   perDay.forEach((d, i) => {
@@ -101,7 +102,7 @@ function drawChart(container, perDay) {
       'data-day': d.day,
       'data-minutes': d.minutes.toFixed(2),
     });
-    bar.append(svg('title', {}, `${d.day}: ${d.minutes.toFixed(1)} min`));
+    bar.append(svg('title', {}, t('billing.barTitle', { day: d.day, minutes: formatNumber(d.minutes, { maximumFractionDigits: 1 }) })));
     chart.append(bar);
     if (i % labelEvery === 0) {
       chart.append(svg('text', { x: (x + step * 0.35).toFixed(1), y: height - 10, 'text-anchor': 'middle' }, d.day.slice(5)));
@@ -130,15 +131,17 @@ function drawRows(rows) {
       cell(r.consultation),
       cell(r.patient_pseudonym || '—'),
       cell(r.start.replace('T', ' ').replace(/(\.\d+)?Z$/, '')),
-      cell(length === null ? 'in progress' : duration(length), true),
+      cell(length === null ? t('billing.inProgress') : duration(length), true),
       cell(duration(r.billable_ms), true),
-      cell(`${r.billable_units} ${r.unit}${r.billable_units === 1 ? '' : 's'}`, true),
-      cell(String(r.participants), true),
-      cell(r.recovered ? 'closed at last checkpoint after a server restart' : ''),
+      // The unit is the billing configuration's own word (as in the CSV export).
+      cell(t('billing.unitCount', { count: formatNumber(r.billable_units), unit: r.unit }), true),
+      cell(formatNumber(r.participants), true),
+      cell(r.recovered ? t('billing.recovered') : ''),
     );
     body.append(tr);
   }
-  $('total').textContent = `${rows.length} consultation${rows.length === 1 ? '' : 's'}, ${duration(total)} billable.`;
+  const key = rows.length === 1 ? 'billing.totalOne' : 'billing.totalMany';
+  $('total').textContent = t(key, { count: formatNumber(rows.length), billable: duration(total) });
 }
 
 function period() {
@@ -160,18 +163,8 @@ async function fetchExport(format) {
     cache: 'no-store',
     credentials: 'omit',
   });
-  if (res.status === 403) {
-    throw new Error('This page needs a valid practitioner link. Open it again from your consultation.');
-  }
-  if (!res.ok) {
-    let message = `The server answered ${res.status}.`;
-    try {
-      message = (await res.json()).message || message;
-    } catch {
-      /* not JSON */
-    }
-    throw new Error(message);
-  }
+  if (res.status === 403) throw new Error(t('apiErrors.noPractitionerLink'));
+  if (!res.ok) throw new ApiFailure(await errorCode(res), res.status);
   return res;
 }
 
@@ -179,12 +172,13 @@ async function show() {
   $('error').textContent = '';
   const { from, to } = period();
   if (!(to > from)) {
-    $('error').textContent = 'Choose a "to" date on or after the "from" date.';
+    $('error').textContent = t('billing.badPeriod');
     return;
   }
-  $('status').textContent = 'Loading…';
+  $('status').textContent = t('billing.loading');
   try {
     const rows = await (await fetchExport('json')).json();
+    shown = { rows, from, to };
     drawRows(rows);
     drawChart($('chart'), minutesPerDay(rows, from, to));
     $('status').textContent = '';
@@ -213,7 +207,15 @@ async function download(event) {
   }
 }
 
+/** What is on the page, redrawn in place after a language change. */
+let shown = null;
+
 async function start() {
+  onLanguageChange(() => {
+    if (!shown) return;
+    drawRows(shown.rows);
+    drawChart($('chart'), minutesPerDay(shown.rows, shown.from, shown.to));
+  });
   const claims = token ? decodeClaims(token) : null;
   if (!token) {
     const me = await loadSession();
@@ -222,17 +224,22 @@ async function start() {
       return;
     }
     const whole = me.roles.includes('billing') || me.roles.includes('admin');
-    $('whoami').textContent = `${me.display_name} · Billing`;
-    if (whole) document.querySelector('h1').textContent = 'Your organisation’s consultations';
+    const whoami = () => ($('whoami').textContent = t('staff.whoamiBilling', { name: me.display_name }));
+    whoami();
+    onLanguageChange(whoami);
+    if (whole) $('billing-heading').dataset.i18n = 'billing.headingOrganisation';
+    $('billing-heading').textContent = t($('billing-heading').dataset.i18n);
     const bar = document.createElement('span');
     addSignOutButtons(bar);
     document.querySelector('.topbar').append(bar);
   } else if (!claims || claims.role !== 'practitioner') {
-    $('error').textContent = 'This page needs a practitioner link. Open it from your consultation page.';
+    $('error').textContent = t('billing.needsLink');
     $('period').hidden = true;
     return;
   } else {
-    $('whoami').textContent = `${claims.identity} · Billing`;
+    const whoami = () => ($('whoami').textContent = t('staff.whoamiBilling', { name: claims.identity }));
+    whoami();
+    onLanguageChange(whoami);
   }
   const today = Date.now() - (Date.now() % DAY_MS);
   $('from').value = isoDate(today - 29 * DAY_MS);

@@ -3,6 +3,7 @@
 // goes to `next` from the fragment (a path on this site only) or to the person's start page.
 
 import { t } from './i18n.js';
+import { apiErrorMessage } from './staff-session.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -63,7 +64,8 @@ async function submit(event) {
       $('code-row').hidden = false;
       $('code').focus();
     }
-    $('error').textContent = data.message || `The server answered ${res.status}.`;
+    // The server's code, translated; a refused sign-in never says which part was wrong.
+    $('error').textContent = apiErrorMessage(data.code, res.status);
   } catch {
     $('error').textContent = t('login.unreachable');
   } finally {

@@ -4,6 +4,8 @@
 // `idle_timeout_secs` without an authenticated request; this module asks again just after that
 // moment, so an idle page is sent to the sign-in page as soon as the server has ended it.
 
+import { t } from './i18n.js';
+
 let current = null;
 let idleTimer = null;
 
@@ -44,8 +46,28 @@ export function signedOut(reason = '') {
 }
 
 /**
+ * The sentence for an error the server answered with: its stable `code` translated
+ * (`apiErrors.*` in the catalogues); the server's own English text is never shown.
+ */
+export function apiErrorMessage(code, status) {
+  const key = `apiErrors.${code}`;
+  const text = typeof code === 'string' && /^[a-z_]+$/.test(code) ? t(key) : key;
+  return text === key ? t('apiErrors.generic', { status }) : text;
+}
+
+/** An error from the staff API: `code` is the server's, `message` the translated sentence. */
+export class ApiFailure extends Error {
+  constructor(code, status) {
+    super(apiErrorMessage(code, status));
+    this.code = code;
+    this.status = status;
+  }
+}
+
+/**
  * fetch() for the staff API: same-origin cookie, the CSRF token on every non-GET request, JSON
- * bodies. Throws an Error with the server's message on failure; a 401 ends at the sign-in page.
+ * bodies. Throws an ApiFailure (its message translated from the server's code) on failure; a 401
+ * ends at the sign-in page.
  */
 export async function api(path, { method = 'GET', body } = {}) {
   const headers = {};
@@ -61,18 +83,20 @@ export async function api(path, { method = 'GET', body } = {}) {
   scheduleIdleCheck();
   if (res.status === 401) {
     signedOut('expired');
-    throw new Error('Your session has ended. Please sign in again.');
+    throw new ApiFailure('session_expired', 401);
   }
-  if (!res.ok) {
-    let message = `The server answered ${res.status}.`;
-    try {
-      message = (await res.json()).message || message;
-    } catch {
-      /* not JSON */
-    }
-    throw new Error(message);
-  }
+  if (!res.ok) throw new ApiFailure(await errorCode(res), res.status);
   return res;
+}
+
+/** The `code` of an error response (JSON `{code, message}`), or null. */
+export async function errorCode(res) {
+  try {
+    const data = await res.json();
+    return typeof data.code === 'string' ? data.code : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Sign out of this session (or, with `everywhere`, of every session of the account). */
@@ -91,16 +115,19 @@ export function addSignOutButtons(container) {
   if (window.location.pathname !== '/account.html') {
     const account = document.createElement('a');
     account.href = '/account.html';
-    account.textContent = 'Your account';
+    account.dataset.i18n = 'staff.account';
+    account.textContent = t('staff.account');
     container.append(account, ' ');
   }
   const one = document.createElement('button');
   one.type = 'button';
-  one.textContent = 'Sign out';
+  one.dataset.i18n = 'staff.signOut';
+  one.textContent = t('staff.signOut');
   one.addEventListener('click', () => signOut());
   const all = document.createElement('button');
   all.type = 'button';
-  all.textContent = 'Sign out everywhere';
+  all.dataset.i18n = 'staff.signOutEverywhere';
+  all.textContent = t('staff.signOutEverywhere');
   all.addEventListener('click', () => signOut({ everywhere: true }));
   container.append(one, all);
 }

@@ -5,10 +5,14 @@
 // practitioner copies them to the patient); they are never logged or put in a query string.
 
 import { api, loadSession, signedOut, addSignOutButtons } from './staff-session.js';
+import { t, onLanguageChange, formatDateTime, formatNumber } from './i18n.js';
 
 const $ = (id) => document.getElementById(id);
 const ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
-const ROLE_LABEL = { patient: 'Patient', guest: 'Guest' };
+
+function roleLabel(role) {
+  return role === 'patient' || role === 'guest' ? t(`workspace.role.${role}`) : role;
+}
 
 function el(tag, props = {}, ...children) {
   const e = document.createElement(tag);
@@ -41,19 +45,19 @@ function joinLink(token) {
 }
 
 function when(ms) {
-  return new Date(ms).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+  return formatDateTime(ms);
 }
 
 function duration(ms) {
   const minutes = Math.round(ms / 60000);
-  if (minutes < 60) return `${minutes} min`;
-  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+  if (minutes < 60) return t('workspace.minutes', { minutes: formatNumber(minutes) });
+  return t('workspace.hoursMinutes', { hours: formatNumber(Math.floor(minutes / 60)), minutes: formatNumber(minutes % 60) });
 }
 
 /** The patient's label of a consultation (its first patient seat). */
 function patientOf(c) {
   const p = c.invitations.find((i) => i.role === 'patient');
-  return p ? p.label : 'Consultation';
+  return p ? p.label : t('workspace.consultation');
 }
 
 // ---------------------------------------------------------------- new consultation form
@@ -64,9 +68,10 @@ function addGuest(initial = '') {
   guestCount += 1;
   const id = `guest-${guestCount}`;
   const input = el('input', { id, type: 'text', autocomplete: 'off', maxLength: 200, value: initial, className: 'ws-guest' });
-  const label = el('label', { for: id, textContent: `Guest ${$('guests').children.length + 1} label` });
+  const n = $('guests').children.length + 1;
+  const label = el('label', { for: id, textContent: t('workspace.guestLabel', { n }) });
   const li = el('li', {}, label, input);
-  li.append(button('Remove', `Remove guest ${$('guests').children.length + 1}`, () => li.remove()));
+  li.append(button(t('workspace.remove'), t('workspace.removeGuest', { n }), () => li.remove()));
   $('guests').append(li);
   input.focus();
 }
@@ -76,7 +81,7 @@ async function create(event) {
   $('error').textContent = '';
   const patient = $('patient-label').value.trim();
   if (!patient) {
-    fail(new Error('Give the patient a label (it need not be their name).'));
+    fail(new Error(t('workspace.needPatientLabel')));
     $('patient-label').focus();
     return;
   }
@@ -89,7 +94,7 @@ async function create(event) {
   if (at) {
     const ms = new Date(at).getTime();
     if (Number.isNaN(ms)) {
-      fail(new Error('The scheduled time is not a valid date.'));
+      fail(new Error(t('workspace.badTime')));
       return;
     }
     body.scheduled_at = ms;
@@ -99,7 +104,7 @@ async function create(event) {
     await api('/api/workspace/consultations', { method: 'POST', body });
     $('create').reset();
     $('guests').replaceChildren();
-    say('Consultation created. Send each person their own link.');
+    say(t('workspace.created'));
     await refresh();
   } catch (err) {
     fail(err);
@@ -114,25 +119,25 @@ async function copy(input, name) {
   input.select();
   try {
     await navigator.clipboard.writeText(input.value);
-    say(`Link for ${name} copied.`);
+    say(t('workspace.copied', { name }));
   } catch {
-    say(`Link for ${name} selected: copy it with Ctrl+C.`);
+    say(t('workspace.selected', { name }));
   }
 }
 
 function seatRow(c, inv, live) {
-  const name = `${ROLE_LABEL[inv.role] || inv.role} ${inv.label}`;
+  const name = t('workspace.seatName', { role: roleLabel(inv.role), label: inv.label });
   const li = el('li', { class: 'ws-seat-row' });
   li.dataset.role = inv.role;
-  li.append(el('span', { class: 'ws-seat', textContent: `${ROLE_LABEL[inv.role] || inv.role}: ${inv.label}` }));
+  li.append(el('span', { class: 'ws-seat', textContent: t('workspace.seat', { role: roleLabel(inv.role), label: inv.label }) }));
   if (inv.token && live) {
     const fieldId = `link-${inv.id}`;
     const input = el('input', { id: fieldId, type: 'text', readOnly: true, value: joinLink(inv.token), class: 'ws-link' });
-    input.setAttribute('aria-label', `Link for ${name}`);
+    input.setAttribute('aria-label', t('workspace.linkFor', { name }));
     input.dataset.role = inv.role;
     input.dataset.label = inv.label;
-    const qr = el('img', { class: 'ws-qr', hidden: true, alt: `QR code of the link for ${name}` });
-    const showQr = button('QR code', `Show QR code for ${name}`, () => {
+    const qr = el('img', { class: 'ws-qr', hidden: true, alt: t('workspace.qrAlt', { name }) });
+    const showQr = button(t('workspace.qr'), t('workspace.showQr', { name }), () => {
       if (qr.hidden) {
         qr.src = `/api/workspace/consultations/${encodeURIComponent(c.id)}/invitations/${encodeURIComponent(inv.id)}/qr.svg`;
       }
@@ -141,14 +146,14 @@ function seatRow(c, inv, live) {
     });
     showQr.setAttribute('aria-expanded', 'false');
     li.append(
-      button('Copy link', `Copy link for ${name}`, () => copy(input, name)),
+      button(t('workspace.copyLink'), t('workspace.copyLinkFor', { name }), () => copy(input, name)),
       showQr,
-      button('Revoke', `Revoke link for ${name}`, () => revoke(c, inv, name), 'danger-outline'),
+      button(t('workspace.revoke'), t('workspace.revokeFor', { name }), () => revoke(c, inv, name), 'danger-outline'),
       input,
       qr,
     );
   } else {
-    li.append(el('span', { class: 'ws-meta', textContent: inv.revoked ? 'link revoked' : 'link no longer valid' }));
+    li.append(el('span', { class: 'ws-meta', textContent: inv.revoked ? t('workspace.linkRevoked') : t('workspace.linkInvalid') }));
   }
   return li;
 }
@@ -158,7 +163,7 @@ function item(c, live) {
   const li = el('li', { class: 'ws-item' });
   li.dataset.consultation = c.id;
   const head = el('div', { class: 'ws-head' }, el('span', { class: 'ws-title', textContent: title }));
-  const whenText = c.scheduled_at ? when(c.scheduled_at) : `created ${when(c.created_at)}`;
+  const whenText = c.scheduled_at ? when(c.scheduled_at) : t('workspace.createdAt', { when: when(c.created_at) });
   head.append(el('span', { class: 'ws-when', textContent: whenText }));
   li.append(head);
   li.append(el('ul', { class: 'ws-links' }, ...c.invitations.map((i) => seatRow(c, i, live))));
@@ -167,17 +172,17 @@ function item(c, live) {
       el(
         'div',
         { class: 'ws-actions' },
-        button('Start', `Start consultation with ${title}`, () => start(c.id), 'primary'),
-        button('Cancel', `Cancel consultation with ${title}`, () => cancel(c, title), 'danger'),
+        button(t('workspace.start'), t('workspace.startWith', { title }), () => start(c.id), 'primary'),
+        button(t('workspace.cancel'), t('workspace.cancelWith', { title }), () => cancel(c, title), 'danger'),
       ),
     );
   } else {
-    const parts = [c.status === 'cancelled' ? 'Cancelled' : 'Ended'];
-    if (typeof c.billable_ms === 'number') parts.push(`billed ${duration(c.billable_ms)}`);
-    parts.push(`${c.documents} document${c.documents === 1 ? '' : 's'}`);
+    const parts = [c.status === 'cancelled' ? t('workspace.cancelled') : t('workspace.ended')];
+    if (typeof c.billable_ms === 'number') parts.push(t('workspace.billed', { duration: duration(c.billable_ms) }));
+    parts.push(c.documents === 1 ? t('workspace.documentsOne') : t('workspace.documentsMany', { count: formatNumber(c.documents) }));
     li.append(el('p', { class: 'ws-meta', textContent: parts.join(' · ') }));
-    const billing = el('a', { href: '/billing.html', textContent: 'Billing' });
-    billing.setAttribute('aria-label', `Billing page (consultation with ${title})`);
+    const billing = el('a', { href: '/billing.html', textContent: t('workspace.billing') });
+    billing.setAttribute('aria-label', t('workspace.billingFor', { title }));
     li.append(billing);
     li.append(chatRecord(c, title));
   }
@@ -190,9 +195,9 @@ function item(c, live) {
 function chatRecord(c, title) {
   const box = el('div', { class: 'ws-chat' });
   const list = el('ol', { class: 'ws-chat-log' });
-  list.setAttribute('aria-label', `Chat of the consultation with ${title}`);
+  list.setAttribute('aria-label', t('workspace.chatOf', { title }));
   list.hidden = true;
-  const show = button('Show chat', `Show the chat of the consultation with ${title}`, async () => {
+  const show = button(t('workspace.showChat'), t('workspace.showChatOf', { title }), async () => {
     $('error').textContent = '';
     try {
       const res = await api(`/api/workspace/consultations/${encodeURIComponent(c.id)}/chat`);
@@ -204,14 +209,14 @@ function chatRecord(c, title) {
               item.dataset.kind = m.kind;
               const at = el('time', { textContent: when(m.at) });
               at.dateTime = new Date(m.at).toISOString();
-              const who = m.kind === 'notice' ? `${m.display_name} → waiting room` : m.display_name;
+              const who = m.kind === 'notice' ? t('workspace.noticeFrom', { name: m.display_name }) : m.display_name;
               item.append(
                 el('p', { class: 'ws-chat-meta' }, el('strong', { textContent: who }), ' ', at),
                 el('p', { class: 'ws-chat-text', textContent: m.text }),
               );
               return item;
             })
-          : [el('li', { class: 'note', textContent: 'No chat in this consultation.' })]),
+          : [el('li', { class: 'note', textContent: t('workspace.noChat') })]),
       );
       list.hidden = false;
     } catch (err) {
@@ -220,10 +225,10 @@ function chatRecord(c, title) {
   });
   const exportLink = el('a', {
     href: `/api/workspace/consultations/${encodeURIComponent(c.id)}/chat/export`,
-    textContent: 'Export chat',
+    textContent: t('workspace.exportChat'),
   });
   exportLink.setAttribute('download', '');
-  exportLink.setAttribute('aria-label', `Export the chat of the consultation with ${title}`);
+  exportLink.setAttribute('aria-label', t('workspace.exportChatOf', { title }));
   box.append(show, ' ', exportLink, list);
   return box;
 }
@@ -255,11 +260,11 @@ function start(id) {
 }
 
 async function cancel(c, title) {
-  if (!window.confirm(`Cancel the consultation with ${title}? Every link of it stops working.`)) return;
+  if (!window.confirm(t('workspace.confirmCancel', { title }))) return;
   $('error').textContent = '';
   try {
     await api(`/api/workspace/consultations/${encodeURIComponent(c.id)}/cancel`, { method: 'POST' });
-    say(`Consultation with ${title} cancelled; its links no longer work.`);
+    say(t('workspace.cancelledDone', { title }));
     await refresh();
   } catch (err) {
     fail(err);
@@ -267,14 +272,14 @@ async function cancel(c, title) {
 }
 
 async function revoke(c, inv, name) {
-  if (!window.confirm(`Revoke the link for ${name}? It stops working at once.`)) return;
+  if (!window.confirm(t('workspace.confirmRevoke', { name }))) return;
   $('error').textContent = '';
   try {
     await api(
       `/api/workspace/consultations/${encodeURIComponent(c.id)}/invitations/${encodeURIComponent(inv.id)}/revoke`,
       { method: 'POST' },
     );
-    say(`Link for ${name} revoked.`);
+    say(t('workspace.revokedDone', { name }));
     await refresh();
   } catch (err) {
     fail(err);
@@ -301,6 +306,8 @@ async function main() {
   addSignOutButtons($('signout'));
   $('create').addEventListener('submit', create);
   $('add-guest').addEventListener('click', () => addGuest());
+  // The lists are built in code: draw them again in the new language.
+  onLanguageChange(() => refresh().catch(fail));
   try {
     await refresh();
   } catch (err) {

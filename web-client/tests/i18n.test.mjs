@@ -6,55 +6,10 @@
 // The catalogues have the same keys.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import en from '../public/locales/en.js';
 import fr from '../public/locales/fr.js';
 import de from '../public/locales/de.js';
 import { withCall, consultationId } from './harness.mjs';
-
-function flatten(o, prefix = '', out = new Map()) {
-  for (const [k, v] of Object.entries(o)) {
-    const key = prefix ? `${prefix}.${k}` : k;
-    if (typeof v === 'string') out.set(key, v);
-    else flatten(v, key, out);
-  }
-  return out;
-}
-
-const EN = flatten(en);
-
-/** English strings a page in `target` must not show (those the target spells the same are fine). */
-function englishOnly(target) {
-  const same = new Set(flatten(target).values());
-  const exact = new Set();
-  const patterns = [];
-  for (const v of EN.values()) {
-    if (same.has(v)) continue;
-    if (v.includes('{')) {
-      const parts = v.split(/\{\w+\}/).map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
-      // A pattern needs some fixed English words to mean anything.
-      if (parts.join('').replace(/[\s·().,:]/g, '').length >= 4) patterns.push(new RegExp(`^${parts.join('.+')}$`));
-    } else {
-      exact.add(v);
-    }
-  }
-  return { exact, patterns };
-}
-
-async function englishLeft(page, target) {
-  const texts = await page.evaluate(() => {
-    const out = [];
-    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-      const s = n.textContent.trim();
-      if (s) out.push(s);
-    }
-    for (const el of document.querySelectorAll('[aria-label]')) out.push(el.getAttribute('aria-label'));
-    out.push(document.title);
-    return out;
-  });
-  const { exact, patterns } = englishOnly(target);
-  return texts.filter((s) => exact.has(s) || patterns.some((p) => p.test(s)));
-}
+import { flatten, EN, englishLeft } from './i18n-check.mjs';
 
 test('catalogues have the same keys', () => {
   for (const [name, cat] of [['fr', fr], ['de', de]]) {
