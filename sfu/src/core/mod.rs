@@ -486,13 +486,32 @@ impl Core {
         p.negotiation
             .expect_answer()
             .map_err(|_| SfuError::NoPendingOffer)?;
+        // Checked against the offer it answers before the stack sees it (`crate::answer`): a
+        // refused answer leaves the session as it was, waiting for a corrected one.
+        if let Some(offer) = p.pc.pending_local_description() {
+            crate::answer::check(&offer.sdp, &sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        }
         let answer =
             RTCSessionDescription::answer(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         match catch_unwind(AssertUnwindSafe(|| {
             p.pc.set_remote_description(now, answer)
         })) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(SfuError::BadSdp(e.to_string())),
+            Ok(Err(e)) => {
+                // Refused by the stack after our checks. If it has dropped the offer meanwhile
+                // (no answer can apply now), the session would wait for ever: make a new offer
+                // instead, carrying whatever changed meanwhile.
+                if p.pc.pending_local_description().is_none()
+                    && let Ok(answered) = p.negotiation.answered()
+                {
+                    for change in answered.deferred {
+                        self.apply(key, change);
+                    }
+                    self.negotiate(key, now);
+                    self.process(key, now);
+                }
+                return Err(SfuError::BadSdp(e.to_string()));
+            }
             Err(_) => {
                 tracing::error!("media stack panicked on an answer; closing that session");
                 self.fail(key);

@@ -820,6 +820,11 @@ pub struct Sim {
     pub downlink_loss: Vec<(usize, u64)>,
     /// Random loss on a client's RTP to the SFU (not its RTCP): (client index, percent).
     pub uplink_loss: Vec<(usize, u64)>,
+    /// Clients that first send hostile variants of each answer (`hostile_answers`), each of
+    /// which the SFU must refuse, before the genuine one.
+    pub hostile_first: Vec<usize>,
+    /// Hostile answers the SFU refused.
+    pub refused_answers: u64,
     /// Datagrams that loss dropped.
     pub lost: u64,
     /// The loss's random numbers (xorshift, fixed seed: the same losses every run).
@@ -860,6 +865,8 @@ impl Sim {
             drop_all_from: Vec::new(),
             downlink_loss: Vec::new(),
             uplink_loss: Vec::new(),
+            hostile_first: Vec::new(),
+            refused_answers: 0,
             lost: 0,
             rng: 0x9E37_79B9_7F4A_7C15,
         }
@@ -999,7 +1006,17 @@ impl Sim {
                     });
                 }
                 let key = c.key;
+                let hostile = self.hostile_first.contains(&i);
                 for answer in c.due_answers(now) {
+                    if hostile {
+                        for bad in hostile_answers(&answer) {
+                            assert!(
+                                self.sfu.apply_answer(now, key, bad.clone()).is_err(),
+                                "the SFU refuses a hostile answer: {bad}"
+                            );
+                            self.refused_answers += 1;
+                        }
+                    }
                     self.sfu
                         .apply_answer(now, key, answer)
                         .expect("the SFU accepts the answer to its offer");
@@ -1166,4 +1183,58 @@ impl Sim {
                 && c.signaling_state == RTCSignalingState::Stable
         })
     }
+}
+
+/// Answers that can never work, made from a genuine one: sections missing, a fingerprint with
+/// an unknown hash or a digest that is not one, a DTLS role an answer may not take, no ICE
+/// password, garbage.
+pub fn hostile_answers(genuine: &str) -> Vec<String> {
+    let first_section_only = match genuine.match_indices("\r\nm=").nth(1) {
+        Some((at, _)) => format!("{}\r\n", &genuine[..at]),
+        None => String::new(),
+    };
+    let mut out = vec![first_section_only];
+    let rewrite = |f: &dyn Fn(&str) -> String| -> String {
+        genuine
+            .split("\r\n")
+            .map(|line| {
+                if line.is_empty() {
+                    String::new()
+                } else {
+                    f(line)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    };
+    out.push(rewrite(&|l| match l.strip_prefix("a=fingerprint:") {
+        Some(v) => format!(
+            "a=fingerprint:md5 {}",
+            v.split_once(' ').map_or("", |p| p.1)
+        ),
+        None => l.to_owned(),
+    }));
+    out.push(rewrite(&|l| {
+        if l.starts_with("a=fingerprint:") {
+            "a=fingerprint:sha-256 zz:zz".to_owned()
+        } else {
+            l.to_owned()
+        }
+    }));
+    out.push(rewrite(&|l| {
+        if l.starts_with("a=setup:") {
+            "a=setup:actpass".to_owned()
+        } else {
+            l.to_owned()
+        }
+    }));
+    out.push(rewrite(&|l| {
+        if l.starts_with("a=ice-pwd:") {
+            "a=x-removed".to_owned()
+        } else {
+            l.to_owned()
+        }
+    }));
+    out.push("\u{feff}v=0\r\n<script>".to_owned());
+    out
 }
