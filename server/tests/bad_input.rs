@@ -264,6 +264,42 @@ async fn oversized_message_closes_with_1009() {
     assert_signaling_errors(&server, &[("too_big", 1)]).await;
 }
 
+#[tokio::test]
+async fn a_frame_over_twice_the_limit_closes_with_1009_and_invalid_utf8_with_1007() {
+    let server = TestServer::start().await;
+    // Past what the transport itself accepts (twice the limit): still a 1009, not a torn socket.
+    let mut ws = join_raw(&server, "c-huge").await;
+    let huge = "x".repeat(server.config.signaling.max_message_bytes * 2 + 100);
+    // The client may see the close before it has written the whole frame.
+    let _ = ws.send(Message::Text(huge.into())).await;
+    let closed = loop {
+        match next(&mut ws).await {
+            Ok(_) => continue,
+            Err(c) => break c,
+        }
+    };
+    assert_eq!(closed.0, u16::from(CloseCode::Size), "{closed:?}");
+
+    // A text frame that is not UTF-8 (sent as a raw frame: the client library would refuse).
+    let mut ws = join_raw(&server, "c-utf8").await;
+    let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        vec![b'{', 0xff, 0xfe, b'}'],
+        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    );
+    ws.send(Message::Frame(frame)).await.expect("sends");
+    let closed = loop {
+        match next(&mut ws).await {
+            Ok(_) => continue,
+            Err(c) => break c,
+        }
+    };
+    assert_eq!(closed.0, u16::from(CloseCode::Invalid), "{closed:?}");
+    assert_signaling_errors(&server, &[("too_big", 1), ("bad_utf8", 1)]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_sdp_is_refused_and_the_call_goes_on() {
     let server = TestServer::start().await;

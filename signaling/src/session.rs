@@ -67,11 +67,13 @@ pub enum ErrorKind {
     AlreadyJoined,
     /// A chat message or notice refused (empty, too long, rate-limited, not allowed).
     Chat,
+    /// A text frame that is not UTF-8 (closed with 1007).
+    BadUtf8,
 }
 
 impl ErrorKind {
     /// Every kind, in the order they are rendered.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::TooBig,
         ErrorKind::Binary,
         ErrorKind::BadMessage,
@@ -88,6 +90,7 @@ impl ErrorKind {
         ErrorKind::Media,
         ErrorKind::AlreadyJoined,
         ErrorKind::Chat,
+        ErrorKind::BadUtf8,
     ];
 
     /// The metric label value.
@@ -109,6 +112,7 @@ impl ErrorKind {
             ErrorKind::Media => "media",
             ErrorKind::AlreadyJoined => "already_joined",
             ErrorKind::Chat => "chat",
+            ErrorKind::BadUtf8 => "bad_utf8",
         }
     }
 }
@@ -224,7 +228,21 @@ enum Incoming {
 fn classify(state: &Signaling, msg: Option<Result<Message, axum::Error>>) -> Incoming {
     let limit = state.config.max_message_bytes;
     match msg {
-        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Incoming::Gone,
+        None | Some(Ok(Message::Close(_))) => Incoming::Gone,
+        // The transport's own refusals still get a close code: a frame or message past what
+        // it accepts (twice our limit) is 1009, a text frame that is not UTF-8 is 1007 (RFC
+        // 6455 §7.4.1); anything else means the connection broke.
+        Some(Err(e)) => match transport_refusal(e) {
+            Some(TransportRefusal::TooBig) => {
+                state.count_error(ErrorKind::TooBig);
+                Incoming::Close(1009, "message too big")
+            }
+            Some(TransportRefusal::NotUtf8) => {
+                state.count_error(ErrorKind::BadUtf8);
+                Incoming::Close(1007, "text frame is not UTF-8")
+            }
+            None => Incoming::Gone,
+        },
         Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => Incoming::Nothing,
         Some(Ok(Message::Binary(b))) => {
             if b.len() > limit {
@@ -254,6 +272,21 @@ fn classify(state: &Signaling, msg: Option<Result<Message, axum::Error>>) -> Inc
                 }
             }
         }
+    }
+}
+
+enum TransportRefusal {
+    TooBig,
+    NotUtf8,
+}
+
+/// What the WebSocket transport (tungstenite, under axum) refused, if that is why `e` came.
+fn transport_refusal(e: axum::Error) -> Option<TransportRefusal> {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some(TransportRefusal::TooBig),
+        tungstenite::Error::Utf8(_) => Some(TransportRefusal::NotUtf8),
+        _ => None,
     }
 }
 
