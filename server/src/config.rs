@@ -620,6 +620,12 @@ impl Config {
                 "must be in 15..=3600 seconds (clients ping every 10 s)",
             );
         }
+        if !(1..=1000).contains(&self.signaling.messages_per_second) {
+            bad("signaling.messages_per_second", "must be in 1..=1000");
+        }
+        if !(1..=10_000).contains(&self.signaling.message_burst) {
+            bad("signaling.message_burst", "must be in 1..=10000");
+        }
 
         // auth (never print the secret itself)
         let secret = self.auth.signing_secret.expose_secret();

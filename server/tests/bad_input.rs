@@ -300,6 +300,42 @@ async fn a_frame_over_twice_the_limit_closes_with_1009_and_invalid_utf8_with_100
     assert_signaling_errors(&server, &[("too_big", 1), ("bad_utf8", 1)]).await;
 }
 
+#[tokio::test]
+async fn a_message_flood_closes_with_1008_and_others_are_unaffected() {
+    let server = TestServer::start().await;
+    let burst = server.config.signaling.message_burst as usize;
+    let mut calm = join_raw(&server, "c-calm").await;
+    let mut flood = join_raw(&server, "c-flood").await;
+    // Far past the burst, as fast as the socket takes them: pings cost the server nothing to
+    // answer, so only the budget stops them.
+    for _ in 0..burst * 4 {
+        if flood
+            .send(Message::Text(r#"{"type":"ping"}"#.into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let closed = loop {
+        match next(&mut flood).await {
+            Ok(_) => continue,
+            Err(c) => break c,
+        }
+    };
+    assert_eq!(closed.0, u16::from(CloseCode::Policy), "{closed:?}");
+    assert_signaling_errors(&server, &[("flood", 1)]).await;
+    // Another connection still answers.
+    send(&mut calm, r#"{"type":"ping"}"#.into()).await;
+    loop {
+        match next(&mut calm).await {
+            Ok(ServerMessage::Pong) => break,
+            Ok(_) => continue,
+            Err(c) => panic!("the calm connection was closed: {c:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_sdp_is_refused_and_the_call_goes_on() {
     let server = TestServer::start().await;

@@ -11,6 +11,11 @@ pub struct SignalingConfig {
     pub join_timeout_secs: u64,
     /// A socket silent for this long is closed.
     pub idle_timeout_secs: u64,
+    /// Messages per second one connection may send, on average (every frame counts, before
+    /// and after `join`); past the burst, the socket closes with 1008.
+    pub messages_per_second: u32,
+    /// Messages one connection may send at once above the average.
+    pub message_burst: u32,
 }
 
 impl Default for SignalingConfig {
@@ -19,6 +24,8 @@ impl Default for SignalingConfig {
             max_message_bytes: 64 * 1024,
             join_timeout_secs: 10,
             idle_timeout_secs: 30,
+            messages_per_second: 20,
+            message_burst: 50,
         }
     }
 }

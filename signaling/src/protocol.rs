@@ -20,6 +20,8 @@ pub mod close {
     pub const REPLACED: u16 = 4000;
     /// The credential cannot be checked right now (storage unavailable): retry later.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// Policy violation (RFC 6455): more messages than `signaling.messages_per_second` allows.
+    pub const TOO_MANY_MESSAGES: u16 = 1008;
     pub const BAD_JOIN: u16 = 4400;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;

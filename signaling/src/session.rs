@@ -69,11 +69,13 @@ pub enum ErrorKind {
     Chat,
     /// A text frame that is not UTF-8 (closed with 1007).
     BadUtf8,
+    /// More messages than the per-connection rate allows (closed with 1008).
+    Flood,
 }
 
 impl ErrorKind {
     /// Every kind, in the order they are rendered.
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::TooBig,
         ErrorKind::Binary,
         ErrorKind::BadMessage,
@@ -91,6 +93,7 @@ impl ErrorKind {
         ErrorKind::AlreadyJoined,
         ErrorKind::Chat,
         ErrorKind::BadUtf8,
+        ErrorKind::Flood,
     ];
 
     /// The metric label value.
@@ -113,6 +116,7 @@ impl ErrorKind {
             ErrorKind::AlreadyJoined => "already_joined",
             ErrorKind::Chat => "chat",
             ErrorKind::BadUtf8 => "bad_utf8",
+            ErrorKind::Flood => "flood",
         }
     }
 }
@@ -275,6 +279,40 @@ fn classify(state: &Signaling, msg: Option<Result<Message, axum::Error>>) -> Inc
     }
 }
 
+/// One connection's message budget: `messages_per_second` on average, `message_burst` at once
+/// (a token bucket, from `governor`). Every frame counts, pings and refused messages included.
+struct Budget(governor::DefaultDirectRateLimiter);
+
+impl Budget {
+    fn new(config: &crate::SignalingConfig) -> Budget {
+        let rate = std::num::NonZeroU32::new(config.messages_per_second)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let burst =
+            std::num::NonZeroU32::new(config.message_burst).unwrap_or(std::num::NonZeroU32::MIN);
+        Budget(governor::RateLimiter::direct(
+            governor::Quota::per_second(rate).allow_burst(burst),
+        ))
+    }
+
+    /// Spend one message; false when the connection is over its budget.
+    fn spend(&self) -> bool {
+        self.0.check().is_ok()
+    }
+}
+
+/// A frame from the socket, after the budget: a connection past it is closed with 1008.
+fn classify_within(
+    state: &Signaling,
+    budget: &Budget,
+    msg: Option<Result<Message, axum::Error>>,
+) -> Incoming {
+    if matches!(msg, Some(Ok(_))) && !budget.spend() {
+        state.count_error(ErrorKind::Flood);
+        return Incoming::Close(close::TOO_MANY_MESSAGES, "too many messages");
+    }
+    classify(state, msg)
+}
+
 enum TransportRefusal {
     TooBig,
     NotUtf8,
@@ -298,6 +336,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
     // 1. The first message must be `join` with a valid token, within `join_timeout` of the
     // connection: one deadline, not renewed by pings or refused messages before the join.
     let join_deadline = tokio::time::Instant::now() + join_timeout;
+    let budget = Budget::new(&state.config);
     let (credential, seat_secret, version) = loop {
         let next = tokio::time::timeout_at(join_deadline, stream.next()).await;
         let Ok(next) = next else {
@@ -307,7 +346,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                 .await;
             return;
         };
-        match classify(&state, next) {
+        match classify_within(&state, &budget, next) {
             Incoming::Gone => return,
             Incoming::Nothing => continue,
             Incoming::Close(code, reason) => {
@@ -467,7 +506,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
             }
             incoming = stream.next() => {
                 last_heard = tokio::time::Instant::now();
-                match classify(&state, incoming) {
+                match classify_within(&state, &budget, incoming) {
                     Incoming::Gone => break,
                     Incoming::Nothing => {}
                     Incoming::Close(code, reason) => {
