@@ -336,6 +336,76 @@ async fn a_message_flood_closes_with_1008_and_others_are_unaffected() {
     }
 }
 
+#[tokio::test]
+async fn the_precall_test_session_offers_refuses_stray_answers_and_ends() {
+    let server = TestServer::start().await;
+    let mut ws = raw(&server).await;
+    let token = server.token("c-precall", "Pat Test", Role::Patient).await;
+    send(
+        &mut ws,
+        serde_json::json!({"type":"join","token":token}).to_string(),
+    )
+    .await;
+    let me = match next(&mut ws).await {
+        Ok(ServerMessage::Joined { you, .. }) => you.id,
+        other => panic!("expected joined, got {other:?}"),
+    };
+    let probe = format!("{me}~precall");
+    let sfu = server.server.state.signaling.sfu.clone();
+    // (The patient waits: nobody admits them, and the test needs no admission.)
+    // An answer with no test running is refused, and the connection stays.
+    send(
+        &mut ws,
+        r#"{"type":"precall_answer","sdp":"v=0\r\n"}"#.into(),
+    )
+    .await;
+    let reply = loop {
+        match next(&mut ws).await.expect("still open") {
+            ServerMessage::Error { code, .. } => break code,
+            _ => continue,
+        }
+    };
+    assert_eq!(reply, ErrorCode::BadSdp);
+    // A test: an offer with the call's three receiving sections and our candidates.
+    send(&mut ws, r#"{"type":"precall_start"}"#.into()).await;
+    let sdp = loop {
+        match next(&mut ws).await.expect("still open") {
+            ServerMessage::PrecallOffer { sdp } => break sdp,
+            _ => continue,
+        }
+    };
+    assert_eq!(sdp.matches("a=recvonly").count(), 3, "{sdp}");
+    assert!(sfu.has_participant(&probe));
+    assert!(sdp.contains("a=candidate:"), "{sdp}");
+    // A hostile answer to it is refused like any other.
+    send(
+        &mut ws,
+        r#"{"type":"precall_answer","sdp":"v=0\r\n"}"#.into(),
+    )
+    .await;
+    loop {
+        match next(&mut ws).await.expect("still open") {
+            ServerMessage::Error { code, .. } => {
+                assert_eq!(code, ErrorCode::BadSdp);
+                break;
+            }
+            _ => continue,
+        }
+    }
+    // Stopped: said once, and the SFU forgets the test session.
+    send(&mut ws, r#"{"type":"precall_stop"}"#.into()).await;
+    loop {
+        match next(&mut ws).await.expect("still open") {
+            ServerMessage::PrecallEnded => break,
+            _ => continue,
+        }
+    }
+    assert!(
+        !sfu.has_participant(&probe),
+        "the SFU forgot the test session"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_sdp_is_refused_and_the_call_goes_on() {
     let server = TestServer::start().await;

@@ -5,6 +5,7 @@
 //! [`wire`].
 
 pub mod config;
+mod precall;
 pub mod protocol;
 pub mod session;
 pub mod wire;

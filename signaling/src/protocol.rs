@@ -116,6 +116,16 @@ pub enum ClientMessage {
     ScreenShare {
         active: bool,
     },
+    /// (v2) Start a pre-call connection test: a media session of its own with the SFU (nobody
+    /// sees it), for at most 20 s; its offer comes as `precall_offer`. One at a time: a new
+    /// one replaces the last.
+    PrecallStart,
+    /// (v2) The answer to `precall_offer`.
+    PrecallAnswer {
+        sdp: String,
+    },
+    /// (v2) End the pre-call test now.
+    PrecallStop,
 }
 
 /// Server → client.
@@ -190,6 +200,13 @@ pub enum ServerMessage {
         participant: ParticipantId,
         active: bool,
     },
+    /// (v2) The pre-call test's offer (answer with `precall_answer`).
+    PrecallOffer {
+        sdp: String,
+    },
+    /// (v2) The pre-call test's media session ended (its time is up, it failed, or it was
+    /// stopped).
+    PrecallEnded,
     /// (v2) A chat message in the call (also echoed to its sender).
     Chat {
         message: ChatMessage,
@@ -213,7 +230,9 @@ impl ServerMessage {
             ServerMessage::Chat { .. }
             | ServerMessage::Notice { .. }
             | ServerMessage::ChatHistory { .. }
-            | ServerMessage::ScreenShare { .. } => 2,
+            | ServerMessage::ScreenShare { .. }
+            | ServerMessage::PrecallOffer { .. }
+            | ServerMessage::PrecallEnded => 2,
             _ => 1,
         }
     }

@@ -22,7 +22,7 @@ use teleconsult_consultation::{
     ActionError, Authenticator, ChatKind, ConsultationId, ConsultationService, Joined, Outbound,
     ParticipantId, Refusal,
 };
-use teleconsult_sfu::{Candidate, Sfu, SfuError};
+use teleconsult_sfu::{Candidate, Sfu, SfuError, SfuEvent};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -472,6 +472,8 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
     let mut left_for_good = false;
+    // The pre-call connection test's media session, while one runs (`crate::precall`).
+    let mut probe: Option<crate::precall::Probe> = None;
 
     loop {
         tokio::select! {
@@ -522,6 +524,32 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                         let _ = sink.send(close_frame(1000, "left")).await;
                         break;
                     }
+                    Incoming::Message(ClientMessage::PrecallStart) => {
+                        if let Some(p) = probe.take() { p.stop(&state.sfu); }
+                        match crate::precall::Probe::start(&state.sfu, &me.participant).await {
+                            Ok(p) => probe = Some(p),
+                            Err(e) => {
+                                if sink.send(text(&sfu_refused(&state, e))).await.is_err() { break; }
+                            }
+                        }
+                    }
+                    Incoming::Message(ClientMessage::PrecallAnswer { sdp }) => {
+                        let result = match &probe {
+                            Some(p) => state.sfu.apply_answer(p.id(), sdp).await,
+                            None => Err(SfuError::NoPendingOffer),
+                        };
+                        if let Err(e) = result
+                            && sink.send(text(&sfu_refused(&state, e))).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Incoming::Message(ClientMessage::PrecallStop) => {
+                        if let Some(p) = probe.take() {
+                            p.stop(&state.sfu);
+                            if sink.send(text(&ServerMessage::PrecallEnded)).await.is_err() { break; }
+                        }
+                    }
                     Incoming::Message(m) => {
                         if let Some(reply) = on_message(&state, &me, m).await
                             && sink.send(text(&reply)).await.is_err()
@@ -531,6 +559,18 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                     }
                 }
             }
+            event = crate::precall::next_event(&mut probe) => {
+                let reply = match event {
+                    Some(SfuEvent::Offer(sdp)) => Some(ServerMessage::PrecallOffer { sdp }),
+                    // The media plane closed it (failed, or its time is up): say so once.
+                    Some(SfuEvent::Failed) | None => {
+                        if let Some(p) = probe.take() { p.stop(&state.sfu); }
+                        Some(ServerMessage::PrecallEnded)
+                    }
+                    Some(_) => None,
+                };
+                if let Some(reply) = reply && sink.send(text(&reply)).await.is_err() { break; }
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > idle {
                     let _ = sink.send(close_frame(1001, "idle timeout")).await;
@@ -539,6 +579,9 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                 if sink.send(Message::Ping(Default::default())).await.is_err() { break; }
             }
         }
+    }
+    if let Some(p) = probe.take() {
+        p.stop(&state.sfu);
     }
     if !left_for_good {
         state
@@ -635,6 +678,10 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
             ));
         }
         ClientMessage::Leave => unreachable!("handled by the session loop"),
+        // Handled by the session loop, which owns the test's media session.
+        ClientMessage::PrecallStart
+        | ClientMessage::PrecallAnswer { .. }
+        | ClientMessage::PrecallStop => return None,
         ClientMessage::Admit { participant: t } => svc.admit(consultation, participant, t.as_str()),
         ClientMessage::Reject { participant: t } => {
             svc.reject(consultation, participant, t.as_str())

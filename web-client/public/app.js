@@ -239,6 +239,7 @@ async function start() {
   precall = createPrecall({
     getStream: () => app.localStream,
     ping: measurePing,
+    send,
     playTestSound: () => devices.playTestSound(),
   });
   notices =
@@ -518,6 +519,12 @@ function handleMessage(msg) {
       break;
     case 'error':
       onServerError(msg);
+      break;
+    case 'precall_offer':
+      if (precall) precall.onOffer(msg.sdp);
+      break;
+    case 'precall_ended':
+      if (precall) precall.onEnded();
       break;
     case 'pong': {
       const w = pongWaiters.shift();

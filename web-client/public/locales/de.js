@@ -203,6 +203,12 @@ export default {
     video_slow: 'Video sollte funktionieren, aber Ihre Verbindung ist langsam (Umlaufzeit {rtt} ms). Schließen Sie nach Möglichkeit andere Programme, die das Internet nutzen.',
     audio: 'Ihre Verbindung ist langsam (Umlaufzeit {rtt} ms): Nur Audio wird empfohlen. Schalten Sie im Gespräch die Kamera aus, wenn das Bild einfriert.',
     offline: 'Der Verbindungstest konnte den Server nicht erreichen. Bitte prüfen Sie Ihre Internetverbindung.',
+    blocked: 'Ihr Browser konnte den Videoserver nicht direkt erreichen (Umlaufzeit {rtt} ms über die Verbindung der Seite). Das Gespräch versucht, sich über ein Relais zu verbinden; wenn das nicht klappt, versuchen Sie ein anderes Netz.',
+    udpOk: 'Der Videoserver ist über UDP erreichbar (am besten für Gespräche).',
+    udpBlocked: 'Der Videoserver ist aus diesem Netz nicht über UDP erreichbar.',
+    tcpOk: 'Der Videoserver ist über TCP erreichbar.',
+    tcpBlocked: 'Der Videoserver ist aus diesem Netz nicht über TCP erreichbar.',
+    upload: 'Geschätzter Upload: {rate} Mbit/s.',
   },
   staff: {
     account: 'Ihr Konto',

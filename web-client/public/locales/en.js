@@ -204,6 +204,12 @@ export default {
     video_slow: 'Video should work, but your connection is slow (round trip {rtt} ms). Close other programs that use the internet if you can.',
     audio: 'Your connection is slow (round trip {rtt} ms): audio only is recommended. Turn your camera off in the call if the picture freezes.',
     offline: 'The connection test could not reach the server. Please check your internet connection.',
+    blocked: 'Your browser could not reach the video server directly (round trip {rtt} ms over the page’s own connection). The call will try to connect through a relay; if it fails, try another network.',
+    udpOk: 'The video server can be reached over UDP (best for calls).',
+    udpBlocked: 'The video server cannot be reached over UDP from this network.',
+    tcpOk: 'The video server can be reached over TCP.',
+    tcpBlocked: 'The video server cannot be reached over TCP from this network.',
+    upload: 'Estimated upload: {rate} Mbit/s.',
   },
   staff: {
     account: 'Your account',

@@ -203,6 +203,12 @@ export default {
     video_slow: 'La vidéo devrait fonctionner, mais votre connexion est lente (aller-retour {rtt} ms). Fermez si possible les autres programmes qui utilisent Internet.',
     audio: 'Votre connexion est lente (aller-retour {rtt} ms) : l’audio seul est recommandé. Éteignez votre caméra pendant l’appel si l’image se fige.',
     offline: 'Le test de connexion n’a pas pu joindre le serveur. Vérifiez votre connexion Internet.',
+    blocked: 'Votre navigateur n’a pas pu joindre directement le serveur vidéo (aller-retour de {rtt} ms par la connexion de la page). L’appel essaiera de passer par un relais ; en cas d’échec, essayez un autre réseau.',
+    udpOk: 'Le serveur vidéo est joignable en UDP (le mieux pour les appels).',
+    udpBlocked: 'Le serveur vidéo n’est pas joignable en UDP depuis ce réseau.',
+    tcpOk: 'Le serveur vidéo est joignable en TCP.',
+    tcpBlocked: 'Le serveur vidéo n’est pas joignable en TCP depuis ce réseau.',
+    upload: 'Débit montant estimé : {rate} Mbit/s.',
   },
   staff: {
     account: 'Votre compte',
