@@ -176,6 +176,11 @@ pub struct ServerConfig {
     /// A client must send a request's whole header within this long (slow-loris), on the
     /// public and the metrics listener.
     pub header_read_timeout_secs: u64,
+    /// Largest request body of every route but document uploads (`documents.max_bytes`); a
+    /// larger declared length is refused at once with 413.
+    pub max_body_bytes: usize,
+    /// A request body that sends nothing for this long is abandoned (slow body).
+    pub body_idle_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -245,6 +250,8 @@ impl Default for ServerConfig {
             tls_cert: PathBuf::from("/etc/teleconsult/tls/cert.pem"),
             tls_key: PathBuf::from("/etc/teleconsult/tls/key.pem"),
             header_read_timeout_secs: 10,
+            max_body_bytes: 64 * 1024,
+            body_idle_timeout_secs: 30,
         }
     }
 }
@@ -813,6 +820,12 @@ impl Config {
         // accounts (never print the key itself)
         if !(1..=300).contains(&self.server.header_read_timeout_secs) {
             p.push("server.header_read_timeout_secs: must be between 1 and 300 seconds".into());
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
+            p.push("server.max_body_bytes: must be between 1024 and 16777216".into());
+        }
+        if !(1..=600).contains(&self.server.body_idle_timeout_secs) {
+            p.push("server.body_idle_timeout_secs: must be between 1 and 600 seconds".into());
         }
         p.extend(self.accounts.problems(dev));
         if self.cluster.enabled {

@@ -5,15 +5,18 @@
 use crate::AppState;
 use crate::config::ServerConfig;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::borrow::Cow;
+use std::time::Duration;
 use tower_http::LatencyUnit;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, HttpMakeClassifier, TraceLayer};
 use tracing::{Level, Span};
 
@@ -62,7 +65,14 @@ pub fn content_type(path: &str) -> &'static str {
     }
 }
 
-/// The router of the whole HTTP edge.
+/// Room for a multipart upload's headers and boundaries above `documents.max_bytes`.
+const UPLOAD_OVERHEAD: usize = 64 * 1024;
+
+/// The router of the whole HTTP edge. Request bodies: every route but the document uploads takes
+/// at most `server.max_body_bytes` and the uploads `documents.max_bytes` (plus the multipart
+/// framing); a declared length past its route's limit is refused before reading (413), a longer
+/// body when it gets there; a body that goes quiet for `server.body_idle_timeout_secs` is
+/// abandoned (slow body).
 pub fn router(state: AppState) -> Router {
     crate::telemetry::install();
     // Probes are logged at debug level only. (Scrapes have their own listener: `metrics_router`.)
@@ -71,6 +81,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz/live", get(live))
         .route("/healthz/ready", get(ready))
         .layer(request_logs(Level::DEBUG));
+    let max_body = state.config.server.max_body_bytes;
+    let upload_cap = usize::try_from(state.config.documents.max_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(UPLOAD_OVERHEAD);
     let router = Router::new()
         .route("/ws", get(crate::routes::workspace::websocket))
         .route("/", get(|| async { serve_asset("index.html") }))
@@ -81,11 +95,19 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::api_keys_admin::routes())
         .merge(crate::routes::api_v1::routes())
         .merge(crate::routes::workspace::routes())
-        .merge(crate::routes::documents::routes(
-            state.config.documents.max_bytes,
-        ))
         .merge(crate::billing_api::routes())
         .fallback(static_file)
+        // Every route but the uploads: bodies of at most `server.max_body_bytes`, a larger
+        // declared length refused before reading (413).
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .merge(
+            crate::routes::documents::routes(state.config.documents.max_bytes)
+                .layer(RequestBodyLimitLayer::new(upload_cap)),
+        )
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            state.config.server.body_idle_timeout_secs,
+        )))
         .layer(request_logs(Level::INFO))
         .merge(quiet)
         .layer(middleware::from_fn_with_state(

@@ -351,6 +351,9 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
             Incoming::Nothing => continue,
             Incoming::Close(code, reason) => {
                 let _ = sink.send(close_frame(code, reason)).await;
+                // Read on until the client's close (or a short while): a socket dropped with
+                // its messages unread resets, and the client never sees the code (1006).
+                await_close_reply(&mut stream).await;
                 return;
             }
             Incoming::Refuse(code, message) => {
@@ -513,6 +516,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                     Incoming::Nothing => {}
                     Incoming::Close(code, reason) => {
                         let _ = sink.send(close_frame(code, reason)).await;
+                        await_close_reply(&mut stream).await;
                         break;
                     }
                     Incoming::Refuse(code, message) => {

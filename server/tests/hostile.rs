@@ -1,0 +1,78 @@
+//! `scripts/hostile.py` (issue 15) against a real server: every probe — WebSocket garbage, bad
+//! tokens, floods, oversized frames, pings instead of a join, a header that never ends, a body
+//! larger than allowed, a token in a query string, garbage on the UDP media port, silent and
+//! piled-up ICE-TCP connections — gets the answer the server promises, and the server answers
+//! its health check after each. Timeouts are shortened so the whole run takes seconds.
+
+mod common;
+
+use common::TestServer;
+use std::path::PathBuf;
+use teleconsult::config::Config;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("TELECONSULT_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = root().join("target/test-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} missing: run scripts/install-test-deps (it installs websockets there)",
+        venv.display()
+    );
+    venv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_probe_gets_its_promised_answer_and_the_server_stays_healthy() {
+    let mut config = Config::for_tests();
+    config.signaling.join_timeout_secs = 2;
+    config.server.header_read_timeout_secs = 2;
+    config.media.tcp_first_message_ms = 1000;
+    let server = TestServer::start_with(config).await;
+    let tcp = server
+        .server
+        .state
+        .signaling
+        .sfu
+        .tcp_addr()
+        .expect("ICE-TCP is on in tests");
+    let out = tokio::process::Command::new(python())
+        .arg(root().join("scripts/hostile.py"))
+        .args(["--http", &server.http_addr.to_string()])
+        .args(["--media", &server.media_addr.to_string()])
+        .args(["--tcp", &tcp.to_string()])
+        .args([
+            "--join-timeout",
+            "2",
+            "--header-timeout",
+            "2",
+            "--tcp-first-message",
+            "1",
+        ])
+        .args([
+            "--max-message-bytes",
+            &server.config.signaling.max_message_bytes.to_string(),
+        ])
+        .args([
+            "--tcp-max-per-ip",
+            &server.config.media.tcp_max_per_ip.to_string(),
+        ])
+        .output()
+        .await
+        .expect("the script runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("probes answered as promised"), "{text}");
+}
