@@ -181,6 +181,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A request body that sends nothing for this long is abandoned (slow body).
     pub body_idle_timeout_secs: u64,
+    /// Origins (`https://host[:port]`) besides this server's own whose pages may open the
+    /// signalling WebSocket; a handshake from any other is refused with 403.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -252,6 +255,7 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             max_body_bytes: 64 * 1024,
             body_idle_timeout_secs: 30,
+            allowed_origins: Vec::new(),
         }
     }
 }

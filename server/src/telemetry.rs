@@ -24,6 +24,8 @@ pub mod names {
     };
     /// `SIGNALING_ERRORS` has the label `kind`; this server renders it from its own counters.
     pub use teleconsult_signaling::metric_names::{SIGNALING_ERRORS, WEBSOCKET_CONNECTIONS};
+    /// Counter: WebSocket handshakes refused for their `Origin` (server.allowed_origins).
+    pub const WEBSOCKET_ORIGIN_REFUSED: &str = "teleconsult_websocket_origin_refused_total";
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -76,6 +78,10 @@ fn describe() {
         "Media UDP datagrams read by one worker thread and passed to the worker owning their participant (zero with media.workers = 1)"
     );
     describe_gauge!(WEBSOCKET_CONNECTIONS, "Open signalling WebSockets");
+    describe_counter!(
+        WEBSOCKET_ORIGIN_REFUSED,
+        "Signalling WebSocket handshakes refused for a foreign Origin"
+    );
 }
 
 /// Metrics only appear in the scrape once touched: register the unlabelled ones at zero.

@@ -337,6 +337,31 @@ async fn a_message_flood_closes_with_1008_and_others_are_unaffected() {
 }
 
 #[tokio::test]
+async fn a_websocket_from_a_foreign_origin_is_refused_own_and_none_are_served() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = TestServer::start().await;
+    let handshake = |origin: Option<String>| {
+        let mut req = server.ws_url().into_client_request().expect("a request");
+        if let Some(o) = origin {
+            req.headers_mut()
+                .insert("origin", o.parse().expect("a header value"));
+        }
+        tokio_tungstenite::connect_async(req)
+    };
+    match handshake(Some("https://evil.example".into())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403)
+        }
+        other => panic!("a foreign origin must be refused: {:?}", other.map(|_| ())),
+    }
+    // The server's own origin (no public URL in tests: the Host it is reached at), and no
+    // Origin at all (not a browser), are served.
+    let own = format!("http://{}", server.http_addr);
+    assert!(handshake(Some(own)).await.is_ok());
+    assert!(handshake(None).await.is_ok());
+}
+
+#[tokio::test]
 async fn the_precall_test_session_offers_refuses_stray_answers_and_ends() {
     let server = TestServer::start().await;
     let mut ws = raw(&server).await;

@@ -72,8 +72,40 @@ pub async fn websocket(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(refused) = foreign_origin(&state, &headers) {
+        return refused;
+    }
     let signed_in = signed_in_practitioner(&state, &headers).await;
     teleconsult_signaling::upgrade(ws, state.signaling.clone(), signed_in)
+}
+
+/// A WebSocket handshake from a page of another site: refused (403 `origin_not_allowed`).
+/// Allowed: no `Origin` (not a browser: it could claim any), this server's own origin
+/// ([`own_origin`]), and `server.allowed_origins`.
+fn foreign_origin(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN)?;
+    if own_origin(&state.config, headers) {
+        return None;
+    }
+    let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+    if state
+        .config
+        .server
+        .allowed_origins
+        .iter()
+        .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return None;
+    }
+    metrics::counter!(crate::telemetry::names::WEBSOCKET_ORIGIN_REFUSED).increment(1);
+    Some(
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this page's origin may not open the signalling WebSocket",
+        )
+        .into_response(),
+    )
 }
 
 async fn signed_in_practitioner(
