@@ -637,6 +637,12 @@ impl Config {
         if !(1..=10_000).contains(&self.signaling.message_burst) {
             bad("signaling.message_burst", "must be in 1..=10000");
         }
+        if !(1..=100_000).contains(&self.signaling.max_connections_per_ip) {
+            bad("signaling.max_connections_per_ip", "must be in 1..=100000");
+        }
+        if !(1..=1_000_000).contains(&self.signaling.max_connections) {
+            bad("signaling.max_connections", "must be in 1..=1000000");
+        }
 
         // auth (never print the secret itself)
         let secret = self.auth.signing_secret.expose_secret();

@@ -270,6 +270,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config: config.signaling.clone(),
         errors: Default::default(),
         ice_servers: crate::turn::source(&config.turn),
+        limits: Default::default(),
     });
     let documents = teleconsult_documents::DocumentService::new(
         &config.documents,
@@ -332,14 +333,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .handle(handle.clone());
             let mut server = server;
             header_timeout(server.http_builder(), header_read_timeout);
-            tokio::spawn(server.serve(app.into_make_service()))
+            tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()))
         }
         None => {
             let mut server = axum_server::from_tcp(listener)
                 .context("HTTP listener")?
                 .handle(handle.clone());
             header_timeout(server.http_builder(), header_read_timeout);
-            tokio::spawn(server.serve(app.into_make_service()))
+            tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()))
         }
     };
     tracing::info!(

@@ -362,6 +362,44 @@ async fn a_websocket_from_a_foreign_origin_is_refused_own_and_none_are_served() 
 }
 
 #[tokio::test]
+async fn websockets_past_the_per_address_cap_get_429_and_a_closed_one_frees_its_slot() {
+    let mut config = teleconsult::config::Config::for_tests();
+    config.signaling.max_connections_per_ip = 3;
+    let server = TestServer::start_with(config).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(raw(&server).await);
+    }
+    match tokio_tungstenite::connect_async(server.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 429);
+            assert!(resp.headers().contains_key("retry-after"));
+        }
+        other => panic!("a fourth socket must be refused: {:?}", other.map(|_| ())),
+    }
+    assert_signaling_errors(&server, &[("too_many_connections", 1)]).await;
+    // One closes: its slot comes back once its session has ended.
+    let mut first = open.remove(0);
+    first.close(None).await.expect("closes");
+    drop(first);
+    assert!(
+        eventually(Duration::from_secs(5), || server
+            .server
+            .state
+            .signaling
+            .limits
+            .open()
+            < 3)
+        .await
+    );
+    assert!(
+        tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
 async fn the_precall_test_session_offers_refuses_stray_answers_and_ends() {
     let server = TestServer::start().await;
     let mut ws = raw(&server).await;

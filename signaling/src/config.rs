@@ -16,6 +16,10 @@ pub struct SignalingConfig {
     pub messages_per_second: u32,
     /// Messages one connection may send at once above the average.
     pub message_burst: u32,
+    /// Open signalling WebSockets from one source address; one more is refused (429).
+    pub max_connections_per_ip: usize,
+    /// Open signalling WebSockets in all; one more is refused (503).
+    pub max_connections: usize,
 }
 
 impl Default for SignalingConfig {
@@ -26,6 +30,8 @@ impl Default for SignalingConfig {
             idle_timeout_secs: 30,
             messages_per_second: 20,
             message_burst: 50,
+            max_connections_per_ip: 20,
+            max_connections: 10_000,
         }
     }
 }

@@ -5,13 +5,14 @@
 //! [`wire`].
 
 pub mod config;
+pub mod limits;
 mod precall;
 pub mod protocol;
 pub mod session;
 pub mod wire;
 
 pub use config::SignalingConfig;
-pub use session::{ErrorCounters, ErrorKind, Signaling, SignedIn, handler, upgrade};
+pub use session::{ErrorCounters, ErrorKind, Signaling, SignedIn, handler, upgrade, upgrade_from};
 
 /// Names of the metrics this crate records.
 pub mod metric_names {

@@ -41,6 +41,8 @@ pub struct Signaling {
     /// The ICE servers (TURN, with credentials minted for this participant) sent in its
     /// `joined`.
     pub ice_servers: IceServerSource,
+    /// Open sockets per source address and in all ([`upgrade_from`]).
+    pub limits: Arc<crate::limits::ConnectionLimits>,
 }
 
 /// Mints a participant's `ice_servers` (see the server's `turn` module); none by default.
@@ -71,11 +73,13 @@ pub enum ErrorKind {
     BadUtf8,
     /// More messages than the per-connection rate allows (closed with 1008).
     Flood,
+    /// A handshake past `signaling.max_connections_per_ip` or `max_connections` (429 / 503).
+    TooManyConnections,
 }
 
 impl ErrorKind {
     /// Every kind, in the order they are rendered.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::TooBig,
         ErrorKind::Binary,
         ErrorKind::BadMessage,
@@ -94,6 +98,7 @@ impl ErrorKind {
         ErrorKind::Chat,
         ErrorKind::BadUtf8,
         ErrorKind::Flood,
+        ErrorKind::TooManyConnections,
     ];
 
     /// The metric label value.
@@ -117,6 +122,7 @@ impl ErrorKind {
             ErrorKind::Chat => "chat",
             ErrorKind::BadUtf8 => "bad_utf8",
             ErrorKind::Flood => "flood",
+            ErrorKind::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -181,12 +187,59 @@ pub fn upgrade(
     state: Arc<Signaling>,
     signed_in: Option<SignedIn>,
 ) -> Response {
+    upgrade_holding(ws, state, signed_in, None)
+}
+
+/// [`upgrade`] for a client at `peer`, within `signaling.max_connections_per_ip` (else 429
+/// with `Retry-After`) and `signaling.max_connections` (else 503); its slot is held for as long
+/// as its session lasts.
+pub fn upgrade_from(
+    ws: WebSocketUpgrade,
+    state: Arc<Signaling>,
+    signed_in: Option<SignedIn>,
+    peer: std::net::IpAddr,
+) -> Response {
+    use crate::limits::Refused;
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let (per_ip, total) = (
+        state.config.max_connections_per_ip,
+        state.config.max_connections,
+    );
+    match state.limits.take(peer, per_ip, total) {
+        Ok(slot) => upgrade_holding(ws, state, signed_in, Some(slot)),
+        Err(why) => {
+            state.count_error(ErrorKind::TooManyConnections);
+            let (status, code) = match why {
+                Refused::TooManyFromAddress => {
+                    (StatusCode::TOO_MANY_REQUESTS, "too_many_connections")
+                }
+                Refused::TooMany => (StatusCode::SERVICE_UNAVAILABLE, "server_full"),
+            };
+            let body = serde_json::json!({
+                "code": code,
+                "message": "too many signalling connections; try again shortly",
+            });
+            (status, [(header::RETRY_AFTER, "5")], axum::Json(body)).into_response()
+        }
+    }
+}
+
+fn upgrade_holding(
+    ws: WebSocketUpgrade,
+    state: Arc<Signaling>,
+    signed_in: Option<SignedIn>,
+    slot: Option<crate::limits::Slot>,
+) -> Response {
     let limit = state.config.max_message_bytes;
     // The transport accepts up to twice the limit so that an oversized message can be answered
     // with a proper 1009 close rather than a torn connection.
     ws.max_message_size(limit.saturating_mul(2))
         .max_frame_size(limit.saturating_mul(2))
-        .on_upgrade(move |socket| session(socket, state, signed_in))
+        .on_upgrade(move |socket| async move {
+            session(socket, state, signed_in).await;
+            drop(slot);
+        })
 }
 
 struct ConnGauge;

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::routes::auth::{StaffSession, json_body, staff_from_cookie};
 use crate::scheduling::{self, NewConsultation, Owner, SchedulingError};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -70,13 +70,14 @@ impl From<SchedulingError> for ApiError {
 pub async fn websocket(
     ws: axum::extract::WebSocketUpgrade,
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
     if let Some(refused) = foreign_origin(&state, &headers) {
         return refused;
     }
     let signed_in = signed_in_practitioner(&state, &headers).await;
-    teleconsult_signaling::upgrade(ws, state.signaling.clone(), signed_in)
+    teleconsult_signaling::upgrade_from(ws, state.signaling.clone(), signed_in, peer.ip())
 }
 
 /// A WebSocket handshake from a page of another site: refused (403 `origin_not_allowed`).
