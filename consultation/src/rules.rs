@@ -837,6 +837,24 @@ impl Consultation {
         effects
     }
 
+    /// This server stops serving the consultation (cluster fencing): every open connection is
+    /// closed with [`Disconnect::Moved`] and its media stopped. Nobody is marked as left and
+    /// nothing is recorded: the consultation carries on on its new owner.
+    pub fn evict(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for p in self.participants.iter_mut() {
+            if p.state != ParticipantState::Left {
+                p.close(Disconnect::Moved);
+                p.outbox = None;
+                p.reconnect_deadline = None;
+                effects.push(Effect::StopMedia {
+                    participant: p.id.clone(),
+                });
+            }
+        }
+        effects
+    }
+
     /// `participant` must be admitted (media signalling).
     pub fn require_admitted(&self, participant: &str) -> Result<(), ActionError> {
         match self.get(participant) {

@@ -1,14 +1,31 @@
 //! This server as one node of a cluster (`[cluster]`, issue 14): its heartbeat document in the
-//! shared MongoDB, its readiness, and draining. Placement and fencing decisions live in the
+//! shared MongoDB, its readiness, draining, and the routing of joins: a join is served here only
+//! when this node owns the consultation's placement (claimed at the first join, renewed while
+//! anyone is present, released when the consultation is over); otherwise the client is
+//! redirected to the owner. A consultation whose lease this node loses (a newer epoch in the
+//! store, or no renewal for a whole lease) is evicted: its sessions close and its clients
+//! reconnect through the load balancer. Placement and fencing decisions live in the
 //! `teleconsult-cluster` crate; the store's side in `teleconsult_store::cluster`.
 
 use crate::config::{Config, ExposeSecret};
-use std::sync::Arc;
+use rand::SeedableRng;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use teleconsult_consultation::ConsultationService;
+use teleconsult_cluster::{LeaseState, OwnerLease};
+use teleconsult_consultation::{ConsultationId, ConsultationService};
+use teleconsult_signaling::{ConsultationRouter, Route};
 use teleconsult_store::{ClusterStore, Millis, MongoStore, NodeRecord, NodeState};
 use tokio::sync::Notify;
+
+/// Metric: placements claimed by this node's routing (a consultation placed or re-placed).
+pub const PLACEMENTS_CLAIMED: &str = "teleconsult_cluster_placements_claimed_total";
+/// Metric: consultations this node stopped serving because it lost their lease.
+pub const FENCED: &str = "teleconsult_cluster_fenced_total";
+/// Metric (histogram, seconds): how long one placement decision at join took (store reads and
+/// the claim, if any).
+pub const PLACEMENT_SECONDS: &str = "teleconsult_cluster_placement_seconds";
 
 /// Dead nodes' documents are deleted this long after their lease ended.
 const SWEEP_GRACE_MS: Millis = 60_000;
@@ -36,6 +53,16 @@ struct Inner {
     consultations: ConsultationService,
     stop: Notify,
     stopped: AtomicBool,
+    /// The placements this node owns, by consultation (never locked across an `.await`).
+    leases: Mutex<HashMap<String, Held>>,
+}
+
+/// One placement this node owns.
+struct Held {
+    lease: OwnerLease,
+    /// When this node took it on (a consultation is not released as abandoned before its first
+    /// join has had time to arrive).
+    since: Millis,
 }
 
 impl ClusterNode {
@@ -65,11 +92,14 @@ impl ClusterNode {
                 consultations,
                 stop: Notify::new(),
                 stopped: AtomicBool::new(false),
+                leases: Mutex::new(HashMap::new()),
             }),
         };
         node.beat().await;
         let this = node.clone();
         tokio::spawn(async move { this.run().await });
+        let this = node.clone();
+        tokio::spawn(async move { this.keep_leases().await });
         tracing::info!(node = %node.inner.id, "joined the cluster");
         Ok(node)
     }
@@ -99,12 +129,191 @@ impl ClusterNode {
         self.beat().await;
     }
 
-    /// Leave the cluster: stop heartbeats and delete this node's document.
+    /// Leave the cluster: stop heartbeats, release the placements still held (their next join
+    /// re-places them at once) and delete this node's document.
     pub async fn leave(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
-        self.inner.stop.notify_one();
+        self.inner.stop.notify_waiters();
+        let held: Vec<OwnerLease> = self
+            .leases()
+            .drain()
+            .map(|(_, h)| h.lease)
+            .collect();
+        for l in held {
+            self.release(&l).await;
+        }
         if let Err(e) = self.inner.store.remove_node(&self.inner.id).await {
             tracing::warn!(node = %self.inner.id, error = %e, "could not remove the node's document");
+        }
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.inner.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The consultations whose placement this node holds now.
+    pub fn owned(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.leases().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Where `consultation` is served: here (this node owns it, claimed now if nobody did, or
+    /// the last owner's lease ran out), elsewhere (the owner's WebSocket URL), or nowhere now.
+    async fn route_join(&self, consultation: &str) -> Route {
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        let store = self.inner.store.as_ref();
+        let placed = teleconsult_cluster::place(
+            store,
+            consultation,
+            self.inner.region.as_deref(),
+            now,
+            self.inner.lease_ms,
+            &mut rng,
+        )
+        .await;
+        let route = match placed {
+            Ok(owner) => {
+                if owner.claimed {
+                    metrics::counter!(PLACEMENTS_CLAIMED).increment(1);
+                }
+                let p = owner.placement;
+                if p.node == self.inner.id {
+                    self.adopt(&p, now);
+                    Route::Here
+                } else {
+                    // Someone else owns it: if this node still thought it did, it is fenced.
+                    self.fence_local(consultation, Some(p.epoch));
+                    match store.live_nodes(now).await {
+                        Ok(nodes) => match nodes.into_iter().find(|n| n.id == p.node) {
+                            Some(n) => Route::Elsewhere(ws_url(&n.public_url, consultation)),
+                            None => Route::Unavailable,
+                        },
+                        Err(e) => {
+                            tracing::warn!(%consultation, error = %e, "cluster store: cannot read the owner's address");
+                            Route::Unavailable
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%consultation, error = %e, "cannot place the consultation");
+                Route::Unavailable
+            }
+        };
+        metrics::histogram!(PLACEMENT_SECONDS).record(started.elapsed().as_secs_f64());
+        route
+    }
+
+    /// Serve `p` (this node's placement): keep the lease we hold for its epoch, else take it on.
+    fn adopt(&self, p: &teleconsult_store::Placement, now: Millis) {
+        let mut leases = self.leases();
+        let keep = leases
+            .get(&p.consultation)
+            .is_some_and(|h| h.lease.epoch == p.epoch && h.lease.state(now) == LeaseState::Held);
+        if !keep {
+            leases.insert(
+                p.consultation.clone(),
+                Held {
+                    lease: OwnerLease::new(p, self.inner.lease_ms),
+                    since: now,
+                },
+            );
+        }
+    }
+
+    /// Stop serving `consultation` here if this node holds an older lease for it than `newer`
+    /// (or any lease, for `None`): its sessions close, its clients reconnect through the load
+    /// balancer.
+    fn fence_local(&self, consultation: &str, newer: Option<u64>) {
+        let removed = {
+            let mut leases = self.leases();
+            match leases.get(consultation) {
+                Some(h) if newer.is_none_or(|e| h.lease.epoch < e) => {
+                    leases.remove(consultation).is_some()
+                }
+                _ => false,
+            }
+        };
+        if removed {
+            metrics::counter!(FENCED).increment(1);
+            tracing::warn!(%consultation, node = %self.inner.id, "fenced: this node no longer owns the consultation");
+            self.inner
+                .consultations
+                .evict(&ConsultationId::new(consultation));
+        }
+    }
+
+    async fn release(&self, l: &OwnerLease) {
+        if let Err(e) = self
+            .inner
+            .store
+            .release_placement(&l.consultation, l.epoch, &l.node, now_ms())
+            .await
+        {
+            tracing::warn!(consultation = %l.consultation, error = %e, "could not release the placement");
+        }
+    }
+
+    /// Renew the leases of the consultations served here, in time; evict those whose lease is
+    /// lost; release those that are over (everyone left, or ended).
+    async fn keep_leases(self) {
+        let period = Duration::from_millis(u64::try_from(self.inner.lease_ms / 6).unwrap_or(500));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = self.inner.stop.notified() => return,
+            }
+            if self.inner.stopped.load(Ordering::Relaxed) {
+                return;
+            }
+            let now = now_ms();
+            let held: Vec<(OwnerLease, Millis)> = self
+                .leases()
+                .values()
+                .map(|h| (h.lease.clone(), h.since))
+                .collect();
+            for (mut lease, since) in held {
+                let consultation = lease.consultation.clone();
+                if !self.inner.consultations.is_live(&consultation)
+                    && now - since > self.inner.lease_ms
+                {
+                    let gone = {
+                        let mut leases = self.leases();
+                        match leases.get(&consultation) {
+                            Some(h) if h.lease.epoch == lease.epoch => {
+                                leases.remove(&consultation).is_some()
+                            }
+                            _ => false,
+                        }
+                    };
+                    if gone {
+                        self.release(&lease).await;
+                        tracing::info!(%consultation, epoch = lease.epoch, "placement released");
+                    }
+                    continue;
+                }
+                let state = if lease.state(now) == LeaseState::Fenced {
+                    LeaseState::Fenced
+                } else if now >= lease.renew_at() {
+                    lease.renew(self.inner.store.as_ref(), now).await
+                } else {
+                    continue;
+                };
+                match state {
+                    LeaseState::Held => {
+                        let mut leases = self.leases();
+                        if let Some(h) = leases.get_mut(&consultation)
+                            && h.lease.epoch == lease.epoch
+                        {
+                            h.lease = lease;
+                        }
+                    }
+                    LeaseState::Fenced => self.fence_local(&consultation, Some(lease.epoch + 1)),
+                }
+            }
         }
     }
 
@@ -166,6 +375,29 @@ impl ClusterNode {
     }
 }
 
+impl ConsultationRouter for ClusterNode {
+    fn route<'a>(
+        &'a self,
+        consultation: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Route> + Send + 'a>> {
+        Box::pin(self.route_join(consultation))
+    }
+}
+
+/// The WebSocket URL of `consultation` on the node reachable at `public_url` (`http` → `ws`,
+/// `https` → `wss`).
+pub fn ws_url(public_url: &str, consultation: &str) -> String {
+    let base = public_url.trim_end_matches('/');
+    let base = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_string()
+    };
+    format!("{base}/ws/{consultation}")
+}
+
 /// This process's CPU use since the previous call, in cores (Linux `/proc/self/stat`; 0 where
 /// it cannot be read).
 fn cpu_share() -> f64 {
@@ -199,4 +431,19 @@ fn cpu_share() -> f64 {
     };
     *last = Some((now, ticks));
     share
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_owner_url_is_its_websocket_with_the_consultation_in_the_path() {
+        assert_eq!(
+            super::ws_url("http://127.0.0.1:8081/", "c-1"),
+            "ws://127.0.0.1:8081/ws/c-1"
+        );
+        assert_eq!(
+            super::ws_url("https://n2.consult.example.org", "c-2"),
+            "wss://n2.consult.example.org/ws/c-2"
+        );
+    }
 }

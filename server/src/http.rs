@@ -73,6 +73,10 @@ pub fn router(state: AppState) -> Router {
         .layer(request_logs(Level::DEBUG));
     let router = Router::new()
         .route("/ws", get(crate::routes::workspace::websocket))
+        .route(
+            "/ws/{consultation}",
+            get(crate::routes::workspace::websocket_for),
+        )
         .route("/", get(|| async { serve_asset("index.html") }))
         .route("/join", get(|| async { serve_asset("join.html") }))
         .route("/login", get(|| async { serve_asset("login.html") }))

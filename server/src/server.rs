@@ -263,6 +263,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .to_vec(),
         invitations,
     ));
+    let cluster = if config.cluster.enabled {
+        Some(
+            crate::cluster::ClusterNode::start(&config, media_addr, consultations.clone())
+                .await
+                .context("cluster: cannot reach the MongoDB store (storage.mongodb_uri)")?,
+        )
+    } else {
+        None
+    };
     let signaling = Arc::new(teleconsult_signaling::Signaling {
         consultations: consultations.clone(),
         sfu,
@@ -270,6 +279,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config: config.signaling.clone(),
         errors: Default::default(),
         ice_servers: crate::turn::source(&config.turn),
+        router: cluster
+            .clone()
+            .map(|n| Arc::new(n) as Arc<dyn teleconsult_signaling::ConsultationRouter>),
     });
     let documents = teleconsult_documents::DocumentService::new(
         &config.documents,
@@ -290,15 +302,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         &config.accounts,
         store.clone() as Arc<dyn teleconsult_store::AccountStore>,
     );
-    let cluster = if config.cluster.enabled {
-        Some(
-            crate::cluster::ClusterNode::start(&config, media_addr, consultations.clone())
-                .await
-                .context("cluster: cannot reach the MongoDB store (storage.mongodb_uri)")?,
-        )
-    } else {
-        None
-    };
     let state = AppState {
         accounts,
         cluster,

@@ -10,7 +10,9 @@ pub mod session;
 pub mod wire;
 
 pub use config::SignalingConfig;
-pub use session::{ErrorCounters, ErrorKind, Signaling, SignedIn, handler, upgrade};
+pub use session::{
+    ConsultationRouter, ErrorCounters, ErrorKind, Route, Signaling, SignedIn, handler, upgrade,
+};
 
 /// Names of the metrics this crate records.
 pub mod metric_names {
@@ -19,4 +21,7 @@ pub mod metric_names {
     /// Counter, label `kind`: refused or invalid signalling input. Counted per server
     /// ([`crate::ErrorCounters`]), rendered by the server's telemetry.
     pub const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
+    /// Counter: joins answered with `redirect` (cluster mode: another node owns the
+    /// consultation).
+    pub const REDIRECTS: &str = "teleconsult_cluster_redirects_total";
 }

@@ -41,6 +41,30 @@ pub struct Signaling {
     /// The ICE servers (TURN, with credentials minted for this participant) sent in its
     /// `joined`.
     pub ice_servers: IceServerSource,
+    /// In a cluster: who serves which consultation, asked once a join is authenticated. `None`
+    /// on a single server (everything is served here).
+    pub router: Option<Arc<dyn ConsultationRouter>>,
+}
+
+/// Where a consultation is served, as a [`ConsultationRouter`] decides at join.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Here: go on with the join.
+    Here,
+    /// On another node: send `redirect` with this WebSocket URL (`ws://…/ws/{consultation}`),
+    /// then close with [`close::REDIRECT`].
+    Elsewhere(String),
+    /// Nowhere right now (no live node, the cluster store unreachable): close with 1013.
+    Unavailable,
+}
+
+/// Decides, per authenticated join, whether this node serves the consultation (cluster mode:
+/// the placement in the shared store is the authority).
+pub trait ConsultationRouter: Send + Sync {
+    fn route<'a>(
+        &'a self,
+        consultation: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Route> + Send + 'a>>;
 }
 
 /// Mints a participant's `ice_servers` (see the server's `turn` module); none by default.
@@ -163,22 +187,25 @@ impl std::fmt::Debug for SignedIn {
 
 /// The `/ws` route (join links only).
 pub async fn handler(ws: WebSocketUpgrade, State(state): State<Arc<Signaling>>) -> Response {
-    upgrade(ws, state, None)
+    upgrade(ws, state, None, None)
 }
 
-/// The `/ws` route for an edge that has already checked the handshake's login session:
-/// `signed_in` may then join its own consultations with an empty token.
+/// The `/ws` (`path_consultation` `None`) or `/ws/{consultation}` route for an edge that has
+/// already checked the handshake's login session: `signed_in` may then join its own
+/// consultations with an empty token. A join on `/ws/{consultation}` must be for that
+/// consultation (the path is what a load balancer hashes on).
 pub fn upgrade(
     ws: WebSocketUpgrade,
     state: Arc<Signaling>,
     signed_in: Option<SignedIn>,
+    path_consultation: Option<String>,
 ) -> Response {
     let limit = state.config.max_message_bytes;
     // The transport accepts up to twice the limit so that an oversized message can be answered
     // with a proper 1009 close rather than a torn connection.
     ws.max_message_size(limit.saturating_mul(2))
         .max_frame_size(limit.saturating_mul(2))
-        .on_upgrade(move |socket| session(socket, state, signed_in))
+        .on_upgrade(move |socket| session(socket, state, signed_in, path_consultation))
 }
 
 struct ConnGauge;
@@ -257,7 +284,12 @@ fn classify(state: &Signaling, msg: Option<Result<Message, axum::Error>>) -> Inc
     }
 }
 
-async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<SignedIn>) {
+async fn session(
+    socket: WebSocket,
+    state: Arc<Signaling>,
+    signed_in: Option<SignedIn>,
+    path_consultation: Option<String>,
+) {
     let _gauge = ConnGauge::new();
     let (mut sink, mut stream) = socket.split();
     let join_timeout = Duration::from_secs(state.config.join_timeout_secs);
@@ -330,7 +362,10 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                 };
                 match authenticated {
                     Ok(credential) => {
-                        if consultation.is_some_and(|c| c != *credential.consultation()) {
+                        let in_path = path_consultation
+                            .as_deref()
+                            .is_some_and(|p| p != credential.consultation().as_str());
+                        if in_path || consultation.is_some_and(|c| c != *credential.consultation()) {
                             state.count_error(ErrorKind::WrongConsultation);
                             let _ = sink
                                 .send(close_frame(
@@ -339,6 +374,31 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                                 ))
                                 .await;
                             return;
+                        }
+                        // In a cluster, only the consultation's owner serves it.
+                        if let Some(router) = &state.router {
+                            match router.route(credential.consultation().as_str()).await {
+                                Route::Here => {}
+                                Route::Elsewhere(url) => {
+                                    metrics::counter!(crate::metric_names::REDIRECTS)
+                                        .increment(1);
+                                    let _ = sink.send(text(&ServerMessage::Redirect { url })).await;
+                                    let _ = sink
+                                        .send(close_frame(close::REDIRECT, "redirect"))
+                                        .await;
+                                    await_close_reply(&mut stream).await;
+                                    return;
+                                }
+                                Route::Unavailable => {
+                                    let _ = sink
+                                        .send(close_frame(
+                                            close::TRY_AGAIN_LATER,
+                                            "no server can take this consultation now",
+                                        ))
+                                        .await;
+                                    return;
+                                }
+                            }
                         }
                         break (credential, seat_secret, version);
                     }

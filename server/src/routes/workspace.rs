@@ -73,7 +73,20 @@ pub async fn websocket(
     headers: HeaderMap,
 ) -> Response {
     let signed_in = signed_in_practitioner(&state, &headers).await;
-    teleconsult_signaling::upgrade(ws, state.signaling.clone(), signed_in)
+    teleconsult_signaling::upgrade(ws, state.signaling.clone(), signed_in, None)
+}
+
+/// `GET /ws/{consultation}`: the same WebSocket, with the consultation in the path so that a
+/// load balancer can hash on it (cluster mode); the join must be for that consultation. The
+/// token still travels in the first message, never in the URL.
+pub async fn websocket_for(
+    ws: axum::extract::WebSocketUpgrade,
+    State(state): State<AppState>,
+    Path(consultation): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let signed_in = signed_in_practitioner(&state, &headers).await;
+    teleconsult_signaling::upgrade(ws, state.signaling.clone(), signed_in, Some(consultation))
 }
 
 async fn signed_in_practitioner(
