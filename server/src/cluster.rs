@@ -55,6 +55,9 @@ struct Inner {
     stopped: AtomicBool,
     /// The placements this node owns, by consultation (never locked across an `.await`).
     leases: Mutex<HashMap<String, Held>>,
+    /// The WebSocket origins of the live nodes (`ws://host:port`), refreshed every lease: the
+    /// pages' Content-Security-Policy lets the browser follow a `redirect` to them.
+    origins: Mutex<Vec<String>>,
 }
 
 /// One placement this node owns.
@@ -93,9 +96,11 @@ impl ClusterNode {
                 stop: Notify::new(),
                 stopped: AtomicBool::new(false),
                 leases: Mutex::new(HashMap::new()),
+                origins: Mutex::new(Vec::new()),
             }),
         };
         node.beat().await;
+        node.refresh_origins().await;
         let this = node.clone();
         tokio::spawn(async move { this.run().await });
         let this = node.clone();
@@ -144,6 +149,27 @@ impl ClusterNode {
         }
         if let Err(e) = self.inner.store.remove_node(&self.inner.id).await {
             tracing::warn!(node = %self.inner.id, error = %e, "could not remove the node's document");
+        }
+    }
+
+    /// The live nodes' WebSocket origins, as last read.
+    pub fn origins(&self) -> Vec<String> {
+        self.inner
+            .origins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn refresh_origins(&self) {
+        if let Ok(nodes) = self.inner.store.live_nodes(now_ms()).await {
+            let mut origins: Vec<String> = nodes
+                .iter()
+                .filter_map(|n| ws_origin(&n.public_url))
+                .collect();
+            origins.sort();
+            origins.dedup();
+            *self.inner.origins.lock().unwrap_or_else(|p| p.into_inner()) = origins;
         }
     }
 
@@ -364,6 +390,9 @@ impl ClusterNode {
             }
             self.beat().await;
             beats += 1;
+            if beats.is_multiple_of(5) {
+                self.refresh_origins().await;
+            }
             if beats.is_multiple_of(50) {
                 match self.inner.store.sweep_nodes(now_ms(), SWEEP_GRACE_MS).await {
                     Ok(n) if n > 0 => tracing::info!(swept = n, "dead nodes' documents deleted"),
@@ -396,6 +425,18 @@ pub fn ws_url(public_url: &str, consultation: &str) -> String {
         base.to_string()
     };
     format!("{base}/ws/{consultation}")
+}
+
+/// The WebSocket origin (`ws://host[:port]` or `wss://…`) of a node's `public_url`, when it is
+/// a plain `http(s)://authority` safe to put into a header.
+pub fn ws_origin(public_url: &str) -> Option<String> {
+    let (scheme, rest) = if let Some(r) = public_url.strip_prefix("https://") {
+        ("wss", r)
+    } else {
+        ("ws", public_url.strip_prefix("http://")?)
+    };
+    let authority = rest.split('/').next()?;
+    crate::http::sane_host(authority).then(|| format!("{scheme}://{authority}"))
 }
 
 /// This process's CPU use since the previous call, in cores (Linux `/proc/self/stat`; 0 where
@@ -445,5 +486,11 @@ mod tests {
             super::ws_url("https://n2.consult.example.org", "c-2"),
             "wss://n2.consult.example.org/ws/c-2"
         );
+        assert_eq!(
+            super::ws_origin("https://n2.consult.example.org/x").as_deref(),
+            Some("wss://n2.consult.example.org")
+        );
+        assert_eq!(super::ws_origin("ftp://x"), None);
+        assert_eq!(super::ws_origin("http://a b;c"), None, "nothing unsafe in a header");
     }
 }

@@ -374,7 +374,12 @@ async fn content_security_policy_header(
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
     let mut resp = next.run(req).await;
-    let csp = content_security_policy(&state.config.server, host.as_deref());
+    let mut csp = content_security_policy(&state.config.server, host.as_deref());
+    // In a cluster the client may be redirected to another node: allow the live nodes' origins.
+    if let Some(node) = &state.cluster {
+        let extra: String = node.origins().iter().map(|o| format!(" {o}")).collect();
+        csp = csp.replacen("; base-uri", &format!("{extra}; base-uri"), 1);
+    }
     if let Ok(v) = HeaderValue::from_str(&csp) {
         resp.headers_mut()
             .insert(header::CONTENT_SECURITY_POLICY, v);
