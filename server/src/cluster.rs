@@ -139,11 +139,7 @@ impl ClusterNode {
     pub async fn leave(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
         self.inner.stop.notify_waiters();
-        let held: Vec<OwnerLease> = self
-            .leases()
-            .drain()
-            .map(|(_, h)| h.lease)
-            .collect();
+        let held: Vec<OwnerLease> = self.leases().drain().map(|(_, h)| h.lease).collect();
         for l in held {
             self.release(&l).await;
         }
@@ -202,10 +198,15 @@ impl ClusterNode {
         .await;
         let route = match placed {
             Ok(owner) => {
+                let p = owner.placement;
                 if owner.claimed {
                     metrics::counter!(PLACEMENTS_CLAIMED).increment(1);
+                    if p.epoch > 1 {
+                        // A takeover: what the old owner left open ends at its last checkpoint,
+                        // and its late writes are discarded.
+                        self.fence_intervals(consultation).await;
+                    }
                 }
-                let p = owner.placement;
                 if p.node == self.inner.id {
                     self.adopt(&p, now);
                     Route::Here
@@ -269,6 +270,42 @@ impl ClusterNode {
             self.inner
                 .consultations
                 .evict(&ConsultationId::new(consultation));
+        }
+    }
+
+    async fn fence_intervals(&self, consultation: &str) {
+        match self.inner.store.fence_intervals(consultation).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(%consultation, closed = n, "the previous owner's open intervals closed at their last checkpoint")
+            }
+            Err(e) => {
+                tracing::warn!(%consultation, error = %e, "could not fence the previous owner's intervals")
+            }
+        }
+    }
+
+    /// Whether this node may write billing for `consultation` at `now`: it holds a lease on it
+    /// that has not run out (a node stopped or cut off past its lease writes nothing more).
+    pub fn may_write(&self, consultation: &str, now: Millis) -> bool {
+        self.leases()
+            .get(consultation)
+            .is_some_and(|h| h.lease.state(now) == LeaseState::Held)
+    }
+
+    /// Close the intervals of consultations whose owner is gone with nobody taking over (their
+    /// participants never came back): any open interval whose consultation has no placement
+    /// with a lease in the last `grace` ms.
+    async fn sweep_orphans(&self, now: Millis, grace: Millis) {
+        let Ok(open) = self.inner.store.open_consultations().await else {
+            return;
+        };
+        for consultation in open {
+            match self.inner.store.placement(&consultation).await {
+                Ok(Some(p)) if p.lease_until + grace > now => {}
+                Ok(_) => self.fence_intervals(&consultation).await,
+                Err(_) => return,
+            }
         }
     }
 
@@ -394,6 +431,7 @@ impl ClusterNode {
                 self.refresh_origins().await;
             }
             if beats.is_multiple_of(50) {
+                self.sweep_orphans(now_ms(), SWEEP_GRACE_MS).await;
                 match self.inner.store.sweep_nodes(now_ms(), SWEEP_GRACE_MS).await {
                     Ok(n) if n > 0 => tracing::info!(swept = n, "dead nodes' documents deleted"),
                     Ok(_) => {}
@@ -491,6 +529,10 @@ mod tests {
             Some("wss://n2.consult.example.org")
         );
         assert_eq!(super::ws_origin("ftp://x"), None);
-        assert_eq!(super::ws_origin("http://a b;c"), None, "nothing unsafe in a header");
+        assert_eq!(
+            super::ws_origin("http://a b;c"),
+            None,
+            "nothing unsafe in a header"
+        );
     }
 }

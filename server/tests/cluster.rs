@@ -192,10 +192,17 @@ async fn joins_reach_the_owner_through_a_redirect_and_a_newer_epoch_fences_it() 
 
     // The practitioner joins through node a: served by whichever node the placement chose.
     let c = "c-route";
-    let dr = Participant::join(&url(&a, c), &a.token(c, "dr-route", Role::Practitioner).await)
+    let dr = Participant::join(
+        &url(&a, c),
+        &a.token(c, "dr-route", Role::Practitioner).await,
+    )
+    .await
+    .expect("the practitioner joins");
+    let placed = store
+        .placement(c)
         .await
-        .expect("the practitioner joins");
-    let placed = store.placement(c).await.unwrap().expect("placed at the first join");
+        .unwrap()
+        .expect("placed at the first join");
     assert_eq!(placed.epoch, 1);
     let owner = nodes
         .iter()
@@ -214,7 +221,14 @@ async fn joins_reach_the_owner_through_a_redirect_and_a_newer_epoch_fences_it() 
         .expect("the patient joins after the redirect");
     assert_eq!(pt.served_by, url(owner, c));
     assert_eq!(owner.server.state.consultations.participant_ids(c).len(), 2);
-    assert!(other.server.state.consultations.participant_ids(c).is_empty());
+    assert!(
+        other
+            .server
+            .state
+            .consultations
+            .participant_ids(c)
+            .is_empty()
+    );
     // A join on the legacy `/ws` is routed the same way; a token for another consultation is
     // refused on `/ws/{consultation}`.
     let legacy = format!("ws://{}/ws", other.http_addr);
@@ -255,7 +269,14 @@ async fn joins_reach_the_owner_through_a_redirect_and_a_newer_epoch_fences_it() 
         .await;
         assert_eq!(closed.0, 1012, "{closed:?}");
     }
-    assert!(owner.server.state.consultations.participant_ids(c).is_empty());
+    assert!(
+        owner
+            .server
+            .state
+            .consultations
+            .participant_ids(c)
+            .is_empty()
+    );
 
     a.shutdown().await;
     b.shutdown().await;

@@ -365,7 +365,8 @@ async fn session(
                         let in_path = path_consultation
                             .as_deref()
                             .is_some_and(|p| p != credential.consultation().as_str());
-                        if in_path || consultation.is_some_and(|c| c != *credential.consultation()) {
+                        if in_path || consultation.is_some_and(|c| c != *credential.consultation())
+                        {
                             state.count_error(ErrorKind::WrongConsultation);
                             let _ = sink
                                 .send(close_frame(
@@ -380,12 +381,10 @@ async fn session(
                             match router.route(credential.consultation().as_str()).await {
                                 Route::Here => {}
                                 Route::Elsewhere(url) => {
-                                    metrics::counter!(crate::metric_names::REDIRECTS)
-                                        .increment(1);
+                                    metrics::counter!(crate::metric_names::REDIRECTS).increment(1);
                                     let _ = sink.send(text(&ServerMessage::Redirect { url })).await;
-                                    let _ = sink
-                                        .send(close_frame(close::REDIRECT, "redirect"))
-                                        .await;
+                                    let _ =
+                                        sink.send(close_frame(close::REDIRECT, "redirect")).await;
                                     await_close_reply(&mut stream).await;
                                     return;
                                 }
