@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .merge(crate::billing_api::routes())
         .fallback(static_file)
+        .layer(middleware::from_fn(record_latency))
         .layer(request_logs(Level::INFO))
         .merge(quiet)
         .layer(middleware::from_fn_with_state(
@@ -156,6 +157,42 @@ fn request_logs(
                 .level(level)
                 .latency_unit(LatencyUnit::Millis),
         )
+}
+
+/// Every request's latency into `teleconsult_http_request_duration_seconds`, labelled by the
+/// matched route's template (never an id: `/api/workspace/consultations/{id}`), or `fallback`
+/// for embedded files and unknown paths (client-chosen text never becomes a label).
+async fn record_latency(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "fallback".to_string(), |m| m.as_str().to_string());
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    let status = match resp.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::histogram!(
+        crate::telemetry::names::HTTP_REQUEST_DURATION,
+        "route" => route,
+        "method" => method,
+        "status" => status
+    )
+    .record(started.elapsed().as_secs_f64());
+    resp
 }
 
 /// What a request log may say of the path (see [`request_logs`]).

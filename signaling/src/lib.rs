@@ -24,4 +24,7 @@ pub mod metric_names {
     /// Counter: joins answered with `redirect` (cluster mode: another node owns the
     /// consultation).
     pub const REDIRECTS: &str = "teleconsult_cluster_redirects_total";
+    /// Histogram (seconds), label `type`: handling one client message (for `join`: from its
+    /// arrival to `joined` queued, authentication and placement included).
+    pub const SIGNALING_MESSAGE_DURATION: &str = "teleconsult_signaling_message_duration_seconds";
 }

@@ -297,7 +297,7 @@ async fn session(
     // 1. The first message must be `join` with a valid token, within `join_timeout` of the
     // connection: one deadline, not renewed by pings or refused messages before the join.
     let join_deadline = tokio::time::Instant::now() + join_timeout;
-    let (credential, seat_secret, version) = loop {
+    let (credential, seat_secret, version, join_at) = loop {
         let next = tokio::time::timeout_at(join_deadline, stream.next()).await;
         let Ok(next) = next else {
             state.count_error(ErrorKind::JoinTimeout);
@@ -330,6 +330,7 @@ async fn session(
                 consultation,
                 seat_secret,
             }) => {
+                let join_at = std::time::Instant::now();
                 let version = protocol.unwrap_or(OLDEST_PROTOCOL_VERSION);
                 if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
                     let _ = sink
@@ -399,7 +400,7 @@ async fn session(
                                 }
                             }
                         }
-                        break (credential, seat_secret, version);
+                        break (credential, seat_secret, version, join_at);
                     }
                     Err(refusal) => {
                         state.count_error(ErrorKind::BadToken);
@@ -439,7 +440,11 @@ async fn session(
         generation,
         ..
     } = match joined {
-        Ok(j) => j,
+        Ok(j) => {
+            metrics::histogram!(crate::metric_names::SIGNALING_MESSAGE_DURATION, "type" => "join")
+                .record(join_at.elapsed().as_secs_f64());
+            j
+        }
         Err(e) => {
             state.count_error(ErrorKind::JoinRefused);
             let (code, reason) = wire::join_refused(e);
@@ -510,7 +515,12 @@ async fn session(
                         break;
                     }
                     Incoming::Message(m) => {
-                        if let Some(reply) = on_message(&state, &me, m).await
+                        let started = std::time::Instant::now();
+                        let kind = message_type(&m);
+                        let reply = on_message(&state, &me, m).await;
+                        metrics::histogram!(crate::metric_names::SIGNALING_MESSAGE_DURATION, "type" => kind)
+                            .record(started.elapsed().as_secs_f64());
+                        if let Some(reply) = reply
                             && sink.send(text(&reply)).await.is_err()
                         {
                             break;
@@ -606,6 +616,26 @@ fn chat(state: &Signaling, me: &Me, kind: ChatKind, text: &str) -> Option<Server
             state.count_error(ErrorKind::Chat);
             wire::chat_refused(e)
         })
+}
+
+/// The `type` of a client message (the label of its latency histogram: a fixed set).
+fn message_type(m: &ClientMessage) -> &'static str {
+    match m {
+        ClientMessage::Join { .. } => "join",
+        ClientMessage::Answer { .. } => "answer",
+        ClientMessage::IceCandidate { .. } => "ice_candidate",
+        ClientMessage::Admit { .. } => "admit",
+        ClientMessage::Reject { .. } => "reject",
+        ClientMessage::Remove { .. } => "remove",
+        ClientMessage::EndConsultation => "end_consultation",
+        ClientMessage::Mute { .. } => "mute",
+        ClientMessage::Leave => "leave",
+        ClientMessage::Ping => "ping",
+        ClientMessage::IceRestart => "ice_restart",
+        ClientMessage::Chat { .. } => "chat",
+        ClientMessage::Notice { .. } => "notice",
+        ClientMessage::ScreenShare { .. } => "screen_share",
+    }
 }
 
 /// Handle one request of a joined participant; returns the direct reply, if any.
