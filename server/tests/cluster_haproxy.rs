@@ -128,6 +128,15 @@ fn hears(receiver: &Participant, sender: &str, packets: usize) -> bool {
         .is_some_and(|r| r.distinct_audio() >= packets)
 }
 
+/// A call of the rolling-restart test, with the node that owns it.
+struct Running {
+    c: String,
+    owner: String,
+    dr: Participant,
+    pt: Participant,
+    _publishing: Vec<tokio::task::JoinHandle<()>>,
+}
+
 struct Call {
     consultation: String,
     dr_token: String,
@@ -137,14 +146,31 @@ struct Call {
     _publishing: Vec<tokio::task::JoinHandle<()>>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_behind_haproxy_survive_a_kill_and_fence_a_stopped_node() {
-    let Some(uri) = common::mongo_uri() else {
-        return;
-    };
-    let database = format!("three_{:08x}", rand::random::<u32>());
-    let root = common::temp_dir("cluster-three");
-    let mut nodes: Vec<Node> = (1..=3)
+/// Three nodes (their own ports, `cluster.public_url` = their own address, a lease of
+/// [`lease_secs`], billing checkpoints every second) on one database, behind HAProxy running
+/// `deploy/haproxy/haproxy.cfg`.
+struct Cluster {
+    nodes: Vec<Node>,
+    lb_port: u16,
+    /// The nodes' configuration as far as tokens are concerned (`--dev` keys).
+    config: Config,
+    store: std::sync::Arc<dyn teleconsult_store::Store>,
+    cluster: MongoStore,
+    _lb: HaProxy,
+    /// HAProxy's own log (its health checks say when a node goes DOWN).
+    lb_log: std::path::PathBuf,
+}
+
+/// The tests of this file each run three nodes and HAProxy: one at a time (two at once on a
+/// small machine would starve both).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl Cluster {
+    async fn start(name: &str) -> Option<Cluster> {
+        let uri = common::mongo_uri()?;
+        let database = format!("{name}_{:08x}", rand::random::<u32>());
+        let root = common::temp_dir(&format!("cluster-{name}"));
+        let mut nodes: Vec<Node> = (1..=3)
         .map(|i| {
             let id = format!("n{i}");
             let port = free_port();
@@ -166,43 +192,70 @@ async fn three_nodes_behind_haproxy_survive_a_kill_and_fence_a_stopped_node() {
             }
         })
         .collect();
-    for n in &mut nodes {
-        n.start().await;
-    }
+        for n in &mut nodes {
+            n.start().await;
+        }
 
-    // HAProxy with the shipped configuration, the addresses from the environment.
-    let lb_port = free_port();
-    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy/haproxy.cfg");
-    let mut cmd = Command::new("haproxy");
-    cmd.arg("-db").arg("-f").arg(&cfg);
-    cmd.env("TELECONSULT_LB_BIND", format!("127.0.0.1:{lb_port}"));
-    for (i, n) in nodes.iter().enumerate() {
-        cmd.env(
-            format!("TELECONSULT_NODE{}", i + 1),
-            format!("127.0.0.1:{}", n.port),
+        // HAProxy with the shipped configuration, the addresses from the environment.
+        let lb_port = free_port();
+        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy/haproxy.cfg");
+        let mut cmd = Command::new("haproxy");
+        cmd.arg("-db").arg("-f").arg(&cfg);
+        cmd.env("TELECONSULT_LB_BIND", format!("127.0.0.1:{lb_port}"));
+        for (i, n) in nodes.iter().enumerate() {
+            cmd.env(
+                format!("TELECONSULT_NODE{}", i + 1),
+                format!("127.0.0.1:{}", n.port),
+            );
+        }
+        let log = std::fs::File::create(root.join("haproxy.log")).unwrap();
+        let lb = HaProxy(
+            cmd.stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("haproxy runs (scripts/install-test-deps installs it)"),
         );
-    }
-    let log = std::fs::File::create(root.join("haproxy.log")).unwrap();
-    let _lb = HaProxy(
-        cmd.stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("haproxy runs (scripts/install-test-deps installs it)"),
-    );
-    let lb_addr: std::net::SocketAddr = format!("127.0.0.1:{lb_port}").parse().unwrap();
-    poll(T, "HAProxy forwards to a ready node", || async move {
-        (status_of(lb_addr, "/healthz/ready").await == Some(200)).then_some(())
-    })
-    .await;
-    let lb = |c: &str| format!("ws://127.0.0.1:{lb_port}/ws/{c}");
+        let lb_addr: std::net::SocketAddr = format!("127.0.0.1:{lb_port}").parse().unwrap();
+        poll(T, "HAProxy forwards to a ready node", || async move {
+            (status_of(lb_addr, "/healthz/ready").await == Some(200)).then_some(())
+        })
+        .await;
 
-    let mut config = Config::dev();
-    config.storage.mongodb_uri = uri.clone().into();
-    config.storage.database = database.clone();
-    let store = teleconsult_store::open(&uri, &database, &root.join("client-data"))
-        .await
-        .unwrap();
-    let cluster = MongoStore::open(&uri, &database).await.unwrap();
+        let mut config = Config::dev();
+        config.storage.mongodb_uri = uri.clone().into();
+        config.storage.database = database.clone();
+        let store = teleconsult_store::open(&uri, &database, &root.join("client-data"))
+            .await
+            .unwrap();
+        let cluster = MongoStore::open(&uri, &database).await.unwrap();
+        Some(Cluster {
+            nodes,
+            lb_port,
+            config,
+            store,
+            cluster,
+            _lb: lb,
+            lb_log: root.join("haproxy.log"),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_behind_haproxy_survive_a_kill_and_fence_a_stopped_node() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(c) = Cluster::start("three").await else {
+        return;
+    };
+    let Cluster {
+        mut nodes,
+        lb_port,
+        config,
+        store,
+        cluster,
+        _lb,
+        lb_log,
+    } = c;
+    let lb = |c: &str| format!("ws://127.0.0.1:{lb_port}/ws/{c}");
     let practitioner = JoinOptions {
         auto_admit: true,
         ..Default::default()
@@ -404,10 +457,14 @@ async fn three_nodes_behind_haproxy_survive_a_kill_and_fence_a_stopped_node() {
             let c = c.clone();
             async move {
                 let v = store.billing_intervals(&c).await.ok()?;
-                (v.len() >= 2 && v.iter().any(|i| i.start > killed_at_ms)).then_some(v)
+                v.iter().any(|i| i.start > killed_at_ms).then_some(v)
             }
         })
         .await;
+        assert!(
+            intervals.iter().any(|i| i.start < killed_at_ms),
+            "{c}: the dead owner's interval was stored: {intervals:?}"
+        );
         assert_no_overlap(c, &intervals);
         let old: Vec<_> = intervals
             .iter()
@@ -457,6 +514,22 @@ async fn three_nodes_behind_haproxy_survive_a_kill_and_fence_a_stopped_node() {
         },
     )
     .await;
+    // And until HAProxy's health checks took it out of the ring (a join it still forwarded to
+    // the frozen process would wait for `timeout server`, as a browser's would).
+    let server_name = format!(
+        "node{}",
+        nodes.iter().position(|n| n.id == stopped).unwrap() + 1
+    );
+    poll(
+        Duration::from_secs(20),
+        "HAProxy marks the stopped node down",
+        || {
+            let log = std::fs::read_to_string(&lb_log).unwrap_or_default();
+            let down = log.contains(&format!("teleconsult_nodes/{server_name} is DOWN"));
+            async move { down.then_some(()) }
+        },
+    )
+    .await;
     // The practitioner's second device (a new connection) re-places it on a live node.
     let dr2 = join_until(&lb(&c_stop), &call.dr_token, practitioner.clone()).await;
     let p = cluster.placement(&c_stop).await.unwrap().unwrap();
@@ -501,4 +574,169 @@ async fn status_of(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
     tokio::time::timeout(Duration::from_secs(2), io)
         .await
         .ok()?
+}
+
+/// A rolling restart of all three nodes, one at a time, as a DaemonSet update does it: SIGTERM
+/// makes the node drain (readiness 503, HAProxy takes it out of the ring); new consultations go
+/// elsewhere; the call it carries goes on, media flowing, until its participants leave; then the
+/// node exits by itself and starts again. No participant of any consultation is ever
+/// disconnected but by their own `leave`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_three_draining_nodes_interrupts_no_consultation() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(c) = Cluster::start("rolling").await else {
+        return;
+    };
+    let Cluster {
+        mut nodes,
+        lb_port,
+        config,
+        store,
+        cluster,
+        _lb,
+        ..
+    } = c;
+    let lb = |c: &str| format!("ws://127.0.0.1:{lb_port}/ws/{c}");
+    let practitioner = JoinOptions {
+        auto_admit: true,
+        ..Default::default()
+    };
+    let secret = config
+        .auth
+        .signing_secret
+        .expose_secret()
+        .as_bytes()
+        .to_vec();
+    let mut serial = 0;
+    // A call (practitioner and patient, both publishing) through the load balancer.
+    let call = async |serial: &mut usize| {
+        *serial += 1;
+        let c = format!("c-rolling-{serial}");
+        let dr_token = common::sign_token(&secret, &c, &format!("dr-{serial}"), Role::Practitioner);
+        let pt_token =
+            common::invite_token(&*store, &config, &c, &format!("pt-{serial}"), Role::Patient)
+                .await;
+        let dr = Participant::join_with(&lb(&c), &dr_token, practitioner.clone())
+            .await
+            .unwrap();
+        let pt = Participant::join(&lb(&c), &pt_token).await.unwrap();
+        let publishing = vec![dr.peer.start_publishing(1), pt.peer.start_publishing(2)];
+        let owner = cluster.placement(&c).await.unwrap().unwrap().node;
+        Running {
+            c,
+            owner,
+            dr,
+            pt,
+            _publishing: publishing,
+        }
+    };
+    let heard = |p: &Participant, from: &str| {
+        p.peer
+            .received()
+            .get(from)
+            .map_or(0, |r| r.distinct_audio())
+    };
+    let mut calls: Vec<Running> = Vec::new();
+    for i in 0..nodes.len() {
+        let id = nodes[i].id.clone();
+        // At least one call running on this node (new ones until one is placed here).
+        for _ in 0..12 {
+            if calls.iter().any(|r| r.owner == id) {
+                break;
+            }
+            calls.push(call(&mut serial).await);
+        }
+        assert!(
+            calls.iter().any(|r| r.owner == id),
+            "a consultation placed on {id}"
+        );
+        for r in calls.iter().filter(|r| r.owner == id) {
+            poll(T, "media flowing", || {
+                let ok = hears(&r.dr, &r.pt.id, 20) && hears(&r.pt, &r.dr.id, 20);
+                async move { ok.then_some(()) }
+            })
+            .await;
+        }
+
+        // SIGTERM: it drains.
+        signal(nodes[i].pid(), "-TERM");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", nodes[i].port).parse().unwrap();
+        poll(T, "the node turns not-ready", || async move {
+            (status_of(addr, "/healthz/ready").await == Some(503)).then_some(())
+        })
+        .await;
+        // A new consultation goes elsewhere...
+        let new = call(&mut serial).await;
+        assert_ne!(new.owner, id, "no new consultation on a draining node");
+        calls.push(new);
+        // ...while the running ones go on, media flowing both ways.
+        let (mine, others): (Vec<Running>, Vec<Running>) =
+            calls.drain(..).partition(|r| r.owner == id);
+        calls = others;
+        for r in &mine {
+            let (a0, b0) = (heard(&r.dr, &r.pt.id), heard(&r.pt, &r.dr.id));
+            poll(T, "media still flowing on the draining node", || {
+                let ok = heard(&r.dr, &r.pt.id) >= a0 + 50 && heard(&r.pt, &r.dr.id) >= b0 + 50;
+                async move { ok.then_some(()) }
+            })
+            .await;
+            assert_eq!(
+                r.dr.close_code(),
+                None,
+                "{}: the practitioner is still connected",
+                r.c
+            );
+            assert_eq!(
+                r.pt.close_code(),
+                None,
+                "{}: the patient is still connected",
+                r.c
+            );
+        }
+        // The calls end (everyone leaves): the node is empty, leaves the cluster and exits.
+        for r in &mine {
+            r.dr.send(teleconsult::protocol::ClientMessage::Leave);
+            r.pt.send(teleconsult::protocol::ClientMessage::Leave);
+        }
+        for r in &mine {
+            for p in [&r.dr, &r.pt] {
+                let closed = poll(T, "left", || {
+                    let code = p.close_code();
+                    async move { code }
+                })
+                .await;
+                assert_eq!(
+                    closed.0, 1000,
+                    "{}: closed by the participant's own leave: {closed:?}",
+                    r.c
+                );
+            }
+        }
+        let mut server = nodes[i].server.take().unwrap();
+        let status = poll(Duration::from_secs(20), "the drained node exits", || {
+            let status = server.child.try_wait().expect("child status");
+            async move { status }
+        })
+        .await;
+        assert!(
+            status.success(),
+            "the drained node exits cleanly: {status:?}"
+        );
+        drop((mine, server));
+        // And starts again.
+        nodes[i].start().await;
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", nodes[i].port).parse().unwrap();
+        poll(T, "the restarted node is ready", || async move {
+            (status_of(addr, "/healthz/ready").await == Some(200)).then_some(())
+        })
+        .await;
+    }
+    // Nobody still in a call was disconnected during the whole rolling restart.
+    for r in &calls {
+        assert_eq!(r.dr.close_code(), None, "{}", r.c);
+        assert_eq!(r.pt.close_code(), None, "{}", r.c);
+    }
+    println!("rolling restart: {serial} consultations, none interrupted");
+    drop(calls);
+    let _ = cluster.database().drop().await;
 }
