@@ -54,7 +54,8 @@ pub enum Route {
     /// On another node: send `redirect` with this WebSocket URL (`ws://…/ws/{consultation}`),
     /// then close with [`close::REDIRECT`].
     Elsewhere(String),
-    /// Nowhere right now (no live node, the cluster store unreachable): close with 1013.
+    /// Nowhere right now (no live node, the cluster store unreachable): close with 1012
+    /// (reason `unavailable`), after which clients retry through the load balancer.
     Unavailable,
 }
 
@@ -390,11 +391,10 @@ async fn session(
                                     return;
                                 }
                                 Route::Unavailable => {
+                                    // Transient (an owner just lost, the cluster store
+                                    // slow): the client retries through the load balancer.
                                     let _ = sink
-                                        .send(close_frame(
-                                            close::TRY_AGAIN_LATER,
-                                            "no server can take this consultation now",
-                                        ))
+                                        .send(close_frame(close::MOVED, "unavailable"))
                                         .await;
                                     return;
                                 }
