@@ -58,17 +58,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut claims, mut lookups) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
         let started = Instant::now();
-        let owner =
-            teleconsult_cluster::place(&store, &format!("c-{i}"), None, now_ms(), 600_000, &mut rng)
-                .await?;
+        let owner = teleconsult_cluster::place(
+            &store,
+            &format!("c-{i}"),
+            None,
+            now_ms(),
+            600_000,
+            &mut rng,
+        )
+        .await?;
         claims.push(started.elapsed());
         assert!(owner.claimed);
     }
     for i in 0..n {
         let started = Instant::now();
-        let owner =
-            teleconsult_cluster::place(&store, &format!("c-{i}"), None, now_ms(), 600_000, &mut rng)
-                .await?;
+        let owner = teleconsult_cluster::place(
+            &store,
+            &format!("c-{i}"),
+            None,
+            now_ms(),
+            600_000,
+            &mut rng,
+        )
+        .await?;
         lookups.push(started.elapsed());
         assert!(!owner.claimed);
     }

@@ -637,8 +637,8 @@ async fn a_rolling_restart_of_three_draining_nodes_interrupts_no_consultation() 
             .map_or(0, |r| r.distinct_audio())
     };
     let mut calls: Vec<Running> = Vec::new();
-    for i in 0..nodes.len() {
-        let id = nodes[i].id.clone();
+    for node in nodes.iter_mut() {
+        let id = node.id.clone();
         // At least one call running on this node (new ones until one is placed here).
         for _ in 0..12 {
             if calls.iter().any(|r| r.owner == id) {
@@ -659,8 +659,8 @@ async fn a_rolling_restart_of_three_draining_nodes_interrupts_no_consultation() 
         }
 
         // SIGTERM: it drains.
-        signal(nodes[i].pid(), "-TERM");
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", nodes[i].port).parse().unwrap();
+        signal(node.pid(), "-TERM");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", node.port).parse().unwrap();
         poll(T, "the node turns not-ready", || async move {
             (status_of(addr, "/healthz/ready").await == Some(503)).then_some(())
         })
@@ -712,7 +712,7 @@ async fn a_rolling_restart_of_three_draining_nodes_interrupts_no_consultation() 
                 );
             }
         }
-        let mut server = nodes[i].server.take().unwrap();
+        let mut server = node.server.take().unwrap();
         let status = poll(Duration::from_secs(20), "the drained node exits", || {
             let status = server.child.try_wait().expect("child status");
             async move { status }
@@ -724,8 +724,8 @@ async fn a_rolling_restart_of_three_draining_nodes_interrupts_no_consultation() 
         );
         drop((mine, server));
         // And starts again.
-        nodes[i].start().await;
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", nodes[i].port).parse().unwrap();
+        node.start().await;
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", node.port).parse().unwrap();
         poll(T, "the restarted node is ready", || async move {
             (status_of(addr, "/healthz/ready").await == Some(200)).then_some(())
         })

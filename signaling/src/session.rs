@@ -393,9 +393,8 @@ async fn session(
                                 Route::Unavailable => {
                                     // Transient (an owner just lost, the cluster store
                                     // slow): the client retries through the load balancer.
-                                    let _ = sink
-                                        .send(close_frame(close::MOVED, "unavailable"))
-                                        .await;
+                                    let _ =
+                                        sink.send(close_frame(close::MOVED, "unavailable")).await;
                                     return;
                                 }
                             }
