@@ -27,6 +27,9 @@ pub const FENCED: &str = "teleconsult_cluster_fenced_total";
 /// the claim, if any).
 pub const PLACEMENT_SECONDS: &str = "teleconsult_cluster_placement_seconds";
 
+/// Lease renewals sent to the store at once.
+const RENEWALS_IN_FLIGHT: usize = 64;
+
 /// Dead nodes' documents are deleted this long after their lease ended.
 const SWEEP_GRACE_MS: Millis = 60_000;
 
@@ -63,8 +66,8 @@ struct Inner {
 /// One placement this node owns.
 struct Held {
     lease: OwnerLease,
-    /// When this node took it on (a consultation is not released as abandoned before its first
-    /// join has had time to arrive).
+    /// When a join was last routed here for it (a consultation is not released as over before
+    /// that join has had time to arrive).
     since: Millis,
 }
 
@@ -208,8 +211,14 @@ impl ClusterNode {
                     }
                 }
                 if p.node == self.inner.id {
-                    self.adopt(&p, now);
-                    Route::Here
+                    if self.adopt(&p, now) {
+                        // Taken on now (claimed here or by the node that redirected the
+                        // client): renew at once, so that a client arriving late in the
+                        // claim's lease does not find it run out a moment later.
+                        self.renew_now(consultation, now).await
+                    } else {
+                        Route::Here
+                    }
                 } else {
                     // Someone else owns it: if this node still thought it did, it is fenced.
                     self.fence_local(consultation, Some(p.epoch));
@@ -234,13 +243,41 @@ impl ClusterNode {
         route
     }
 
+    /// Renew the lease just taken on for `consultation`: here if it holds, else nowhere for now.
+    async fn renew_now(&self, consultation: &str, now: Millis) -> Route {
+        let Some(mut lease) = self.leases().get(consultation).map(|h| h.lease.clone()) else {
+            return Route::Unavailable;
+        };
+        match lease.renew(self.inner.store.as_ref(), now).await {
+            LeaseState::Held => {
+                let mut leases = self.leases();
+                if let Some(h) = leases.get_mut(consultation)
+                    && h.lease.epoch == lease.epoch
+                {
+                    h.lease = lease;
+                }
+                Route::Here
+            }
+            LeaseState::Fenced => {
+                self.fence_local(consultation, Some(lease.epoch + 1));
+                Route::Unavailable
+            }
+        }
+    }
+
     /// Serve `p` (this node's placement): keep the lease we hold for its epoch, else take it on.
-    fn adopt(&self, p: &teleconsult_store::Placement, now: Millis) {
+    /// Returns whether it was taken on now.
+    fn adopt(&self, p: &teleconsult_store::Placement, now: Millis) -> bool {
         let mut leases = self.leases();
         let keep = leases
             .get(&p.consultation)
             .is_some_and(|h| h.lease.epoch == p.epoch && h.lease.state(now) == LeaseState::Held);
-        if !keep {
+        if keep {
+            // A join is on its way: not released as over before it arrives.
+            if let Some(h) = leases.get_mut(&p.consultation) {
+                h.since = now;
+            }
+        } else {
             leases.insert(
                 p.consultation.clone(),
                 Held {
@@ -249,6 +286,7 @@ impl ClusterNode {
                 },
             );
         }
+        !keep
     }
 
     /// Stop serving `consultation` here if this node holds an older lease for it than `newer`
@@ -333,50 +371,57 @@ impl ClusterNode {
                 return;
             }
             let now = now_ms();
-            let held: Vec<(OwnerLease, Millis)> = self
-                .leases()
-                .values()
-                .map(|h| (h.lease.clone(), h.since))
-                .collect();
-            for (mut lease, since) in held {
-                let consultation = lease.consultation.clone();
-                if !self.inner.consultations.is_live(&consultation)
-                    && now - since > self.inner.lease_ms
-                {
-                    let gone = {
-                        let mut leases = self.leases();
-                        match leases.get(&consultation) {
-                            Some(h) if h.lease.epoch == lease.epoch => {
-                                leases.remove(&consultation).is_some()
-                            }
-                            _ => false,
-                        }
-                    };
-                    if gone {
-                        self.release(&lease).await;
-                        tracing::info!(%consultation, epoch = lease.epoch, "placement released");
+            let held: Vec<OwnerLease> = self.leases().values().map(|h| h.lease.clone()).collect();
+            // Many consultations per node: their renewals go to the store concurrently (a
+            // sequential pass of store round trips could outlast a lease).
+            use futures_util::StreamExt;
+            futures_util::stream::iter(held)
+                .for_each_concurrent(RENEWALS_IN_FLIGHT, |lease| self.tend(lease, now))
+                .await;
+        }
+    }
+
+    /// One placement held here, at `now`: released if its consultation is over, renewed when
+    /// due, evicted when lost.
+    async fn tend(&self, mut lease: OwnerLease, now: Millis) {
+        let consultation = lease.consultation.clone();
+        if !self.inner.consultations.is_live(&consultation) {
+            // Over (everyone left, or ended), unless a join was routed here within the last
+            // lease and has yet to arrive.
+            let gone = {
+                let mut leases = self.leases();
+                match leases.get(&consultation) {
+                    Some(h)
+                        if h.lease.epoch == lease.epoch && now - h.since > self.inner.lease_ms =>
+                    {
+                        leases.remove(&consultation).is_some()
                     }
-                    continue;
+                    _ => false,
                 }
-                let state = if lease.state(now) == LeaseState::Fenced {
-                    LeaseState::Fenced
-                } else if now >= lease.renew_at() {
-                    lease.renew(self.inner.store.as_ref(), now).await
-                } else {
-                    continue;
-                };
-                match state {
-                    LeaseState::Held => {
-                        let mut leases = self.leases();
-                        if let Some(h) = leases.get_mut(&consultation)
-                            && h.lease.epoch == lease.epoch
-                        {
-                            h.lease = lease;
-                        }
-                    }
-                    LeaseState::Fenced => self.fence_local(&consultation, Some(lease.epoch + 1)),
+            };
+            if gone {
+                self.release(&lease).await;
+                tracing::info!(%consultation, epoch = lease.epoch, "placement released");
+                return;
+            }
+        }
+        let state = if lease.state(now) == LeaseState::Fenced {
+            LeaseState::Fenced
+        } else if now >= lease.renew_at() {
+            lease.renew(self.inner.store.as_ref(), now).await
+        } else {
+            return;
+        };
+        match state {
+            LeaseState::Held => {
+                let mut leases = self.leases();
+                if let Some(h) = leases.get_mut(&consultation)
+                    && h.lease.epoch == lease.epoch
+                {
+                    h.lease = lease;
                 }
             }
+            LeaseState::Fenced => self.fence_local(&consultation, Some(lease.epoch + 1)),
         }
     }
 
