@@ -13,6 +13,11 @@
 //!   consultations has no overlapping intervals, the dead owner's closed at its last checkpoint.
 //! - SIGSTOP of another owner past its lease, a takeover, then SIGCONT: the stopped node fences
 //!   itself (its sessions close with 1012) and its late billing writes change nothing.
+//! - A rolling restart of the three nodes, one at a time (SIGTERM: drain, exit when its calls
+//!   have ended, start again): new consultations avoid the draining node, its running calls keep
+//!   their media until their participants leave, nobody anywhere is disconnected.
+//!
+//! The two tests run one at a time (each is three servers and HAProxy on a small machine).
 
 mod common;
 
