@@ -1150,6 +1150,44 @@ mod tests {
     }
 
     #[test]
+    fn an_evicted_consultation_closes_every_connection_as_moved_and_records_no_one_as_left() {
+        let mut c = consultation(12);
+        let (doc, _, mut doc_conn) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, mut pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
+        let (waiting, _, mut waiting_conn) = join(&mut c, "Late", Role::Patient, 3);
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        for conn in [&mut doc_conn, &mut pat_conn, &mut waiting_conn] {
+            conn.drain();
+        }
+        let effects = c.evict();
+        // Media stops for everyone (the new owner starts it again); no presence change, no
+        // audit, nothing recorded: the consultation goes on elsewhere.
+        let stopped: Vec<&ParticipantId> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::StopMedia { participant } => Some(participant),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stopped.len(), 3, "{effects:?}");
+        assert!(
+            effects
+                .iter()
+                .all(|e| matches!(e, Effect::StopMedia { .. }))
+        );
+        for conn in [&mut doc_conn, &mut pat_conn, &mut waiting_conn] {
+            assert_eq!(conn.drain(), vec![Outbound::Close(Disconnect::Moved)]);
+        }
+        for p in [&doc, &pat, &waiting] {
+            assert_ne!(
+                c.participant_state(p.participant.as_str()),
+                Some(ParticipantState::Left)
+            );
+        }
+        assert!(!c.is_ended());
+    }
+
+    #[test]
     fn chat_reaches_the_call_only_and_notices_reach_the_waiting_room() {
         let t0 = Instant::now();
         let mut c = consultation(12);
