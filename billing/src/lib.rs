@@ -687,8 +687,16 @@ pub enum BillingError {
     Store(#[from] StoreError),
 }
 
+/// Whether this server may still write billing for a consultation at a time (cluster mode: it
+/// holds the consultation's lease). See [`Billing::attach_gate`].
+pub type WriteGate = Arc<dyn Fn(&str, Millis) -> bool + Send + Sync>;
+
+/// Metric: billing writes dropped because this server no longer owned the consultation.
+pub const FENCED_WRITES: &str = "teleconsult_billing_fenced_writes_total";
+
 struct Inner {
     secret: Vec<u8>,
+    gate: std::sync::OnceLock<WriteGate>,
     clocks: Mutex<HashMap<String, BillingClock>>,
     tx: mpsc::UnboundedSender<Op>,
     queue_depth: Arc<AtomicUsize>,
@@ -716,11 +724,34 @@ impl Billing {
         secret: &[u8],
         store: Arc<dyn Store>,
     ) -> Result<Billing, BillingError> {
+        Self::start_with(config, data_dir, secret, store, true).await
+    }
+
+    /// [`Billing::start`] for a node of a cluster: no crash recovery at start-up (every open
+    /// interval in the shared store may belong to a live node); the intervals a dead node left
+    /// open are closed by the node that takes its consultations over (the cluster's fencing).
+    pub async fn start_in_cluster(
+        config: &BillingConfig,
+        data_dir: &Path,
+        secret: &[u8],
+        store: Arc<dyn Store>,
+    ) -> Result<Billing, BillingError> {
+        Self::start_with(config, data_dir, secret, store, false).await
+    }
+
+    async fn start_with(
+        config: &BillingConfig,
+        data_dir: &Path,
+        secret: &[u8],
+        store: Arc<dyn Store>,
+        recover_at_boot: bool,
+    ) -> Result<Billing, BillingError> {
         let boot = now_ms();
         let mut queue = OutageQueue::open(data_dir, config.outage_queue_max_events)?;
         let recover_op = Op::Recover { boot };
         let flushed = flush(&*store, &mut queue).await?;
-        let recovered = flushed && apply_timed(&*store, &recover_op).await.is_ok();
+        let recovered =
+            !recover_at_boot || (flushed && apply_timed(&*store, &recover_op).await.is_ok());
         if !recovered {
             tracing::warn!("storage unavailable at start-up: crash recovery queued");
             queue.push(&recover_op)?;
@@ -731,6 +762,7 @@ impl Billing {
         let billing = Billing {
             inner: Arc::new(Inner {
                 secret: secret.to_vec(),
+                gate: std::sync::OnceLock::new(),
                 clocks: Mutex::new(HashMap::new()),
                 tx,
                 queue_depth: queue_depth.clone(),
@@ -752,7 +784,28 @@ impl Billing {
         Ok(billing)
     }
 
-    fn send(&self, ops: Vec<Op>) {
+    /// Attach the write gate, once, at start-up (cluster mode): from then on the ops of a
+    /// consultation the gate refuses (this node lost its lease: it was stopped, or cut off from
+    /// the store, for longer than a lease) are dropped, not written, so that a fenced node never
+    /// extends or reopens what the consultation's new owner closed.
+    pub fn attach_gate(&self, gate: WriteGate) {
+        let _ = self.inner.gate.set(gate);
+    }
+
+    fn send(&self, mut ops: Vec<Op>) {
+        if let Some(gate) = self.inner.gate.get() {
+            let now = now_ms();
+            let before = ops.len();
+            ops.retain(|op| match op {
+                Op::Billing { interval } => gate(&interval.consultation, now),
+                Op::Presence { interval } => gate(&interval.consultation, now),
+                Op::Summary { summary } => gate(&summary.consultation, now),
+                Op::Audit { .. } | Op::Recover { .. } => true,
+            });
+            if ops.len() < before {
+                metrics::counter!(FENCED_WRITES).increment((before - ops.len()) as u64);
+            }
+        }
         for op in ops {
             // The writer lives as long as any sender does.
             let _ = self.inner.tx.send(op);
@@ -847,6 +900,11 @@ impl Observer for Billing {
         target: Option<&str>,
     ) {
         Billing::audit(self, action, actor, Some(consultation.as_str()), target);
+    }
+
+    fn evicted(&self, consultation: &ConsultationId) {
+        // Its new owner keeps its clock; nothing more is written for it here.
+        lock(&self.inner.clocks).remove(consultation.as_str());
     }
 }
 

@@ -108,6 +108,9 @@ pub enum Disconnect {
     Rejected,
     Removed,
     Ended,
+    /// This server no longer serves the consultation (in a cluster, another node took it over,
+    /// or this one could not renew its lease): reconnect through the load balancer.
+    Moved,
 }
 
 /// What is delivered, in order, to a participant's connection.

@@ -837,6 +837,24 @@ impl Consultation {
         effects
     }
 
+    /// This server stops serving the consultation (cluster fencing): every open connection is
+    /// closed with [`Disconnect::Moved`] and its media stopped. Nobody is marked as left and
+    /// nothing is recorded: the consultation carries on on its new owner.
+    pub fn evict(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for p in self.participants.iter_mut() {
+            if p.state != ParticipantState::Left {
+                p.close(Disconnect::Moved);
+                p.outbox = None;
+                p.reconnect_deadline = None;
+                effects.push(Effect::StopMedia {
+                    participant: p.id.clone(),
+                });
+            }
+        }
+        effects
+    }
+
     /// `participant` must be admitted (media signalling).
     pub fn require_admitted(&self, participant: &str) -> Result<(), ActionError> {
         match self.get(participant) {
@@ -1130,6 +1148,44 @@ mod tests {
                 _ => Vec::new(),
             })
             .collect()
+    }
+
+    #[test]
+    fn an_evicted_consultation_closes_every_connection_as_moved_and_records_no_one_as_left() {
+        let mut c = consultation(12);
+        let (doc, _, mut doc_conn) = join(&mut c, "Dr A", Role::Practitioner, 1);
+        let (pat, _, mut pat_conn) = join(&mut c, "Pat", Role::Patient, 2);
+        let (waiting, _, mut waiting_conn) = join(&mut c, "Late", Role::Patient, 3);
+        c.admit(&doc.participant, pat.participant.as_str()).unwrap();
+        for conn in [&mut doc_conn, &mut pat_conn, &mut waiting_conn] {
+            conn.drain();
+        }
+        let effects = c.evict();
+        // Media stops for everyone (the new owner starts it again); no presence change, no
+        // audit, nothing recorded: the consultation goes on elsewhere.
+        let stopped: Vec<&ParticipantId> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::StopMedia { participant } => Some(participant),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stopped.len(), 3, "{effects:?}");
+        assert!(
+            effects
+                .iter()
+                .all(|e| matches!(e, Effect::StopMedia { .. }))
+        );
+        for conn in [&mut doc_conn, &mut pat_conn, &mut waiting_conn] {
+            assert_eq!(conn.drain(), vec![Outbound::Close(Disconnect::Moved)]);
+        }
+        for p in [&doc, &pat, &waiting] {
+            assert_ne!(
+                c.participant_state(p.participant.as_str()),
+                Some(ParticipantState::Left)
+            );
+        }
+        assert!(!c.is_ended());
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub trait Observer: Send + Sync {
     );
     /// `actor` (a participant id) did `action` (to `target`).
     fn audit(&self, action: &str, actor: &str, consultation: &ConsultationId, target: Option<&str>);
+    /// This server stopped serving `consultation` without it ending (cluster fencing): forget
+    /// it, write nothing more for it (its new owner does).
+    fn evicted(&self, _consultation: &ConsultationId) {}
 }
 
 /// The media plane as the consultation sees it: sessions are started for admitted participants
@@ -560,6 +563,48 @@ impl ConsultationService {
         self.forget_ended_later(consultation);
         self.update_gauges();
         true
+    }
+
+    /// This server no longer owns `consultation` (cluster fencing: a newer epoch exists, or its
+    /// lease could not be renewed): close every connection to it with [`Disconnect::Moved`],
+    /// stop their media, tell the observer, and forget it here, without recording it ended or
+    /// anyone as left. Returns whether it was live here.
+    pub fn evict(&self, consultation: &ConsultationId) -> bool {
+        let Some((_, entry)) = self.inner.consultations.remove(consultation) else {
+            return false;
+        };
+        let mut c = lock(&entry);
+        let effects = c.evict();
+        for effect in effects {
+            if let Effect::StopMedia { participant } = effect {
+                self.inner.media.stop(&participant);
+            }
+        }
+        drop(c);
+        if let Some(o) = self.inner.observer.get() {
+            o.evicted(consultation);
+        }
+        tracing::warn!(%consultation, "consultation evicted: this server no longer owns it");
+        self.update_gauges();
+        true
+    }
+
+    /// Whether `consultation` is held here with anyone present (connected, or within their
+    /// reconnect grace).
+    pub fn is_live(&self, consultation: &str) -> bool {
+        self.entry(consultation).is_some_and(|e| {
+            let c = lock(&e);
+            !c.is_ended() && !c.is_abandoned()
+        })
+    }
+
+    /// Ids of the consultations held here.
+    pub fn consultation_ids(&self) -> Vec<ConsultationId> {
+        self.inner
+            .consultations
+            .iter()
+            .map(|e| e.key().clone())
+            .collect()
     }
 
     /// Send `event` to every participant in the call (admitted, or admitted and reconnecting).

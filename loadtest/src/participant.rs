@@ -32,6 +32,9 @@ pub struct Participant {
     pub id: String,
     /// The seat secret the server gave this connection in `joined`, if any.
     pub seat_secret: Option<String>,
+    /// The WebSocket URL that served the join: the one asked, or where a cluster node's
+    /// `redirect` pointed.
+    pub served_by: String,
     /// The socket's reader and writer tasks (aborted by `drop_connection`).
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -45,11 +48,29 @@ impl Participant {
 
     /// [`Participant::join`] with a peer built from `options.peer`; with `options.auto_admit`
     /// (a practitioner) every participant appearing in the waiting list is admitted at once.
+    /// A `redirect` (cluster mode) is followed, up to three times.
     pub async fn join_with(
         ws_url: &str,
         token: &str,
         options: JoinOptions,
     ) -> Result<Participant, BoxError> {
+        let mut url = ws_url.to_string();
+        for _ in 0..3 {
+            match Self::join_once(&url, token, options.clone()).await {
+                Ok(Ok(p)) => return Ok(p),
+                Ok(Err(redirect)) => url = redirect,
+                Err(e) => return Err(e),
+            }
+        }
+        Err("too many redirects".into())
+    }
+
+    /// One connection: the participant, or where a `redirect` pointed.
+    async fn join_once(
+        ws_url: &str,
+        token: &str,
+        options: JoinOptions,
+    ) -> Result<Result<Participant, String>, BoxError> {
         let (ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
         let (mut sink, mut stream) = ws.split();
         let peer = Arc::new(SyntheticPeer::with_options(options.peer).await?);
@@ -129,13 +150,21 @@ impl Participant {
             peer,
             id: String::new(),
             seat_secret,
+            served_by: ws_url.to_string(),
             tasks: vec![writer, reader],
         };
         let joined = p
             .expect(Duration::from_secs(10), |m| {
-                matches!(m, ServerMessage::Joined { .. })
+                matches!(
+                    m,
+                    ServerMessage::Joined { .. } | ServerMessage::Redirect { .. }
+                )
             })
             .await?;
+        if let ServerMessage::Redirect { url } = joined {
+            p.drop_connection().await;
+            return Ok(Err(url));
+        }
         if let ServerMessage::Joined {
             you, seat_secret, ..
         } = joined
@@ -145,7 +174,7 @@ impl Participant {
                 p.seat_secret = seat_secret;
             }
         }
-        Ok(p)
+        Ok(Ok(p))
     }
 
     pub fn send(&self, msg: ClientMessage) {

@@ -1,14 +1,34 @@
 //! This server as one node of a cluster (`[cluster]`, issue 14): its heartbeat document in the
-//! shared MongoDB, its readiness, and draining. Placement and fencing decisions live in the
+//! shared MongoDB, its readiness, draining, and the routing of joins: a join is served here only
+//! when this node owns the consultation's placement (claimed at the first join, renewed while
+//! anyone is present, released when the consultation is over); otherwise the client is
+//! redirected to the owner. A consultation whose lease this node loses (a newer epoch in the
+//! store, or no renewal for a whole lease) is evicted: its sessions close and its clients
+//! reconnect through the load balancer. Placement and fencing decisions live in the
 //! `teleconsult-cluster` crate; the store's side in `teleconsult_store::cluster`.
 
 use crate::config::{Config, ExposeSecret};
-use std::sync::Arc;
+use rand::SeedableRng;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use teleconsult_consultation::ConsultationService;
+use teleconsult_cluster::{LeaseState, OwnerLease};
+use teleconsult_consultation::{ConsultationId, ConsultationService};
+use teleconsult_signaling::{ConsultationRouter, Route};
 use teleconsult_store::{ClusterStore, Millis, MongoStore, NodeRecord, NodeState};
 use tokio::sync::Notify;
+
+/// Metric: placements claimed by this node's routing (a consultation placed or re-placed).
+pub const PLACEMENTS_CLAIMED: &str = "teleconsult_cluster_placements_claimed_total";
+/// Metric: consultations this node stopped serving because it lost their lease.
+pub const FENCED: &str = "teleconsult_cluster_fenced_total";
+/// Metric (histogram, seconds): how long one placement decision at join took (store reads and
+/// the claim, if any).
+pub const PLACEMENT_SECONDS: &str = "teleconsult_cluster_placement_seconds";
+
+/// Lease renewals sent to the store at once.
+const RENEWALS_IN_FLIGHT: usize = 64;
 
 /// Dead nodes' documents are deleted this long after their lease ended.
 const SWEEP_GRACE_MS: Millis = 60_000;
@@ -36,6 +56,19 @@ struct Inner {
     consultations: ConsultationService,
     stop: Notify,
     stopped: AtomicBool,
+    /// The placements this node owns, by consultation (never locked across an `.await`).
+    leases: Mutex<HashMap<String, Held>>,
+    /// The WebSocket origins of the live nodes (`ws://host:port`), refreshed every lease: the
+    /// pages' Content-Security-Policy lets the browser follow a `redirect` to them.
+    origins: Mutex<Vec<String>>,
+}
+
+/// One placement this node owns.
+struct Held {
+    lease: OwnerLease,
+    /// When a join was last routed here for it (a consultation is not released as over before
+    /// that join has had time to arrive).
+    since: Millis,
 }
 
 impl ClusterNode {
@@ -65,11 +98,16 @@ impl ClusterNode {
                 consultations,
                 stop: Notify::new(),
                 stopped: AtomicBool::new(false),
+                leases: Mutex::new(HashMap::new()),
+                origins: Mutex::new(Vec::new()),
             }),
         };
         node.beat().await;
+        node.refresh_origins().await;
         let this = node.clone();
         tokio::spawn(async move { this.run().await });
+        let this = node.clone();
+        tokio::spawn(async move { this.keep_leases().await });
         tracing::info!(node = %node.inner.id, "joined the cluster");
         Ok(node)
     }
@@ -99,12 +137,291 @@ impl ClusterNode {
         self.beat().await;
     }
 
-    /// Leave the cluster: stop heartbeats and delete this node's document.
+    /// Leave the cluster: stop heartbeats, release the placements still held (their next join
+    /// re-places them at once) and delete this node's document.
     pub async fn leave(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
-        self.inner.stop.notify_one();
+        self.inner.stop.notify_waiters();
+        let held: Vec<OwnerLease> = self.leases().drain().map(|(_, h)| h.lease).collect();
+        for l in held {
+            self.release(&l).await;
+        }
         if let Err(e) = self.inner.store.remove_node(&self.inner.id).await {
             tracing::warn!(node = %self.inner.id, error = %e, "could not remove the node's document");
+        }
+    }
+
+    /// The live nodes' WebSocket origins, as last read.
+    pub fn origins(&self) -> Vec<String> {
+        self.inner
+            .origins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn refresh_origins(&self) {
+        if let Ok(nodes) = self.inner.store.live_nodes(now_ms()).await {
+            let mut origins: Vec<String> = nodes
+                .iter()
+                .filter_map(|n| ws_origin(&n.public_url))
+                .collect();
+            origins.sort();
+            origins.dedup();
+            *self.inner.origins.lock().unwrap_or_else(|p| p.into_inner()) = origins;
+        }
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.inner.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The consultations whose placement this node holds now.
+    pub fn owned(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.leases().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Where `consultation` is served: here (this node owns it, claimed now if nobody did, or
+    /// the last owner's lease ran out), elsewhere (the owner's WebSocket URL), or nowhere now.
+    async fn route_join(&self, consultation: &str) -> Route {
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        let store = self.inner.store.as_ref();
+        let placed = teleconsult_cluster::place(
+            store,
+            consultation,
+            self.inner.region.as_deref(),
+            now,
+            self.inner.lease_ms,
+            &mut rng,
+        )
+        .await;
+        let route = match placed {
+            Ok(owner) => {
+                let p = owner.placement;
+                if owner.claimed {
+                    metrics::counter!(PLACEMENTS_CLAIMED).increment(1);
+                    if p.epoch > 1 {
+                        // A takeover: what the old owner left open ends at its last checkpoint,
+                        // and its late writes are discarded.
+                        self.fence_intervals(consultation).await;
+                    }
+                }
+                if p.node == self.inner.id {
+                    if self.adopt(&p, now) {
+                        // Taken on now (claimed here or by the node that redirected the
+                        // client): renew at once, so that a client arriving late in the
+                        // claim's lease does not find it run out a moment later.
+                        self.renew_now(consultation, now).await
+                    } else {
+                        Route::Here
+                    }
+                } else {
+                    // Someone else owns it: if this node still thought it did, it is fenced.
+                    self.fence_local(consultation, Some(p.epoch));
+                    match store.live_nodes(now).await {
+                        Ok(nodes) => match nodes.into_iter().find(|n| n.id == p.node) {
+                            Some(n) => Route::Elsewhere(ws_url(&n.public_url, consultation)),
+                            None => Route::Unavailable,
+                        },
+                        Err(e) => {
+                            tracing::warn!(%consultation, error = %e, "cluster store: cannot read the owner's address");
+                            Route::Unavailable
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%consultation, error = %e, "cannot place the consultation");
+                Route::Unavailable
+            }
+        };
+        metrics::histogram!(PLACEMENT_SECONDS).record(started.elapsed().as_secs_f64());
+        route
+    }
+
+    /// Renew the lease just taken on for `consultation`: here if it holds, else nowhere for now.
+    async fn renew_now(&self, consultation: &str, now: Millis) -> Route {
+        let Some(mut lease) = self.leases().get(consultation).map(|h| h.lease.clone()) else {
+            return Route::Unavailable;
+        };
+        match lease.renew(self.inner.store.as_ref(), now).await {
+            LeaseState::Held => {
+                let mut leases = self.leases();
+                if let Some(h) = leases.get_mut(consultation)
+                    && h.lease.epoch == lease.epoch
+                {
+                    h.lease = lease;
+                }
+                Route::Here
+            }
+            LeaseState::Fenced => {
+                self.fence_local(consultation, Some(lease.epoch + 1));
+                Route::Unavailable
+            }
+        }
+    }
+
+    /// Serve `p` (this node's placement): keep the lease we hold for its epoch, else take it on.
+    /// Returns whether it was taken on now.
+    fn adopt(&self, p: &teleconsult_store::Placement, now: Millis) -> bool {
+        let mut leases = self.leases();
+        let keep = leases
+            .get(&p.consultation)
+            .is_some_and(|h| h.lease.epoch == p.epoch && h.lease.state(now) == LeaseState::Held);
+        if keep {
+            // A join is on its way: not released as over before it arrives.
+            if let Some(h) = leases.get_mut(&p.consultation) {
+                h.since = now;
+            }
+        } else {
+            leases.insert(
+                p.consultation.clone(),
+                Held {
+                    lease: OwnerLease::new(p, self.inner.lease_ms),
+                    since: now,
+                },
+            );
+        }
+        !keep
+    }
+
+    /// Stop serving `consultation` here if this node holds an older lease for it than `newer`
+    /// (or any lease, for `None`): its sessions close, its clients reconnect through the load
+    /// balancer.
+    fn fence_local(&self, consultation: &str, newer: Option<u64>) {
+        let removed = {
+            let mut leases = self.leases();
+            match leases.get(consultation) {
+                Some(h) if newer.is_none_or(|e| h.lease.epoch < e) => {
+                    leases.remove(consultation).is_some()
+                }
+                _ => false,
+            }
+        };
+        if removed {
+            metrics::counter!(FENCED).increment(1);
+            tracing::warn!(%consultation, node = %self.inner.id, "fenced: this node no longer owns the consultation");
+            self.inner
+                .consultations
+                .evict(&ConsultationId::new(consultation));
+        }
+    }
+
+    async fn fence_intervals(&self, consultation: &str) {
+        match self.inner.store.fence_intervals(consultation).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(%consultation, closed = n, "the previous owner's open intervals closed at their last checkpoint")
+            }
+            Err(e) => {
+                tracing::warn!(%consultation, error = %e, "could not fence the previous owner's intervals")
+            }
+        }
+    }
+
+    /// Whether this node may write billing for `consultation` at `now`: it holds a lease on it
+    /// that has not run out (a node stopped or cut off past its lease writes nothing more).
+    pub fn may_write(&self, consultation: &str, now: Millis) -> bool {
+        self.leases()
+            .get(consultation)
+            .is_some_and(|h| h.lease.state(now) == LeaseState::Held)
+    }
+
+    /// Close the intervals of consultations whose owner is gone with nobody taking over (their
+    /// participants never came back): any open interval whose consultation has no placement
+    /// with a lease in the last `grace` ms.
+    async fn sweep_orphans(&self, now: Millis, grace: Millis) {
+        let Ok(open) = self.inner.store.open_consultations().await else {
+            return;
+        };
+        for consultation in open {
+            match self.inner.store.placement(&consultation).await {
+                Ok(Some(p)) if p.lease_until + grace > now => {}
+                Ok(_) => self.fence_intervals(&consultation).await,
+                Err(_) => return,
+            }
+        }
+    }
+
+    async fn release(&self, l: &OwnerLease) {
+        if let Err(e) = self
+            .inner
+            .store
+            .release_placement(&l.consultation, l.epoch, &l.node, now_ms())
+            .await
+        {
+            tracing::warn!(consultation = %l.consultation, error = %e, "could not release the placement");
+        }
+    }
+
+    /// Renew the leases of the consultations served here, in time; evict those whose lease is
+    /// lost; release those that are over (everyone left, or ended).
+    async fn keep_leases(self) {
+        let period = Duration::from_millis(u64::try_from(self.inner.lease_ms / 6).unwrap_or(500));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = self.inner.stop.notified() => return,
+            }
+            if self.inner.stopped.load(Ordering::Relaxed) {
+                return;
+            }
+            let now = now_ms();
+            let held: Vec<OwnerLease> = self.leases().values().map(|h| h.lease.clone()).collect();
+            // Many consultations per node: their renewals go to the store concurrently (a
+            // sequential pass of store round trips could outlast a lease).
+            use futures_util::StreamExt;
+            futures_util::stream::iter(held)
+                .for_each_concurrent(RENEWALS_IN_FLIGHT, |lease| self.tend(lease, now))
+                .await;
+        }
+    }
+
+    /// One placement held here, at `now`: released if its consultation is over, renewed when
+    /// due, evicted when lost.
+    async fn tend(&self, mut lease: OwnerLease, now: Millis) {
+        let consultation = lease.consultation.clone();
+        if !self.inner.consultations.is_live(&consultation) {
+            // Over (everyone left, or ended), unless a join was routed here within the last
+            // lease and has yet to arrive.
+            let gone = {
+                let mut leases = self.leases();
+                match leases.get(&consultation) {
+                    Some(h)
+                        if h.lease.epoch == lease.epoch && now - h.since > self.inner.lease_ms =>
+                    {
+                        leases.remove(&consultation).is_some()
+                    }
+                    _ => false,
+                }
+            };
+            if gone {
+                self.release(&lease).await;
+                tracing::info!(%consultation, epoch = lease.epoch, "placement released");
+                return;
+            }
+        }
+        let state = if lease.state(now) == LeaseState::Fenced {
+            LeaseState::Fenced
+        } else if now >= lease.renew_at() {
+            lease.renew(self.inner.store.as_ref(), now).await
+        } else {
+            return;
+        };
+        match state {
+            LeaseState::Held => {
+                let mut leases = self.leases();
+                if let Some(h) = leases.get_mut(&consultation)
+                    && h.lease.epoch == lease.epoch
+                {
+                    h.lease = lease;
+                }
+            }
+            LeaseState::Fenced => self.fence_local(&consultation, Some(lease.epoch + 1)),
         }
     }
 
@@ -155,7 +472,11 @@ impl ClusterNode {
             }
             self.beat().await;
             beats += 1;
+            if beats.is_multiple_of(5) {
+                self.refresh_origins().await;
+            }
             if beats.is_multiple_of(50) {
+                self.sweep_orphans(now_ms(), SWEEP_GRACE_MS).await;
                 match self.inner.store.sweep_nodes(now_ms(), SWEEP_GRACE_MS).await {
                     Ok(n) if n > 0 => tracing::info!(swept = n, "dead nodes' documents deleted"),
                     Ok(_) => {}
@@ -164,6 +485,41 @@ impl ClusterNode {
             }
         }
     }
+}
+
+impl ConsultationRouter for ClusterNode {
+    fn route<'a>(
+        &'a self,
+        consultation: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Route> + Send + 'a>> {
+        Box::pin(self.route_join(consultation))
+    }
+}
+
+/// The WebSocket URL of `consultation` on the node reachable at `public_url` (`http` → `ws`,
+/// `https` → `wss`).
+pub fn ws_url(public_url: &str, consultation: &str) -> String {
+    let base = public_url.trim_end_matches('/');
+    let base = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_string()
+    };
+    format!("{base}/ws/{consultation}")
+}
+
+/// The WebSocket origin (`ws://host[:port]` or `wss://…`) of a node's `public_url`, when it is
+/// a plain `http(s)://authority` safe to put into a header.
+pub fn ws_origin(public_url: &str) -> Option<String> {
+    let (scheme, rest) = if let Some(r) = public_url.strip_prefix("https://") {
+        ("wss", r)
+    } else {
+        ("ws", public_url.strip_prefix("http://")?)
+    };
+    let authority = rest.split('/').next()?;
+    crate::http::sane_host(authority).then(|| format!("{scheme}://{authority}"))
 }
 
 /// This process's CPU use since the previous call, in cores (Linux `/proc/self/stat`; 0 where
@@ -199,4 +555,29 @@ fn cpu_share() -> f64 {
     };
     *last = Some((now, ticks));
     share
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_owner_url_is_its_websocket_with_the_consultation_in_the_path() {
+        assert_eq!(
+            super::ws_url("http://127.0.0.1:8081/", "c-1"),
+            "ws://127.0.0.1:8081/ws/c-1"
+        );
+        assert_eq!(
+            super::ws_url("https://n2.consult.example.org", "c-2"),
+            "wss://n2.consult.example.org/ws/c-2"
+        );
+        assert_eq!(
+            super::ws_origin("https://n2.consult.example.org/x").as_deref(),
+            Some("wss://n2.consult.example.org")
+        );
+        assert_eq!(super::ws_origin("ftp://x"), None);
+        assert_eq!(
+            super::ws_origin("http://a b;c"),
+            None,
+            "nothing unsafe in a header"
+        );
+    }
 }

@@ -87,6 +87,10 @@ pub fn router(state: AppState) -> Router {
         .saturating_add(UPLOAD_OVERHEAD);
     let router = Router::new()
         .route("/ws", get(crate::routes::workspace::websocket))
+        .route(
+            "/ws/{consultation}",
+            get(crate::routes::workspace::websocket_for),
+        )
         .route("/", get(|| async { serve_asset("index.html") }))
         .route("/join", get(|| async { serve_asset("join.html") }))
         .route("/login", get(|| async { serve_asset("login.html") }))
@@ -108,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
             state.config.server.body_idle_timeout_secs,
         )))
+        .layer(middleware::from_fn(record_latency))
         .layer(request_logs(Level::INFO))
         .merge(quiet)
         .layer(middleware::from_fn_with_state(
@@ -174,6 +179,42 @@ fn request_logs(
                 .level(level)
                 .latency_unit(LatencyUnit::Millis),
         )
+}
+
+/// Every request's latency into `teleconsult_http_request_duration_seconds`, labelled by the
+/// matched route's template (never an id: `/api/workspace/consultations/{id}`), or `fallback`
+/// for embedded files and unknown paths (client-chosen text never becomes a label).
+async fn record_latency(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "fallback".to_string(), |m| m.as_str().to_string());
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    let status = match resp.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::histogram!(
+        crate::telemetry::names::HTTP_REQUEST_DURATION,
+        "route" => route,
+        "method" => method,
+        "status" => status
+    )
+    .record(started.elapsed().as_secs_f64());
+    resp
 }
 
 /// What a request log may say of the path (see [`request_logs`]).
@@ -392,7 +433,12 @@ async fn content_security_policy_header(
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
     let mut resp = next.run(req).await;
-    let csp = content_security_policy(&state.config.server, host.as_deref());
+    let mut csp = content_security_policy(&state.config.server, host.as_deref());
+    // In a cluster the client may be redirected to another node: allow the live nodes' origins.
+    if let Some(node) = &state.cluster {
+        let extra: String = node.origins().iter().map(|o| format!(" {o}")).collect();
+        csp = csp.replacen("; base-uri", &format!("{extra}; base-uri"), 1);
+    }
     if let Ok(v) = HeaderValue::from_str(&csp) {
         resp.headers_mut()
             .insert(header::CONTENT_SECURITY_POLICY, v);

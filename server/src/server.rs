@@ -233,13 +233,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     let config = Arc::new(config);
     // Billing before serving: replay the outage queue, close what a crashed process left open.
-    let billing = crate::billing::Billing::start(
-        &config.billing,
-        &config.storage.data_dir,
+    // In a cluster no boot recovery: the open intervals in the shared store may be other live
+    // nodes'; takeovers close a dead owner's (crate::cluster).
+    let (pseudonym_key, data_dir) = (
         config.billing.pseudonym_key.expose_secret().as_bytes(),
-        store.clone(),
-    )
-    .await
+        &config.storage.data_dir,
+    );
+    let billing = if config.cluster.enabled {
+        crate::billing::Billing::start_in_cluster(
+            &config.billing,
+            data_dir,
+            pseudonym_key,
+            store.clone(),
+        )
+        .await
+    } else {
+        crate::billing::Billing::start(&config.billing, data_dir, pseudonym_key, store.clone())
+            .await
+    }
     .context("billing: cannot open the outage queue in storage.data_dir")?;
     // An ended consultation is remembered at least as long as a token for it likely lives.
     let keep_ended = Duration::from_secs(config.auth.token_ttl_secs.max(24 * 3600));
@@ -263,6 +274,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .to_vec(),
         invitations,
     ));
+    let cluster = if config.cluster.enabled {
+        Some(
+            crate::cluster::ClusterNode::start(&config, media_addr, consultations.clone())
+                .await
+                .context("cluster: cannot reach the MongoDB store (storage.mongodb_uri)")?,
+        )
+    } else {
+        None
+    };
+    if let Some(node) = &cluster {
+        let node = node.clone();
+        billing.attach_gate(Arc::new(move |c: &str, now| node.may_write(c, now)));
+    }
     let signaling = Arc::new(teleconsult_signaling::Signaling {
         consultations: consultations.clone(),
         sfu,
@@ -271,6 +295,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         errors: Default::default(),
         ice_servers: crate::turn::source(&config.turn),
         limits: Default::default(),
+        router: cluster
+            .clone()
+            .map(|n| Arc::new(n) as Arc<dyn teleconsult_signaling::ConsultationRouter>),
     });
     let documents = teleconsult_documents::DocumentService::new(
         &config.documents,
@@ -291,15 +318,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         &config.accounts,
         store.clone() as Arc<dyn teleconsult_store::AccountStore>,
     );
-    let cluster = if config.cluster.enabled {
-        Some(
-            crate::cluster::ClusterNode::start(&config, media_addr, consultations.clone())
-                .await
-                .context("cluster: cannot reach the MongoDB store (storage.mongodb_uri)")?,
-        )
-    } else {
-        None
-    };
     let state = AppState {
         accounts,
         cluster,

@@ -2,7 +2,7 @@
 //! process starts), the metric names, and their descriptions; plus the counters each server
 //! keeps itself (signalling errors), rendered into that server's scrape only.
 
-use metrics::{Unit, describe_counter, describe_gauge};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use teleconsult_sfu::quality::{ConsultationQuality, QualitySnapshot};
@@ -22,11 +22,25 @@ pub mod names {
         CONSULTATION_JITTER, CONSULTATION_LOSS, FORWARDING_LATENCY, RTP_BYTES_IN, RTP_BYTES_OUT,
         RTP_PACKETS_IN, RTP_PACKETS_OUT, TRACKS,
     };
+    /// Histogram (seconds), label `type`: handling one signalling message, by message type.
+    pub use teleconsult_signaling::metric_names::{REDIRECTS, SIGNALING_MESSAGE_DURATION};
     /// `SIGNALING_ERRORS` has the label `kind`; this server renders it from its own counters.
     pub use teleconsult_signaling::metric_names::{SIGNALING_ERRORS, WEBSOCKET_CONNECTIONS};
     /// Counter: WebSocket handshakes refused for their `Origin` (server.allowed_origins).
     pub const WEBSOCKET_ORIGIN_REFUSED: &str = "teleconsult_websocket_origin_refused_total";
+    /// Histogram (seconds), labels `route` (the route template, never an id), `method` and
+    /// `status` (`2xx` … `5xx`): one HTTP request, handler and middleware included.
+    pub const HTTP_REQUEST_DURATION: &str = "teleconsult_http_request_duration_seconds";
+    /// Cluster mode (`crate::cluster`).
+    pub use crate::cluster::{FENCED, PLACEMENT_SECONDS, PLACEMENTS_CLAIMED};
 }
+
+/// Buckets of every latency histogram the recorder keeps (`*_seconds`): 1 ms to 10 s. Real
+/// buckets, not client-side quantiles, so that p95 can be computed over nodes and days
+/// (`histogram_quantile` over `rate(…_bucket[…])`, deploy/prometheus/latency-report.promql).
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -34,7 +48,13 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// unlabelled ones visible at zero. Returns the handle that renders the scrape text.
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let handle = match PrometheusBuilder::new().install_recorder() {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                &LATENCY_BUCKETS,
+            )
+            .expect("the latency buckets are not empty");
+        let handle = match builder.install_recorder() {
             Ok(handle) => handle,
             Err(e) => {
                 // Another recorder owns the process (e.g. a test harness): /metrics will render
@@ -81,6 +101,33 @@ fn describe() {
     describe_counter!(
         WEBSOCKET_ORIGIN_REFUSED,
         "Signalling WebSocket handshakes refused for a foreign Origin"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "HTTP request latency by route template, method and status class"
+    );
+    describe_histogram!(
+        SIGNALING_MESSAGE_DURATION,
+        Unit::Seconds,
+        "Time to handle one signalling message, by message type"
+    );
+    describe_histogram!(
+        PLACEMENT_SECONDS,
+        Unit::Seconds,
+        "Cluster: time to decide where a joining consultation is served (store reads and claim)"
+    );
+    describe_counter!(
+        PLACEMENTS_CLAIMED,
+        "Cluster: placements claimed (a consultation placed, or moved after its owner was lost)"
+    );
+    describe_counter!(
+        FENCED,
+        "Cluster: consultations this node stopped serving because it lost their lease"
+    );
+    describe_counter!(
+        REDIRECTS,
+        "Cluster: joins redirected to the node owning their consultation"
     );
 }
 

@@ -153,3 +153,132 @@ async fn a_draining_node_turns_unready_and_waits_for_its_calls() {
     s.shutdown().await;
     let _ = store.database().drop().await;
 }
+
+/// A free loopback TCP port (so that a node's `public_url` can name it before it starts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node reachable at its own `public_url` (a port picked beforehand).
+fn routed_node_config(uri: &str, database: &str, id: &str) -> Config {
+    let mut c = node_config(uri, database, id);
+    let port = free_port();
+    c.server.port = port;
+    c.cluster.public_url = format!("http://127.0.0.1:{port}");
+    c
+}
+
+/// Routing: whichever node a join reaches, the consultation is served by its placement's owner
+/// (the other node answers `redirect` and closes with 4302); the owner renews the lease while
+/// the call runs; and when a newer epoch appears in the store, the old owner fences itself: its
+/// sessions close with 1012 (reconnect through the load balancer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_reach_the_owner_through_a_redirect_and_a_newer_epoch_fences_it() {
+    use teleconsult::token::Role;
+    use teleconsult_loadtest::participant::Participant;
+    let Some(uri) = common::mongo_uri() else {
+        return;
+    };
+    let database = format!("route_{:08x}", rand::random::<u32>());
+    let a = TestServer::start_with(routed_node_config(&uri, &database, "node-a")).await;
+    let b = TestServer::start_with(routed_node_config(&uri, &database, "node-b")).await;
+    let store = MongoStore::open(&uri, &database).await.unwrap();
+    let nodes = [&a, &b];
+    let url = |s: &TestServer, c: &str| format!("ws://{}/ws/{c}", s.http_addr);
+
+    // The practitioner joins through node a: served by whichever node the placement chose.
+    let c = "c-route";
+    let dr = Participant::join(
+        &url(&a, c),
+        &a.token(c, "dr-route", Role::Practitioner).await,
+    )
+    .await
+    .expect("the practitioner joins");
+    let placed = store
+        .placement(c)
+        .await
+        .unwrap()
+        .expect("placed at the first join");
+    assert_eq!(placed.epoch, 1);
+    let owner = nodes
+        .iter()
+        .find(|s| s.config.cluster.node_id == placed.node)
+        .unwrap();
+    let other = nodes
+        .iter()
+        .find(|s| s.config.cluster.node_id != placed.node)
+        .unwrap();
+    assert_eq!(dr.served_by, url(owner, c), "served by the owner");
+
+    // The patient's join sent to the other node is redirected to the owner, and served there.
+    let pt_token = a.token(c, "pt-route", Role::Patient).await;
+    let pt = Participant::join(&url(other, c), &pt_token)
+        .await
+        .expect("the patient joins after the redirect");
+    assert_eq!(pt.served_by, url(owner, c));
+    assert_eq!(owner.server.state.consultations.participant_ids(c).len(), 2);
+    assert!(
+        other
+            .server
+            .state
+            .consultations
+            .participant_ids(c)
+            .is_empty()
+    );
+    // A join on the legacy `/ws` is routed the same way; a token for another consultation is
+    // refused on `/ws/{consultation}`.
+    let legacy = format!("ws://{}/ws", other.http_addr);
+    let guest = Participant::join(&legacy, &a.token(c, "gu-route", Role::Guest).await)
+        .await
+        .unwrap();
+    assert_eq!(guest.served_by, url(owner, c));
+    let wrong = Participant::join(&url(other, "c-elsewhere"), &pt_token).await;
+    assert!(wrong.is_err(), "a token for another consultation");
+
+    // The owner renews its lease while the call runs (beyond the first lease of 2 s).
+    let first = placed.lease_until;
+    common::poll(std::time::Duration::from_secs(10), "a renewal", || {
+        let store = store.clone();
+        async move {
+            let p = store.placement(c).await.ok()??;
+            (p.epoch == 1 && p.lease_until > first + 1_000).then_some(())
+        }
+    })
+    .await;
+
+    // A newer epoch for the other node (as a takeover after a lost lease writes it): the owner
+    // sees it at its next renewal and closes every session of the consultation with 1012.
+    let now = teleconsult_accounts::now_millis();
+    let takeover = teleconsult_store::Placement {
+        consultation: c.into(),
+        epoch: 2,
+        node: other.config.cluster.node_id.clone(),
+        claimed_at: now,
+        lease_until: now + 2_000,
+    };
+    assert!(store.claim_placement(&takeover).await.unwrap());
+    for p in [&dr, &pt, &guest] {
+        let closed = common::poll(std::time::Duration::from_secs(10), "fenced", || {
+            let code = p.close_code();
+            async move { code }
+        })
+        .await;
+        assert_eq!(closed.0, 1012, "{closed:?}");
+    }
+    assert!(
+        owner
+            .server
+            .state
+            .consultations
+            .participant_ids(c)
+            .is_empty()
+    );
+
+    a.shutdown().await;
+    b.shutdown().await;
+    let _ = store.database().drop().await;
+}

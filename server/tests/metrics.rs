@@ -60,3 +60,59 @@ async fn a_consultation_in_progress_leaves_no_id_in_the_scrape() {
     drop((doctor, patient));
     s.shutdown().await;
 }
+
+/// Per-endpoint latency: every HTTP route has a histogram labelled by its template (never the
+/// id in the path), every signalling message type one of its own; real buckets (so p95 can be
+/// computed over nodes and days, deploy/prometheus/latency-report.promql).
+#[tokio::test]
+async fn latency_histograms_by_route_template_and_message_type_name_no_id() {
+    let s = TestServer::start().await;
+    let c = "c-latency-private-5d1e2";
+    let (status, _) = http_get(
+        s.http_addr,
+        &format!("/api/workspace/consultations/{c}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "not signed in");
+    // A join on /ws/{consultation}, then a ping answered.
+    let token = s.token(c, "dr-latency", Role::Practitioner).await;
+    let mut doctor = teleconsult_loadtest::participant::Participant::join(
+        &format!("ws://{}/ws/{c}", s.http_addr),
+        &token,
+    )
+    .await
+    .unwrap();
+    doctor.send(teleconsult::protocol::ClientMessage::Ping);
+    doctor
+        .expect(common::T, |m| {
+            matches!(m, teleconsult::protocol::ServerMessage::Pong)
+        })
+        .await
+        .unwrap();
+    let (_, text) = http_get(s.server.metrics_addr, "/metrics", None).await;
+    let has = |needle: &str| text.lines().any(|l| l.contains(needle));
+    assert!(
+        has(
+            r#"teleconsult_http_request_duration_seconds_bucket{route="/api/workspace/consultations/{id}",method="GET",status="4xx",le="0.005"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            r#"teleconsult_http_request_duration_seconds_count{route="/ws/{consultation}",method="GET""#
+        ),
+        "{text}"
+    );
+    assert!(
+        has(r#"teleconsult_signaling_message_duration_seconds_bucket{type="join",le="0.1"}"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"teleconsult_signaling_message_duration_seconds_count{type="ping"}"#),
+        "{text}"
+    );
+    assert!(!text.contains(c), "the consultation id in the scrape");
+    drop(doctor);
+    s.shutdown().await;
+}

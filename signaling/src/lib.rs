@@ -12,7 +12,10 @@ pub mod session;
 pub mod wire;
 
 pub use config::SignalingConfig;
-pub use session::{ErrorCounters, ErrorKind, Signaling, SignedIn, handler, upgrade, upgrade_from};
+pub use session::{
+    ConsultationRouter, ErrorCounters, ErrorKind, Route, Signaling, SignedIn, handler, upgrade,
+    upgrade_from,
+};
 
 /// Names of the metrics this crate records.
 pub mod metric_names {
@@ -21,4 +24,10 @@ pub mod metric_names {
     /// Counter, label `kind`: refused or invalid signalling input. Counted per server
     /// ([`crate::ErrorCounters`]), rendered by the server's telemetry.
     pub const SIGNALING_ERRORS: &str = "teleconsult_signaling_errors_total";
+    /// Counter: joins answered with `redirect` (cluster mode: another node owns the
+    /// consultation).
+    pub const REDIRECTS: &str = "teleconsult_cluster_redirects_total";
+    /// Histogram (seconds), label `type`: handling one client message (for `join`: from its
+    /// arrival to `joined` queued, authentication and placement included).
+    pub const SIGNALING_MESSAGE_DURATION: &str = "teleconsult_signaling_message_duration_seconds";
 }

@@ -28,6 +28,12 @@ pub mod close {
     pub const JOIN_TIMEOUT: u16 = 4408;
     pub const FULL: u16 = 4409;
     pub const ENDED: u16 = 4410;
+    /// Sent after a `redirect` message: this node does not own the consultation; connect to the
+    /// URL the message named (cluster mode).
+    pub const REDIRECT: u16 = 4302;
+    /// This node stopped serving the consultation (another node owns it now, or this one lost
+    /// its lease): reconnect through the load balancer (the standard "service restart" code).
+    pub const MOVED: u16 = 1012;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +201,12 @@ pub enum ServerMessage {
         message: String,
     },
     Pong,
+    /// (cluster mode) Another node owns this consultation: close follows with
+    /// [`close::REDIRECT`]; join again at `url` (`ws://…/ws/{consultation}`). Sent before
+    /// `joined`, to clients of any version.
+    Redirect {
+        url: String,
+    },
     /// (v2) `participant` started or stopped sharing their screen (the sharer is told too).
     ScreenShare {
         participant: ParticipantId,

@@ -43,6 +43,31 @@ pub struct Signaling {
     pub ice_servers: IceServerSource,
     /// Open sockets per source address and in all ([`upgrade_from`]).
     pub limits: Arc<crate::limits::ConnectionLimits>,
+    /// In a cluster: who serves which consultation, asked once a join is authenticated. `None`
+    /// on a single server (everything is served here).
+    pub router: Option<Arc<dyn ConsultationRouter>>,
+}
+
+/// Where a consultation is served, as a [`ConsultationRouter`] decides at join.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Here: go on with the join.
+    Here,
+    /// On another node: send `redirect` with this WebSocket URL (`ws://…/ws/{consultation}`),
+    /// then close with [`close::REDIRECT`].
+    Elsewhere(String),
+    /// Nowhere right now (no live node, the cluster store unreachable): close with 1012
+    /// (reason `unavailable`), after which clients retry through the load balancer.
+    Unavailable,
+}
+
+/// Decides, per authenticated join, whether this node serves the consultation (cluster mode:
+/// the placement in the shared store is the authority).
+pub trait ConsultationRouter: Send + Sync {
+    fn route<'a>(
+        &'a self,
+        consultation: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Route> + Send + 'a>>;
 }
 
 /// Mints a participant's `ice_servers` (see the server's `turn` module); none by default.
@@ -177,17 +202,20 @@ impl std::fmt::Debug for SignedIn {
 
 /// The `/ws` route (join links only).
 pub async fn handler(ws: WebSocketUpgrade, State(state): State<Arc<Signaling>>) -> Response {
-    upgrade(ws, state, None)
+    upgrade(ws, state, None, None)
 }
 
-/// The `/ws` route for an edge that has already checked the handshake's login session:
-/// `signed_in` may then join its own consultations with an empty token.
+/// The `/ws` (`path_consultation` `None`) or `/ws/{consultation}` route for an edge that has
+/// already checked the handshake's login session: `signed_in` may then join its own
+/// consultations with an empty token. A join on `/ws/{consultation}` must be for that
+/// consultation (the path is what a load balancer hashes on).
 pub fn upgrade(
     ws: WebSocketUpgrade,
     state: Arc<Signaling>,
     signed_in: Option<SignedIn>,
+    path_consultation: Option<String>,
 ) -> Response {
-    upgrade_holding(ws, state, signed_in, None)
+    upgrade_holding(ws, state, signed_in, path_consultation, None)
 }
 
 /// [`upgrade`] for a client at `peer`, within `signaling.max_connections_per_ip` (else 429
@@ -197,6 +225,7 @@ pub fn upgrade_from(
     ws: WebSocketUpgrade,
     state: Arc<Signaling>,
     signed_in: Option<SignedIn>,
+    path_consultation: Option<String>,
     peer: std::net::IpAddr,
 ) -> Response {
     use crate::limits::Refused;
@@ -207,7 +236,7 @@ pub fn upgrade_from(
         state.config.max_connections,
     );
     match state.limits.take(peer, per_ip, total) {
-        Ok(slot) => upgrade_holding(ws, state, signed_in, Some(slot)),
+        Ok(slot) => upgrade_holding(ws, state, signed_in, path_consultation, Some(slot)),
         Err(why) => {
             state.count_error(ErrorKind::TooManyConnections);
             let (status, code) = match why {
@@ -229,6 +258,7 @@ fn upgrade_holding(
     ws: WebSocketUpgrade,
     state: Arc<Signaling>,
     signed_in: Option<SignedIn>,
+    path_consultation: Option<String>,
     slot: Option<crate::limits::Slot>,
 ) -> Response {
     let limit = state.config.max_message_bytes;
@@ -237,7 +267,7 @@ fn upgrade_holding(
     ws.max_message_size(limit.saturating_mul(2))
         .max_frame_size(limit.saturating_mul(2))
         .on_upgrade(move |socket| async move {
-            session(socket, state, signed_in).await;
+            session(socket, state, signed_in, path_consultation).await;
             drop(slot);
         })
 }
@@ -381,7 +411,12 @@ fn transport_refusal(e: axum::Error) -> Option<TransportRefusal> {
     }
 }
 
-async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<SignedIn>) {
+async fn session(
+    socket: WebSocket,
+    state: Arc<Signaling>,
+    signed_in: Option<SignedIn>,
+    path_consultation: Option<String>,
+) {
     let _gauge = ConnGauge::new();
     let (mut sink, mut stream) = socket.split();
     let join_timeout = Duration::from_secs(state.config.join_timeout_secs);
@@ -390,7 +425,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
     // connection: one deadline, not renewed by pings or refused messages before the join.
     let join_deadline = tokio::time::Instant::now() + join_timeout;
     let budget = Budget::new(&state.config);
-    let (credential, seat_secret, version) = loop {
+    let (credential, seat_secret, version, join_at) = loop {
         let next = tokio::time::timeout_at(join_deadline, stream.next()).await;
         let Ok(next) = next else {
             state.count_error(ErrorKind::JoinTimeout);
@@ -426,6 +461,7 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                 consultation,
                 seat_secret,
             }) => {
+                let join_at = std::time::Instant::now();
                 let version = protocol.unwrap_or(OLDEST_PROTOCOL_VERSION);
                 if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
                     let _ = sink
@@ -458,7 +494,11 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                 };
                 match authenticated {
                     Ok(credential) => {
-                        if consultation.is_some_and(|c| c != *credential.consultation()) {
+                        let in_path = path_consultation
+                            .as_deref()
+                            .is_some_and(|p| p != credential.consultation().as_str());
+                        if in_path || consultation.is_some_and(|c| c != *credential.consultation())
+                        {
                             state.count_error(ErrorKind::WrongConsultation);
                             let _ = sink
                                 .send(close_frame(
@@ -468,7 +508,28 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                                 .await;
                             return;
                         }
-                        break (credential, seat_secret, version);
+                        // In a cluster, only the consultation's owner serves it.
+                        if let Some(router) = &state.router {
+                            match router.route(credential.consultation().as_str()).await {
+                                Route::Here => {}
+                                Route::Elsewhere(url) => {
+                                    metrics::counter!(crate::metric_names::REDIRECTS).increment(1);
+                                    let _ = sink.send(text(&ServerMessage::Redirect { url })).await;
+                                    let _ =
+                                        sink.send(close_frame(close::REDIRECT, "redirect")).await;
+                                    await_close_reply(&mut stream).await;
+                                    return;
+                                }
+                                Route::Unavailable => {
+                                    // Transient (an owner just lost, the cluster store
+                                    // slow): the client retries through the load balancer.
+                                    let _ =
+                                        sink.send(close_frame(close::MOVED, "unavailable")).await;
+                                    return;
+                                }
+                            }
+                        }
+                        break (credential, seat_secret, version, join_at);
                     }
                     Err(refusal) => {
                         state.count_error(ErrorKind::BadToken);
@@ -508,7 +569,11 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
         generation,
         ..
     } = match joined {
-        Ok(j) => j,
+        Ok(j) => {
+            metrics::histogram!(crate::metric_names::SIGNALING_MESSAGE_DURATION, "type" => "join")
+                .record(join_at.elapsed().as_secs_f64());
+            j
+        }
         Err(e) => {
             state.count_error(ErrorKind::JoinRefused);
             let (code, reason) = wire::join_refused(e);
@@ -608,7 +673,12 @@ async fn session(socket: WebSocket, state: Arc<Signaling>, signed_in: Option<Sig
                         }
                     }
                     Incoming::Message(m) => {
-                        if let Some(reply) = on_message(&state, &me, m).await
+                        let started = std::time::Instant::now();
+                        let kind = message_type(&m);
+                        let reply = on_message(&state, &me, m).await;
+                        metrics::histogram!(crate::metric_names::SIGNALING_MESSAGE_DURATION, "type" => kind)
+                            .record(started.elapsed().as_secs_f64());
+                        if let Some(reply) = reply
                             && sink.send(text(&reply)).await.is_err()
                         {
                             break;
@@ -719,6 +789,29 @@ fn chat(state: &Signaling, me: &Me, kind: ChatKind, text: &str) -> Option<Server
             state.count_error(ErrorKind::Chat);
             wire::chat_refused(e)
         })
+}
+
+/// The `type` of a client message (the label of its latency histogram: a fixed set).
+fn message_type(m: &ClientMessage) -> &'static str {
+    match m {
+        ClientMessage::Join { .. } => "join",
+        ClientMessage::Answer { .. } => "answer",
+        ClientMessage::IceCandidate { .. } => "ice_candidate",
+        ClientMessage::Admit { .. } => "admit",
+        ClientMessage::Reject { .. } => "reject",
+        ClientMessage::Remove { .. } => "remove",
+        ClientMessage::EndConsultation => "end_consultation",
+        ClientMessage::Mute { .. } => "mute",
+        ClientMessage::Leave => "leave",
+        ClientMessage::Ping => "ping",
+        ClientMessage::IceRestart => "ice_restart",
+        ClientMessage::Chat { .. } => "chat",
+        ClientMessage::Notice { .. } => "notice",
+        ClientMessage::ScreenShare { .. } => "screen_share",
+        ClientMessage::PrecallStart => "precall_start",
+        ClientMessage::PrecallAnswer { .. } => "precall_answer",
+        ClientMessage::PrecallStop => "precall_stop",
+    }
 }
 
 /// Handle one request of a joined participant; returns the direct reply, if any.

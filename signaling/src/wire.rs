@@ -98,6 +98,7 @@ pub fn close_frame(why: Disconnect) -> (u16, &'static str) {
         Disconnect::Rejected => (close::FORBIDDEN, "not admitted by the practitioner"),
         Disconnect::Removed => (close::FORBIDDEN, "removed by the practitioner"),
         Disconnect::Ended => (close::ENDED, "consultation ended"),
+        Disconnect::Moved => (close::MOVED, "moved"),
     }
 }
 
@@ -134,6 +135,7 @@ mod tests {
             (Disconnect::Rejected, 4403),
             (Disconnect::Removed, 4403),
             (Disconnect::Ended, 4410),
+            (Disconnect::Moved, 1012),
         ] {
             assert_eq!(close_frame(why).0, code, "{why:?}");
         }

@@ -91,6 +91,13 @@ pub trait ClusterStore: Send + Sync {
         node: &str,
         lease_until: Millis,
     ) -> Result<Renewal>;
+    /// A takeover of `consultation` (or a dead owner found with nobody taking over): close its
+    /// open billing and presence intervals at their last checkpoint (marked recovered) and fence
+    /// them, so that late writes of the old owner are discarded. Returns how many were closed.
+    async fn fence_intervals(&self, consultation: &str) -> Result<u64>;
+    /// The consultations with an open billing or presence interval.
+    async fn open_consultations(&self) -> Result<Vec<String>>;
+
     /// The owner lets go (its consultation ended, or it drains): the lease ends now, so the next
     /// join places the consultation at once. Only this owner's epoch is touched.
     async fn release_placement(

@@ -549,6 +549,41 @@ impl MongoStore {
         Ok(())
     }
 
+    /// [`Self::upsert`] of an interval, except that an interval fenced by a cluster takeover
+    /// (`fenced: true`, see `ClusterStore::fence_intervals`) is final: a late write from its old
+    /// owner matches nothing, its insert collides with the existing `_id`, and it is discarded.
+    async fn upsert_unless_fenced(&self, coll: &str, id: &str, doc: Document) -> Result<()> {
+        let c = self.coll(coll);
+        for attempt in 0..2 {
+            match c
+                .replace_one(doc! {"_id": id, "fenced": {"$ne": true}}, doc.clone())
+                .upsert(true)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_duplicate_key(&e) => {
+                    let fenced = c
+                        .find_one(doc! {"_id": id, "fenced": true})
+                        .await
+                        .map_err(map_err)?
+                        .is_some();
+                    if fenced {
+                        tracing::debug!(
+                            collection = coll,
+                            "late write to a fenced interval discarded"
+                        );
+                        return Ok(());
+                    }
+                    if attempt == 1 {
+                        return Err(map_err(e));
+                    }
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Ok(())
+    }
+
     async fn find_all<T: DeserializeOwned>(
         &self,
         coll: &str,
@@ -668,13 +703,13 @@ impl Store for MongoStore {
 
     async fn upsert_billing_interval(&self, i: &BillingInterval) -> Result<()> {
         let d = to_doc(&BillingDoc::from(i))?;
-        self.upsert("billing_intervals", Bson::String(i.id.clone()), d)
+        self.upsert_unless_fenced("billing_intervals", &i.id, d)
             .await
     }
 
     async fn upsert_presence_interval(&self, i: &PresenceInterval) -> Result<()> {
         let d = to_doc(&PresenceDoc::from(i))?;
-        self.upsert("presence_intervals", Bson::String(i.id.clone()), d)
+        self.upsert_unless_fenced("presence_intervals", &i.id, d)
             .await
     }
 

@@ -221,4 +221,53 @@ impl ClusterStore for MongoStore {
             .map_err(map_err)?;
         Ok(())
     }
+
+    async fn fence_intervals(&self, consultation: &str) -> Result<u64> {
+        let mut closed = 0;
+        for coll in ["billing_intervals", "presence_intervals"] {
+            let c = self.coll(coll);
+            let open: Vec<mongodb::bson::Document> = c
+                .find(doc! {"consultation": consultation, "end": mongodb::bson::Bson::Null})
+                .await
+                .map_err(map_err)?
+                .try_collect()
+                .await
+                .map_err(map_err)?;
+            for d in open {
+                let (Some(id), Ok(checkpoint)) = (d.get("_id").cloned(), d.get_i64("checkpoint"))
+                else {
+                    continue;
+                };
+                let r = c
+                    .update_one(
+                        doc! {"_id": id, "end": mongodb::bson::Bson::Null},
+                        doc! {"$set": {"end": checkpoint, "recovered": true, "fenced": true}},
+                    )
+                    .await
+                    .map_err(map_err)?;
+                closed += r.modified_count;
+            }
+        }
+        Ok(closed)
+    }
+
+    async fn open_consultations(&self) -> Result<Vec<String>> {
+        let mut all = std::collections::BTreeSet::new();
+        for coll in ["billing_intervals", "presence_intervals"] {
+            let docs: Vec<mongodb::bson::Document> = self
+                .coll(coll)
+                .find(doc! {"end": mongodb::bson::Bson::Null})
+                .projection(doc! {"consultation": 1})
+                .await
+                .map_err(map_err)?
+                .try_collect()
+                .await
+                .map_err(map_err)?;
+            all.extend(
+                docs.iter()
+                    .filter_map(|d| d.get_str("consultation").ok().map(str::to_string)),
+            );
+        }
+        Ok(all.into_iter().collect())
+    }
 }

@@ -150,3 +150,76 @@ async fn a_newer_epoch_fences_the_old_owner() {
     );
     common::drop_mongo(&store).await;
 }
+
+/// A takeover fences the old owner's billing: its open intervals close at their last checkpoint
+/// (marked recovered), and its late writes (a checkpoint after SIGCONT, a close) are discarded,
+/// so billing is never counted twice and loses at most one checkpoint interval. Intervals of
+/// other consultations are untouched and keep being written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_closes_the_old_owners_intervals_and_discards_its_late_writes() {
+    use teleconsult_store::{BillingInterval, PresenceInterval, Store};
+    let Some(store) = common::mongo("cluster_fence").await else {
+        return;
+    };
+    let billing =
+        |id: &str, consultation: &str, checkpoint: i64, end: Option<i64>| BillingInterval {
+            id: id.into(),
+            consultation: consultation.into(),
+            practitioner: "acct-1".into(),
+            start: 1_000,
+            end,
+            checkpoint,
+            recovered: false,
+        };
+    let presence = PresenceInterval {
+        id: "p-old-1".into(),
+        consultation: "c-1".into(),
+        participant: "p1".into(),
+        role: "patient".into(),
+        start: 1_000,
+        end: None,
+        checkpoint: 30_000,
+        recovered: false,
+    };
+    store
+        .upsert_billing_interval(&billing("b-old-1", "c-1", 30_000, None))
+        .await
+        .unwrap();
+    store.upsert_presence_interval(&presence).await.unwrap();
+    store
+        .upsert_billing_interval(&billing("b-other", "c-2", 30_000, None))
+        .await
+        .unwrap();
+    assert_eq!(store.open_consultations().await.unwrap(), ["c-1", "c-2"]);
+
+    assert_eq!(store.fence_intervals("c-1").await.unwrap(), 2);
+    let b = store.billing_intervals("c-1").await.unwrap();
+    assert_eq!((b[0].end, b[0].recovered), (Some(30_000), true));
+    let p = store.presence_intervals("c-1").await.unwrap();
+    assert_eq!((p[0].end, p[0].recovered), (Some(30_000), true));
+
+    // The old owner wakes up and writes a checkpoint, then closes the interval: both discarded.
+    store
+        .upsert_billing_interval(&billing("b-old-1", "c-1", 45_000, None))
+        .await
+        .unwrap();
+    store
+        .upsert_billing_interval(&billing("b-old-1", "c-1", 46_000, Some(46_000)))
+        .await
+        .unwrap();
+    let b = store.billing_intervals("c-1").await.unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!((b[0].end, b[0].checkpoint), (Some(30_000), 30_000));
+    // Fencing again finds nothing open; the other consultation is still written.
+    assert_eq!(store.fence_intervals("c-1").await.unwrap(), 0);
+    store
+        .upsert_billing_interval(&billing("b-other", "c-2", 45_000, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.billing_intervals("c-2").await.unwrap()[0].checkpoint,
+        45_000
+    );
+    assert_eq!(store.open_consultations().await.unwrap(), ["c-2"]);
+    common::drop_mongo(&store).await;
+}

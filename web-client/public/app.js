@@ -11,7 +11,15 @@ import {
   forgetSeat,
 } from './token.js';
 import { MediaSession } from './media-session.js';
-import { retryDelay, watchIce, playWithSound } from './reconnect.js';
+import {
+  retryDelay,
+  watchIce,
+  playWithSound,
+  signalingUrl,
+  redirectTarget,
+  REDIRECT_CLOSE,
+  MAX_REDIRECTS,
+} from './reconnect.js';
 import { RECONNECT } from './messages.js';
 import { createDocuments } from './documents.js';
 import { createChat, createNotices } from './chat.js';
@@ -331,9 +339,9 @@ function onJoinClick() {
 
 // ---------------------------------------------------------------- signalling connection
 
+/** The load balancer's (this page's origin) signalling URL for this consultation. */
 function wsUrl() {
-  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${scheme}//${location.host}/ws`;
+  return signalingUrl(location, app.claims.consultation);
 }
 
 /** Send a protocol message; false when not connected. */
@@ -346,8 +354,14 @@ function send(msg) {
   return false;
 }
 
-function connect() {
-  const ws = new WebSocket(wsUrl());
+/** Connect to `url` (a node's, after a `redirect`), else through the load balancer. */
+function connect(url) {
+  if (typeof url !== 'string') {
+    app.redirects = 0;
+    url = wsUrl();
+  }
+  app.redirectTo = null;
+  const ws = new WebSocket(url);
   app.ws = ws;
   ws.addEventListener('open', () => {
     if (app.ws !== ws) return;
@@ -390,6 +404,12 @@ function connect() {
 
 function onSocketClosed(code, reason) {
   if (isFinal(app.state)) return;
+  // Another node owns the consultation: join there at once (a few times at most in a row).
+  if (code === REDIRECT_CLOSE && app.redirectTo && (app.redirects || 0) < MAX_REDIRECTS) {
+    app.redirects = (app.redirects || 0) + 1;
+    connect(app.redirectTo);
+    return;
+  }
   if (app.verdict) {
     finish(app.verdict);
     return;
@@ -435,7 +455,12 @@ function scheduleReconnect() {
 
 function handleMessage(msg) {
   switch (msg.type) {
+    case 'redirect':
+      // Followed when the close (4302) arrives; an unexpected URL is ignored.
+      app.redirectTo = redirectTarget(String(msg.url || ''), app.claims.consultation, location.protocol);
+      break;
     case 'joined':
+      app.redirects = 0;
       onJoined(msg);
       break;
     case 'admitted':

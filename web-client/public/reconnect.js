@@ -139,3 +139,37 @@ function showTapButton() {
   }
   button.hidden = false;
 }
+
+// Many servers, one service (issue 14): the signalling URL carries the consultation id, so a
+// load balancer can hash on it; a node that does not own the consultation answers `redirect`
+// (then closes with 4302) and the client joins again at the owner. After a drop the client goes
+// back to the load balancer (the page's own origin), never to the last node it was on.
+
+/** Close code after a `redirect` message (docs/signaling.md). */
+export const REDIRECT_CLOSE = 4302;
+/** Redirects followed in a row without a `joined` before giving up (a loop between nodes). */
+export const MAX_REDIRECTS = 3;
+
+/** The load balancer's signalling URL for `consultation`: `ws(s)://{host}/ws/{consultation}`. */
+export function signalingUrl(loc, consultation) {
+  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${loc.host}/ws/${encodeURIComponent(consultation)}`;
+}
+
+/**
+ * The URL of a `redirect` message, if it is one to follow: `ws:`/`wss:` (`wss:` only when the
+ * page is https), path `/ws/{consultation}` for this very consultation, no credentials, query or
+ * fragment. Anything else is ignored (the client then reconnects through the load balancer).
+ */
+export function redirectTarget(url, consultation, pageProtocol = 'https:') {
+  let u;
+  try {
+    u = new URL(url);
+  } catch {
+    return null;
+  }
+  const schemeOk = u.protocol === 'wss:' || (u.protocol === 'ws:' && pageProtocol !== 'https:');
+  if (!schemeOk || u.username || u.password || u.search || u.hash) return null;
+  if (u.pathname !== `/ws/${encodeURIComponent(consultation)}`) return null;
+  return u.href;
+}

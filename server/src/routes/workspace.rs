@@ -77,7 +77,7 @@ pub async fn websocket(
         return refused;
     }
     let signed_in = signed_in_practitioner(&state, &headers).await;
-    teleconsult_signaling::upgrade_from(ws, state.signaling.clone(), signed_in, peer.ip())
+    teleconsult_signaling::upgrade_from(ws, state.signaling.clone(), signed_in, None, peer.ip())
 }
 
 /// A WebSocket handshake from a page of another site: refused (403 `origin_not_allowed`).
@@ -106,6 +106,29 @@ fn foreign_origin(state: &AppState, headers: &HeaderMap) -> Option<Response> {
             "this page's origin may not open the signalling WebSocket",
         )
         .into_response(),
+    )
+}
+
+/// `GET /ws/{consultation}`: the same WebSocket, with the consultation in the path so that a
+/// load balancer can hash on it (cluster mode); the join must be for that consultation. The
+/// token still travels in the first message, never in the URL.
+pub async fn websocket_for(
+    ws: axum::extract::WebSocketUpgrade,
+    State(state): State<AppState>,
+    Path(consultation): Path<String>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = foreign_origin(&state, &headers) {
+        return refused;
+    }
+    let signed_in = signed_in_practitioner(&state, &headers).await;
+    teleconsult_signaling::upgrade_from(
+        ws,
+        state.signaling.clone(),
+        signed_in,
+        Some(consultation),
+        peer.ip(),
     )
 }
 
