@@ -82,7 +82,7 @@ pub async fn websocket(
 
 /// A WebSocket handshake from a page of another site: refused (403 `origin_not_allowed`).
 /// Allowed: no `Origin` (not a browser: it could claim any), this server's own origin
-/// ([`own_origin`]), and `server.allowed_origins`.
+/// ([`own_origin`]), `server.allowed_origins`, and in a cluster the live nodes' own.
 fn foreign_origin(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let origin = headers.get(header::ORIGIN)?;
     if own_origin(&state.config, headers) {
@@ -97,6 +97,21 @@ fn foreign_origin(state: &AppState, headers: &HeaderMap) -> Option<Response> {
         .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
     {
         return None;
+    }
+    // In a cluster a redirected page comes from another node (or the load balancer's public
+    // URL, `server.public_url`): the live nodes' origins count as ours.
+    if let Some(node) = &state.cluster {
+        let as_ws = origin
+            .strip_prefix("https://")
+            .map(|rest| format!("wss://{rest}"))
+            .or_else(|| {
+                origin
+                    .strip_prefix("http://")
+                    .map(|rest| format!("ws://{rest}"))
+            });
+        if as_ws.is_some_and(|o| node.origins().iter().any(|n| n.eq_ignore_ascii_case(&o))) {
+            return None;
+        }
     }
     metrics::counter!(crate::telemetry::names::WEBSOCKET_ORIGIN_REFUSED).increment(1);
     Some(
