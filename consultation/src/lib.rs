@@ -36,8 +36,14 @@ pub use model::{
     DocumentInfo, LeftReason, MediaKind, ParticipantInfo, ParticipantState, Presence, Role,
     TrackInfo,
 };
-pub use rules::{ActionError, Consultation, Effect, JoinError, Joined, Limits};
-pub use service::{ConsultationService, MediaPlane, MediaSession, NoMedia, Observer};
+pub use rules::{
+    ActionError, CONSENT_TEXT_VERSION, CONSENT_TEXTS, Consultation, Effect, JoinError, Joined,
+    Limits, RecordingEffect, RecordingError, consent_text, text_sha256,
+};
+pub use teleconsult_store::Policy;
+pub use service::{
+    ConsultationService, MediaPlane, MediaSession, NoMedia, Observer, Recorder,
+};
 
 /// Names of the metrics this crate records.
 pub mod metric_names {

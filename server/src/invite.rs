@@ -5,7 +5,7 @@ use crate::config::Config;
 use teleconsult_consultation::Role;
 use teleconsult_consultation::invitation::{self, IssueError};
 use teleconsult_store::{
-    ConsultationStatus, Invitation, InvitationStore, ScheduledConsultation, StoreError,
+    ConsultationStatus, Invitation, InvitationStore, Policy, ScheduledConsultation, StoreError,
 };
 
 /// Organisation and practitioner account of consultations created in `--dev` (placeholders
@@ -74,6 +74,7 @@ pub async fn invite(
                 scheduled_at: req.scheduled_at,
                 status: ConsultationStatus::Scheduled,
                 created_at: now_ms,
+                policy: Policy::Standard,
             };
             store.upsert_scheduled_consultation(&c).await?;
             c
@@ -110,6 +111,8 @@ pub async fn dev_demo(
             scheduled_at: None,
             status: ConsultationStatus::Scheduled,
             created_at: now_ms,
+            // A new user can try recording at once (with everyone's consent).
+            policy: Policy::Recordable,
         })
         .await?;
     let (_, link) = invite(

@@ -24,7 +24,7 @@ pub use api_keys::{ApiKey, ApiKeyStore, ConsultationCursor};
 pub use chat::{ChatKeyRecord, ChatStore, StoredChatMessage};
 pub use cluster::{ClusterStore, NodeRecord, NodeState, Placement, Renewal};
 pub use invitations::{
-    ConsultationStatus, Invitation, InvitationStore, Pseudonym, ScheduledConsultation,
+    ConsultationStatus, Invitation, InvitationStore, Policy, Pseudonym, ScheduledConsultation,
 };
 
 pub use mongo::MongoStore;

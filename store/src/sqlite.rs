@@ -186,6 +186,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(sql_err)?;
         conn.execute_batch(accounts::SCHEMA).map_err(sql_err)?;
         conn.execute_batch(invitations::SCHEMA).map_err(sql_err)?;
+        invitations::migrate(&conn).map_err(sql_err)?;
         conn.execute_batch(api_keys::SCHEMA).map_err(sql_err)?;
         conn.execute_batch(chat::SCHEMA).map_err(sql_err)?;
         // Chunks that no document points at: left by a crash in the middle of an upload.

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use teleconsult_accounts::{StaffRole, now_millis};
-use teleconsult_store::{ConsultationStatus, Invitation, ScheduledConsultation};
+use teleconsult_store::{ConsultationStatus, Invitation, Policy, ScheduledConsultation};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -50,7 +50,8 @@ impl From<SchedulingError> for ApiError {
             SchedulingError::BadPatientLabel
             | SchedulingError::BadGuestLabel(_)
             | SchedulingError::TooManyGuests
-            | SchedulingError::BadScheduledAt => StatusCode::BAD_REQUEST,
+            | SchedulingError::BadScheduledAt
+            | SchedulingError::BadPolicy => StatusCode::BAD_REQUEST,
             SchedulingError::NotScheduled(_) => StatusCode::CONFLICT,
             SchedulingError::Store(teleconsult_store::StoreError::Unavailable(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -222,6 +223,7 @@ async fn consultation_view(
     Ok(serde_json::json!({
         "id": c.id,
         "status": c.status.as_str(),
+        "policy": c.policy.as_str(),
         "scheduled_at": c.scheduled_at,
         "created_at": c.created_at,
         "invitations": seats,
@@ -280,6 +282,9 @@ struct CreateBody {
     patient_label: String,
     #[serde(default)]
     guests: Vec<GuestBody>,
+    /// `standard` (default), `recordable` or `end_to_end`.
+    #[serde(default)]
+    policy: Option<String>,
 }
 
 /// `POST /api/workspace/consultations`: 201 with the new consultation and its links.
@@ -291,6 +296,10 @@ async fn create(
     let s = practitioner(s)?;
     let body = json_body(body)?;
     let guests: Vec<String> = body.guests.into_iter().map(|g| g.label).collect();
+    let policy = match body.policy.as_deref() {
+        None => Policy::Standard,
+        Some(p) => Policy::parse(p).ok_or(SchedulingError::BadPolicy)?,
+    };
     let now = now_millis();
     let created = scheduling::create_consultation(
         &*state.store,
@@ -301,6 +310,7 @@ async fn create(
             scheduled_at: body.scheduled_at,
             patient_label: &body.patient_label,
             guest_labels: &guests,
+            policy,
         },
         now,
     )
