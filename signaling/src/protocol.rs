@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 pub use teleconsult_consultation::{
     ChatKind, ChatMessage, ConsultationId, DocumentInfo, LeftReason, MediaKind, ParticipantId,
-    ParticipantInfo, ParticipantState, Role, TrackId, TrackInfo,
+    ParticipantInfo, ParticipantState, Policy, Role, TrackId, TrackInfo,
 };
 
 /// The newest protocol version this server speaks.
@@ -114,6 +114,24 @@ pub enum ClientMessage {
     ScreenShare {
         active: bool,
     },
+    /// (v2, practitioner) Ask everyone in the call to consent to a recording; my own consent
+    /// is given with it, to the consent text in `language`.
+    RecordingRequest {
+        #[serde(default)]
+        language: Option<String>,
+    },
+    /// (v2) My answer to the running recording (again later to change it: `accept: false`
+    /// after accepting withdraws my consent).
+    RecordingConsent {
+        recording: String,
+        accept: bool,
+        /// The version of the text I was shown (from `recording_requested`).
+        text_version: String,
+        /// The language of the text I was shown (`en`, `fr`, `de`).
+        language: String,
+    },
+    /// (v2, practitioner) Stop the running recording.
+    RecordingStop,
 }
 
 /// Server → client.
@@ -132,6 +150,10 @@ pub enum ServerMessage {
         /// TURN servers with this participant's own credentials (empty: none configured).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ice_servers: Vec<IceServer>,
+        /// (v2) What may happen to the consultation's media: `standard`, `recordable`,
+        /// `end_to_end` (shown before entering the call).
+        #[serde(default)]
+        policy: Policy,
     },
     Admitted {
         participants: Vec<ParticipantInfo>,
@@ -201,6 +223,19 @@ pub enum ServerMessage {
     ChatHistory {
         messages: Vec<ChatMessage>,
     },
+    /// (v2) A practitioner asks to record: show the consent text (by language, of
+    /// `text_version`) and answer with `recording_consent`.
+    RecordingRequested {
+        recording: String,
+        text_version: String,
+        texts: std::collections::BTreeMap<String, String>,
+    },
+    /// (v2) What is recorded now (the indicator): the running recording, if any, and whose
+    /// media it takes. Sent on entering the call and at every change.
+    RecordingState {
+        recording: Option<String>,
+        recorded: Vec<ParticipantId>,
+    },
 }
 
 impl ServerMessage {
@@ -211,7 +246,9 @@ impl ServerMessage {
             ServerMessage::Chat { .. }
             | ServerMessage::Notice { .. }
             | ServerMessage::ChatHistory { .. }
-            | ServerMessage::ScreenShare { .. } => 2,
+            | ServerMessage::ScreenShare { .. }
+            | ServerMessage::RecordingRequested { .. }
+            | ServerMessage::RecordingState { .. } => 2,
             _ => 1,
         }
     }
@@ -240,6 +277,17 @@ pub enum ErrorCode {
     ChatRateLimited,
     /// (v2) Someone else is sharing their screen: one at a time.
     ScreenShareBusy,
+    /// (v2) This consultation's policy does not allow recording (or this server records
+    /// nothing).
+    RecordingNotAllowed,
+    /// (v2) A recording is already running.
+    RecordingAlreadyRunning,
+    /// (v2) No recording is running (or it is not the one named).
+    NotRecording,
+    /// (v2) The consent text shown is not the current version: answer the new request.
+    ConsentTextOutdated,
+    /// (v2) The recording could not be started (storage): try again later.
+    RecordingFailed,
 }
 
 impl ServerMessage {

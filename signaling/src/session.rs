@@ -67,11 +67,13 @@ pub enum ErrorKind {
     AlreadyJoined,
     /// A chat message or notice refused (empty, too long, rate-limited, not allowed).
     Chat,
+    /// A recording request or consent answer refused.
+    Recording,
 }
 
 impl ErrorKind {
     /// Every kind, in the order they are rendered.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::TooBig,
         ErrorKind::Binary,
         ErrorKind::BadMessage,
@@ -88,6 +90,7 @@ impl ErrorKind {
         ErrorKind::Media,
         ErrorKind::AlreadyJoined,
         ErrorKind::Chat,
+        ErrorKind::Recording,
     ];
 
     /// The metric label value.
@@ -109,6 +112,7 @@ impl ErrorKind {
             ErrorKind::Media => "media",
             ErrorKind::AlreadyJoined => "already_joined",
             ErrorKind::Chat => "chat",
+            ErrorKind::Recording => "recording",
         }
     }
 }
@@ -549,6 +553,18 @@ fn chat(state: &Signaling, me: &Me, kind: ChatKind, text: &str) -> Option<Server
         })
 }
 
+/// A recording request or answer: its effects reach everyone through the consultation; only a
+/// refusal is answered here.
+fn recording(
+    state: &Signaling,
+    result: Result<(), teleconsult_consultation::RecordingError>,
+) -> Option<ServerMessage> {
+    result.err().map(|e| {
+        state.count_error(ErrorKind::Recording);
+        wire::recording_refused(e)
+    })
+}
+
 /// Handle one request of a joined participant; returns the direct reply, if any.
 async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<ServerMessage> {
     let svc = &state.consultations;
@@ -576,6 +592,34 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
         ClientMessage::Notice { text } => return chat(state, me, ChatKind::Notice, &text),
         ClientMessage::ScreenShare { active } => {
             svc.set_screen_share(consultation, participant, active)
+        }
+        ClientMessage::RecordingRequest { language } => {
+            let language = language.as_deref().unwrap_or("en");
+            return recording(
+                state,
+                svc.request_recording(consultation, participant, language),
+            );
+        }
+        ClientMessage::RecordingConsent {
+            recording: id,
+            accept,
+            text_version,
+            language,
+        } => {
+            return recording(
+                state,
+                svc.answer_recording(
+                    consultation,
+                    participant,
+                    &id,
+                    accept,
+                    &text_version,
+                    &language,
+                ),
+            );
+        }
+        ClientMessage::RecordingStop => {
+            return recording(state, svc.stop_recording(consultation, participant));
         }
         ClientMessage::Answer { sdp } => {
             if let Err(e) = svc.require_admitted(consultation, participant) {

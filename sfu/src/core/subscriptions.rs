@@ -86,8 +86,10 @@ impl Core {
                 twcc_id,
                 recv: Default::default(),
                 sender_report: None,
+                recording: None,
             },
         );
+        self.attach_tap(key, &source, now);
         self.emit(
             key,
             SfuEvent::TrackPublished {
