@@ -57,6 +57,18 @@ pub struct Summary {
     pub bytes: u64,
 }
 
+/// What a tap did with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// The publisher has not consented (or withdrew).
+    NoConsent,
+    /// The queue was full: dropped and counted.
+    Dropped,
+    /// The recording stopped.
+    Stopped,
+}
+
 /// Feeds one published track into a recording. Cheap to call on the per-packet path.
 pub struct Tap {
     shared: Arc<TapShared>,
@@ -71,15 +83,15 @@ impl Tap {
         self.shared.track
     }
 
-    fn offer(&self, record: Record) -> bool {
+    fn offer(&self, record: Record) -> Offer {
         match self.tx.try_send(record) {
-            Ok(()) => true,
+            Ok(()) => Offer::Queued,
             Err(TrySendError::Full(_)) => {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                false
+                Offer::Dropped
             }
             // The recording stopped: nothing to do.
-            Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Disconnected(_)) => Offer::Stopped,
         }
     }
 
@@ -90,8 +102,13 @@ impl Tap {
     /// One RTP packet as the publisher sent it (decrypted), received at `at`. Returns whether
     /// it was queued (false: no consent, queue full, or the recording stopped).
     pub fn rtp(&self, at: Instant, packet: &[u8]) -> bool {
+        self.offer_rtp(at, packet) == Offer::Queued
+    }
+
+    /// [`Tap::rtp`], saying why a packet was not queued.
+    pub fn offer_rtp(&self, at: Instant, packet: &[u8]) -> Offer {
         if !self.consent.load(Ordering::Relaxed) {
-            return false;
+            return Offer::NoConsent;
         }
         self.offer(Record::Rtp {
             track: self.shared.track,
@@ -110,7 +127,7 @@ impl Tap {
             arrival_us: self.now_us(at),
             ntp,
             rtp_timestamp,
-        })
+        }) == Offer::Queued
     }
 }
 
@@ -123,7 +140,7 @@ pub struct Recording {
     taps: Mutex<Vec<Arc<TapShared>>>,
     consents: Mutex<HashMap<String, Arc<AtomicBool>>>,
     next_track: Mutex<u16>,
-    writer: Option<JoinHandle<Result<(u64, u64), JournalError>>>,
+    writer: Mutex<Option<JoinHandle<Result<(u64, u64), JournalError>>>>,
 }
 
 impl Recording {
@@ -149,7 +166,7 @@ impl Recording {
             taps: Mutex::new(Vec::new()),
             consents: Mutex::new(HashMap::new()),
             next_track: Mutex::new(1),
-            writer: Some(writer),
+            writer: Mutex::new(Some(writer)),
         })
     }
 
@@ -241,8 +258,9 @@ impl Recording {
     }
 
     /// Stop: every tap passes nothing more; what was queued is written, then the drop counts
-    /// and a `stopped` event; the journal is synced and closed.
-    pub fn stop(mut self, at: Instant) -> Result<Summary, JournalError> {
+    /// and a `stopped` event; the journal is synced and closed. Waits for the writer (call it
+    /// off any thread that must not block). A second call finds nothing to stop.
+    pub fn stop(&self, at: Instant) -> Result<Summary, JournalError> {
         for c in self
             .consents
             .lock()
@@ -273,7 +291,12 @@ impl Recording {
             event: Event::Stopped,
         });
         let _ = self.control.send(Control::Stop(last));
-        let (records, bytes) = match self.writer.take() {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let (records, bytes) = match writer {
             Some(w) => w
                 .join()
                 .map_err(|_| JournalError::Io(std::io::Error::other("the writer panicked")))??,

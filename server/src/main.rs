@@ -131,6 +131,42 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Recordings of consultations (docs/compliance.md): list them, export one to WebM.
+    Recording {
+        #[command(subcommand)]
+        command: RecordingCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RecordingCommand {
+    /// List the recordings in storage.data_dir/recordings: id, consultation, start, duration.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// TOML configuration file (storage.data_dir, documents.master_key).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use the development configuration.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Export a recording: one WebM file per participant (VP8 + Opus) and manifest.json in
+    /// DIR (an audited access: `recording.export`).
+    Export {
+        /// The recording id (`rec_…`, from `list`).
+        id: String,
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use the development configuration.
+        #[arg(long)]
+        dev: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -359,6 +395,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(billing(command))
         }
+        Command::Recording { command } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(recording(command))
+        }
         Command::Admin { command } => {
             let password = match &command {
                 AdminCommand::CreateAccount { .. } => Some(read_password()?),
@@ -467,6 +507,64 @@ async fn open_store(
     .await
     .context("storage: cannot open the store")?;
     Ok((config, store))
+}
+
+async fn recording(command: RecordingCommand) -> anyhow::Result<()> {
+    use teleconsult::recording;
+    match command {
+        RecordingCommand::List { json, config, dev } => {
+            let config = Config::load_for_tokens(config.as_deref(), dev)?;
+            let keys = recording::master_keys(&config.documents)?;
+            let all = recording::list(&config.storage.data_dir, &keys)?;
+            if json {
+                out!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                out!("id\tconsultation\tstarted\tduration_s\tinterrupted");
+                for r in &all {
+                    out!(
+                        "{}\t{}\t{}\t{:.1}\t{}",
+                        r.id,
+                        r.consultation,
+                        teleconsult::billing::time::format(r.created_ms),
+                        r.duration_secs,
+                        r.interrupted
+                    );
+                }
+            }
+            Ok(())
+        }
+        RecordingCommand::Export {
+            id,
+            output,
+            config,
+            dev,
+        } => {
+            let (config, store) = open_store(config.as_deref(), dev).await?;
+            let keys = recording::master_keys(&config.documents)?;
+            let data_dir = config.storage.data_dir.clone();
+            let (id2, out2) = (id.clone(), output.clone());
+            let manifest =
+                tokio::task::spawn_blocking(move || recording::export(&data_dir, &keys, &id2, &out2))
+                    .await
+                    .context("the exporter stopped")??;
+            store
+                .record_audit(&teleconsult_store::AuditEvent {
+                    id: format!("a{:032x}", rand::random::<u128>()),
+                    at: teleconsult::accounts::now_millis(),
+                    actor: "cli".into(),
+                    action: "recording.export".into(),
+                    consultation: Some(manifest.consultation.clone()),
+                    target: Some(id),
+                })
+                .await
+                .context("recording the export in the audit log")?;
+            for p in &manifest.participants {
+                out!("{}", output.join(&p.file).display());
+            }
+            out!("{}", output.join("manifest.json").display());
+            Ok(())
+        }
+    }
 }
 
 async fn billing(command: BillingCommand) -> anyhow::Result<()> {

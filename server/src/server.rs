@@ -263,6 +263,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .to_vec(),
         invitations,
     ));
+    // Recordings (consultations created `recordable`, with everyone's consent): journals
+    // sealed with the documents' current master key.
+    let recording_key = crate::recording::master_keys(&config.documents)
+        .context("documents.master_key or documents.previous_master_keys")?
+        .swap_remove(0);
+    consultations.attach_recorder(Arc::new(crate::recording::Recordings::new(
+        &config.storage.data_dir,
+        recording_key,
+        sfu.clone(),
+        teleconsult_recording::RecorderConfig {
+            queue: config.recording.queue_packets,
+            sync_interval: Duration::from_millis(config.recording.sync_interval_ms),
+        },
+    )));
     let signaling = Arc::new(teleconsult_signaling::Signaling {
         consultations: consultations.clone(),
         sfu,
