@@ -39,6 +39,8 @@ pub struct InviteRequest<'a> {
     pub scheduled_at: Option<i64>,
     pub organisation: Option<&'a str>,
     pub practitioner: Option<&'a str>,
+    /// The policy of a consultation created now (`standard` by default).
+    pub policy: Option<Policy>,
 }
 
 fn valid_consultation(id: &str) -> bool {
@@ -74,7 +76,7 @@ pub async fn invite(
                 scheduled_at: req.scheduled_at,
                 status: ConsultationStatus::Scheduled,
                 created_at: now_ms,
-                policy: Policy::Standard,
+                policy: req.policy.unwrap_or_default(),
             };
             store.upsert_scheduled_consultation(&c).await?;
             c
@@ -125,6 +127,7 @@ pub async fn dev_demo(
             scheduled_at: None,
             organisation: None,
             practitioner: None,
+            policy: None,
         },
         now_ms,
     )

@@ -72,6 +72,10 @@ enum Command {
         /// Practitioner account id of a new consultation (default in --dev: dev-practitioner).
         #[arg(long)]
         practitioner: Option<String>,
+        /// Policy of a new consultation: standard (default), recordable or end_to_end
+        /// (docs/compliance.md); fixed once created.
+        #[arg(long, value_parser = parse_policy)]
+        policy: Option<teleconsult_store::Policy>,
         /// TOML configuration file.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -262,6 +266,11 @@ fn parse_format(s: &str) -> Result<teleconsult::billing::ExportFormat, String> {
     s.parse()
 }
 
+fn parse_policy(s: &str) -> Result<teleconsult_store::Policy, String> {
+    teleconsult_store::Policy::parse(s)
+        .ok_or_else(|| format!("unknown policy {s:?}: expected standard, recordable or end_to_end"))
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
 }
@@ -320,6 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             at,
             organisation,
             practitioner,
+            policy,
             config,
             dev,
         } => {
@@ -339,6 +349,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         scheduled_at: at,
                         organisation: organisation.as_deref(),
                         practitioner: practitioner.as_deref(),
+                        policy,
                     },
                     teleconsult::consultation::invitation::now_millis(),
                 )
