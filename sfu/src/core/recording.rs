@@ -60,6 +60,9 @@ pub(super) struct TrackRecording {
     keyframe_at: Option<Instant>,
     /// A gap the publisher was NACKed for: (first, last) extended sequence numbers, and when.
     gap: Option<(u64, u64, Instant)>,
+    /// The tap took the last packet (its publisher's consent stands): when it starts taking
+    /// them, the recorded video needs a keyframe to start from.
+    passing: bool,
 }
 
 /// What the per-packet path must do after offering a packet.
@@ -88,6 +91,7 @@ impl TrackRecording {
             codec,
             keyframe_at: None,
             gap: None,
+            passing: false,
         })
     }
 
@@ -111,11 +115,18 @@ impl TrackRecording {
         if codec != Some(self.codec) {
             return after;
         }
-        after.dropped = self.tap.rtp(now, packet) == Offered::Dropped;
+        let offered = self.tap.rtp(now, packet);
+        after.dropped = offered == Offered::Dropped;
+        let started = offered == Offered::Queued && !self.passing;
+        self.passing = offered == Offered::Queued;
         if self.codec != Codec::Vp8 {
             return after;
         }
-        if keyframe {
+        if started && !keyframe {
+            // Consent was just given: the recording of this track starts at a keyframe.
+            self.keyframe_at = Some(now);
+            after.keyframe = true;
+        } else if keyframe {
             self.keyframe_at = Some(now);
             self.gap = None;
         } else if self
@@ -250,6 +261,7 @@ mod tests {
                 codec: Codec::Vp8,
                 keyframe_at: None,
                 gap: None,
+                passing: false,
             },
             seen,
         )
@@ -294,6 +306,44 @@ mod tests {
             // Decided once.
             assert!(!asked(&mut r, 700, None));
         }
+    }
+
+    #[test]
+    fn consent_given_mid_stream_asks_for_a_keyframe_at_once() {
+        struct Gate(Arc<Mutex<bool>>);
+        impl TrackTap for Gate {
+            fn rtp(&self, _: Instant, _: &[u8]) -> Offered {
+                if *self.0.lock().unwrap() {
+                    Offered::Queued
+                } else {
+                    Offered::Refused
+                }
+            }
+            fn sender_report(&self, _: Instant, _: u64, _: u32) {}
+        }
+        let consent = Arc::new(Mutex::new(false));
+        let mut r = TrackRecording {
+            tap: Box::new(Gate(consent.clone())),
+            codec: Codec::Vp8,
+            keyframe_at: None,
+            gap: None,
+            passing: false,
+        };
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let ok = |_, _| true;
+        // The recording starts (a keyframe is asked for and comes) before the consent.
+        assert!(r.offer(at(0), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(!r.offer(at(10), b"k", Some(Codec::Vp8), true, None, ok).keyframe);
+        assert!(!r.offer(at(500), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        *consent.lock().unwrap() = true;
+        assert!(r.offer(at(530), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(!r.offer(at(560), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        // Withdrawn and given again: again a keyframe.
+        *consent.lock().unwrap() = false;
+        r.offer(at(600), b"p", Some(Codec::Vp8), false, None, ok);
+        *consent.lock().unwrap() = true;
+        assert!(r.offer(at(630), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
     }
 
     #[test]
