@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 /// Without a keyframe for this long, a recorded video track asks for one.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(4);
+/// A keyframe asked for and not seen this long after is asked for again (the request may have
+/// been throttled, or lost).
+pub const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
 /// A gap still missing from the cache this long after it opened cannot be repaired (the
 /// NACKed retransmission did not come): the recorded video needs a keyframe.
 pub const REPAIR_WAIT: Duration = Duration::from_millis(500);
@@ -58,6 +61,8 @@ pub(super) struct TrackRecording {
     codec: Codec,
     /// When a keyframe was last seen (or asked for).
     keyframe_at: Option<Instant>,
+    /// A keyframe asked for and not seen yet: when it was (last) asked for.
+    asked_at: Option<Instant>,
     /// A gap the publisher was NACKed for: (first, last) extended sequence numbers, and when.
     gap: Option<(u64, u64, Instant)>,
     /// The tap took the last packet (its publisher's consent stands): when it starts taking
@@ -90,6 +95,7 @@ impl TrackRecording {
             tap: sink.track(participant, kind, name, clock_rate),
             codec,
             keyframe_at: None,
+            asked_at: None,
             gap: None,
             passing: false,
         })
@@ -119,22 +125,28 @@ impl TrackRecording {
         after.dropped = offered == Offered::Dropped;
         let started = offered == Offered::Queued && !self.passing;
         self.passing = offered == Offered::Queued;
-        if self.codec != Codec::Vp8 {
+        // Keyframes only for video that is being recorded (not for a publisher who declined).
+        if self.codec != Codec::Vp8 || !self.passing {
             return after;
         }
-        if started && !keyframe {
-            // Consent was just given: the recording of this track starts at a keyframe.
+        let mut ask = false;
+        if keyframe {
             self.keyframe_at = Some(now);
-            after.keyframe = true;
-        } else if keyframe {
-            self.keyframe_at = Some(now);
+            self.asked_at = None;
             self.gap = None;
+        } else if started {
+            // Consent was just given: the recording of this track starts at a keyframe.
+            ask = true;
         } else if self
             .keyframe_at
             .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_INTERVAL)
         {
-            self.keyframe_at = Some(now);
-            after.keyframe = true;
+            ask = true;
+        } else if self
+            .asked_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY)
+        {
+            ask = true;
         }
         if let Some((from, to)) = missing {
             self.gap = Some(match self.gap {
@@ -147,9 +159,13 @@ impl TrackRecording {
         {
             self.gap = None;
             if !repaired(from, to) {
-                self.keyframe_at = Some(now);
-                after.keyframe = true;
+                ask = true;
             }
+        }
+        if ask {
+            self.keyframe_at = Some(now);
+            self.asked_at = Some(now);
+            after.keyframe = true;
         }
         after
     }
@@ -260,6 +276,7 @@ mod tests {
                 tap: Box::new(Counting(seen.clone(), offered)),
                 codec: Codec::Vp8,
                 keyframe_at: None,
+                asked_at: None,
                 gap: None,
                 passing: false,
             },
@@ -275,6 +292,9 @@ mod tests {
         let ok = |_, _| true;
         assert!(r.offer(at(0), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
         assert!(!r.offer(at(30), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        // Not answered (throttled, lost): asked again.
+        assert!(r.offer(at(500), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(!r.offer(at(530), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
         // A keyframe arrives at 1 s: the next request is due 4 s later, not before.
         assert!(!r.offer(at(1000), b"k", Some(Codec::Vp8), true, None, ok).keyframe);
         assert!(!r.offer(at(4990), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
@@ -282,7 +302,7 @@ mod tests {
         assert!(!r.offer(at(5030), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
         // Another payload type on the same stream is not offered.
         r.offer(at(5060), b"xx", Some(Codec::Other), false, None, ok);
-        assert_eq!(seen.lock().unwrap().len(), 6);
+        assert_eq!(seen.lock().unwrap().len(), 8);
     }
 
     #[test]
@@ -326,24 +346,25 @@ mod tests {
             tap: Box::new(Gate(consent.clone())),
             codec: Codec::Vp8,
             keyframe_at: None,
+            asked_at: None,
             gap: None,
             passing: false,
         };
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         let ok = |_, _| true;
-        // The recording starts (a keyframe is asked for and comes) before the consent.
-        assert!(r.offer(at(0), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        // Before the consent, nothing is asked for (nothing of this publisher is recorded).
+        assert!(!r.offer(at(0), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
         assert!(!r.offer(at(10), b"k", Some(Codec::Vp8), true, None, ok).keyframe);
-        assert!(!r.offer(at(500), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(!r.offer(at(5000), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
         *consent.lock().unwrap() = true;
-        assert!(r.offer(at(530), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
-        assert!(!r.offer(at(560), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(r.offer(at(5030), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(!r.offer(at(5060), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
         // Withdrawn and given again: again a keyframe.
         *consent.lock().unwrap() = false;
-        r.offer(at(600), b"p", Some(Codec::Vp8), false, None, ok);
+        r.offer(at(5100), b"p", Some(Codec::Vp8), false, None, ok);
         *consent.lock().unwrap() = true;
-        assert!(r.offer(at(630), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(r.offer(at(5130), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
     }
 
     #[test]
