@@ -125,7 +125,7 @@ test('both consent: one WebM per participant, VP8 + Opus, as long as the consent
     await waitRecorded(doctor, 2, 'both recorded');
     await waitRecorded(patient, 2, 'both recorded');
     assert.equal(await patient.page.locator('#recording-indicator').textContent(), 'Recording (including you)');
-    await media(12_000);
+    await media(20_000);
     await doctor.page.getByRole('button', { name: 'Stop recording', exact: true }).click();
     await waitRecorded(patient, 0, 'the indicator goes off');
     assert.ok(await patient.page.locator('#recording-indicator').isHidden());
@@ -169,6 +169,13 @@ test('decline records only the practitioner; a withdrawal stops the patient with
     const [declined] = await journalOf(ctx.server, consultation);
     const first = await exported(ctx.server, declined.id);
     assert.deepEqual(first.manifest.participants.map((p) => p.participant), [doctorId]);
+    {
+      const only = first.manifest.participants[0];
+      const s = consentedSpan(first.manifest, doctorId);
+      const { codecs, duration } = await probe(path.join(first.dir, only.file));
+      assert.deepEqual(codecs, { video: 'vp8', audio: 'opus' });
+      assert.ok(Math.abs(duration - s.seconds) <= 0.05 * s.seconds, `${duration} s for ${s.seconds} s consented`);
+    }
     assert.ok(!first.manifest.events.some((e) => e.participant === patientId && e.type === 'consent_given'));
 
     // 2. The patient accepts, then withdraws: their tracks stop there (manifest and file agree).
