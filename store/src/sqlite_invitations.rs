@@ -256,3 +256,58 @@ impl InvitationStore for SqliteStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written before consultation policies existed opens, and its consultations
+    /// read as `standard`; new writes keep their policy.
+    #[tokio::test]
+    async fn a_database_from_before_policies_gets_the_column() {
+        let dir = std::env::temp_dir().join(format!(
+            "tc-store-migrate-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let conn = rusqlite::Connection::open(dir.join(crate::sqlite::DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE scheduled_consultations (
+                    id TEXT PRIMARY KEY, organisation TEXT NOT NULL, practitioner TEXT NOT NULL,
+                    scheduled_at INTEGER, status TEXT NOT NULL, created_at INTEGER NOT NULL);
+                 INSERT INTO scheduled_consultations VALUES ('old', 'o', 'p', NULL, 'scheduled', 1);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&dir).await.expect("opens and migrates");
+        let old = store.scheduled_consultation("old").await.unwrap().unwrap();
+        assert_eq!(old.policy, Policy::Standard);
+        let mut new = old.clone();
+        new.id = "new".into();
+        new.policy = Policy::Recordable;
+        store.upsert_scheduled_consultation(&new).await.unwrap();
+        assert_eq!(
+            store
+                .scheduled_consultation("new")
+                .await
+                .unwrap()
+                .unwrap()
+                .policy,
+            Policy::Recordable
+        );
+        drop(store);
+        // Opening again (the column exists now) changes nothing.
+        let store = SqliteStore::open(&dir).await.expect("opens again");
+        assert_eq!(
+            store
+                .scheduled_consultation("old")
+                .await
+                .unwrap()
+                .unwrap()
+                .policy,
+            Policy::Standard
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Recording with consent over the real signalling (issue 13), on both storage backends: the
+//! policy comes from the consultation's record (API v1 and the CLI's invitation), a practitioner
+//! asks, each participant is asked and answers, everyone is told what is recorded, the journal
+//! appears in `storage.data_dir/recordings` and closes on stop, each step is audited; a
+//! `standard` consultation refuses a recording, `end_to_end` cannot be created (not yet
+//! encrypted end to end), patients cannot start one. Media is proven by the browser test
+//! (`web-client/tests/recording.test.mjs`).
+
+mod common;
+
+use common::{T, TestServer, admit, sign_token, wait_admitted};
+use teleconsult::config::{Config, ExposeSecret};
+use teleconsult::protocol::{ClientMessage, ErrorCode, Policy, ServerMessage};
+use teleconsult::token::Role;
+use teleconsult_loadtest::participant::Participant;
+
+async fn server(mongo: bool) -> Option<TestServer> {
+    let mut config = Config::for_tests();
+    if mongo {
+        config.storage.mongodb_uri = common::mongo_uri()?.into();
+        config.storage.database = format!("rec_{:08x}", rand::random::<u32>());
+    }
+    Some(TestServer::start_with(config).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_over_signalling_sqlite() {
+    consent_over_signalling(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_over_signalling_mongo() {
+    consent_over_signalling(true).await;
+}
+
+/// A patient link to a new consultation of `policy` (the CLI's path), or the refusal.
+async fn invitation(
+    s: &TestServer,
+    consultation: &str,
+    policy: Policy,
+) -> Result<String, teleconsult::invite::InviteError> {
+    let (_, token) = teleconsult::invite::invite(
+        &*s.server.state.store,
+        &s.config,
+        teleconsult::invite::InviteRequest {
+            consultation,
+            role: Role::Patient,
+            label: "Pat",
+            scheduled_at: None,
+            organisation: Some("org-rec"),
+            practitioner: Some("acct-rec"),
+            policy: Some(policy),
+        },
+        teleconsult::consultation::invitation::now_millis(),
+    )
+    .await?;
+    Ok(token)
+}
+
+async fn call(s: &TestServer, consultation: &str, policy: Policy) -> (Participant, Participant) {
+    let patient_token = invitation(s, consultation, policy).await.expect("invited");
+    let mut patient = Participant::join(&s.ws_url(), &patient_token)
+        .await
+        .expect("patient joins");
+    let doctor_token = sign_token(
+        s.config.auth.signing_secret.expose_secret().as_bytes(),
+        consultation,
+        "acct-rec",
+        Role::Practitioner,
+    );
+    let mut doctor = Participant::join(&s.ws_url(), &doctor_token)
+        .await
+        .expect("practitioner joins");
+    admit(&mut doctor, &patient.id).await;
+    wait_admitted(&mut patient).await;
+    (doctor, patient)
+}
+
+async fn recorded(p: &mut Participant, n: usize) -> Option<String> {
+    let m = p
+        .expect(T, |m| {
+            matches!(m, ServerMessage::RecordingState { recorded, .. } if recorded.len() == n)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{}: recording_state with {n} recorded: {e}", p.id));
+    match m {
+        ServerMessage::RecordingState { recording, .. } => recording,
+        _ => unreachable!(),
+    }
+}
+
+async fn error(p: &mut Participant, code: ErrorCode) {
+    p.expect(
+        T,
+        |m| matches!(m, ServerMessage::Error { code: c, .. } if *c == code),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}: error {code:?}: {e}", p.id));
+}
+
+async fn consent_over_signalling(mongo: bool) {
+    let Some(s) = server(mongo).await else { return };
+    // `end_to_end` is not created: its media would not be end-to-end encrypted yet.
+    assert!(matches!(
+        invitation(&s, "c-e2e", Policy::EndToEnd).await,
+        Err(teleconsult::invite::InviteError::PolicyUnavailable)
+    ));
+
+    // A standard consultation: the policy is in `joined`, a recording is refused.
+    let (doctor, _patient) = call(&s, "c-standard", Policy::Standard).await;
+    let mut doctor = doctor;
+    doctor.send(ClientMessage::RecordingRequest {
+        language: Some("en".into()),
+    });
+    error(&mut doctor, ErrorCode::RecordingNotAllowed).await;
+    drop(doctor);
+
+    let consultation = "c-recordable";
+    let (mut doctor, mut patient) = call(&s, consultation, Policy::Recordable).await;
+    // Only a practitioner starts a recording.
+    patient.send(ClientMessage::RecordingRequest { language: None });
+    error(&mut patient, ErrorCode::Forbidden).await;
+
+    doctor.send(ClientMessage::RecordingRequest {
+        language: Some("de".into()),
+    });
+    let (id, version, texts) = match patient
+        .expect(T, |m| matches!(m, ServerMessage::RecordingRequested { .. }))
+        .await
+        .expect("the patient is asked")
+    {
+        ServerMessage::RecordingRequested {
+            recording,
+            text_version,
+            texts,
+        } => (recording, text_version, texts),
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        texts.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["de", "en", "fr"]
+    );
+    assert!(texts["en"].contains("withdraw your consent"));
+    // Only the practitioner (who asked) is recorded until the patient answers.
+    assert_eq!(recorded(&mut patient, 1).await.as_deref(), Some(id.as_str()));
+    let journal = teleconsult::recording::journal_path(&s.config.storage.data_dir, &id)
+        .expect("our id names a journal");
+    assert!(journal.exists(), "{} created at the start", journal.display());
+
+    // An outdated text is refused; the current one is accepted.
+    patient.send(ClientMessage::RecordingConsent {
+        recording: id.clone(),
+        accept: true,
+        text_version: "1999-01-01".into(),
+        language: "en".into(),
+    });
+    error(&mut patient, ErrorCode::ConsentTextOutdated).await;
+    patient.send(ClientMessage::RecordingConsent {
+        recording: id.clone(),
+        accept: true,
+        text_version: version.clone(),
+        language: "fr".into(),
+    });
+    recorded(&mut doctor, 2).await;
+    // Withdrawn: back to the practitioner alone.
+    patient.send(ClientMessage::RecordingConsent {
+        recording: id.clone(),
+        accept: false,
+        text_version: version,
+        language: "fr".into(),
+    });
+    recorded(&mut doctor, 1).await;
+    doctor.send(ClientMessage::RecordingStop);
+    assert_eq!(recorded(&mut patient, 0).await, None);
+
+    // The journal closes (a `stopped` event) and lists under the consultation.
+    let keys = teleconsult::recording::master_keys(&s.config.documents).expect("keys");
+    let data_dir = s.config.storage.data_dir.clone();
+    let listed = common::poll(T, "the journal closes", || {
+        let (data_dir, keys) = (data_dir.clone(), keys.clone());
+        async move {
+            let all = teleconsult::recording::list(&data_dir, &keys).ok()?;
+            all.into_iter()
+                .find(|r| r.consultation == consultation && !r.interrupted)
+        }
+    })
+    .await;
+    assert_eq!(listed.id, id);
+
+    // Every step is audited (the audit writer is asynchronous).
+    let store = &*s.server.state.store;
+    for (action, n) in [
+        ("recording.request", 1),
+        ("recording.start", 1),
+        ("recording.consent", 2),
+        ("recording.withdraw", 1),
+        ("recording.stop", 1),
+    ] {
+        common::poll(T, action, || async move {
+            (common::audit_count(store, action).await == n).then_some(())
+        })
+        .await;
+    }
+    drop((doctor, patient));
+    s.shutdown().await;
+}
