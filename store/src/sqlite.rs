@@ -32,6 +32,8 @@ mod api_keys;
 mod chat;
 #[path = "sqlite_invitations.rs"]
 mod invitations;
+#[path = "sqlite_recordings.rs"]
+mod recordings;
 
 /// Bytes per stored document chunk.
 pub use crate::CHUNK_SIZE;
@@ -189,6 +191,7 @@ impl SqliteStore {
         invitations::migrate(&conn).map_err(sql_err)?;
         conn.execute_batch(api_keys::SCHEMA).map_err(sql_err)?;
         conn.execute_batch(chat::SCHEMA).map_err(sql_err)?;
+        conn.execute_batch(recordings::SCHEMA).map_err(sql_err)?;
         // Chunks that no document points at: left by a crash in the middle of an upload.
         let swept = conn
             .execute(
