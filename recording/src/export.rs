@@ -599,6 +599,10 @@ pub fn export(journal: &Journal, dir: &Path) -> Result<Manifest, ExportError> {
     Ok(manifest)
 }
 
+/// Nanoseconds per millisecond: the files' timestamp resolution (libwebm's default timecode
+/// scale).
+const MS_NS: u64 = 1_000_000;
+
 /// One participant's tracks into one WebM file, timestamps relative to `first_ns`.
 fn write_webm(path: &Path, tracks: &[Placed], first_ns: i128) -> Result<PathBuf, ExportError> {
     let mux = |what: &str| {
@@ -646,12 +650,15 @@ fn write_webm(path: &Path, tracks: &[Placed], first_ns: i128) -> Result<PathBuf,
         let Some(&n) = numbers.get(&p.track) else {
             continue;
         };
-        let mut last = 0u64;
+        // Strictly increasing per track at the file's 1 ms resolution: two frames placed in
+        // the same millisecond (or one placed before its predecessor) would give a player
+        // duplicate timestamps ("non monotonically increasing dts").
+        let mut next_min = 0u64;
         for (f, at) in p.frames.frames.iter().zip(&p.at) {
             let t = u64::try_from((*at - first_ns).max(0))
                 .unwrap_or(0)
-                .max(last);
-            last = t;
+                .max(next_min);
+            next_min = (t / MS_NS + 1) * MS_NS;
             all.push((t, n, f));
         }
     }

@@ -524,21 +524,22 @@ async fn recording(command: RecordingCommand) -> anyhow::Result<()> {
     use teleconsult::recording;
     match command {
         RecordingCommand::List { json, config, dev } => {
-            let config = Config::load_for_tokens(config.as_deref(), dev)?;
+            let (config, store) = open_store(config.as_deref(), dev).await?;
             let keys = recording::master_keys(&config.documents)?;
-            let all = recording::list(&config.storage.data_dir, &keys)?;
+            let all = recording::list(&*store, &config.storage.data_dir, &keys).await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                out!("id\tconsultation\tstarted\tduration_s\tinterrupted");
+                out!("id\tconsultation\tstarted\tduration_s\tinterrupted\tstored");
                 for r in &all {
                     out!(
-                        "{}\t{}\t{}\t{:.1}\t{}",
+                        "{}\t{}\t{}\t{:.1}\t{}\t{}",
                         r.id,
                         r.consultation,
                         teleconsult::billing::time::format(r.created_ms),
                         r.duration_secs,
-                        r.interrupted
+                        r.interrupted,
+                        r.stored
                     );
                 }
             }
@@ -552,12 +553,8 @@ async fn recording(command: RecordingCommand) -> anyhow::Result<()> {
         } => {
             let (config, store) = open_store(config.as_deref(), dev).await?;
             let keys = recording::master_keys(&config.documents)?;
-            let data_dir = config.storage.data_dir.clone();
-            let (id2, out2) = (id.clone(), output.clone());
             let manifest =
-                tokio::task::spawn_blocking(move || recording::export(&data_dir, &keys, &id2, &out2))
-                    .await
-                    .context("the exporter stopped")??;
+                recording::export(&*store, &config.storage.data_dir, &keys, &id, &output).await?;
             store
                 .record_audit(&teleconsult_store::AuditEvent {
                     id: format!("a{:032x}", rand::random::<u128>()),

@@ -21,6 +21,7 @@ use teleconsult_consultation::{ConsultationId, ParticipantId, Recorder, Recordin
 use teleconsult_recording::journal::{self, Header, Kind as JournalKind, TrackInfo};
 use teleconsult_recording::{MasterKey, Offer, RecorderConfig, Recording, RecordingKey, Tap};
 use teleconsult_sfu::{Kind, Offered, RecordingSink, Sfu, TrackTap};
+use teleconsult_store::{RecordingRecord, Store};
 
 /// Where a server keeps its recordings' journals.
 pub fn journal_dir(data_dir: &Path) -> PathBuf {
@@ -76,17 +77,26 @@ pub struct Recordings {
     master: MasterKey,
     sfu: Sfu,
     config: RecorderConfig,
+    /// Where finished journals go.
+    store: Arc<dyn Store>,
     /// By consultation id.
     active: Mutex<HashMap<String, Active>>,
 }
 
 impl Recordings {
-    pub fn new(data_dir: &Path, master: MasterKey, sfu: Sfu, config: RecorderConfig) -> Self {
+    pub fn new(
+        data_dir: &Path,
+        master: MasterKey,
+        sfu: Sfu,
+        config: RecorderConfig,
+        store: Arc<dyn Store>,
+    ) -> Self {
         Recordings {
             data_dir: data_dir.to_path_buf(),
             master,
             sfu,
             config,
+            store,
             active: Mutex::new(HashMap::new()),
         }
     }
@@ -137,7 +147,7 @@ impl Recordings {
             },
         ) {
             // (The rules allow one at a time; never the case.)
-            finish(old);
+            self.finish(old);
         }
         metrics::gauge!(RECORDINGS_ACTIVE).increment(1.0);
         tracing::info!(%consultation, recording = id, "recording started");
@@ -148,25 +158,142 @@ impl Recordings {
 /// Gauge: recordings in progress on this server.
 pub const RECORDINGS_ACTIVE: &str = "teleconsult_recordings_active";
 
-/// Close a recording's journal off the caller's thread (the writer drains its queue first).
-fn finish(active: Active) {
-    let Active { id, recording, .. } = active;
-    let stop = move || match recording.stop(Instant::now()) {
-        Ok(s) => tracing::info!(
-            recording = %id,
-            records = s.records,
-            dropped = s.dropped,
-            bytes = s.bytes,
-            "recording stopped"
-        ),
-        Err(e) => tracing::error!(recording = %id, error = %e, "recording could not be closed"),
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => {
-            h.spawn_blocking(stop);
+impl Recordings {
+    /// Close a recording's journal off the caller's thread (the writer drains its queue
+    /// first), then move it into the store.
+    fn finish(&self, active: Active) {
+        let Active { id, recording, .. } = active;
+        let (store, data_dir) = (self.store.clone(), self.data_dir.clone());
+        let keys = vec![self.master.clone()];
+        let rid = id.clone();
+        let stop = move || match recording.stop(Instant::now()) {
+            Ok(s) => tracing::info!(
+                recording = %rid,
+                records = s.records,
+                dropped = s.dropped,
+                bytes = s.bytes,
+                "recording stopped"
+            ),
+            Err(e) => tracing::error!(recording = %rid, error = %e, "recording could not be closed"),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move {
+                    // Stored even if it could not be closed cleanly: what it holds is kept.
+                    let _ = tokio::task::spawn_blocking(stop).await;
+                    if let Some(path) = journal_path(&data_dir, &id) {
+                        match store_journal(&*store, &path, &keys).await {
+                            Ok(r) => {
+                                tracing::info!(recording = %r.id, bytes = r.bytes, "recording stored")
+                            }
+                            Err(e) => tracing::error!(recording = %id, error = %e,
+                                "recording not stored yet (kept on disk; stored at the next start)"),
+                        }
+                    }
+                });
+            }
+            Err(_) => {
+                stop();
+            }
         }
-        Err(_) => stop(),
     }
+}
+
+
+/// Pieces the journal is streamed to the store in.
+const UPLOAD_PIECE: usize = 64 << 10;
+
+/// Move the journal at `path` into the store (its record from its plaintext header and how it
+/// ends), then remove the local file. The bytes stored are the sealed journal as written.
+pub async fn store_journal(
+    store: &dyn Store,
+    path: &Path,
+    keys: &[MasterKey],
+) -> anyhow::Result<RecordingRecord> {
+    let (p, k) = (path.to_path_buf(), keys.to_vec());
+    let (header, (interrupted, duration_ms), bytes) = tokio::task::spawn_blocking(move || {
+        let header = journal::read_header(&p)?;
+        let bytes = std::fs::metadata(&p)?.len();
+        Ok::<_, anyhow::Error>((header, summarise(&p, &k)?, bytes))
+    })
+    .await??;
+    let record = RecordingRecord {
+        id: header.recording.clone(),
+        consultation: header.consultation.clone(),
+        created_at: header.created_ms,
+        stored_at: teleconsult_consultation::invitation::now_millis(),
+        bytes,
+        duration_ms,
+        interrupted,
+    };
+    let file = tokio::fs::File::open(path).await?;
+    let body = futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; UPLOAD_PIECE];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e.to_string()), f)),
+        }
+    });
+    store
+        .put_recording(&record, futures_util::StreamExt::boxed(body))
+        .await?;
+    tokio::fs::remove_file(path).await?;
+    Ok(record)
+}
+
+/// At start-up: move every journal left in `data_dir` (a crash while recording, or a store that
+/// was unreachable when one ended) into the store. Returns how many were stored.
+pub async fn recover(store: &dyn Store, data_dir: &Path, keys: &[MasterKey]) -> usize {
+    let dir = journal_dir(data_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut stored = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "journal") {
+            continue;
+        }
+        match store_journal(store, &path, keys).await {
+            Ok(r) => {
+                stored += 1;
+                tracing::info!(recording = %r.id, interrupted = r.interrupted, bytes = r.bytes, "recording recovered and stored");
+            }
+            Err(e) => tracing::error!(file = %path.display(), error = %e, "a recording left on disk could not be stored (kept)"),
+        }
+    }
+    stored
+}
+
+/// How a journal ends: whether without a `stopped` event (the server stopped while
+/// recording), and its span (first to last record), milliseconds.
+fn summarise(path: &Path, keys: &[MasterKey]) -> anyhow::Result<(bool, i64)> {
+    let j = journal::read(path, |w, id| {
+        teleconsult_recording::crypto::unwrap_with(keys, w, id)
+    })?;
+    let times = j.records.iter().filter_map(|r| match r {
+        journal::Record::Rtp { arrival_us, .. }
+        | journal::Record::SenderReport { arrival_us, .. }
+        | journal::Record::Event { arrival_us, .. } => Some(*arrival_us),
+        journal::Record::Track { .. } => None,
+    });
+    let (lo, hi) = times.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
+    let span_ms = if hi >= lo { ((hi - lo) / 1000) as i64 } else { 0 };
+    let interrupted = !j.records.iter().any(|r| {
+        matches!(
+            r,
+            journal::Record::Event {
+                event: journal::Event::Stopped,
+                ..
+            }
+        )
+    });
+    Ok((interrupted, span_ms))
 }
 
 impl Recorder for Recordings {
@@ -228,7 +355,7 @@ impl Recorder for Recordings {
                     drop(active);
                     let _ = self.sfu.stop_recording(consultation.as_str());
                     metrics::gauge!(RECORDINGS_ACTIVE).decrement(1.0);
-                    finish(a);
+                    self.finish(a);
                 }
             }
         }
@@ -287,7 +414,7 @@ impl TrackTap for TapOf {
     }
 }
 
-/// One journal as `teleconsult recording list` shows it.
+/// One recording as `teleconsult recording list` shows it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Listed {
     pub id: String,
@@ -298,74 +425,101 @@ pub struct Listed {
     /// The journal ends without a `stopped` event (the server stopped while recording).
     pub interrupted: bool,
     pub bytes: u64,
+    /// In the store (else still on this node's disk: being recorded, or not stored yet).
+    pub stored: bool,
 }
 
-/// Every journal in `data_dir` (newest first), read with `keys`.
-pub fn list(data_dir: &Path, keys: &[MasterKey]) -> anyhow::Result<Vec<Listed>> {
+/// Every recording: those in the store, then journals still on disk in `data_dir` (newest
+/// first within each).
+pub async fn list(
+    store: &dyn Store,
+    data_dir: &Path,
+    keys: &[MasterKey],
+) -> anyhow::Result<Vec<Listed>> {
+    let mut out: Vec<Listed> = store
+        .recordings(None)
+        .await?
+        .into_iter()
+        .rev()
+        .map(|r| Listed {
+            id: r.id,
+            consultation: r.consultation,
+            created_ms: r.created_at,
+            duration_secs: r.duration_ms as f64 / 1000.0,
+            interrupted: r.interrupted,
+            bytes: r.bytes,
+            stored: true,
+        })
+        .collect();
     let dir = journal_dir(data_dir);
-    let mut out = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Ok(e) => e.flatten().map(|e| e.path()).collect::<Vec<_>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e.into()),
     };
-    for entry in entries {
-        let path = entry?.path();
+    let mut local = Vec::new();
+    for path in entries {
         if path.extension().is_none_or(|e| e != "journal") {
             continue;
         }
-        let bytes = std::fs::metadata(&path)?.len();
-        let j = journal::read(&path, |w, id| {
-            teleconsult_recording::crypto::unwrap_with(keys, w, id)
-        })?;
-        let times = j.records.iter().filter_map(|r| match r {
-            journal::Record::Rtp { arrival_us, .. }
-            | journal::Record::SenderReport { arrival_us, .. }
-            | journal::Record::Event { arrival_us, .. } => Some(*arrival_us),
-            journal::Record::Track { .. } => None,
-        });
-        let (lo, hi) = times.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
-        let interrupted = !j.records.iter().any(|r| {
-            matches!(
-                r,
-                journal::Record::Event {
-                    event: journal::Event::Stopped,
-                    ..
-                }
-            )
-        });
-        out.push(Listed {
-            id: j.header.recording.clone(),
-            consultation: j.header.consultation.clone(),
-            created_ms: j.header.created_ms,
-            duration_secs: if hi >= lo {
-                (hi - lo) as f64 / 1e6
-            } else {
-                0.0
-            },
+        let header = journal::read_header(&path)?;
+        if out.iter().any(|l| l.id == header.recording) {
+            continue; // stored; the local copy was about to go
+        }
+        let (interrupted, duration_ms) = summarise(&path, keys)?;
+        local.push(Listed {
+            id: header.recording,
+            consultation: header.consultation,
+            created_ms: header.created_ms,
+            duration_secs: duration_ms as f64 / 1000.0,
             interrupted,
-            bytes,
+            bytes: std::fs::metadata(&path)?.len(),
+            stored: false,
         });
     }
-    out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(a.id.cmp(&b.id)));
+    local.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(a.id.cmp(&b.id)));
+    out.extend(local);
     Ok(out)
 }
 
-/// Export recording `id` of `data_dir` into `output` (one WebM per participant and
-/// `manifest.json`).
-pub fn export(
+/// Export recording `id` (from the store, or from `data_dir` while not stored yet) into
+/// `output`: one WebM file per participant and `manifest.json`.
+pub async fn export(
+    store: &dyn Store,
     data_dir: &Path,
     keys: &[MasterKey],
     id: &str,
     output: &Path,
 ) -> anyhow::Result<teleconsult_recording::Manifest> {
-    let path = journal_path(data_dir, id)
-        .filter(|p| p.exists())
-        .ok_or_else(|| anyhow::anyhow!("no recording {id} in {}", data_dir.display()))?;
-    let j = journal::read(&path, |w, rid| {
-        teleconsult_recording::crypto::unwrap_with(keys, w, rid)
-    })?;
-    Ok(teleconsult_recording::export(&j, output)?)
+    let local = journal_path(data_dir, id)
+        .ok_or_else(|| anyhow::anyhow!("not a recording id: {id}"))?;
+    std::fs::create_dir_all(output)?;
+    let (path, temporary) = if store.recording(id).await?.is_some() {
+        let tmp = output.join(format!(".{id}.journal"));
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        let mut body = store.recording_body(id);
+        while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+            tokio::io::AsyncWriteExt::write_all(&mut f, &chunk?).await?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut f).await?;
+        (tmp, true)
+    } else if local.exists() {
+        (local, false)
+    } else {
+        anyhow::bail!("no recording {id}");
+    };
+    let (k, out, p) = (keys.to_vec(), output.to_path_buf(), path.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let j = journal::read(&p, |w, rid| {
+            teleconsult_recording::crypto::unwrap_with(&k, w, rid)
+        })?;
+        Ok::<_, anyhow::Error>(teleconsult_recording::export(&j, &out)?)
+    })
+    .await?;
+    if temporary {
+        let _ = std::fs::remove_file(&path);
+    }
+    result
 }
 
 #[cfg(test)]

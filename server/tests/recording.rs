@@ -173,19 +173,47 @@ async fn consent_over_signalling(mongo: bool) {
     doctor.send(ClientMessage::RecordingStop);
     assert_eq!(recorded(&mut patient, 0).await, None);
 
-    // The journal closes (a `stopped` event) and lists under the consultation.
-    let keys = teleconsult::recording::master_keys(&s.config.documents).expect("keys");
-    let data_dir = s.config.storage.data_dir.clone();
-    let listed = common::poll(T, "the journal closes", || {
-        let (data_dir, keys) = (data_dir.clone(), keys.clone());
+    // The journal closes (a `stopped` event), moves into the store and leaves the disk.
+    let store = s.server.state.store.clone();
+    let stored = common::poll(T, "the journal is stored", || {
+        let store = store.clone();
         async move {
-            let all = teleconsult::recording::list(&data_dir, &keys).ok()?;
-            all.into_iter()
-                .find(|r| r.consultation == consultation && !r.interrupted)
+            let all = store.recordings(Some(consultation)).await.ok()?;
+            all.into_iter().find(|r| !r.interrupted)
         }
     })
     .await;
-    assert_eq!(listed.id, id);
+    assert_eq!(stored.id, id);
+    assert!(stored.bytes > 0);
+    common::poll(T, "the local journal is removed", || {
+        let gone = !journal.exists();
+        async move { gone.then_some(()) }
+    })
+    .await;
+    // It exports from the store: the consent record says who agreed to which text.
+    let keys = teleconsult::recording::master_keys(&s.config.documents).expect("keys");
+    let out = common::temp_dir("rec-export");
+    let manifest =
+        teleconsult::recording::export(&*store, &s.config.storage.data_dir, &keys, &id, &out)
+            .await
+            .expect("exports");
+    let events = serde_json::to_value(&manifest.events).expect("json");
+    let kinds: Vec<&str> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["consent_given", "consent_given", "consent_withdrawn", "stopped"]
+    );
+    let fr = teleconsult::consultation::text_sha256(teleconsult::consultation::consent_text("fr").1);
+    let de = teleconsult::consultation::text_sha256(teleconsult::consultation::consent_text("de").1);
+    assert_eq!(events[0]["participant"], doctor.id.as_str());
+    assert_eq!(events[0]["text_sha256"], de.as_str(), "the practitioner asked in German");
+    assert_eq!(events[1]["participant"], patient.id.as_str());
+    assert_eq!(events[1]["text_sha256"], fr.as_str(), "the patient read the French text");
 
     // Every step is audited (the audit writer is asynchronous).
     let store = &*s.server.state.store;
@@ -202,5 +230,75 @@ async fn consent_over_signalling(mongo: bool) {
         .await;
     }
     drop((doctor, patient));
+    s.shutdown().await;
+}
+
+/// A journal left on disk by a crash (its writer never stopped) is stored at the next start,
+/// as interrupted, up to its last synced chunk, and leaves the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_left_by_a_crash_is_recovered_into_the_store() {
+    use std::time::{Duration, Instant};
+    use teleconsult_recording::journal::{Header, Kind, TrackInfo};
+    let s = TestServer::start().await;
+    let data_dir = s.config.storage.data_dir.clone();
+    let keys = teleconsult::recording::master_keys(&s.config.documents).expect("keys");
+    let id = "rec_0123456789abcdef";
+    let path = teleconsult::recording::journal_path(&data_dir, id).expect("path");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let key = teleconsult_recording::RecordingKey::generate();
+    let header = Header {
+        recording: id.into(),
+        consultation: "c-crashed".into(),
+        created_ms: 1_700_000_000_000,
+        key: keys[0].wrap(&key, id),
+    };
+    let epoch = Instant::now();
+    let rec = teleconsult_recording::Recording::start(
+        &path,
+        &header,
+        key,
+        teleconsult_recording::RecorderConfig {
+            queue: 1024,
+            sync_interval: Duration::from_millis(50),
+        },
+        epoch,
+    )
+    .unwrap();
+    let tap = rec.add_track(TrackInfo {
+        participant: "p1".into(),
+        pseudonym: "Pat".into(),
+        kind: Kind::Audio,
+        codec: "opus".into(),
+        clock_rate: 48_000,
+        label: "microphone".into(),
+    });
+    rec.give_consent(epoch, "p1", "v", "h");
+    for i in 0..50u16 {
+        let mut p = vec![0x80, 111];
+        p.extend_from_slice(&i.to_be_bytes());
+        p.extend_from_slice(&(u32::from(i) * 960).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 7, 0xF8, 0xFF, 0xFE]);
+        assert!(tap.rtp(epoch + Duration::from_millis(20 * u64::from(i)), &p));
+    }
+    // Synced, then "killed": the writer thread is leaked with the journal open, never stopped.
+    common::poll(T, "a synced chunk", || {
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        async move { (len > 200).then_some(()) }
+    })
+    .await;
+    std::mem::forget(rec);
+    let n = teleconsult::recording::recover(&*s.server.state.store, &data_dir, &keys).await;
+    assert_eq!(n, 1);
+    let stored = s
+        .server
+        .state
+        .store
+        .recording(id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(stored.interrupted, "no stopped event: interrupted");
+    assert_eq!(stored.consultation, "c-crashed");
+    assert!(!path.exists(), "moved off the disk");
     s.shutdown().await;
 }

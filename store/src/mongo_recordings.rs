@@ -25,6 +25,7 @@ struct RecordDoc {
     created_at: i64,
     stored_at: i64,
     bytes: i64,
+    duration_ms: i64,
     interrupted: bool,
 }
 
@@ -36,6 +37,7 @@ impl From<RecordDoc> for RecordingRecord {
             created_at: d.created_at,
             stored_at: d.stored_at,
             bytes: d.bytes.max(0) as u64,
+            duration_ms: d.duration_ms,
             interrupted: d.interrupted,
         }
     }
@@ -112,6 +114,7 @@ impl RecordingStore for MongoStore {
             created_at: record.created_at,
             stored_at: record.stored_at,
             bytes: i64::try_from(record.bytes).unwrap_or(i64::MAX),
+            duration_ms: record.duration_ms,
             interrupted: record.interrupted,
         })?;
         match self.coll(RECORDS).insert_one(d).await {

@@ -20,6 +20,8 @@ pub struct RecordingRecord {
     pub stored_at: Millis,
     /// Journal bytes.
     pub bytes: u64,
+    /// From its first to its last record, milliseconds.
+    pub duration_ms: i64,
     /// The journal ended without a `stopped` event (the server stopped while recording): it was
     /// recovered up to its last complete chunk.
     pub interrupted: bool,

@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS recordings (
     created_at INTEGER NOT NULL,
     stored_at INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
     interrupted INTEGER NOT NULL,
     chunks INTEGER NOT NULL
 );
@@ -37,11 +38,12 @@ fn row(r: &Row<'_>) -> rusqlite::Result<RecordingRecord> {
         created_at: r.get(2)?,
         stored_at: r.get(3)?,
         bytes: r.get::<_, i64>(4)?.max(0) as u64,
-        interrupted: r.get::<_, i64>(5)? != 0,
+        duration_ms: r.get(5)?,
+        interrupted: r.get::<_, i64>(6)? != 0,
     })
 }
 
-const COLUMNS: &str = "id, consultation, created_at, stored_at, bytes, interrupted";
+const COLUMNS: &str = "id, consultation, created_at, stored_at, bytes, duration_ms, interrupted";
 
 impl SqliteStore {
     async fn remove_recording_chunks(&self, id: String) -> Result<()> {
@@ -130,14 +132,15 @@ impl RecordingStore for SqliteStore {
                     ))));
                 }
                 tx.execute(
-                    "INSERT INTO recordings (id, consultation, created_at, stored_at, bytes, interrupted, chunks)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO recordings (id, consultation, created_at, stored_at, bytes, duration_ms, interrupted, chunks)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
                     params![
                         r.id,
                         r.consultation,
                         r.created_at,
                         r.stored_at,
                         i64::try_from(r.bytes).unwrap_or(i64::MAX),
+                        r.duration_ms,
                         i64::from(r.interrupted),
                         chunks
                     ],

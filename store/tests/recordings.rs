@@ -49,6 +49,7 @@ fn record(id: &str, consultation: &str, created_at: i64, bytes: u64) -> Recordin
         created_at,
         stored_at: created_at + 10,
         bytes,
+        duration_ms: created_at * 1000,
         interrupted: id.ends_with('1'),
     }
 }

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BIN, withCall, consultationId, waitForPrejoin, admit, waitForRemoteMedia, waitFor } from './harness.mjs';
+import { BIN, withCall, consultationId, waitForPrejoin, admit, waitForRemoteMedia, waitFor, startServer } from './harness.mjs';
 
 const execFileP = promisify(execFile);
 
@@ -81,15 +81,17 @@ async function waitRecorded(p, n, what) {
   await waitFor(async () => (await recorded(p)) === n, { what: `${p.label}: ${what}`, timeoutMs: 10_000 });
 }
 
-/** The recording of `consultation` once its journal is closed (stopped) or, `interrupted`, as left. */
-async function journalOf(server, consultation, { interrupted = false, count = 1 } = {}) {
+/** The recordings of `consultation` once `count` of them are in the store. */
+async function storedOf(server, consultation, { count = 1 } = {}) {
   let found = [];
   await waitFor(
     async () => {
-      found = (await listed(server)).filter((r) => r.consultation === consultation);
-      return found.length === count && found.every((r) => r.interrupted === interrupted);
+      // (A journal moving into the store may vanish from the disk while being listed.)
+      const all = await listed(server).catch(() => []);
+      found = all.filter((r) => r.consultation === consultation);
+      return found.length === count && found.every((r) => r.stored);
     },
-    { what: `${count} journal(s) of ${consultation} (interrupted: ${interrupted})`, timeoutMs: 15_000 },
+    { what: `${count} stored recording(s) of ${consultation}`, timeoutMs: 20_000 },
   );
   return found;
 }
@@ -126,14 +128,20 @@ test('both consent: one WebM per participant, VP8 + Opus, as long as the consent
     await waitRecorded(patient, 2, 'both recorded');
     assert.equal(await patient.page.locator('#recording-indicator').textContent(), 'Recording (including you)');
     await media(20_000);
+    // Sealed at rest while it is written: the pseudonyms are not in the journal's bytes.
+    const journals = path.join(ctx.server.env.TELECONSULT_STORAGE__DATA_DIR, 'recordings');
+    const [file] = readdirSync(journals).filter((f) => f.endsWith('.journal'));
+    const journal = readFileSync(path.join(journals, file));
+    assert.ok(journal.length > 10_000, `${journal.length} bytes journaled`);
+    assert.ok(!journal.includes(Buffer.from('Pat Rec')) && !journal.includes(Buffer.from('Dr Rec')), 'names in the clear');
     await doctor.page.getByRole('button', { name: 'Stop recording', exact: true }).click();
     await waitRecorded(patient, 0, 'the indicator goes off');
     assert.ok(await patient.page.locator('#recording-indicator').isHidden());
 
-    const [rec] = await journalOf(ctx.server, consultation);
-    // Sealed at rest: the pseudonyms are not in the journal's bytes.
-    const journal = readFileSync(path.join(ctx.server.env.TELECONSULT_STORAGE__DATA_DIR, 'recordings', `${rec.id}.journal`));
-    assert.ok(!journal.includes(Buffer.from('Pat Rec')) && !journal.includes(Buffer.from('Dr Rec')), 'names in the clear');
+    // Stored when it ends (the local journal goes), and exported from the store.
+    const [rec] = await storedOf(ctx.server, consultation);
+    assert.equal(`${rec.id}.journal`, file);
+    assert.ok(!readdirSync(journals).includes(file), 'moved off the disk');
     const { dir, manifest } = await exported(ctx.server, rec.id);
     assert.equal(manifest.participants.length, 2);
     const ids = { [await you(doctor)]: 'Dr Rec', [await you(patient)]: 'Pat Rec' };
@@ -166,7 +174,7 @@ test('decline records only the practitioner; a withdrawal stops the patient with
     await media(4_000);
     await doctor.page.getByRole('button', { name: 'Stop recording', exact: true }).click();
     await waitRecorded(patient, 0, 'the indicator goes off');
-    const [declined] = await journalOf(ctx.server, consultation);
+    const [declined] = await storedOf(ctx.server, consultation);
     const first = await exported(ctx.server, declined.id);
     assert.deepEqual(first.manifest.participants.map((p) => p.participant), [doctorId]);
     {
@@ -189,7 +197,7 @@ test('decline records only the practitioner; a withdrawal stops the patient with
     await media(4_000);
     await doctor.page.getByRole('button', { name: 'Stop recording', exact: true }).click();
     await waitRecorded(patient, 0, 'the indicator goes off');
-    const both = await journalOf(ctx.server, consultation, { count: 2 });
+    const both = await storedOf(ctx.server, consultation, { count: 2 });
     const withdrawn = both.find((r) => r.id !== declined.id);
     const second = await exported(ctx.server, withdrawn.id);
     const pat = second.manifest.participants.find((p) => p.participant === patientId);
@@ -209,8 +217,8 @@ test('decline records only the practitioner; a withdrawal stops the patient with
     assert.ok(doc.duration_ms / 1000 > span.seconds, 'the practitioner is recorded on after the withdrawal');
     assert.ok(Math.abs(doc.duration_ms / 1000 - docSpan.seconds) <= 0.05 * docSpan.seconds);
 
-    // 3. A recording running when the server is killed: the journal is kept up to its last
-    // synced chunk, listed as interrupted, and exports files that decode.
+    // 3. A recording running when the server is killed: after a restart its journal is stored
+    // up to its last synced chunk, listed as interrupted, and exports files that decode.
     await doctor.page.getByRole('button', { name: 'Record', exact: true }).click();
     await dialog.getByRole('button', { name: 'I agree to be recorded' }).click();
     await waitRecorded(doctor, 2, 'both recorded');
@@ -218,19 +226,23 @@ test('decline records only the practitioner; a withdrawal stops the patient with
     const killed = new Promise((r) => ctx.server.child.once('exit', r));
     ctx.server.child.kill('SIGKILL');
     await killed;
-    const lists = (await listed(ctx.server)).filter((r) => r.consultation === consultation);
-    assert.equal(lists.length, 3);
-    const crashed = lists.find((r) => r.interrupted);
-    assert.ok(crashed, `an interrupted journal is listed: ${JSON.stringify(lists)}`);
-    const third = await exported(ctx.server, crashed.id);
-    assert.ok(third.manifest.recovered.chunks > 0, 'complete chunks were recovered');
-    assert.equal(third.manifest.participants.length, 2);
-    for (const p of third.manifest.participants) {
-      const file = path.join(third.dir, p.file);
-      const { codecs, duration } = await probe(file);
-      assert.deepEqual(codecs, { video: 'vp8', audio: 'opus' }, p.file);
-      assert.ok(duration > 1, `${p.file}: ${duration} s recovered`);
-      assert.equal(await decodeErrors(file), '', `${p.file} decodes without errors`);
+    const again = await startServer({ extraEnv: { TELECONSULT_STORAGE__DATA_DIR: ctx.server.env.TELECONSULT_STORAGE__DATA_DIR } });
+    try {
+      const all = await storedOf(again, consultation, { count: 3 });
+      const crashed = all.filter((r) => r.interrupted);
+      assert.equal(crashed.length, 1, `one interrupted recording: ${JSON.stringify(all)}`);
+      const third = await exported(again, crashed[0].id);
+      assert.ok(third.manifest.recovered.chunks > 0, 'complete chunks were recovered');
+      assert.equal(third.manifest.participants.length, 2);
+      for (const p of third.manifest.participants) {
+        const file = path.join(third.dir, p.file);
+        const { codecs, duration } = await probe(file);
+        assert.deepEqual(codecs, { video: 'vp8', audio: 'opus' }, p.file);
+        assert.ok(duration > 1, `${p.file}: ${duration} s recovered`);
+        assert.equal(await decodeErrors(file), '', `${p.file} decodes without errors`);
+      }
+    } finally {
+      await again.stop();
     }
   });
 });
