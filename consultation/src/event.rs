@@ -4,10 +4,10 @@
 use crate::chat::ChatMessage;
 use crate::ids::{ConsultationId, ParticipantId, TrackId};
 use crate::invitation::SeatSecret;
-use teleconsult_store::Policy;
 use crate::model::{
     DocumentInfo, LeftReason, MediaKind, ParticipantInfo, ParticipantState, TrackInfo,
 };
+use teleconsult_store::Policy;
 
 /// An event for one participant.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -594,7 +594,11 @@ impl Authenticator {
                     return Err(Refusal::Revoked);
                 }
                 // The consultation's record, if it has one, gives its policy.
-                let policy = match self.store.scheduled_consultation(&claims.consultation).await {
+                let policy = match self
+                    .store
+                    .scheduled_consultation(&claims.consultation)
+                    .await
+                {
                     Ok(Some(c)) => c.policy,
                     _ => Policy::Standard,
                 };

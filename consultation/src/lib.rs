@@ -40,10 +40,8 @@ pub use rules::{
     ActionError, CONSENT_TEXT_VERSION, CONSENT_TEXTS, Consultation, Effect, JoinError, Joined,
     Limits, RecordingEffect, RecordingError, consent_text, text_sha256,
 };
+pub use service::{ConsultationService, MediaPlane, MediaSession, NoMedia, Observer, Recorder};
 pub use teleconsult_store::Policy;
-pub use service::{
-    ConsultationService, MediaPlane, MediaSession, NoMedia, Observer, Recorder,
-};
 
 /// Names of the metrics this crate records.
 pub mod metric_names {

@@ -21,8 +21,7 @@ use teleconsult_store::Policy;
 
 mod consent;
 pub use consent::{
-    CONSENT_TEXT_VERSION, CONSENT_TEXTS, RecordingEffect, RecordingError, consent_text,
-    text_sha256,
+    CONSENT_TEXT_VERSION, CONSENT_TEXTS, RecordingEffect, RecordingError, consent_text, text_sha256,
 };
 
 /// Why a join was refused.

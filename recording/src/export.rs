@@ -735,7 +735,11 @@ mod tests {
         let t = frames_of(Kind::Audio, &packets);
         let ts: Vec<i64> = t.frames.iter().map(|f| f.ts - t.frames[0].ts).collect();
         assert_eq!(ts, (0..8).map(|i| i * 960).collect::<Vec<_>>());
-        let silent: Vec<bool> = t.frames.iter().map(|f| f.data == [0xF8, 0xFF, 0xFE]).collect();
+        let silent: Vec<bool> = t
+            .frames
+            .iter()
+            .map(|f| f.data == [0xF8, 0xFF, 0xFE])
+            .collect();
         assert_eq!(
             silent,
             [false, false, false, true, true, false, true, false]
@@ -743,7 +747,11 @@ mod tests {
         assert_eq!(t.lost, 3);
         assert_eq!(t.holes.len(), 2, "the gaps are still reported");
         // A gap too long (or not a whole number of frames) is left as it is.
-        let packets = vec![(0, packet(0, 0)), (20_000, packet(1, 960)), (9_000_000, packet(900, 960 * 900))];
+        let packets = vec![
+            (0, packet(0, 0)),
+            (20_000, packet(1, 960)),
+            (9_000_000, packet(900, 960 * 900)),
+        ];
         assert_eq!(frames_of(Kind::Audio, &packets).frames.len(), 3);
     }
 

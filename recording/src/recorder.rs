@@ -291,11 +291,7 @@ impl Recording {
             event: Event::Stopped,
         });
         let _ = self.control.send(Control::Stop(last));
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (records, bytes) = match writer {
             Some(w) => w
                 .join()

@@ -438,7 +438,11 @@ fn check_call(lossy: bool) {
         "recording bench ({}): {} s of call, {packets} packets journaled at {:.2} µs CPU each \
          (tap + writer: copy, queue, seal, fsync), export {:.1} s of media per second, \
          worst A/V offset {:.1} ms",
-        if lossy { "5 % late, 0.5 % lost" } else { "clean" },
+        if lossy {
+            "5 % late, 0.5 % lost"
+        } else {
+            "clean"
+        },
         seconds(),
         cpu_us / packets as f64,
         f64::from(seconds()) / export_secs,

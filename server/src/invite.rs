@@ -22,7 +22,9 @@ pub enum InviteError {
         "consultation {0} does not exist yet: give --organisation and --practitioner to create it"
     )]
     NeedsOwner(String),
-    #[error("--policy end_to_end: not available yet on this server (media would not be end-to-end encrypted)")]
+    #[error(
+        "--policy end_to_end: not available yet on this server (media would not be end-to-end encrypted)"
+    )]
     PolicyUnavailable,
     #[error("{0}")]
     Issue(#[from] IssueError),

@@ -42,8 +42,8 @@ pub fn journal_path(data_dir: &Path, id: &str) -> Option<PathBuf> {
 pub fn master_keys(
     config: &teleconsult_documents::config::DocumentsConfig,
 ) -> anyhow::Result<Vec<MasterKey>> {
-    use base64::Engine as _;
     use crate::config::ExposeSecret as _;
+    use base64::Engine as _;
     let decode = |id: &str, b64: &str| -> anyhow::Result<MasterKey> {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
@@ -174,7 +174,9 @@ impl Recordings {
                 bytes = s.bytes,
                 "recording stopped"
             ),
-            Err(e) => tracing::error!(recording = %rid, error = %e, "recording could not be closed"),
+            Err(e) => {
+                tracing::error!(recording = %rid, error = %e, "recording could not be closed")
+            }
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
@@ -198,7 +200,6 @@ impl Recordings {
         }
     }
 }
-
 
 /// Pieces the journal is streamed to the store in.
 const UPLOAD_PIECE: usize = 64 << 10;
@@ -264,7 +265,9 @@ pub async fn recover(store: &dyn Store, data_dir: &Path, keys: &[MasterKey]) -> 
                 stored += 1;
                 tracing::info!(recording = %r.id, interrupted = r.interrupted, bytes = r.bytes, "recording recovered and stored");
             }
-            Err(e) => tracing::error!(file = %path.display(), error = %e, "a recording left on disk could not be stored (kept)"),
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "a recording left on disk could not be stored (kept)")
+            }
         }
     }
     stored
@@ -283,7 +286,11 @@ fn summarise(path: &Path, keys: &[MasterKey]) -> anyhow::Result<(bool, i64)> {
         journal::Record::Track { .. } => None,
     });
     let (lo, hi) = times.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
-    let span_ms = if hi >= lo { ((hi - lo) / 1000) as i64 } else { 0 };
+    let span_ms = if hi >= lo {
+        ((hi - lo) / 1000) as i64
+    } else {
+        0
+    };
     let interrupted = !j.records.iter().any(|r| {
         matches!(
             r,
@@ -329,7 +336,9 @@ impl Recorder for Recordings {
                 text_sha256,
             } => {
                 let active = self.active();
-                let Some(a) = active.get(consultation.as_str()).filter(|a| a.id == recording)
+                let Some(a) = active
+                    .get(consultation.as_str())
+                    .filter(|a| a.id == recording)
                 else {
                     return;
                 };
@@ -491,8 +500,8 @@ pub async fn export(
     id: &str,
     output: &Path,
 ) -> anyhow::Result<teleconsult_recording::Manifest> {
-    let local = journal_path(data_dir, id)
-        .ok_or_else(|| anyhow::anyhow!("not a recording id: {id}"))?;
+    let local =
+        journal_path(data_dir, id).ok_or_else(|| anyhow::anyhow!("not a recording id: {id}"))?;
     std::fs::create_dir_all(output)?;
     let (path, temporary) = if store.recording(id).await?.is_some() {
         let tmp = output.join(format!(".{id}.journal"));

@@ -78,9 +78,10 @@ async fn call(s: &TestServer, consultation: &str, policy: Policy) -> (Participan
 
 async fn recorded(p: &mut Participant, n: usize) -> Option<String> {
     let m = p
-        .expect(T, |m| {
-            matches!(m, ServerMessage::RecordingState { recorded, .. } if recorded.len() == n)
-        })
+        .expect(
+            T,
+            |m| matches!(m, ServerMessage::RecordingState { recorded, .. } if recorded.len() == n),
+        )
         .await
         .unwrap_or_else(|e| panic!("{}: recording_state with {n} recorded: {e}", p.id));
     match m {
@@ -142,10 +143,17 @@ async fn consent_over_signalling(mongo: bool) {
     );
     assert!(texts["en"].contains("withdraw your consent"));
     // Only the practitioner (who asked) is recorded until the patient answers.
-    assert_eq!(recorded(&mut patient, 1).await.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        recorded(&mut patient, 1).await.as_deref(),
+        Some(id.as_str())
+    );
     let journal = teleconsult::recording::journal_path(&s.config.storage.data_dir, &id)
         .expect("our id names a journal");
-    assert!(journal.exists(), "{} created at the start", journal.display());
+    assert!(
+        journal.exists(),
+        "{} created at the start",
+        journal.display()
+    );
 
     // An outdated text is refused; the current one is accepted.
     patient.send(ClientMessage::RecordingConsent {
@@ -206,14 +214,29 @@ async fn consent_over_signalling(mongo: bool) {
         .collect();
     assert_eq!(
         kinds,
-        ["consent_given", "consent_given", "consent_withdrawn", "stopped"]
+        [
+            "consent_given",
+            "consent_given",
+            "consent_withdrawn",
+            "stopped"
+        ]
     );
-    let fr = teleconsult::consultation::text_sha256(teleconsult::consultation::consent_text("fr").1);
-    let de = teleconsult::consultation::text_sha256(teleconsult::consultation::consent_text("de").1);
+    let fr =
+        teleconsult::consultation::text_sha256(teleconsult::consultation::consent_text("fr").1);
+    let de =
+        teleconsult::consultation::text_sha256(teleconsult::consultation::consent_text("de").1);
     assert_eq!(events[0]["participant"], doctor.id.as_str());
-    assert_eq!(events[0]["text_sha256"], de.as_str(), "the practitioner asked in German");
+    assert_eq!(
+        events[0]["text_sha256"],
+        de.as_str(),
+        "the practitioner asked in German"
+    );
     assert_eq!(events[1]["participant"], patient.id.as_str());
-    assert_eq!(events[1]["text_sha256"], fr.as_str(), "the patient read the French text");
+    assert_eq!(
+        events[1]["text_sha256"],
+        fr.as_str(),
+        "the patient read the French text"
+    );
 
     // Every step is audited (the audit writer is asynchronous).
     let store = &*s.server.state.store;

@@ -286,8 +286,6 @@ pub enum ErrorCode {
     NotRecording,
     /// (v2) The consent text shown is not the current version: answer the new request.
     ConsentTextOutdated,
-    /// (v2) The recording could not be started (storage): try again later.
-    RecordingFailed,
 }
 
 impl ServerMessage {
@@ -314,6 +312,58 @@ mod tests {
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"answer"}"#).is_err());
         let s = serde_json::to_string(&ServerMessage::error(ErrorCode::Forbidden, "no")).unwrap();
         assert_eq!(s, r#"{"type":"error","code":"forbidden","message":"no"}"#);
+    }
+
+    #[test]
+    fn recording_messages_on_the_wire() {
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"recording_consent","recording":"rec_1","accept":true,"text_version":"v","language":"fr"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::RecordingConsent {
+                recording: "rec_1".into(),
+                accept: true,
+                text_version: "v".into(),
+                language: "fr".into()
+            }
+        );
+        let m: ClientMessage = serde_json::from_str(r#"{"type":"recording_request"}"#).unwrap();
+        assert_eq!(m, ClientMessage::RecordingRequest { language: None });
+        assert!(
+            serde_json::from_str::<ClientMessage>(
+                r#"{"type":"recording_consent","recording":"r","accept":true}"#
+            )
+            .is_err(),
+            "an answer names the text it answers"
+        );
+        let out = ServerMessage::RecordingState {
+            recording: Some("rec_1".into()),
+            recorded: vec!["p1".into()],
+        };
+        assert_eq!(
+            serde_json::to_value(&out).unwrap(),
+            serde_json::json!({"type":"recording_state","recording":"rec_1","recorded":["p1"]})
+        );
+        assert_eq!(out.since(), 2);
+        let e = serde_json::to_value(ServerMessage::error(ErrorCode::RecordingNotAllowed, "x"))
+            .unwrap();
+        assert_eq!(e["code"], "recording_not_allowed");
+        // `joined` names the policy; a `joined` without one (an older server) reads as standard.
+        let j: ServerMessage = serde_json::from_value(serde_json::json!({
+            "type":"joined","protocol":2,"consultation":"c",
+            "you":{"id":"p","role":"patient","display_name":"P","state":"waiting","audio_muted":false,"video_muted":false,"second_device":false},
+            "participants":[]
+        }))
+        .unwrap();
+        assert!(matches!(
+            j,
+            ServerMessage::Joined {
+                policy: Policy::Standard,
+                ..
+            }
+        ));
     }
 
     #[test]

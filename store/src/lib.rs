@@ -172,14 +172,7 @@ pub struct AuditEvent {
 /// The storage interface. Implementations must be safe to call concurrently.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore
-    + ApiKeyStore
-    + ChatStore
-    + InvitationStore
-    + RecordingStore
-    + Send
-    + Sync
-    + 'static
+    AccountStore + ApiKeyStore + ChatStore + InvitationStore + RecordingStore + Send + Sync + 'static
 {
     /// Cheap liveness check (for `/healthz`).
     async fn ping(&self) -> Result<()>;

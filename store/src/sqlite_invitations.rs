@@ -36,7 +36,9 @@ CREATE INDEX IF NOT EXISTS invitations_consultation ON invitations (consultation
 /// Databases made before consultation policies existed get the column (`standard`).
 pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     let has_policy = conn
-        .prepare("SELECT 1 FROM pragma_table_info('scheduled_consultations') WHERE name = 'policy'")?
+        .prepare(
+            "SELECT 1 FROM pragma_table_info('scheduled_consultations') WHERE name = 'policy'",
+        )?
         .exists([])?;
     if !has_policy {
         conn.execute_batch(

@@ -37,10 +37,7 @@ macro_rules! conformance {
     };
 }
 
-conformance!(
-    journal_round_trips,
-    failed_upload_leaves_nothing,
-);
+conformance!(journal_round_trips, failed_upload_leaves_nothing,);
 
 fn record(id: &str, consultation: &str, created_at: i64, bytes: u64) -> RecordingRecord {
     RecordingRecord {
@@ -82,11 +79,17 @@ async fn journal_round_trips(store: &dyn RecordingStore) {
     let r2 = record("rec_b2", "c-1", 3, 100);
     store.put_recording(&r2, b).await.expect("stored");
     let r3 = record("rec_c3", "c-2", 1, 100);
-    store.put_recording(&r3, body(100, 100).1).await.expect("stored");
+    store
+        .put_recording(&r3, body(100, 100).1)
+        .await
+        .expect("stored");
 
     assert_eq!(read_all(store, "rec_a1").await.expect("read"), data);
     assert_eq!(read_all(store, "rec_b2").await.expect("read"), small);
-    assert_eq!(store.recording("rec_a1").await.expect("get"), Some(r1.clone()));
+    assert_eq!(
+        store.recording("rec_a1").await.expect("get"),
+        Some(r1.clone())
+    );
     assert_eq!(
         store.recordings(Some("c-1")).await.expect("list"),
         vec![r2.clone(), r1.clone()],
@@ -130,7 +133,13 @@ async fn failed_upload_leaves_nothing(store: &dyn RecordingStore) {
         Err(StoreError::Aborted(_))
     ));
     assert_eq!(store.recording("rec_d4").await.expect("get"), None);
-    assert!(store.recordings(Some("c-3")).await.expect("list").is_empty());
+    assert!(
+        store
+            .recordings(Some("c-3"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
     assert!(matches!(
         read_all(store, "rec_d4").await,
         Err(StoreError::NotFound)

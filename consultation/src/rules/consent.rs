@@ -219,9 +219,7 @@ impl Consultation {
         language: &str,
         recording_id: String,
     ) -> Result<Vec<Effect>, RecordingError> {
-        let me = self
-            .get(actor.as_str())
-            .ok_or(RecordingError::NotInCall)?;
+        let me = self.get(actor.as_str()).ok_or(RecordingError::NotInCall)?;
         if me.role != Role::Practitioner || !me.in_call() {
             return Err(RecordingError::Forbidden);
         }
@@ -333,9 +331,7 @@ impl Consultation {
 
     /// A practitioner in the call stops the running recording.
     pub fn stop_recording(&mut self, actor: &ParticipantId) -> Result<Vec<Effect>, RecordingError> {
-        let me = self
-            .get(actor.as_str())
-            .ok_or(RecordingError::NotInCall)?;
+        let me = self.get(actor.as_str()).ok_or(RecordingError::NotInCall)?;
         if me.role != Role::Practitioner || !me.in_call() {
             return Err(RecordingError::Forbidden);
         }
@@ -352,7 +348,9 @@ impl Consultation {
     /// The recording ends with the consultation (no actor: it ended or was cancelled).
     pub(super) fn recording_ends(&mut self) -> Option<Effect> {
         let rec = self.recording.take()?;
-        Some(Effect::Recording(RecordingEffect::Stop { recording: rec.id }))
+        Some(Effect::Recording(RecordingEffect::Stop {
+            recording: rec.id,
+        }))
     }
 
     /// `who` is now in the call (admitted, or back on a new connection): told what is being

@@ -248,7 +248,11 @@ impl Core {
         }
         let codec = Codec::of(&track.codec.mime_type);
         track.recording = TrackRecording::new(sink, &p.id, track.kind, codec, track.clock_rate);
-        if track.recording.as_ref().is_some_and(TrackRecording::is_video) {
+        if track
+            .recording
+            .as_ref()
+            .is_some_and(TrackRecording::is_video)
+        {
             self.request_keyframe(key, source, now);
         }
     }
@@ -290,16 +294,40 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         let ok = |_, _| true;
-        assert!(r.offer(at(0), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
-        assert!(!r.offer(at(30), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(
+            r.offer(at(0), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
+        assert!(
+            !r.offer(at(30), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
         // Not answered (throttled, lost): asked again.
-        assert!(r.offer(at(500), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
-        assert!(!r.offer(at(530), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(
+            r.offer(at(500), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
+        assert!(
+            !r.offer(at(530), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
         // A keyframe arrives at 1 s: the next request is due 4 s later, not before.
-        assert!(!r.offer(at(1000), b"k", Some(Codec::Vp8), true, None, ok).keyframe);
-        assert!(!r.offer(at(4990), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
-        assert!(r.offer(at(5000), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
-        assert!(!r.offer(at(5030), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(
+            !r.offer(at(1000), b"k", Some(Codec::Vp8), true, None, ok)
+                .keyframe
+        );
+        assert!(
+            !r.offer(at(4990), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
+        assert!(
+            r.offer(at(5000), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
+        assert!(
+            !r.offer(at(5030), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
         // Another payload type on the same stream is not offered.
         r.offer(at(5060), b"xx", Some(Codec::Other), false, None, ok);
         assert_eq!(seen.lock().unwrap().len(), 8);
@@ -354,17 +382,35 @@ mod tests {
         let at = |ms| t0 + Duration::from_millis(ms);
         let ok = |_, _| true;
         // Before the consent, nothing is asked for (nothing of this publisher is recorded).
-        assert!(!r.offer(at(0), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
-        assert!(!r.offer(at(10), b"k", Some(Codec::Vp8), true, None, ok).keyframe);
-        assert!(!r.offer(at(5000), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(
+            !r.offer(at(0), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
+        assert!(
+            !r.offer(at(10), b"k", Some(Codec::Vp8), true, None, ok)
+                .keyframe
+        );
+        assert!(
+            !r.offer(at(5000), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
         *consent.lock().unwrap() = true;
-        assert!(r.offer(at(5030), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
-        assert!(!r.offer(at(5060), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(
+            r.offer(at(5030), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
+        assert!(
+            !r.offer(at(5060), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
         // Withdrawn and given again: again a keyframe.
         *consent.lock().unwrap() = false;
         r.offer(at(5100), b"p", Some(Codec::Vp8), false, None, ok);
         *consent.lock().unwrap() = true;
-        assert!(r.offer(at(5130), b"p", Some(Codec::Vp8), false, None, ok).keyframe);
+        assert!(
+            r.offer(at(5130), b"p", Some(Codec::Vp8), false, None, ok)
+                .keyframe
+        );
     }
 
     #[test]
