@@ -38,6 +38,9 @@ impl Default for RecorderConfig {
     }
 }
 
+/// The writer thread: what it wrote (records, bytes) when it ends.
+type Writer = JoinHandle<Result<(u64, u64), JournalError>>;
+
 enum Control {
     Record(Record),
     /// Write what the taps queued, then these final records, and close.
@@ -140,7 +143,7 @@ pub struct Recording {
     taps: Mutex<Vec<Arc<TapShared>>>,
     consents: Mutex<HashMap<String, Arc<AtomicBool>>>,
     next_track: Mutex<u16>,
-    writer: Mutex<Option<JoinHandle<Result<(u64, u64), JournalError>>>>,
+    writer: Mutex<Option<Writer>>,
 }
 
 impl Recording {

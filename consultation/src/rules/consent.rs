@@ -500,14 +500,11 @@ mod tests {
             .collect()
     }
 
+    /// A participant's id and inbox.
+    type Conn = (ParticipantId, UnboundedReceiver<Outbound>);
+
     /// A practitioner and an admitted patient in a consultation of `policy`.
-    fn call(
-        policy: Policy,
-    ) -> (
-        Consultation,
-        (ParticipantId, UnboundedReceiver<Outbound>),
-        (ParticipantId, UnboundedReceiver<Outbound>),
-    ) {
+    fn call(policy: Policy) -> (Consultation, Conn, Conn) {
         let mut c = consultation(policy);
         let (doc, mut doc_rx) = join(&mut c, "Dr A", Role::Practitioner, 1);
         let (pat, mut pat_rx) = join(&mut c, "Pat", Role::Patient, 2);

@@ -134,19 +134,16 @@ impl TrackRecording {
             self.keyframe_at = Some(now);
             self.asked_at = None;
             self.gap = None;
-        } else if started {
-            // Consent was just given: the recording of this track starts at a keyframe.
-            ask = true;
-        } else if self
-            .keyframe_at
-            .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_INTERVAL)
-        {
-            ask = true;
-        } else if self
-            .asked_at
-            .is_some_and(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY)
-        {
-            ask = true;
+        } else {
+            // Consent was just given (the recording of this track starts at a keyframe), none
+            // for too long, or the last request went unanswered.
+            let stale = self
+                .keyframe_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_INTERVAL);
+            let unanswered = self
+                .asked_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY);
+            ask = started || stale || unanswered;
         }
         if let Some((from, to)) = missing {
             self.gap = Some(match self.gap {
