@@ -48,6 +48,9 @@ pub struct RecordingConfig {
     pub sync_interval_ms: u64,
     /// Packets a recording may queue before its taps drop (and count) the next ones.
     pub queue_packets: usize,
+    /// Stored recordings older than this are deleted (audited as `recording.delete` by
+    /// `system`), checked at start-up and hourly. 0: kept until deleted by hand.
+    pub retention_days: u64,
 }
 
 impl Default for RecordingConfig {
@@ -55,6 +58,7 @@ impl Default for RecordingConfig {
         RecordingConfig {
             sync_interval_ms: 1000,
             queue_packets: 4096,
+            retention_days: 90,
         }
     }
 }
@@ -475,6 +479,9 @@ impl Config {
         }
         if !(64..=1_000_000).contains(&self.recording.queue_packets) {
             bad("recording.queue_packets", "must be 64..=1000000");
+        }
+        if self.recording.retention_days > 36_500 {
+            bad("recording.retention_days", "must be 0..=36500");
         }
 
         // server

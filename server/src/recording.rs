@@ -273,6 +273,60 @@ pub async fn recover(store: &dyn Store, data_dir: &Path, keys: &[MasterKey]) -> 
     stored
 }
 
+/// Delete the stored recordings created before `now_ms − retention_days`, each audited
+/// (`recording.delete` by `system`). Returns how many were deleted; 0 days: none.
+pub async fn apply_retention(
+    store: &dyn Store,
+    retention_days: u64,
+    now_ms: i64,
+) -> anyhow::Result<usize> {
+    if retention_days == 0 {
+        return Ok(0);
+    }
+    let keep_ms = i64::try_from(retention_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+    let cutoff = now_ms.saturating_sub(keep_ms);
+    let mut deleted = 0;
+    for r in store.recordings(None).await? {
+        if r.created_at >= cutoff {
+            continue;
+        }
+        match store.delete_recording(&r.id).await {
+            Ok(()) | Err(teleconsult_store::StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        store
+            .record_audit(&teleconsult_store::AuditEvent {
+                id: format!("a{:032x}", rand::random::<u128>()),
+                at: now_ms,
+                actor: "system".into(),
+                action: "recording.delete".into(),
+                consultation: Some(r.consultation.clone()),
+                target: Some(r.id.clone()),
+            })
+            .await?;
+        tracing::info!(recording = %r.id, "recording deleted: past its retention period");
+        deleted += 1;
+    }
+    Ok(deleted)
+}
+
+/// Apply the retention period now and then hourly, for as long as the server runs.
+pub fn start_retention(store: Arc<dyn Store>, retention_days: u64) {
+    if retention_days == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let now = teleconsult_consultation::invitation::now_millis();
+            if let Err(e) = apply_retention(&*store, retention_days, now).await {
+                tracing::warn!(error = %e, "recording retention: will retry in an hour");
+            }
+        }
+    });
+}
+
 /// How a journal ends: whether without a `stopped` event (the server stopped while
 /// recording), and its span (first to last record), milliseconds.
 fn summarise(path: &Path, keys: &[MasterKey]) -> anyhow::Result<(bool, i64)> {

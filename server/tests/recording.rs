@@ -325,3 +325,50 @@ async fn a_journal_left_by_a_crash_is_recovered_into_the_store() {
     assert!(!path.exists(), "moved off the disk");
     s.shutdown().await;
 }
+
+/// Retention: a stored recording older than `recording.retention_days` is deleted, audited as
+/// `recording.delete` by `system`; a younger one stays; 0 days keeps everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_expired_recordings_and_audits_it() {
+    use futures_util::StreamExt;
+    let s = TestServer::start().await;
+    let store = s.server.state.store.clone();
+    let day = 86_400_000i64;
+    let now = teleconsult::consultation::invitation::now_millis();
+    for (id, age_days) in [("rec_01d", 1), ("rec_91d", 91)] {
+        let record = teleconsult_store::RecordingRecord {
+            id: id.into(),
+            consultation: "c-retained".into(),
+            created_at: now - age_days * day,
+            stored_at: now - age_days * day,
+            bytes: 3,
+            duration_ms: 1000,
+            interrupted: false,
+        };
+        let body = futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(b"abc"))]).boxed();
+        store.put_recording(&record, body).await.expect("stored");
+    }
+    assert_eq!(
+        teleconsult::recording::apply_retention(&*store, 0, now)
+            .await
+            .expect("runs"),
+        0,
+        "0 days keeps everything"
+    );
+    assert_eq!(
+        teleconsult::recording::apply_retention(&*store, 90, now)
+            .await
+            .expect("runs"),
+        1
+    );
+    let left: Vec<String> = store
+        .recordings(Some("c-retained"))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, ["rec_01d"]);
+    assert_eq!(common::audit_count(&*store, "recording.delete").await, 1);
+    s.shutdown().await;
+}
