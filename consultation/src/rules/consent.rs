@@ -387,23 +387,34 @@ impl Consultation {
     }
 
     /// `who` left the call for good: a consent they gave lapses (and is recorded as withdrawn).
+    /// When no practitioner is left in the call (not even reconnecting), the recording stops:
+    /// nobody could stop it any more.
     pub(super) fn recording_on_departure(&mut self, who: &ParticipantId) -> Vec<Effect> {
         let Some(rec) = &mut self.recording else {
             return Vec::new();
         };
-        if rec.consent(who) != Some(Consent::Given) {
-            return Vec::new();
+        let mut effects = Vec::new();
+        if rec.consent(who) == Some(Consent::Given) {
+            rec.set(who, Consent::Declined);
+            effects.push(Effect::Recording(RecordingEffect::Consent {
+                recording: rec.id.clone(),
+                participant: who.clone(),
+                given: false,
+                text_version: String::new(),
+                text_sha256: String::new(),
+            }));
         }
-        rec.set(who, Consent::Declined);
-        let id = rec.id.clone();
-        self.broadcast_recording_state();
-        vec![Effect::Recording(RecordingEffect::Consent {
-            recording: id,
-            participant: who.clone(),
-            given: false,
-            text_version: String::new(),
-            text_sha256: String::new(),
-        })]
+        let practitioner_left = !self
+            .participants
+            .iter()
+            .any(|p| p.role == Role::Practitioner && p.in_call());
+        if practitioner_left && let Some(stop) = self.recording_ends() {
+            effects.push(stop);
+        }
+        if !effects.is_empty() {
+            self.broadcast_recording_state();
+        }
+        effects
     }
 }
 
@@ -641,6 +652,28 @@ mod tests {
         assert!(effects.iter().any(|e| matches!(e,
             Effect::Recording(RecordingEffect::Stop { recording }) if recording == "r1")));
         assert_eq!(c.recording(), None);
+    }
+
+    #[test]
+    fn the_recording_stops_when_no_practitioner_is_left() {
+        let (mut c, (doc, _), (pat, mut pat_rx)) = call(Policy::Recordable);
+        c.request_recording(&doc, "en", "r1".into()).unwrap();
+        c.answer_recording(&pat, "r1", true, CONSENT_TEXT_VERSION, "en")
+            .unwrap();
+        // A dropped connection (reconnecting) keeps it running.
+        let t0 = Instant::now();
+        assert!(
+            !c.gone(doc.as_str(), 1, false, t0)
+                .iter()
+                .any(|e| matches!(e, Effect::Recording(RecordingEffect::Stop { .. })))
+        );
+        assert_eq!(c.recording(), Some("r1"));
+        // The grace ends: the practitioner has left; the recording stops, everyone is told.
+        let effects = c.expire(t0 + Duration::from_secs(61));
+        assert!(effects.iter().any(|e| matches!(e,
+            Effect::Recording(RecordingEffect::Stop { recording }) if recording == "r1")));
+        assert_eq!(c.recording(), None);
+        assert_eq!(last_recorded(&events(&mut pat_rx)), Some(vec![]));
     }
 
     #[test]
