@@ -161,7 +161,7 @@ test('both consent: one WebM per participant, VP8 + Opus, as long as the consent
   });
 });
 
-test('decline records only the practitioner; a withdrawal stops the patient within 1 s; SIGKILL leaves an exportable journal', { timeout: 240_000 }, async () => {
+test('decline records only the practitioner; a withdrawal stops the patient within 1 s; after SIGKILL and a restart the journal is stored and exports', { timeout: 240_000 }, async () => {
   await withCall('recording-withdraw', async (ctx) => {
     const { consultation, doctor, patient } = await recordableCall(ctx, 'rec-decline');
     const patientId = await you(patient);
