@@ -41,6 +41,79 @@ pub fn routes() -> Router<AppState> {
             "/api/workspace/consultations/{id}/invitations/{jti}/qr.svg",
             get(qr_code),
         )
+        .route(
+            "/api/workspace/consultations/{id}/recordings",
+            get(recordings),
+        )
+        .route(
+            "/api/workspace/consultations/{id}/recordings/{rid}/delete",
+            post(delete_recording),
+        )
+}
+
+/// `GET /api/workspace/consultations/{id}/recordings`: the stored recordings of one of the
+/// caller's consultations (ids, times, sizes; 404 for anyone else's).
+async fn recordings(
+    State(state): State<AppState>,
+    s: StaffSession,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = practitioner(s)?;
+    let c = scheduling::owned_consultation(&*state.store, owner(&s), &id).await?;
+    let list = state
+        .store
+        .recordings(Some(&c.id))
+        .await
+        .map_err(SchedulingError::from)?;
+    let list: Vec<serde_json::Value> = list
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id,
+                "created_at": r.created_at,
+                "duration_ms": r.duration_ms,
+                "bytes": r.bytes,
+                "interrupted": r.interrupted,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "recordings": list })))
+}
+
+/// `POST /api/workspace/consultations/{id}/recordings/{rid}/delete`: delete one recording of
+/// one of the caller's consultations, audited (`recording.delete` by the account); 404 for
+/// anyone else's, or a recording of another consultation.
+async fn delete_recording(
+    State(state): State<AppState>,
+    s: StaffSession,
+    Path((id, rid)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let s = practitioner(s)?;
+    let c = scheduling::owned_consultation(&*state.store, owner(&s), &id).await?;
+    match state.store.recording(&rid).await {
+        Ok(Some(r)) if r.consultation == c.id => {}
+        Ok(_) => return Err(SchedulingError::NotFound.into()),
+        Err(e) => return Err(SchedulingError::from(e).into()),
+    }
+    state
+        .store
+        .delete_recording(&rid)
+        .await
+        .map_err(SchedulingError::from)?;
+    state
+        .store
+        .record_audit(&teleconsult_store::AuditEvent {
+            id: format!("a{:032x}", rand::random::<u128>()),
+            at: now_millis(),
+            actor: s.account.clone(),
+            action: "recording.delete".into(),
+            consultation: Some(c.id.clone()),
+            target: Some(rid.clone()),
+        })
+        .await
+        .map_err(SchedulingError::from)?;
+    tracing::info!(account = %s.account, consultation = %c.id, recording = %rid, "recording deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 impl From<SchedulingError> for ApiError {
