@@ -135,8 +135,9 @@ impl ActiveRecording {
     }
 }
 
-/// What the recorder must do (carried out by the service through its `Recorder`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the recorder must do (carried out by the service through its `Recorder`). `Debug`
+/// never shows the labels (health data).
+#[derive(Clone, PartialEq, Eq)]
 pub enum RecordingEffect {
     /// Start recording `recording`: nothing passes until someone's consent does.
     /// `participants`: the ids and shown names of everyone in the call now.
@@ -160,6 +161,50 @@ pub enum RecordingEffect {
     },
     /// Stop and keep `recording`.
     Stop { recording: String },
+}
+
+impl std::fmt::Debug for RecordingEffect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordingEffect::Start {
+                recording,
+                participants,
+            } => f
+                .debug_struct("Start")
+                .field("recording", recording)
+                .field(
+                    "participants",
+                    &participants.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+                )
+                .finish_non_exhaustive(),
+            RecordingEffect::Participant {
+                recording,
+                participant,
+                ..
+            } => f
+                .debug_struct("Participant")
+                .field("recording", recording)
+                .field("participant", participant)
+                .finish_non_exhaustive(),
+            RecordingEffect::Consent {
+                recording,
+                participant,
+                given,
+                text_version,
+                ..
+            } => f
+                .debug_struct("Consent")
+                .field("recording", recording)
+                .field("participant", participant)
+                .field("given", given)
+                .field("text_version", text_version)
+                .finish_non_exhaustive(),
+            RecordingEffect::Stop { recording } => f
+                .debug_struct("Stop")
+                .field("recording", recording)
+                .finish(),
+        }
+    }
 }
 
 fn audit(action: &'static str, actor: &ParticipantId, target: Option<&ParticipantId>) -> Effect {
@@ -674,6 +719,24 @@ mod tests {
             Effect::Recording(RecordingEffect::Stop { recording }) if recording == "r1")));
         assert_eq!(c.recording(), None);
         assert_eq!(last_recorded(&events(&mut pat_rx)), Some(vec![]));
+    }
+
+    #[test]
+    fn effects_never_show_a_label_in_debug() {
+        let (mut c, (doc, _), _) = call(Policy::Recordable);
+        let effects = c.request_recording(&doc, "en", "r1".into()).unwrap();
+        let (late, _) = join(&mut c, "Ms Secretname", Role::Guest, 3);
+        let mut all = effects;
+        all.extend(c.admit(&doc, late.as_str()).unwrap());
+        let shown = format!("{all:?}");
+        assert!(
+            shown.contains("r1") && shown.contains(late.as_str()),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("Secretname") && !shown.contains("Pat"),
+            "{shown}"
+        );
     }
 
     #[test]
