@@ -41,8 +41,14 @@ impl Default for RecorderConfig {
 /// The writer thread: what it wrote (records, bytes) when it ends.
 type Writer = JoinHandle<Result<(u64, u64), JournalError>>;
 
+/// Packet buffers a tap keeps for reuse (returned by the writer once journaled): in steady
+/// state a recorded packet is copied into one of them, not into a new allocation.
+const POOL: usize = 256;
+
 enum Control {
     Record(Record),
+    /// Where the writer returns track `track`'s packet buffers.
+    Pool(u16, SyncSender<Vec<u8>>),
     /// Write what the taps queued, then these final records, and close.
     Stop(Vec<Record>),
 }
@@ -77,6 +83,8 @@ pub struct Tap {
     shared: Arc<TapShared>,
     consent: Arc<AtomicBool>,
     tx: SyncSender<Record>,
+    /// Buffers the writer gave back, for the next packets.
+    pool: Receiver<Vec<u8>>,
     epoch: Instant,
 }
 
@@ -113,10 +121,13 @@ impl Tap {
         if !self.consent.load(Ordering::Relaxed) {
             return Offer::NoConsent;
         }
+        let mut buf = self.pool.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(packet);
         self.offer(Record::Rtp {
             track: self.shared.track,
             arrival_us: self.now_us(at),
-            packet: packet.to_vec(),
+            packet: buf,
         })
     }
 
@@ -194,6 +205,8 @@ impl Recording {
         let _ = self
             .control
             .send(Control::Record(Record::Track { track, info }));
+        let (pool_tx, pool) = mpsc::sync_channel(POOL);
+        let _ = self.control.send(Control::Pool(track, pool_tx));
         let shared = Arc::new(TapShared {
             track,
             dropped: AtomicU64::new(0),
@@ -206,6 +219,7 @@ impl Recording {
             shared,
             consent,
             tx: self.data.clone(),
+            pool,
             epoch: self.epoch,
         }
     }
@@ -324,6 +338,15 @@ fn write_loop(
     let mut records = 0u64;
     let mut last_sync = Instant::now();
     let mut stopping: Option<Vec<Record>> = None;
+    let mut pools: HashMap<u16, SyncSender<Vec<u8>>> = HashMap::new();
+    // A journaled packet's buffer goes back to its tap (dropped when the pool is full).
+    let recycle = |pools: &HashMap<u16, SyncSender<Vec<u8>>>, r: Record| {
+        if let Record::Rtp { track, packet, .. } = r
+            && let Some(tx) = pools.get(&track)
+        {
+            let _ = tx.try_send(packet);
+        }
+    };
     loop {
         let wait = sync_interval.saturating_sub(last_sync.elapsed());
         let next = match data.recv_timeout(wait.min(Duration::from_millis(100))) {
@@ -341,12 +364,16 @@ fn write_loop(
                     journal.append(&r)?;
                     records += 1;
                 }
+                Control::Pool(track, tx) => {
+                    pools.insert(track, tx);
+                }
                 Control::Stop(last) => stopping = Some(last),
             }
         }
         if let Some(r) = next {
             journal.append(&r)?;
             records += 1;
+            recycle(&pools, r);
         }
         if let Some(last) = stopping {
             // What the taps queued before the stop, then the end.
@@ -483,6 +510,28 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn journaled_packets_give_their_buffers_back_to_the_tap() {
+        let (_path, _master, rec, epoch) = setup(1024);
+        let tap = rec.add_track(info("doc"));
+        rec.give_consent(epoch, "doc", "v1", "aa");
+        for i in 0..20 {
+            assert!(tap.rtp(epoch, &packet(i)));
+        }
+        // The writer journals them and returns the buffers: the next packets reuse them.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut back = Vec::new();
+        while back.len() < 20 && Instant::now() < deadline {
+            match tap.pool.recv_timeout(Duration::from_millis(100)) {
+                Ok(b) => back.push(b),
+                Err(_) => continue,
+            }
+        }
+        assert_eq!(back.len(), 20, "every buffer came back");
+        assert!(back.iter().all(|b| b.capacity() >= packet(0).len()));
+        rec.stop(epoch + Duration::from_secs(1)).unwrap();
     }
 
     #[test]
