@@ -45,10 +45,32 @@ async function probe(file) {
   return { codecs, duration: Number(j.format.duration) };
 }
 
-/** `ffmpeg -v error` decoding the whole file: what it complains about (empty: clean). */
+/**
+ * `ffmpeg -v error` decoding the whole file: what it complains about (empty: clean). Frames are
+ * passed through as timed (`-fps_mode passthrough`): a browser's video is variable-rate, and
+ * Debian's ffmpeg 5.1 otherwise squeezes it onto the frame rate it guessed (20 fps) for the null
+ * output and reports two frames in one 50 ms slot as "non monotonically increasing dts" — a
+ * complaint about its own conversion, not about the file (whose timestamps ffprobe shows
+ * strictly increasing).
+ */
 async function decodeErrors(file) {
-  const { stderr } = await execFileP('ffmpeg', ['-v', 'error', '-i', file, '-f', 'null', '-'], { timeout: 60_000 });
+  const args = ['-v', 'error', '-i', file, '-fps_mode', 'passthrough', '-enc_time_base', '-1', '-f', 'null', '-'];
+  const { stderr } = await execFileP('ffmpeg', args, {
+    timeout: 60_000,
+  });
   return stderr.trim();
+}
+
+/** The file's packet timestamps are strictly increasing per stream (what players rely on). */
+async function strictlyIncreasing(file) {
+  const { stdout } = await execFileP('ffprobe', ['-v', 'error', '-show_entries', 'packet=stream_index,pts', '-of', 'csv=p=0', file]);
+  const last = new Map();
+  for (const line of stdout.trim().split('\n')) {
+    const [stream, pts] = line.split(',').map(Number);
+    if (last.has(stream) && pts <= last.get(stream)) return `stream ${stream}: ${pts} after ${last.get(stream)}`;
+    last.set(stream, pts);
+  }
+  return '';
 }
 
 /** Practitioner and patient of a new recordable consultation, both in the call with media. */
@@ -156,6 +178,7 @@ test('both consent: one WebM per participant, VP8 + Opus, as long as the consent
         `${p.pseudonym}: ${duration.toFixed(2)} s of media for ${span.seconds.toFixed(2)} s consented`,
       );
       assert.equal(await decodeErrors(file), '', `${p.file} decodes without errors`);
+      assert.equal(await strictlyIncreasing(file), '', `${p.file} timestamps`);
     }
     assert.deepEqual(readdirSync(dir).sort(), [...manifest.participants.map((p) => p.file), 'manifest.json'].sort());
   });
@@ -240,6 +263,7 @@ test('decline records only the practitioner; a withdrawal stops the patient with
         assert.deepEqual(codecs, { video: 'vp8', audio: 'opus' }, p.file);
         assert.ok(duration > 1, `${p.file}: ${duration} s recovered`);
         assert.equal(await decodeErrors(file), '', `${p.file} decodes without errors`);
+        assert.equal(await strictlyIncreasing(file), '', `${p.file} timestamps`);
       }
     } finally {
       await again.stop();
