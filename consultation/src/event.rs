@@ -7,6 +7,7 @@ use crate::invitation::SeatSecret;
 use crate::model::{
     DocumentInfo, LeftReason, MediaKind, ParticipantInfo, ParticipantState, TrackInfo,
 };
+use teleconsult_store::Policy;
 
 /// An event for one participant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub enum ConsultationEvent {
         /// A fresh secret for this tab's seat (to present when it comes back), if one was issued.
         seat_secret: Option<SeatSecret>,
         participants: Vec<ParticipantInfo>,
+        /// What may happen to the consultation's media (shown before entering the call).
+        policy: Policy,
     },
     /// You were admitted from the waiting room.
     Admitted {
@@ -74,6 +77,19 @@ pub enum ConsultationEvent {
     /// room).
     ChatHistory {
         messages: Vec<ChatMessage>,
+    },
+    /// A practitioner asks to record: accept or decline (the consent text of `text_version`,
+    /// by language).
+    RecordingRequested {
+        recording: String,
+        text_version: String,
+        texts: Vec<(String, String)>,
+    },
+    /// What is being recorded now: the running recording (if any) and whose media it takes
+    /// (everyone whose consent stands). Sent to everyone in the call at every change.
+    RecordingState {
+        recording: Option<String>,
+        recorded: Vec<ParticipantId>,
     },
     /// The practitioner refused you (followed by [`Disconnect::Rejected`]).
     Rejected,

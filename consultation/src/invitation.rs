@@ -30,7 +30,8 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 use teleconsult_store::{
-    ConsultationStatus, Invitation, InvitationStore, Pseudonym, ScheduledConsultation, StoreError,
+    ConsultationStatus, Invitation, InvitationStore, Policy, Pseudonym, ScheduledConsultation,
+    StoreError,
 };
 
 type HmacSha256 = Hmac<Sha256>;
@@ -388,6 +389,8 @@ pub enum Credential {
         consultation: ConsultationId,
         role: Role,
         label: Label,
+        /// The consultation's policy, from its record.
+        policy: Policy,
     },
     /// A practitioner: from their login session ([`Authenticator::practitioner`]: account and
     /// organisation ids), or from the pre-accounts practitioner token (`account` is the token's
@@ -397,6 +400,8 @@ pub enum Credential {
         organisation: String,
         consultation: ConsultationId,
         display_name: Label,
+        /// The consultation's policy, from its record (`standard` without one).
+        policy: Policy,
     },
 }
 
@@ -448,6 +453,15 @@ impl Credential {
         match self {
             Credential::Invitation { jti, .. } => SeatKey::Invitation(jti.clone()),
             Credential::Practitioner { account, .. } => SeatKey::Account(account.clone()),
+        }
+    }
+
+    /// The consultation's policy, as its record said.
+    pub fn policy(&self) -> Policy {
+        match self {
+            Credential::Invitation { policy, .. } | Credential::Practitioner { policy, .. } => {
+                *policy
+            }
         }
     }
 
@@ -558,6 +572,7 @@ impl Authenticator {
             organisation: organisation.to_string(),
             consultation: ConsultationId::from(c.id),
             display_name: Label::new(display_name),
+            policy: c.policy,
         })
     }
 
@@ -578,11 +593,21 @@ impl Authenticator {
                     // Bearer identities for patients and guests are gone: they need an invitation.
                     return Err(Refusal::Revoked);
                 }
+                // The consultation's record, if it has one, gives its policy.
+                let policy = match self
+                    .store
+                    .scheduled_consultation(&claims.consultation)
+                    .await
+                {
+                    Ok(Some(c)) => c.policy,
+                    _ => Policy::Standard,
+                };
                 Ok(Credential::Practitioner {
                     display_name: Label::new(claims.identity.clone()),
                     account: claims.identity,
                     organisation: String::new(),
                     consultation: ConsultationId::from(claims.consultation),
+                    policy,
                 })
             }
             Kind::Link(_) => {
@@ -594,6 +619,7 @@ impl Authenticator {
                     return Err(Refusal::Revoked);
                 };
                 let label = Label::new(invitation.pseudonym.expose());
+                let policy = consultation.policy;
                 if self.seen.len() >= MAX_SEEN {
                     self.seen.retain(|_, (i, _)| i.expires > now_ms);
                 }
@@ -604,6 +630,7 @@ impl Authenticator {
                     consultation: ConsultationId::from(claims.consultation),
                     role: claims.role,
                     label,
+                    policy,
                 })
             }
         }
@@ -746,6 +773,7 @@ mod tests {
                 scheduled_at: None,
                 status: ConsultationStatus::Scheduled,
                 created_at: 0,
+                policy: Default::default(),
             },
         )
     }
@@ -891,6 +919,7 @@ mod tests {
             consultation: "c".into(),
             role: Role::Patient,
             label: Label::new("Jane Secretname"),
+            policy: Policy::Recordable,
         };
         let s = SeatSecret::generate();
         let all = format!("{c:?} {s:?} {:?}", Label::new("Jane Secretname"));

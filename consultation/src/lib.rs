@@ -36,8 +36,12 @@ pub use model::{
     DocumentInfo, LeftReason, MediaKind, ParticipantInfo, ParticipantState, Presence, Role,
     TrackInfo, TrackSource,
 };
-pub use rules::{ActionError, Consultation, Effect, JoinError, Joined, Limits};
-pub use service::{ConsultationService, MediaPlane, MediaSession, NoMedia, Observer};
+pub use rules::{
+    ActionError, CONSENT_TEXT_VERSION, CONSENT_TEXTS, Consultation, Effect, JoinError, Joined,
+    Limits, RecordingEffect, RecordingError, consent_text, text_sha256,
+};
+pub use service::{ConsultationService, MediaPlane, MediaSession, NoMedia, Observer, Recorder};
+pub use teleconsult_store::Policy;
 
 /// Names of the metrics this crate records.
 pub mod metric_names {

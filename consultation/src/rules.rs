@@ -17,6 +17,12 @@ use crate::model::{
 };
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+use teleconsult_store::Policy;
+
+mod consent;
+pub use consent::{
+    CONSENT_TEXT_VERSION, CONSENT_TEXTS, RecordingEffect, RecordingError, consent_text, text_sha256,
+};
 
 /// Why a join was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
@@ -95,6 +101,8 @@ pub enum Effect {
     WakeAt(Instant),
     /// Record a chat message or notice at rest.
     RecordChat(ChatMessage),
+    /// Start, stop or let through a recording (`consent.rs`).
+    Recording(RecordingEffect),
 }
 
 /// The limits a consultation runs under.
@@ -186,6 +194,10 @@ pub struct Consultation {
     next_chat_seq: u64,
     /// Who shares their screen (one at a time), if anyone.
     screen_sharer: Option<ParticipantId>,
+    /// What may happen to its media (fixed at creation).
+    policy: Policy,
+    /// The recording running now, if any, with everyone's answers.
+    recording: Option<consent::ActiveRecording>,
 }
 
 impl Consultation {
@@ -199,7 +211,15 @@ impl Consultation {
             chat: VecDeque::new(),
             next_chat_seq: 1,
             screen_sharer: None,
+            policy: Policy::Standard,
+            recording: None,
         }
+    }
+
+    /// The consultation under `policy` (from its record).
+    pub fn with_policy(mut self, policy: Policy) -> Consultation {
+        self.policy = policy;
+        self
     }
 
     pub fn id(&self) -> &ConsultationId {
@@ -561,6 +581,7 @@ impl Consultation {
             } else {
                 Vec::new()
             },
+            policy: self.policy,
         });
         if admitted {
             let news = if existing.is_some() {
@@ -586,6 +607,7 @@ impl Consultation {
         }
         effects.push(Effect::PresenceChanged);
         if admitted {
+            effects.extend(self.recording_on_arrival(&id));
             effects.push(Effect::StartMedia {
                 participant: id.clone(),
                 generation,
@@ -675,6 +697,7 @@ impl Consultation {
             &ConsultationEvent::ParticipantJoined { participant: info },
         );
         self.send_waiting_list();
+        effects.extend(self.recording_on_arrival(&ParticipantId::from(target)));
         effects.extend([
             Effect::PresenceChanged,
             Self::audit("participant.admit", actor, Some(target)),
@@ -710,9 +733,11 @@ impl Consultation {
                 },
             );
         }
-        vec![Effect::StopMedia {
+        let mut effects = self.recording_on_departure(&ParticipantId::from(holder));
+        effects.push(Effect::StopMedia {
             participant: holder.into(),
-        }]
+        });
+        effects
     }
 
     /// A practitioner refuses a waiting participant.
@@ -804,6 +829,7 @@ impl Consultation {
                     reason: LeftReason::Removed,
                 },
             );
+            effects.extend(self.recording_on_departure(id));
         }
         self.send_waiting_list();
         effects.push(Effect::PresenceChanged);
@@ -822,6 +848,7 @@ impl Consultation {
     pub fn end_by_system(&mut self) -> Vec<Effect> {
         self.ended = true;
         let mut effects = vec![Effect::PresenceChanged];
+        effects.extend(self.recording_ends());
         for p in self.participants.iter_mut() {
             if p.state != ParticipantState::Left {
                 p.send(ConsultationEvent::Ended);
@@ -996,6 +1023,9 @@ impl Consultation {
         } else {
             self.send_waiting_list();
         }
+        if for_good {
+            effects.extend(self.recording_on_departure(&ParticipantId::from(participant)));
+        }
         effects
     }
 
@@ -1028,7 +1058,11 @@ impl Consultation {
         if expired.iter().any(|(_, in_call)| !in_call) {
             self.send_waiting_list();
         }
-        vec![Effect::PresenceChanged]
+        let mut effects = vec![Effect::PresenceChanged];
+        for (id, _) in &expired {
+            effects.extend(self.recording_on_departure(id));
+        }
+        effects
     }
 
     /// The id of the participant holding `seat`, if they are in the call (admitted, or

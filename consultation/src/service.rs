@@ -10,7 +10,10 @@ use crate::event::{MediaFailure, Outbox};
 use crate::ids::{ConsultationId, ParticipantId, TrackId};
 use crate::invitation::{Credential, SeatKey};
 use crate::model::{MediaKind, ParticipantState, Presence, TrackInfo, TrackSource};
-use crate::rules::{ActionError, Consultation, Effect, JoinError, JoinRequest, Joined, Limits};
+use crate::rules::{
+    ActionError, Consultation, Effect, JoinError, JoinRequest, Joined, Limits, RecordingEffect,
+    RecordingError,
+};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -95,6 +98,13 @@ impl MediaSession {
     }
 }
 
+/// Who records (the server's recording service): started, let through and stopped by the
+/// rules' [`RecordingEffect`]s, while the consultation's lock is held (so it must not block:
+/// queue the work).
+pub trait Recorder: Send + Sync {
+    fn apply(&self, consultation: &ConsultationId, effect: RecordingEffect);
+}
+
 /// A media plane that does nothing (consultations without media: unit tests, tools).
 pub struct NoMedia;
 
@@ -113,6 +123,8 @@ struct Inner {
     chat_recorder: OnceLock<Arc<dyn ChatRecorder>>,
     /// Where revoked seats and ended consultations are recorded.
     invitations: OnceLock<Arc<dyn InvitationStore>>,
+    /// Who records consultations (none: a recording request is refused).
+    recorder: OnceLock<Arc<dyn Recorder>>,
     consultations: DashMap<ConsultationId, Arc<Mutex<Consultation>>>,
     next_generation: AtomicU64,
 }
@@ -153,6 +165,7 @@ impl ConsultationService {
                 observer: OnceLock::new(),
                 chat_recorder: OnceLock::new(),
                 invitations: OnceLock::new(),
+                recorder: OnceLock::new(),
                 consultations: DashMap::new(),
                 next_generation: AtomicU64::new(1),
             }),
@@ -175,6 +188,12 @@ impl ConsultationService {
     /// invitation is revoked there, and an ended consultation is marked ended.
     pub fn attach_invitations(&self, store: Arc<dyn InvitationStore>) {
         let _ = self.inner.invitations.set(store);
+    }
+
+    /// Attach the recorder, once, at start-up: from then on recordings can be requested (in
+    /// consultations whose policy allows them).
+    pub fn attach_recorder(&self, recorder: Arc<dyn Recorder>) {
+        let _ = self.inner.recorder.set(recorder);
     }
 
     /// Record in the invitation store (in the background; failures are logged, ids only).
@@ -268,6 +287,11 @@ impl ConsultationService {
                         self.record(c.id(), Recorded::Revoked(jti));
                     }
                 }
+                Effect::Recording(effect) => {
+                    if let Some(r) = self.inner.recorder.get() {
+                        r.apply(c.id(), effect);
+                    }
+                }
                 Effect::RecordChat(message) => {
                     if let Some(r) = self.inner.chat_recorder.get() {
                         r.record(c.id(), &message);
@@ -302,10 +326,10 @@ impl ConsultationService {
             .consultations
             .entry(consultation.clone())
             .or_insert_with(|| {
-                Arc::new(Mutex::new(Consultation::new(
-                    consultation.clone(),
-                    self.inner.limits,
-                )))
+                Arc::new(Mutex::new(
+                    Consultation::new(consultation.clone(), self.inner.limits)
+                        .with_policy(credential.policy()),
+                ))
             })
             .clone();
         let mut c = lock(&entry);
@@ -474,6 +498,63 @@ impl ConsultationService {
             .ok_or(ActionError::UnknownParticipant)?;
         let mut c = lock(&entry);
         c.set_screen_share(participant.as_str(), active)
+    }
+
+    fn recording_act(
+        &self,
+        consultation: &ConsultationId,
+        f: impl FnOnce(&mut Consultation) -> Result<Vec<Effect>, RecordingError>,
+    ) -> Result<(), RecordingError> {
+        let entry = self
+            .entry(consultation.as_str())
+            .ok_or(RecordingError::NotInCall)?;
+        let mut c = lock(&entry);
+        let effects = f(&mut c)?;
+        self.apply(&c, effects);
+        Ok(())
+    }
+
+    /// A practitioner asks to record (their consent given to the text in `language`).
+    pub fn request_recording(
+        &self,
+        consultation: &ConsultationId,
+        actor: &ParticipantId,
+        language: &str,
+    ) -> Result<(), RecordingError> {
+        if self.inner.recorder.get().is_none() {
+            return Err(RecordingError::NotAllowed);
+        }
+        let id = format!("rec_{}", crate::invitation::random_id());
+        self.recording_act(consultation, |c| c.request_recording(actor, language, id))
+    }
+
+    /// A participant accepts or declines (or withdraws from) the running recording.
+    pub fn answer_recording(
+        &self,
+        consultation: &ConsultationId,
+        participant: &ParticipantId,
+        recording: &str,
+        accept: bool,
+        text_version: &str,
+        language: &str,
+    ) -> Result<(), RecordingError> {
+        self.recording_act(consultation, |c| {
+            c.answer_recording(participant, recording, accept, text_version, language)
+        })
+    }
+
+    /// A practitioner stops the running recording.
+    pub fn stop_recording(
+        &self,
+        consultation: &ConsultationId,
+        actor: &ParticipantId,
+    ) -> Result<(), RecordingError> {
+        self.recording_act(consultation, |c| c.stop_recording(actor))
+    }
+
+    /// The policy of a live consultation.
+    pub fn policy(&self, consultation: &str) -> Option<teleconsult_store::Policy> {
+        self.entry(consultation).map(|e| lock(&e).policy())
     }
 
     /// The participant leaves for good.

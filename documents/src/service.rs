@@ -764,12 +764,14 @@ mod tests {
                 organisation: "org".into(),
                 consultation: ConsultationId::new(CONSULTATION),
                 display_name: Label::new(who),
+                policy: Default::default(),
             },
             _ => Credential::Invitation {
                 jti: format!("jti-{who}"),
                 consultation: ConsultationId::new(CONSULTATION),
                 role,
                 label: Label::new(who),
+                policy: Default::default(),
             },
         }
     }

@@ -135,6 +135,7 @@ impl Teleconsult {
                 scheduled_at: None,
                 organisation: Some("loadtest"),
                 practitioner: Some("loadtest-practitioner"),
+                policy: None,
             },
             teleconsult::consultation::invitation::now_millis(),
         )

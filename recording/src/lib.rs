@@ -23,4 +23,4 @@ pub use export::{ExportError, Manifest, export};
 pub use journal::{
     Event, Header, Journal, JournalError, JournalWriter, Kind, Record, Recovery, TrackInfo,
 };
-pub use recorder::{RecorderConfig, Recording, Summary, Tap};
+pub use recorder::{Offer, RecorderConfig, Recording, Summary, Tap};

@@ -38,8 +38,17 @@ impl Default for RecorderConfig {
     }
 }
 
+/// The writer thread: what it wrote (records, bytes) when it ends.
+type Writer = JoinHandle<Result<(u64, u64), JournalError>>;
+
+/// Packet buffers a tap keeps for reuse (returned by the writer once journaled): in steady
+/// state a recorded packet is copied into one of them, not into a new allocation.
+const POOL: usize = 256;
+
 enum Control {
     Record(Record),
+    /// Where the writer returns track `track`'s packet buffers.
+    Pool(u16, SyncSender<Vec<u8>>),
     /// Write what the taps queued, then these final records, and close.
     Stop(Vec<Record>),
 }
@@ -57,11 +66,25 @@ pub struct Summary {
     pub bytes: u64,
 }
 
+/// What a tap did with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// The publisher has not consented (or withdrew).
+    NoConsent,
+    /// The queue was full: dropped and counted.
+    Dropped,
+    /// The recording stopped.
+    Stopped,
+}
+
 /// Feeds one published track into a recording. Cheap to call on the per-packet path.
 pub struct Tap {
     shared: Arc<TapShared>,
     consent: Arc<AtomicBool>,
     tx: SyncSender<Record>,
+    /// Buffers the writer gave back, for the next packets.
+    pool: Receiver<Vec<u8>>,
     epoch: Instant,
 }
 
@@ -71,15 +94,15 @@ impl Tap {
         self.shared.track
     }
 
-    fn offer(&self, record: Record) -> bool {
+    fn offer(&self, record: Record) -> Offer {
         match self.tx.try_send(record) {
-            Ok(()) => true,
+            Ok(()) => Offer::Queued,
             Err(TrySendError::Full(_)) => {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                false
+                Offer::Dropped
             }
             // The recording stopped: nothing to do.
-            Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Disconnected(_)) => Offer::Stopped,
         }
     }
 
@@ -90,13 +113,21 @@ impl Tap {
     /// One RTP packet as the publisher sent it (decrypted), received at `at`. Returns whether
     /// it was queued (false: no consent, queue full, or the recording stopped).
     pub fn rtp(&self, at: Instant, packet: &[u8]) -> bool {
+        self.offer_rtp(at, packet) == Offer::Queued
+    }
+
+    /// [`Tap::rtp`], saying why a packet was not queued.
+    pub fn offer_rtp(&self, at: Instant, packet: &[u8]) -> Offer {
         if !self.consent.load(Ordering::Relaxed) {
-            return false;
+            return Offer::NoConsent;
         }
+        let mut buf = self.pool.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(packet);
         self.offer(Record::Rtp {
             track: self.shared.track,
             arrival_us: self.now_us(at),
-            packet: packet.to_vec(),
+            packet: buf,
         })
     }
 
@@ -110,7 +141,7 @@ impl Tap {
             arrival_us: self.now_us(at),
             ntp,
             rtp_timestamp,
-        })
+        }) == Offer::Queued
     }
 }
 
@@ -123,7 +154,7 @@ pub struct Recording {
     taps: Mutex<Vec<Arc<TapShared>>>,
     consents: Mutex<HashMap<String, Arc<AtomicBool>>>,
     next_track: Mutex<u16>,
-    writer: Option<JoinHandle<Result<(u64, u64), JournalError>>>,
+    writer: Mutex<Option<Writer>>,
 }
 
 impl Recording {
@@ -149,7 +180,7 @@ impl Recording {
             taps: Mutex::new(Vec::new()),
             consents: Mutex::new(HashMap::new()),
             next_track: Mutex::new(1),
-            writer: Some(writer),
+            writer: Mutex::new(Some(writer)),
         })
     }
 
@@ -174,6 +205,8 @@ impl Recording {
         let _ = self
             .control
             .send(Control::Record(Record::Track { track, info }));
+        let (pool_tx, pool) = mpsc::sync_channel(POOL);
+        let _ = self.control.send(Control::Pool(track, pool_tx));
         let shared = Arc::new(TapShared {
             track,
             dropped: AtomicU64::new(0),
@@ -186,6 +219,7 @@ impl Recording {
             shared,
             consent,
             tx: self.data.clone(),
+            pool,
             epoch: self.epoch,
         }
     }
@@ -241,8 +275,9 @@ impl Recording {
     }
 
     /// Stop: every tap passes nothing more; what was queued is written, then the drop counts
-    /// and a `stopped` event; the journal is synced and closed.
-    pub fn stop(mut self, at: Instant) -> Result<Summary, JournalError> {
+    /// and a `stopped` event; the journal is synced and closed. Waits for the writer (call it
+    /// off any thread that must not block). A second call finds nothing to stop.
+    pub fn stop(&self, at: Instant) -> Result<Summary, JournalError> {
         for c in self
             .consents
             .lock()
@@ -273,7 +308,8 @@ impl Recording {
             event: Event::Stopped,
         });
         let _ = self.control.send(Control::Stop(last));
-        let (records, bytes) = match self.writer.take() {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (records, bytes) = match writer {
             Some(w) => w
                 .join()
                 .map_err(|_| JournalError::Io(std::io::Error::other("the writer panicked")))??,
@@ -302,6 +338,15 @@ fn write_loop(
     let mut records = 0u64;
     let mut last_sync = Instant::now();
     let mut stopping: Option<Vec<Record>> = None;
+    let mut pools: HashMap<u16, SyncSender<Vec<u8>>> = HashMap::new();
+    // A journaled packet's buffer goes back to its tap (dropped when the pool is full).
+    let recycle = |pools: &HashMap<u16, SyncSender<Vec<u8>>>, r: Record| {
+        if let Record::Rtp { track, packet, .. } = r
+            && let Some(tx) = pools.get(&track)
+        {
+            let _ = tx.try_send(packet);
+        }
+    };
     loop {
         let wait = sync_interval.saturating_sub(last_sync.elapsed());
         let next = match data.recv_timeout(wait.min(Duration::from_millis(100))) {
@@ -319,12 +364,16 @@ fn write_loop(
                     journal.append(&r)?;
                     records += 1;
                 }
+                Control::Pool(track, tx) => {
+                    pools.insert(track, tx);
+                }
                 Control::Stop(last) => stopping = Some(last),
             }
         }
         if let Some(r) = next {
             journal.append(&r)?;
             records += 1;
+            recycle(&pools, r);
         }
         if let Some(last) = stopping {
             // What the taps queued before the stop, then the end.
@@ -461,6 +510,28 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn journaled_packets_give_their_buffers_back_to_the_tap() {
+        let (_path, _master, rec, epoch) = setup(1024);
+        let tap = rec.add_track(info("doc"));
+        rec.give_consent(epoch, "doc", "v1", "aa");
+        for i in 0..20 {
+            assert!(tap.rtp(epoch, &packet(i)));
+        }
+        // The writer journals them and returns the buffers: the next packets reuse them.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut back = Vec::new();
+        while back.len() < 20 && Instant::now() < deadline {
+            match tap.pool.recv_timeout(Duration::from_millis(100)) {
+                Ok(b) => back.push(b),
+                Err(_) => continue,
+            }
+        }
+        assert_eq!(back.len(), 20, "every buffer came back");
+        assert!(back.iter().all(|b| b.capacity() >= packet(0).len()));
+        rec.stop(epoch + Duration::from_secs(1)).unwrap();
     }
 
     #[test]

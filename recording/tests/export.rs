@@ -8,9 +8,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use teleconsult_recording::journal::{self, Event, Kind, Record, TrackInfo};
-use teleconsult_recording::{Header, JournalWriter, MasterKey, RecordingKey, export};
+use teleconsult_recording::{
+    Header, JournalWriter, MasterKey, RecorderConfig, Recording, RecordingKey, export,
+};
 
-const SECONDS: u32 = 12;
+/// Seconds of call: 12 in CI; `scripts/bench-recording` sets `TC_RECORDING_SECONDS=120`.
+fn seconds() -> u32 {
+    std::env::var("TC_RECORDING_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&s: &u32| (4..=3600).contains(&s))
+        .unwrap_or(12)
+}
 const FPS: u32 = 30;
 /// The video path is slower than the audio path by this much (arrival at the server).
 const VIDEO_EXTRA_DELAY_US: u64 = 150_000;
@@ -46,7 +55,7 @@ fn flash_clip(dir: &Path) -> Vec<Vec<u8>> {
             "-f",
             "lavfi",
             "-i",
-            &format!("color=c=black:s=320x240:r={FPS}:d={SECONDS}"),
+            &format!("color=c=black:s=320x240:r={FPS}:d={}", seconds()),
             "-vf",
             "drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='lt(mod(n\\,60)\\,1)'",
             "-c:v",
@@ -71,7 +80,7 @@ fn flash_clip(dir: &Path) -> Vec<Vec<u8>> {
         frames.push(data[at..at + size].to_vec());
         at += size;
     }
-    assert_eq!(frames.len(), (SECONDS * FPS) as usize);
+    assert_eq!(frames.len(), (seconds() * FPS) as usize);
     frames
 }
 
@@ -79,7 +88,7 @@ fn flash_clip(dir: &Path) -> Vec<Vec<u8>> {
 fn beeps() -> Vec<Vec<u8>> {
     let mut enc =
         opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-    let samples = 48_000 * SECONDS as usize;
+    let samples = 48_000 * seconds() as usize;
     let pcm: Vec<i16> = (0..samples)
         .map(|i| {
             let in_second = i % 96_000;
@@ -237,7 +246,7 @@ fn journal_of_a_call(dir: &Path, master: &MasterKey, lossy: bool) -> PathBuf {
     }
     // Sender reports every second from both tracks, from the publisher's one clock; audio's
     // reach us 20 ms after sending, video's 20 ms + the extra delay.
-    for s in 0..SECONDS as u64 {
+    for s in 0..seconds() as u64 {
         let t_us = s * 1_000_000 + 500_000;
         out.push((
             server0 + t_us + 20_000,
@@ -263,7 +272,7 @@ fn journal_of_a_call(dir: &Path, master: &MasterKey, lossy: bool) -> PathBuf {
         w.append(r).unwrap();
     }
     w.append(&Record::Event {
-        arrival_us: server0 + u64::from(SECONDS) * 1_000_000,
+        arrival_us: server0 + u64::from(seconds()) * 1_000_000,
         event: Event::Stopped,
     })
     .unwrap();
@@ -368,8 +377,11 @@ fn check_call(lossy: bool) {
     let master = MasterKey::new("m1", [3u8; 32]);
     let path = journal_of_a_call(&dir, &master, lossy);
     let j = journal::read(&path, |k, id| master.unwrap(k, id)).unwrap();
+    let (packets, cpu_us) = journal_again(&dir, &master, &j);
     let out = dir.join("export");
+    let exporting = std::time::Instant::now();
     let manifest = export(&j, &out).unwrap();
+    let export_secs = exporting.elapsed().as_secs_f64();
     assert_eq!(manifest.participants.len(), 1);
     let p = &manifest.participants[0];
     assert_eq!(p.sync, "sender_reports");
@@ -393,7 +405,7 @@ fn check_call(lossy: bool) {
         .unwrap()
         .parse()
         .unwrap();
-    let expected = f64::from(SECONDS);
+    let expected = f64::from(seconds());
     assert!(
         (duration - expected).abs() / expected < 0.05,
         "duration {duration} s for {expected} s recorded"
@@ -421,6 +433,21 @@ fn check_call(lossy: bool) {
         "audio/video offset up to {:.0} ms (flashes {flashes:?}, beeps {beeps:?})",
         worst * 1000.0
     );
+    // Figures for docs/benchmarks.md (`scripts/bench-recording`), never asserted.
+    eprintln!(
+        "recording bench ({}): {} s of call, {packets} packets journaled at {:.2} µs CPU each \
+         (tap + writer: copy, queue, seal, fsync), export {:.1} s of media per second, \
+         worst A/V offset {:.1} ms",
+        if lossy {
+            "5 % late, 0.5 % lost"
+        } else {
+            "clean"
+        },
+        seconds(),
+        cpu_us / packets as f64,
+        f64::from(seconds()) / export_secs,
+        worst * 1000.0
+    );
     if lossy {
         let video = p.tracks.iter().find(|t| t.kind == Kind::Video).unwrap();
         assert!(video.lost_packets > 0, "some packets were never repaired");
@@ -431,6 +458,88 @@ fn check_call(lossy: bool) {
     assert_eq!(written["participants"][0]["file"], p.file.as_str());
     assert_eq!(written["events"][0]["type"], "consent_given");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// This process's CPU time so far, microseconds (both threads of a recording: the tap's caller
+/// and its writer).
+fn process_cpu_us() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes into the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0);
+    t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
+}
+
+/// Feed the journal's packets and reports through the real recorder (taps with consent, the
+/// writer thread sealing and syncing) into a second journal: how many packets, and the CPU
+/// time it took. The second journal must hold the same media.
+fn journal_again(dir: &Path, master: &MasterKey, j: &journal::Journal) -> (u64, f64) {
+    let key = RecordingKey::generate();
+    let header = Header {
+        recording: "rec-again".into(),
+        consultation: "c-sync".into(),
+        created_ms: 1_700_000_000_000,
+        key: master.wrap(&key, "rec-again"),
+    };
+    let path = dir.join("journal-again");
+    let epoch = std::time::Instant::now();
+    let rec = Recording::start(
+        &path,
+        &header,
+        key,
+        RecorderConfig {
+            queue: j.records.len() + 16,
+            sync_interval: std::time::Duration::from_secs(1),
+        },
+        epoch,
+    )
+    .unwrap();
+    let at = |us: u64| epoch + std::time::Duration::from_micros(us);
+    let mut taps = std::collections::HashMap::new();
+    for r in &j.records {
+        if let Record::Track { track, info } = r {
+            taps.insert(*track, rec.add_track(info.clone()));
+            rec.give_consent(epoch, &info.participant, "v", "h");
+        }
+    }
+    let start = process_cpu_us();
+    let mut packets = 0u64;
+    for r in &j.records {
+        match r {
+            Record::Rtp {
+                track,
+                arrival_us,
+                packet,
+            } => {
+                assert!(taps[track].rtp(at(*arrival_us), packet), "queued");
+                packets += 1;
+            }
+            Record::SenderReport {
+                track,
+                arrival_us,
+                ntp,
+                rtp_timestamp,
+            } => {
+                taps[track].sender_report(at(*arrival_us), *ntp, *rtp_timestamp);
+            }
+            _ => {}
+        }
+    }
+    let summary = rec.stop(at(u64::MAX / 4)).unwrap();
+    let cpu = process_cpu_us() - start;
+    assert_eq!(summary.dropped, 0);
+    let again = journal::read(&path, |k, id| master.unwrap(k, id)).unwrap();
+    let rtp = |j: &journal::Journal| {
+        j.records
+            .iter()
+            .filter(|r| matches!(r, Record::Rtp { .. }))
+            .count() as u64
+    };
+    assert_eq!(rtp(&again), packets, "every packet journaled");
+    (packets, cpu)
 }
 
 #[test]

@@ -37,6 +37,30 @@ pub struct Config {
     pub accounts: AccountsConfig,
     pub cluster: ClusterConfig,
     pub turn: TurnConfig,
+    pub recording: RecordingConfig,
+}
+
+/// Recordings (`[recording]`, issue 13): how their journals are buffered and synced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Seal and `fsync` a recording's journal at least this often: what a crash can lose.
+    pub sync_interval_ms: u64,
+    /// Packets a recording may queue before its taps drop (and count) the next ones.
+    pub queue_packets: usize,
+    /// Stored recordings older than this are deleted (audited as `recording.delete` by
+    /// `system`), checked at start-up and hourly. 0: kept until deleted by hand.
+    pub retention_days: u64,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            sync_interval_ms: 1000,
+            queue_packets: 4096,
+            retention_days: 90,
+        }
+    }
 }
 
 /// Many nodes, one service (`[cluster]`, issue 14): this node's heartbeat in the shared MongoDB.
@@ -460,6 +484,16 @@ impl Config {
     fn problems(&self, dev: bool) -> Vec<String> {
         let mut p: Vec<String> = Vec::new();
         let mut bad = |key: &str, msg: &str| p.push(format!("{key}: {msg}"));
+
+        if !(50..=60_000).contains(&self.recording.sync_interval_ms) {
+            bad("recording.sync_interval_ms", "must be 50..=60000");
+        }
+        if !(64..=1_000_000).contains(&self.recording.queue_packets) {
+            bad("recording.queue_packets", "must be 64..=1000000");
+        }
+        if self.recording.retention_days > 36_500 {
+            bad("recording.retention_days", "must be 0..=36500");
+        }
 
         // server
         if !self.server.public_url.is_empty() {

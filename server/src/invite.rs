@@ -5,7 +5,7 @@ use crate::config::Config;
 use teleconsult_consultation::Role;
 use teleconsult_consultation::invitation::{self, IssueError};
 use teleconsult_store::{
-    ConsultationStatus, Invitation, InvitationStore, ScheduledConsultation, StoreError,
+    ConsultationStatus, Invitation, InvitationStore, Policy, ScheduledConsultation, StoreError,
 };
 
 /// Organisation and practitioner account of consultations created in `--dev` (placeholders
@@ -22,6 +22,10 @@ pub enum InviteError {
         "consultation {0} does not exist yet: give --organisation and --practitioner to create it"
     )]
     NeedsOwner(String),
+    #[error(
+        "--policy end_to_end: not available yet on this server (media would not be end-to-end encrypted)"
+    )]
+    PolicyUnavailable,
     #[error("{0}")]
     Issue(#[from] IssueError),
     #[error("the link signing keys: {0}")]
@@ -39,6 +43,8 @@ pub struct InviteRequest<'a> {
     pub scheduled_at: Option<i64>,
     pub organisation: Option<&'a str>,
     pub practitioner: Option<&'a str>,
+    /// The policy of a consultation created now (`standard` by default).
+    pub policy: Option<Policy>,
 }
 
 fn valid_consultation(id: &str) -> bool {
@@ -60,6 +66,9 @@ pub async fn invite(
     if !valid_consultation(req.consultation) {
         return Err(InviteError::BadConsultation);
     }
+    if req.policy == Some(Policy::EndToEnd) {
+        return Err(InviteError::PolicyUnavailable);
+    }
     let consultation = match store.scheduled_consultation(req.consultation).await? {
         Some(c) => c,
         None => {
@@ -74,6 +83,7 @@ pub async fn invite(
                 scheduled_at: req.scheduled_at,
                 status: ConsultationStatus::Scheduled,
                 created_at: now_ms,
+                policy: req.policy.unwrap_or_default(),
             };
             store.upsert_scheduled_consultation(&c).await?;
             c
@@ -110,6 +120,8 @@ pub async fn dev_demo(
             scheduled_at: None,
             status: ConsultationStatus::Scheduled,
             created_at: now_ms,
+            // A new user can try recording at once (with everyone's consent).
+            policy: Policy::Recordable,
         })
         .await?;
     let (_, link) = invite(
@@ -122,6 +134,7 @@ pub async fn dev_demo(
             scheduled_at: None,
             organisation: None,
             practitioner: None,
+            policy: None,
         },
         now_ms,
     )

@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod invite;
 pub mod media;
+pub mod recording;
 pub mod routes;
 pub mod scheduling;
 pub mod server;

@@ -72,6 +72,10 @@ enum Command {
         /// Practitioner account id of a new consultation (default in --dev: dev-practitioner).
         #[arg(long)]
         practitioner: Option<String>,
+        /// Policy of a new consultation: standard (default), recordable or end_to_end
+        /// (docs/compliance.md); fixed once created.
+        #[arg(long, value_parser = parse_policy)]
+        policy: Option<teleconsult_store::Policy>,
         /// TOML configuration file.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -130,6 +134,42 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Recordings of consultations (docs/compliance.md): list them, export one to WebM.
+    Recording {
+        #[command(subcommand)]
+        command: RecordingCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RecordingCommand {
+    /// List the recordings in storage.data_dir/recordings: id, consultation, start, duration.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// TOML configuration file (storage.data_dir, documents.master_key).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use the development configuration.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Export a recording: one WebM file per participant (VP8 + Opus) and manifest.json in
+    /// DIR (an audited access: `recording.export`).
+    Export {
+        /// The recording id (`rec_…`, from `list`).
+        id: String,
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use the development configuration.
+        #[arg(long)]
+        dev: bool,
     },
 }
 
@@ -226,6 +266,11 @@ fn parse_format(s: &str) -> Result<teleconsult::billing::ExportFormat, String> {
     s.parse()
 }
 
+fn parse_policy(s: &str) -> Result<teleconsult_store::Policy, String> {
+    teleconsult_store::Policy::parse(s)
+        .ok_or_else(|| format!("unknown policy {s:?}: expected standard, recordable or end_to_end"))
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
 }
@@ -284,6 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             at,
             organisation,
             practitioner,
+            policy,
             config,
             dev,
         } => {
@@ -303,6 +349,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         scheduled_at: at,
                         organisation: organisation.as_deref(),
                         practitioner: practitioner.as_deref(),
+                        policy,
                     },
                     teleconsult::consultation::invitation::now_millis(),
                 )
@@ -358,6 +405,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Billing { command } => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(billing(command))
+        }
+        Command::Recording { command } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(recording(command))
         }
         Command::Admin { command } => {
             let password = match &command {
@@ -467,6 +518,61 @@ async fn open_store(
     .await
     .context("storage: cannot open the store")?;
     Ok((config, store))
+}
+
+async fn recording(command: RecordingCommand) -> anyhow::Result<()> {
+    use teleconsult::recording;
+    match command {
+        RecordingCommand::List { json, config, dev } => {
+            let (config, store) = open_store(config.as_deref(), dev).await?;
+            let keys = recording::master_keys(&config.documents)?;
+            let all = recording::list(&*store, &config.storage.data_dir, &keys).await?;
+            if json {
+                out!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                out!("id\tconsultation\tstarted\tduration_s\tinterrupted\tstored");
+                for r in &all {
+                    out!(
+                        "{}\t{}\t{}\t{:.1}\t{}\t{}",
+                        r.id,
+                        r.consultation,
+                        teleconsult::billing::time::format(r.created_ms),
+                        r.duration_secs,
+                        r.interrupted,
+                        r.stored
+                    );
+                }
+            }
+            Ok(())
+        }
+        RecordingCommand::Export {
+            id,
+            output,
+            config,
+            dev,
+        } => {
+            let (config, store) = open_store(config.as_deref(), dev).await?;
+            let keys = recording::master_keys(&config.documents)?;
+            let manifest =
+                recording::export(&*store, &config.storage.data_dir, &keys, &id, &output).await?;
+            store
+                .record_audit(&teleconsult_store::AuditEvent {
+                    id: format!("a{:032x}", rand::random::<u128>()),
+                    at: teleconsult::accounts::now_millis(),
+                    actor: "cli".into(),
+                    action: "recording.export".into(),
+                    consultation: Some(manifest.consultation.clone()),
+                    target: Some(id),
+                })
+                .await
+                .context("recording the export in the audit log")?;
+            for p in &manifest.participants {
+                out!("{}", output.join(&p.file).display());
+            }
+            out!("{}", output.join("manifest.json").display());
+            Ok(())
+        }
+    }
 }
 
 async fn billing(command: BillingCommand) -> anyhow::Result<()> {

@@ -287,6 +287,23 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         let node = node.clone();
         billing.attach_gate(Arc::new(move |c: &str, now| node.may_write(c, now)));
     }
+    // Recordings (consultations created `recordable`, with everyone's consent): journals
+    // sealed with the documents' current master key.
+    let recording_keys = crate::recording::master_keys(&config.documents)
+        .context("documents.master_key or documents.previous_master_keys")?;
+    // Journals a crash (or a store outage) left on disk go into the store first.
+    crate::recording::recover(&*store, &config.storage.data_dir, &recording_keys).await;
+    crate::recording::start_retention(store.clone(), config.recording.retention_days);
+    consultations.attach_recorder(Arc::new(crate::recording::Recordings::new(
+        &config.storage.data_dir,
+        recording_keys[0].clone(),
+        sfu.clone(),
+        teleconsult_recording::RecorderConfig {
+            queue: config.recording.queue_packets,
+            sync_interval: Duration::from_millis(config.recording.sync_interval_ms),
+        },
+        store.clone(),
+    )));
     let signaling = Arc::new(teleconsult_signaling::Signaling {
         consultations: consultations.clone(),
         sfu,

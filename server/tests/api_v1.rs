@@ -362,6 +362,7 @@ async fn created_links_join_and_cancel_refuses_them_4401_cancelled(mongo: bool) 
     let c = create(&api, &key, &org, &["Interpreter"]).await;
     let id = c["id"].as_str().expect("id").to_string();
     assert_eq!(c["status"], "scheduled");
+    assert_eq!(c["policy"], "standard", "the default policy");
     assert_eq!(c["practitioner"], org.practitioner.as_str());
     let invs = c["invitations"].as_array().expect("invitations");
     assert_eq!(invs.len(), 2);
@@ -894,6 +895,45 @@ async fn bad_bodies_and_queries_name_the_problem(mongo: bool) {
         )
         .await;
     names(&r, "invalid_field", "guests[1].label");
+    // A policy: recordable is kept; end_to_end is refused (not yet encrypted end to end);
+    // anything else is not a policy.
+    let r = api
+        .call(
+            &key,
+            "POST",
+            C,
+            C,
+            Some(serde_json::json!({
+        "practitioner": org.practitioner, "scheduled_at": soon(), "patient": {"label": "P"},
+        "policy": "end_to_end"})),
+        )
+        .await;
+    names(&r, "invalid_field", "policy");
+    let r = api
+        .call(
+            &key,
+            "POST",
+            C,
+            C,
+            Some(serde_json::json!({
+        "practitioner": org.practitioner, "scheduled_at": soon(), "patient": {"label": "P"},
+        "policy": "secret"})),
+        )
+        .await;
+    names(&r, "invalid_field", "policy");
+    let r = api
+        .call(
+            &key,
+            "POST",
+            C,
+            C,
+            Some(serde_json::json!({
+        "practitioner": org.practitioner, "scheduled_at": soon(), "patient": {"label": "P"},
+        "policy": "recordable"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["policy"], "recordable");
     let r = api
         .call(
             &key,
@@ -1098,7 +1138,7 @@ fn the_conformance_check_refuses_undocumented_answers() {
         headers: Default::default(),
         body: body.as_bytes().to_vec(),
     };
-    let good = r#"{"id":"c1","practitioner":"acc_1","status":"scheduled","created_at":"2026-12-01T14:30:00.000Z","invitations":[]}"#;
+    let good = r#"{"id":"c1","practitioner":"acc_1","status":"scheduled","created_at":"2026-12-01T14:30:00.000Z","invitations":[],"policy":"standard"}"#;
     conforms(&doc, "GET", ONE, &reply(200, good));
     for (status, body) in [
         (200, r#"{"id":5}"#),

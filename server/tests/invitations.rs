@@ -224,6 +224,7 @@ async fn cancelled_consultation_closes_4401_cancelled(mongo: bool) {
             scheduled_at: None,
             organisation: None,
             practitioner: None,
+            policy: None,
         },
         now_millis(),
     )

@@ -57,6 +57,7 @@ both_backends!(
     csrf_and_role_are_enforced,
     practitioner_joins_through_the_session_cookie_only_from_our_origin,
     documents_through_the_session_are_counted_in_the_workspace,
+    recordings_are_listed_and_deleted_by_their_practitioner_only,
 );
 
 /// An organisation with one account per `(email, roles)`; returns the account ids.
@@ -658,5 +659,77 @@ async fn documents_through_the_session_are_counted_in_the_workspace(mongo: bool)
     assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
     let r = request(s.http_addr, "GET", &path, &[], vec![]).await;
     assert_eq!(r.status, 401);
+    s.shutdown().await;
+}
+
+/// The recordings of a consultation: its practitioner lists and deletes them (audited); another
+/// organisation's practitioner gets 404, and a recording named under another consultation is
+/// 404 too.
+async fn recordings_are_listed_and_deleted_by_their_practitioner_only(mongo: bool) {
+    let Some(s) = server(mongo).await else { return };
+    organisation(&s, &[("rec@a.example", &[StaffRole::Practitioner])]).await;
+    organisation(&s, &[("other@b.example", &[StaffRole::Practitioner])]).await;
+    let a = Browser::login(s.http_addr, "rec@a.example").await;
+    let b = Browser::login(s.http_addr, "other@b.example").await;
+    let mine = a.create("Recorded patient", &[]).await;
+    let theirs = b.create("Their patient", &[]).await;
+    let (id, other_id) = (
+        mine["id"].as_str().unwrap().to_string(),
+        theirs["id"].as_str().unwrap().to_string(),
+    );
+    let store = s.server.state.store.clone();
+    for (rid, c) in [("rec_aa", &id), ("rec_bb", &other_id)] {
+        let record = teleconsult_store::RecordingRecord {
+            id: rid.into(),
+            consultation: c.clone(),
+            created_at: now_millis(),
+            stored_at: now_millis(),
+            bytes: 3,
+            duration_ms: 1000,
+            interrupted: false,
+        };
+        let body = futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(b"abc"))]).boxed();
+        store.put_recording(&record, body).await.expect("stored");
+    }
+    let list = |id: &str| format!("/api/workspace/consultations/{id}/recordings");
+    let delete =
+        |id: &str, rid: &str| format!("/api/workspace/consultations/{id}/recordings/{rid}/delete");
+    let r = a.get(&list(&id)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids: Vec<String> = r.json()["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["rec_aa"]);
+    // Someone else's consultation, or another consultation's recording: 404, nothing deleted.
+    assert_eq!(b.get(&list(&id)).await.status, 404);
+    assert_eq!(
+        b.post(&delete(&id, "rec_aa"), serde_json::json!({}))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        a.post(&delete(&id, "rec_bb"), serde_json::json!({}))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(a.get(&list(&other_id)).await.status, 404);
+    assert!(store.recording("rec_aa").await.unwrap().is_some());
+    assert!(store.recording("rec_bb").await.unwrap().is_some());
+    // The practitioner deletes it: gone, audited under the account.
+    let r = a.post(&delete(&id, "rec_aa"), serde_json::json!({})).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(store.recording("rec_aa").await.unwrap().is_none());
+    assert_eq!(
+        a.post(&delete(&id, "rec_aa"), serde_json::json!({}))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(common::audit_count(&*store, "recording.delete").await, 1);
     s.shutdown().await;
 }

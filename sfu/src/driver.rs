@@ -112,6 +112,14 @@ pub enum Command {
     },
     /// An ICE-TCP stream whose first binding request named one of our participants.
     Tcp(Identified),
+    /// Record the consultation's tracks into `sink` (`core/recording.rs`).
+    StartRecording {
+        consultation: String,
+        sink: Arc<dyn crate::core::recording::RecordingSink>,
+    },
+    StopRecording {
+        consultation: String,
+    },
 }
 
 /// One ICE-TCP stream owned by this worker (see `tcp.rs`).
@@ -397,6 +405,13 @@ impl Worker {
                 });
                 self.dispatch_events();
                 let _ = reply.send(result);
+            }
+            Command::StartRecording { consultation, sink } => {
+                self.core
+                    .start_recording(Instant::now(), &consultation, sink);
+            }
+            Command::StopRecording { consultation } => {
+                self.core.stop_recording(&consultation);
             }
         }
     }

@@ -81,6 +81,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
+pub use core::recording::{Offered, RecordingSink, TrackTap};
 pub use metrics::metric_names;
 
 /// Media plane settings.
@@ -467,6 +468,27 @@ impl Sfu {
         if let Some((_, key)) = self.inner.participants.remove(participant) {
             let _ = self.send(key, driver::Command::Remove { key });
         }
+    }
+
+    /// Record `consultation`'s tracks (VP8 and Opus, each published now or later) into
+    /// `sink`, until [`Sfu::stop_recording`]. Taps never block the worker (see
+    /// `core/recording.rs`).
+    pub fn start_recording(
+        &self,
+        consultation: &str,
+        sink: Arc<dyn RecordingSink>,
+    ) -> Result<(), SfuError> {
+        self.inner.workers[self.worker_for(consultation)].send(driver::Command::StartRecording {
+            consultation: consultation.to_string(),
+            sink,
+        })
+    }
+
+    /// Stop recording `consultation`: its taps go (what they queued stays with the sink).
+    pub fn stop_recording(&self, consultation: &str) -> Result<(), SfuError> {
+        self.inner.workers[self.worker_for(consultation)].send(driver::Command::StopRecording {
+            consultation: consultation.to_string(),
+        })
     }
 
     /// Whether the participant has a media session.

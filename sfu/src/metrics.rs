@@ -31,6 +31,9 @@ pub mod metric_names {
     /// Gauge, label `consultation` (id only): worst interarrival jitter in subscribers' latest
     /// reports, seconds. Kept by [`crate::quality`].
     pub const CONSULTATION_JITTER: &str = "teleconsult_consultation_jitter_seconds";
+    /// Packets a recording's tap dropped because the recorder's queue was full (the worker
+    /// never waits for the disk).
+    pub const RECORDING_DROPPED: &str = "teleconsult_recording_dropped_packets_total";
 }
 
 use ::metrics::{Counter, Gauge};
@@ -57,6 +60,7 @@ pub(crate) struct CoreMetrics {
     pub nacks_sent: Counter,
     pub tracks: Gauge,
     pub keyframe_requests: Counter,
+    pub recording_dropped: Counter,
 }
 
 impl CoreMetrics {
@@ -76,6 +80,7 @@ impl CoreMetrics {
             nacks_sent: ::metrics::counter!(NACKS_SENT),
             tracks: ::metrics::gauge!(TRACKS),
             keyframe_requests: ::metrics::counter!(KEYFRAME_REQUESTS),
+            recording_dropped: ::metrics::counter!(RECORDING_DROPPED),
         }
     }
 }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 pub use teleconsult_consultation::{
     ChatKind, ChatMessage, ConsultationId, DocumentInfo, LeftReason, MediaKind, ParticipantId,
-    ParticipantInfo, ParticipantState, Role, TrackId, TrackInfo,
+    ParticipantInfo, ParticipantState, Policy, Role, TrackId, TrackInfo,
 };
 
 /// The newest protocol version this server speaks.
@@ -132,6 +132,24 @@ pub enum ClientMessage {
     },
     /// (v2) End the pre-call test now.
     PrecallStop,
+    /// (v2, practitioner) Ask everyone in the call to consent to a recording; my own consent
+    /// is given with it, to the consent text in `language`.
+    RecordingRequest {
+        #[serde(default)]
+        language: Option<String>,
+    },
+    /// (v2) My answer to the running recording (again later to change it: `accept: false`
+    /// after accepting withdraws my consent).
+    RecordingConsent {
+        recording: String,
+        accept: bool,
+        /// The version of the text I was shown (from `recording_requested`).
+        text_version: String,
+        /// The language of the text I was shown (`en`, `fr`, `de`).
+        language: String,
+    },
+    /// (v2, practitioner) Stop the running recording.
+    RecordingStop,
 }
 
 /// Server → client.
@@ -150,6 +168,10 @@ pub enum ServerMessage {
         /// TURN servers with this participant's own credentials (empty: none configured).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ice_servers: Vec<IceServer>,
+        /// (v2) What may happen to the consultation's media: `standard`, `recordable`,
+        /// `end_to_end` (shown before entering the call).
+        #[serde(default)]
+        policy: Policy,
     },
     Admitted {
         participants: Vec<ParticipantInfo>,
@@ -232,6 +254,19 @@ pub enum ServerMessage {
     ChatHistory {
         messages: Vec<ChatMessage>,
     },
+    /// (v2) A practitioner asks to record: show the consent text (by language, of
+    /// `text_version`) and answer with `recording_consent`.
+    RecordingRequested {
+        recording: String,
+        text_version: String,
+        texts: std::collections::BTreeMap<String, String>,
+    },
+    /// (v2) What is recorded now (the indicator): the running recording, if any, and whose
+    /// media it takes. Sent on entering the call and at every change.
+    RecordingState {
+        recording: Option<String>,
+        recorded: Vec<ParticipantId>,
+    },
 }
 
 impl ServerMessage {
@@ -244,7 +279,9 @@ impl ServerMessage {
             | ServerMessage::ChatHistory { .. }
             | ServerMessage::ScreenShare { .. }
             | ServerMessage::PrecallOffer { .. }
-            | ServerMessage::PrecallEnded => 2,
+            | ServerMessage::PrecallEnded
+            | ServerMessage::RecordingRequested { .. }
+            | ServerMessage::RecordingState { .. } => 2,
             _ => 1,
         }
     }
@@ -273,6 +310,15 @@ pub enum ErrorCode {
     ChatRateLimited,
     /// (v2) Someone else is sharing their screen: one at a time.
     ScreenShareBusy,
+    /// (v2) This consultation's policy does not allow recording (or this server records
+    /// nothing).
+    RecordingNotAllowed,
+    /// (v2) A recording is already running.
+    RecordingAlreadyRunning,
+    /// (v2) No recording is running (or it is not the one named).
+    NotRecording,
+    /// (v2) The consent text shown is not the current version: answer the new request.
+    ConsentTextOutdated,
 }
 
 impl ServerMessage {
@@ -299,6 +345,58 @@ mod tests {
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"answer"}"#).is_err());
         let s = serde_json::to_string(&ServerMessage::error(ErrorCode::Forbidden, "no")).unwrap();
         assert_eq!(s, r#"{"type":"error","code":"forbidden","message":"no"}"#);
+    }
+
+    #[test]
+    fn recording_messages_on_the_wire() {
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"recording_consent","recording":"rec_1","accept":true,"text_version":"v","language":"fr"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::RecordingConsent {
+                recording: "rec_1".into(),
+                accept: true,
+                text_version: "v".into(),
+                language: "fr".into()
+            }
+        );
+        let m: ClientMessage = serde_json::from_str(r#"{"type":"recording_request"}"#).unwrap();
+        assert_eq!(m, ClientMessage::RecordingRequest { language: None });
+        assert!(
+            serde_json::from_str::<ClientMessage>(
+                r#"{"type":"recording_consent","recording":"r","accept":true}"#
+            )
+            .is_err(),
+            "an answer names the text it answers"
+        );
+        let out = ServerMessage::RecordingState {
+            recording: Some("rec_1".into()),
+            recorded: vec!["p1".into()],
+        };
+        assert_eq!(
+            serde_json::to_value(&out).unwrap(),
+            serde_json::json!({"type":"recording_state","recording":"rec_1","recorded":["p1"]})
+        );
+        assert_eq!(out.since(), 2);
+        let e = serde_json::to_value(ServerMessage::error(ErrorCode::RecordingNotAllowed, "x"))
+            .unwrap();
+        assert_eq!(e["code"], "recording_not_allowed");
+        // `joined` names the policy; a `joined` without one (an older server) reads as standard.
+        let j: ServerMessage = serde_json::from_value(serde_json::json!({
+            "type":"joined","protocol":2,"consultation":"c",
+            "you":{"id":"p","role":"patient","display_name":"P","state":"waiting","audio_muted":false,"video_muted":false,"second_device":false},
+            "participants":[]
+        }))
+        .unwrap();
+        assert!(matches!(
+            j,
+            ServerMessage::Joined {
+                policy: Policy::Standard,
+                ..
+            }
+        ));
     }
 
     #[test]

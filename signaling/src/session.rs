@@ -100,11 +100,13 @@ pub enum ErrorKind {
     Flood,
     /// A handshake past `signaling.max_connections_per_ip` or `max_connections` (429 / 503).
     TooManyConnections,
+    /// A recording request or consent answer refused.
+    Recording,
 }
 
 impl ErrorKind {
     /// Every kind, in the order they are rendered.
-    pub const ALL: [ErrorKind; 19] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::TooBig,
         ErrorKind::Binary,
         ErrorKind::BadMessage,
@@ -124,6 +126,7 @@ impl ErrorKind {
         ErrorKind::BadUtf8,
         ErrorKind::Flood,
         ErrorKind::TooManyConnections,
+        ErrorKind::Recording,
     ];
 
     /// The metric label value.
@@ -148,6 +151,7 @@ impl ErrorKind {
             ErrorKind::BadUtf8 => "bad_utf8",
             ErrorKind::Flood => "flood",
             ErrorKind::TooManyConnections => "too_many_connections",
+            ErrorKind::Recording => "recording",
         }
     }
 }
@@ -811,7 +815,22 @@ fn message_type(m: &ClientMessage) -> &'static str {
         ClientMessage::PrecallStart => "precall_start",
         ClientMessage::PrecallAnswer { .. } => "precall_answer",
         ClientMessage::PrecallStop => "precall_stop",
+        ClientMessage::RecordingRequest { .. } => "recording_request",
+        ClientMessage::RecordingConsent { .. } => "recording_consent",
+        ClientMessage::RecordingStop => "recording_stop",
     }
+}
+
+/// A recording request or answer: its effects reach everyone through the consultation; only a
+/// refusal is answered here.
+fn recording(
+    state: &Signaling,
+    result: Result<(), teleconsult_consultation::RecordingError>,
+) -> Option<ServerMessage> {
+    result.err().map(|e| {
+        state.count_error(ErrorKind::Recording);
+        wire::recording_refused(e)
+    })
 }
 
 /// Handle one request of a joined participant; returns the direct reply, if any.
@@ -845,6 +864,34 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
         ClientMessage::Notice { text } => return chat(state, me, ChatKind::Notice, &text),
         ClientMessage::ScreenShare { active } => {
             svc.set_screen_share(consultation, participant, active)
+        }
+        ClientMessage::RecordingRequest { language } => {
+            let language = language.as_deref().unwrap_or("en");
+            return recording(
+                state,
+                svc.request_recording(consultation, participant, language),
+            );
+        }
+        ClientMessage::RecordingConsent {
+            recording: id,
+            accept,
+            text_version,
+            language,
+        } => {
+            return recording(
+                state,
+                svc.answer_recording(
+                    consultation,
+                    participant,
+                    &id,
+                    accept,
+                    &text_version,
+                    &language,
+                ),
+            );
+        }
+        ClientMessage::RecordingStop => {
+            return recording(state, svc.stop_recording(consultation, participant));
         }
         ClientMessage::Answer { sdp } => {
             if let Err(e) = svc.require_admitted(consultation, participant) {

@@ -2,7 +2,7 @@
 
 use crate::protocol::{ErrorCode, PROTOCOL_VERSION, ServerMessage, close};
 use teleconsult_consultation::{
-    ChatError, ConsultationEvent, Disconnect, JoinError, MediaFailure, Refusal,
+    ChatError, ConsultationEvent, Disconnect, JoinError, MediaFailure, RecordingError, Refusal,
 };
 
 /// The message a participant's client is sent for `event`.
@@ -14,6 +14,7 @@ pub fn message(event: ConsultationEvent) -> ServerMessage {
             you,
             seat_secret,
             participants,
+            policy,
         } => ServerMessage::Joined {
             protocol: PROTOCOL_VERSION,
             consultation,
@@ -22,6 +23,7 @@ pub fn message(event: ConsultationEvent) -> ServerMessage {
             participants,
             // Filled in per participant by the session (`Signaling::ice_servers`).
             ice_servers: Vec::new(),
+            policy,
         },
         E::Admitted { participants } => ServerMessage::Admitted { participants },
         E::WaitingList { participants } => ServerMessage::WaitingList { participants },
@@ -63,6 +65,22 @@ pub fn message(event: ConsultationEvent) -> ServerMessage {
         },
         E::Notice { message } => ServerMessage::Notice { message },
         E::ChatHistory { messages } => ServerMessage::ChatHistory { messages },
+        E::RecordingRequested {
+            recording,
+            text_version,
+            texts,
+        } => ServerMessage::RecordingRequested {
+            recording,
+            text_version,
+            texts: texts.into_iter().collect(),
+        },
+        E::RecordingState {
+            recording,
+            recorded,
+        } => ServerMessage::RecordingState {
+            recording,
+            recorded,
+        },
         E::Rejected => ServerMessage::Rejected,
         E::Removed => ServerMessage::Removed,
         E::Ended => ServerMessage::ConsultationEnded,
@@ -86,6 +104,19 @@ pub fn chat_refused(e: ChatError) -> ServerMessage {
         ChatError::RateLimited => ErrorCode::ChatRateLimited,
         ChatError::NotAdmitted => ErrorCode::NotAdmitted,
         ChatError::Forbidden => ErrorCode::Forbidden,
+    };
+    ServerMessage::error(code, e.to_string())
+}
+
+/// The error sent for a refused recording request or consent answer.
+pub fn recording_refused(e: RecordingError) -> ServerMessage {
+    let code = match e {
+        RecordingError::Forbidden => ErrorCode::Forbidden,
+        RecordingError::NotAllowed => ErrorCode::RecordingNotAllowed,
+        RecordingError::AlreadyRecording => ErrorCode::RecordingAlreadyRunning,
+        RecordingError::NotRecording => ErrorCode::NotRecording,
+        RecordingError::NotInCall => ErrorCode::NotAdmitted,
+        RecordingError::StaleText => ErrorCode::ConsentTextOutdated,
     };
     ServerMessage::error(code, e.to_string())
 }

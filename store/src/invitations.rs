@@ -40,6 +40,36 @@ impl ConsultationStatus {
     }
 }
 
+/// What may happen to a consultation's media (issue 13), fixed when it is created.
+///
+/// - `standard`: relayed by the SFU, never recorded.
+/// - `recordable`: may be recorded, each participant's media only with their consent.
+/// - `end_to_end`: media encrypted between the browsers; recording refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    #[default]
+    Standard,
+    Recordable,
+    EndToEnd,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 3] = [Policy::Standard, Policy::Recordable, Policy::EndToEnd];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Standard => "standard",
+            Policy::Recordable => "recordable",
+            Policy::EndToEnd => "end_to_end",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Policy> {
+        Policy::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
 /// A consultation planned by a practitioner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduledConsultation {
@@ -52,6 +82,9 @@ pub struct ScheduledConsultation {
     pub scheduled_at: Option<Millis>,
     pub status: ConsultationStatus,
     pub created_at: Millis,
+    /// Fixed at creation (records written before policies existed read as `standard`).
+    #[serde(default)]
+    pub policy: Policy,
 }
 
 /// The label a practitioner chose for a seat (health data: never logged, never in `Debug`).

@@ -17,6 +17,7 @@ pub mod chat;
 pub mod cluster;
 pub mod invitations;
 pub mod mongo;
+pub mod recordings;
 pub mod sqlite;
 
 pub use accounts::{Account, AccountStore, LoginThrottle, Organisation, SessionRecord, TotpRecord};
@@ -24,10 +25,11 @@ pub use api_keys::{ApiKey, ApiKeyStore, ConsultationCursor};
 pub use chat::{ChatKeyRecord, ChatStore, StoredChatMessage};
 pub use cluster::{ClusterStore, NodeRecord, NodeState, Placement, Renewal};
 pub use invitations::{
-    ConsultationStatus, Invitation, InvitationStore, Pseudonym, ScheduledConsultation,
+    ConsultationStatus, Invitation, InvitationStore, Policy, Pseudonym, ScheduledConsultation,
 };
 
 pub use mongo::MongoStore;
+pub use recordings::{RecordingRecord, RecordingStore};
 pub use sqlite::SqliteStore;
 
 /// Bytes per stored document chunk in both backends (GridFS's default chunk size, 255 KiB).
@@ -170,7 +172,7 @@ pub struct AuditEvent {
 /// The storage interface. Implementations must be safe to call concurrently.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore + ApiKeyStore + ChatStore + InvitationStore + Send + Sync + 'static
+    AccountStore + ApiKeyStore + ChatStore + InvitationStore + RecordingStore + Send + Sync + 'static
 {
     /// Cheap liveness check (for `/healthz`).
     async fn ping(&self) -> Result<()>;

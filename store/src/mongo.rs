@@ -42,6 +42,8 @@ mod chat;
 mod cluster;
 #[path = "mongo_invitations.rs"]
 mod invitations;
+#[path = "mongo_recordings.rs"]
+mod recordings;
 
 /// Bytes per stored document chunk.
 pub use crate::CHUNK_SIZE;

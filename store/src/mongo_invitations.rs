@@ -5,7 +5,7 @@
 
 use super::{MongoStore, from_doc, map_err, other, to_doc};
 use crate::invitations::{
-    ConsultationStatus, Invitation, InvitationStore, Pseudonym, ScheduledConsultation,
+    ConsultationStatus, Invitation, InvitationStore, Policy, Pseudonym, ScheduledConsultation,
 };
 use crate::{Millis, Result, StoreError};
 use mongodb::bson::{Bson, doc};
@@ -23,6 +23,9 @@ pub(super) struct ConsultationDoc {
     scheduled_at: Option<i64>,
     status: String,
     created_at: i64,
+    /// Absent in records written before policies existed: `standard`.
+    #[serde(default)]
+    policy: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -49,6 +52,11 @@ impl TryFrom<ConsultationDoc> for ScheduledConsultation {
             practitioner: d.practitioner,
             scheduled_at: d.scheduled_at,
             created_at: d.created_at,
+            policy: match d.policy.as_deref() {
+                None => Policy::Standard,
+                Some(p) => Policy::parse(p)
+                    .ok_or_else(|| other(format!("unknown consultation policy {p:?}")))?,
+            },
         })
     }
 }
@@ -78,6 +86,7 @@ impl InvitationStore for MongoStore {
             scheduled_at: c.scheduled_at,
             status: c.status.as_str().to_string(),
             created_at: c.created_at,
+            policy: Some(c.policy.as_str().to_string()),
         })?;
         self.upsert(CONSULTATIONS, Bson::String(c.id.clone()), d)
             .await

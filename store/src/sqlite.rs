@@ -32,6 +32,8 @@ mod api_keys;
 mod chat;
 #[path = "sqlite_invitations.rs"]
 mod invitations;
+#[path = "sqlite_recordings.rs"]
+mod recordings;
 
 /// Bytes per stored document chunk.
 pub use crate::CHUNK_SIZE;
@@ -186,8 +188,10 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(sql_err)?;
         conn.execute_batch(accounts::SCHEMA).map_err(sql_err)?;
         conn.execute_batch(invitations::SCHEMA).map_err(sql_err)?;
+        invitations::migrate(&conn).map_err(sql_err)?;
         conn.execute_batch(api_keys::SCHEMA).map_err(sql_err)?;
         conn.execute_batch(chat::SCHEMA).map_err(sql_err)?;
+        conn.execute_batch(recordings::SCHEMA).map_err(sql_err)?;
         // Chunks that no document points at: left by a crash in the middle of an upload.
         let swept = conn
             .execute(

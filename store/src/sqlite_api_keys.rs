@@ -141,7 +141,7 @@ impl ApiKeyStore for SqliteStore {
         let (after_at, after_id) = after.unwrap_or((from.saturating_sub(1), String::new()));
         self.read(move |conn| {
             let mut stmt = conn.prepare(
-                "SELECT id, organisation, practitioner, scheduled_at, status, created_at
+                "SELECT id, organisation, practitioner, scheduled_at, status, created_at, policy
                  FROM scheduled_consultations
                  WHERE organisation = ?1 AND scheduled_at >= ?2 AND scheduled_at < ?3
                    AND (scheduled_at > ?4 OR (scheduled_at = ?4 AND id > ?5))

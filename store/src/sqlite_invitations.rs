@@ -3,7 +3,7 @@
 
 use super::SqliteStore;
 use crate::invitations::{
-    ConsultationStatus, Invitation, InvitationStore, Pseudonym, ScheduledConsultation,
+    ConsultationStatus, Invitation, InvitationStore, Policy, Pseudonym, ScheduledConsultation,
 };
 use crate::{Millis, Result, StoreError};
 use rusqlite::{OptionalExtension, Row, params};
@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS scheduled_consultations (
     practitioner TEXT NOT NULL,
     scheduled_at INTEGER,
     status TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    policy TEXT NOT NULL DEFAULT 'standard'
 );
 CREATE TABLE IF NOT EXISTS invitations (
     jti TEXT PRIMARY KEY,
@@ -32,7 +33,30 @@ CREATE INDEX IF NOT EXISTS scheduled_consultations_owner
 CREATE INDEX IF NOT EXISTS invitations_consultation ON invitations (consultation, created_at, jti);
 ";
 
+/// Databases made before consultation policies existed get the column (`standard`).
+pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has_policy = conn
+        .prepare(
+            "SELECT 1 FROM pragma_table_info('scheduled_consultations') WHERE name = 'policy'",
+        )?
+        .exists([])?;
+    if !has_policy {
+        conn.execute_batch(
+            "ALTER TABLE scheduled_consultations ADD COLUMN policy TEXT NOT NULL DEFAULT 'standard'",
+        )?;
+    }
+    Ok(())
+}
+
 pub(super) fn consultation_row(r: &Row<'_>) -> rusqlite::Result<ScheduledConsultation> {
+    let policy: String = r.get(6)?;
+    let policy = Policy::parse(&policy).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            6,
+            rusqlite::types::Type::Text,
+            format!("unknown consultation policy {policy:?}").into(),
+        )
+    })?;
     let status: String = r.get(4)?;
     let status = ConsultationStatus::parse(&status).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -48,6 +72,7 @@ pub(super) fn consultation_row(r: &Row<'_>) -> rusqlite::Result<ScheduledConsult
         scheduled_at: r.get(3)?,
         status,
         created_at: r.get(5)?,
+        policy,
     })
 }
 
@@ -73,17 +98,18 @@ impl InvitationStore for SqliteStore {
         let c = c.clone();
         self.write(move |conn| {
             conn.execute(
-                "INSERT INTO scheduled_consultations (id, organisation, practitioner, scheduled_at, status, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO scheduled_consultations (id, organisation, practitioner, scheduled_at, status, created_at, policy)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (id) DO UPDATE SET organisation = ?2, practitioner = ?3,
-                   scheduled_at = ?4, status = ?5, created_at = ?6",
+                   scheduled_at = ?4, status = ?5, created_at = ?6, policy = ?7",
                 params![
                     c.id,
                     c.organisation,
                     c.practitioner,
                     c.scheduled_at,
                     c.status.as_str(),
-                    c.created_at
+                    c.created_at,
+                    c.policy.as_str()
                 ],
             )
             .map(|_| ())
@@ -95,7 +121,7 @@ impl InvitationStore for SqliteStore {
         let id = id.to_string();
         self.read(move |conn| {
             conn.query_row(
-                "SELECT id, organisation, practitioner, scheduled_at, status, created_at
+                "SELECT id, organisation, practitioner, scheduled_at, status, created_at, policy
                  FROM scheduled_consultations WHERE id = ?1",
                 [&id],
                 consultation_row,
@@ -114,7 +140,7 @@ impl InvitationStore for SqliteStore {
         let practitioner = practitioner.map(str::to_string);
         self.read(move |conn| {
             let mut stmt = conn.prepare(
-                "SELECT id, organisation, practitioner, scheduled_at, status, created_at
+                "SELECT id, organisation, practitioner, scheduled_at, status, created_at, policy
                  FROM scheduled_consultations
                  WHERE organisation = ?1 AND (?2 IS NULL OR practitioner = ?2)
                  ORDER BY created_at, id",
@@ -230,5 +256,60 @@ impl InvitationStore for SqliteStore {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written before consultation policies existed opens, and its consultations
+    /// read as `standard`; new writes keep their policy.
+    #[tokio::test]
+    async fn a_database_from_before_policies_gets_the_column() {
+        let dir = std::env::temp_dir().join(format!(
+            "tc-store-migrate-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let conn = rusqlite::Connection::open(dir.join(crate::sqlite::DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE scheduled_consultations (
+                    id TEXT PRIMARY KEY, organisation TEXT NOT NULL, practitioner TEXT NOT NULL,
+                    scheduled_at INTEGER, status TEXT NOT NULL, created_at INTEGER NOT NULL);
+                 INSERT INTO scheduled_consultations VALUES ('old', 'o', 'p', NULL, 'scheduled', 1);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&dir).await.expect("opens and migrates");
+        let old = store.scheduled_consultation("old").await.unwrap().unwrap();
+        assert_eq!(old.policy, Policy::Standard);
+        let mut new = old.clone();
+        new.id = "new".into();
+        new.policy = Policy::Recordable;
+        store.upsert_scheduled_consultation(&new).await.unwrap();
+        assert_eq!(
+            store
+                .scheduled_consultation("new")
+                .await
+                .unwrap()
+                .unwrap()
+                .policy,
+            Policy::Recordable
+        );
+        drop(store);
+        // Opening again (the column exists now) changes nothing.
+        let store = SqliteStore::open(&dir).await.expect("opens again");
+        assert_eq!(
+            store
+                .scheduled_consultation("old")
+                .await
+                .unwrap()
+                .unwrap()
+                .policy,
+            Policy::Standard
+        );
     }
 }

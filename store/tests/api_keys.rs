@@ -126,6 +126,7 @@ async fn consultations_between_are_paged_by_time_then_id<S: ApiKeyStore + Invita
         scheduled_at: at,
         status: ConsultationStatus::Scheduled,
         created_at: 0,
+        policy: Default::default(),
     };
     for sc in [
         c("c3", "org-a", Some(200)),

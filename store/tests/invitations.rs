@@ -92,6 +92,8 @@ fn consultation(id: &str) -> ScheduledConsultation {
         scheduled_at: Some(1_700_000_900_000),
         status: ConsultationStatus::Scheduled,
         created_at: 1_700_000_000_000,
+        // Not the default: the round trip through each backend must keep it.
+        policy: teleconsult_store::Policy::Recordable,
     }
 }
 

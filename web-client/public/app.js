@@ -25,6 +25,7 @@ import { createDocuments } from './documents.js';
 import { createChat, createNotices } from './chat.js';
 import { createDevices, mediaConstraints } from './devices.js';
 import { createPrecall } from './precall.js';
+import { createRecording } from './recording.js';
 import { t, onLanguageChange, locale } from './i18n.js';
 import {
   ROLE_LABEL,
@@ -79,6 +80,8 @@ let notices = null;
 let devices = null;
 /** The waiting room's pre-call check (precall.js). */
 let precall = null;
+/** Recording with consent: policy, request, indicator (recording.js). */
+let recording = null;
 /** Resolvers of the pings the pre-call check sent, oldest first (each `pong` answers one). */
 const pongWaiters = [];
 
@@ -148,6 +151,10 @@ window.teleconsult = {
   /** Our screen track while we share (tests end it as the browser's "Stop sharing" does). */
   get screenTrack() {
     return app.screenTrack;
+  },
+  /** What the page shows about recording (policy, running recording, who, asked). */
+  get recording() {
+    return recording ? recording.snapshot() : null;
   },
   /** The participant id of the tile on the stage, if any. */
   get onStage() {
@@ -237,6 +244,7 @@ async function start() {
     you: () => app.you,
   });
   chat = createChat({ root: $('chat'), send, you: () => app.you });
+  recording = createRecording({ $, send, you: () => app.you, say: announce });
   devices = createDevices({
     getStream: () => app.localStream,
     replace: replaceLocalTrack,
@@ -542,6 +550,12 @@ function handleMessage(msg) {
       if (chat) chat.history(msg.messages);
       if (notices) notices.history(msg.messages);
       break;
+    case 'recording_requested':
+      if (recording) recording.requested(msg);
+      break;
+    case 'recording_state':
+      if (recording) recording.state(msg);
+      break;
     case 'error':
       onServerError(msg);
       break;
@@ -567,6 +581,7 @@ function onJoined(msg) {
   if (typeof msg.seat_secret === 'string') keepSeat(token, msg.seat_secret);
   renderWhoami();
   if (Array.isArray(msg.ice_servers)) app.iceServers = msg.ice_servers;
+  if (recording) recording.policy(msg.policy);
   $('reconnecting').hidden = true;
   clearTimeout(app.reconnectTimer);
   const wasReconnecting = app.state === 'reconnecting';
@@ -737,6 +752,11 @@ function onServerError(msg) {
   if (chat && chat.refused(msg.code)) return;
   if (msg.code === 'screen_share_busy') {
     onScreenShareRefused();
+    return;
+  }
+  const aboutRecording = recording && recording.refused(msg.code);
+  if (aboutRecording) {
+    showError(aboutRecording);
     return;
   }
   showError(serverErrorMessage(msg.code));

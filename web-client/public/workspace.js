@@ -89,7 +89,7 @@ async function create(event) {
     .map((i) => i.value.trim())
     .filter((v) => v !== '')
     .map((label) => ({ label }));
-  const body = { patient_label: patient, guests };
+  const body = { patient_label: patient, guests, policy: $('policy').value };
   const at = $('scheduled-at').value;
   if (at) {
     const ms = new Date(at).getTime();

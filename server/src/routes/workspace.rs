@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use teleconsult_accounts::{StaffRole, now_millis};
-use teleconsult_store::{ConsultationStatus, Invitation, ScheduledConsultation};
+use teleconsult_store::{ConsultationStatus, Invitation, Policy, ScheduledConsultation};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -41,6 +41,79 @@ pub fn routes() -> Router<AppState> {
             "/api/workspace/consultations/{id}/invitations/{jti}/qr.svg",
             get(qr_code),
         )
+        .route(
+            "/api/workspace/consultations/{id}/recordings",
+            get(recordings),
+        )
+        .route(
+            "/api/workspace/consultations/{id}/recordings/{rid}/delete",
+            post(delete_recording),
+        )
+}
+
+/// `GET /api/workspace/consultations/{id}/recordings`: the stored recordings of one of the
+/// caller's consultations (ids, times, sizes; 404 for anyone else's).
+async fn recordings(
+    State(state): State<AppState>,
+    s: StaffSession,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = practitioner(s)?;
+    let c = scheduling::owned_consultation(&*state.store, owner(&s), &id).await?;
+    let list = state
+        .store
+        .recordings(Some(&c.id))
+        .await
+        .map_err(SchedulingError::from)?;
+    let list: Vec<serde_json::Value> = list
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id,
+                "created_at": r.created_at,
+                "duration_ms": r.duration_ms,
+                "bytes": r.bytes,
+                "interrupted": r.interrupted,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "recordings": list })))
+}
+
+/// `POST /api/workspace/consultations/{id}/recordings/{rid}/delete`: delete one recording of
+/// one of the caller's consultations, audited (`recording.delete` by the account); 404 for
+/// anyone else's, or a recording of another consultation.
+async fn delete_recording(
+    State(state): State<AppState>,
+    s: StaffSession,
+    Path((id, rid)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let s = practitioner(s)?;
+    let c = scheduling::owned_consultation(&*state.store, owner(&s), &id).await?;
+    match state.store.recording(&rid).await {
+        Ok(Some(r)) if r.consultation == c.id => {}
+        Ok(_) => return Err(SchedulingError::NotFound.into()),
+        Err(e) => return Err(SchedulingError::from(e).into()),
+    }
+    state
+        .store
+        .delete_recording(&rid)
+        .await
+        .map_err(SchedulingError::from)?;
+    state
+        .store
+        .record_audit(&teleconsult_store::AuditEvent {
+            id: format!("a{:032x}", rand::random::<u128>()),
+            at: now_millis(),
+            actor: s.account.clone(),
+            action: "recording.delete".into(),
+            consultation: Some(c.id.clone()),
+            target: Some(rid.clone()),
+        })
+        .await
+        .map_err(SchedulingError::from)?;
+    tracing::info!(account = %s.account, consultation = %c.id, recording = %rid, "recording deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 impl From<SchedulingError> for ApiError {
@@ -50,7 +123,9 @@ impl From<SchedulingError> for ApiError {
             SchedulingError::BadPatientLabel
             | SchedulingError::BadGuestLabel(_)
             | SchedulingError::TooManyGuests
-            | SchedulingError::BadScheduledAt => StatusCode::BAD_REQUEST,
+            | SchedulingError::BadScheduledAt
+            | SchedulingError::BadPolicy
+            | SchedulingError::PolicyUnavailable => StatusCode::BAD_REQUEST,
             SchedulingError::NotScheduled(_) => StatusCode::CONFLICT,
             SchedulingError::Store(teleconsult_store::StoreError::Unavailable(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -293,6 +368,7 @@ async fn consultation_view(
     Ok(serde_json::json!({
         "id": c.id,
         "status": c.status.as_str(),
+        "policy": c.policy.as_str(),
         "scheduled_at": c.scheduled_at,
         "created_at": c.created_at,
         "invitations": seats,
@@ -351,6 +427,9 @@ struct CreateBody {
     patient_label: String,
     #[serde(default)]
     guests: Vec<GuestBody>,
+    /// `standard` (default), `recordable` or `end_to_end`.
+    #[serde(default)]
+    policy: Option<String>,
 }
 
 /// `POST /api/workspace/consultations`: 201 with the new consultation and its links.
@@ -362,6 +441,10 @@ async fn create(
     let s = practitioner(s)?;
     let body = json_body(body)?;
     let guests: Vec<String> = body.guests.into_iter().map(|g| g.label).collect();
+    let policy = match body.policy.as_deref() {
+        None => Policy::Standard,
+        Some(p) => Policy::parse(p).ok_or(SchedulingError::BadPolicy)?,
+    };
     let now = now_millis();
     let created = scheduling::create_consultation(
         &*state.store,
@@ -372,6 +455,7 @@ async fn create(
             scheduled_at: body.scheduled_at,
             patient_label: &body.patient_label,
             guest_labels: &guests,
+            policy,
         },
         now,
     )

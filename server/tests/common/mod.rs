@@ -122,6 +122,7 @@ pub async fn invite_token(
             scheduled_at: None,
             organisation: Some("org-test"),
             practitioner: Some("acct-test"),
+            policy: None,
         },
         teleconsult::consultation::invitation::now_millis(),
     )

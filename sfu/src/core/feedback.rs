@@ -144,6 +144,9 @@ impl Core {
             return;
         };
         track.sender_report = Some((sr.ntp_time, now));
+        if let Some(rec) = &track.recording {
+            rec.sender_report(now, sr.ntp_time, sr.rtp_time);
+        }
         let number = track.number;
         let mut relays: Vec<(u64, SenderReport)> = Vec::new();
         for &sid in self

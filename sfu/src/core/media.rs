@@ -339,10 +339,10 @@ impl Core {
             self.metrics.get().rejected.increment(1);
             return;
         };
-        let Some(track) = p
+        let Some((source, track)) = p
             .tracks
-            .values_mut()
-            .find(|t| t.ssrc == view.ssrc || t.rtx_ssrc == Some(view.ssrc))
+            .iter_mut()
+            .find(|(_, t)| t.ssrc == view.ssrc || t.rtx_ssrc == Some(view.ssrc))
         else {
             return;
         };
@@ -405,8 +405,39 @@ impl Core {
             },
             payload,
         );
+        // A recording of this track (`recording.rs`): the packet as the publisher sent it (a
+        // repair rebuilt as the original), and the keyframes the recording needs.
+        let mut recorded_keyframe = None;
+        if let Some(rec) = track.recording.as_mut() {
+            let cache = &track.cache;
+            let repaired = |from: u64, to: u64| (from..=to).all(|s| cache.get(s as u16).is_some());
+            let after = if track.ssrc == view.ssrc {
+                rec.offer(now, packet, codec, keyframe, missing, repaired)
+            } else {
+                let mut original = self.out.buffer();
+                original.clear();
+                original.extend_from_slice(&packet[..view.payload_offset]);
+                original[0] &= !0x20; // no padding in the rebuilt packet
+                original[1] = (original[1] & 0x80) | (payload_type & 0x7F);
+                original[2..4].copy_from_slice(&seq.to_be_bytes());
+                original[8..12].copy_from_slice(&track.ssrc.to_be_bytes());
+                original.extend_from_slice(payload);
+                let after = rec.offer(now, &original, codec, keyframe, None, repaired);
+                self.out.recycle(original);
+                after
+            };
+            if after.dropped {
+                self.metrics.get().recording_dropped.increment(1);
+            }
+            if after.keyframe {
+                recorded_keyframe = Some(source.clone());
+            }
+        }
         let number = track.number;
         let track_ssrc = track.ssrc;
+        if let Some(source) = recorded_keyframe {
+            self.request_keyframe(key, &source, now);
+        }
         let tally = &mut self.metrics.tally;
         tally.packets_in += 1;
         tally.bytes_in += len as u64;

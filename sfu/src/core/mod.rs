@@ -39,6 +39,7 @@
 mod codec;
 mod feedback;
 mod media;
+pub mod recording;
 mod subscriptions;
 
 use crate::cache::PacketCache;
@@ -138,6 +139,8 @@ struct Track {
     sender_report: Option<(u64, Instant)>,
     /// Microphone, camera or screen: the section it arrived on.
     source: crate::Source,
+    /// Its tap, while its consultation is being recorded (`recording.rs`).
+    recording: Option<recording::TrackRecording>,
 }
 
 /// One track forwarded to one participant.
@@ -291,6 +294,8 @@ pub struct Core {
     starting: Vec<(u64, u32)>,
     /// Scratch list of publishers whose TWCC feedback is due.
     due_twcc: Vec<u64>,
+    /// Consultations being recorded, and where to.
+    recordings: HashMap<String, std::sync::Arc<dyn recording::RecordingSink>>,
 }
 
 /// Hashing for the core's own `u64` keys (sequential ids): one multiply instead of SipHash per
@@ -337,6 +342,7 @@ impl Core {
             next_twcc: None,
             starting: Vec::new(),
             due_twcc: Vec::new(),
+            recordings: HashMap::new(),
         }
     }
 

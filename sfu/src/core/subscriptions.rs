@@ -96,8 +96,10 @@ impl Core {
                 recv: Default::default(),
                 sender_report: None,
                 source: section,
+                recording: None,
             },
         );
+        self.attach_tap(key, &source, now);
         self.emit(
             key,
             SfuEvent::TrackPublished {

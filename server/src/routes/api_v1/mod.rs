@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use teleconsult_accounts::{StaffRole, now_millis, roles_of};
 use teleconsult_consultation::invitation::MAX_LABEL_LEN;
 use teleconsult_consultation::{ConsultationId, Role};
-use teleconsult_store::{ConsultationStatus, Invitation, ScheduledConsultation, StoreError};
+use teleconsult_store::{
+    ConsultationStatus, Invitation, Policy, ScheduledConsultation, StoreError,
+};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// Largest accepted request body (bytes): a consultation with its guests is well under 2 KiB.
@@ -126,6 +128,42 @@ pub struct CreateConsultation {
     /// Guests (interpreter, family member), at most 8.
     #[serde(default)]
     pub guests: Vec<SeatRequest>,
+    /// What may happen to its media, fixed now (`docs/compliance.md`); default `standard`.
+    #[serde(default)]
+    pub policy: PolicyView,
+}
+
+/// A consultation's media policy (`docs/compliance.md`).
+#[derive(Clone, Copy, Default, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyView {
+    /// Relayed, never recorded.
+    #[default]
+    Standard,
+    /// May be recorded, each participant only with their consent.
+    Recordable,
+    /// Media encrypted between the browsers; recording refused.
+    EndToEnd,
+}
+
+impl From<PolicyView> for Policy {
+    fn from(p: PolicyView) -> Policy {
+        match p {
+            PolicyView::Standard => Policy::Standard,
+            PolicyView::Recordable => Policy::Recordable,
+            PolicyView::EndToEnd => Policy::EndToEnd,
+        }
+    }
+}
+
+impl From<Policy> for PolicyView {
+    fn from(p: Policy) -> PolicyView {
+        match p {
+            Policy::Standard => PolicyView::Standard,
+            Policy::Recordable => PolicyView::Recordable,
+            Policy::EndToEnd => PolicyView::EndToEnd,
+        }
+    }
 }
 
 /// The seat role of an invitation.
@@ -186,6 +224,7 @@ pub struct ConsultationView {
     /// RFC 3339, UTC.
     pub created_at: String,
     pub invitations: Vec<InvitationView>,
+    pub policy: PolicyView,
 }
 
 /// A practitioner a consultation can be booked for.
@@ -254,6 +293,7 @@ pub struct ListQuery {
         CreateInvitation,
         SeatRole,
         Status,
+        PolicyView,
         InvitationView,
         ConsultationView,
         ConsultationPage,
@@ -393,6 +433,11 @@ fn scheduling_error(e: SchedulingError) -> ApiError {
         SchedulingError::BadScheduledAt => {
             invalid_field("scheduled_at", "a time between 2020 and 2100")
         }
+        SchedulingError::BadPolicy => invalid_field("policy", "standard, recordable or end_to_end"),
+        SchedulingError::PolicyUnavailable => invalid_field(
+            "policy",
+            "end_to_end is not available yet on this server (media would not be end-to-end encrypted)",
+        ),
         SchedulingError::NotScheduled(status) => ApiError::new(
             StatusCode::CONFLICT,
             "not_scheduled",
@@ -443,6 +488,7 @@ fn consultation_view(
         },
         created_at: format_time(c.created_at),
         invitations,
+        policy: c.policy.into(),
     }
 }
 
@@ -514,6 +560,7 @@ async fn create_consultation(
             scheduled_at: Some(scheduled_at),
             patient_label: &req.patient.label,
             guest_labels: &guests,
+            policy: req.policy.into(),
         },
         now_millis(),
     )
