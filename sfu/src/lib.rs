@@ -67,6 +67,7 @@ pub mod quality;
 pub mod rtp;
 mod sendq;
 mod session;
+pub mod simulcast;
 pub mod srtp;
 pub mod stun;
 pub mod tcp;
