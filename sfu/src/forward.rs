@@ -411,9 +411,18 @@ mod tests {
         // caller chose the offset that puts its first timestamp 3000 after the last.
         let off = 5_000_000u32.wrapping_sub(90 * 1002 + 3000);
         m.switch(40_000, off);
-        assert_eq!(m.decide(media(40_000, 5_000_000)), sent(1003, 90 * 1002 + 3000));
-        assert_eq!(m.decide(media(40_002, 5_003_000)), sent(1005, 90 * 1002 + 6000));
-        assert_eq!(m.decide(media(40_001, 5_003_000)), sent(1004, 90 * 1002 + 6000));
+        assert_eq!(
+            m.decide(media(40_000, 5_000_000)),
+            sent(1003, 90 * 1002 + 3000)
+        );
+        assert_eq!(
+            m.decide(media(40_002, 5_003_000)),
+            sent(1005, 90 * 1002 + 6000)
+        );
+        assert_eq!(
+            m.decide(media(40_001, 5_003_000)),
+            sent(1004, 90 * 1002 + 6000)
+        );
         assert_eq!(m.incoming_seq(1004), Some(40_001));
         assert_eq!(m.incoming_seq(1003), Some(40_000));
         // What was sent of the old layer maps nowhere now (its cache is another one).

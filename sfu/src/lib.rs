@@ -443,6 +443,30 @@ impl Sfu {
         rx.await.unwrap_or(Err(SfuError::Stopped))
     }
 
+    /// The participant shows the video it receives as `track_id` in a tile `height` device
+    /// pixels high (`video_size` in the signalling protocol): simulcast gives it the smallest
+    /// layer that fills the tile. Unknown tracks are ignored. (Answered once applied, like every
+    /// command: a client cannot queue more of them than it waits for.)
+    pub async fn set_video_size(
+        &self,
+        participant: &str,
+        track_id: String,
+        height: u32,
+    ) -> Result<(), SfuError> {
+        let key = self.key(participant)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            key,
+            driver::Command::VideoSize {
+                key,
+                track_id,
+                height,
+                reply,
+            },
+        )?;
+        rx.await.unwrap_or(Err(SfuError::Stopped))
+    }
+
     /// Close a participant's media session; its tracks are withdrawn from the others.
     pub fn remove_participant(&self, participant: &str) {
         if let Some((_, key)) = self.inner.participants.remove(participant) {

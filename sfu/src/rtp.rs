@@ -37,6 +37,10 @@ pub struct RtpView {
 impl RtpView {
     /// Parse the RTP packet `buf` (already unprotected).
     pub fn parse(buf: &[u8]) -> Result<RtpView, RtpError> {
+        Self::parse_with(buf, true)
+    }
+
+    fn parse_with(buf: &[u8], with_padding: bool) -> Result<RtpView, RtpError> {
         if buf.len() < 12 {
             return Err(RtpError::TooShort);
         }
@@ -56,7 +60,7 @@ impl RtpView {
         if offset > buf.len() {
             return Err(RtpError::Truncated);
         }
-        let padding = if buf[0] & 0x20 != 0 {
+        let padding = if with_padding && buf[0] & 0x20 != 0 {
             let n = buf[buf.len() - 1] as usize;
             if n == 0 || offset + n > buf.len() {
                 return Err(RtpError::Truncated);
@@ -77,6 +81,12 @@ impl RtpView {
             padding,
             len: buf.len(),
         })
+    }
+
+    /// Parse only the header of `buf`, which may still be protected (SRTP leaves the header in
+    /// the clear but appends its tag, so a padding count at the end is not read: `padding` is 0).
+    pub fn parse_header(buf: &[u8]) -> Result<RtpView, RtpError> {
+        Self::parse_with(buf, false)
     }
 
     /// The payload, without padding.

@@ -20,6 +20,12 @@ pub fn layer_of(rid: &str) -> Option<u8> {
     RIDS.iter().position(|r| *r == rid).map(|i| i as u8)
 }
 
+/// How often simulcast subscriptions are given their layer (which layers arrive, the tile size).
+pub const ALLOCATION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A layer that sent nothing for this long is not arriving (the publisher paused it).
+pub const LAYER_IDLE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// The highest layer.
 pub const TOP: u8 = (RIDS.len() - 1) as u8;
 
@@ -447,10 +453,7 @@ mod tests {
         let off = switch_timestamp_offset(0, old, new, rate, 416_000, Some(900_000), 3000);
         assert_eq!(416_000u32.wrapping_sub(off), 903_000);
         // Nothing sent yet: the offset stays.
-        assert_eq!(
-            switch_timestamp_offset(77, old, new, rate, 5, None, 1),
-            77
-        );
+        assert_eq!(switch_timestamp_offset(77, old, new, rate, 5, None, 1), 77);
         // Wrapping clocks.
         let off = switch_timestamp_offset(0, None, None, rate, 10, Some(u32::MAX - 5), 100);
         assert_eq!(10u32.wrapping_sub(off), 94);

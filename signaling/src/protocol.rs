@@ -114,7 +114,18 @@ pub enum ClientMessage {
     ScreenShare {
         active: bool,
     },
+    /// (v2) I show the video I receive as `track` (its `a=msid` track id) in a tile `width` ×
+    /// `height` device pixels (0 × 0: not shown): simulcast sends me the smallest layer that
+    /// fills it.
+    VideoSize {
+        track: String,
+        width: u32,
+        height: u32,
+    },
 }
+
+/// The longest track id a `video_size` may name (ours are far shorter).
+pub const MAX_TRACK_ID_LEN: usize = 128;
 
 /// Server → client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -157,6 +157,9 @@ struct Outgoing<'a> {
     payload_type: u8,
     payload: &'a [u8],
     padding_only: bool,
+    /// VP8 on a simulcast subscription: its picture ids are rewritten (`Subscription::vp8`).
+    vp8: bool,
+    arrival: Instant,
 }
 
 /// Forward one packet on one subscription: the munger's decision, the subscriber's payload
@@ -220,6 +223,16 @@ fn send_on(
         pad,
         keys.profile.rtp_overhead(),
     );
+    if sub.simulcast {
+        if packet.vp8 && !pad {
+            let head = header.size();
+            crate::simulcast::rewrite_vp8(
+                &mut buf[head..head + packet.payload.len()],
+                &mut sub.vp8,
+            );
+        }
+        sub.last_sent_arrival = Some(packet.arrival);
+    }
     match keys.tx.protect_rtp(&mut buf, plain) {
         Ok(n) => {
             buf.truncate(n);
@@ -307,6 +320,7 @@ impl Core {
             p.tracks
                 .values()
                 .any(|t| t.ssrc == ssrc || t.rtx_ssrc == Some(ssrc))
+                || repaired_layer(p, data).is_some()
         })
     }
 
@@ -339,6 +353,20 @@ impl Core {
             self.metrics.get().rejected.increment(1);
             return;
         };
+        if !p
+            .tracks
+            .values()
+            .any(|t| t.ssrc == view.ssrc || t.rtx_ssrc == Some(view.ssrc))
+        {
+            // The first repair of a simulcast layer (`rtc` drops them: its `repaired-rid` is
+            // a TODO): its SSRC becomes that layer's RTX stream.
+            let Some(layer_key) = repaired_layer(p, packet) else {
+                return;
+            };
+            if let Some(t) = p.tracks.get_mut(&layer_key) {
+                t.rtx_ssrc = Some(view.ssrc);
+            }
+        }
         let Some(track) = p
             .tracks
             .values_mut()
@@ -394,6 +422,14 @@ impl Core {
             Some(Codec::H264) => crate::rtp::h264_keyframe(payload),
             _ => false,
         };
+        track.last_arrival = Some(now);
+        if keyframe
+            && track.layer.is_some()
+            && codec == Some(Codec::Vp8)
+            && let Some((_, h)) = crate::simulcast::vp8_keyframe_size(payload)
+        {
+            track.height = h;
+        }
         track.cache.insert(
             cache::Meta {
                 seq,
@@ -405,7 +441,9 @@ impl Core {
             },
             payload,
         );
-        let number = track.number;
+        let number = track.group;
+        let layer = track.layer;
+        let clock_rate = track.clock_rate;
         let track_ssrc = track.ssrc;
         let tally = &mut self.metrics.tally;
         tally.packets_in += 1;
@@ -416,6 +454,8 @@ impl Core {
         let Some(p) = self.participants.get(&key) else {
             return;
         };
+        // Simulcast: every layer's clock mapping, for the timestamps at a switch.
+        let clocks = layer.map(|_| layer_clocks(p, number)).unwrap_or_default();
         let Some(members) = self.consultations.get(&p.consultation) else {
             return;
         };
@@ -426,6 +466,8 @@ impl Core {
             payload_type,
             payload,
             padding_only,
+            vp8: codec == Some(Codec::Vp8),
+            arrival: now,
         };
         let mut sent = 0u64;
         let mut sent_bytes = 0u64;
@@ -454,6 +496,11 @@ impl Core {
                 if !sub.started && sub.kind == Kind::Video {
                     // Its first packet: replayed from the cache's latest keyframe on, below.
                     starting.push((sid, sub.ssrc));
+                    continue;
+                }
+                if let Some(layer) = layer
+                    && !admit_layer(sub, layer, keyframe, &packet, &clocks, clock_rate)
+                {
                     continue;
                 }
                 if let Some(n) = send_on(&mut self.out, &mut s.pc, keys, to, sub, codec, &packet) {
@@ -497,22 +544,50 @@ impl Core {
         else {
             return;
         };
-        let Some(track) = p.tracks.values().find(|t| t.number == number) else {
-            return;
-        };
         let (Some(keys), Some(to)) = (s.media.as_mut(), s.remote) else {
             return;
         };
         let Some(sub) = s.subscriptions.iter_mut().find(|sub| sub.ssrc == ssrc) else {
             return;
         };
+        // Simulcast: the layer the subscription aims at (the allocation may change it later).
+        let target = sub.simulcast.then(|| {
+            let (available, heights) = layers_of(p, number, now);
+            let cap = sub.tile_height.map_or(crate::simulcast::TOP, |h| {
+                crate::simulcast::layer_for_height(heights, h)
+            });
+            if let Some(l) = crate::simulcast::pick_layer(available, cap) {
+                sub.layers.set_target(l);
+            }
+            sub.layers.target()
+        });
+        let Some(track) = p
+            .tracks
+            .values()
+            .find(|t| t.group == number && t.layer == target)
+        else {
+            return;
+        };
         sub.started = true;
-        let Some(start) = track
+        let recent = track
             .cache
             .latest_keyframe()
-            .filter(|k| now.saturating_duration_since(k.arrival) <= REPLAY_WINDOW)
-            .or_else(|| track.cache.since(track.cache.highest_seq()?).next())
-        else {
+            .filter(|k| now.saturating_duration_since(k.arrival) <= REPLAY_WINDOW);
+        // Without simulcast, a subscription may start on a delta frame (its decoder waits for
+        // the keyframe asked for); a simulcast one only ever starts at a keyframe of its layer.
+        let start = match (recent, target) {
+            (Some(k), _) => Some(k),
+            (None, None) => track
+                .cache
+                .highest_seq()
+                .and_then(|h| track.cache.since(h).next()),
+            (None, Some(_)) => None,
+        };
+        let clocks = target.map(|_| layer_clocks(p, number)).unwrap_or_default();
+        let Some(start) = start else {
+            let source = sub.source.clone();
+            sub.needs_keyframe = false;
+            self.request_keyframe(publisher, &source, target, now);
             return;
         };
         let from_keyframe = start.keyframe;
@@ -530,7 +605,21 @@ impl Core {
                 payload_type: cached.payload_type,
                 payload: cached.payload,
                 padding_only: cached.payload.is_empty(),
+                vp8: codec == Some(Codec::Vp8),
+                arrival: cached.arrival,
             };
+            if let Some(layer) = target
+                && !admit_layer(
+                    sub,
+                    layer,
+                    cached.keyframe,
+                    &packet,
+                    &clocks,
+                    track.clock_rate,
+                )
+            {
+                continue;
+            }
             if send_on(&mut self.out, &mut s.pc, keys, to, sub, codec, &packet).is_some() {
                 sent += 1;
             }
@@ -542,7 +631,7 @@ impl Core {
         m.packets_out.increment(sent);
         m.replayed.increment(sent);
         if !from_keyframe {
-            self.request_keyframe(publisher, &source, now);
+            self.request_keyframe(publisher, &source, target, now);
         }
     }
 
@@ -582,7 +671,13 @@ impl Core {
         let Some(sub) = s.subscriptions.iter_mut().find(|sub| sub.ssrc == ssrc) else {
             return;
         };
-        let Some(track) = p.tracks.values().find(|t| t.number == source_number) else {
+        // The layer it receives (simulcast), else the track itself.
+        let layer = sub.layers.current();
+        let Some(track) = p
+            .tracks
+            .values()
+            .find(|t| t.group == source_number && t.layer == layer)
+        else {
             return;
         };
         let overhead = keys.profile.rtp_overhead();
@@ -690,6 +785,90 @@ fn write_rtx(
     buf[head..head + 2].copy_from_slice(&osn.to_be_bytes());
     buf[head + 2..len].copy_from_slice(payload);
     len
+}
+
+/// Whether a simulcast subscription forwards this packet of `layer` (and if it switches to it
+/// now, the switch applied: sequence numbers continue, timestamps mapped through the sender
+/// reports, VP8 picture ids continue).
+fn admit_layer(
+    sub: &mut Subscription,
+    layer: u8,
+    keyframe: bool,
+    packet: &Outgoing<'_>,
+    clocks: &[Option<crate::simulcast::ClockMapping>; 3],
+    clock_rate: u32,
+) -> bool {
+    use crate::simulcast::Admit;
+    match sub.layers.admit(layer, keyframe) {
+        Admit::Forward => true,
+        Admit::Drop => false,
+        Admit::Switch { from } => {
+            let elapsed = sub.last_sent_arrival.map_or(1, |t| {
+                let us = packet.arrival.saturating_duration_since(t).as_micros() as u64;
+                (us * clock_rate as u64 / 1_000_000).min(u32::MAX as u64) as u32
+            });
+            let offset = crate::simulcast::switch_timestamp_offset(
+                sub.munger.ts_offset(),
+                from.and_then(|f| clocks[f as usize]),
+                clocks[layer as usize],
+                clock_rate,
+                packet.timestamp,
+                sub.munger.last_timestamp(),
+                elapsed,
+            );
+            sub.munger.switch(packet.seq, offset);
+            if packet.vp8
+                && let Some(ids) = crate::simulcast::Vp8Ids::parse(packet.payload)
+            {
+                sub.vp8.switch(&ids);
+            }
+            sub.switches = sub.switches.wrapping_add(1);
+            true
+        }
+    }
+}
+
+/// The clock mapping of each layer of the simulcast group `group` (by layer index).
+fn layer_clocks(p: &super::Participant, group: u64) -> [Option<crate::simulcast::ClockMapping>; 3] {
+    let mut clocks = [None; 3];
+    for t in p.tracks.values().filter(|t| t.group == group) {
+        if let Some(l) = t.layer {
+            clocks[l as usize] = t.clock;
+        }
+    }
+    clocks
+}
+
+/// Which layers of the simulcast group `group` arrive (bit per layer) and their frame heights.
+pub(super) fn layers_of(p: &super::Participant, group: u64, now: Instant) -> (u8, [u16; 3]) {
+    let mut available = 0u8;
+    let mut heights = [0u16; 3];
+    for t in p.tracks.values().filter(|t| t.group == group) {
+        let Some(l) = t.layer else { continue };
+        heights[l as usize] = t.height;
+        if t.last_arrival
+            .is_some_and(|a| now.saturating_duration_since(a) < crate::simulcast::LAYER_IDLE)
+        {
+            available |= 1 << l;
+        }
+    }
+    (available, heights)
+}
+
+/// The key of the simulcast layer a packet (protected or not: only its header is read) repairs,
+/// by its `repaired-rid` header extension.
+fn repaired_layer(p: &super::Participant, data: &[u8]) -> Option<String> {
+    let (_, t) = p
+        .tracks
+        .iter()
+        .find(|(_, t)| t.rrid_id.is_some() && t.rid.is_some())?;
+    let id = t.rrid_id?;
+    let view = RtpView::parse_header(data).ok()?;
+    let rrid = view.extension(data, id)?;
+    p.tracks
+        .iter()
+        .find(|(_, t)| t.rid.as_deref() == Some(rrid))
+        .map(|(k, _)| k.clone())
 }
 
 /// The remote address of the connection's selected candidate pair, if one is selected.

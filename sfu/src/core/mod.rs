@@ -36,6 +36,7 @@
 //! return [`SfuError`]; a bad datagram is counted and dropped; a panic inside the `rtc` stack on
 //! client input is caught and fails that participant's session only.
 
+mod allocate;
 mod codec;
 mod feedback;
 mod media;
@@ -136,6 +137,22 @@ struct Track {
     recv: media::ReceiveStats,
     /// The publisher's latest sender report: its NTP time, and when it arrived.
     sender_report: Option<(u64, Instant)>,
+    /// Simulcast (`crate::simulcast`): every layer is a `Track` of its own (its SSRC, cache,
+    /// statistics); `group` is the `number` of the announced one (its own number without
+    /// simulcast), which subscriptions follow.
+    group: u64,
+    /// The layer (0 = lowest) when the track is one layer of a simulcast publication.
+    layer: Option<u8>,
+    /// The layer's rid, as sent (to recognise its repairs by `repaired-rid`).
+    rid: Option<Vec<u8>>,
+    /// The negotiated id of the `repaired-rid` header extension (simulcast RTX).
+    rrid_id: Option<u8>,
+    /// When its last packet arrived (which layers arrive, for the allocation).
+    last_arrival: Option<Instant>,
+    /// The frame height of its latest VP8 keyframe (0: none seen).
+    height: u16,
+    /// The clock mapping of its latest sender report: (NTP, RTP).
+    clock: Option<crate::simulcast::ClockMapping>,
 }
 
 /// One track forwarded to one participant.
@@ -177,6 +194,19 @@ struct Subscription {
     /// Packets and payload octets sent, for sender reports.
     packets: u32,
     octets: u32,
+    /// The track id the subscriber sees (its `a=msid`): what `video_size` names.
+    track_id: String,
+    /// The publication is simulcast: `layers` picks what is forwarded.
+    simulcast: bool,
+    layers: crate::simulcast::LayerSelector,
+    /// VP8 picture ids and TL0PICIDX as this subscriber sees them (simulcast only).
+    vp8: crate::simulcast::Vp8Munger,
+    /// When the last packet forwarded arrived (simulcast: the timestamp step at a switch).
+    last_sent_arrival: Option<Instant>,
+    /// The height of the subscriber's tile for this video, in device pixels (`video_size`).
+    tile_height: Option<u32>,
+    /// Layer switches, for the metrics.
+    switches: u32,
 }
 
 /// A subscription change, applied at once or held back while an offer is outstanding.
@@ -289,6 +319,8 @@ pub struct Core {
     starting: Vec<(u64, u32)>,
     /// Scratch list of publishers whose TWCC feedback is due.
     due_twcc: Vec<u64>,
+    /// When simulcast subscriptions are allocated their layers next.
+    next_allocation: Option<Instant>,
 }
 
 /// Hashing for the core's own `u64` keys (sequential ids): one multiply instead of SipHash per
@@ -335,6 +367,7 @@ impl Core {
             next_twcc: None,
             starting: Vec::new(),
             due_twcc: Vec::new(),
+            next_allocation: None,
         }
     }
 
@@ -706,6 +739,10 @@ impl Core {
         }
         self.send_reports(now);
         self.send_twcc_feedback(now);
+        if self.next_allocation.is_some_and(|t| t <= now) {
+            self.next_allocation = Some(now + crate::simulcast::ALLOCATION_INTERVAL);
+            self.allocate(None, now);
+        }
         if self.next_deadline.is_none_or(|t| t > now) {
             return;
         }
@@ -734,6 +771,7 @@ impl Core {
             .filter_map(|p| p.timeout)
             .chain(self.next_reports)
             .chain(self.next_twcc)
+            .chain(self.next_allocation)
             .min();
     }
 
@@ -754,7 +792,10 @@ impl Core {
         }
         stale.clear();
         self.stale = stale;
-        for t in [self.next_reports, self.next_twcc].into_iter().flatten() {
+        for t in [self.next_reports, self.next_twcc, self.next_allocation]
+            .into_iter()
+            .flatten()
+        {
             if self.next_deadline.is_none_or(|d| t < d) {
                 self.next_deadline = Some(t);
             }
@@ -805,6 +846,9 @@ impl Core {
                 if self.next_twcc.is_none() {
                     self.next_twcc = Some(now + crate::twcc::FEEDBACK_INTERVAL);
                 }
+                if self.next_allocation.is_none() {
+                    self.next_allocation = Some(now + crate::simulcast::ALLOCATION_INTERVAL);
+                }
             }
             if !p.timeout_stale {
                 p.timeout_stale = true;
@@ -853,7 +897,7 @@ impl Core {
                                     .collect()
                             });
                         for source in own {
-                            self.request_keyframe(key, &source, now);
+                            self.request_keyframe(key, &source, None, now);
                         }
                     }
                     (_, RTCPeerConnectionState::Connected) => {
@@ -872,7 +916,14 @@ impl Core {
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.publish(key, init.track_id, init.receiver_id, init.ssrc, now);
+                self.publish(
+                    key,
+                    init.track_id,
+                    init.receiver_id,
+                    init.ssrc,
+                    init.rid,
+                    now,
+                );
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track)) => {
                 self.unpublish(key, &track, now);
