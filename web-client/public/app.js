@@ -11,6 +11,7 @@ import {
   forgetSeat,
 } from './token.js';
 import { MediaSession } from './media-session.js';
+import { TileSizes } from './video-size.js';
 import { retryDelay, watchIce, playWithSound } from './reconnect.js';
 import { RECONNECT } from './messages.js';
 import { createDocuments } from './documents.js';
@@ -604,8 +605,12 @@ function enterCall() {
   if (documents) documents.load();
 }
 
+/** Each remote video's tile size, told to the server (simulcast layer per tile). */
+const tileSizes = new TileSizes((msg) => send(msg));
+
 function ensureSession() {
   if (!app.session) {
+    tileSizes.reset();
     app.session = new MediaSession({
       localStream: app.localStream,
       iceServers: app.iceServers,
@@ -647,6 +652,7 @@ function onRemoteTrack(ev) {
   if (!stream) return; // Cannot attribute it to a participant.
   const id = stream.id;
   if (ev.track) app.trackOwner.set(ev.track.id, id);
+  tileSizes.schedule();
   if (app.remoteStreams.get(id) !== stream) {
     app.remoteStreams.set(id, stream);
     stream.addEventListener('removetrack', () => {
@@ -710,7 +716,10 @@ function renderTiles() {
   for (const li of [...list.children]) {
     if (!ids.has(li.dataset.participant)) {
       const video = li.querySelector('video');
-      if (video) video.srcObject = null;
+      if (video) {
+        video.srcObject = null;
+        tileSizes.unobserve(video);
+      }
       li.remove();
     }
   }
@@ -757,6 +766,7 @@ function createTile(id) {
   caption.append(name, mic, cam, rec, screen);
   figure.append(video, caption);
   li.append(figure);
+  tileSizes.observe(video);
   if (isPractitioner()) {
     const remove = document.createElement('button');
     remove.type = 'button';

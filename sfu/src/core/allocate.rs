@@ -71,7 +71,16 @@ impl Core {
                 let Some(layer) = pick_layer(available, cap) else {
                     continue;
                 };
-                sub.layers.set_target(layer);
+                if sub.layers.set_target(layer) {
+                    tracing::debug!(
+                        subscriber = %s.id,
+                        layer,
+                        available,
+                        ?heights,
+                        tile = ?sub.tile_height,
+                        "simulcast target"
+                    );
+                }
                 if sub.layers.switching() {
                     wanted.push((sub.publisher, sub.source.clone(), layer));
                 }
