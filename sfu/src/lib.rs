@@ -56,6 +56,7 @@
 //! Error policy: every error caused by client input (SDP, candidates, datagrams) is returned or
 //! counted, never a panic. A panic means a broken invariant of this crate.
 
+pub mod bwe;
 pub mod cache;
 pub mod core;
 mod driver;
