@@ -134,6 +134,7 @@ pub struct SubscriberBwe {
     next_probe_id: u32,
     /// The last probe's measured rate and when it was measured (for the report and tests).
     pub last_probe: Option<(f64, Instant)>,
+    last_probe_sent: Option<Instant>,
 }
 
 impl Default for SubscriberBwe {
@@ -144,6 +145,7 @@ impl Default for SubscriberBwe {
             probe: None,
             next_probe_id: 1,
             last_probe: None,
+            last_probe_sent: None,
         }
     }
 }
@@ -206,6 +208,11 @@ impl SubscriberBwe {
         }
     }
 
+    /// When the last probe train was sent, if one was.
+    pub fn last_probe_sent(&self) -> Option<Instant> {
+        self.last_probe_sent
+    }
+
     /// Start a probe train for `target` bits per second, unless one is in flight; returns its
     /// number (give it to each of its packets' [`SendHistory::sent`]).
     pub fn start_probe(&mut self, now: Instant, target: f64) -> Option<u32> {
@@ -216,6 +223,7 @@ impl SubscriberBwe {
             }
         }
         let id = self.next_probe_id;
+        self.last_probe_sent = Some(now);
         self.next_probe_id = self.next_probe_id.wrapping_add(1).max(1);
         self.probe = Some(Probe {
             id,
@@ -330,7 +338,10 @@ mod tests {
         train(&mut bwe, 1_200_000.0, 300_000.0, 0);
         let (rate, _) = bwe.last_probe.unwrap();
         assert!((250_000.0..350_000.0).contains(&rate), "{rate}");
-        assert!(bwe.estimate() < 700_000.0, "a failed probe re-seeds nothing");
+        assert!(
+            bwe.estimate() < 700_000.0,
+            "a failed probe re-seeds nothing"
+        );
         // Through a 10 Mbit/s path it gets through: the estimate starts again from its target.
         train(&mut bwe, 1_200_000.0, 10_000_000.0, 200);
         assert!(bwe.last_probe.unwrap().0 > 1_200_000.0);

@@ -264,6 +264,74 @@ pub fn switch_timestamp_offset(
     first_timestamp.wrapping_sub(out)
 }
 
+/// The bitrate a track (a layer) arrives at, measured at each allocation from its byte count.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LayerRate {
+    at: Option<(std::time::Instant, u64)>,
+    bps: f64,
+}
+
+impl LayerRate {
+    /// The track has received `bytes` in all by `now`.
+    pub fn update(&mut self, now: std::time::Instant, bytes: u64) {
+        if let Some((then, before)) = self.at {
+            let dt = now.saturating_duration_since(then).as_secs_f64();
+            if dt < 0.1 {
+                return;
+            }
+            let rate = bytes.saturating_sub(before) as f64 * 8.0 / dt;
+            // Smoothed (keyframes come in bursts), quick to follow.
+            self.bps = if self.bps == 0.0 {
+                rate
+            } else {
+                0.5 * self.bps + 0.5 * rate
+            };
+        }
+        self.at = Some((now, bytes));
+    }
+    pub fn bps(&self) -> f64 {
+        self.bps
+    }
+}
+
+/// An upgrade needs this much room above the layer's bitrate (hysteresis against flapping).
+pub const UPGRADE_HEADROOM: f64 = 1.25;
+/// ...and that room for this many allocations in a row.
+pub const UPGRADE_TICKS: u8 = 2;
+/// What an audio subscription is counted at before any video is allocated (audio first).
+pub const AUDIO_BITRATE: f64 = 48_000.0;
+
+/// The layer a bandwidth budget allows: the highest layer not above `desired` that arrives and
+/// fits `budget` (an upgrade above `current` needs [`UPGRADE_HEADROOM`]); the lowest arriving
+/// layer if none fits. Returns (layer, whether a higher layer was wanted but did not fit).
+pub fn fit_layer(
+    available: u8,
+    desired: u8,
+    current: Option<u8>,
+    rates: [f64; 3],
+    budget: f64,
+) -> Option<(u8, bool)> {
+    let lowest = (0..=TOP).find(|l| available & (1 << l) != 0)?;
+    let mut limited = false;
+    for l in (0..=desired.min(TOP)).rev() {
+        // (Iterating downwards: once set, `limited` stays true for any lower choice.)
+        if available & (1 << l) == 0 {
+            continue;
+        }
+        let need = if current.is_some_and(|c| l > c) {
+            rates[l as usize] * UPGRADE_HEADROOM
+        } else {
+            rates[l as usize]
+        };
+        if need <= budget {
+            return Some((l, limited));
+        }
+        // Rejected: limited if what is finally chosen is below it.
+        limited |= l > lowest;
+    }
+    Some((lowest, limited))
+}
+
 /// The layer an allocation picks: the highest layer in `available` (bit `i` = layer `i` is
 /// arriving) not above `cap`; if none is, the lowest available; `None` if nothing arrives.
 pub fn pick_layer(available: u8, cap: u8) -> Option<u8> {
@@ -474,6 +542,44 @@ mod tests {
         assert_eq!(layer_for_height(heights, 700), 2);
         assert_eq!(layer_for_height(heights, 2000), 2);
         assert_eq!(layer_for_height([0, 0, 0], 100), 2, "unknown: the top");
+    }
+
+    #[test]
+    fn the_budget_picks_the_highest_layer_that_fits_with_headroom_to_go_up() {
+        let rates = [100_000.0, 300_000.0, 900_000.0];
+        // Plenty: the desired layer.
+        assert_eq!(fit_layer(0b111, 2, Some(2), rates, 2e6), Some((2, false)));
+        // 350 kbit/s: the middle layer, the top one wanted.
+        assert_eq!(
+            fit_layer(0b111, 2, Some(2), rates, 350_000.0),
+            Some((1, true))
+        );
+        // Staying on the middle needs 300k; going up to it from the lowest needs 375k.
+        assert_eq!(
+            fit_layer(0b111, 2, Some(1), rates, 310_000.0),
+            Some((1, true))
+        );
+        assert_eq!(
+            fit_layer(0b111, 2, Some(0), rates, 310_000.0),
+            Some((0, true))
+        );
+        assert_eq!(
+            fit_layer(0b111, 2, Some(0), rates, 380_000.0),
+            Some((1, true))
+        );
+        // Nothing fits: the lowest arriving layer all the same.
+        assert_eq!(
+            fit_layer(0b110, 2, Some(2), rates, 10_000.0),
+            Some((1, true))
+        );
+        // A small tile wants only the lowest: never limited.
+        assert_eq!(
+            fit_layer(0b111, 0, Some(0), rates, 50_000.0),
+            Some((0, false))
+        );
+        assert_eq!(fit_layer(0, 2, None, rates, 1e9), None);
+        // Unmeasured layers fit.
+        assert_eq!(fit_layer(0b111, 2, None, [0.0; 3], 0.0), Some((2, false)));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
@@ -71,7 +72,13 @@ impl Core {
             let any = packet.as_any();
             if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
-                self.answer_nack(key, nack.media_ssrc, &lost);
+                self.answer_nack(key, nack.media_ssrc, &lost, now);
+            } else if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
+                // The subscriber's transport-wide feedback: its estimate.
+                let acks = rtc::interceptor::convert_twcc(cc);
+                if let Some(s) = self.participants.get_mut(&key) {
+                    s.bwe.on_feedback(now, &acks);
+                }
             } else if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                 self.on_keyframe_request(key, pli.media_ssrc, now);
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {

@@ -165,12 +165,14 @@ struct Outgoing<'a> {
 /// Forward one packet on one subscription: the munger's decision, the subscriber's payload
 /// type and MID, a header rewrite and a protect into a pooled buffer queued to `to`. Returns
 /// the protected length if it was queued.
+#[allow(clippy::too_many_arguments)]
 fn send_on(
     out: &mut SendQueue,
     pc: &mut RTCPeerConnection,
     keys: &mut MediaKeys,
     to: SocketAddr,
     sub: &mut Subscription,
+    bwe: &mut crate::bwe::SubscriberBwe,
     codec: Option<Codec>,
     packet: &Outgoing<'_>,
 ) -> Option<usize> {
@@ -214,13 +216,14 @@ fn send_on(
         timestamp,
         ssrc: sub.ssrc,
         mid: sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice())),
+        twcc: sub.twcc_id.map(|id| (id, bwe.history.next_seq())),
     };
     let mut buf = out.buffer();
     let plain = write_packet(
         &mut buf,
         &header,
         packet.payload,
-        pad,
+        if pad { 4 } else { 0 },
         keys.profile.rtp_overhead(),
     );
     if sub.simulcast {
@@ -237,6 +240,14 @@ fn send_on(
         Ok(n) => {
             buf.truncate(n);
             out.push(to, buf);
+            if let Some((_, tw)) = header.twcc {
+                bwe.history.sent(packet.arrival, n, 0);
+                // A repair on the media SSRC must repeat these very bytes (SRTP), number included.
+                if !sub.twcc_sent.is_empty() {
+                    let i = seq as usize % sub.twcc_sent.len();
+                    sub.twcc_sent[i] = (seq, tw);
+                }
+            }
             sub.packets = sub.packets.wrapping_add(1);
             sub.octets = sub.octets.wrapping_add(packet.payload.len() as u32);
             Some(n)
@@ -263,19 +274,19 @@ fn write_packet(
     buf: &mut BytesMut,
     header: &OutHeader<'_>,
     payload: &[u8],
-    padding: bool,
+    padding: usize,
     overhead: usize,
 ) -> usize {
     let head = header.size();
-    let pad = if padding { 4 } else { 0 };
+    let pad = padding.min(255);
     let len = head + payload.len() + pad;
     buf.clear();
     buf.resize(len + overhead, 0);
     header.write(&mut buf[..head]);
     buf[head..head + payload.len()].copy_from_slice(payload);
-    if padding {
+    if pad > 0 {
         buf[0] |= 0x20;
-        buf[len - 1] = 4;
+        buf[len - 1] = pad as u8;
     }
     len
 }
@@ -423,6 +434,7 @@ impl Core {
             _ => false,
         };
         track.last_arrival = Some(now);
+        track.bytes += len as u64;
         if keyframe
             && track.layer.is_some()
             && codec == Some(Codec::Vp8)
@@ -499,11 +511,28 @@ impl Core {
                     continue;
                 }
                 if let Some(layer) = layer
-                    && !admit_layer(sub, layer, keyframe, &packet, &clocks, clock_rate)
+                    && !admit_layer(
+                        sub,
+                        layer,
+                        keyframe,
+                        &packet,
+                        &clocks,
+                        clock_rate,
+                        &mut self.metrics.tally.switches,
+                    )
                 {
                     continue;
                 }
-                if let Some(n) = send_on(&mut self.out, &mut s.pc, keys, to, sub, codec, &packet) {
+                if let Some(n) = send_on(
+                    &mut self.out,
+                    &mut s.pc,
+                    keys,
+                    to,
+                    sub,
+                    &mut s.bwe,
+                    codec,
+                    &packet,
+                ) {
                     sent += 1;
                     sent_bytes += n as u64;
                 }
@@ -616,11 +645,23 @@ impl Core {
                     &packet,
                     &clocks,
                     track.clock_rate,
+                    &mut self.metrics.tally.switches,
                 )
             {
                 continue;
             }
-            if send_on(&mut self.out, &mut s.pc, keys, to, sub, codec, &packet).is_some() {
+            if send_on(
+                &mut self.out,
+                &mut s.pc,
+                keys,
+                to,
+                sub,
+                &mut s.bwe,
+                codec,
+                &packet,
+            )
+            .is_some()
+            {
                 sent += 1;
             }
         }
@@ -639,6 +680,7 @@ impl Core {
     fn resolve(pc: &mut RTCPeerConnection, sub: &mut Subscription) {
         sub.resolved = true;
         sub.mid = resolve_mid(pc, sub.sender_id);
+        sub.twcc_id = resolve_twcc(pc, sub.sender_id);
         sub.rtx = if sub.rtx_ssrc.is_some() {
             resolve_rtx(pc, sub.sender_id)
         } else {
@@ -650,7 +692,7 @@ impl Core {
     /// mapped back to the publisher's, resent from the track's cache — as RTX on the
     /// subscription's own RTX stream if its answer took RTX for that codec, else the very bytes
     /// first sent, on the media SSRC.
-    pub(super) fn answer_nack(&mut self, key: u64, ssrc: u32, lost: &[u16]) {
+    pub(super) fn answer_nack(&mut self, key: u64, ssrc: u32, lost: &[u16], now: Instant) {
         let Some(s) = self.participants.get(&key) else {
             return;
         };
@@ -706,6 +748,8 @@ impl Core {
                     continue;
                 }
                 Some((rtx_ssrc, rtx_pt)) => {
+                    // A packet of its own: a new transport-wide number, counted by the estimate.
+                    let twcc = sub.twcc_id.map(|id| (id, s.bwe.history.next_seq()));
                     let header = OutHeader {
                         marker: cached.marker,
                         payload_type: rtx_pt,
@@ -713,11 +757,30 @@ impl Core {
                         timestamp,
                         ssrc: rtx_ssrc,
                         mid,
+                        twcc,
                     };
                     sub.rtx_seq = sub.rtx_seq.wrapping_add(1);
                     write_rtx(&mut buf, &header, out_seq, cached.payload, overhead)
                 }
                 None => {
+                    // The very bytes first sent (SRTP: one index, one plaintext), with the
+                    // transport-wide number they carried.
+                    let twcc = match sub.twcc_id {
+                        None => None,
+                        Some(id) => {
+                            let first = sub
+                                .twcc_sent
+                                .get(out_seq as usize % sub.twcc_sent.len().max(1))
+                                .filter(|(seq, _)| *seq == out_seq);
+                            match first {
+                                Some(&(_, tw)) => Some((id, tw)),
+                                None => {
+                                    self.out.recycle(buf);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     let header = OutHeader {
                         marker: cached.marker,
                         payload_type: pt,
@@ -725,15 +788,20 @@ impl Core {
                         timestamp,
                         ssrc: sub.ssrc,
                         mid,
+                        twcc,
                     };
-                    let padding = cached.payload.is_empty();
+                    let padding = if cached.payload.is_empty() { 4 } else { 0 };
                     write_packet(&mut buf, &header, cached.payload, padding, overhead)
                 }
             };
+            let rtx_twcc = rtx.is_some() && sub.twcc_id.is_some();
             match keys.tx.protect_rtp(&mut buf, plain) {
                 Ok(n) => {
                     buf.truncate(n);
                     self.out.push(to, buf);
+                    if rtx_twcc {
+                        s.bwe.history.sent(now, n, 0);
+                    }
                     resent += 1;
                 }
                 Err(_) => self.out.recycle(buf),
@@ -741,6 +809,23 @@ impl Core {
         }
         self.metrics.get().retransmitted.increment(resent);
     }
+}
+
+/// The id of the transport-wide sequence number extension the subscriber's answer took for a
+/// subscription's sender (`None`: not negotiated, no estimate from its feedback).
+fn resolve_twcc(
+    pc: &mut RTCPeerConnection,
+    sender_id: rtc::rtp_transceiver::RTCRtpSenderId,
+) -> Option<u8> {
+    let id = pc
+        .rtp_sender(sender_id)?
+        .get_parameters()
+        .rtp_parameters
+        .header_extensions
+        .iter()
+        .find(|h| h.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
+        .map(|h| h.id)?;
+    u8::try_from(id).ok().filter(|&id| id > 0 && id < 255)
 }
 
 /// The RTX payload types the subscriber's answer took for a subscription's sender: (media
@@ -787,6 +872,55 @@ fn write_rtx(
     len
 }
 
+/// One probe packet (`crate::bwe`) to a subscriber: padding only, on the subscription's RTX
+/// stream (a browser counts it for its feedback and drops it), numbered for the estimate as part
+/// of probe train `probe`. Returns whether it was queued.
+pub(super) fn write_probe(
+    out: &mut SendQueue,
+    keys: &mut MediaKeys,
+    to: SocketAddr,
+    sub: &mut Subscription,
+    bwe: &mut crate::bwe::SubscriberBwe,
+    probe: u32,
+    now: Instant,
+) -> bool {
+    let (Some(rtx_ssrc), Some(&(_, rtx_pt)), Some(twcc_id)) =
+        (sub.rtx_ssrc, sub.rtx.first(), sub.twcc_id)
+    else {
+        return false;
+    };
+    let header = OutHeader {
+        marker: false,
+        payload_type: rtx_pt,
+        seq: sub.rtx_seq,
+        timestamp: sub.munger.last_timestamp().unwrap_or(0),
+        ssrc: rtx_ssrc,
+        mid: sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice())),
+        twcc: Some((twcc_id, bwe.history.next_seq())),
+    };
+    sub.rtx_seq = sub.rtx_seq.wrapping_add(1);
+    let mut buf = out.buffer();
+    let plain = write_packet(
+        &mut buf,
+        &header,
+        &[],
+        crate::bwe::PROBE_PADDING,
+        keys.profile.rtp_overhead(),
+    );
+    match keys.tx.protect_rtp(&mut buf, plain) {
+        Ok(n) => {
+            buf.truncate(n);
+            out.push(to, buf);
+            bwe.history.sent(now, n, probe);
+            true
+        }
+        Err(_) => {
+            out.recycle(buf);
+            false
+        }
+    }
+}
+
 /// Whether a simulcast subscription forwards this packet of `layer` (and if it switches to it
 /// now, the switch applied: sequence numbers continue, timestamps mapped through the sender
 /// reports, VP8 picture ids continue).
@@ -797,6 +931,7 @@ fn admit_layer(
     packet: &Outgoing<'_>,
     clocks: &[Option<crate::simulcast::ClockMapping>; 3],
     clock_rate: u32,
+    switches: &mut u64,
 ) -> bool {
     use crate::simulcast::Admit;
     match sub.layers.admit(layer, keyframe) {
@@ -823,6 +958,7 @@ fn admit_layer(
                 sub.vp8.switch(&ids);
             }
             sub.switches = sub.switches.wrapping_add(1);
+            *switches += 1;
             true
         }
     }
@@ -841,18 +977,30 @@ fn layer_clocks(p: &super::Participant, group: u64) -> [Option<crate::simulcast:
 
 /// Which layers of the simulcast group `group` arrive (bit per layer) and their frame heights.
 pub(super) fn layers_of(p: &super::Participant, group: u64, now: Instant) -> (u8, [u16; 3]) {
+    let (available, heights, _) = layer_info(p, group, now);
+    (available, heights)
+}
+
+/// [`layers_of`], with each layer's measured bitrate.
+pub(super) fn layer_info(
+    p: &super::Participant,
+    group: u64,
+    now: Instant,
+) -> (u8, [u16; 3], [f64; 3]) {
     let mut available = 0u8;
     let mut heights = [0u16; 3];
+    let mut rates = [0f64; 3];
     for t in p.tracks.values().filter(|t| t.group == group) {
         let Some(l) = t.layer else { continue };
         heights[l as usize] = t.height;
+        rates[l as usize] = t.bitrate.bps();
         if t.last_arrival
             .is_some_and(|a| now.saturating_duration_since(a) < crate::simulcast::LAYER_IDLE)
         {
             available |= 1 << l;
         }
     }
-    (available, heights)
+    (available, heights, rates)
 }
 
 /// The key of the simulcast layer a packet (protected or not: only its header is read) repairs,
@@ -954,6 +1102,7 @@ mod tests {
             timestamp: 1234,
             ssrc: 77,
             mid: Some((3, b"2")),
+            twcc: None,
         };
         let mut buf = BytesMut::new();
         let n = write_rtx(&mut buf, &h, 0xABCD, b"vp8", 16);
@@ -983,15 +1132,16 @@ mod tests {
             timestamp: 9,
             ssrc: 1,
             mid: Some((3, b"1")),
+            twcc: None,
         };
         let mut buf = BytesMut::new();
-        let n = write_packet(&mut buf, &h, &[], true, 16);
+        let n = write_packet(&mut buf, &h, &[], 4, 16);
         assert_eq!(buf.len(), n + 16);
         let v = RtpView::parse(&buf[..n]).unwrap();
         assert!(v.is_padding_only());
         assert_eq!(v.padding, 4);
         assert_eq!(v.extension(&buf[..n], 3), Some(&b"1"[..]));
-        let n = write_packet(&mut buf, &h, b"abc", false, 10);
+        let n = write_packet(&mut buf, &h, b"abc", 0, 10);
         let v = RtpView::parse(&buf[..n]).unwrap();
         assert_eq!(v.payload(&buf[..n]), b"abc");
         assert_eq!(v.seq, 5);

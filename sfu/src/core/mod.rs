@@ -153,6 +153,9 @@ struct Track {
     height: u16,
     /// The clock mapping of its latest sender report: (NTP, RTP).
     clock: Option<crate::simulcast::ClockMapping>,
+    /// Bytes received (headers included), and the rate they came at, measured by the allocation.
+    bytes: u64,
+    bitrate: crate::simulcast::LayerRate,
 }
 
 /// One track forwarded to one participant.
@@ -207,6 +210,13 @@ struct Subscription {
     tile_height: Option<u32>,
     /// Layer switches, for the metrics.
     switches: u32,
+    /// The negotiated id of the transport-wide sequence number on this subscription's sender.
+    twcc_id: Option<u8>,
+    /// (outgoing sequence number, transport-wide number) of recent packets, so a repair on the
+    /// media SSRC repeats the bytes first sent (video only; empty for audio).
+    twcc_sent: Vec<(u16, u16)>,
+    /// Allocation ticks in a row that found room for a higher layer (hysteresis).
+    upgrade_ticks: u8,
 }
 
 /// A subscription change, applied at once or held back while an offer is outstanding.
@@ -275,6 +285,8 @@ struct Participant {
     failed: bool,
     /// Arrivals of its transport-wide sequence numbers, for its TWCC feedback.
     twcc: crate::twcc::Recorder,
+    /// The estimate of what we can send it (its TWCC feedback about what we sent).
+    bwe: crate::bwe::SubscriberBwe,
     /// When authenticated media from it last counted as ICE liveness (see `Core::heard`).
     heard: Option<Instant>,
     /// By the stack's track id; at most one audio and one video (we offer two `recvonly`
@@ -484,6 +496,7 @@ impl Core {
                 link: Link::New,
                 failed: false,
                 twcc: Default::default(),
+                bwe: Default::default(),
                 heard: None,
                 tracks: HashMap::default(),
                 subscriptions: Vec::new(),

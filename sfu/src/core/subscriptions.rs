@@ -120,6 +120,8 @@ impl Core {
                 last_arrival: None,
                 height: 0,
                 clock: None,
+                bytes: 0,
+                bitrate: Default::default(),
             },
         );
         if group.is_some() {
@@ -283,6 +285,13 @@ impl Core {
                     last_sent_arrival: None,
                     tile_height: None,
                     switches: 0,
+                    twcc_id: None,
+                    twcc_sent: if kind == Kind::Video {
+                        vec![(0, 0); crate::cache::VIDEO_PACKETS * 2]
+                    } else {
+                        Vec::new()
+                    },
+                    upgrade_ticks: 0,
                 });
                 true
             }
