@@ -26,10 +26,11 @@ pub const MAX_BITRATE: f64 = 20_000_000.0;
 
 /// Padding bytes in one probe packet (the most one RTP padding count can say).
 pub const PROBE_PADDING: usize = 255;
-/// Packets in one probe train.
-pub const PROBE_PACKETS: usize = 12;
+/// Packets in one probe train (about 8.5 kB: well beyond a shaper's burst allowance, so its
+/// arrival spread shows the bottleneck's rate).
+pub const PROBE_PACKETS: usize = 30;
 /// The fewest probe packets whose feedback makes a measurement.
-const PROBE_MIN_REPORTED: usize = 8;
+const PROBE_MIN_REPORTED: usize = 20;
 /// A train arriving at least this fraction of its target rate counts as a success.
 const PROBE_SUCCESS: f64 = 0.85;
 
@@ -126,6 +127,16 @@ struct Probe {
     last: Option<Duration>,
 }
 
+/// The window over which the rate acknowledged by feedback is measured.
+const ACKED_WINDOW: Duration = Duration::from_secs(1);
+/// The estimate may exceed what is acknowledged by this factor (plus [`ACKED_SLACK`]) — as
+/// libwebrtc bounds its AIMD growth: an app-limited sender learns nothing about rates it never
+/// tried. `rtc`'s `Gcc` grows without that bound, so it is applied here.
+const ACKED_FACTOR: f64 = 1.5;
+const ACKED_SLACK: f64 = 10_000.0;
+/// How long a successful probe's rate stands in for that bound (time for the allocation to use it).
+const PROBE_HOLD: Duration = Duration::from_secs(5);
+
 /// The estimate for one subscriber.
 pub struct SubscriberBwe {
     gcc: Gcc,
@@ -135,7 +146,19 @@ pub struct SubscriberBwe {
     /// The last probe's measured rate and when it was measured (for the report and tests).
     pub last_probe: Option<(f64, Instant)>,
     last_probe_sent: Option<Instant>,
+    /// Bytes that arrived, by arrival time on the subscriber's clock (at most 64 feedbacks).
+    acked: std::collections::VecDeque<(Duration, usize)>,
+    /// A successful probe's rate and until when it bounds the estimate instead of the acked rate.
+    probed: Option<(f64, Instant)>,
+    now: Option<Instant>,
+    /// The wait before the next probe: doubled by each probe that did not get through (a capped
+    /// path is not hammered), back to the shortest by one that did.
+    probe_spacing: Duration,
 }
+
+/// The shortest and longest wait between two probes of one subscriber.
+pub const PROBE_SPACING_MIN: Duration = Duration::from_secs(2);
+pub const PROBE_SPACING_MAX: Duration = Duration::from_secs(8);
 
 impl Default for SubscriberBwe {
     fn default() -> Self {
@@ -146,21 +169,75 @@ impl Default for SubscriberBwe {
             next_probe_id: 1,
             last_probe: None,
             last_probe_sent: None,
+            acked: std::collections::VecDeque::with_capacity(64),
+            probed: None,
+            now: None,
+            probe_spacing: PROBE_SPACING_MIN,
         }
     }
 }
 
 impl SubscriberBwe {
-    /// The estimate, bits per second.
+    /// The estimate, bits per second: `Gcc`'s, bounded by what the feedback acknowledged (or
+    /// what a recent probe got through).
     pub fn estimate(&self) -> f64 {
-        self.gcc.target_bitrate()
+        let gcc = self.gcc.target_bitrate();
+        let mut bound = self
+            .acked_rate()
+            .map_or(INITIAL_BITRATE, |r| r * ACKED_FACTOR + ACKED_SLACK);
+        if let (Some((rate, until)), Some(now)) = (self.probed, self.now)
+            && now < until
+        {
+            bound = bound.max(rate);
+        }
+        gcc.min(bound).max(MIN_BITRATE)
+    }
+
+    /// The rate acknowledged over the last [`ACKED_WINDOW`] of arrivals, if feedback covered
+    /// enough of it.
+    pub fn acked_rate(&self) -> Option<f64> {
+        let last = self.acked.back()?.0;
+        let from = last.checked_sub(ACKED_WINDOW)?;
+        // Not before the feedback covers a whole window.
+        if self.acked.front()?.0 > from {
+            return None;
+        }
+        let bytes: usize = self
+            .acked
+            .iter()
+            .filter(|(at, _)| *at > from)
+            .map(|(_, b)| b)
+            .sum();
+        Some(bytes as f64 * 8.0 / ACKED_WINDOW.as_secs_f64())
     }
 
     /// Feedback from the subscriber (already decoded into acknowledgements).
     pub fn on_feedback(&mut self, now: Instant, acks: &[Acknowledgement]) {
+        self.now = Some(now);
         let reports = self.history.reports(acks);
         if reports.is_empty() {
             return;
+        }
+        let mut latest = None;
+        let mut bytes = 0;
+        for (r, _) in &reports {
+            if let Some(at) = r.arrival.filter(|_| r.arrived) {
+                bytes += r.size;
+                latest = Some(latest.map_or(at, |l: Duration| l.max(at)));
+            }
+        }
+        if let Some(at) = latest {
+            if self
+                .acked
+                .back()
+                .is_some_and(|(l, _)| at + ACKED_WINDOW * 10 < *l)
+            {
+                self.acked.clear(); // the subscriber's clock jumped back (a restart)
+            }
+            if self.acked.len() == 64 {
+                self.acked.pop_front();
+            }
+            self.acked.push_back((at, bytes));
         }
         if let Some(p) = self.probe.as_mut() {
             for (r, probe) in &reports {
@@ -202,15 +279,25 @@ impl SubscriberBwe {
             p.target * 4.0
         };
         self.last_probe = Some((rate, now));
-        if rate >= p.target * PROBE_SUCCESS && rate > self.estimate() {
-            // The path carried the rate probed for: start the estimator again from there.
-            self.gcc = Gcc::new(p.target, MIN_BITRATE, MAX_BITRATE);
+        let success = rate >= p.target * PROBE_SUCCESS;
+        self.probe_spacing = if success {
+            PROBE_SPACING_MIN
+        } else {
+            (self.probe_spacing * 2).min(PROBE_SPACING_MAX)
+        };
+        if success && rate > self.estimate() {
+            // The path carried the rate probed for: the estimate may go there now.
+            self.probed = Some((p.target, now + PROBE_HOLD));
+            if self.gcc.target_bitrate() < p.target {
+                self.gcc = Gcc::new(p.target, MIN_BITRATE, MAX_BITRATE);
+            }
         }
     }
 
-    /// When the last probe train was sent, if one was.
-    pub fn last_probe_sent(&self) -> Option<Instant> {
+    /// Whether a probe may be sent at `now` (spacing after the last one, backing off).
+    pub fn may_probe(&self, now: Instant) -> bool {
         self.last_probe_sent
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.probe_spacing)
     }
 
     /// Start a probe train for `target` bits per second, unless one is in flight; returns its
@@ -311,6 +398,11 @@ mod tests {
         let mut open = SubscriberBwe::default();
         let est = run(&mut open, t0, 0, 8, 500_000.0, 50_000_000.0);
         assert!(*est.last().unwrap() >= INITIAL_BITRATE * 0.9, "{est:?}");
+        // ...nor does it run away from what is acknowledged (an app-limited sender).
+        assert!(
+            *est.last().unwrap() <= 500_000.0 * 1.7 + ACKED_SLACK,
+            "{est:?}"
+        );
     }
 
     #[test]
@@ -346,6 +438,13 @@ mod tests {
         train(&mut bwe, 1_200_000.0, 10_000_000.0, 200);
         assert!(bwe.last_probe.unwrap().0 > 1_200_000.0);
         assert_eq!(bwe.estimate(), 1_200_000.0);
+        // Failed probes back off; a successful one brings the spacing back.
+        assert_eq!(bwe.probe_spacing, PROBE_SPACING_MIN);
+        let mut capped = SubscriberBwe::default();
+        train(&mut capped, 1_200_000.0, 300_000.0, 0);
+        assert_eq!(capped.probe_spacing, PROBE_SPACING_MIN * 2);
+        assert!(!capped.may_probe(t0 + Duration::from_millis(3000)));
+        assert!(capped.may_probe(t0 + Duration::from_millis(4000)));
         // One train at a time.
         let mut bwe = SubscriberBwe::default();
         assert!(bwe.start_probe(t0, 1e6).is_some());

@@ -12,13 +12,10 @@ use super::media::{layer_info, write_probe};
 use super::{Core, Kind};
 use crate::simulcast::{AUDIO_BITRATE, TOP, UPGRADE_HEADROOM, UPGRADE_TICKS, fit_layer};
 use crate::simulcast::{layer_for_height, pick_layer};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The largest tile height a client may report (device pixels); larger values are clamped.
 pub const MAX_TILE_HEIGHT: u32 = 8192;
-
-/// The fewest seconds between two probes of one subscriber.
-const PROBE_SPACING: Duration = Duration::from_secs(2);
 
 /// What one simulcast publication offers now.
 struct Offered {
@@ -46,7 +43,7 @@ impl Core {
         };
         sub.tile_height = Some(height.min(MAX_TILE_HEIGHT));
         // Size changes apply at once (no hysteresis: the subscriber asked).
-        sub.upgrade_ticks = UPGRADE_TICKS;
+        sub.upgrade_ticks = UPGRADE_TICKS - 1;
         self.allocate(Some(key), now);
     }
 
@@ -119,6 +116,9 @@ impl Core {
                     };
                 }
             }
+            if only.is_none() && measured {
+                tracing::trace!(subscriber = %s.id, estimate, "estimate");
+            }
             let mut short = 0.0f64;
             for sub in s
                 .subscriptions
@@ -144,13 +144,15 @@ impl Core {
                     continue;
                 };
                 // Up only after room was found twice in a row.
-                if layer > sub.layers.target() && o.available & (1 << sub.layers.target()) != 0 {
+                let target = sub.layers.target();
+                if layer > target && o.available & (1 << target) != 0 {
                     sub.upgrade_ticks = sub.upgrade_ticks.saturating_add(1);
                     if sub.upgrade_ticks < UPGRADE_TICKS {
-                        layer = sub.layers.target();
+                        layer = target;
+                    } else {
+                        sub.upgrade_ticks = 0;
                     }
-                }
-                if layer <= sub.layers.target() {
+                } else {
                     sub.upgrade_ticks = 0;
                 }
                 budget -= o.rates[layer as usize];
@@ -190,15 +192,12 @@ impl Core {
     }
 
     /// Send subscriber `key` a probe train for `target` bits per second (at most one per
-    /// [`PROBE_SPACING`]), on the RTX stream of one of its video subscriptions.
+    /// [`crate::bwe::PROBE_SPACING_MIN`], backing off), on the RTX stream of one of its video subscriptions.
     fn probe(&mut self, key: u64, target: f64, now: Instant) {
         let Some(s) = self.participants.get_mut(&key) else {
             return;
         };
-        if s.bwe
-            .last_probe_sent()
-            .is_some_and(|t| now.saturating_duration_since(t) < PROBE_SPACING)
-        {
+        if !s.bwe.may_probe(now) {
             return;
         }
         let (Some(keys), Some(to)) = (s.media.as_mut(), s.remote) else {
@@ -212,6 +211,13 @@ impl Core {
         let Some(id) = s.bwe.start_probe(now, target) else {
             return;
         };
+        tracing::debug!(
+            participant = %s.id,
+            target,
+            estimate = s.bwe.estimate(),
+            last = ?s.bwe.last_probe.map(|p| p.0),
+            "bandwidth probe"
+        );
         let mut sent = 0u64;
         for _ in 0..crate::bwe::PROBE_PACKETS {
             if write_probe(&mut self.out, keys, to, sub, &mut s.bwe, id, now) {
