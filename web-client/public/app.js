@@ -12,6 +12,7 @@ import {
 } from './token.js';
 import { MediaSession } from './media-session.js';
 import { TileSizes } from './video-size.js';
+import { NetworkQuality } from './network-quality.js';
 import { retryDelay, watchIce, playWithSound } from './reconnect.js';
 import { RECONNECT } from './messages.js';
 import { createDocuments } from './documents.js';
@@ -139,6 +140,10 @@ window.teleconsult = {
   /** Our screen track while we share (tests end it as the browser's "Stop sharing" does). */
   get screenTrack() {
     return app.screenTrack;
+  },
+  /** This participant's network quality as shown (network-quality.js). */
+  get networkQuality() {
+    return { quality: networkQuality.quality, reduced: networkQuality.reduced };
   },
   /** The participant id of the tile on the stage, if any. */
   get onStage() {
@@ -608,9 +613,39 @@ function enterCall() {
 /** Each remote video's tile size, told to the server (simulcast layer per tile). */
 const tileSizes = new TileSizes((msg) => send(msg));
 
+/** Our connection's quality (good / weak / bad), and each remote video's, from getStats. */
+const networkQuality = new NetworkQuality({
+  getPc: () => (app.session ? app.session.pc : null),
+  wantedHeight: (trackId) => tileSizes.told.get(trackId),
+  onChange: showNetworkQuality,
+  onTrack: showTileQuality,
+});
+
+function showNetworkQuality(quality, reduced) {
+  const el = $('network-indicator');
+  el.dataset.quality = quality;
+  el.dataset.i18n = `network.${quality}`;
+  el.textContent = t(`network.${quality}`);
+  $('network-notice').hidden = !(reduced && quality !== 'good');
+}
+
+function showTileQuality(trackId, quality) {
+  const owner = app.trackOwner.get(trackId);
+  if (!owner) return;
+  const li = $('tiles').querySelector(`li[data-participant="${CSS.escape(owner)}"]`);
+  if (!li || li.dataset.quality === quality) return;
+  li.dataset.quality = quality;
+  const b = li.querySelector('.badge.network');
+  if (!b) return;
+  b.hidden = quality === 'good';
+  b.dataset.i18n = quality === 'bad' ? 'network.tileBad' : 'network.tileWeak';
+  b.textContent = t(b.dataset.i18n);
+}
+
 function ensureSession() {
   if (!app.session) {
     tileSizes.reset();
+    networkQuality.start();
     app.session = new MediaSession({
       localStream: app.localStream,
       iceServers: app.iceServers,
@@ -643,6 +678,7 @@ function teardownMedia() {
     app.session.close();
     app.session = null;
   }
+  networkQuality.stop();
   app.remoteStreams.clear();
   renderTiles();
 }
@@ -763,7 +799,8 @@ function createTile(id) {
   const cam = badge('cam-off', 'join.cameraOffBadge');
   const rec = badge('reconnecting', 'join.reconnectingBadge');
   const screen = badge('screen', 'join.screenShared');
-  caption.append(name, mic, cam, rec, screen);
+  const network = badge('network', 'network.tileWeak');
+  caption.append(name, mic, cam, rec, screen, network);
   figure.append(video, caption);
   li.append(figure);
   tileSizes.observe(video);

@@ -169,6 +169,10 @@ test('a subscriber behind 300 kbit/s gets the lowest layer and keeps decoding; l
     await new Promise((r) => setTimeout(r, 5000));
     const b = await inbound(patient.page);
     const loss = audioLoss(a.audio, b.audio);
+    // The patient is told: the indicator is not "good", and the notice says video was reduced.
+    await patient.page.locator('#network-notice').waitFor({ state: 'visible', timeout: 15_000 });
+    assert.match(await patient.page.locator('#network-notice').textContent(), /video reduced/);
+    assert.notEqual(await patient.page.locator('#network-indicator').getAttribute('data-quality'), 'good');
     assert.ok(b.video.frameHeight <= lowest, `stayed on the lowest layer: ${JSON.stringify(b.video)}`);
     assert.ok(loss < 0.01, `audio loss under the cap ${(loss * 100).toFixed(2)} %`);
 
@@ -180,6 +184,8 @@ test('a subscriber behind 300 kbit/s gets the lowest layer and keeps decoding; l
       intervalMs: 100,
     });
     const upMs = Date.now() - liftedAt;
+    // Back on the top layer, the notice goes.
+    await patient.page.locator('#network-notice').waitFor({ state: 'hidden', timeout: 15_000 });
     const end = await inbound(patient.page);
     process.stderr.write(
       `300 kbit/s cap: lowest layer after ${downMs} ms, audio loss ${(loss * 100).toFixed(2)} % once settled, ` +
@@ -227,7 +233,11 @@ test('5 % random loss towards a subscriber: NACK/RTX repair, video keeps decodin
     });
     await new Promise((r) => setTimeout(r, 4000));
     const b = await inbound(patient.page);
-    assert.ok(b.video.nackCount > a.video.nackCount, 'losses were asked for again (NACK)');
+    assert.ok(
+      b.video.packetsLost > a.video.packetsLost || b.audio.packetsLost > a.audio.packetsLost,
+      `the link lost packets: ${JSON.stringify({ a, b })}`,
+    );
+    assert.ok(b.video.nackCount > a.video.nackCount, `losses were asked for again (NACK): ${JSON.stringify({ a, b })}`);
     process.stderr.write(
       `5 % loss: ${b.video.framesDecoded - a.video.framesDecoded} frames decoded, ` +
         `freezes ${b.video.freezeCount - a.video.freezeCount}, NACKs ${b.video.nackCount - a.video.nackCount}, ` +
