@@ -3,8 +3,8 @@
 // receive and what the server reports of what we send, the round-trip time of the selected
 // candidate pair, and whether the video we receive is below what its tile asked for (the server
 // gave us a lower simulcast layer because our link could not carry more) or our own upload is
-// held back by bandwidth. A change shows only after two samples agree, so the indicator does
-// not flicker. Also per remote video: the quality of that stream, for its tile.
+// held back by bandwidth. A change shows only after two samples agree (each of the quality and
+// the reduced flag on its own), so the indicator does not flicker. Also per remote video: the quality of that stream, for its tile.
 
 export const POLL_MS = 2000;
 
@@ -51,7 +51,8 @@ export class NetworkQuality {
     this.onTrack = onTrack ?? (() => {});
     this.quality = 'good';
     this.reduced = false;
-    this.pending = null;
+    this.qualityVotes = new Settle();
+    this.reducedVotes = new Settle();
     this.prev = new Map();
     this.maxSeen = new Map();
     this.timer = null;
@@ -106,19 +107,27 @@ export class NetworkQuality {
       }
     });
     const loss = Math.max(lost / Math.max(1, lost + received), upLoss);
-    const quality = classify({ loss, rttMs, reduced, uploadLimited });
-    const next = `${quality}/${reduced}`;
-    if (next === `${this.quality}/${this.reduced}`) {
-      this.pending = null;
-      return;
-    }
-    if (this.pending !== next) {
-      this.pending = next; // shown once the next sample agrees
-      return;
-    }
-    this.pending = null;
-    this.quality = quality;
-    this.reduced = reduced;
-    this.onChange(quality, reduced);
+    // Each of the two settles on its own: a quality flipping between weak and bad must not hold
+    // back the notice that video was reduced.
+    const quality = this.qualityVotes.push(classify({ loss, rttMs, reduced, uploadLimited }));
+    const stillReduced = this.reducedVotes.push(reduced);
+    const next = { quality: quality ?? this.quality, reduced: stillReduced ?? this.reduced };
+    if (next.quality === this.quality && next.reduced === this.reduced) return;
+    this.quality = next.quality;
+    this.reduced = next.reduced;
+    this.onChange(this.quality, this.reduced);
+  }
+}
+
+/** A value that counts once two samples in a row agree on it. Pure, for Node's test. */
+export class Settle {
+  constructor() {
+    this.last = undefined;
+  }
+  /** The value if the previous sample was the same, else `null`. */
+  push(value) {
+    const settled = value === this.last ? value : null;
+    this.last = value;
+    return settled;
   }
 }

@@ -2,7 +2,7 @@
 // classification, the simulcast layer settings, and when a tile size is worth telling.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classify, isReduced, WEAK, BAD } from '../public/network-quality.js';
+import { classify, isReduced, Settle, WEAK, BAD } from '../public/network-quality.js';
 import { simulcastParameters, SIMULCAST_LAYERS } from '../public/media-session.js';
 import { worthTelling } from '../public/video-size.js';
 
@@ -46,4 +46,14 @@ test('tile sizes: the first, a hide, and changes of 15 % or more are told', () =
   assert.equal(worthTelling(300, 0), true);
   assert.equal(worthTelling(0, 0), false);
   assert.equal(worthTelling(0, 200), true);
+});
+
+test('a change settles once two samples agree', () => {
+  const s = new Settle();
+  assert.equal(s.push('weak'), null);
+  assert.equal(s.push('weak'), 'weak');
+  assert.equal(s.push('bad'), null);
+  assert.equal(s.push('weak'), null);
+  assert.equal(s.push(true), null);
+  assert.equal(s.push(true), true);
 });
