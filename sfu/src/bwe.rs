@@ -134,6 +134,12 @@ const ACKED_WINDOW: Duration = Duration::from_secs(1);
 /// tried. `rtc`'s `Gcc` grows without that bound, so it is applied here.
 const ACKED_FACTOR: f64 = 1.5;
 const ACKED_SLACK: f64 = 10_000.0;
+/// With loss in the window the bound tightens: above [`LOSSY`] to what arrives, above
+/// [`HEAVY_LOSS`] to less. A full drop-tail queue holds its delay constant (no delay trend for
+/// `Gcc` to see) and `Gcc`'s loss half only scales a target that grew unbounded, so without this an
+/// estimate sat at 1.5 × a capped link while it dropped a tenth of what we sent.
+const LOSSY: f64 = 0.02;
+const HEAVY_LOSS: f64 = 0.10;
 /// How long a successful probe's rate stands in for that bound (time for the allocation to use it).
 const PROBE_HOLD: Duration = Duration::from_secs(5);
 
@@ -146,8 +152,9 @@ pub struct SubscriberBwe {
     /// The last probe's measured rate and when it was measured (for the report and tests).
     pub last_probe: Option<(f64, Instant)>,
     last_probe_sent: Option<Instant>,
-    /// Bytes that arrived, by arrival time on the subscriber's clock (at most 64 feedbacks).
-    acked: std::collections::VecDeque<(Duration, usize)>,
+    /// Per feedback: the latest arrival in it (subscriber's clock), bytes that arrived, packets
+    /// lost, packets reported (at most 64 feedbacks).
+    acked: std::collections::VecDeque<(Duration, usize, usize, usize)>,
     /// A successful probe's rate and until when it bounds the estimate instead of the acked rate.
     probed: Option<(f64, Instant)>,
     now: Option<Instant>,
@@ -182,9 +189,12 @@ impl SubscriberBwe {
     /// what a recent probe got through).
     pub fn estimate(&self) -> f64 {
         let gcc = self.gcc.target_bitrate();
-        let mut bound = self
-            .acked_rate()
-            .map_or(INITIAL_BITRATE, |r| r * ACKED_FACTOR + ACKED_SLACK);
+        let mut bound = match (self.acked_rate(), self.loss()) {
+            (Some(r), Some(loss)) if loss > HEAVY_LOSS => r * (1.0 - 0.5 * loss),
+            (Some(r), Some(loss)) if loss > LOSSY => r,
+            (Some(r), _) => r * ACKED_FACTOR + ACKED_SLACK,
+            (None, _) => INITIAL_BITRATE,
+        };
         if let (Some((rate, until)), Some(now)) = (self.probed, self.now)
             && now < until
         {
@@ -202,13 +212,20 @@ impl SubscriberBwe {
         if self.acked.front()?.0 > from {
             return None;
         }
-        let bytes: usize = self
+        let bytes: usize = self.acked.iter().filter(|a| a.0 > from).map(|a| a.1).sum();
+        Some(bytes as f64 * 8.0 / ACKED_WINDOW.as_secs_f64())
+    }
+
+    /// The fraction of packets the feedback of the last [`ACKED_WINDOW`] reported lost.
+    pub fn loss(&self) -> Option<f64> {
+        let last = self.acked.back()?.0;
+        let from = last.saturating_sub(ACKED_WINDOW);
+        let (lost, total) = self
             .acked
             .iter()
-            .filter(|(at, _)| *at > from)
-            .map(|(_, b)| b)
-            .sum();
-        Some(bytes as f64 * 8.0 / ACKED_WINDOW.as_secs_f64())
+            .filter(|a| a.0 > from)
+            .fold((0, 0), |(l, t), a| (l + a.2, t + a.3));
+        (total > 0).then(|| lost as f64 / total as f64)
     }
 
     /// Feedback from the subscriber (already decoded into acknowledgements).
@@ -220,24 +237,28 @@ impl SubscriberBwe {
         }
         let mut latest = None;
         let mut bytes = 0;
+        let mut lost = 0;
         for (r, _) in &reports {
-            if let Some(at) = r.arrival.filter(|_| r.arrived) {
-                bytes += r.size;
-                latest = Some(latest.map_or(at, |l: Duration| l.max(at)));
+            match r.arrival.filter(|_| r.arrived) {
+                Some(at) => {
+                    bytes += r.size;
+                    latest = Some(latest.map_or(at, |l: Duration| l.max(at)));
+                }
+                None => lost += 1,
             }
         }
         if let Some(at) = latest {
             if self
                 .acked
                 .back()
-                .is_some_and(|(l, _)| at + ACKED_WINDOW * 10 < *l)
+                .is_some_and(|a| at + ACKED_WINDOW * 10 < a.0)
             {
                 self.acked.clear(); // the subscriber's clock jumped back (a restart)
             }
             if self.acked.len() == 64 {
                 self.acked.pop_front();
             }
-            self.acked.push_back((at, bytes));
+            self.acked.push_back((at, bytes, lost, reports.len()));
         }
         if let Some(p) = self.probe.as_mut() {
             for (r, probe) in &reports {
@@ -338,8 +359,9 @@ mod tests {
         }
     }
 
-    /// Send `rate` bits/s of 1200-byte packets for `secs` over a path of `capacity` bits/s with a
-    /// deep queue (a `tc htb` cap), feedback every 100 ms; returns the estimate each second.
+    /// Send `rate` bits/s of 1200-byte packets for `secs` over a path of `capacity` bits/s whose
+    /// drop-tail queue holds `queue_ms` of it (a `tc htb` cap), feedback every 100 ms; returns the
+    /// estimate each second. (A dropped packet is reported lost in the feedback after its turn.)
     fn run(
         bwe: &mut SubscriberBwe,
         t0: Instant,
@@ -347,6 +369,18 @@ mod tests {
         secs: u64,
         rate: f64,
         capacity: f64,
+    ) -> Vec<f64> {
+        run_queue(bwe, t0, start_ms, secs, rate, capacity, f64::INFINITY)
+    }
+
+    fn run_queue(
+        bwe: &mut SubscriberBwe,
+        t0: Instant,
+        start_ms: u64,
+        secs: u64,
+        rate: f64,
+        capacity: f64,
+        queue_ms: f64,
     ) -> Vec<f64> {
         let size = 1200usize;
         let gap_ms = size as f64 * 8.0 / rate * 1000.0;
@@ -363,8 +397,16 @@ mod tests {
             bwe.history
                 .sent(t0 + Duration::from_secs_f64(t / 1000.0), size, 0);
             let arrival = queue_free_at.max(t) + service_ms;
-            queue_free_at = arrival;
-            pending.push(arrived(seq, arrival + 20.0));
+            if arrival - t > queue_ms {
+                // Dropped at the tail; its loss shows in the feedback covering its slot.
+                pending.push(Acknowledgement {
+                    arrival: Some(Duration::from_secs_f64((t + 20.0) / 1000.0)),
+                    ..Acknowledgement::lost(seq)
+                });
+            } else {
+                queue_free_at = arrival;
+                pending.push(arrived(seq, arrival + 20.0));
+            }
             t += gap_ms;
             if t >= next_feedback {
                 let now = t0 + Duration::from_secs_f64(t / 1000.0);
@@ -397,6 +439,10 @@ mod tests {
         // An open path: sending 500 kbit/s with room to spare, the estimate does not fall.
         let mut open = SubscriberBwe::default();
         let est = run(&mut open, t0, 0, 8, 500_000.0, 50_000_000.0);
+        // A shallow drop-tail queue (150 ms): the delay stops growing once it is full, loss tells.
+        let mut shallow = SubscriberBwe::default();
+        let est2 = run_queue(&mut shallow, t0, 0, 8, 500_000.0, 300_000.0, 150.0);
+        assert!(*est2.last().unwrap() < 320_000.0, "{est2:?}");
         assert!(*est.last().unwrap() >= INITIAL_BITRATE * 0.9, "{est:?}");
         // ...nor does it run away from what is acknowledged (an app-limited sender).
         assert!(

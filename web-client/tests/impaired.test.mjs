@@ -79,6 +79,25 @@ async function busyClip(dir) {
   return clip;
 }
 
+/** Bits per second the practitioner's top sending layer goes out at, over one second. */
+async function topLayerRate(page) {
+  const sample = () =>
+    page.evaluate(async () => {
+      let best = null;
+      (await window.teleconsult.pc.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid && s.frameHeight > 0) {
+          if (!best || s.frameHeight > best.h) best = { h: s.frameHeight, bytes: s.bytesSent, t: s.timestamp };
+        }
+      });
+      return best;
+    });
+  const a = await sample();
+  await new Promise((r) => setTimeout(r, 1000));
+  const b = await sample();
+  if (!a || !b || a.h !== b.h) return 0;
+  return ((b.bytes - a.bytes) * 8 * 1000) / Math.max(1, b.t - a.t);
+}
+
 /** A call: the practitioner on the host, the patient in `ns`; returns both, media flowing. */
 async function call(ns, server, browsers, name) {
   const args = [`--unsafely-treat-insecure-origin-as-secure=${server.base}`];
@@ -148,6 +167,13 @@ test('a subscriber behind 300 kbit/s gets the lowest layer and keeps decoding; l
     await waitFor(async () => (await inbound(patient.page)).video?.frameHeight >= highest, {
       what: `the patient on the top layer (${highest} px) before the cap`,
       timeoutMs: 30_000,
+    });
+    // The cap must bite: the practitioner's browser ramps its own upload up over seconds, and
+    // its top layer alone must exceed the cap before the cap is applied.
+    await waitFor(async () => (await topLayerRate(doctor.page)) > 380_000, {
+      what: 'the practitioner\'s top layer above 380 kbit/s',
+      timeoutMs: 40_000,
+      intervalMs: 0,
     });
 
     await cap(ns, server.udpPort, '300kbit');
