@@ -344,12 +344,23 @@ pub fn pick_layer(available: u8, cap: u8) -> Option<u8> {
         .or_else(|| (0..=TOP).find(|l| available & (1 << l) != 0))
 }
 
+/// The height assumed for the top layer when no layer's height is known yet (H.264 keyframes
+/// are not parsed; VP8 ones are).
+pub const NOMINAL_TOP_HEIGHT: u32 = 720;
+
 /// The lowest layer whose frame height covers a tile `height` pixels high, given each layer's
-/// height as last seen (0: unknown). Unknown heights count as enough for the top layer only.
+/// height as last seen (0: unknown). An unknown height is derived from a known layer's by the
+/// layers' scale (2× per layer), or from [`NOMINAL_TOP_HEIGHT`] if none is known.
 pub fn layer_for_height(heights: [u16; 3], height: u32) -> u8 {
+    let known = heights.iter().enumerate().find(|(_, h)| **h > 0);
+    let heights: [u32; 3] = std::array::from_fn(|l| match (heights[l], known) {
+        (h, _) if h > 0 => u32::from(h),
+        (_, Some((k, &hk))) => (u32::from(hk) << l) >> k,
+        (_, None) => NOMINAL_TOP_HEIGHT >> (TOP as usize - l),
+    });
     for (l, &h) in heights.iter().enumerate() {
         // A layer at least 90 % of the tile's height looks sharp enough in it.
-        if h > 0 && u32::from(h) * 10 >= height * 9 {
+        if h * 10 >= height * 9 {
             return l as u8;
         }
     }
@@ -541,7 +552,16 @@ mod tests {
         assert_eq!(layer_for_height(heights, 300), 1);
         assert_eq!(layer_for_height(heights, 700), 2);
         assert_eq!(layer_for_height(heights, 2000), 2);
-        assert_eq!(layer_for_height([0, 0, 0], 100), 2, "unknown: the top");
+        // Unknown heights: from a known layer's by the 2× scale, else a nominal 720p top.
+        assert_eq!(layer_for_height([0, 0, 0], 100), 0);
+        assert_eq!(layer_for_height([0, 0, 0], 300), 1);
+        assert_eq!(layer_for_height([0, 0, 0], 700), 2);
+        assert_eq!(
+            layer_for_height([0, 90, 0], 100),
+            1,
+            "q ≈ 45 is too small; h, 90, is 90 %"
+        );
+        assert_eq!(layer_for_height([90, 0, 0], 150), 1);
     }
 
     #[test]
