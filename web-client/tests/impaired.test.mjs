@@ -178,6 +178,7 @@ test('a subscriber behind 300 kbit/s gets the lowest layer and keeps decoding; l
 
     await cap(ns, server.udpPort, '300kbit');
     const cappedAt = Date.now();
+    process.stderr.write(`cap applied at ${new Date(cappedAt).toISOString()}\n`);
     const low = await waitFor(
       async () => {
         const v = (await inbound(patient.page)).video;
@@ -204,6 +205,7 @@ test('a subscriber behind 300 kbit/s gets the lowest layer and keeps decoding; l
 
     await uncap(ns);
     const liftedAt = Date.now();
+    process.stderr.write(`cap lifted at ${new Date(liftedAt).toISOString()}\n`);
     await waitFor(async () => (await inbound(patient.page)).video.frameHeight >= highest, {
       what: `the top layer (${highest} px) within 20 s of lifting the cap`,
       timeoutMs: 20_000,
