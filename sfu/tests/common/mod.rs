@@ -274,6 +274,7 @@ fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
 }
 
 impl Client {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         now: Instant,
         name: &str,
