@@ -280,6 +280,31 @@ mod tests {
     }
 
     #[test]
+    fn video_size_names_a_track_and_a_tile() {
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"video_size","track":"p1-7","width":320,"height":180}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::VideoSize {
+                track: "p1-7".into(),
+                width: 320,
+                height: 180
+            }
+        );
+        // Every field is required; negative or fractional sizes and unknown fields are refused.
+        for bad in [
+            r#"{"type":"video_size","track":"p1-7","height":180}"#,
+            r#"{"type":"video_size","track":"p1-7","width":-1,"height":180}"#,
+            r#"{"type":"video_size","track":"p1-7","width":1.5,"height":180}"#,
+            r#"{"type":"video_size","track":"p1-7","width":1,"height":1,"extra":0}"#,
+        ] {
+            assert!(serde_json::from_str::<ClientMessage>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn chat_messages_on_the_wire() {
         let m: ClientMessage =
             serde_json::from_str(r#"{"type":"chat","text":"<b>hi</b>"}"#).unwrap();
