@@ -957,7 +957,6 @@ fn admit_layer(
             {
                 sub.vp8.switch(&ids);
             }
-            sub.switches = sub.switches.wrapping_add(1);
             *switches += 1;
             true
         }

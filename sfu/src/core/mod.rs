@@ -208,8 +208,6 @@ struct Subscription {
     last_sent_arrival: Option<Instant>,
     /// The height of the subscriber's tile for this video, in device pixels (`video_size`).
     tile_height: Option<u32>,
-    /// Layer switches, for the metrics.
-    switches: u32,
     /// The negotiated id of the transport-wide sequence number on this subscription's sender.
     twcc_id: Option<u8>,
     /// (outgoing sequence number, transport-wide number) of recent packets, so a repair on the

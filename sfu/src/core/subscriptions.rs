@@ -284,7 +284,6 @@ impl Core {
                     vp8: Default::default(),
                     last_sent_arrival: None,
                     tile_height: None,
-                    switches: 0,
                     twcc_id: None,
                     twcc_sent: if kind == Kind::Video {
                         vec![(0, 0); crate::cache::VIDEO_PACKETS * 2]
