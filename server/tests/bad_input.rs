@@ -624,3 +624,62 @@ fn dropped(metrics: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// `video_size` (issue 11): only from admitted participants, with a bounded track id; an unknown
+/// track is ignored quietly, and the connection goes on.
+#[tokio::test]
+async fn video_size_is_checked_and_never_harms_the_call() {
+    let server = TestServer::start().await;
+    let mut doctor = server.join("c-size", "Dr Size", Role::Practitioner).await;
+    let mut patient = server.join("c-size", "Pat Size", Role::Patient).await;
+    let size = |track: String| ClientMessage::VideoSize {
+        track,
+        width: 320,
+        height: 180,
+    };
+    // Waiting: not admitted yet.
+    patient.send(size("t".into()));
+    let reply = patient
+        .expect(T, |m| matches!(m, ServerMessage::Error { .. }))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            reply,
+            ServerMessage::Error {
+                code: ErrorCode::NotAdmitted,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    admit(&mut doctor, &patient.id).await;
+    wait_admitted(&mut patient).await;
+    // A track id far too long: refused.
+    patient.send(size("x".repeat(200)));
+    let reply = patient
+        .expect(T, |m| matches!(m, ServerMessage::Error { .. }))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            reply,
+            ServerMessage::Error {
+                code: ErrorCode::BadMessage,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    // A track it does not receive: ignored, no error; the next reply is the pong.
+    patient.send(size("nobody-1".into()));
+    patient.send(ClientMessage::Ping);
+    let reply = patient
+        .expect(T, |m| {
+            matches!(m, ServerMessage::Pong | ServerMessage::Error { .. })
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply, ServerMessage::Pong);
+    assert!(doctor.close_code().is_none() && patient.close_code().is_none());
+}

@@ -274,6 +274,8 @@ fn floor(c: &mut Criterion) {
                             timestamp: view.timestamp,
                             ssrc: SUBSCRIBER_SSRC,
                             mid: Some((4, b"1")),
+                            // Every packet to a subscriber carries a transport-wide number now.
+                            twcc: Some((5, view.seq)),
                         };
                         let head = header.write(&mut out);
                         let payload = view.payload(&srtp[..n]);

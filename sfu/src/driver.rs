@@ -120,6 +120,13 @@ pub enum Command {
     StopRecording {
         consultation: String,
     },
+    /// The tile size a subscriber shows one of its videos at.
+    VideoSize {
+        key: ParticipantKey,
+        track_id: String,
+        height: u32,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
 }
 
 /// One ICE-TCP stream owned by this worker (see `tcp.rs`).
@@ -399,6 +406,16 @@ impl Worker {
                 }
             }
             Command::Tcp(identified) => self.adopt_tcp(identified),
+            Command::VideoSize {
+                key,
+                track_id,
+                height,
+                reply,
+            } => {
+                self.core
+                    .set_video_size(Instant::now(), key.id, &track_id, height);
+                let _ = reply.send(Ok(()));
+            }
             Command::IceRestart { key, reply } => {
                 let result = self.core.restart_ice(Instant::now(), key.id).map(|ufrag| {
                     self.routes.by_ufrag.insert(ufrag, key);

@@ -97,6 +97,11 @@ pub struct Munger {
     /// the last is the current offset.
     changes: std::collections::VecDeque<(u64, u64)>,
     ts_offset: u32,
+    /// Since the last simulcast switch ([`Munger::switch`]): incoming extended sequence numbers
+    /// below `.0` (and outgoing below `.1`) belong to another layer: never mapped.
+    floor: (u64, u64),
+    /// The last timestamp sent (to continue from at a switch).
+    last_timestamp: Option<u32>,
 }
 
 impl Default for Munger {
@@ -112,7 +117,33 @@ impl Munger {
             highest: None,
             changes: std::collections::VecDeque::with_capacity(OFFSET_HISTORY),
             ts_offset,
+            floor: (0, 0),
+            last_timestamp: None,
         }
+    }
+
+    /// The last timestamp sent, if any.
+    pub fn last_timestamp(&self) -> Option<u32> {
+        self.last_timestamp
+    }
+
+    /// A simulcast switch: the next packet decided is `seq` of another layer (another SSRC,
+    /// its own sequence space and RTP clock), to be sent as the next sequence number after the
+    /// last one sent, with timestamps shifted by `ts_offset` from now on. Whatever comes of the
+    /// old layer later (late packets, NACKs for it) maps nowhere.
+    pub fn switch(&mut self, seq: u16, ts_offset: u32) {
+        self.ts_offset = ts_offset;
+        let Some(highest) = self.highest else {
+            return; // nothing sent yet: `seq` starts the sequence as usual
+        };
+        // (Trailing padding dropped after the last packet sent moved the offset on already.)
+        let next_out = highest + 1 - self.offset_at(highest + 1).unwrap_or(0);
+        // The extended number of `seq` at or above `next_out`: the offset is never negative.
+        let ext = next_out + ((seq as u64).wrapping_sub(next_out) & 0xFFFF);
+        self.changes.clear();
+        self.changes.push_back((ext, ext - next_out));
+        self.floor = (ext, next_out);
+        self.highest = Some(ext - 1);
     }
 
     /// The timestamp shift: outgoing = incoming - this (wrapping). For sender reports.
@@ -121,6 +152,9 @@ impl Munger {
     }
 
     fn offset_at(&self, ext: u64) -> Option<u64> {
+        if ext < self.floor.0 {
+            return None;
+        }
         match self.changes.iter().rev().find(|c| c.0 <= ext) {
             Some(c) => Some(c.1),
             // Before every change we remember: offset 0 if nothing was ever forgotten.
@@ -175,13 +209,19 @@ impl Munger {
         self.send(ext, p, p.padding_only)
     }
 
-    fn send(&self, ext: u64, p: Incoming, padding_only: bool) -> Verdict {
+    fn send(&mut self, ext: u64, p: Incoming, padding_only: bool) -> Verdict {
         match self.offset_at(ext) {
-            Some(offset) => Verdict::Send {
-                seq: ext.wrapping_sub(offset) as u16,
-                timestamp: p.timestamp.wrapping_sub(self.ts_offset),
-                padding_only,
-            },
+            Some(offset) => {
+                let timestamp = p.timestamp.wrapping_sub(self.ts_offset);
+                if !padding_only {
+                    self.last_timestamp = Some(timestamp);
+                }
+                Verdict::Send {
+                    seq: ext.wrapping_sub(offset) as u16,
+                    timestamp,
+                    padding_only,
+                }
+            }
             None => Verdict::TooOld,
         }
     }
@@ -192,7 +232,7 @@ impl Munger {
         let highest = self.highest?;
         let highest_out = highest - self.offset_at(highest)?;
         let out_ext = extend_seq(highest_out, out);
-        if out_ext > highest_out {
+        if out_ext > highest_out || out_ext < self.floor.1 {
             return None;
         }
         // The change whose outgoing range holds `out_ext`: outgoing starts are `from - offset`.
@@ -357,6 +397,48 @@ mod tests {
             v => panic!("{v:?}"),
         };
         assert_eq!(m.incoming_seq(last_out), Some(s + 1));
+    }
+
+    #[test]
+    fn a_simulcast_switch_keeps_sequence_numbers_and_timestamps_continuous() {
+        let mut m = Munger::default();
+        for s in 1000..1003u16 {
+            assert_eq!(m.decide(media(s, 90 * s as u32)), sent(s, 90 * s as u32));
+        }
+        assert_eq!(m.decide(padding(1003)), Verdict::DropPadding);
+        assert_eq!(m.last_timestamp(), Some(90 * 1002));
+        // The other layer: sequence 40_000 on, timestamps 5_000_000 on; sent as 1003, and the
+        // caller chose the offset that puts its first timestamp 3000 after the last.
+        let off = 5_000_000u32.wrapping_sub(90 * 1002 + 3000);
+        m.switch(40_000, off);
+        assert_eq!(
+            m.decide(media(40_000, 5_000_000)),
+            sent(1003, 90 * 1002 + 3000)
+        );
+        assert_eq!(
+            m.decide(media(40_002, 5_003_000)),
+            sent(1005, 90 * 1002 + 6000)
+        );
+        assert_eq!(
+            m.decide(media(40_001, 5_003_000)),
+            sent(1004, 90 * 1002 + 6000)
+        );
+        assert_eq!(m.incoming_seq(1004), Some(40_001));
+        assert_eq!(m.incoming_seq(1003), Some(40_000));
+        // What was sent of the old layer maps nowhere now (its cache is another one).
+        assert_eq!(m.incoming_seq(1002), None);
+        assert_eq!(m.incoming_seq(1000), None);
+        // A late packet of the new layer from before the switch point is refused.
+        assert_eq!(m.decide(media(39_999, 4_997_000)), Verdict::TooOld);
+        // A switch back down into lower numbers, across the 16-bit wrap.
+        m.switch(3, 0);
+        assert_eq!(m.decide(media(3, 7)), sent(1006, 7));
+        assert_eq!(m.incoming_seq(1006), Some(3));
+        assert_eq!(m.incoming_seq(1005), None);
+        // A switch before anything was sent only sets the offset.
+        let mut m = Munger::default();
+        m.switch(500, 100);
+        assert_eq!(m.decide(media(500, 1100)), sent(500, 1000));
     }
 
     #[test]

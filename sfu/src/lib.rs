@@ -57,6 +57,7 @@
 //! counted, never a panic. A panic means a broken invariant of this crate.
 
 pub mod answer;
+pub mod bwe;
 pub mod cache;
 pub mod core;
 mod driver;
@@ -68,6 +69,7 @@ pub mod quality;
 pub mod rtp;
 mod sendq;
 mod session;
+pub mod simulcast;
 pub mod srtp;
 pub mod stun;
 pub mod tcp;
@@ -460,6 +462,30 @@ impl Sfu {
         let key = self.key(participant)?;
         let (reply, rx) = oneshot::channel();
         self.send(key, driver::Command::IceRestart { key, reply })?;
+        rx.await.unwrap_or(Err(SfuError::Stopped))
+    }
+
+    /// The participant shows the video it receives as `track_id` in a tile `height` device
+    /// pixels high (`video_size` in the signalling protocol): simulcast gives it the smallest
+    /// layer that fills the tile. Unknown tracks are ignored. (Answered once applied, like every
+    /// command: a client cannot queue more of them than it waits for.)
+    pub async fn set_video_size(
+        &self,
+        participant: &str,
+        track_id: String,
+        height: u32,
+    ) -> Result<(), SfuError> {
+        let key = self.key(participant)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            key,
+            driver::Command::VideoSize {
+                key,
+                track_id,
+                height,
+                reply,
+            },
+        )?;
         rx.await.unwrap_or(Err(SfuError::Stopped))
     }
 

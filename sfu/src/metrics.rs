@@ -22,6 +22,10 @@ pub mod metric_names {
     pub const RTP_REPAIRED_IN: &str = "teleconsult_rtp_repaired_in_total";
     /// NACKs sent to publishers for gaps in what they send.
     pub const NACKS_SENT: &str = "teleconsult_nacks_sent_total";
+    /// Padding packets sent to subscribers as bandwidth probes (`crate::bwe`).
+    pub const BWE_PROBE_PACKETS: &str = "teleconsult_bwe_probe_packets_total";
+    /// Simulcast layer switches made by subscriptions (`crate::simulcast`).
+    pub const SIMULCAST_SWITCHES: &str = "teleconsult_simulcast_layer_switches_total";
     /// Histogram (seconds): datagram taken off the socket → packet sent to a subscriber. Kept by
     /// [`crate::quality`], not the recorder.
     pub const FORWARDING_LATENCY: &str = "teleconsult_forwarding_latency_seconds";
@@ -61,6 +65,8 @@ pub(crate) struct CoreMetrics {
     pub tracks: Gauge,
     pub keyframe_requests: Counter,
     pub recording_dropped: Counter,
+    pub probes: Counter,
+    pub switches: Counter,
 }
 
 impl CoreMetrics {
@@ -81,6 +87,8 @@ impl CoreMetrics {
             tracks: ::metrics::gauge!(TRACKS),
             keyframe_requests: ::metrics::counter!(KEYFRAME_REQUESTS),
             recording_dropped: ::metrics::counter!(RECORDING_DROPPED),
+            probes: ::metrics::counter!(BWE_PROBE_PACKETS),
+            switches: ::metrics::counter!(SIMULCAST_SWITCHES),
         }
     }
 }
@@ -95,6 +103,7 @@ pub(crate) struct Tally {
     pub bytes_in: u64,
     pub packets_out: u64,
     pub bytes_out: u64,
+    pub switches: u64,
 }
 
 /// Counter handles taken lazily, on first use, and this worker's [`Tally`].
@@ -121,6 +130,7 @@ impl Recorded {
         m.bytes_in.increment(t.bytes_in);
         m.packets_out.increment(t.packets_out);
         m.bytes_out.increment(t.bytes_out);
+        m.switches.increment(t.switches);
     }
 }
 

@@ -37,6 +37,10 @@ pub struct RtpView {
 impl RtpView {
     /// Parse the RTP packet `buf` (already unprotected).
     pub fn parse(buf: &[u8]) -> Result<RtpView, RtpError> {
+        Self::parse_with(buf, true)
+    }
+
+    fn parse_with(buf: &[u8], with_padding: bool) -> Result<RtpView, RtpError> {
         if buf.len() < 12 {
             return Err(RtpError::TooShort);
         }
@@ -56,7 +60,7 @@ impl RtpView {
         if offset > buf.len() {
             return Err(RtpError::Truncated);
         }
-        let padding = if buf[0] & 0x20 != 0 {
+        let padding = if with_padding && buf[0] & 0x20 != 0 {
             let n = buf[buf.len() - 1] as usize;
             if n == 0 || offset + n > buf.len() {
                 return Err(RtpError::Truncated);
@@ -77,6 +81,12 @@ impl RtpView {
             padding,
             len: buf.len(),
         })
+    }
+
+    /// Parse only the header of `buf`, which may still be protected (SRTP leaves the header in
+    /// the clear but appends its tag, so a padding count at the end is not read: `padding` is 0).
+    pub fn parse_header(buf: &[u8]) -> Result<RtpView, RtpError> {
+        Self::parse_with(buf, false)
     }
 
     /// The payload, without padding.
@@ -206,43 +216,71 @@ pub struct OutHeader<'a> {
     pub ssrc: u32,
     /// The MID header extension: (the subscriber's negotiated id, the subscriber's mid).
     pub mid: Option<(u8, &'a [u8])>,
+    /// The transport-wide sequence number: (the subscriber's negotiated id, the number).
+    pub twcc: Option<(u8, u16)>,
 }
 
 impl OutHeader<'_> {
+    /// The one-byte form (RFC 8285 §4.2) fits every element.
+    fn one_byte_form(&self) -> bool {
+        self.mid.is_none_or(|(id, mid)| one_byte(id, mid))
+            && self.twcc.is_none_or(|(id, _)| (1..=14).contains(&id))
+    }
+
+    /// Bytes of the extension elements (without the block's 4-byte head and padding).
+    fn elements(&self) -> usize {
+        let per = if self.one_byte_form() { 1 } else { 2 };
+        self.mid.map_or(0, |(_, m)| per + m.len()) + self.twcc.map_or(0, |_| per + 2)
+    }
+
     /// Bytes [`OutHeader::write`] writes.
     pub fn size(&self) -> usize {
-        12 + match self.mid {
-            Some((id, mid)) if one_byte(id, mid) => 4 + (1 + mid.len()).next_multiple_of(4),
-            Some((_, mid)) => 4 + (2 + mid.len()).next_multiple_of(4),
-            None => 0,
+        if self.mid.is_none() && self.twcc.is_none() {
+            return 12;
         }
+        12 + 4 + self.elements().next_multiple_of(4)
     }
 
     /// Write the header at the start of `out` (at least [`OutHeader::size`] bytes); returns its
-    /// length. No CSRCs, no padding; the only extension is MID.
+    /// length. No CSRCs, no padding; the extensions are MID and the transport-wide sequence
+    /// number.
     pub fn write(&self, out: &mut [u8]) -> usize {
         let len = self.size();
         let out = &mut out[..len];
-        out[0] = 0x80 | if self.mid.is_some() { 0x10 } else { 0 };
+        let extended = self.mid.is_some() || self.twcc.is_some();
+        out[0] = 0x80 | if extended { 0x10 } else { 0 };
         out[1] = (self.payload_type & 0x7F) | if self.marker { 0x80 } else { 0 };
         out[2..4].copy_from_slice(&self.seq.to_be_bytes());
         out[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
         out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
-        if let Some((id, mid)) = self.mid {
-            let words = ((len - 16) / 4) as u16;
-            let (profile, at) = if one_byte(id, mid) {
-                out[16] = (id << 4) | (mid.len() as u8 - 1);
-                (0xBEDEu16, 17)
-            } else {
-                out[16] = id;
-                out[17] = mid.len() as u8;
-                (0x1000u16, 18)
-            };
-            out[12..14].copy_from_slice(&profile.to_be_bytes());
-            out[14..16].copy_from_slice(&words.to_be_bytes());
-            out[at..at + mid.len()].copy_from_slice(mid);
-            out[at + mid.len()..].fill(0);
+        if !extended {
+            return len;
         }
+        let one = self.one_byte_form();
+        let words = ((len - 16) / 4) as u16;
+        let profile: u16 = if one { 0xBEDE } else { 0x1000 };
+        out[12..14].copy_from_slice(&profile.to_be_bytes());
+        out[14..16].copy_from_slice(&words.to_be_bytes());
+        let mut at = 16;
+        let mut element = |out: &mut [u8], id: u8, value: &[u8]| {
+            if one {
+                out[at] = (id << 4) | (value.len() as u8 - 1);
+                at += 1;
+            } else {
+                out[at] = id;
+                out[at + 1] = value.len() as u8;
+                at += 2;
+            }
+            out[at..at + value.len()].copy_from_slice(value);
+            at += value.len();
+        };
+        if let Some((id, mid)) = self.mid {
+            element(out, id, mid);
+        }
+        if let Some((id, seq)) = self.twcc {
+            element(out, id, &seq.to_be_bytes());
+        }
+        out[at..].fill(0);
         len
     }
 }
@@ -351,6 +389,7 @@ mod tests {
                 timestamp: 0xFFFF_FFFF,
                 ssrc: 42,
                 mid: mid.map(|m| (id, m)),
+                twcc: None,
             };
             let mut buf = vec![0xEE; h.size() + 3];
             let n = h.write(&mut buf);
@@ -368,6 +407,36 @@ mod tests {
             if let Some(m) = mid {
                 assert_eq!(v.extension(&buf, id), Some(m), "{id}");
             }
+        }
+    }
+
+    #[test]
+    fn transport_wide_sequence_numbers_are_written_beside_the_mid() {
+        for (mid, mid_id, twcc_id) in [
+            (Some(&b"3"[..]), 1u8, 5u8),
+            (None, 0, 3),
+            (Some(&b"3"[..]), 1, 15),
+            (Some(&b"seventeen-bytes!!"[..]), 2, 4),
+        ] {
+            let h = OutHeader {
+                marker: false,
+                payload_type: 96,
+                seq: 7,
+                timestamp: 9,
+                ssrc: 1,
+                mid: mid.map(|m| (mid_id, m)),
+                twcc: Some((twcc_id, 0xBEEF)),
+            };
+            let mut buf = vec![0xEE; h.size()];
+            assert_eq!(h.write(&mut buf), buf.len());
+            assert_eq!(buf.len() % 4, 0);
+            buf.extend_from_slice(b"x");
+            let v = RtpView::parse(&buf).unwrap();
+            assert_eq!(v.extension(&buf, twcc_id), Some(&[0xBE, 0xEF][..]));
+            if let Some(m) = mid {
+                assert_eq!(v.extension(&buf, mid_id), Some(m));
+            }
+            assert_eq!(v.payload(&buf), b"x");
         }
     }
 

@@ -903,3 +903,92 @@ fn a_client_whose_stun_stops_but_whose_media_flows_stays_connected_for_40_s() {
         "keyframe requests: the patient's pair went disconnected and came back"
     );
 }
+
+/// Simulcast (issue 11): a publisher sends three layers (rids `q`, `h`, `f`, each its own SSRC,
+/// sequence space and RTP clock); the subscriber receives one continuous stream: the top layer,
+/// then — its tile reported small — the lowest from a keyframe of it on, then the top again, with
+/// gap-free sequence numbers and timestamps that keep moving forward across both switches.
+#[test]
+fn a_subscriber_switches_simulcast_layers_at_keyframes_with_continuous_numbering() {
+    let mut sim = Sim::in_consultation("simulcast-switch");
+    let publisher = sim.join_simulcast("practitioner");
+    sim.clients[publisher].keyframe_interval = Some(50);
+    sim.run_for(Duration::from_millis(100));
+    let subscriber = sim.join("patient", true);
+    let on = |s: &Sim, rid: &str| {
+        s.clients[subscriber]
+            .received_layers
+            .last()
+            .is_some_and(|l| l.1 == rid)
+    };
+    assert!(
+        sim.run_until(Duration::from_secs(10), |s| s.all_settled() && on(s, "f")),
+        "the subscriber receives the top layer: {:?}",
+        sim.clients[subscriber].received_layers.last()
+    );
+    let key = sim.clients[subscriber].key;
+    let layers = sim.sfu.layers(key);
+    assert_eq!(layers.len(), 1, "one simulcast subscription: {layers:?}");
+    let track = layers[0].0.clone();
+    assert_eq!(layers[0].1, Some(2));
+
+    // A thumbnail: the lowest layer, once its keyframe comes.
+    let now = sim.now;
+    sim.sfu.set_video_size(now, key, &track, 40);
+    assert!(
+        sim.run_until(Duration::from_secs(5), |s| on(s, "q")),
+        "the lowest layer after the tile shrank"
+    );
+    sim.run_for(Duration::from_millis(500));
+    // A large tile again: back to the top.
+    let now = sim.now;
+    sim.sfu.set_video_size(now, key, &track, 1080);
+    assert!(
+        sim.run_until(Duration::from_secs(5), |s| on(s, "f")),
+        "the top layer again"
+    );
+    sim.run_for(Duration::from_millis(500));
+
+    let got = &sim.clients[subscriber].received_layers;
+    // Only the publisher's layers, each switch at a keyframe of the new layer.
+    let switches: Vec<usize> = (1..got.len())
+        .filter(|&i| got[i].1 != got[i - 1].1)
+        .collect();
+    assert_eq!(
+        switches.len(),
+        2,
+        "two switches: {:?}",
+        switches.iter().map(|&i| &got[i].1).collect::<Vec<_>>()
+    );
+    let keyframes = sim.clients[subscriber]
+        .received_keyframes
+        .get(&("practitioner".to_string(), 0, Kind::Video))
+        .cloned()
+        .unwrap_or_default();
+    for &i in &switches {
+        assert!(
+            keyframes.contains(&got[i].2),
+            "switch to {} on a keyframe",
+            got[i].1
+        );
+    }
+    // Gap-free sequence numbers, and timestamps never going back, across the switches.
+    let mut seqs: Vec<u16> = got.iter().map(|l| l.2).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let (first, last) = (seqs[0], *seqs.last().unwrap());
+    assert_eq!(
+        seqs.len(),
+        usize::from(last - first) + 1,
+        "no gap in the subscriber's sequence numbers"
+    );
+    for &i in &switches {
+        let step = got[i].3.wrapping_sub(got[i - 1].3) as i32;
+        assert!(
+            (1..=90_000).contains(&step),
+            "timestamps continue across the switch to {}: step {step}",
+            got[i].1
+        );
+    }
+    assert_eq!(sim.clients[subscriber].corrupt, 0);
+}

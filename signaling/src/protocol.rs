@@ -150,7 +150,18 @@ pub enum ClientMessage {
     },
     /// (v2, practitioner) Stop the running recording.
     RecordingStop,
+    /// (v2) I show the video I receive as `track` (its `a=msid` track id) in a tile `width` ×
+    /// `height` device pixels (0 × 0: not shown): simulcast sends me the smallest layer that
+    /// fills it.
+    VideoSize {
+        track: String,
+        width: u32,
+        height: u32,
+    },
 }
+
+/// The longest track id a `video_size` may name (ours are far shorter).
+pub const MAX_TRACK_ID_LEN: usize = 128;
 
 /// Server → client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,6 +408,31 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn video_size_names_a_track_and_a_tile() {
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"video_size","track":"p1-7","width":320,"height":180}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::VideoSize {
+                track: "p1-7".into(),
+                width: 320,
+                height: 180
+            }
+        );
+        // Every field is required; negative or fractional sizes and unknown fields are refused.
+        for bad in [
+            r#"{"type":"video_size","track":"p1-7","height":180}"#,
+            r#"{"type":"video_size","track":"p1-7","width":-1,"height":180}"#,
+            r#"{"type":"video_size","track":"p1-7","width":1.5,"height":180}"#,
+            r#"{"type":"video_size","track":"p1-7","width":1,"height":1,"extra":0}"#,
+        ] {
+            assert!(serde_json::from_str::<ClientMessage>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -818,6 +818,7 @@ fn message_type(m: &ClientMessage) -> &'static str {
         ClientMessage::RecordingRequest { .. } => "recording_request",
         ClientMessage::RecordingConsent { .. } => "recording_consent",
         ClientMessage::RecordingStop => "recording_stop",
+        ClientMessage::VideoSize { .. } => "video_size",
     }
 }
 
@@ -900,6 +901,28 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
             return state
                 .sfu
                 .apply_answer(participant.as_str(), sdp)
+                .await
+                .err()
+                .map(|e| sfu_refused(state, e));
+        }
+        ClientMessage::VideoSize {
+            track,
+            width: _,
+            height,
+        } => {
+            if let Err(e) = svc.require_admitted(consultation, participant) {
+                return Some(refused(state, e));
+            }
+            if track.is_empty() || track.len() > crate::protocol::MAX_TRACK_ID_LEN {
+                state.count_error(ErrorKind::BadMessage);
+                return Some(ServerMessage::error(
+                    ErrorCode::BadMessage,
+                    "video_size: track must be 1 to 128 characters",
+                ));
+            }
+            return state
+                .sfu
+                .set_video_size(participant.as_str(), track, height)
                 .await
                 .err()
                 .map(|e| sfu_refused(state, e));

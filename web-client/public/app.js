@@ -11,6 +11,8 @@ import {
   forgetSeat,
 } from './token.js';
 import { MediaSession } from './media-session.js';
+import { TileSizes } from './video-size.js';
+import { NetworkQuality } from './network-quality.js';
 import {
   retryDelay,
   watchIce,
@@ -155,6 +157,10 @@ window.teleconsult = {
   /** What the page shows about recording (policy, running recording, who, asked). */
   get recording() {
     return recording ? recording.snapshot() : null;
+  },
+  /** This participant's network quality as shown (network-quality.js). */
+  get networkQuality() {
+    return { quality: networkQuality.quality, reduced: networkQuality.reduced };
   },
   /** The participant id of the tile on the stage, if any. */
   get onStage() {
@@ -658,8 +664,42 @@ function enterCall() {
   if (documents) documents.load();
 }
 
+/** Each remote video's tile size, told to the server (simulcast layer per tile). */
+const tileSizes = new TileSizes((msg) => send(msg));
+
+/** Our connection's quality (good / weak / bad), and each remote video's, from getStats. */
+const networkQuality = new NetworkQuality({
+  getPc: () => (app.session ? app.session.pc : null),
+  wantedHeight: (trackId) => tileSizes.told.get(trackId),
+  onChange: showNetworkQuality,
+  onTrack: showTileQuality,
+});
+
+function showNetworkQuality(quality, reduced) {
+  const el = $('network-indicator');
+  el.dataset.quality = quality;
+  el.dataset.i18n = `network.${quality}`;
+  el.textContent = t(`network.${quality}`);
+  $('network-notice').hidden = !(reduced && quality !== 'good');
+}
+
+function showTileQuality(trackId, quality) {
+  const owner = app.trackOwner.get(trackId);
+  if (!owner) return;
+  const li = $('tiles').querySelector(`li[data-participant="${CSS.escape(owner)}"]`);
+  if (!li || li.dataset.quality === quality) return;
+  li.dataset.quality = quality;
+  const b = li.querySelector('.badge.network');
+  if (!b) return;
+  b.hidden = quality === 'good';
+  b.dataset.i18n = quality === 'bad' ? 'network.tileBad' : 'network.tileWeak';
+  b.textContent = t(b.dataset.i18n);
+}
+
 function ensureSession() {
   if (!app.session) {
+    tileSizes.reset();
+    networkQuality.start();
     app.session = new MediaSession({
       localStream: app.localStream,
       iceServers: app.iceServers,
@@ -692,6 +732,7 @@ function teardownMedia() {
     app.session.close();
     app.session = null;
   }
+  networkQuality.stop();
   app.remoteStreams.clear();
   app.remoteScreens.clear();
   renderTiles();
@@ -707,6 +748,7 @@ function onRemoteTrack(ev) {
   const id = screen ? stream.id.slice(0, -SCREEN_SUFFIX.length) : stream.id;
   const streams = screen ? app.remoteScreens : app.remoteStreams;
   if (ev.track && !screen) app.trackOwner.set(ev.track.id, id);
+  tileSizes.schedule();
   if (streams.get(id) !== stream) {
     streams.set(id, stream);
     stream.addEventListener('removetrack', () => {
@@ -781,7 +823,10 @@ function renderTiles() {
   for (const li of [...list.children]) {
     if (!keys.has(li.dataset.key)) {
       const video = li.querySelector('video');
-      if (video) video.srcObject = null;
+      if (video) {
+        video.srcObject = null;
+        tileSizes.unobserve(video);
+      }
       li.remove();
     }
   }
@@ -859,9 +904,11 @@ function createTile(id) {
   const cam = badge('cam-off', 'join.cameraOffBadge');
   const rec = badge('reconnecting', 'join.reconnectingBadge');
   const screen = badge('screen', 'join.screenShared');
-  caption.append(name, mic, cam, rec, screen);
+  const network = badge('network', 'network.tileWeak');
+  caption.append(name, mic, cam, rec, screen, network);
   figure.append(video, caption);
   li.append(figure);
+  tileSizes.observe(video);
   if (isPractitioner()) {
     const remove = document.createElement('button');
     remove.type = 'button';

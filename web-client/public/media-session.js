@@ -3,6 +3,36 @@
 // three sections of the server's first offer are ours to send on: microphone, camera, screen
 // (docs/signaling.md); the screen's sender has no track until we share.
 
+/**
+ * Simulcast (docs/signaling.md): the server's offer asks for three layers of the camera by rid;
+ * each gets its scale and bitrate cap here. q: a quarter of the capture's size, h: half, f: full.
+ */
+export const SIMULCAST_LAYERS = {
+  q: { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  h: { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  f: { scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+};
+
+/**
+ * The sender parameters with our layer settings applied to the encodings the offer created;
+ * `null` when nothing needs to change (no simulcast, or already set). Pure, for Node's test.
+ */
+export function simulcastParameters(params) {
+  if (!params || !Array.isArray(params.encodings) || params.encodings.length < 2) return null;
+  let changed = false;
+  for (const encoding of params.encodings) {
+    const layer = SIMULCAST_LAYERS[encoding.rid];
+    if (!layer) continue;
+    for (const [key, value] of Object.entries(layer)) {
+      if (encoding[key] !== value) {
+        encoding[key] = value;
+        changed = true;
+      }
+    }
+  }
+  return changed ? params : null;
+}
+
 export class MediaSession {
   /**
    * @param {object} opts
@@ -29,10 +59,15 @@ export class MediaSession {
     /** Our senders (`audio`, `video`, `screen`): a device switch or a screen share replaces their track. */
     this.senders = {};
 
+    this.localStream = localStream;
     if (localStream) {
-      // Added BEFORE the first offer is applied, so the offer's recvonly audio/video sections
-      // bind to these senders (see docs/signaling.md, flow step 4).
-      for (const track of localStream.getTracks()) this.senders[track.kind] = this.pc.addTrack(track, localStream);
+      // The microphone is added BEFORE the first offer is applied, so the offer's recvonly
+      // audio section binds to its sender (see docs/signaling.md, flow step 4). The camera is
+      // added right AFTER the first offer is applied (`#attachCamera`): the offer asks for
+      // simulcast on its video section, and Chromium gives the layers the offer names only to
+      // a transceiver the offer created (an `addTrack` sender from before stays single-layer,
+      // and the section goes unused); `addTrack` then reuses that transceiver.
+      for (const track of localStream.getAudioTracks()) this.senders.audio = this.pc.addTrack(track, localStream);
     }
 
     this.pc.addEventListener('icecandidate', (ev) => {
@@ -62,12 +97,15 @@ export class MediaSession {
   async #applyOffer(sdp) {
     if (this.closed) return;
     await this.pc.setRemoteDescription({ type: 'offer', sdp });
+    // The camera first (it must take the camera section's transceiver), then the screen's.
+    this.#attachCamera();
     if (!this.senders.screen) this.#bindScreenSection(sdp);
     for (const c of this.pendingRemoteCandidates.splice(0)) await this.#addRemoteCandidate(c);
     const answer = await this.pc.createAnswer();
     if (this.closed) return;
     await this.pc.setLocalDescription(answer);
     if (this.closed) return;
+    await this.#configureSimulcast();
     this.send({ type: 'answer', sdp: this.pc.localDescription.sdp });
     this.answerSent = true;
     for (const msg of this.pendingLocalCandidates.splice(0)) this.send(msg);
@@ -83,6 +121,27 @@ export class MediaSession {
     if (!transceiver || transceiver.receiver.track.kind !== 'video') return;
     transceiver.direction = 'sendonly';
     this.senders.screen = transceiver.sender;
+  }
+
+  /** Once, after the first offer: our camera on the transceiver of the offer's camera section. */
+  #attachCamera() {
+    if (this.senders.video || !this.localStream) return;
+    const [track] = this.localStream.getVideoTracks();
+    if (track) this.senders.video = this.pc.addTrack(track, this.localStream);
+  }
+
+  /** The camera's layers (the offer made them): scale and bitrate per rid. */
+  async #configureSimulcast() {
+    const sender = this.senders.video;
+    if (!sender) return;
+    const params = simulcastParameters(sender.getParameters());
+    if (!params) return;
+    try {
+      await sender.setParameters(params);
+    } catch (err) {
+      // The layers still flow with the browser's defaults; say why in the console only.
+      console.warn('simulcast parameters refused', err && err.name);
+    }
   }
 
   /** A trickled server candidate (`null` = end of candidates). */

@@ -76,6 +76,8 @@ export async function makeNetns() {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'teleconsult-netns-'));
   const ns = {
     name,
+    /** The host's end of the veth pair (where traffic towards the namespace leaves the host). */
+    hostIf,
     hostIp,
     nsIp,
     dir,

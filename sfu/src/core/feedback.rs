@@ -12,6 +12,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
@@ -71,7 +72,13 @@ impl Core {
             let any = packet.as_any();
             if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
-                self.answer_nack(key, nack.media_ssrc, &lost);
+                self.answer_nack(key, nack.media_ssrc, &lost, now);
+            } else if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
+                // The subscriber's transport-wide feedback: its estimate.
+                let acks = rtc::interceptor::convert_twcc(cc);
+                if let Some(s) = self.participants.get_mut(&key) {
+                    s.bwe.on_feedback(now, &acks);
+                }
             } else if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                 self.on_keyframe_request(key, pli.media_ssrc, now);
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
@@ -147,7 +154,8 @@ impl Core {
         if let Some(rec) = &track.recording {
             rec.sender_report(now, sr.ntp_time, sr.rtp_time);
         }
-        let number = track.number;
+        track.clock = Some((sr.ntp_time, sr.rtp_time));
+        let (number, layer) = (track.group, track.layer);
         let mut relays: Vec<(u64, SenderReport)> = Vec::new();
         for &sid in self
             .consultations
@@ -165,8 +173,12 @@ impl Core {
                 continue;
             }
             let answered = s.negotiation.answered_offer();
+            // Simulcast: only the layer a subscriber receives is its clock.
             for sub in s.subscriptions.iter().filter(|sub| {
-                sub.source_number == number && sub.declared_in <= answered && sub.munger.started()
+                sub.source_number == number
+                    && sub.declared_in <= answered
+                    && sub.munger.started()
+                    && sub.layers.current() == layer
             }) {
                 relays.push((
                     sid,
@@ -298,7 +310,11 @@ impl Core {
             return;
         };
         let (publisher, source) = (sub.publisher, sub.source.clone());
-        self.request_keyframe(publisher, &source, now);
+        // Simulcast: the layer it receives, or the one it waits for.
+        let layer = sub
+            .simulcast
+            .then(|| sub.layers.current().unwrap_or(sub.layers.target()));
+        self.request_keyframe(publisher, &source, layer, now);
     }
 
     /// Ask for keyframes on behalf of a subscriber that just became able to receive.
@@ -314,7 +330,7 @@ impl Core {
         // its first packet yet is left to `start_subscription` (at that packet): it replays the
         // track's cache from its latest keyframe, and asks for one only if the cache has none.
         let answered = s.negotiation.answered_offer();
-        let wanted: Vec<(u64, String)> = s
+        let wanted: Vec<(u64, String, Option<u8>)> = s
             .subscriptions
             .iter_mut()
             .filter(|sub| {
@@ -325,32 +341,49 @@ impl Core {
             })
             .map(|sub| {
                 sub.needs_keyframe = false;
-                (sub.publisher, sub.source.clone())
+                let layer = sub.simulcast.then(|| sub.layers.target());
+                (sub.publisher, sub.source.clone(), layer)
             })
             .collect();
-        for (publisher, source) in wanted {
-            self.request_keyframe(publisher, &source, now);
+        for (publisher, source, layer) in wanted {
+            self.request_keyframe(publisher, &source, layer, now);
         }
     }
 
-    /// Send the publisher of `source` a PLI, at most one per track per
-    /// [`KEYFRAME_REQUEST_INTERVAL`](crate::keyframe::KEYFRAME_REQUEST_INTERVAL).
-    pub(super) fn request_keyframe(&mut self, publisher: u64, source: &str, now: Instant) {
+    /// Send the publisher of `source` a PLI, at most one per track (per simulcast layer) per
+    /// [`KEYFRAME_REQUEST_INTERVAL`](crate::keyframe::KEYFRAME_REQUEST_INTERVAL). For a
+    /// simulcast track, `layer` names the layer wanted (`None`: every layer).
+    pub(super) fn request_keyframe(
+        &mut self,
+        publisher: u64,
+        source: &str,
+        layer: Option<u8>,
+        now: Instant,
+    ) {
         let Some(p) = self.participants.get_mut(&publisher) else {
             return;
         };
-        let Some(track) = p.tracks.get_mut(source) else {
+        let Some(group) = p.tracks.get(source).map(|t| t.group) else {
             return;
         };
-        if !track.keyframes.allow(now) {
+        let sender_ssrc = p.rtcp_ssrc;
+        let mut plis: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        for track in p.tracks.values_mut().filter(|t| {
+            t.group == group && (layer.is_none() || t.layer.is_none() || t.layer == layer)
+        }) {
+            if track.keyframes.allow(now) {
+                plis.push(Box::new(PictureLossIndication {
+                    sender_ssrc,
+                    media_ssrc: track.ssrc,
+                }));
+            }
+        }
+        if plis.is_empty() {
             return;
         }
-        let pli = PictureLossIndication {
-            sender_ssrc: p.rtcp_ssrc,
-            media_ssrc: track.ssrc,
-        };
-        self.send_rtcp(publisher, &[Box::new(pli)]);
-        self.metrics.get().keyframe_requests.increment(1);
+        let n = plis.len() as u64;
+        self.send_rtcp(publisher, &plis);
+        self.metrics.get().keyframe_requests.increment(n);
     }
 }
 

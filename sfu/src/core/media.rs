@@ -157,17 +157,22 @@ struct Outgoing<'a> {
     payload_type: u8,
     payload: &'a [u8],
     padding_only: bool,
+    /// VP8 on a simulcast subscription: its picture ids are rewritten (`Subscription::vp8`).
+    vp8: bool,
+    arrival: Instant,
 }
 
 /// Forward one packet on one subscription: the munger's decision, the subscriber's payload
 /// type and MID, a header rewrite and a protect into a pooled buffer queued to `to`. Returns
 /// the protected length if it was queued.
+#[allow(clippy::too_many_arguments)]
 fn send_on(
     out: &mut SendQueue,
     pc: &mut RTCPeerConnection,
     keys: &mut MediaKeys,
     to: SocketAddr,
     sub: &mut Subscription,
+    bwe: &mut crate::bwe::SubscriberBwe,
     codec: Option<Codec>,
     packet: &Outgoing<'_>,
 ) -> Option<usize> {
@@ -211,19 +216,38 @@ fn send_on(
         timestamp,
         ssrc: sub.ssrc,
         mid: sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice())),
+        twcc: sub.twcc_id.map(|id| (id, bwe.history.next_seq())),
     };
     let mut buf = out.buffer();
     let plain = write_packet(
         &mut buf,
         &header,
         packet.payload,
-        pad,
+        if pad { 4 } else { 0 },
         keys.profile.rtp_overhead(),
     );
+    if sub.simulcast {
+        if packet.vp8 && !pad {
+            let head = header.size();
+            crate::simulcast::rewrite_vp8(
+                &mut buf[head..head + packet.payload.len()],
+                &mut sub.vp8,
+            );
+        }
+        sub.last_sent_arrival = Some(packet.arrival);
+    }
     match keys.tx.protect_rtp(&mut buf, plain) {
         Ok(n) => {
             buf.truncate(n);
             out.push(to, buf);
+            if let Some((_, tw)) = header.twcc {
+                bwe.history.sent(packet.arrival, n, 0);
+                // A repair on the media SSRC must repeat these very bytes (SRTP), number included.
+                if !sub.twcc_sent.is_empty() {
+                    let i = seq as usize % sub.twcc_sent.len();
+                    sub.twcc_sent[i] = (seq, tw);
+                }
+            }
             sub.packets = sub.packets.wrapping_add(1);
             sub.octets = sub.octets.wrapping_add(packet.payload.len() as u32);
             Some(n)
@@ -250,19 +274,19 @@ fn write_packet(
     buf: &mut BytesMut,
     header: &OutHeader<'_>,
     payload: &[u8],
-    padding: bool,
+    padding: usize,
     overhead: usize,
 ) -> usize {
     let head = header.size();
-    let pad = if padding { 4 } else { 0 };
+    let pad = padding.min(255);
     let len = head + payload.len() + pad;
     buf.clear();
     buf.resize(len + overhead, 0);
     header.write(&mut buf[..head]);
     buf[head..head + payload.len()].copy_from_slice(payload);
-    if padding {
+    if pad > 0 {
         buf[0] |= 0x20;
-        buf[len - 1] = 4;
+        buf[len - 1] = pad as u8;
     }
     len
 }
@@ -307,6 +331,7 @@ impl Core {
             p.tracks
                 .values()
                 .any(|t| t.ssrc == ssrc || t.rtx_ssrc == Some(ssrc))
+                || repaired_layer(p, data).is_some()
         })
     }
 
@@ -339,6 +364,20 @@ impl Core {
             self.metrics.get().rejected.increment(1);
             return;
         };
+        if !p
+            .tracks
+            .values()
+            .any(|t| t.ssrc == view.ssrc || t.rtx_ssrc == Some(view.ssrc))
+        {
+            // The first repair of a simulcast layer (`rtc` drops them: its `repaired-rid` is
+            // a TODO): its SSRC becomes that layer's RTX stream.
+            let Some(layer_key) = repaired_layer(p, packet) else {
+                return;
+            };
+            if let Some(t) = p.tracks.get_mut(&layer_key) {
+                t.rtx_ssrc = Some(view.ssrc);
+            }
+        }
         let Some((source, track)) = p
             .tracks
             .iter_mut()
@@ -394,6 +433,15 @@ impl Core {
             Some(Codec::H264) => crate::rtp::h264_keyframe(payload),
             _ => false,
         };
+        track.last_arrival = Some(now);
+        track.bytes += len as u64;
+        if keyframe
+            && track.layer.is_some()
+            && codec == Some(Codec::Vp8)
+            && let Some((_, h)) = crate::simulcast::vp8_keyframe_size(payload)
+        {
+            track.height = h;
+        }
         track.cache.insert(
             cache::Meta {
                 seq,
@@ -430,13 +478,15 @@ impl Core {
                 self.metrics.get().recording_dropped.increment(1);
             }
             if after.keyframe {
-                recorded_keyframe = Some(source.clone());
+                recorded_keyframe = Some((source.clone(), track.layer));
             }
         }
-        let number = track.number;
+        let number = track.group;
+        let layer = track.layer;
+        let clock_rate = track.clock_rate;
         let track_ssrc = track.ssrc;
-        if let Some(source) = recorded_keyframe {
-            self.request_keyframe(key, &source, now);
+        if let Some((source, layer)) = recorded_keyframe {
+            self.request_keyframe(key, &source, layer, now);
         }
         let tally = &mut self.metrics.tally;
         tally.packets_in += 1;
@@ -447,6 +497,8 @@ impl Core {
         let Some(p) = self.participants.get(&key) else {
             return;
         };
+        // Simulcast: every layer's clock mapping, for the timestamps at a switch.
+        let clocks = layer.map(|_| layer_clocks(p, number)).unwrap_or_default();
         let Some(members) = self.consultations.get(&p.consultation) else {
             return;
         };
@@ -457,6 +509,8 @@ impl Core {
             payload_type,
             payload,
             padding_only,
+            vp8: codec == Some(Codec::Vp8),
+            arrival: now,
         };
         let mut sent = 0u64;
         let mut sent_bytes = 0u64;
@@ -487,7 +541,29 @@ impl Core {
                     starting.push((sid, sub.ssrc));
                     continue;
                 }
-                if let Some(n) = send_on(&mut self.out, &mut s.pc, keys, to, sub, codec, &packet) {
+                if let Some(layer) = layer
+                    && !admit_layer(
+                        sub,
+                        layer,
+                        keyframe,
+                        &packet,
+                        &clocks,
+                        clock_rate,
+                        &mut self.metrics.tally.switches,
+                    )
+                {
+                    continue;
+                }
+                if let Some(n) = send_on(
+                    &mut self.out,
+                    &mut s.pc,
+                    keys,
+                    to,
+                    sub,
+                    &mut s.bwe,
+                    codec,
+                    &packet,
+                ) {
                     sent += 1;
                     sent_bytes += n as u64;
                 }
@@ -528,22 +604,50 @@ impl Core {
         else {
             return;
         };
-        let Some(track) = p.tracks.values().find(|t| t.number == number) else {
-            return;
-        };
         let (Some(keys), Some(to)) = (s.media.as_mut(), s.remote) else {
             return;
         };
         let Some(sub) = s.subscriptions.iter_mut().find(|sub| sub.ssrc == ssrc) else {
             return;
         };
+        // Simulcast: the layer the subscription aims at (the allocation may change it later).
+        let target = sub.simulcast.then(|| {
+            let (available, heights) = layers_of(p, number, now);
+            let cap = sub.tile_height.map_or(crate::simulcast::TOP, |h| {
+                crate::simulcast::layer_for_height(heights, h)
+            });
+            if let Some(l) = crate::simulcast::pick_layer(available, cap) {
+                sub.layers.set_target(l);
+            }
+            sub.layers.target()
+        });
+        let Some(track) = p
+            .tracks
+            .values()
+            .find(|t| t.group == number && t.layer == target)
+        else {
+            return;
+        };
         sub.started = true;
-        let Some(start) = track
+        let recent = track
             .cache
             .latest_keyframe()
-            .filter(|k| now.saturating_duration_since(k.arrival) <= REPLAY_WINDOW)
-            .or_else(|| track.cache.since(track.cache.highest_seq()?).next())
-        else {
+            .filter(|k| now.saturating_duration_since(k.arrival) <= REPLAY_WINDOW);
+        // Without simulcast, a subscription may start on a delta frame (its decoder waits for
+        // the keyframe asked for); a simulcast one only ever starts at a keyframe of its layer.
+        let start = match (recent, target) {
+            (Some(k), _) => Some(k),
+            (None, None) => track
+                .cache
+                .highest_seq()
+                .and_then(|h| track.cache.since(h).next()),
+            (None, Some(_)) => None,
+        };
+        let clocks = target.map(|_| layer_clocks(p, number)).unwrap_or_default();
+        let Some(start) = start else {
+            let source = sub.source.clone();
+            sub.needs_keyframe = false;
+            self.request_keyframe(publisher, &source, target, now);
             return;
         };
         let from_keyframe = start.keyframe;
@@ -561,8 +665,34 @@ impl Core {
                 payload_type: cached.payload_type,
                 payload: cached.payload,
                 padding_only: cached.payload.is_empty(),
+                vp8: codec == Some(Codec::Vp8),
+                arrival: cached.arrival,
             };
-            if send_on(&mut self.out, &mut s.pc, keys, to, sub, codec, &packet).is_some() {
+            if let Some(layer) = target
+                && !admit_layer(
+                    sub,
+                    layer,
+                    cached.keyframe,
+                    &packet,
+                    &clocks,
+                    track.clock_rate,
+                    &mut self.metrics.tally.switches,
+                )
+            {
+                continue;
+            }
+            if send_on(
+                &mut self.out,
+                &mut s.pc,
+                keys,
+                to,
+                sub,
+                &mut s.bwe,
+                codec,
+                &packet,
+            )
+            .is_some()
+            {
                 sent += 1;
             }
         }
@@ -573,7 +703,7 @@ impl Core {
         m.packets_out.increment(sent);
         m.replayed.increment(sent);
         if !from_keyframe {
-            self.request_keyframe(publisher, &source, now);
+            self.request_keyframe(publisher, &source, target, now);
         }
     }
 
@@ -581,6 +711,7 @@ impl Core {
     fn resolve(pc: &mut RTCPeerConnection, sub: &mut Subscription) {
         sub.resolved = true;
         sub.mid = resolve_mid(pc, sub.sender_id);
+        sub.twcc_id = resolve_twcc(pc, sub.sender_id);
         sub.rtx = if sub.rtx_ssrc.is_some() {
             resolve_rtx(pc, sub.sender_id)
         } else {
@@ -592,7 +723,7 @@ impl Core {
     /// mapped back to the publisher's, resent from the track's cache — as RTX on the
     /// subscription's own RTX stream if its answer took RTX for that codec, else the very bytes
     /// first sent, on the media SSRC.
-    pub(super) fn answer_nack(&mut self, key: u64, ssrc: u32, lost: &[u16]) {
+    pub(super) fn answer_nack(&mut self, key: u64, ssrc: u32, lost: &[u16], now: Instant) {
         let Some(s) = self.participants.get(&key) else {
             return;
         };
@@ -613,7 +744,13 @@ impl Core {
         let Some(sub) = s.subscriptions.iter_mut().find(|sub| sub.ssrc == ssrc) else {
             return;
         };
-        let Some(track) = p.tracks.values().find(|t| t.number == source_number) else {
+        // The layer it receives (simulcast), else the track itself.
+        let layer = sub.layers.current();
+        let Some(track) = p
+            .tracks
+            .values()
+            .find(|t| t.group == source_number && t.layer == layer)
+        else {
             return;
         };
         let overhead = keys.profile.rtp_overhead();
@@ -642,6 +779,8 @@ impl Core {
                     continue;
                 }
                 Some((rtx_ssrc, rtx_pt)) => {
+                    // A packet of its own: a new transport-wide number, counted by the estimate.
+                    let twcc = sub.twcc_id.map(|id| (id, s.bwe.history.next_seq()));
                     let header = OutHeader {
                         marker: cached.marker,
                         payload_type: rtx_pt,
@@ -649,11 +788,30 @@ impl Core {
                         timestamp,
                         ssrc: rtx_ssrc,
                         mid,
+                        twcc,
                     };
                     sub.rtx_seq = sub.rtx_seq.wrapping_add(1);
                     write_rtx(&mut buf, &header, out_seq, cached.payload, overhead)
                 }
                 None => {
+                    // The very bytes first sent (SRTP: one index, one plaintext), with the
+                    // transport-wide number they carried.
+                    let twcc = match sub.twcc_id {
+                        None => None,
+                        Some(id) => {
+                            let first = sub
+                                .twcc_sent
+                                .get(out_seq as usize % sub.twcc_sent.len().max(1))
+                                .filter(|(seq, _)| *seq == out_seq);
+                            match first {
+                                Some(&(_, tw)) => Some((id, tw)),
+                                None => {
+                                    self.out.recycle(buf);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     let header = OutHeader {
                         marker: cached.marker,
                         payload_type: pt,
@@ -661,15 +819,20 @@ impl Core {
                         timestamp,
                         ssrc: sub.ssrc,
                         mid,
+                        twcc,
                     };
-                    let padding = cached.payload.is_empty();
+                    let padding = if cached.payload.is_empty() { 4 } else { 0 };
                     write_packet(&mut buf, &header, cached.payload, padding, overhead)
                 }
             };
+            let rtx_twcc = rtx.is_some() && sub.twcc_id.is_some();
             match keys.tx.protect_rtp(&mut buf, plain) {
                 Ok(n) => {
                     buf.truncate(n);
                     self.out.push(to, buf);
+                    if rtx_twcc {
+                        s.bwe.history.sent(now, n, 0);
+                    }
                     resent += 1;
                 }
                 Err(_) => self.out.recycle(buf),
@@ -677,6 +840,23 @@ impl Core {
         }
         self.metrics.get().retransmitted.increment(resent);
     }
+}
+
+/// The id of the transport-wide sequence number extension the subscriber's answer took for a
+/// subscription's sender (`None`: not negotiated, no estimate from its feedback).
+fn resolve_twcc(
+    pc: &mut RTCPeerConnection,
+    sender_id: rtc::rtp_transceiver::RTCRtpSenderId,
+) -> Option<u8> {
+    let id = pc
+        .rtp_sender(sender_id)?
+        .get_parameters()
+        .rtp_parameters
+        .header_extensions
+        .iter()
+        .find(|h| h.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
+        .map(|h| h.id)?;
+    u8::try_from(id).ok().filter(|&id| id > 0 && id < 255)
 }
 
 /// The RTX payload types the subscriber's answer took for a subscription's sender: (media
@@ -721,6 +901,152 @@ fn write_rtx(
     buf[head..head + 2].copy_from_slice(&osn.to_be_bytes());
     buf[head + 2..len].copy_from_slice(payload);
     len
+}
+
+/// One probe packet (`crate::bwe`) to a subscriber: padding only, on the subscription's RTX
+/// stream (a browser counts it for its feedback and drops it), numbered for the estimate as part
+/// of probe train `probe`. Returns whether it was queued.
+pub(super) fn write_probe(
+    out: &mut SendQueue,
+    keys: &mut MediaKeys,
+    to: SocketAddr,
+    sub: &mut Subscription,
+    bwe: &mut crate::bwe::SubscriberBwe,
+    probe: u32,
+    now: Instant,
+) -> bool {
+    let (Some(rtx_ssrc), Some(&(_, rtx_pt)), Some(twcc_id)) =
+        (sub.rtx_ssrc, sub.rtx.first(), sub.twcc_id)
+    else {
+        return false;
+    };
+    let header = OutHeader {
+        marker: false,
+        payload_type: rtx_pt,
+        seq: sub.rtx_seq,
+        timestamp: sub.munger.last_timestamp().unwrap_or(0),
+        ssrc: rtx_ssrc,
+        mid: sub.mid.as_ref().map(|(id, mid)| (*id, mid.as_slice())),
+        twcc: Some((twcc_id, bwe.history.next_seq())),
+    };
+    sub.rtx_seq = sub.rtx_seq.wrapping_add(1);
+    let mut buf = out.buffer();
+    let plain = write_packet(
+        &mut buf,
+        &header,
+        &[],
+        crate::bwe::PROBE_PADDING,
+        keys.profile.rtp_overhead(),
+    );
+    match keys.tx.protect_rtp(&mut buf, plain) {
+        Ok(n) => {
+            buf.truncate(n);
+            out.push(to, buf);
+            bwe.history.sent(now, n, probe);
+            true
+        }
+        Err(_) => {
+            out.recycle(buf);
+            false
+        }
+    }
+}
+
+/// Whether a simulcast subscription forwards this packet of `layer` (and if it switches to it
+/// now, the switch applied: sequence numbers continue, timestamps mapped through the sender
+/// reports, VP8 picture ids continue).
+fn admit_layer(
+    sub: &mut Subscription,
+    layer: u8,
+    keyframe: bool,
+    packet: &Outgoing<'_>,
+    clocks: &[Option<crate::simulcast::ClockMapping>; 3],
+    clock_rate: u32,
+    switches: &mut u64,
+) -> bool {
+    use crate::simulcast::Admit;
+    match sub.layers.admit(layer, keyframe) {
+        Admit::Forward => true,
+        Admit::Drop => false,
+        Admit::Switch { from } => {
+            let elapsed = sub.last_sent_arrival.map_or(1, |t| {
+                let us = packet.arrival.saturating_duration_since(t).as_micros() as u64;
+                (us * clock_rate as u64 / 1_000_000).min(u32::MAX as u64) as u32
+            });
+            let offset = crate::simulcast::switch_timestamp_offset(
+                sub.munger.ts_offset(),
+                from.and_then(|f| clocks[f as usize]),
+                clocks[layer as usize],
+                clock_rate,
+                packet.timestamp,
+                sub.munger.last_timestamp(),
+                elapsed,
+            );
+            sub.munger.switch(packet.seq, offset);
+            if packet.vp8
+                && let Some(ids) = crate::simulcast::Vp8Ids::parse(packet.payload)
+            {
+                sub.vp8.switch(&ids);
+            }
+            *switches += 1;
+            true
+        }
+    }
+}
+
+/// The clock mapping of each layer of the simulcast group `group` (by layer index).
+fn layer_clocks(p: &super::Participant, group: u64) -> [Option<crate::simulcast::ClockMapping>; 3] {
+    let mut clocks = [None; 3];
+    for t in p.tracks.values().filter(|t| t.group == group) {
+        if let Some(l) = t.layer {
+            clocks[l as usize] = t.clock;
+        }
+    }
+    clocks
+}
+
+/// Which layers of the simulcast group `group` arrive (bit per layer) and their frame heights.
+pub(super) fn layers_of(p: &super::Participant, group: u64, now: Instant) -> (u8, [u16; 3]) {
+    let (available, heights, _) = layer_info(p, group, now);
+    (available, heights)
+}
+
+/// [`layers_of`], with each layer's measured bitrate.
+pub(super) fn layer_info(
+    p: &super::Participant,
+    group: u64,
+    now: Instant,
+) -> (u8, [u16; 3], [f64; 3]) {
+    let mut available = 0u8;
+    let mut heights = [0u16; 3];
+    let mut rates = [0f64; 3];
+    for t in p.tracks.values().filter(|t| t.group == group) {
+        let Some(l) = t.layer else { continue };
+        heights[l as usize] = t.height;
+        rates[l as usize] = t.bitrate.bps();
+        if t.last_arrival
+            .is_some_and(|a| now.saturating_duration_since(a) < crate::simulcast::LAYER_IDLE)
+        {
+            available |= 1 << l;
+        }
+    }
+    (available, heights, rates)
+}
+
+/// The key of the simulcast layer a packet (protected or not: only its header is read) repairs,
+/// by its `repaired-rid` header extension.
+fn repaired_layer(p: &super::Participant, data: &[u8]) -> Option<String> {
+    let (_, t) = p
+        .tracks
+        .iter()
+        .find(|(_, t)| t.rrid_id.is_some() && t.rid.is_some())?;
+    let id = t.rrid_id?;
+    let view = RtpView::parse_header(data).ok()?;
+    let rrid = view.extension(data, id)?;
+    p.tracks
+        .iter()
+        .find(|(_, t)| t.rid.as_deref() == Some(rrid))
+        .map(|(k, _)| k.clone())
 }
 
 /// The remote address of the connection's selected candidate pair, if one is selected.
@@ -806,6 +1132,7 @@ mod tests {
             timestamp: 1234,
             ssrc: 77,
             mid: Some((3, b"2")),
+            twcc: None,
         };
         let mut buf = BytesMut::new();
         let n = write_rtx(&mut buf, &h, 0xABCD, b"vp8", 16);
@@ -835,15 +1162,16 @@ mod tests {
             timestamp: 9,
             ssrc: 1,
             mid: Some((3, b"1")),
+            twcc: None,
         };
         let mut buf = BytesMut::new();
-        let n = write_packet(&mut buf, &h, &[], true, 16);
+        let n = write_packet(&mut buf, &h, &[], 4, 16);
         assert_eq!(buf.len(), n + 16);
         let v = RtpView::parse(&buf[..n]).unwrap();
         assert!(v.is_padding_only());
         assert_eq!(v.padding, 4);
         assert_eq!(v.extension(&buf[..n], 3), Some(&b"1"[..]));
-        let n = write_packet(&mut buf, &h, b"abc", false, 10);
+        let n = write_packet(&mut buf, &h, b"abc", 0, 10);
         let v = RtpView::parse(&buf[..n]).unwrap();
         assert_eq!(v.payload(&buf[..n]), b"abc");
         assert_eq!(v.seq, 5);

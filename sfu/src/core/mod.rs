@@ -36,6 +36,7 @@
 //! return [`SfuError`]; a bad datagram is counted and dropped; a panic inside the `rtc` stack on
 //! client input is caught and fails that participant's session only.
 
+mod allocate;
 mod codec;
 mod feedback;
 mod media;
@@ -141,6 +142,25 @@ struct Track {
     source: crate::Source,
     /// Its tap, while its consultation is being recorded (`recording.rs`).
     recording: Option<recording::TrackRecording>,
+    /// Simulcast (`crate::simulcast`): every layer is a `Track` of its own (its SSRC, cache,
+    /// statistics); `group` is the `number` of the announced one (its own number without
+    /// simulcast), which subscriptions follow.
+    group: u64,
+    /// The layer (0 = lowest) when the track is one layer of a simulcast publication.
+    layer: Option<u8>,
+    /// The layer's rid, as sent (to recognise its repairs by `repaired-rid`).
+    rid: Option<Vec<u8>>,
+    /// The negotiated id of the `repaired-rid` header extension (simulcast RTX).
+    rrid_id: Option<u8>,
+    /// When its last packet arrived (which layers arrive, for the allocation).
+    last_arrival: Option<Instant>,
+    /// The frame height of its latest VP8 keyframe (0: none seen).
+    height: u16,
+    /// The clock mapping of its latest sender report: (NTP, RTP).
+    clock: Option<crate::simulcast::ClockMapping>,
+    /// Bytes received (headers included), and the rate they came at, measured by the allocation.
+    bytes: u64,
+    bitrate: crate::simulcast::LayerRate,
 }
 
 /// One track forwarded to one participant.
@@ -182,6 +202,24 @@ struct Subscription {
     /// Packets and payload octets sent, for sender reports.
     packets: u32,
     octets: u32,
+    /// The track id the subscriber sees (its `a=msid`): what `video_size` names.
+    track_id: String,
+    /// The publication is simulcast: `layers` picks what is forwarded.
+    simulcast: bool,
+    layers: crate::simulcast::LayerSelector,
+    /// VP8 picture ids and TL0PICIDX as this subscriber sees them (simulcast only).
+    vp8: crate::simulcast::Vp8Munger,
+    /// When the last packet forwarded arrived (simulcast: the timestamp step at a switch).
+    last_sent_arrival: Option<Instant>,
+    /// The height of the subscriber's tile for this video, in device pixels (`video_size`).
+    tile_height: Option<u32>,
+    /// The negotiated id of the transport-wide sequence number on this subscription's sender.
+    twcc_id: Option<u8>,
+    /// (outgoing sequence number, transport-wide number) of recent packets, so a repair on the
+    /// media SSRC repeats the bytes first sent (video only; empty for audio).
+    twcc_sent: Vec<(u16, u16)>,
+    /// Allocation ticks in a row that found room for a higher layer (hysteresis).
+    upgrade_ticks: u8,
 }
 
 /// A subscription change, applied at once or held back while an offer is outstanding.
@@ -250,6 +288,8 @@ struct Participant {
     failed: bool,
     /// Arrivals of its transport-wide sequence numbers, for its TWCC feedback.
     twcc: crate::twcc::Recorder,
+    /// The estimate of what we can send it (its TWCC feedback about what we sent).
+    bwe: crate::bwe::SubscriberBwe,
     /// When authenticated media from it last counted as ICE liveness (see `Core::heard`).
     heard: Option<Instant>,
     /// By the stack's track id; at most one per `recvonly` section we offer (microphone,
@@ -296,6 +336,8 @@ pub struct Core {
     due_twcc: Vec<u64>,
     /// Consultations being recorded, and where to.
     recordings: HashMap<String, std::sync::Arc<dyn recording::RecordingSink>>,
+    /// When simulcast subscriptions are allocated their layers next.
+    next_allocation: Option<Instant>,
 }
 
 /// Hashing for the core's own `u64` keys (sequential ids): one multiply instead of SipHash per
@@ -343,6 +385,7 @@ impl Core {
             starting: Vec::new(),
             due_twcc: Vec::new(),
             recordings: HashMap::new(),
+            next_allocation: None,
         }
     }
 
@@ -459,6 +502,7 @@ impl Core {
                 link: Link::New,
                 failed: false,
                 twcc: Default::default(),
+                bwe: Default::default(),
                 heard: None,
                 tracks: HashMap::default(),
                 subscriptions: Vec::new(),
@@ -466,12 +510,20 @@ impl Core {
                 timeout_stale: false,
             },
         );
-        // Subscribe the newcomer to everything already published.
+        // Subscribe the newcomer to everything already published: one subscription per
+        // announced track (a simulcast camera's other layers are not tracks of their own to a
+        // subscriber: its subscription moves between them).
         for publisher in existing {
             let tracks: Vec<String> = self
                 .participants
                 .get(&publisher)
-                .map(|p| p.tracks.keys().cloned().collect())
+                .map(|p| {
+                    p.tracks
+                        .iter()
+                        .filter(|(_, t)| t.number == t.group)
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
                 .unwrap_or_default();
             for source in tracks {
                 self.change(key, Change::Subscribe { publisher, source });
@@ -733,6 +785,10 @@ impl Core {
         }
         self.send_reports(now);
         self.send_twcc_feedback(now);
+        if self.next_allocation.is_some_and(|t| t <= now) {
+            self.next_allocation = Some(now + crate::simulcast::ALLOCATION_INTERVAL);
+            self.allocate(None, now);
+        }
         if self.next_deadline.is_none_or(|t| t > now) {
             return;
         }
@@ -761,6 +817,7 @@ impl Core {
             .filter_map(|p| p.timeout)
             .chain(self.next_reports)
             .chain(self.next_twcc)
+            .chain(self.next_allocation)
             .min();
     }
 
@@ -781,7 +838,10 @@ impl Core {
         }
         stale.clear();
         self.stale = stale;
-        for t in [self.next_reports, self.next_twcc].into_iter().flatten() {
+        for t in [self.next_reports, self.next_twcc, self.next_allocation]
+            .into_iter()
+            .flatten()
+        {
             if self.next_deadline.is_none_or(|d| t < d) {
                 self.next_deadline = Some(t);
             }
@@ -832,6 +892,9 @@ impl Core {
                 if self.next_twcc.is_none() {
                     self.next_twcc = Some(now + crate::twcc::FEEDBACK_INTERVAL);
                 }
+                if self.next_allocation.is_none() {
+                    self.next_allocation = Some(now + crate::simulcast::ALLOCATION_INTERVAL);
+                }
             }
             if !p.timeout_stale {
                 p.timeout_stale = true;
@@ -880,7 +943,7 @@ impl Core {
                                     .collect()
                             });
                         for source in own {
-                            self.request_keyframe(key, &source, now);
+                            self.request_keyframe(key, &source, None, now);
                         }
                     }
                     (_, RTCPeerConnectionState::Connected) => {
@@ -899,7 +962,14 @@ impl Core {
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.publish(key, init.track_id, init.receiver_id, init.ssrc, now);
+                self.publish(
+                    key,
+                    init.track_id,
+                    init.receiver_id,
+                    init.ssrc,
+                    init.rid,
+                    now,
+                );
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track)) => {
                 self.unpublish(key, &track, now);

@@ -237,6 +237,21 @@ impl Core {
         let Some(sink) = self.recordings.get(&p.consultation) else {
             return;
         };
+        // A simulcast camera is recorded from one layer: the highest arriving when its tap is
+        // made, and no other of its group afterwards (one video track per participant in the
+        // journal; a layer the publisher stops sending leaves a gap, not a switch).
+        if let Some((group, layer)) = p.tracks.get(source).and_then(|t| Some((t.group, t.layer?))) {
+            let others = p
+                .tracks
+                .values()
+                .filter(|t| t.group == group && t.layer != Some(layer));
+            let mut others = others.peekable();
+            if others.clone().any(|t| t.recording.is_some())
+                || others.any(|t| t.layer > Some(layer) && t.last_arrival.is_some())
+            {
+                return;
+            }
+        }
         let Some(track) = p.tracks.get_mut(source) else {
             return;
         };
@@ -250,7 +265,8 @@ impl Core {
             .as_ref()
             .is_some_and(TrackRecording::is_video)
         {
-            self.request_keyframe(key, source, now);
+            let layer = track.layer;
+            self.request_keyframe(key, source, layer, now);
         }
     }
 }

@@ -24,12 +24,28 @@ impl Core {
         source: String,
         receiver_id: RTCRtpReceiverId,
         ssrc: u32,
+        rid: Option<String>,
         now: Instant,
     ) {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
-        if p.tracks.contains_key(&source) {
+        // Simulcast: each layer opens on its own (its rid); the first one announces the track,
+        // the others join it as layers of the same group.
+        let layer = rid.as_deref().and_then(crate::simulcast::layer_of);
+        if rid.is_some() && layer.is_none() {
+            return; // a rid we never offered
+        }
+        let group = match (p.tracks.get(&source), &rid) {
+            (None, _) => None,
+            (Some(first), Some(_)) if first.layer.is_some() => Some(first.number),
+            (Some(_), _) => return,
+        };
+        let key_in_map = match (&group, &rid) {
+            (Some(_), Some(rid)) => format!("{source}\u{1}{rid}"),
+            _ => source.clone(),
+        };
+        if p.tracks.contains_key(&key_in_map) {
             return;
         }
         // Which of its own receiving sections the track came on; media on any other section
@@ -74,12 +90,23 @@ impl Core {
             .find(|h| h.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
             .and_then(|h| u8::try_from(h.id).ok())
             .filter(|&id| id > 0);
+        let rrid_id = receiver
+            .get_parameters()
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|h| h.uri == rtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI)
+            .and_then(|h| u8::try_from(h.id).ok())
+            .filter(|&id| id > 0);
         let clock_rate = codec.clock_rate;
         let number = self.next_track;
-        let public_id = format!("{}-{}", p.id, number);
+        let public_id = match group.and_then(|g| p.tracks.values().find(|t| t.number == g)) {
+            Some(first) => first.public_id.clone(),
+            None => format!("{}-{}", p.id, number),
+        };
         self.next_track += 1;
         p.tracks.insert(
-            source.clone(),
+            key_in_map,
             Track {
                 number,
                 public_id: public_id.clone(),
@@ -97,9 +124,21 @@ impl Core {
                 sender_report: None,
                 source: section,
                 recording: None,
+                group: group.unwrap_or(number),
+                layer,
+                rid: rid.map(String::into_bytes),
+                rrid_id,
+                last_arrival: None,
+                height: 0,
+                clock: None,
+                bytes: 0,
+                bitrate: Default::default(),
             },
         );
         self.attach_tap(key, &source, now);
+        if group.is_some() {
+            return; // another layer of a track already announced and subscribed to
+        }
         self.emit(
             key,
             SfuEvent::TrackPublished {
@@ -138,6 +177,8 @@ impl Core {
         let Some(gone) = p.tracks.remove(source) else {
             return;
         };
+        // Its other simulcast layers go with it.
+        p.tracks.retain(|_, t| t.group != gone.number);
         self.emit(
             key,
             SfuEvent::TrackUnpublished {
@@ -193,6 +234,7 @@ impl Core {
             _ => p.id.clone(),
         };
         let (kind, codec) = (track.kind, track.codec.clone());
+        let simulcast = track.layer.is_some();
         let source_number = track.number;
         let clock_rate = codec.clock_rate;
         let track_id = format!("{}-{}", stream_id, self.next_track);
@@ -208,7 +250,7 @@ impl Core {
         let local = MediaStreamTrack::new(
             stream_id,
             track_id.clone(),
-            track_id,
+            track_id.clone(),
             rtc_kind(kind),
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
@@ -255,6 +297,19 @@ impl Core {
                     rtx_seq: rand::random(),
                     packets: 0,
                     octets: 0,
+                    track_id,
+                    simulcast,
+                    layers: Default::default(),
+                    vp8: Default::default(),
+                    last_sent_arrival: None,
+                    tile_height: None,
+                    twcc_id: None,
+                    twcc_sent: if kind == Kind::Video {
+                        vec![(0, 0); crate::cache::VIDEO_PACKETS * 2]
+                    } else {
+                        Vec::new()
+                    },
+                    upgrade_ticks: 0,
                 });
                 true
             }
@@ -308,11 +363,28 @@ impl Core {
         match offer {
             Ok(offer) => {
                 p.negotiation.offered();
-                self.emit(key, SfuEvent::Offer(offer.sdp));
+                let sdp = with_simulcast(&mut p.pc, offer.sdp);
+                self.emit(key, SfuEvent::Offer(sdp));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not create an offer");
             }
         }
     }
+}
+
+/// The offer as sent to the client: simulcast asked for on the participant's camera section
+/// (`crate::simulcast::offer_with_simulcast`). `rtc` keeps its own offer as the local
+/// description (it refuses a munged one); the rid and simulcast lines only tell the client to
+/// send layers, and `rtc` reads the layers from the client's answer.
+fn with_simulcast(pc: &mut rtc::peer_connection::RTCPeerConnection, sdp: String) -> String {
+    // The camera section is the second transceiver `session::build` adds (audio, then video),
+    // before any subscription or other receive section.
+    let Some(camera) = pc.get_transceivers().nth(1) else {
+        return sdp;
+    };
+    let Some(mid) = pc.rtp_transceiver(camera).and_then(|t| t.mid().clone()) else {
+        return sdp;
+    };
+    crate::simulcast::offer_with_simulcast(&sdp, &mid)
 }

@@ -76,6 +76,24 @@ fn payload(name: &str, generation: u32, kind: Kind, seq: u16, keyframe: bool) ->
     p
 }
 
+/// Tag a video payload with the simulcast layer it belongs to (after its sequence number).
+fn tag_layer(p: &mut [u8], rid: &str) {
+    if let Some(at) = p.iter().position(|&b| b == 0x5A) {
+        let tag = format!("{rid}/");
+        if at + tag.len() <= p.len() {
+            p[at..at + tag.len()].copy_from_slice(tag.as_bytes());
+        }
+    }
+}
+
+/// The layer tag of a payload, if [`tag_layer`] put one there.
+fn layer_tag(p: &[u8]) -> Option<String> {
+    let p = p.get(2..)?;
+    let text = std::str::from_utf8(p.split(|&b| b == 0x5A).next()?).ok()?;
+    let tag = text.split('/').nth(4)?;
+    (!tag.is_empty()).then(|| tag.to_string())
+}
+
 /// Whether a payload built by [`payload`] is a VP8 keyframe.
 fn is_keyframe_payload(p: &[u8]) -> bool {
     p.len() >= 2 && p[0] == 0x10 && p[1] & 0x01 == 0
@@ -214,6 +232,12 @@ pub struct Client {
     pub twcc_feedback: Vec<(Instant, TransportLayerCc)>,
     /// The RTX SSRC of our video, if we publish with RTX.
     pub rtx_ssrc: Option<u32>,
+    /// Simulcast: our video's lower layers beside the top one (`video`): (rid, SSRC, next
+    /// sequence number); every layer carries the same frames, tagged with its rid in the payload.
+    pub layers: Vec<(String, u32, u16)>,
+    /// Video timestamps received, in arrival order, with the rid tag of the layer they came from
+    /// (simulcast publishers only): (publisher, rid, RTP sequence number, RTP timestamp).
+    pub received_layers: Vec<(String, String, u16, u32)>,
 }
 
 fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
@@ -250,6 +274,7 @@ fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
 }
 
 impl Client {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         now: Instant,
         name: &str,
@@ -258,6 +283,7 @@ impl Client {
         publish: bool,
         consent_interval: Option<Duration>,
         rtx: bool,
+        simulcast: bool,
     ) -> Client {
         let (audio_codec, video_codec) = codecs();
         let mut media_engine = MediaEngine::default();
@@ -371,13 +397,95 @@ impl Client {
             rtx: false,
             rtx_ssrc: None,
             twcc_feedback: Vec::new(),
+            layers: Vec::new(),
+            received_layers: Vec::new(),
         };
         client.rtx = rtx;
         if publish {
             client.audio = Some(client.add_track(RtpCodecKind::Audio, &audio_codec, false));
-            client.video = Some(client.add_track(RtpCodecKind::Video, &video_codec, rtx));
+            client.video = Some(if simulcast {
+                client.add_simulcast_track(&video_codec)
+            } else {
+                client.add_track(RtpCodecKind::Video, &video_codec, rtx)
+            });
         }
         client
+    }
+
+    /// Our video in three layers, rids `q`, `h`, `f` (as a browser answers the SFU's offer):
+    /// the returned sender is the top layer, the others are in `layers`.
+    fn add_simulcast_track(&mut self, codec: &RTCRtpCodecParameters) -> Sender {
+        let rids = ["q", "h", "f"];
+        let ssrcs: Vec<u32> = rids.iter().map(|_| rand::random::<u32>()).collect();
+        let id = format!("{}-video", self.name);
+        let encodings = rids
+            .iter()
+            .zip(&ssrcs)
+            .map(|(rid, &ssrc)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: (*rid).to_string(),
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: codec.rtp_codec.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let track = MediaStreamTrack::new(
+            self.name.clone(),
+            id.clone(),
+            id,
+            RtpCodecKind::Video,
+            encodings,
+        );
+        let id = self.pc.add_track(track).expect("add simulcast track");
+        self.layers = vec![("q".into(), ssrcs[0], 0), ("h".into(), ssrcs[1], 0)];
+        Sender {
+            id,
+            ssrc: ssrcs[2],
+            payload_type: codec.payload_type,
+            seq: 0,
+            frame: 0,
+            clock_rate: codec.rtp_codec.clock_rate,
+            packets: 0,
+            octets: 0,
+        }
+    }
+
+    /// The mid and rid header extensions for a packet of our layer `rid` (ids as negotiated).
+    fn layer_extensions(
+        &mut self,
+        sender: RTCRtpSenderId,
+        rid: &str,
+    ) -> Vec<rtc::rtp::header::Extension> {
+        let Some(mut s) = self.pc.rtp_sender(sender) else {
+            return Vec::new();
+        };
+        let exts = s.get_parameters().rtp_parameters.header_extensions.clone();
+        let id_of = |uri: &str| exts.iter().find(|h| h.uri == uri).map(|h| h.id as u8);
+        let transceivers: Vec<_> = self.pc.get_transceivers().collect();
+        let mid = transceivers.into_iter().find_map(|t| {
+            let t = self.pc.rtp_transceiver(t)?;
+            if t.sender() == Some(sender) {
+                t.mid().clone()
+            } else {
+                None
+            }
+        });
+        let mut out = Vec::new();
+        if let (Some(id), Some(mid)) = (id_of(rtc::sdp::extmap::SDES_MID_URI), mid) {
+            out.push(rtc::rtp::header::Extension {
+                id,
+                payload: mid.into_bytes().into(),
+            });
+        }
+        if let Some(id) = id_of(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI) {
+            out.push(rtc::rtp::header::Extension {
+                id,
+                payload: rid.as_bytes().to_vec().into(),
+            });
+        }
+        out
     }
 
     fn add_track(
@@ -462,7 +570,11 @@ impl Client {
                 self.keyframe_wanted = false;
                 self.keyframes_sent.push(frame);
             }
-            let body = payload(&self.name, self.generation, kind, frame, keyframe);
+            let mut body = payload(&self.name, self.generation, kind, frame, keyframe);
+            if kind == Kind::Video && !self.layers.is_empty() {
+                // Tag the top layer; the lower ones follow below with the same frame.
+                tag_layer(&mut body, "f");
+            }
             let mut packets = vec![rtc::rtp::Packet {
                 header: rtc::rtp::header::Header {
                     version: 2,
@@ -490,6 +602,46 @@ impl Client {
                 });
             }
             let id = sender.id;
+            if kind == Kind::Video && !self.layers.is_empty() {
+                let top = self.layer_extensions(id, "f");
+                packets[0].header.extension = !top.is_empty();
+                packets[0].header.extension_profile = 0xBEDE;
+                packets[0].header.extensions = top;
+                let layers = std::mem::take(&mut self.layers);
+                let mut next = Vec::with_capacity(layers.len());
+                for (rid, ssrc, seq) in layers {
+                    let mut body = payload(&self.name, self.generation, kind, frame, keyframe);
+                    tag_layer(&mut body, &rid);
+                    let extensions = self.layer_extensions(id, &rid);
+                    let packet = rtc::rtp::Packet {
+                        header: rtc::rtp::header::Header {
+                            version: 2,
+                            payload_type: 96,
+                            sequence_number: seq,
+                            // Each layer its own RTP clock, as browsers do.
+                            timestamp: timestamp.wrapping_add(ssrc),
+                            ssrc,
+                            marker: true,
+                            extension: !extensions.is_empty(),
+                            extension_profile: 0xBEDE,
+                            extensions,
+                            ..Default::default()
+                        },
+                        payload: body.into(),
+                    };
+                    if let Some(mut s) = self.pc.rtp_sender(id) {
+                        let _ = s.write_rtp(now, packet);
+                    }
+                    next.push((rid, ssrc, seq.wrapping_add(1)));
+                }
+                self.layers = next;
+            }
+            let Some(sender) = (match kind {
+                Kind::Audio => self.audio.as_mut(),
+                Kind::Video => self.video.as_mut(),
+            }) else {
+                continue;
+            };
             for mut packet in packets {
                 packet.header.sequence_number = sender.seq;
                 sender.seq = sender.seq.wrapping_add(1);
@@ -672,6 +824,14 @@ impl Client {
                                 .entry(key.clone())
                                 .or_default()
                                 .insert(packet.header.sequence_number);
+                            if let Some(rid) = layer_tag(&packet.payload) {
+                                self.received_layers.push((
+                                    key.0.clone(),
+                                    rid,
+                                    packet.header.sequence_number,
+                                    packet.header.timestamp,
+                                ));
+                            }
                             self.received_seqs
                                 .entry(key.clone())
                                 .or_default()
@@ -896,11 +1056,16 @@ impl Sim {
 
     /// [`Sim::join`], for a client that negotiates RTX for video.
     pub fn join_with_rtx(&mut self, name: &str, publish: bool) -> usize {
-        self.join_with_options(name, publish, None, true)
+        self.join_with_options(name, publish, None, true, false)
+    }
+
+    /// [`Sim::join`], for a publisher whose video goes out in three simulcast layers.
+    pub fn join_simulcast(&mut self, name: &str) -> usize {
+        self.join_with_options(name, true, None, false, true)
     }
 
     fn join_with(&mut self, name: &str, publish: bool, consent: Option<Duration>) -> usize {
-        self.join_with_options(name, publish, consent, false)
+        self.join_with_options(name, publish, consent, false, false)
     }
 
     fn join_with_options(
@@ -909,12 +1074,13 @@ impl Sim {
         publish: bool,
         consent: Option<Duration>,
         rtx: bool,
+        simulcast: bool,
     ) -> usize {
         let key = self.next_key;
         self.next_key += 1;
         let addr = SocketAddr::from(([198, 51, 100, 1], self.next_port));
         self.next_port += 1;
-        let mut client = Client::new(self.now, name, key, addr, publish, consent, rtx);
+        let mut client = Client::new(self.now, name, key, addr, publish, consent, rtx, simulcast);
         // A rejoin is a new session of the same participant.
         client.generation = self
             .clients

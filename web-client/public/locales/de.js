@@ -7,6 +7,14 @@ export default {
     tapToStartAudio: 'Tippen, um den Ton zu starten',
     mediaRestarting: 'Die Verbindung hat sich geändert; Ton und Bild werden wiederhergestellt…',
   },
+  network: {
+    good: 'Verbindung: gut',
+    weak: 'Verbindung: schwach',
+    bad: 'Verbindung: schlecht',
+    reduced: 'Ihre Verbindung ist schwach, Video reduziert.',
+    tileWeak: 'Schwache Verbindung',
+    tileBad: 'Schlechte Verbindung',
+  },
   join: {
     title: 'Sprechstunde · Teleconsult',
     billing: 'Abrechnung',

@@ -8,6 +8,14 @@ export default {
     tapToStartAudio: 'Tap to start audio',
     mediaRestarting: 'The connection changed; restoring audio and video…',
   },
+  network: {
+    good: 'Connection: good',
+    weak: 'Connection: weak',
+    bad: 'Connection: bad',
+    reduced: 'Your connection is weak, video reduced.',
+    tileWeak: 'Weak connection',
+    tileBad: 'Bad connection',
+  },
   join: {
     title: 'Consultation · Teleconsult',
     billing: 'Billing',

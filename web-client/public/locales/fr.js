@@ -7,6 +7,14 @@ export default {
     tapToStartAudio: 'Touchez pour activer le son',
     mediaRestarting: 'La connexion a changé ; rétablissement du son et de l’image…',
   },
+  network: {
+    good: 'Connexion : bonne',
+    weak: 'Connexion : faible',
+    bad: 'Connexion : mauvaise',
+    reduced: 'Votre connexion est faible, vidéo réduite.',
+    tileWeak: 'Connexion faible',
+    tileBad: 'Mauvaise connexion',
+  },
   join: {
     title: 'Consultation · Teleconsult',
     billing: 'Facturation',

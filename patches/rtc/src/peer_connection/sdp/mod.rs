@@ -773,8 +773,26 @@ impl RTCPeerConnection {
 
         let mut recv_sc_list: Vec<String> = vec![];
         let mut send_sc_list: Vec<String> = vec![];
+        // PATCH(teleconsult): a request to receive simulcast is answered with send rids only
+        // when this side's sender really sends layers (several encodings, each with a rid). A
+        // single-encoding sender (`add_track`) used to answer every offered rid while sending
+        // one stream without any, and the offerer then waited for rid-tagged streams that never
+        // came. Its answer now declares its one SSRC, as without simulcast.
+        let sends_layers = match transceiver.sender_mut() {
+            Some(sender) => {
+                let encodings = &sender.get_parameters(media_engine).encodings;
+                encodings.len() > 1
+                    && encodings
+                        .iter()
+                        .all(|e| !e.rtp_coding_parameters.rid.is_empty())
+            }
+            None => false,
+        };
         if !media_section.rid_map.is_empty() {
             for rid in &media_section.rid_map {
+                if rid.direction == SimulcastDirection::Recv && !sends_layers {
+                    continue;
+                }
                 let rid_syntax = match rid.direction {
                     SimulcastDirection::Send => {
                         // If Send rid, then reply with a recv rid
