@@ -14,7 +14,6 @@ use axum::{Json, Router};
 use std::borrow::Cow;
 use std::time::Duration;
 use tower_http::LatencyUnit;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, HttpMakeClassifier, TraceLayer};
@@ -65,13 +64,29 @@ pub fn content_type(path: &str) -> &'static str {
     }
 }
 
-/// Room for a multipart upload's headers and boundaries above `documents.max_bytes`.
-const UPLOAD_OVERHEAD: usize = 64 * 1024;
+/// A request whose declared `Content-Length` is over `limit`: refused before its body is read
+/// (413 `too_large`, the error every API speaks), so a stranger cannot hold a connection open
+/// by promising a large body it never sends.
+async fn declared_within(limit: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return crate::error::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
 
 /// The router of the whole HTTP edge. Request bodies: every route but the document uploads takes
-/// at most `server.max_body_bytes` and the uploads `documents.max_bytes` (plus the multipart
-/// framing); a declared length past its route's limit is refused before reading (413), a longer
-/// body when it gets there; a body that goes quiet for `server.body_idle_timeout_secs` is
+/// at most `server.max_body_bytes` (a declared length past it refused before reading, 413
+/// `too_large`), the uploads `documents.max_bytes` (checked while streaming); a body that goes quiet for `server.body_idle_timeout_secs` is
 /// abandoned (slow body).
 pub fn router(state: AppState) -> Router {
     crate::telemetry::install();
@@ -82,9 +97,6 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz/ready", get(ready))
         .layer(request_logs(Level::DEBUG));
     let max_body = state.config.server.max_body_bytes;
-    let upload_cap = usize::try_from(state.config.documents.max_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_add(UPLOAD_OVERHEAD);
     let router = Router::new()
         .route("/ws", get(crate::routes::workspace::websocket))
         .route(
@@ -104,11 +116,13 @@ pub fn router(state: AppState) -> Router {
         // Every route but the uploads: bodies of at most `server.max_body_bytes`, a larger
         // declared length refused before reading (413).
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(RequestBodyLimitLayer::new(max_body))
-        .merge(
-            crate::routes::documents::routes(state.config.documents.max_bytes)
-                .layer(RequestBodyLimitLayer::new(upload_cap)),
-        )
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            declared_within(max_body, req, next)
+        }))
+        // The uploads check their own limit while streaming (a JSON `too_large` naming it).
+        .merge(crate::routes::documents::routes(
+            state.config.documents.max_bytes,
+        ))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
             state.config.server.body_idle_timeout_secs,
         )))
