@@ -219,7 +219,10 @@ test('decline records only the practitioner; a withdrawal stops the patient with
     await media(6_000);
     await patient.page.getByRole('button', { name: 'Stop recording me' }).click();
     await waitRecorded(doctor, 1, 'only the practitioner recorded');
-    assert.equal(await patient.page.locator('#recording-indicator').textContent(), 'Recording (not you)');
+    // The patient's own page hears of it on its socket, a moment after the practitioner's.
+    await patient.page.waitForFunction(
+      () => document.getElementById('recording-indicator').textContent === 'Recording (not you)',
+    );
     await media(4_000);
     await doctor.page.getByRole('button', { name: 'Stop recording', exact: true }).click();
     await waitRecorded(patient, 0, 'the indicator goes off');
