@@ -144,10 +144,7 @@ test('both consent: one WebM per participant, VP8 + Opus, as long as the consent
     assert.match(await dialog.textContent(), /withdraw your consent at any time/);
     // Until the patient answers, only the practitioner is recorded (and everyone sees it).
     await waitRecorded(patient, 1, 'the indicator shows the practitioner recorded');
-    // The patient's own page hears of it on its socket, a moment after the practitioner's.
-    await patient.page.waitForFunction(
-      () => document.getElementById('recording-indicator').textContent === 'Recording (not you)',
-    );
+    assert.equal(await patient.page.locator('#recording-indicator').textContent(), 'Recording (not you)');
     await dialog.getByRole('button', { name: 'I agree to be recorded' }).click();
     await waitRecorded(doctor, 2, 'both recorded');
     await waitRecorded(patient, 2, 'both recorded');
