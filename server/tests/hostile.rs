@@ -6,29 +6,8 @@
 
 mod common;
 
-use common::TestServer;
-use std::path::PathBuf;
+use common::{TestServer, python, root};
 use teleconsult::config::Config;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("TELECONSULT_TEST_PYTHON") {
-        return p.into();
-    }
-    let venv = root().join("target/test-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} missing: run scripts/install-test-deps (it installs websockets there)",
-        venv.display()
-    );
-    venv
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_probe_gets_its_promised_answer_and_the_server_stays_healthy() {

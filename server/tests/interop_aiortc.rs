@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, python, root};
 use std::path::PathBuf;
 use std::time::Duration;
 use teleconsult::token::Role;
@@ -19,26 +19,6 @@ use teleconsult::token::Role;
 const CALL_SECS: u64 = 60;
 /// Longest allowed gap between two decoded frames of one track.
 const MAX_GAP_SECS: f64 = 1.0;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("TELECONSULT_TEST_PYTHON") {
-        return p.into();
-    }
-    let venv = root().join("target/test-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} missing: run scripts/install-test-deps (it installs aiortc there)",
-        venv.display()
-    );
-    venv
-}
 
 struct Peer {
     role: Role,

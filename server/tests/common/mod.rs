@@ -596,3 +596,26 @@ pub async fn wall_clock_past(when: std::time::Instant) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The workspace root (scripts live there).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The Python of the test dependencies (`target/test-venv`, made by scripts/install-test-deps:
+/// aiortc, websockets, pymongo), or `TELECONSULT_TEST_PYTHON`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("TELECONSULT_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = root().join("target/test-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} missing: run scripts/install-test-deps",
+        venv.display()
+    );
+    venv
+}
