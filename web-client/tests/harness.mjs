@@ -296,7 +296,11 @@ export async function openLink(
 
 /** Wait until the Join button is enabled (the camera preview has started or failed). */
 export async function waitForPrejoin(p) {
-  await p.joinButton().waitFor({ state: 'visible' });
+  await p.joinButton().waitFor({ state: 'visible' }).catch(async (err) => {
+    // What the page shows instead (an error panel, a blank page), so a failure says why.
+    const shown = await p.page.evaluate(() => document.body?.innerText ?? '(no body)').catch((e) => `(page gone: ${e.message})`);
+    throw new Error(`${err.message}\n${p.label}'s page at ${p.page.url().split('#')[0]} shows:\n${shown.slice(0, 800)}`);
+  });
   await p.page.waitForFunction(() => {
     const b = document.getElementById('join');
     return b && !b.disabled;
