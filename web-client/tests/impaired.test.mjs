@@ -52,6 +52,18 @@ function inbound(page) {
   });
 }
 
+/** The current round-trip time (s) of the page's selected candidate pair, 0 before one. */
+function roundTrip(page) {
+  return page.evaluate(async () => {
+    const stats = await window.teleconsult.pc.getStats();
+    let rtt = 0;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) rtt = stats.get(s.selectedCandidatePairId)?.currentRoundTripTime ?? 0;
+    });
+    return rtt;
+  });
+}
+
 /** The practitioner's simulcast layers being sent: frame heights, lowest first. */
 async function sentHeights(page) {
   return waitFor(
@@ -153,15 +165,27 @@ const audioLoss = (a, b) => {
   return lost / Math.max(1, lost + got);
 };
 
-test('a subscriber behind 300 kbit/s gets the lowest layer and keeps decoding; lifted, the top layer again', { timeout: 200_000 }, async () => {
+test('a subscriber behind 300 kbit/s with 100 ms delay gets the lowest layer and keeps decoding; lifted, the top layer again', { timeout: 200_000 }, async () => {
   const ns = await makeNetns();
   let server;
   let doctorPage = null;
+  let delay = null;
   const browsers = [];
   try {
     server = await startServer({ host: ns.hostIp });
+    // The patient's link delays what the server sends it by 100 ms, for the whole call.
+    delay = await ns.delay({ sport: server.udpPort, ms: 100 });
     const { doctor, patient } = await call(ns, server, browsers, 'cap');
     doctorPage = doctor.page;
+    // The delay is really there: the patient's ICE round trip to the server is over 100 ms.
+    const rtt = await waitFor(
+      async () => {
+        const r = await roundTrip(patient.page);
+        return r > 0 ? r : null;
+      },
+      { what: 'a round-trip time measured on the patient\'s selected pair', timeoutMs: 15_000 },
+    );
+    assert.ok(rtt >= 0.095, `the patient's round trip includes the 100 ms delay: ${rtt} s`);
     const heights = await sentHeights(doctor.page);
     const [lowest, highest] = [heights[0], heights[heights.length - 1]];
     await waitFor(async () => (await inbound(patient.page)).video?.frameHeight >= highest, {
@@ -216,8 +240,9 @@ test('a subscriber behind 300 kbit/s gets the lowest layer and keeps decoding; l
     await patient.page.locator('#network-notice').waitFor({ state: 'hidden', timeout: 15_000 });
     const end = await inbound(patient.page);
     process.stderr.write(
-      `300 kbit/s cap: lowest layer after ${downMs} ms, audio loss ${(loss * 100).toFixed(2)} % once settled, ` +
-        `freezes ${end.video.freezeCount}; lifted: top layer after ${upMs} ms\n`,
+      `300 kbit/s cap, 100 ms delay (RTT ${Math.round(rtt * 1000)} ms): lowest layer after ${downMs} ms, ` +
+        `audio loss ${(loss * 100).toFixed(2)} % once settled, freezes ${end.video.freezeCount}; ` +
+        `lifted: top layer after ${upMs} ms; ${delay.report()}\n`,
     );
     if (process.env.KEEP_LOG) keepLog(server, 'impaired-cap');
   } catch (err) {
@@ -239,6 +264,7 @@ test('a subscriber behind 300 kbit/s gets the lowest layer and keeps decoding; l
     for (const br of browsers) await br.close().catch(() => {});
     if (server) await server.stop().catch(() => {});
     await uncap(ns);
+    if (delay) await delay.stop();
     await ns.destroy();
   }
 });

@@ -7,7 +7,7 @@
 // (same name prefix, older pid).
 
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, chmodSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, chmodSync, rmSync, existsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,6 +17,7 @@ import { CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, waitFor } from './harness.mjs';
 
 const execFileP = promisify(execFile);
 const PREFIX = 'tcnet';
+const NETDELAY = path.join(REPO_ROOT, 'target', 'debug', 'teleconsult-netdelay');
 
 async function run(cmd, args, input) {
   if (input === undefined) return execFileP(cmd, args, { timeout: 15_000 });
@@ -94,6 +95,50 @@ export async function makeNetns() {
       writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${name} ${CHROMIUM} "$@"\n`);
       chmodSync(wrapper, 0o755);
       return chromium.launch({ executablePath: wrapper, args: [...CHROMIUM_ARGS, ...extraArgs], headless: true });
+    },
+    /**
+     * Delay every UDP packet from source port `sport` arriving in the namespace by `ms`: an
+     * iptables NFQUEUE rule (this kernel has no netem, nor nft's own `queue`) and the workspace's
+     * `teleconsult-netdelay` holding each packet, inside the namespace. Returns `stop()`.
+     */
+    async delay({ sport, ms, queue = 7 }) {
+      if (!existsSync(NETDELAY)) throw new Error(`${NETDELAY} not built: cargo build -p teleconsult-loadtest`);
+      const child = spawn('ip', ['netns', 'exec', name, NETDELAY, '--queue', String(queue), '--delay-ms', String(ms)], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      let exited = null;
+      child.stdout.on('data', (d) => {
+        out += d.toString();
+        if (out.length > 4000) out = out.slice(-2000);
+      });
+      child.stderr.on('data', (d) => {
+        out += d.toString();
+      });
+      child.on('exit', (code) => {
+        exited = code;
+      });
+      await waitFor(
+        () => {
+          if (exited !== null) throw new Error(`teleconsult-netdelay exited with ${exited}: ${out}`);
+          return out.includes('ready');
+        },
+        { what: 'the delay step bound to its queue', timeoutMs: 10_000 },
+      );
+      const rule = ['-p', 'udp', '--sport', String(sport), '-j', 'NFQUEUE', '--queue-num', String(queue)];
+      await ns.exec('iptables', ['-I', 'INPUT', ...rule]);
+      return {
+        /** The delayer's last report line (`delayed N held M`). */
+        report: () => out.trim().split('\n').pop(),
+        async stop() {
+          await ns.exec('iptables', ['-D', 'INPUT', ...rule]).catch(() => {});
+          if (exited === null) {
+            const done = new Promise((r) => child.once('exit', r));
+            child.kill('SIGKILL');
+            await done;
+          }
+        },
+      };
     },
     /** Another /30 on the same veth pair (both ends), e.g. to move a client to a new address. */
     async addAddress({ hostIp: h, nsIp: n }) {
