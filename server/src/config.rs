@@ -51,6 +51,11 @@ pub struct RecordingConfig {
     /// Stored recordings older than this are deleted (audited as `recording.delete` by
     /// `system`), checked at start-up and hourly. 0: kept until deleted by hand.
     pub retention_days: u64,
+    /// Recordings exported for playback on the practitioner's page are kept in memory (never
+    /// as plaintext files on disk), up to this many MiB in all...
+    pub playback_cache_mib: u64,
+    /// ...and each for this long after its last request.
+    pub playback_idle_secs: u64,
 }
 
 impl Default for RecordingConfig {
@@ -59,6 +64,8 @@ impl Default for RecordingConfig {
             sync_interval_ms: 1000,
             queue_packets: 4096,
             retention_days: 90,
+            playback_cache_mib: 256,
+            playback_idle_secs: 600,
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct AppState {
     pub accounts: teleconsult_accounts::AccountService,
     /// This node's membership of a cluster (`[cluster]`), when enabled.
     pub cluster: Option<cluster::ClusterNode>,
+    /// Recordings exported for the practitioner's page, in memory.
+    pub playback: recording::Playback,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<teleconsult_signaling::Signaling> {

@@ -585,6 +585,103 @@ pub async fn export(
     result
 }
 
+/// One recording exported for playback: its files in memory, by name (`manifest.json` among
+/// them), and the manifest's participants for the list.
+pub struct Exported {
+    pub files: Vec<(String, bytes::Bytes)>,
+    pub participants: Vec<teleconsult_recording::export::ParticipantManifest>,
+}
+
+impl Exported {
+    fn weight(&self) -> u32 {
+        let total: usize = self.files.iter().map(|(_, b)| b.len()).sum();
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+
+    pub fn file(&self, name: &str) -> Option<&bytes::Bytes> {
+        self.files.iter().find(|(n, _)| n == name).map(|(_, b)| b)
+    }
+}
+
+/// Exported recordings for the practitioner's page (playback and download with Range): a
+/// recording is exported once from its sealed journal and kept **in memory only** (never as
+/// plaintext files on disk: the export's scratch directory is removed before anything is
+/// served), bounded by `recording.playback_cache_mib` and dropped after
+/// `recording.playback_idle_secs` without a request. Concurrent requests for one recording
+/// share one export (`moka`'s `try_get_with`).
+#[derive(Clone)]
+pub struct Playback {
+    cache: moka::future::Cache<String, Arc<Exported>>,
+    scratch: PathBuf,
+}
+
+impl Playback {
+    pub fn new(data_dir: &Path, max_bytes: u64, idle: std::time::Duration) -> Playback {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_: &String, v: &Arc<Exported>| v.weight())
+            .time_to_idle(idle)
+            .build();
+        let scratch = data_dir.join("playback-scratch");
+        // Left by a crash in the middle of an export: plaintext media, removed at start.
+        let _ = std::fs::remove_dir_all(&scratch);
+        Playback { cache, scratch }
+    }
+
+    /// Recording `id` exported (from the cache, or now).
+    pub async fn get(
+        &self,
+        store: &dyn Store,
+        data_dir: &Path,
+        keys: &[MasterKey],
+        id: &str,
+    ) -> Result<Arc<Exported>, Arc<anyhow::Error>> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        // Only this process's user may look into the scratch space while an export runs.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.scratch)
+            .map_err(|e| Arc::new(anyhow::Error::from(e)))?;
+        let scratch = self
+            .scratch
+            .join(format!("{id}-{:08x}", rand::random::<u32>()));
+        self.cache
+            .try_get_with(id.to_string(), async {
+                let result = export(store, data_dir, keys, id, &scratch).await;
+                let read = match result {
+                    Ok(manifest) => read_export(&scratch, manifest).await,
+                    Err(e) => Err(e),
+                };
+                let _ = tokio::fs::remove_dir_all(&scratch).await;
+                read.map(Arc::new)
+            })
+            .await
+    }
+
+    /// Forget recording `id` (deleted).
+    pub async fn forget(&self, id: &str) {
+        self.cache.invalidate(id).await;
+    }
+}
+
+async fn read_export(
+    dir: &Path,
+    manifest: teleconsult_recording::Manifest,
+) -> anyhow::Result<Exported> {
+    let mut files = Vec::new();
+    for p in &manifest.participants {
+        let body = tokio::fs::read(dir.join(&p.file)).await?;
+        files.push((p.file.clone(), bytes::Bytes::from(body)));
+    }
+    let body = tokio::fs::read(dir.join("manifest.json")).await?;
+    files.push(("manifest.json".to_string(), bytes::Bytes::from(body)));
+    Ok(Exported {
+        files,
+        participants: manifest.participants,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -335,9 +335,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         &config.accounts,
         store.clone() as Arc<dyn teleconsult_store::AccountStore>,
     );
+    let playback = crate::recording::Playback::new(
+        &config.storage.data_dir,
+        config
+            .recording
+            .playback_cache_mib
+            .saturating_mul(1024 * 1024),
+        Duration::from_secs(config.recording.playback_idle_secs.max(1)),
+    );
     let state = AppState {
         accounts,
         cluster,
+        playback,
         config: config.clone(),
         consultations,
         billing,

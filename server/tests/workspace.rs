@@ -58,6 +58,7 @@ both_backends!(
     practitioner_joins_through_the_session_cookie_only_from_our_origin,
     documents_through_the_session_are_counted_in_the_workspace,
     recordings_are_listed_and_deleted_by_their_practitioner_only,
+    recordings_play_back_with_range_for_practitioner_and_admin_only,
 );
 
 /// An organisation with one account per `(email, roles)`; returns the account ids.
@@ -737,5 +738,239 @@ async fn recordings_are_listed_and_deleted_by_their_practitioner_only(mongo: boo
         404
     );
     assert_eq!(common::audit_count(&*store, "recording.delete").await, 1);
+    s.shutdown().await;
+}
+
+/// A real sealed journal of a consultation: 4 s of the load generator's VP8 clip from one
+/// participant, stored as `rid` the way a finished recording is.
+async fn stored_recording(s: &TestServer, consultation: &str, rid: &str) {
+    use teleconsult_recording::journal::{Event, Header, JournalWriter, Kind, Record, TrackInfo};
+    let keys = teleconsult::recording::master_keys(&s.config.documents).expect("keys");
+    let key = teleconsult_recording::RecordingKey::generate();
+    let header = Header {
+        recording: rid.into(),
+        consultation: consultation.into(),
+        created_ms: now_millis(),
+        key: keys[0].wrap(&key, rid),
+    };
+    let path = teleconsult::recording::journal_path(&s.config.storage.data_dir, rid).expect("id");
+    std::fs::create_dir_all(path.parent().unwrap()).expect("dir");
+    let mut w = JournalWriter::create(&path, &header, key).expect("journal");
+    w.append(&Record::Track {
+        track: 1,
+        info: TrackInfo {
+            participant: "jti-patient".into(),
+            pseudonym: "Patient 1".into(),
+            kind: Kind::Video,
+            codec: "VP8".into(),
+            clock_rate: 90_000,
+            label: "camera".into(),
+        },
+    })
+    .expect("track");
+    // IVF: a 32-byte file header, then per frame 12 bytes (size, pts) and the frame.
+    let ivf = std::fs::read(common::root().join("loadtest/assets/video-500k.ivf")).expect("clip");
+    let (mut at, mut seq, mut frame) = (32usize, 1u16, 0u32);
+    while at + 12 <= ivf.len() && frame < 120 {
+        let size = u32::from_le_bytes(ivf[at..at + 4].try_into().unwrap()) as usize;
+        let data = &ivf[at + 12..at + 12 + size];
+        at += 12 + size;
+        let chunks: Vec<&[u8]> = data.chunks(1100).collect();
+        for (k, c) in chunks.iter().enumerate() {
+            let mut p = vec![0x80, 96 | if k + 1 == chunks.len() { 0x80 } else { 0 }];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&(frame * 3000).to_be_bytes());
+            p.extend_from_slice(&0x1234u32.to_be_bytes());
+            p.push(if k == 0 { 0x10 } else { 0x00 });
+            p.extend_from_slice(c);
+            w.append(&Record::Rtp {
+                track: 1,
+                arrival_us: u64::from(frame) * 33_333 + k as u64 * 50,
+                packet: p,
+            })
+            .expect("rtp");
+            seq = seq.wrapping_add(1);
+        }
+        frame += 1;
+    }
+    w.append(&Record::Event {
+        arrival_us: u64::from(frame) * 33_333,
+        event: Event::Stopped,
+    })
+    .expect("stop");
+    w.finish().expect("closed");
+    teleconsult::recording::store_journal(&*s.server.state.store, &path, &keys)
+        .await
+        .expect("stored");
+}
+
+/// Playback and download on the practitioner's page: the recording exported in memory, each
+/// file whole (the same bytes as the CLI's export) or by a single byte range (206, 416 past the
+/// end), audited once per playback; the organisation's admin may too; a colleague, another
+/// organisation, the billing role, a patient's link and no session may not.
+async fn recordings_play_back_with_range_for_practitioner_and_admin_only(mongo: bool) {
+    let Some(s) = server(mongo).await else { return };
+    organisation(
+        &s,
+        &[
+            ("play@a.example", &[StaffRole::Practitioner]),
+            ("admin@a.example", &[StaffRole::Admin]),
+            ("colleague@a.example", &[StaffRole::Practitioner]),
+            ("billing@a.example", &[StaffRole::Billing]),
+        ],
+    )
+    .await;
+    organisation(
+        &s,
+        &[(
+            "else@b.example",
+            &[StaffRole::Practitioner, StaffRole::Admin],
+        )],
+    )
+    .await;
+    let doctor = Browser::login(s.http_addr, "play@a.example").await;
+    let created = doctor.create("Played patient", &[]).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let rid = format!("rec_{:016x}", rand::random::<u64>());
+    stored_recording(&s, &id, &rid).await;
+
+    let files_path = format!("/api/workspace/consultations/{id}/recordings/{rid}/files");
+    let r = doctor.get(&files_path).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let files = r.json()["files"].as_array().unwrap().clone();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files[0]["pseudonym"], "Patient 1");
+    assert_eq!(files[1]["name"], "manifest.json");
+    let name = files[0]["name"].as_str().unwrap().to_string();
+    assert!(name.ends_with(".webm"), "{name}");
+    let file_path = format!("{files_path}/{name}");
+
+    // Whole: the same bytes as `teleconsult recording export` writes.
+    let keys = teleconsult::recording::master_keys(&s.config.documents).expect("keys");
+    let out = common::temp_dir("playback-export");
+    teleconsult::recording::export(
+        &*s.server.state.store,
+        &s.config.storage.data_dir,
+        &keys,
+        &rid,
+        &out,
+    )
+    .await
+    .expect("exports");
+    let expected = std::fs::read(out.join(&name)).expect("exported file");
+    let whole = doctor.get(&file_path).await;
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.header("content-type"), "video/webm");
+    assert_eq!(whole.header("accept-ranges"), "bytes");
+    // The same file as the CLI's export, but for libwebm's random TrackUID (8 bytes at most).
+    let differing: Vec<usize> = (0..expected.len().min(whole.body.len()))
+        .filter(|&i| whole.body[i] != expected[i])
+        .collect();
+    assert_eq!(whole.body.len(), expected.len());
+    assert!(
+        differing
+            .last()
+            .zip(differing.first())
+            .is_none_or(|(l, f)| l - f < 8),
+        "the played file is the exported one, but for the track UID: differs at {differing:?}"
+    );
+    let again = doctor.get(&file_path).await;
+    assert!(
+        again.body == whole.body,
+        "played from the one export in memory"
+    );
+    let expected = whole.body.clone();
+    assert_eq!(
+        &whole.body[..4],
+        &[0x1a, 0x45, 0xdf, 0xa3],
+        "an EBML (WebM) file"
+    );
+    assert_eq!(files[0]["bytes"], expected.len());
+    // A range, as a `<video>` seeking asks for; past the end: 416.
+    let ranged = |range: String| {
+        let (addr, cookie, path) = (s.http_addr, doctor.cookie.clone(), file_path.clone());
+        async move {
+            request(
+                addr,
+                "GET",
+                &path,
+                &[("Cookie", cookie), ("Range", range)],
+                vec![],
+            )
+            .await
+        }
+    };
+    let part = ranged("bytes=100-199".into()).await;
+    assert_eq!(part.status, 206);
+    assert!(part.body == expected[100..200], "the range's bytes");
+    assert_eq!(
+        part.header("content-range"),
+        format!("bytes 100-199/{}", expected.len())
+    );
+    let tail = ranged(format!("bytes={}-", expected.len() - 10)).await;
+    assert_eq!((tail.status, tail.body.len()), (206, 10));
+    assert_eq!(
+        ranged(format!("bytes={}-", expected.len())).await.status,
+        416
+    );
+    // Not a file of this export.
+    assert_eq!(
+        doctor
+            .get(&format!("{files_path}/..%2Fmanifest.json"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        doctor.get(&format!("{files_path}/other.webm")).await.status,
+        404
+    );
+    // Audited: one export, two downloads (the requests from byte 0), not the later ranges.
+    let store = &*s.server.state.store;
+    assert_eq!(common::audit_count(store, "recording.export").await, 1);
+    assert_eq!(common::audit_count(store, "recording.download").await, 2);
+
+    // The organisation's admin plays it back too; nobody else does.
+    let admin = Browser::login(s.http_addr, "admin@a.example").await;
+    assert!(
+        admin.get(&file_path).await.body == expected,
+        "the admin's copy"
+    );
+    assert_eq!(common::audit_count(store, "recording.download").await, 3);
+    for email in ["colleague@a.example", "else@b.example"] {
+        let other = Browser::login(s.http_addr, email).await;
+        assert_eq!(other.get(&files_path).await.status, 404, "{email}");
+        assert_eq!(other.get(&file_path).await.status, 404, "{email}");
+    }
+    let billing = Browser::login(s.http_addr, "billing@a.example").await;
+    assert_eq!(billing.get(&file_path).await.status, 403);
+    let patient_token = created["invitations"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = request(
+        s.http_addr,
+        "GET",
+        &file_path,
+        &[("Authorization", format!("Bearer {patient_token}"))],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, 401, "a patient's link is no staff session");
+    assert_eq!(
+        request(s.http_addr, "GET", &file_path, &[], vec![])
+            .await
+            .status,
+        401
+    );
+    // Deleted: gone from playback at once, not served from memory.
+    let r = doctor
+        .post(
+            &format!("/api/workspace/consultations/{id}/recordings/{rid}/delete"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(doctor.get(&file_path).await.status, 404);
     s.shutdown().await;
 }

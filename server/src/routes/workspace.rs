@@ -49,6 +49,184 @@ pub fn routes() -> Router<AppState> {
             "/api/workspace/consultations/{id}/recordings/{rid}/delete",
             post(delete_recording),
         )
+        .route(
+            "/api/workspace/consultations/{id}/recordings/{rid}/files",
+            get(recording_files),
+        )
+        .route(
+            "/api/workspace/consultations/{id}/recordings/{rid}/files/{name}",
+            get(recording_file),
+        )
+}
+
+/// Who may see a consultation's recordings: its practitioner, and the organisation's admins
+/// (issue 13's access rule); everyone else gets 404 from the ownership check, or 403 without
+/// either role.
+fn recording_reader(s: &StaffSession) -> Result<Owner<'_>, ApiError> {
+    if s.has(StaffRole::Admin) {
+        Ok(Owner {
+            organisation: &s.organisation,
+            practitioner: None,
+        })
+    } else if s.has(StaffRole::Practitioner) {
+        Ok(owner(s))
+    } else {
+        Err(ApiError::forbidden(
+            "recordings need the practitioner or the admin role",
+        ))
+    }
+}
+
+/// The recording `rid` of consultation `id`, if the caller may read it (else 404).
+async fn readable_recording(
+    state: &AppState,
+    s: &StaffSession,
+    id: &str,
+    rid: &str,
+) -> Result<(ScheduledConsultation, teleconsult_store::RecordingRecord), ApiError> {
+    let c = scheduling::owned_consultation(&*state.store, recording_reader(s)?, id).await?;
+    match state.store.recording(rid).await {
+        Ok(Some(r)) if r.consultation == c.id => Ok((c, r)),
+        Ok(_) => Err(SchedulingError::NotFound.into()),
+        Err(e) => Err(SchedulingError::from(e).into()),
+    }
+}
+
+async fn audit_recording(
+    state: &AppState,
+    s: &StaffSession,
+    action: &str,
+    consultation: &str,
+    target: String,
+) -> Result<(), ApiError> {
+    state
+        .store
+        .record_audit(&teleconsult_store::AuditEvent {
+            id: format!("a{:032x}", rand::random::<u128>()),
+            at: now_millis(),
+            actor: s.account.clone(),
+            action: action.into(),
+            consultation: Some(consultation.to_string()),
+            target: Some(target),
+        })
+        .await
+        .map_err(|e| SchedulingError::from(e).into())
+}
+
+async fn exported(
+    state: &AppState,
+    rid: &str,
+) -> Result<std::sync::Arc<crate::recording::Exported>, ApiError> {
+    let keys =
+        crate::recording::master_keys(&state.config.documents).map_err(ApiError::internal)?;
+    state
+        .playback
+        .get(&*state.store, &state.config.storage.data_dir, &keys, rid)
+        .await
+        .map_err(|e| {
+            tracing::error!(recording = %rid, error = %e, "recording export for playback failed");
+            ApiError::internal("the recording could not be exported")
+        })
+}
+
+/// `GET /api/workspace/consultations/{id}/recordings/{rid}/files`: the recording exported
+/// (one WebM per participant, by pseudonym, and `manifest.json`), audited `recording.export`.
+async fn recording_files(
+    State(state): State<AppState>,
+    s: StaffSession,
+    Path((id, rid)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (c, _) = readable_recording(&state, &s, &id, &rid).await?;
+    let export = exported(&state, &rid).await?;
+    audit_recording(&state, &s, "recording.export", &c.id, rid.clone()).await?;
+    let files: Vec<serde_json::Value> = export
+        .participants
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.file,
+                "pseudonym": p.pseudonym,
+                "duration_ms": p.duration_ms.round() as u64,
+                "start_offset_ms": p.start_offset_ms.round() as u64,
+                "bytes": export.file(&p.file).map_or(0, |b| b.len()),
+                "content_type": "video/webm",
+            })
+        })
+        .chain(export.file("manifest.json").map(|b| {
+            serde_json::json!({
+                "name": "manifest.json",
+                "bytes": b.len(),
+                "content_type": "application/json",
+            })
+        }))
+        .collect();
+    Ok(Json(serde_json::json!({ "files": files })).into_response())
+}
+
+/// `GET /api/workspace/consultations/{id}/recordings/{rid}/files/{name}`: one exported file,
+/// streamed, with a single byte range when asked (`Range`, 206; 416 outside the file), so the
+/// page's `<video>` can seek. Audited `recording.download`, once per playback or download (a
+/// request from the file's first byte), not for every later range of the same playback.
+async fn recording_file(
+    State(state): State<AppState>,
+    s: StaffSession,
+    headers: HeaderMap,
+    Path((id, rid, name)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let (c, _) = readable_recording(&state, &s, &id, &rid).await?;
+    let export = exported(&state, &rid).await?;
+    let Some(body) = export.file(&name).cloned() else {
+        return Err(SchedulingError::NotFound.into());
+    };
+    let size = body.len() as u64;
+    let range = crate::routes::documents::parse_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        size,
+    )?;
+    if range.as_ref().is_none_or(|r| *r.start() == 0) {
+        audit_recording(
+            &state,
+            &s,
+            "recording.download",
+            &c.id,
+            format!("{rid}/{name}"),
+        )
+        .await?;
+    }
+    let content_type = if name.ends_with(".json") {
+        "application/json"
+    } else {
+        "video/webm"
+    };
+    let (status, part) = match &range {
+        Some(r) => (
+            StatusCode::PARTIAL_CONTENT,
+            body.slice(*r.start() as usize..=*r.end() as usize),
+        ),
+        None => (StatusCode::OK, body),
+    };
+    let mut resp = Response::new(axum::body::Body::from(part.clone()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(part.len()));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(r) = &range {
+        let v = format!("bytes {}-{}/{size}", r.start(), r.end());
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&v).map_err(ApiError::internal)?,
+        );
+    }
+    if content_type == "application/json" {
+        // The manifest is a download (a participant's pseudonym, consent records), not a page.
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment; filename=\"manifest.json\""),
+        );
+    }
+    Ok(resp)
 }
 
 /// `GET /api/workspace/consultations/{id}/recordings`: the stored recordings of one of the
@@ -58,8 +236,7 @@ async fn recordings(
     s: StaffSession,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let s = practitioner(s)?;
-    let c = scheduling::owned_consultation(&*state.store, owner(&s), &id).await?;
+    let c = scheduling::owned_consultation(&*state.store, recording_reader(&s)?, &id).await?;
     let list = state
         .store
         .recordings(Some(&c.id))
@@ -88,30 +265,14 @@ async fn delete_recording(
     s: StaffSession,
     Path((id, rid)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let s = practitioner(s)?;
-    let c = scheduling::owned_consultation(&*state.store, owner(&s), &id).await?;
-    match state.store.recording(&rid).await {
-        Ok(Some(r)) if r.consultation == c.id => {}
-        Ok(_) => return Err(SchedulingError::NotFound.into()),
-        Err(e) => return Err(SchedulingError::from(e).into()),
-    }
+    let (c, _) = readable_recording(&state, &s, &id, &rid).await?;
     state
         .store
         .delete_recording(&rid)
         .await
         .map_err(SchedulingError::from)?;
-    state
-        .store
-        .record_audit(&teleconsult_store::AuditEvent {
-            id: format!("a{:032x}", rand::random::<u128>()),
-            at: now_millis(),
-            actor: s.account.clone(),
-            action: "recording.delete".into(),
-            consultation: Some(c.id.clone()),
-            target: Some(rid.clone()),
-        })
-        .await
-        .map_err(SchedulingError::from)?;
+    state.playback.forget(&rid).await;
+    audit_recording(&state, &s, "recording.delete", &c.id, rid.clone()).await?;
     tracing::info!(account = %s.account, consultation = %c.id, recording = %rid, "recording deleted");
     Ok(StatusCode::NO_CONTENT)
 }
