@@ -185,8 +185,87 @@ function item(c, live) {
     billing.setAttribute('aria-label', t('workspace.billingFor', { title }));
     li.append(billing);
     li.append(chatRecord(c, title));
+    li.append(recordingsRecord(c, title));
   }
   return li;
+}
+
+// ---------------------------------------------------------------- recordings of a past consultation
+
+/**
+ * "Show recordings": each stored recording with its date and length; "Play" exports it on the
+ * server (in memory there) and shows one player per participant (by pseudonym), with a download
+ * link per file and the manifest; "Delete" removes it for good. The players seek by HTTP Range.
+ */
+function recordingsRecord(c, title) {
+  const base = `/api/workspace/consultations/${encodeURIComponent(c.id)}/recordings`;
+  const box = el('div', { class: 'ws-recordings' });
+  const list = el('ul', { class: 'ws-recording-list' });
+  list.setAttribute('aria-label', t('workspace.recordingsOf', { title }));
+  list.hidden = true;
+  const recording = (r) => {
+    const li = el('li', { class: 'ws-recording' });
+    li.dataset.recording = r.id;
+    const at = el('time', { textContent: when(r.created_at) });
+    at.dateTime = new Date(r.created_at).toISOString();
+    const meta = [duration(r.duration_ms)];
+    if (r.interrupted) meta.push(t('workspace.recordingInterrupted'));
+    li.append(el('p', { class: 'ws-chat-meta' }, at, ` · ${meta.join(' · ')}`));
+    const players = el('div', { class: 'ws-players' });
+    const play = button(t('workspace.playRecording'), t('workspace.playRecordingOf', { when: when(r.created_at) }), async () => {
+      $('error').textContent = '';
+      play.disabled = true;
+      say(t('workspace.preparingRecording'));
+      try {
+        const res = await api(`${base}/${encodeURIComponent(r.id)}/files`);
+        const { files } = await res.json();
+        players.replaceChildren(
+          ...files.map((f) => {
+            const url = `${base}/${encodeURIComponent(r.id)}/files/${encodeURIComponent(f.name)}`;
+            const download = el('a', { href: url, textContent: f.pseudonym ? t('workspace.downloadFileOf', { name: f.pseudonym }) : t('workspace.downloadManifest') });
+            download.setAttribute('download', f.name);
+            if (!f.pseudonym) return el('p', {}, download);
+            const video = el('video', { controls: true, preload: 'metadata', src: url, class: 'ws-player' });
+            video.setAttribute('aria-label', t('workspace.recordingOf', { name: f.pseudonym }));
+            return el('figure', {}, video, el('figcaption', {}, `${f.pseudonym} · `, download));
+          }),
+        );
+        say('');
+      } catch (err) {
+        say('');
+        play.disabled = false;
+        fail(err);
+      }
+    });
+    const remove = button(t('workspace.deleteRecording'), t('workspace.deleteRecordingOf', { when: when(r.created_at) }), async () => {
+      if (!window.confirm(t('workspace.confirmDeleteRecording'))) return;
+      $('error').textContent = '';
+      try {
+        await api(`${base}/${encodeURIComponent(r.id)}/delete`, { method: 'POST', body: {} });
+        li.remove();
+        say(t('workspace.recordingDeleted'));
+      } catch (err) {
+        fail(err);
+      }
+    }, 'danger');
+    li.append(el('div', { class: 'ws-actions' }, play, remove), players);
+    return li;
+  };
+  const show = button(t('workspace.showRecordings'), t('workspace.showRecordingsOf', { title }), async () => {
+    $('error').textContent = '';
+    try {
+      const res = await api(base);
+      const data = await res.json();
+      list.replaceChildren(
+        ...(data.recordings.length ? data.recordings.map(recording) : [el('li', { class: 'note', textContent: t('workspace.noRecordings') })]),
+      );
+      list.hidden = false;
+    } catch (err) {
+      fail(err);
+    }
+  });
+  box.append(show, list);
+  return box;
 }
 
 // ---------------------------------------------------------------- the chat of a past consultation
