@@ -51,6 +51,9 @@ pub struct RecordingConfig {
     /// Stored recordings older than this are deleted (audited as `recording.delete` by
     /// `system`), checked at start-up and hourly. 0: kept until deleted by hand.
     pub retention_days: u64,
+    /// Per organisation (`org_…` id → days, 0: kept until deleted by hand), instead of
+    /// `retention_days` for that organisation's consultations.
+    pub retention_days_by_organisation: std::collections::BTreeMap<String, u64>,
     /// Recordings exported for playback on the practitioner's page are kept in memory (never
     /// as plaintext files on disk), up to this many MiB in all...
     pub playback_cache_mib: u64,
@@ -64,6 +67,7 @@ impl Default for RecordingConfig {
             sync_interval_ms: 1000,
             queue_packets: 4096,
             retention_days: 90,
+            retention_days_by_organisation: Default::default(),
             playback_cache_mib: 256,
             playback_idle_secs: 600,
         }

@@ -273,21 +273,49 @@ pub async fn recover(store: &dyn Store, data_dir: &Path, keys: &[MasterKey]) -> 
     stored
 }
 
-/// Delete the stored recordings created before `now_ms − retention_days`, each audited
-/// (`recording.delete` by `system`). Returns how many were deleted; 0 days: none.
+/// The retention period (days; 0: kept) of a recording of a consultation of `organisation`.
+pub fn retention_days(config: &crate::config::RecordingConfig, organisation: Option<&str>) -> u64 {
+    organisation
+        .and_then(|o| config.retention_days_by_organisation.get(o).copied())
+        .unwrap_or(config.retention_days)
+}
+
+/// Delete the stored recordings past their organisation's retention period
+/// (`recording.retention_days_by_organisation`, else `recording.retention_days`), each audited
+/// as `recording.delete` by `system`. Returns how many were deleted.
 pub async fn apply_retention(
     store: &dyn Store,
-    retention_days: u64,
+    config: &crate::config::RecordingConfig,
     now_ms: i64,
 ) -> anyhow::Result<usize> {
-    if retention_days == 0 {
+    if config.retention_days == 0
+        && config
+            .retention_days_by_organisation
+            .values()
+            .all(|d| *d == 0)
+    {
         return Ok(0);
     }
-    let keep_ms = i64::try_from(retention_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
-    let cutoff = now_ms.saturating_sub(keep_ms);
     let mut deleted = 0;
+    let mut organisations: HashMap<String, Option<String>> = HashMap::new();
     for r in store.recordings(None).await? {
-        if r.created_at >= cutoff {
+        let organisation = match organisations.get(&r.consultation) {
+            Some(o) => o.clone(),
+            None => {
+                let o = store
+                    .scheduled_consultation(&r.consultation)
+                    .await?
+                    .map(|c| c.organisation);
+                organisations.insert(r.consultation.clone(), o.clone());
+                o
+            }
+        };
+        let days = retention_days(config, organisation.as_deref());
+        if days == 0 {
+            continue;
+        }
+        let keep_ms = i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+        if r.created_at >= now_ms.saturating_sub(keep_ms) {
             continue;
         }
         match store.delete_recording(&r.id).await {
@@ -310,9 +338,14 @@ pub async fn apply_retention(
     Ok(deleted)
 }
 
-/// Apply the retention period now and then hourly, for as long as the server runs.
-pub fn start_retention(store: Arc<dyn Store>, retention_days: u64) {
-    if retention_days == 0 {
+/// Apply the retention periods now and then hourly, for as long as the server runs.
+pub fn start_retention(store: Arc<dyn Store>, config: crate::config::RecordingConfig) {
+    if config.retention_days == 0
+        && config
+            .retention_days_by_organisation
+            .values()
+            .all(|d| *d == 0)
+    {
         return;
     }
     tokio::spawn(async move {
@@ -320,7 +353,7 @@ pub fn start_retention(store: Arc<dyn Store>, retention_days: u64) {
         loop {
             every.tick().await;
             let now = teleconsult_consultation::invitation::now_millis();
-            if let Err(e) = apply_retention(&*store, retention_days, now).await {
+            if let Err(e) = apply_retention(&*store, &config, now).await {
                 tracing::warn!(error = %e, "recording retention: will retry in an hour");
             }
         }

@@ -293,7 +293,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .context("documents.master_key or documents.previous_master_keys")?;
     // Journals a crash (or a store outage) left on disk go into the store first.
     crate::recording::recover(&*store, &config.storage.data_dir, &recording_keys).await;
-    crate::recording::start_retention(store.clone(), config.recording.retention_days);
+    crate::recording::start_retention(store.clone(), config.recording.clone());
     consultations.attach_recorder(Arc::new(crate::recording::Recordings::new(
         &config.storage.data_dir,
         recording_keys[0].clone(),

@@ -348,15 +348,19 @@ async fn retention_deletes_expired_recordings_and_audits_it() {
         let body = futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(b"abc"))]).boxed();
         store.put_recording(&record, body).await.expect("stored");
     }
+    let days = |d: u64| teleconsult::config::RecordingConfig {
+        retention_days: d,
+        ..Default::default()
+    };
     assert_eq!(
-        teleconsult::recording::apply_retention(&*store, 0, now)
+        teleconsult::recording::apply_retention(&*store, &days(0), now)
             .await
             .expect("runs"),
         0,
         "0 days keeps everything"
     );
     assert_eq!(
-        teleconsult::recording::apply_retention(&*store, 90, now)
+        teleconsult::recording::apply_retention(&*store, &days(90), now)
             .await
             .expect("runs"),
         1
@@ -370,5 +374,83 @@ async fn retention_deletes_expired_recordings_and_audits_it() {
         .collect();
     assert_eq!(left, ["rec_01d"]);
     assert_eq!(common::audit_count(&*store, "recording.delete").await, 1);
+    s.shutdown().await;
+}
+
+/// Retention per organisation: `recording.retention_days_by_organisation` overrides the
+/// server's period for that organisation's consultations only (shorter, or 0: kept), found
+/// through the consultation's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_per_organisation_overrides_the_servers_period() {
+    use futures_util::StreamExt;
+    let s = TestServer::start().await;
+    let store = s.server.state.store.clone();
+    let day = 86_400_000i64;
+    let now = teleconsult::consultation::invitation::now_millis();
+    // Three organisations' consultations (the CLI's path records each one's organisation).
+    for (consultation, organisation) in [
+        ("c-short", "org-short"),
+        ("c-keep", "org-keep"),
+        ("c-default", "org-default"),
+    ] {
+        teleconsult::invite::invite(
+            &*store,
+            &s.config,
+            teleconsult::invite::InviteRequest {
+                consultation,
+                role: Role::Patient,
+                label: "Pat",
+                scheduled_at: None,
+                organisation: Some(organisation),
+                practitioner: Some("acct-ret"),
+                policy: Some(Policy::Recordable),
+            },
+            now,
+        )
+        .await
+        .expect("invited");
+    }
+    for (id, consultation, age_days) in [
+        ("rec_0005", "c-short", 5),
+        ("rec_0001", "c-short", 1),
+        ("rec_0400", "c-keep", 400),
+        ("rec_0040", "c-default", 40),
+        ("rec_0100", "c-default", 100),
+    ] {
+        let record = teleconsult_store::RecordingRecord {
+            id: id.into(),
+            consultation: consultation.into(),
+            created_at: now - age_days * day,
+            stored_at: now - age_days * day,
+            bytes: 3,
+            duration_ms: 1000,
+            interrupted: false,
+        };
+        let body = futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(b"abc"))]).boxed();
+        store.put_recording(&record, body).await.expect("stored");
+    }
+    let config = teleconsult::config::RecordingConfig {
+        retention_days: 90,
+        retention_days_by_organisation: [("org-short".to_string(), 3), ("org-keep".to_string(), 0)]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    assert_eq!(
+        teleconsult::recording::apply_retention(&*store, &config, now)
+            .await
+            .expect("runs"),
+        2
+    );
+    let mut left: Vec<String> = store
+        .recordings(None)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["rec_0001", "rec_0040", "rec_0400"]);
+    assert_eq!(common::audit_count(&*store, "recording.delete").await, 2);
     s.shutdown().await;
 }
