@@ -164,6 +164,10 @@ enum RecordingCommand {
         /// Directory to write into (created if missing).
         #[arg(long, value_name = "DIR")]
         output: PathBuf,
+        /// Also render `composite.webm`: the participants side by side, their audio mixed
+        /// (needs ffmpeg).
+        #[arg(long)]
+        composite: bool,
         /// TOML configuration file.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -548,6 +552,7 @@ async fn recording(command: RecordingCommand) -> anyhow::Result<()> {
         RecordingCommand::Export {
             id,
             output,
+            composite,
             config,
             dev,
         } => {
@@ -570,6 +575,12 @@ async fn recording(command: RecordingCommand) -> anyhow::Result<()> {
                 out!("{}", output.join(&p.file).display());
             }
             out!("{}", output.join("manifest.json").display());
+            if composite {
+                out!(
+                    "{}",
+                    recording::composite(&output, &manifest).await?.display()
+                );
+            }
             Ok(())
         }
     }

@@ -618,6 +618,113 @@ pub async fn export(
     result
 }
 
+/// The composite of an export in `dir` (issue 13, optional): every participant's video side by
+/// side (each scaled to 360 px high, black before it starts and after it ends) and every
+/// participant's audio mixed, each placed at its start offset on the manifest's one timeline,
+/// rendered by ffmpeg (Debian's package) into `dir/composite.webm` (VP8 + Opus). Returns its
+/// path. ffmpeg reads only the exported files; nothing leaves `dir`.
+pub async fn composite(
+    dir: &Path,
+    manifest: &teleconsult_recording::Manifest,
+) -> anyhow::Result<PathBuf> {
+    use std::fmt::Write as _;
+    use teleconsult_recording::journal::Kind;
+    let has = |p: &teleconsult_recording::export::ParticipantManifest, k: Kind| {
+        p.tracks.iter().any(|t| t.kind == k && t.packets > 0)
+    };
+    let parts: Vec<_> = manifest
+        .participants
+        .iter()
+        .filter(|p| has(p, Kind::Video) || has(p, Kind::Audio))
+        .collect();
+    anyhow::ensure!(!parts.is_empty(), "nothing recorded: no composite");
+    let end_ms = parts
+        .iter()
+        .map(|p| p.start_offset_ms + p.duration_ms)
+        .fold(0.0f64, f64::max);
+    let mut args: Vec<String> = vec!["-v".into(), "error".into(), "-y".into()];
+    for p in &parts {
+        args.push("-i".into());
+        args.push(dir.join(&p.file).to_string_lossy().into_owned());
+    }
+    let (mut filter, mut videos, mut audios) = (String::new(), Vec::new(), Vec::new());
+    for (i, p) in parts.iter().enumerate() {
+        let start = p.start_offset_ms.max(0.0) / 1000.0;
+        let after = (end_ms - p.start_offset_ms - p.duration_ms).max(0.0) / 1000.0;
+        if has(p, Kind::Video) {
+            let _ = write!(
+                filter,
+                "[{i}:v]scale=-2:360,setsar=1,fps=30,tpad=start_duration={start:.3}:stop_duration={after:.3}:color=black[v{i}];"
+            );
+            videos.push(format!("[v{i}]"));
+        }
+        if has(p, Kind::Audio) {
+            let delay = (p.start_offset_ms.max(0.0)).round() as u64;
+            let _ = write!(filter, "[{i}:a]adelay={delay}:all=1[a{i}];");
+            audios.push(format!("[a{i}]"));
+        }
+    }
+    match videos.len() {
+        0 => {}
+        1 => {
+            let _ = write!(filter, "{}null[v];", videos[0]);
+        }
+        n => {
+            let _ = write!(filter, "{}hstack=inputs={n}[v];", videos.concat());
+        }
+    }
+    match audios.len() {
+        0 => {}
+        1 => {
+            let _ = write!(filter, "{}anull[a];", audios[0]);
+        }
+        n => {
+            let _ = write!(
+                filter,
+                "{}amix=inputs={n}:duration=longest:normalize=0[a];",
+                audios.concat()
+            );
+        }
+    }
+    args.push("-filter_complex".into());
+    args.push(filter.trim_end_matches(';').to_string());
+    if !videos.is_empty() {
+        args.extend(
+            [
+                "-map",
+                "[v]",
+                "-c:v",
+                "libvpx",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+            ]
+            .map(String::from),
+        );
+        args.extend(["-b:v", "1500k"].map(String::from));
+    }
+    if !audios.is_empty() {
+        args.extend(["-map", "[a]", "-c:a", "libopus", "-b:a", "64k"].map(String::from));
+    }
+    let out = dir.join("composite.webm");
+    args.push("-t".into());
+    args.push(format!("{:.3}", end_ms / 1000.0));
+    args.push(out.to_string_lossy().into_owned());
+    let result = tokio::process::Command::new("ffmpeg")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| anyhow::anyhow!("the composite needs ffmpeg (apt-get install ffmpeg): {e}"))?;
+    anyhow::ensure!(
+        result.status.success(),
+        "ffmpeg could not render the composite: {}",
+        String::from_utf8_lossy(&result.stderr).trim()
+    );
+    Ok(out)
+}
+
 /// One recording exported for playback: its files in memory, by name (`manifest.json` among
 /// them), and the manifest's participants for the list.
 pub struct Exported {

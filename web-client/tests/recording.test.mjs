@@ -181,6 +181,21 @@ test('both consent: one WebM per participant, VP8 + Opus, as long as the consent
       assert.equal(await strictlyIncreasing(file), '', `${p.file} timestamps`);
     }
     assert.deepEqual(readdirSync(dir).sort(), [...manifest.participants.map((p) => p.file), 'manifest.json'].sort());
+
+    // The composite: both side by side at 360 px high, both voices mixed, as long as the
+    // recording's timeline, decoding cleanly.
+    const again = mkdtempSync(path.join(os.tmpdir(), 'teleconsult-composite-'));
+    await cli(ctx.server, ['export', rec.id, '--output', again, '--composite']);
+    const composite = path.join(again, 'composite.webm');
+    const { codecs, duration } = await probe(composite);
+    assert.deepEqual(codecs, { video: 'vp8', audio: 'opus' }, 'composite codecs');
+    const { stdout: dims } = await execFileP('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'stream=width,height', '-of', 'csv=p=0', composite]);
+    const [w, h] = dims.trim().split(',').map(Number);
+    assert.equal(h, 360, 'scaled to 360 px high');
+    assert.ok(w >= 2 * 360, `two pictures side by side: ${w}x${h}`);
+    const end = Math.max(...manifest.participants.map((p) => p.start_offset_ms + p.duration_ms)) / 1000;
+    assert.ok(Math.abs(duration - end) <= 0.05 * end, `composite ${duration.toFixed(2)} s for a ${end.toFixed(2)} s timeline`);
+    assert.equal(await decodeErrors(composite), '', 'the composite decodes without errors');
   });
 });
 
