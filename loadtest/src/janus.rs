@@ -517,6 +517,7 @@ impl Janus {
             SyntheticPeer::with_options(PeerOptions {
                 publish: false,
                 measure: options.measure.clone(),
+                ..PeerOptions::default()
             })
             .await
             .map_err(peer_error)?,

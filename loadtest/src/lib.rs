@@ -4,6 +4,7 @@
 pub mod janus;
 pub mod measure;
 pub mod media;
+pub mod netem;
 pub mod participant;
 pub mod peer;
 pub mod report;

@@ -105,6 +105,10 @@ pub struct PeerOptions {
     /// Measure received tracks (packets, loss, jitter, bitrate, latency against this send log)
     /// instead of checking the synthetic payloads of [`SyntheticPeer::start_publishing`].
     pub measure: Option<Arc<SendLog>>,
+    /// Put what this peer receives through an impaired link (`crate::netem`).
+    pub link: Option<Arc<crate::netem::Link>>,
+    /// Publish video in three simulcast layers (rids `q`, `h`, `f`).
+    pub simulcast: bool,
 }
 
 impl Default for PeerOptions {
@@ -112,6 +116,8 @@ impl Default for PeerOptions {
         PeerOptions {
             publish: true,
             measure: None,
+            link: None,
+            simulcast: false,
         }
     }
 }
@@ -253,7 +259,13 @@ impl SyntheticPeer {
         let registry = register_default_interceptors(registry, &mut media_engine)?;
         let stats = Arc::new(PeerStats::default());
         let receptions = Receptions::default();
-        let pc = PeerConnectionBuilder::new()
+        let mut builder = PeerConnectionBuilder::new();
+        if let Some(link) = &options.link {
+            let runtime = crate::netem::ImpairedRuntime::new(link.clone())
+                .ok_or("no async runtime for the impaired link")?;
+            builder = builder.with_runtime(runtime);
+        }
+        let pc = builder
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)

@@ -224,6 +224,7 @@ async fn join_consultation(
         let options = PeerOptions {
             publish: publishing,
             measure: Some(log.clone()),
+            ..PeerOptions::default()
         };
         match target.join(&spec, options).await {
             Ok(session) => {

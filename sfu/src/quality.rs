@@ -116,6 +116,43 @@ pub(crate) fn forget_consultation(id: &str) {
     }
 }
 
+/// What the allocation last decided for one subscriber: its send-side estimate and the simulcast
+/// layer it is given of each simulcast subscription. For in-process tools (the load generator's
+/// impaired-link report) and tests; never exported as a labelled metric (one series per
+/// participant would be unbounded).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubscriberAllocation {
+    /// Bits per second; infinite before any transport-wide feedback.
+    pub estimate_bps: f64,
+    /// (publisher's participant id, layer aimed at: 0 = lowest), per simulcast subscription.
+    pub layers: Vec<(String, u8)>,
+}
+
+/// Per subscriber (participant id).
+static SUBSCRIBERS: Mutex<BTreeMap<String, SubscriberAllocation>> = Mutex::new(BTreeMap::new());
+
+pub(crate) fn set_subscriber(id: &str, allocation: SubscriberAllocation) {
+    if let Ok(mut m) = SUBSCRIBERS.lock() {
+        match m.get_mut(id) {
+            Some(v) => *v = allocation,
+            None => {
+                m.insert(id.to_string(), allocation);
+            }
+        }
+    }
+}
+
+pub(crate) fn forget_subscriber(id: &str) {
+    if let Ok(mut m) = SUBSCRIBERS.lock() {
+        m.remove(id);
+    }
+}
+
+/// The last allocation of subscriber `id` (participant id), if it is in a call on this process.
+pub fn subscriber(id: &str) -> Option<SubscriberAllocation> {
+    SUBSCRIBERS.lock().ok()?.get(id).cloned()
+}
+
 /// Read every quality metric (at scrape time: it takes a lock and allocates).
 pub fn snapshot() -> QualitySnapshot {
     let consultations = match CONSULTATIONS.lock() {

@@ -91,6 +91,16 @@ impl Core {
                 }
             }
         }
+        // Publishers' participant ids, for the allocation snapshot (a timer, not per packet).
+        let publisher_ids: Vec<(u64, String)> = if only.is_none() {
+            self.participants
+                .iter()
+                .filter(|(_, p)| !p.tracks.is_empty())
+                .map(|(&k, p)| (k, p.id.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut wanted: Vec<(u64, String, u8)> = Vec::new();
         let mut probes: Vec<(u64, f64)> = Vec::new();
         for (&sid, s) in self.participants.iter_mut() {
@@ -179,6 +189,24 @@ impl Core {
             }
             if short > 0.0 && measured && estimate.is_finite() {
                 probes.push((sid, (estimate + short) * UPGRADE_HEADROOM));
+            }
+            if only.is_none() {
+                let layers = s
+                    .subscriptions
+                    .iter()
+                    .filter(|sub| sub.simulcast)
+                    .filter_map(|sub| {
+                        let publisher = publisher_ids.iter().find(|(k, _)| *k == sub.publisher)?;
+                        Some((publisher.1.clone(), sub.layers.target()))
+                    })
+                    .collect();
+                crate::quality::set_subscriber(
+                    &s.id,
+                    crate::quality::SubscriberAllocation {
+                        estimate_bps: estimate,
+                        layers,
+                    },
+                );
             }
         }
         for (publisher, source, layer) in wanted {

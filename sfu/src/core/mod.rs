@@ -657,6 +657,7 @@ impl Core {
             return;
         };
         let _ = catch_unwind(AssertUnwindSafe(|| p.pc.close()));
+        quality::forget_subscriber(&p.id);
         let published = p.tracks.len() as f64;
         self.metrics.get().tracks.decrement(published);
         let members = match self.consultations.get_mut(&p.consultation) {
