@@ -3,6 +3,7 @@
 # Source: ffmpeg's synthetic `testsrc2` pattern (moving, colourful) with temporal noise so the
 # encoder has real work at both bitrates. Encoder: libvpx (VP8), constant bitrate, 30 fps,
 # a keyframe every 2.5 s (75 frames, no scene-cut keyframes), 6 s long, IVF container.
+#   video-150k.ivf : 160x120, ~150 kbit/s (the lowest simulcast layer)
 #   video-500k.ivf : 320x240, ~500 kbit/s
 #   video-1200k.ivf: 640x360, ~1.2 Mbit/s
 set -euo pipefail
@@ -16,6 +17,7 @@ make() { # name size kbps
     -f ivf "$1"
 }
 
+make video-150k.ivf 160x120 150
 make video-500k.ivf 320x240 500
 make video-1200k.ivf 640x360 1200
 ls -l video-*.ivf

@@ -1,6 +1,7 @@
 //! Synthetic Teleconsult participants: real WebRTC peers (webrtc-rs) that join through the
 //! signalling service like a browser does. Used by the integration tests and the load generator.
 
+pub mod impaired;
 pub mod janus;
 pub mod measure;
 pub mod media;

@@ -117,6 +117,39 @@ enum ScenarioCmd {
         #[arg(long, short = 'n', default_value_t = 10)]
         subscribers: usize,
     },
+    /// Impaired links (issue 11): a simulcast publisher and subscribers whose downlink is capped,
+    /// delayed and/or lossy for a while (in this process: `teleconsult_loadtest::netem`); the
+    /// report shows each subscriber's estimate and layer second by second (impaired.svg). Run
+    /// with --in-process to see the server's estimates.
+    Impaired {
+        /// Subscribers behind the impaired link.
+        #[arg(long, default_value_t = 1)]
+        impaired: usize,
+        /// Add one subscriber on a clear link throughout.
+        #[arg(long)]
+        control: bool,
+        /// Rate cap while impaired, kbit/s (none: uncapped).
+        #[arg(long)]
+        rate_kbps: Option<u64>,
+        /// Delay added while impaired, ms.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Random loss while impaired, percent.
+        #[arg(long, default_value_t = 0.0)]
+        loss_percent: f64,
+        /// Packets queued in front of the rate cap before it drops.
+        #[arg(long, default_value_t = 100)]
+        queue_packets: usize,
+        /// Seconds on a clear link first...
+        #[arg(long, default_value_t = 10)]
+        before: u64,
+        /// ...then impaired...
+        #[arg(long, default_value_t = 20)]
+        during: u64,
+        /// ...then clear again.
+        #[arg(long, default_value_t = 25)]
+        after: u64,
+    },
 }
 
 fn ws_url(base: &str) -> Result<String> {
@@ -133,7 +166,32 @@ fn ws_url(base: &str) -> Result<String> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    let impaired = match cli.scenario {
+        ScenarioCmd::Impaired {
+            impaired,
+            control,
+            rate_kbps,
+            delay_ms,
+            loss_percent,
+            queue_packets,
+            before,
+            during,
+            after,
+        } => Some(teleconsult_loadtest::impaired::ImpairedOptions {
+            impaired: impaired.max(1),
+            control,
+            rate_kbps,
+            delay_ms,
+            loss_percent,
+            queue_packets,
+            before: Duration::from_secs(before),
+            during: Duration::from_secs(during),
+            after: Duration::from_secs(after),
+        }),
+        _ => None,
+    };
     let (scenario, consultations) = match cli.scenario {
+        ScenarioCmd::Impaired { .. } => (Scenario::OneToOne, 1),
         ScenarioCmd::OneToOne { consultations } => (Scenario::OneToOne, consultations),
         ScenarioCmd::Group {
             consultations,
@@ -187,6 +245,29 @@ async fn main() -> Result<()> {
         TargetKind::Teleconsult => Arc::new(Teleconsult::new(ws_url(&base)?, config, store)),
         TargetKind::Janus => Arc::new(Janus::new(cli.janus_url.clone())),
     };
+    if let Some(options) = impaired {
+        if !matches!(cli.target, TargetKind::Teleconsult) {
+            bail!(
+                "the impaired scenario runs against Teleconsult (simulcast is offered by its SFU)"
+            );
+        }
+        let report = teleconsult_loadtest::impaired::run(target, options).await?;
+        teleconsult_loadtest::impaired::write(&report, &cli.out)?;
+        print!("{}", teleconsult_loadtest::impaired::table(&report));
+        println!(
+            "report: {} and {}",
+            cli.out.join("impaired.json").display(),
+            cli.out.join("impaired.svg").display()
+        );
+        if !report.errors.is_empty() {
+            eprintln!(
+                "{} errors, first: {}",
+                report.errors.len(),
+                report.errors[0]
+            );
+        }
+        return Ok(());
+    }
     let options = RunOptions {
         scenario,
         consultations,

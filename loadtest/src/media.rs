@@ -40,6 +40,8 @@ pub enum MediaError {
     Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
 )]
 pub enum VideoVariant {
+    /// 160x120, ~150 kbit/s (the lowest simulcast layer).
+    Tiny,
     /// 320x240, ~500 kbit/s.
     Low,
     /// 640x360, ~1.2 Mbit/s.
@@ -49,6 +51,7 @@ pub enum VideoVariant {
 impl VideoVariant {
     fn ivf(self) -> &'static [u8] {
         match self {
+            VideoVariant::Tiny => include_bytes!("../assets/video-150k.ivf"),
             VideoVariant::Low => include_bytes!("../assets/video-500k.ivf"),
             VideoVariant::High => include_bytes!("../assets/video-1200k.ivf"),
         }
@@ -229,6 +232,41 @@ impl Drop for Publishing {
     }
 }
 
+/// The publisher's Opus: one voice of `source`, 20 ms packets, logged under `stream_id`.
+fn audio_task(
+    peer: &SyntheticPeer,
+    source: Arc<MediaSource>,
+    log: Arc<SendLog>,
+    stream_id: &str,
+    n: usize,
+) -> tokio::task::JoinHandle<()> {
+    let audio_log = log.track(stream_id, MediaKind::Audio);
+    let (track, ssrc, stats) = (peer.audio.clone(), peer.audio_ssrc, peer.stats.clone());
+    tokio::spawn(async move {
+        let voice = &source.voices[n % source.voices.len()];
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+        let mut i = n * 7;
+        loop {
+            tick.tick().await;
+            let payload = voice.packets[i % voice.packets.len()].clone();
+            i += 1;
+            if send(
+                &*track,
+                &log,
+                &audio_log,
+                rtp(OPUS_PT, ssrc, seq, ts, false, payload),
+            )
+            .await
+            {
+                stats.sent_audio.fetch_add(1, Ordering::Relaxed);
+            }
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(AUDIO_FRAME as u32);
+        }
+    })
+}
+
 /// Start sending `source`'s media on `peer`'s tracks, recording each packet's send time in
 /// `log` under `stream_id` (the stream id subscribers will see). `n` picks the voice and the
 /// starting point in the clip, so publishers do not send in lockstep.
@@ -239,35 +277,8 @@ pub fn publish(
     stream_id: &str,
     n: usize,
 ) -> Publishing {
-    let audio_log = log.track(stream_id, MediaKind::Audio);
     let video_log = log.track(stream_id, MediaKind::Video);
-    let audio = {
-        let (track, ssrc, stats) = (peer.audio.clone(), peer.audio_ssrc, peer.stats.clone());
-        let (source, log) = (source.clone(), log.clone());
-        tokio::spawn(async move {
-            let voice = &source.voices[n % source.voices.len()];
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
-            let mut i = n * 7;
-            loop {
-                tick.tick().await;
-                let payload = voice.packets[i % voice.packets.len()].clone();
-                i += 1;
-                if send(
-                    &*track,
-                    &log,
-                    &audio_log,
-                    rtp(OPUS_PT, ssrc, seq, ts, false, payload),
-                )
-                .await
-                {
-                    stats.sent_audio.fetch_add(1, Ordering::Relaxed);
-                }
-                seq = seq.wrapping_add(1);
-                ts = ts.wrapping_add(AUDIO_FRAME as u32);
-            }
-        })
-    };
+    let audio = audio_task(peer, source.clone(), log.clone(), stream_id, n);
     let video = {
         let (track, ssrc, stats) = (peer.video.clone(), peer.video_ssrc, peer.stats.clone());
         tokio::spawn(async move {
@@ -330,7 +341,7 @@ mod tests {
 
     #[test]
     fn clips_parse_with_keyframes_every_few_seconds() {
-        for v in [VideoVariant::Low, VideoVariant::High] {
+        for v in [VideoVariant::Tiny, VideoVariant::Low, VideoVariant::High] {
             let clip = Clip::load(v).expect("clip parses");
             assert!((clip.fps - 30.0).abs() < 0.01);
             let keys: Vec<usize> = (0..clip.frames.len())
@@ -380,4 +391,116 @@ mod tests {
         data[8..12].copy_from_slice(b"VP90");
         assert!(Clip::parse_ivf(&data).is_err());
     }
+}
+
+/// The three clips of a simulcast publisher, lowest layer first (rids `q`, `h`, `f`).
+pub struct SimulcastClips {
+    pub layers: [Clip; 3],
+}
+
+impl SimulcastClips {
+    pub fn load() -> Result<SimulcastClips, MediaError> {
+        Ok(SimulcastClips {
+            layers: [
+                Clip::load(VideoVariant::Tiny)?,
+                Clip::load(VideoVariant::Low)?,
+                Clip::load(VideoVariant::High)?,
+            ],
+        })
+    }
+}
+
+/// A header extension's raw value (the mid and rid strings).
+#[derive(Debug)]
+struct RawExtension(Vec<u8>);
+
+impl rtc::shared::marshal::MarshalSize for RawExtension {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl rtc::shared::marshal::Marshal for RawExtension {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        if buf.len() < self.0.len() {
+            return Err(rtc::shared::error::Error::ErrBufferShort);
+        }
+        buf[..self.0.len()].copy_from_slice(&self.0);
+        Ok(self.0.len())
+    }
+}
+
+/// Publish like [`publish`], but the video as three simulcast layers from `clips`, each packet
+/// carrying the mid and rid header extensions as a browser's do (the SFU tells the layers
+/// apart by rid: simulcast SSRCs are not signalled). A keyframe request sends every layer to
+/// its next keyframe. The layers' packets are not in `log` (the impaired-link scenario
+/// observes what arrives instead of matching it).
+pub fn publish_simulcast(
+    peer: &Arc<SyntheticPeer>,
+    source: Arc<MediaSource>,
+    clips: Arc<SimulcastClips>,
+    log: Arc<SendLog>,
+    stream_id: &str,
+    n: usize,
+) -> Publishing {
+    let mut tasks = vec![audio_task(peer, source, log, stream_id, n)];
+    for (layer, (rid, ssrc)) in peer.video_layers.clone().into_iter().enumerate() {
+        let (track, stats, clips) = (peer.video.clone(), peer.stats.clone(), clips.clone());
+        let mid = peer.clone();
+        tasks.push(tokio::spawn(async move {
+            let clip = &clips.layers[layer.min(2)];
+            let period = Duration::from_secs_f64(1.0 / clip.fps);
+            let ts_step = (90_000.0 / clip.fps).round() as u32;
+            let mut tick = tokio::time::interval(period);
+            let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+            let mut i = 0;
+            let mut answered = stats.keyframe_requests.load(Ordering::Relaxed);
+            let mut mid_value: Option<String> = None;
+            loop {
+                tick.tick().await;
+                if mid_value.is_none() {
+                    mid_value = mid.simulcast_mid().await;
+                    if mid_value.is_none() {
+                        continue; // not answered yet
+                    }
+                }
+                let requests = stats.keyframe_requests.load(Ordering::Relaxed);
+                if requests != answered {
+                    answered = requests;
+                    if !clip.keyframes[i] {
+                        i = clip.next_keyframe(i);
+                    }
+                }
+                let extensions = |m: &str| {
+                    [
+                        rtc::rtp::extension::HeaderExtension::Custom {
+                            uri: rtc::sdp::extmap::SDES_MID_URI.into(),
+                            extension: Box::new(RawExtension(m.as_bytes().to_vec())),
+                        },
+                        rtc::rtp::extension::HeaderExtension::Custom {
+                            uri: rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI.into(),
+                            extension: Box::new(RawExtension(rid.as_bytes().to_vec())),
+                        },
+                    ]
+                };
+                let parts = packetize_vp8(&clip.frames[i], MAX_PAYLOAD);
+                let last = parts.len() - 1;
+                for (k, payload) in parts.into_iter().enumerate() {
+                    let p = rtp(VP8_PT, ssrc, seq, ts, k == last, payload);
+                    let m = mid_value.as_deref().unwrap_or_default();
+                    if track
+                        .write_rtp_with_extensions(p, &extensions(m))
+                        .await
+                        .is_ok()
+                    {
+                        stats.sent_video.fetch_add(1, Ordering::Relaxed);
+                    }
+                    seq = seq.wrapping_add(1);
+                }
+                ts = ts.wrapping_add(ts_step);
+                i = (i + 1) % clip.frames.len();
+            }
+        }));
+    }
+    Publishing { tasks }
 }

@@ -93,6 +93,8 @@ pub struct PeerStats {
 
 struct Handler {
     stats: Arc<PeerStats>,
+    /// Observe what arrives (bytes, keyframe sizes, sequence gaps) without a send log.
+    observe: Option<Arc<Observer>>,
     /// Real-media mode: measure received tracks against the send log.
     measure: Option<(Arc<SendLog>, Receptions)>,
 }
@@ -109,6 +111,83 @@ pub struct PeerOptions {
     pub link: Option<Arc<crate::netem::Link>>,
     /// Publish video in three simulcast layers (rids `q`, `h`, `f`).
     pub simulcast: bool,
+    /// Observe received tracks ([`Observer`]) instead of measuring or checking them.
+    pub observe: Option<Arc<Observer>>,
+    /// Negotiate RTX for video (what arrives on it is unwrapped by the stack).
+    pub rtx: bool,
+}
+
+/// What one received track brought so far (the impaired-link scenario reads it each second).
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub video: bool,
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Highest extended sequence number seen, and the first: their difference + 1 − packets is
+    /// what never arrived.
+    first_last: Mutex<Option<(u64, u64)>>,
+    /// Width and height of the last VP8 keyframe: which simulcast layer is arriving.
+    pub keyframe_size: Mutex<Option<(u16, u16)>>,
+    pub keyframes: AtomicU64,
+}
+
+impl Seen {
+    fn on_packet(&self, packet: &rtc::rtp::Packet) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(packet.payload.len() as u64 + 12, Ordering::Relaxed);
+        {
+            let mut fl = self.first_last.lock().unwrap();
+            let seq = packet.header.sequence_number;
+            *fl = Some(match *fl {
+                None => (u64::from(seq), u64::from(seq)),
+                Some((first, last)) => {
+                    let ext = teleconsult_sfu::forward::extend_seq(last, seq);
+                    (first, last.max(ext))
+                }
+            });
+        }
+        if self.video
+            && let Some(size) = teleconsult_sfu::simulcast::vp8_keyframe_size(&packet.payload)
+        {
+            *self.keyframe_size.lock().unwrap() = Some(size);
+            self.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Packets that never arrived (by sequence number; a layer switch keeps numbering
+    /// continuous at the SFU, so it is no gap).
+    pub fn lost(&self) -> u64 {
+        let received = self.packets.load(Ordering::Relaxed);
+        self.first_last.lock().unwrap().map_or(0, |(first, last)| {
+            (last - first + 1).saturating_sub(received)
+        })
+    }
+}
+
+/// Every track a peer receives, by (stream id, video).
+#[derive(Debug, Default)]
+pub struct Observer {
+    tracks: Mutex<Vec<(String, Arc<Seen>)>>,
+}
+
+impl Observer {
+    fn track(&self, stream: &str, video: bool) -> Arc<Seen> {
+        let seen = Arc::new(Seen {
+            video,
+            ..Seen::default()
+        });
+        self.tracks
+            .lock()
+            .unwrap()
+            .push((stream.to_string(), seen.clone()));
+        seen
+    }
+
+    /// (stream id, what arrived) for every track so far.
+    pub fn tracks(&self) -> Vec<(String, Arc<Seen>)> {
+        self.tracks.lock().unwrap().clone()
+    }
 }
 
 impl Default for PeerOptions {
@@ -118,6 +197,8 @@ impl Default for PeerOptions {
             measure: None,
             link: None,
             simulcast: false,
+            observe: None,
+            rtx: false,
         }
     }
 }
@@ -133,6 +214,20 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if let Some(observer) = &self.observe {
+            let observer = observer.clone();
+            tokio::spawn(async move {
+                let kind = track.kind().await;
+                let stream = track.stream_id().await;
+                let seen = observer.track(&stream, kind == RtpCodecKind::Video);
+                while let Some(evt) = track.poll().await {
+                    if let TrackRemoteEvent::OnRtpPacket(packet) = evt {
+                        seen.on_packet(&packet);
+                    }
+                }
+            });
+            return;
+        }
         if let Some((log, receptions)) = &self.measure {
             let (log, receptions) = (log.clone(), receptions.clone());
             tokio::spawn(async move {
@@ -230,6 +325,32 @@ fn local_track(kind: RtpCodecKind, codec: &RTCRtpCodec, ssrc: u32) -> Arc<TrackL
     )))
 }
 
+/// The rids of a simulcast publisher's layers, lowest first (as the SFU offers them).
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// Our video as three simulcast encodings, each its own SSRC and rid.
+fn simulcast_track(codec: &RTCRtpCodec, layers: &[(String, u32)]) -> Arc<TrackLocalStaticRTP> {
+    let name = "synthetic-video".to_string();
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "synthetic".to_string(),
+        name.clone(),
+        name,
+        RtpCodecKind::Video,
+        layers
+            .iter()
+            .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: rid.clone(),
+                    ssrc: Some(*ssrc),
+                    ..Default::default()
+                },
+                codec: codec.clone(),
+                ..Default::default()
+            })
+            .collect(),
+    )))
+}
+
 /// A synthetic participant's media side.
 pub struct SyntheticPeer {
     pc: Box<dyn PeerConnection>,
@@ -238,6 +359,8 @@ pub struct SyntheticPeer {
     pub(crate) video: Arc<TrackLocalStaticRTP>,
     pub(crate) audio_ssrc: u32,
     pub(crate) video_ssrc: u32,
+    /// Simulcast publishers: (rid, SSRC) of each layer, lowest first (empty otherwise).
+    pub(crate) video_layers: Vec<(String, u32)>,
     receptions: Receptions,
 }
 
@@ -252,6 +375,23 @@ impl SyntheticPeer {
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(audio_codec.clone(), RtpCodecKind::Audio)?;
         media_engine.register_codec(video_codec.clone(), RtpCodecKind::Video)?;
+        if options.rtx {
+            // RFC 4588 for VP8, as browsers negotiate it: the SFU then repairs losses and sends
+            // its bandwidth probes on an RTX stream of ours.
+            media_engine.register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: "video/rtx".to_owned(),
+                        clock_rate: 90000,
+                        channels: 0,
+                        sdp_fmtp_line: format!("apt={}", video_codec.payload_type),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: video_codec.payload_type + 1,
+                },
+                RtpCodecKind::Video,
+            )?;
+        }
         let registry = Registry::new().with(
             Slot::from(14_000),
             DeliverKeyframeRequests::keyframes_only(),
@@ -271,6 +411,7 @@ impl SyntheticPeer {
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
                 stats: stats.clone(),
+                observe: options.observe.clone(),
                 measure: options.measure.map(|log| (log, receptions.clone())),
             }))
             .with_udp_addrs(vec!["127.0.0.1:0"])
@@ -279,7 +420,19 @@ impl SyntheticPeer {
         let audio_ssrc = rand::random::<u32>();
         let video_ssrc = rand::random::<u32>();
         let audio = local_track(RtpCodecKind::Audio, &audio_codec.rtp_codec, audio_ssrc);
-        let video = local_track(RtpCodecKind::Video, &video_codec.rtp_codec, video_ssrc);
+        let video_layers: Vec<(String, u32)> = if options.simulcast {
+            SIMULCAST_RIDS
+                .iter()
+                .map(|rid| (rid.to_string(), rand::random::<u32>()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let video = if options.simulcast {
+            simulcast_track(&video_codec.rtp_codec, &video_layers)
+        } else {
+            local_track(RtpCodecKind::Video, &video_codec.rtp_codec, video_ssrc)
+        };
         if options.publish {
             pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await?;
             pc.add_track(video.clone() as Arc<dyn TrackLocal>).await?;
@@ -310,8 +463,23 @@ impl SyntheticPeer {
             video,
             audio_ssrc,
             video_ssrc,
+            video_layers,
             receptions,
         })
+    }
+
+    /// The `a=mid` of our simulcast video section in the answer we gave (the mid header
+    /// extension each layer's packets carry), once we have answered.
+    pub async fn simulcast_mid(&self) -> Option<String> {
+        let sdp = self.pc.local_description().await?.sdp;
+        sdp.split("\nm=")
+            .skip(1)
+            .find(|section| section.starts_with("video") && section.contains("a=simulcast:send"))
+            .and_then(|section| {
+                section
+                    .lines()
+                    .find_map(|l| l.trim_end().strip_prefix("a=mid:").map(str::to_string))
+            })
     }
 
     /// What this peer measured on each received track so far (real-media mode), labelled with

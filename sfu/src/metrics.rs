@@ -26,6 +26,9 @@ pub mod metric_names {
     pub const BWE_PROBE_PACKETS: &str = "teleconsult_bwe_probe_packets_total";
     /// Simulcast layer switches made by subscriptions (`crate::simulcast`).
     pub const SIMULCAST_SWITCHES: &str = "teleconsult_simulcast_layer_switches_total";
+    /// Simulcast subscriptions paused because not even their lowest layer fitted the
+    /// subscriber's estimate after audio (`crate::simulcast::PAUSE_BELOW`).
+    pub const VIDEO_PAUSED: &str = "teleconsult_video_paused_total";
     /// Histogram (seconds): datagram taken off the socket → packet sent to a subscriber. Kept by
     /// [`crate::quality`], not the recorder.
     pub const FORWARDING_LATENCY: &str = "teleconsult_forwarding_latency_seconds";
@@ -67,6 +70,7 @@ pub(crate) struct CoreMetrics {
     pub recording_dropped: Counter,
     pub probes: Counter,
     pub switches: Counter,
+    pub video_paused: Counter,
 }
 
 impl CoreMetrics {
@@ -89,6 +93,7 @@ impl CoreMetrics {
             recording_dropped: ::metrics::counter!(RECORDING_DROPPED),
             probes: ::metrics::counter!(BWE_PROBE_PACKETS),
             switches: ::metrics::counter!(SIMULCAST_SWITCHES),
+            video_paused: ::metrics::counter!(VIDEO_PAUSED),
         }
     }
 }
