@@ -126,6 +126,20 @@ mod tests {
 
     const FP: &str = "sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
 
+    #[test]
+    fn the_fuzzing_seeds_are_an_offer_and_an_answer_that_pass() {
+        // fuzz/seeds: what the `sdp_answer` target mutates; they must be accepted as they are,
+        // or the fuzzer would spend its time on the first refusal.
+        let offer = include_str!("../../fuzz/seeds/offer.sdp");
+        let answer = include_str!("../../fuzz/seeds/answer.sdp");
+        assert_eq!(check(offer, answer), Ok(()));
+        let one_section_short = answer.rsplit_once("m=video").unwrap().0;
+        assert!(matches!(
+            check(offer, one_section_short),
+            Err(AnswerError::SectionCount { got: 2, want: 3 })
+        ));
+    }
+
     fn section(kind: &str, mid: &str, extra: &str) -> String {
         format!(
             "m={kind} 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\na=rtpmap:96 {}\r\n{extra}",
