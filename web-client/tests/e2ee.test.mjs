@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { BIN, withCall, consultationId, waitForPrejoin, admit, waitForRemoteMedia, waitFor, inboundStats } from './harness.mjs';
+import { BIN, withCall, consultationId, waitForPrejoin, admit, waitForRemoteMedia, waitFor, inboundStats, Participant } from './harness.mjs';
 
 const execFileP = promisify(execFile);
 
@@ -165,5 +165,30 @@ test('standard (the control): the SFU reads the same frames as plaintext', { tim
     const share = seen.plausible / (seen.plausible + seen.opaque);
     console.log(`standard: the SFU inspected ${JSON.stringify(seen)}`);
     assert.ok(share > 0.95, `the SFU read only ${seen.plausible} of ${seen.plausible + seen.opaque} VP8 frames as plaintext`);
+  });
+});
+
+test('end_to_end: a browser that cannot encrypt frames is refused before any media', { timeout: 60_000 }, async () => {
+  await withCall('e2ee-unsupported', async ({ server, browser, participants }) => {
+    const consultation = consultationId('e2ee-old');
+    const token = await invitation(server, consultation, 'Pat Old', 'patient', 'end_to_end');
+    const context = await browser.newContext();
+    await context.grantPermissions(['camera', 'microphone'], { origin: server.base });
+    // A browser without encoded transforms (neither the standard API nor Chromium's own).
+    await context.addInitScript(() => {
+      delete window.RTCRtpScriptTransform;
+      delete RTCRtpSender.prototype.createEncodedStreams;
+    });
+    const page = await context.newPage();
+    const p = new Participant({ context, page, identity: 'Pat Old', role: 'patient', token, label: 'Pat Old' });
+    participants.push(p);
+    await page.goto(server.joinUrl(token));
+    await waitForPrejoin(p);
+    await p.join();
+    await page.getByText('this browser cannot encrypt video calls').waitFor();
+    assert.equal(await page.evaluate(() => window.teleconsult.pc), null, 'no peer connection was made');
+    assert.equal(await page.evaluate(() => window.teleconsult.state), 'error');
+    // The policy came with `joined`, before any media.
+    assert.ok(p.received.some((m) => m.type === 'joined' && m.policy === 'end_to_end'));
   });
 });
