@@ -8,7 +8,20 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { BIN, withCall, consultationId, waitForPrejoin, admit, waitForRemoteMedia, waitFor, inboundStats, Participant } from './harness.mjs';
+import {
+  BIN,
+  withCall,
+  consultationId,
+  waitForPrejoin,
+  admit,
+  waitForRemoteMedia,
+  waitFor,
+  inboundStats,
+  Participant,
+  outboundLayers,
+  remoteVideo,
+  sizeTile,
+} from './harness.mjs';
 
 const execFileP = promisify(execFile);
 
@@ -151,6 +164,47 @@ test('end_to_end: frames encrypted between the browsers, ciphertext at the SFU, 
     const later = await inspectedFrames(ctx.server, since, 100);
     console.log(`after the rotation: epoch ${before} → ${after.epoch}; the SFU inspected ${JSON.stringify(later)}; patient ${JSON.stringify(after.stats)}`);
     assert.ok(later.plausible / (later.plausible + later.opaque) < 0.2, `after the rotation: ${JSON.stringify(later)}`);
+  });
+});
+
+test('end_to_end: simulcast layer switches and a screen share still work on encrypted frames', { timeout: 150_000 }, async () => {
+  await withCall('e2ee-simulcast', async (ctx) => {
+    const consultation = consultationId('e2ee-sim');
+    const { doctor, patient } = await openCall(ctx, consultation, 'end_to_end');
+    await waitForRemoteMedia(patient, { videos: 1, audios: 1, timeoutMs: 45_000 });
+    const layers = await waitFor(
+      async () => {
+        const l = await outboundLayers(doctor.page);
+        const sending = Object.entries(l).filter(([, v]) => v.framesEncoded > 0 && v.frameHeight > 0);
+        return sending.length >= 2 ? Object.fromEntries(sending) : null;
+      },
+      { what: 'the practitioner sends at least two simulcast layers', timeoutMs: 20_000 },
+    );
+    const heights = Object.values(layers).map((v) => v.frameHeight);
+    const [lowest, highest] = [Math.min(...heights), Math.max(...heights)];
+    // The SFU picks the layer by keyframes it finds in the clear header: a large tile gets the
+    // top layer, a thumbnail the lowest, and decoding goes on across each switch.
+    await sizeTile(patient.page, 720);
+    const top = await waitFor(async () => {
+      const v = await remoteVideo(patient.page);
+      return v && v.frameHeight >= highest ? v : null;
+    }, { what: `the patient receives the top layer (${highest} px)`, timeoutMs: 20_000 });
+    await sizeTile(patient.page, Math.max(24, Math.floor(lowest / 2)));
+    const low = await waitFor(async () => {
+      const v = await remoteVideo(patient.page);
+      return v && v.frameHeight <= lowest && v.framesDecoded > top.framesDecoded + 10 ? v : null;
+    }, { what: `the patient decodes the lowest layer (${lowest} px)`, timeoutMs: 20_000 });
+    assert.equal(low.ssrc, top.ssrc, 'one subscription across the switch');
+
+    // The patient shares the screen: the practitioner decodes it beside the camera.
+    await patient.page.locator('#toggle-screen').click();
+    await patient.page.waitForFunction(() => !!window.teleconsult.screenTrack);
+    await waitForRemoteMedia(doctor, { videos: 2, audios: 1, timeoutMs: 30_000 });
+    const seen = await inspectedFrames(ctx.server, await inspected(ctx.server), 100);
+    console.log(`simulcast and screen share under end_to_end: the SFU inspected ${JSON.stringify(seen)}`);
+    assert.ok(seen.plausible / (seen.plausible + seen.opaque) < 0.2, JSON.stringify(seen));
+    const failed = (await e2ee(doctor)).stats.failed;
+    assert.ok(failed < 20, `the practitioner dropped ${failed} frames it could not decrypt`);
   });
 });
 
