@@ -787,7 +787,9 @@ fn e2ee_refused(state: &Signaling, e: teleconsult_consultation::E2eeError) -> Se
     state.count_error(match e {
         teleconsult_consultation::E2eeError::BadKey => ErrorKind::BadMessage,
         teleconsult_consultation::E2eeError::NotAdmitted => ErrorKind::NotAdmitted,
-        _ => ErrorKind::Forbidden,
+        teleconsult_consultation::E2eeError::UnknownParticipant => ErrorKind::UnknownParticipant,
+        teleconsult_consultation::E2eeError::NotEndToEnd
+        | teleconsult_consultation::E2eeError::Forbidden => ErrorKind::Forbidden,
     });
     wire::e2ee_refused(e)
 }

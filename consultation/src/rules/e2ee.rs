@@ -35,19 +35,6 @@ pub enum E2eeError {
     BadKey,
 }
 
-impl E2eeError {
-    /// The stable code a client is sent.
-    pub fn code(self) -> &'static str {
-        match self {
-            E2eeError::NotEndToEnd => "e2ee_not_enabled",
-            E2eeError::NotAdmitted => "not_admitted",
-            E2eeError::Forbidden => "forbidden",
-            E2eeError::UnknownParticipant => "unknown_participant",
-            E2eeError::BadKey => "bad_message",
-        }
-    }
-}
-
 fn base64url(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
@@ -277,7 +264,6 @@ mod tests {
                 c.publish_e2ee_key(doc.as_str(), PUB_A),
                 Err(E2eeError::NotEndToEnd)
             );
-            assert_eq!(E2eeError::NotEndToEnd.code(), "e2ee_not_enabled");
         }
         let mut c = consultation(Policy::EndToEnd);
         let (doc, _conn) = join(&mut c, "doc", Role::Practitioner);
