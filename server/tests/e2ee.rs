@@ -13,23 +13,17 @@ use teleconsult::token::Role;
 use teleconsult_loadtest::participant::Participant;
 
 async fn patient_link(s: &TestServer, consultation: &str, label: &str, policy: Policy) -> String {
-    let (_, token) = teleconsult::invite::invite(
+    common::invite_with_policy(
         &*s.server.state.store,
         &s.config,
-        teleconsult::invite::InviteRequest {
-            consultation,
-            role: Role::Patient,
-            label,
-            scheduled_at: None,
-            organisation: Some("org-e2ee"),
-            practitioner: Some("acct-e2ee"),
-            policy: Some(policy),
-        },
-        teleconsult::consultation::invitation::now_millis(),
+        consultation,
+        label,
+        Role::Patient,
+        Some(policy),
+        "acct-e2ee",
     )
     .await
-    .expect("an end_to_end consultation is created");
-    token
+    .expect("an end_to_end consultation is created")
 }
 
 async fn practitioner(s: &TestServer, consultation: &str) -> Participant {

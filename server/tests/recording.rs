@@ -38,22 +38,16 @@ async fn invitation(
     consultation: &str,
     policy: Policy,
 ) -> Result<String, teleconsult::invite::InviteError> {
-    let (_, token) = teleconsult::invite::invite(
+    common::invite_with_policy(
         &*s.server.state.store,
         &s.config,
-        teleconsult::invite::InviteRequest {
-            consultation,
-            role: Role::Patient,
-            label: "Pat",
-            scheduled_at: None,
-            organisation: Some("org-rec"),
-            practitioner: Some("acct-rec"),
-            policy: Some(policy),
-        },
-        teleconsult::consultation::invitation::now_millis(),
+        consultation,
+        "Pat",
+        Role::Patient,
+        Some(policy),
+        "acct-rec",
     )
-    .await?;
-    Ok(token)
+    .await
 }
 
 async fn call(s: &TestServer, consultation: &str, policy: Policy) -> (Participant, Participant) {

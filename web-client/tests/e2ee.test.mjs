@@ -18,7 +18,7 @@ import {
   waitFor,
   inboundStats,
   Participant,
-  outboundLayers,
+  waitForLayers,
   remoteVideo,
   sizeTile,
 } from './harness.mjs';
@@ -172,14 +172,7 @@ test('end_to_end: simulcast layer switches and a screen share still work on encr
     const consultation = consultationId('e2ee-sim');
     const { doctor, patient } = await openCall(ctx, consultation, 'end_to_end');
     await waitForRemoteMedia(patient, { videos: 1, audios: 1, timeoutMs: 45_000 });
-    const layers = await waitFor(
-      async () => {
-        const l = await outboundLayers(doctor.page);
-        const sending = Object.entries(l).filter(([, v]) => v.framesEncoded > 0 && v.frameHeight > 0);
-        return sending.length >= 2 ? Object.fromEntries(sending) : null;
-      },
-      { what: 'the practitioner sends at least two simulcast layers', timeoutMs: 20_000 },
-    );
+    const layers = await waitForLayers(doctor.page);
     const heights = Object.values(layers).map((v) => v.frameHeight);
     const [lowest, highest] = [Math.min(...heights), Math.max(...heights)];
     // The SFU picks the layer by keyframes it finds in the clear header: a large tile gets the

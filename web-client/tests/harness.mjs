@@ -388,6 +388,18 @@ export function outboundLayers(page) {
   });
 }
 
+/** The publisher's simulcast layers once at least two are sent: rid → { frameHeight, framesEncoded }. */
+export function waitForLayers(page) {
+  return waitFor(
+    async () => {
+      const l = await outboundLayers(page);
+      const sending = Object.entries(l).filter(([, v]) => v.framesEncoded > 0 && v.frameHeight > 0);
+      return sending.length >= 2 ? Object.fromEntries(sending) : null;
+    },
+    { what: 'the practitioner sends at least two simulcast layers', timeoutMs: 20_000 },
+  );
+}
+
 export async function remoteVideo(page) {
   const stats = await inboundStats(page);
   return stats.find((s) => s.kind === 'video' && s.framesDecoded > 0) || null;

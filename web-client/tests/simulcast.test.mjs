@@ -6,7 +6,7 @@
 // freeze or stop).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { withCall, consultationId, waitForPrejoin, admit, waitForRemoteMedia, inboundStats, waitFor, outboundLayers, remoteVideo, sizeTile } from './harness.mjs';
+import { withCall, consultationId, waitForPrejoin, admit, waitForRemoteMedia, inboundStats, waitFor, waitForLayers, remoteVideo, sizeTile } from './harness.mjs';
 
 test('simulcast: three layers out, the tile size picks the layer in, decoding across switches', { timeout: 150_000 }, async () => {
   await withCall('simulcast', async ({ open }) => {
@@ -22,14 +22,7 @@ test('simulcast: three layers out, the tile size picks the layer in, decoding ac
     // The offer asked for layers; the practitioner's browser sends more than one.
     const offer = await doctor.page.evaluate(() => window.teleconsult.pc.remoteDescription.sdp);
     assert.match(offer, /a=simulcast:recv q;h;f/);
-    const layers = await waitFor(
-      async () => {
-        const l = await outboundLayers(doctor.page);
-        const sending = Object.entries(l).filter(([, v]) => v.framesEncoded > 0 && v.frameHeight > 0);
-        return sending.length >= 2 ? Object.fromEntries(sending) : null;
-      },
-      { what: 'the practitioner sends at least two simulcast layers', timeoutMs: 20_000 },
-    );
+    const layers = await waitForLayers(doctor.page);
     const heights = Object.values(layers).map((v) => v.frameHeight);
     const lowest = Math.min(...heights);
     const highest = Math.max(...heights);

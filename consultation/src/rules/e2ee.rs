@@ -128,46 +128,19 @@ impl Consultation {
 
 #[cfg(test)]
 mod tests {
+    use super::super::consent::tests::consultation;
     use super::*;
-    use crate::chat::ChatLimits;
     use crate::event::Outbound;
-    use crate::invitation::{Label, SeatKey};
-    use crate::rules::{JoinRequest, Limits};
     use std::time::{Duration, Instant};
-    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+    use tokio::sync::mpsc::UnboundedReceiver;
 
     const PUB_A: &str = "BPractitionerPublicKey_-0123456789";
     const PUB_B: &str = "BPatientPublicKey";
 
     type Conn = UnboundedReceiver<Outbound>;
 
-    fn consultation(policy: Policy) -> Consultation {
-        Consultation::new(
-            "c1".into(),
-            Limits {
-                max_participants: 8,
-                reconnect_grace: Duration::from_secs(60),
-                chat: ChatLimits::default(),
-            },
-        )
-        .with_policy(policy)
-    }
-
     fn join(c: &mut Consultation, who: &str, role: Role) -> (ParticipantId, Conn) {
-        let (tx, rx) = unbounded_channel();
-        let seat = match role {
-            Role::Practitioner => SeatKey::Account(format!("acct-{who}")),
-            _ => SeatKey::Invitation(format!("jti-{who}")),
-        };
-        let label = Label::new(who);
-        let req = JoinRequest {
-            seat: &seat,
-            role,
-            label: &label,
-            secret: None,
-        };
-        let (j, _) = c.join(req, 1, tx).expect("join");
-        (j.participant, rx)
+        super::super::consent::tests::join(c, who, role, 1)
     }
 
     fn e2ee_events(conn: &mut Conn) -> Vec<ConsultationEvent> {
