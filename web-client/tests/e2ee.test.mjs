@@ -201,6 +201,26 @@ test('end_to_end: simulcast layer switches and a screen share still work on encr
   });
 });
 
+test('end_to_end: a reloaded page makes a new key pair, gets the key again, and the codes still match', { timeout: 150_000 }, async () => {
+  await withCall('e2ee-reload', async (ctx) => {
+    const consultation = consultationId('e2ee-reload');
+    const { doctor, patient } = await openCall(ctx, consultation, 'end_to_end');
+    await Promise.all([waitForRemoteMedia(doctor, { videos: 1, audios: 1 }), waitForRemoteMedia(patient, { videos: 1, audios: 1 })]);
+    const [doctorId, patientId] = [await you(doctor), await you(patient)];
+    await waitFor(async () => (await e2ee(patient)).codes[doctorId], { what: "the patient's code" });
+    const before = (await e2ee(patient)).codes[doctorId];
+    // The patient reloads: the tab takes its seat back (no new admission) with a new key pair.
+    await patient.page.reload();
+    await waitForRemoteMedia(patient, { videos: 1, audios: 1, timeoutMs: 45_000 });
+    await keepsDecoding(doctor, 1);
+    await waitFor(async () => {
+      const [a, b] = [(await e2ee(doctor)).codes[patientId], (await e2ee(patient)).codes[doctorId]];
+      return a && b && a === b && b !== before;
+    }, { what: 'a new code, the same on both pages', timeoutMs: 15_000 });
+    assert.equal((await you(patient)), patientId, 'the same seat');
+  });
+});
+
 test('standard (the control): the SFU reads the same frames as plaintext', { timeout: 120_000 }, async () => {
   await withCall('e2ee-control', async (ctx) => {
     const consultation = consultationId('plain');
