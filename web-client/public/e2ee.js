@@ -152,9 +152,11 @@ export function createE2ee({ send, you, participants, consultation, onChange }) 
     const self = you();
     for (const [id, key] of st.peers) {
       const p = participants().get(id);
-      if (!p) continue;
-      if (isPractitioner(self)) codes.set(id, await verificationCode(consultation(), st.publicKey, key));
-      else if (isPractitioner(p)) codes.set(id, await verificationCode(consultation(), key, st.publicKey));
+      if (!p || !(isPractitioner(self) || isPractitioner(p))) continue;
+      // The practitioner's key first (of two practitioners, the smaller id's): both pages
+      // compute the same code.
+      const mineFirst = isPractitioner(self) && (!isPractitioner(p) || self.id < id);
+      codes.set(id, await verificationCode(consultation(), mineFirst ? st.publicKey : key, mineFirst ? key : st.publicKey));
     }
     st.codes = codes;
     onChange();
@@ -187,7 +189,8 @@ export function createE2ee({ send, you, participants, consultation, onChange }) 
   async function received(msg) {
     const peerKey = st.peers.get(msg.from);
     const from = participants().get(msg.from);
-    if (!peerKey || !isPractitioner(from) || typeof msg.key !== 'string') return;
+    // The leader keeps its own key (another practitioner who briefly thought it led sends one).
+    if (!peerKey || !isPractitioner(from) || typeof msg.key !== 'string' || leading()) return;
     try {
       const blob = fromB64url(msg.key);
       const k = await wrappingKey(peerKey, msg.epoch, me());

@@ -221,6 +221,33 @@ test('end_to_end: a reloaded page makes a new key pair, gets the key again, and 
   });
 });
 
+test('end_to_end: two practitioners, one key leader; every pair with a practitioner has matching codes', { timeout: 150_000 }, async () => {
+  await withCall('e2ee-two-practitioners', async (ctx) => {
+    const consultation = consultationId('e2ee-two');
+    const { doctor, patient } = await openCall(ctx, consultation, 'end_to_end');
+    const otherToken = await ctx.server.mintToken({ consultation, identity: 'Dr Two', role: 'practitioner' });
+    const other = await ctx.openLink(ctx.server.joinUrl(otherToken), { identity: 'Dr Two', role: 'practitioner', token: otherToken });
+    await waitForPrejoin(other);
+    await other.join();
+    const people = [doctor, patient, other];
+    await Promise.all(people.map((p) => waitForRemoteMedia(p, { videos: 2, audios: 2, timeoutMs: 45_000 })));
+    const ids = await Promise.all(people.map(you));
+    const leader = [ids[0], ids[2]].sort()[0];
+    // One leader, one key.
+    await waitFor(async () => {
+      const views = await Promise.all(people.map(e2ee));
+      return views.every((v) => v.leader === leader && v.epoch !== null && v.epoch === views[0].epoch);
+    }, { what: `everyone on the leader ${leader}'s key`, timeoutMs: 15_000 });
+    // Each pair with a practitioner in it: the same code on both pages.
+    const pairs = [[0, 1], [2, 1], [0, 2]];
+    await waitFor(async () => {
+      const views = await Promise.all(people.map(e2ee));
+      return pairs.every(([a, b]) => views[a].codes[ids[b]] && views[a].codes[ids[b]] === views[b].codes[ids[a]]);
+    }, { what: 'matching codes for every pair with a practitioner', timeoutMs: 15_000 });
+    await Promise.all(people.map((p) => keepsDecoding(p, 2)));
+  });
+});
+
 test('standard (the control): the SFU reads the same frames as plaintext', { timeout: 120_000 }, async () => {
   await withCall('e2ee-control', async (ctx) => {
     const consultation = consultationId('plain');
