@@ -84,7 +84,6 @@ export function createE2ee({ send, you, participants, consultation, onChange }) 
     current: null,
     worker: null,
     stats: null,
-    published: false,
   };
   let ready = null;
 
@@ -95,7 +94,9 @@ export function createE2ee({ send, you, participants, consultation, onChange }) 
     const ids = [];
     const self = you();
     if (isPractitioner(self)) ids.push(self.id);
-    for (const [id, p] of participants()) if (isPractitioner(p) && st.peers.has(id)) ids.push(id);
+    // Every practitioner in the call counts, whether or not its key has reached us yet: a
+    // newcomer must not take the lead while the others' keys are on their way.
+    for (const [id, p] of participants()) if (isPractitioner(p)) ids.push(id);
     ids.sort();
     return ids[0] ?? null;
   }
@@ -189,8 +190,8 @@ export function createE2ee({ send, you, participants, consultation, onChange }) 
   async function received(msg) {
     const peerKey = st.peers.get(msg.from);
     const from = participants().get(msg.from);
-    // The leader keeps its own key (another practitioner who briefly thought it led sends one).
-    if (!peerKey || !isPractitioner(from) || typeof msg.key !== 'string' || leading()) return;
+    // Only the leader's key is taken (the leader itself keeps its own).
+    if (!peerKey || !isPractitioner(from) || typeof msg.key !== 'string' || msg.from !== leaderId()) return;
     try {
       const blob = fromB64url(msg.key);
       const k = await wrappingKey(peerKey, msg.epoch, me());
@@ -227,13 +228,16 @@ export function createE2ee({ send, you, participants, consultation, onChange }) 
       if (!st.enabled || !receiver) return;
       attach(receiver, 'recv', receiver.track.kind);
     },
-    /** We are in the call (again): publish our key; lead if it is our turn. */
+    /**
+     * We are in the call (again): publish our key; lead if it is our turn. A leader back from a
+     * reconnection makes a new key (someone may have left while it was away).
+     */
     async entered() {
       if (!st.enabled) return;
       await ready;
+      for (const id of [...st.peers.keys()]) if (!participants().has(id)) st.peers.delete(id);
       send({ type: 'e2ee_public_key', key: st.publicKey });
-      st.published = true;
-      if (leading() && st.raw === null) await rotate();
+      if (leading()) await rotate();
     },
     async publicKey(msg) {
       if (!st.enabled || typeof msg.key !== 'string' || msg.participant === me()) return;

@@ -218,6 +218,17 @@ test('end_to_end: a reloaded page makes a new key pair, gets the key again, and 
       return a && b && a === b && b !== before;
     }, { what: 'a new code, the same on both pages', timeoutMs: 15_000 });
     assert.equal((await you(patient)), patientId, 'the same seat');
+
+    // The practitioner (the key leader) reloads: a new key pair and a new key for the call.
+    const epoch = (await e2ee(patient)).epoch;
+    const code = (await e2ee(patient)).codes[doctorId];
+    await doctor.page.reload();
+    await waitForRemoteMedia(doctor, { videos: 1, audios: 1, timeoutMs: 45_000 });
+    await keepsDecoding(patient, 1);
+    await waitFor(async () => {
+      const [a, b] = [await e2ee(doctor), await e2ee(patient)];
+      return a.epoch !== null && a.epoch === b.epoch && b.epoch !== epoch && a.codes[patientId] === b.codes[doctorId] && b.codes[doctorId] !== code;
+    }, { what: 'a new key and a new code, the same on both pages', timeoutMs: 15_000 });
   });
 });
 
@@ -230,7 +241,12 @@ test('end_to_end: two practitioners, one key leader; every pair with a practitio
     await waitForPrejoin(other);
     await other.join();
     const people = [doctor, patient, other];
-    await Promise.all(people.map((p) => waitForRemoteMedia(p, { videos: 2, audios: 2, timeoutMs: 45_000 })));
+    try {
+      await Promise.all(people.map((p) => waitForRemoteMedia(p, { videos: 2, audios: 2, timeoutMs: 45_000 })));
+    } catch (err) {
+      for (const p of people) console.log('DEBUG', p.label, await you(p), JSON.stringify(await e2ee(p)));
+      throw err;
+    }
     const ids = await Promise.all(people.map(you));
     const leader = [ids[0], ids[2]].sort()[0];
     // One leader, one key.
