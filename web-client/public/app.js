@@ -165,6 +165,10 @@ window.teleconsult = {
   get e2ee() {
     return e2ee ? e2ee.snapshot() : null;
   },
+  /** What the last pre-call connection test sent: `camera`, `generated` or null. */
+  get precallSource() {
+    return precall ? precall.lastSource : null;
+  },
   /** Ask to record (as the Record button does; tests check the refusal under end_to_end). */
   requestRecording() {
     send({ type: 'recording_request', language: locale() });
@@ -281,6 +285,8 @@ async function start() {
     ping: measurePing,
     send,
     playTestSound: () => devices.playTestSound(),
+    // end_to_end: the test session has no media key, so it must not carry the camera.
+    synthetic: () => e2ee.enabled,
   });
   notices =
     app.claims.role === 'practitioner'

@@ -264,6 +264,25 @@ test('end_to_end: two practitioners, one key leader; every pair with a practitio
   });
 });
 
+test('end_to_end: the pre-call connection test sends a generated picture, never the camera', { timeout: 90_000 }, async () => {
+  await withCall('e2ee-precall', async ({ server, openLink }) => {
+    const token = await invitation(server, consultationId('e2ee-pre'), 'Pat Pre', 'patient', 'end_to_end');
+    const patient = await openLink(server.joinUrl(token), { identity: 'Pat Pre', role: 'patient', token });
+    await waitForPrejoin(patient);
+    await patient.join();
+    const page = patient.page;
+    await page.waitForFunction(() => window.teleconsult.state === 'waiting');
+    await page.locator('#precall-run').click();
+    await page.waitForFunction(() => document.getElementById('precall-result').dataset.verdict, null, { timeout: 40_000 });
+    const verdict = await page.locator('#precall-result').evaluate((el) => ({ ...el.dataset }));
+    // The session with the server carried a generated picture (it has no media key), and still
+    // measured the upload.
+    assert.equal(await page.evaluate(() => window.teleconsult.precallSource), 'generated');
+    assert.equal(verdict.udp, 'true', JSON.stringify(verdict));
+    assert.ok(Number(verdict.up) > 0, `an upstream estimate: ${JSON.stringify(verdict)}`);
+  });
+});
+
 test('standard (the control): the SFU reads the same frames as plaintext', { timeout: 120_000 }, async () => {
   await withCall('e2ee-control', async (ctx) => {
     const consultation = consultationId('plain');
