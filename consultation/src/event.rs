@@ -91,6 +91,18 @@ pub enum ConsultationEvent {
         recording: Option<String>,
         recorded: Vec<ParticipantId>,
     },
+    /// (end_to_end) `participant`, in the call, published its ECDH public key.
+    E2eePublicKey {
+        participant: ParticipantId,
+        key: String,
+    },
+    /// (end_to_end) A practitioner sent you the consultation's media key of `epoch`, wrapped
+    /// for your public key (the server cannot unwrap it).
+    E2eeKey {
+        from: ParticipantId,
+        epoch: u32,
+        key: String,
+    },
     /// The practitioner refused you (followed by [`Disconnect::Rejected`]).
     Rejected,
     /// The practitioner removed you (followed by [`Disconnect::Removed`]).

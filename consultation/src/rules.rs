@@ -20,9 +20,11 @@ use std::time::{Duration, Instant};
 use teleconsult_store::Policy;
 
 mod consent;
+mod e2ee;
 pub use consent::{
     CONSENT_TEXT_VERSION, CONSENT_TEXTS, RecordingEffect, RecordingError, consent_text, text_sha256,
 };
+pub use e2ee::{E2eeError, MAX_PUBLIC_KEY_CHARS, MAX_WRAPPED_KEY_CHARS};
 
 /// Why a join was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
@@ -137,6 +139,8 @@ struct Participant {
     tracks: Vec<TrackInfo>,
     /// Chat messages and notices this participant may still send.
     chat_rate: RateLimiter,
+    /// (end_to_end) The ECDH public key this connection published (`e2ee.rs`).
+    e2ee_public_key: Option<String>,
 }
 
 impl Participant {
@@ -562,6 +566,7 @@ impl Consultation {
                     outbox: Some(outbox),
                     tracks: Vec::new(),
                     chat_rate: RateLimiter::new(self.limits.chat.burst),
+                    e2ee_public_key: None,
                 });
                 seat_secret = Some(secret);
                 (id, admitted)
@@ -607,6 +612,7 @@ impl Consultation {
         }
         effects.push(Effect::PresenceChanged);
         if admitted {
+            self.send_e2ee_keys_of_others(&id);
             effects.extend(self.recording_on_arrival(&id));
             effects.push(Effect::StartMedia {
                 participant: id.clone(),
@@ -697,6 +703,7 @@ impl Consultation {
             &ConsultationEvent::ParticipantJoined { participant: info },
         );
         self.send_waiting_list();
+        self.send_e2ee_keys_of_others(&ParticipantId::from(target));
         effects.extend(self.recording_on_arrival(&ParticipantId::from(target)));
         effects.extend([
             Effect::PresenceChanged,
@@ -994,6 +1001,8 @@ impl Consultation {
         let was_in_call = p.in_call();
         p.outbox = None;
         p.tracks.clear();
+        // Its page publishes a key again when it comes back.
+        p.e2ee_public_key = None;
         let mut effects = vec![
             Effect::PresenceChanged,
             Effect::StopMedia {

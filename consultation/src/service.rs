@@ -552,6 +552,36 @@ impl ConsultationService {
         self.recording_act(consultation, |c| c.stop_recording(actor))
     }
 
+    /// (end_to_end) `participant` publishes its ECDH public key to the others in the call.
+    pub fn publish_e2ee_key(
+        &self,
+        consultation: &ConsultationId,
+        participant: &ParticipantId,
+        key: &str,
+    ) -> Result<(), crate::rules::E2eeError> {
+        let entry = self
+            .entry(consultation.as_str())
+            .ok_or(crate::rules::E2eeError::NotAdmitted)?;
+        let mut c = lock(&entry);
+        c.publish_e2ee_key(participant.as_str(), key)
+    }
+
+    /// (end_to_end) A practitioner sends `to` the media key of `epoch`, wrapped for `to`.
+    pub fn send_e2ee_key(
+        &self,
+        consultation: &ConsultationId,
+        actor: &ParticipantId,
+        to: &str,
+        epoch: u32,
+        wrapped: &str,
+    ) -> Result<(), crate::rules::E2eeError> {
+        let entry = self
+            .entry(consultation.as_str())
+            .ok_or(crate::rules::E2eeError::NotAdmitted)?;
+        let mut c = lock(&entry);
+        c.send_e2ee_key(actor.as_str(), to, epoch, wrapped)
+    }
+
     /// The policy of a live consultation.
     pub fn policy(&self, consultation: &str) -> Option<teleconsult_store::Policy> {
         self.entry(consultation).map(|e| lock(&e).policy())

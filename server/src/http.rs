@@ -428,8 +428,8 @@ pub fn content_security_policy(server: &ServerConfig, host: Option<&str>) -> Str
         None => String::new(),
     };
     format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-         media-src 'self' blob:; font-src 'self'; manifest-src 'self'; connect-src 'self'{ws}; \
+        "default-src 'none'; script-src 'self'; worker-src 'self'; style-src 'self'; \
+         img-src 'self' data: blob:; media-src 'self' blob:; font-src 'self'; manifest-src 'self'; connect-src 'self'{ws}; \
          base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 }

@@ -22,10 +22,6 @@ pub enum InviteError {
         "consultation {0} does not exist yet: give --organisation and --practitioner to create it"
     )]
     NeedsOwner(String),
-    #[error(
-        "--policy end_to_end: not available yet on this server (media would not be end-to-end encrypted)"
-    )]
-    PolicyUnavailable,
     #[error("{0}")]
     Issue(#[from] IssueError),
     #[error("the link signing keys: {0}")]
@@ -65,9 +61,6 @@ pub async fn invite(
 ) -> Result<(Invitation, String), InviteError> {
     if !valid_consultation(req.consultation) {
         return Err(InviteError::BadConsultation);
-    }
-    if req.policy == Some(Policy::EndToEnd) {
-        return Err(InviteError::PolicyUnavailable);
     }
     let consultation = match store.scheduled_consultation(req.consultation).await? {
         Some(c) => c,

@@ -31,10 +31,6 @@ pub enum SchedulingError {
     BadScheduledAt,
     #[error("policy must be standard, recordable or end_to_end")]
     BadPolicy,
-    /// `end_to_end` promises media encrypted between the browsers: refused until the web
-    /// client does it (issue 13), rather than promised and not kept.
-    #[error("end_to_end consultations are not available yet on this server")]
-    PolicyUnavailable,
     #[error("the consultation is {0}")]
     NotScheduled(&'static str),
     #[error("the link signing keys: {0}")]
@@ -53,7 +49,6 @@ impl SchedulingError {
             SchedulingError::TooManyGuests => "too_many_guests",
             SchedulingError::BadScheduledAt => "bad_scheduled_at",
             SchedulingError::BadPolicy => "bad_policy",
-            SchedulingError::PolicyUnavailable => "policy_unavailable",
             SchedulingError::NotScheduled(_) => "not_scheduled",
             SchedulingError::Keyring(_) => "internal",
             SchedulingError::Store(StoreError::Unavailable(_)) => "storage_unavailable",
@@ -151,9 +146,6 @@ pub async fn create_consultation(
         .is_some_and(|t| !(MIN_SCHEDULED_AT..MAX_SCHEDULED_AT).contains(&t))
     {
         return Err(SchedulingError::BadScheduledAt);
-    }
-    if req.policy == Policy::EndToEnd {
-        return Err(SchedulingError::PolicyUnavailable);
     }
     let keyring = config.keyring()?;
     let consultation = ScheduledConsultation {

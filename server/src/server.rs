@@ -525,6 +525,8 @@ mod tests {
         for part in [
             "default-src 'none'",
             "script-src 'self'",
+            // The end_to_end frame encryption runs in a worker of ours (e2ee-worker.js).
+            "worker-src 'self'",
             "style-src 'self'",
             "connect-src 'self' ws://localhost",
             "media-src 'self' blob:",

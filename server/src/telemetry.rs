@@ -129,6 +129,10 @@ fn describe() {
         REDIRECTS,
         "Cluster: joins redirected to the node owning their consultation"
     );
+    describe_counter!(
+        teleconsult_sfu::metric_names::VP8_FRAMES_INSPECTED,
+        "VP8 frames whose header beyond the clear bytes reads as plaintext (view=plausible) or not (view=opaque, e.g. end-to-end encrypted)"
+    );
 }
 
 /// Metrics only appear in the scrape once touched: register the unlabelled ones at zero.

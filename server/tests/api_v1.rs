@@ -895,8 +895,7 @@ async fn bad_bodies_and_queries_name_the_problem(mongo: bool) {
         )
         .await;
     names(&r, "invalid_field", "guests[1].label");
-    // A policy: recordable is kept; end_to_end is refused (not yet encrypted end to end);
-    // anything else is not a policy.
+    // A policy: recordable and end_to_end are kept; anything else is not a policy.
     let r = api
         .call(
             &key,
@@ -908,7 +907,8 @@ async fn bad_bodies_and_queries_name_the_problem(mongo: bool) {
         "policy": "end_to_end"})),
         )
         .await;
-    names(&r, "invalid_field", "policy");
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["policy"], "end_to_end");
     let r = api
         .call(
             &key,

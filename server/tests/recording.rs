@@ -2,8 +2,7 @@
 //! policy comes from the consultation's record (API v1 and the CLI's invitation), a practitioner
 //! asks, each participant is asked and answers, everyone is told what is recorded, the journal
 //! appears in `storage.data_dir/recordings` and closes on stop, each step is audited; a
-//! `standard` consultation refuses a recording, `end_to_end` cannot be created (not yet
-//! encrypted end to end), patients cannot start one. Media is proven by the browser test
+//! `standard` or `end_to_end` consultation refuses a recording, patients cannot start one. Media is proven by the browser test
 //! (`web-client/tests/recording.test.mjs`).
 
 mod common;
@@ -39,22 +38,16 @@ async fn invitation(
     consultation: &str,
     policy: Policy,
 ) -> Result<String, teleconsult::invite::InviteError> {
-    let (_, token) = teleconsult::invite::invite(
+    common::invite_with_policy(
         &*s.server.state.store,
         &s.config,
-        teleconsult::invite::InviteRequest {
-            consultation,
-            role: Role::Patient,
-            label: "Pat",
-            scheduled_at: None,
-            organisation: Some("org-rec"),
-            practitioner: Some("acct-rec"),
-            policy: Some(policy),
-        },
-        teleconsult::consultation::invitation::now_millis(),
+        consultation,
+        "Pat",
+        Role::Patient,
+        Some(policy),
+        "acct-rec",
     )
-    .await?;
-    Ok(token)
+    .await
 }
 
 async fn call(s: &TestServer, consultation: &str, policy: Policy) -> (Participant, Participant) {
@@ -101,11 +94,13 @@ async fn error(p: &mut Participant, code: ErrorCode) {
 
 async fn consent_over_signalling(mongo: bool) {
     let Some(s) = server(mongo).await else { return };
-    // `end_to_end` is not created: its media would not be end-to-end encrypted yet.
-    assert!(matches!(
-        invitation(&s, "c-e2e", Policy::EndToEnd).await,
-        Err(teleconsult::invite::InviteError::PolicyUnavailable)
-    ));
+    // `end_to_end`: created, and a recording is refused.
+    let (mut doctor, _patient) = call(&s, "c-e2e", Policy::EndToEnd).await;
+    doctor.send(ClientMessage::RecordingRequest {
+        language: Some("en".into()),
+    });
+    error(&mut doctor, ErrorCode::RecordingNotAllowed).await;
+    drop(doctor);
 
     // A standard consultation: the policy is in `joined`, a recording is refused.
     let (doctor, _patient) = call(&s, "c-standard", Policy::Standard).await;

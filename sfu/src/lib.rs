@@ -62,6 +62,7 @@ pub mod cache;
 pub mod core;
 mod driver;
 pub mod forward;
+pub mod inspect;
 pub mod keyframe;
 mod metrics;
 pub mod negotiation;

@@ -41,6 +41,10 @@ pub mod metric_names {
     /// Packets a recording's tap dropped because the recorder's queue was full (the worker
     /// never waits for the disk).
     pub const RECORDING_DROPPED: &str = "teleconsult_recording_dropped_packets_total";
+    /// Label `view`: `plausible` or `opaque`. VP8 frames (their first packet) whose header
+    /// beyond the clear bytes reads as a libvpx encoder writes it, or not (`crate::inspect`):
+    /// under end-to-end encryption, what the server can see of the media.
+    pub const VP8_FRAMES_INSPECTED: &str = "teleconsult_vp8_frames_inspected_total";
 }
 
 use ::metrics::{Counter, Gauge};
@@ -71,6 +75,9 @@ pub(crate) struct CoreMetrics {
     pub probes: Counter,
     pub switches: Counter,
     pub video_paused: Counter,
+
+    pub vp8_plausible: Counter,
+    pub vp8_opaque: Counter,
 }
 
 impl CoreMetrics {
@@ -94,6 +101,9 @@ impl CoreMetrics {
             probes: ::metrics::counter!(BWE_PROBE_PACKETS),
             switches: ::metrics::counter!(SIMULCAST_SWITCHES),
             video_paused: ::metrics::counter!(VIDEO_PAUSED),
+
+            vp8_plausible: ::metrics::counter!(VP8_FRAMES_INSPECTED, "view" => "plausible"),
+            vp8_opaque: ::metrics::counter!(VP8_FRAMES_INSPECTED, "view" => "opaque"),
         }
     }
 }
@@ -109,6 +119,9 @@ pub(crate) struct Tally {
     pub packets_out: u64,
     pub bytes_out: u64,
     pub switches: u64,
+    /// VP8 frames inspected (`crate::inspect`): plausible plaintext, or opaque.
+    pub vp8_plausible: u64,
+    pub vp8_opaque: u64,
 }
 
 /// Counter handles taken lazily, on first use, and this worker's [`Tally`].
@@ -136,6 +149,8 @@ impl Recorded {
         m.packets_out.increment(t.packets_out);
         m.bytes_out.increment(t.bytes_out);
         m.switches.increment(t.switches);
+        m.vp8_plausible.increment(t.vp8_plausible);
+        m.vp8_opaque.increment(t.vp8_opaque);
     }
 }
 

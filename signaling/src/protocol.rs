@@ -158,6 +158,18 @@ pub enum ClientMessage {
         width: u32,
         height: u32,
     },
+    /// (v2, end_to_end, in the call) My ECDH P-256 public key (raw point, base64url, at most
+    /// 128 characters), for the others in the call.
+    E2eePublicKey {
+        key: String,
+    },
+    /// (v2, end_to_end, practitioner) The consultation's media key of `epoch`, wrapped for
+    /// `participant`'s public key (base64url, at most 256 characters; see docs/signaling.md).
+    E2eeKey {
+        participant: ParticipantId,
+        epoch: u32,
+        key: String,
+    },
 }
 
 /// The longest track id a `video_size` may name (ours are far shorter).
@@ -278,6 +290,18 @@ pub enum ServerMessage {
         recording: Option<String>,
         recorded: Vec<ParticipantId>,
     },
+    /// (v2, end_to_end) `participant`, in the call, published its ECDH public key.
+    E2eePublicKey {
+        participant: ParticipantId,
+        key: String,
+    },
+    /// (v2, end_to_end) The practitioner `from` sent me the media key of `epoch`, wrapped for
+    /// my public key.
+    E2eeKey {
+        from: ParticipantId,
+        epoch: u32,
+        key: String,
+    },
 }
 
 impl ServerMessage {
@@ -292,7 +316,9 @@ impl ServerMessage {
             | ServerMessage::PrecallOffer { .. }
             | ServerMessage::PrecallEnded
             | ServerMessage::RecordingRequested { .. }
-            | ServerMessage::RecordingState { .. } => 2,
+            | ServerMessage::RecordingState { .. }
+            | ServerMessage::E2eePublicKey { .. }
+            | ServerMessage::E2eeKey { .. } => 2,
             _ => 1,
         }
     }
@@ -330,6 +356,8 @@ pub enum ErrorCode {
     NotRecording,
     /// (v2) The consent text shown is not the current version: answer the new request.
     ConsentTextOutdated,
+    /// (v2) Key exchange in a consultation that is not `end_to_end`.
+    E2eeNotEnabled,
 }
 
 impl ServerMessage {
@@ -408,6 +436,51 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn e2ee_messages_on_the_wire() {
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"e2ee_public_key","key":"BAbc-_"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::E2eePublicKey {
+                key: "BAbc-_".into()
+            }
+        );
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"e2ee_key","participant":"p2","epoch":3,"key":"wrapped"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::E2eeKey {
+                participant: "p2".into(),
+                epoch: 3,
+                key: "wrapped".into()
+            }
+        );
+        for bad in [
+            r#"{"type":"e2ee_key","participant":"p2","key":"w"}"#,
+            r#"{"type":"e2ee_key","participant":"p2","epoch":-1,"key":"w"}"#,
+            r#"{"type":"e2ee_key","participant":"p2","epoch":4294967296,"key":"w"}"#,
+            r#"{"type":"e2ee_public_key","key":"k","private":"d"}"#,
+            r#"{"type":"e2ee_public_key","key":7}"#,
+        ] {
+            assert!(serde_json::from_str::<ClientMessage>(bad).is_err(), "{bad}");
+        }
+        let out = ServerMessage::E2eeKey {
+            from: "p1".into(),
+            epoch: 3,
+            key: "w".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&out).unwrap(),
+            serde_json::json!({"type":"e2ee_key","from":"p1","epoch":3,"key":"w"})
+        );
+        assert_eq!(out.since(), 2);
+        let e = serde_json::to_value(ServerMessage::error(ErrorCode::E2eeNotEnabled, "x")).unwrap();
+        assert_eq!(e["code"], "e2ee_not_enabled");
     }
 
     #[test]

@@ -782,6 +782,18 @@ fn sfu_refused(state: &Signaling, e: SfuError) -> ServerMessage {
     ServerMessage::error(code, message)
 }
 
+/// A refused key-exchange message, counted with the other refusals.
+fn e2ee_refused(state: &Signaling, e: teleconsult_consultation::E2eeError) -> ServerMessage {
+    state.count_error(match e {
+        teleconsult_consultation::E2eeError::BadKey => ErrorKind::BadMessage,
+        teleconsult_consultation::E2eeError::NotAdmitted => ErrorKind::NotAdmitted,
+        teleconsult_consultation::E2eeError::UnknownParticipant => ErrorKind::UnknownParticipant,
+        teleconsult_consultation::E2eeError::NotEndToEnd
+        | teleconsult_consultation::E2eeError::Forbidden => ErrorKind::Forbidden,
+    });
+    wire::e2ee_refused(e)
+}
+
 /// A chat message or notice: delivered (echoed to the sender too) through the consultation;
 /// only a refusal is answered here. The text is never logged.
 fn chat(state: &Signaling, me: &Me, kind: ChatKind, text: &str) -> Option<ServerMessage> {
@@ -819,6 +831,8 @@ fn message_type(m: &ClientMessage) -> &'static str {
         ClientMessage::RecordingConsent { .. } => "recording_consent",
         ClientMessage::RecordingStop => "recording_stop",
         ClientMessage::VideoSize { .. } => "video_size",
+        ClientMessage::E2eePublicKey { .. } => "e2ee_public_key",
+        ClientMessage::E2eeKey { .. } => "e2ee_key",
     }
 }
 
@@ -893,6 +907,24 @@ async fn on_message(state: &Signaling, me: &Me, msg: ClientMessage) -> Option<Se
         }
         ClientMessage::RecordingStop => {
             return recording(state, svc.stop_recording(consultation, participant));
+        }
+        // Key exchange (end_to_end): relayed between participants in the call; the keys are
+        // never logged (they are public or wrapped, but there is nothing to learn from them).
+        ClientMessage::E2eePublicKey { key } => {
+            return svc
+                .publish_e2ee_key(consultation, participant, &key)
+                .err()
+                .map(|e| e2ee_refused(state, e));
+        }
+        ClientMessage::E2eeKey {
+            participant: to,
+            epoch,
+            key,
+        } => {
+            return svc
+                .send_e2ee_key(consultation, participant, to.as_str(), epoch, &key)
+                .err()
+                .map(|e| e2ee_refused(state, e));
         }
         ClientMessage::Answer { sdp } => {
             if let Err(e) = svc.require_admitted(consultation, participant) {

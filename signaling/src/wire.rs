@@ -2,7 +2,8 @@
 
 use crate::protocol::{ErrorCode, PROTOCOL_VERSION, ServerMessage, close};
 use teleconsult_consultation::{
-    ChatError, ConsultationEvent, Disconnect, JoinError, MediaFailure, RecordingError, Refusal,
+    ChatError, ConsultationEvent, Disconnect, E2eeError, JoinError, MediaFailure, RecordingError,
+    Refusal,
 };
 
 /// The message a participant's client is sent for `event`.
@@ -81,6 +82,8 @@ pub fn message(event: ConsultationEvent) -> ServerMessage {
             recording,
             recorded,
         },
+        E::E2eePublicKey { participant, key } => ServerMessage::E2eePublicKey { participant, key },
+        E::E2eeKey { from, epoch, key } => ServerMessage::E2eeKey { from, epoch, key },
         E::Rejected => ServerMessage::Rejected,
         E::Removed => ServerMessage::Removed,
         E::Ended => ServerMessage::ConsultationEnded,
@@ -117,6 +120,18 @@ pub fn recording_refused(e: RecordingError) -> ServerMessage {
         RecordingError::NotRecording => ErrorCode::NotRecording,
         RecordingError::NotInCall => ErrorCode::NotAdmitted,
         RecordingError::StaleText => ErrorCode::ConsentTextOutdated,
+    };
+    ServerMessage::error(code, e.to_string())
+}
+
+/// The error sent for a refused key-exchange message (end_to_end).
+pub fn e2ee_refused(e: E2eeError) -> ServerMessage {
+    let code = match e {
+        E2eeError::NotEndToEnd => ErrorCode::E2eeNotEnabled,
+        E2eeError::NotAdmitted => ErrorCode::NotAdmitted,
+        E2eeError::Forbidden => ErrorCode::Forbidden,
+        E2eeError::UnknownParticipant => ErrorCode::UnknownParticipant,
+        E2eeError::BadKey => ErrorCode::BadMessage,
     };
     ServerMessage::error(code, e.to_string())
 }

@@ -28,6 +28,7 @@ import { createChat, createNotices } from './chat.js';
 import { createDevices, mediaConstraints } from './devices.js';
 import { createPrecall } from './precall.js';
 import { createRecording } from './recording.js';
+import { createE2ee } from './e2ee.js';
 import { t, onLanguageChange, locale } from './i18n.js';
 import {
   ROLE_LABEL,
@@ -84,6 +85,8 @@ let devices = null;
 let precall = null;
 /** Recording with consent: policy, request, indicator (recording.js). */
 let recording = null;
+/** End-to-end encryption under `end_to_end` (e2ee.js). */
+let e2ee = null;
 /** Resolvers of the pings the pre-call check sent, oldest first (each `pong` answers one). */
 const pongWaiters = [];
 
@@ -157,6 +160,18 @@ window.teleconsult = {
   /** What the page shows about recording (policy, running recording, who, asked). */
   get recording() {
     return recording ? recording.snapshot() : null;
+  },
+  /** End-to-end encryption as the page has it: epoch, key index, verification codes, frame counts. */
+  get e2ee() {
+    return e2ee ? e2ee.snapshot() : null;
+  },
+  /** What the last pre-call connection test sent: `camera`, `generated` or null. */
+  get precallSource() {
+    return precall ? precall.lastSource : null;
+  },
+  /** Ask to record (as the Record button does; tests check the refusal under end_to_end). */
+  requestRecording() {
+    send({ type: 'recording_request', language: locale() });
   },
   /** This participant's network quality as shown (network-quality.js). */
   get networkQuality() {
@@ -251,6 +266,13 @@ async function start() {
   });
   chat = createChat({ root: $('chat'), send, you: () => app.you });
   recording = createRecording({ $, send, you: () => app.you, say: announce });
+  e2ee = createE2ee({
+    send,
+    you: () => app.you,
+    participants: () => app.participants,
+    consultation: () => app.claims.consultation,
+    onChange: renderE2ee,
+  });
   devices = createDevices({
     getStream: () => app.localStream,
     replace: replaceLocalTrack,
@@ -263,6 +285,8 @@ async function start() {
     ping: measurePing,
     send,
     playTestSound: () => devices.playTestSound(),
+    // end_to_end: the test session has no media key, so it must not carry the camera.
+    synthetic: () => e2ee.enabled,
   });
   notices =
     app.claims.role === 'practitioner'
@@ -291,6 +315,7 @@ async function start() {
     renderWhoami();
     renderTiles();
     renderWaitingList();
+    renderE2ee();
   });
   if (isExpired(app.claims)) {
     $('media-note').textContent = t('join.expired');
@@ -559,6 +584,12 @@ function handleMessage(msg) {
     case 'recording_requested':
       if (recording) recording.requested(msg);
       break;
+    case 'e2ee_public_key':
+      e2ee.publicKey(msg).catch((err) => console.warn('e2ee:', err && err.name));
+      break;
+    case 'e2ee_key':
+      e2ee.key(msg);
+      break;
     case 'recording_state':
       if (recording) recording.state(msg);
       break;
@@ -588,6 +619,13 @@ function onJoined(msg) {
   renderWhoami();
   if (Array.isArray(msg.ice_servers)) app.iceServers = msg.ice_servers;
   if (recording) recording.policy(msg.policy);
+  e2ee.policy(msg.policy);
+  if (e2ee.enabled && !e2ee.supported()) {
+    // Never join an end-to-end encrypted call unencrypted.
+    send({ type: 'leave' });
+    fail(t('e2ee.unsupported'));
+    return;
+  }
   $('reconnecting').hidden = true;
   clearTimeout(app.reconnectTimer);
   const wasReconnecting = app.state === 'reconnecting';
@@ -655,6 +693,7 @@ function enterCall() {
   }
   // One peer connection per (re)connection, made before the server's first offer arrives.
   ensureSession();
+  e2ee.entered().catch((err) => console.warn('e2ee:', err && err.name));
   // Tell the others our mute state (it survives reconnections).
   if (app.audioMuted) send({ type: 'mute', kind: 'audio', muted: true });
   if (app.videoMuted) send({ type: 'mute', kind: 'video', muted: true });
@@ -705,6 +744,7 @@ function ensureSession() {
       iceServers: app.iceServers,
       send,
       onTrack: onRemoteTrack,
+      e2ee,
       onConnectionState: (state) => {
         document.body.dataset.media = state;
         if (state === 'failed') announce(t('join.mediaFailedRetry'));
@@ -762,6 +802,8 @@ function onRemoteTrack(ev) {
 function removeParticipant(id, reason) {
   const p = app.participants.get(id);
   app.participants.delete(id);
+  // end_to_end: a new key for those who remain.
+  e2ee.left(id).catch((err) => console.warn('e2ee:', err && err.name));
   app.remoteStreams.delete(id);
   app.remoteScreens.delete(id);
   if (app.screenSharer === id) app.screenSharer = null;
@@ -805,6 +847,32 @@ function onServerError(msg) {
 }
 
 // ---------------------------------------------------------------- rendering
+
+/** end_to_end: the verification codes (ours with the practitioner, or each participant's). */
+function renderE2ee() {
+  const el = $('e2ee-codes');
+  if (!e2ee || !e2ee.enabled) {
+    el.hidden = true;
+    return;
+  }
+  el.hidden = false;
+  const list = $('e2ee-code-list');
+  list.textContent = '';
+  for (const [id, p] of app.participants) {
+    const code = e2ee.code(id);
+    if (!code) continue;
+    const li = document.createElement('li');
+    li.dataset.participant = id;
+    const name = document.createElement('span');
+    name.textContent = displayName(p);
+    const value = document.createElement('code');
+    value.className = 'e2ee-code';
+    value.textContent = code;
+    li.append(name, ' ', value);
+    list.append(li);
+  }
+  $('e2ee-waiting').hidden = list.childElementCount > 0;
+}
 
 function renderTiles() {
   const list = $('tiles');

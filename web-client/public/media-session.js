@@ -42,12 +42,16 @@ export class MediaSession {
    * @param {(ev: RTCTrackEvent) => void} opts.onTrack
    * @param {(state: string) => void} [opts.onConnectionState]
    * @param {(err: Error) => void} [opts.onError]
+   * @param {object} [opts.e2ee]  end_to_end: encrypts every sender's frames, decrypts every receiver's (e2ee.js)
    */
-  constructor({ localStream, iceServers = [], send, onTrack, onConnectionState, onError }) {
+  constructor({ localStream, iceServers = [], send, onTrack, onConnectionState, onError, e2ee = null }) {
     this.send = send;
     this.onError = onError ?? (() => {});
+    this.e2ee = e2ee && e2ee.enabled ? e2ee : null;
     // Default bundle policy: as the answerer we bundle whatever the server's offer bundles.
-    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc = new RTCPeerConnection(
+      this.e2ee && this.e2ee.insertableStreams ? { iceServers, encodedInsertableStreams: true } : { iceServers },
+    );
     this.closed = false;
     // Offers are applied strictly one after another.
     this.queue = Promise.resolve();
@@ -68,7 +72,10 @@ export class MediaSession {
       // a transceiver the offer created (an `addTrack` sender from before stays single-layer,
       // and the section goes unused); `addTrack` then reuses that transceiver.
       for (const track of localStream.getAudioTracks()) this.senders.audio = this.pc.addTrack(track, localStream);
+      if (this.e2ee) this.e2ee.attachSender(this.senders.audio, 'audio');
     }
+    /** Receivers whose frames are decrypted already (end_to_end). */
+    this.decrypting = new WeakSet();
 
     this.pc.addEventListener('icecandidate', (ev) => {
       const candidate = ev.candidate && ev.candidate.candidate
@@ -82,7 +89,14 @@ export class MediaSession {
       if (this.answerSent) this.send(msg);
       else this.pendingLocalCandidates.push(msg);
     });
-    this.pc.addEventListener('track', (ev) => onTrack(ev));
+    this.pc.addEventListener('track', (ev) => {
+      // end_to_end: every frame we receive is decrypted before it is decoded.
+      if (this.e2ee && ev.receiver && !this.decrypting.has(ev.receiver)) {
+        this.decrypting.add(ev.receiver);
+        this.e2ee.attachReceiver(ev.receiver);
+      }
+      onTrack(ev);
+    });
     this.pc.addEventListener('connectionstatechange', () => {
       onConnectionState?.(this.pc.connectionState);
     });
@@ -121,6 +135,7 @@ export class MediaSession {
     if (!transceiver || transceiver.receiver.track.kind !== 'video') return;
     transceiver.direction = 'sendonly';
     this.senders.screen = transceiver.sender;
+    if (this.e2ee) this.e2ee.attachSender(this.senders.screen, 'video');
   }
 
   /** Once, after the first offer: our camera on the transceiver of the offer's camera section. */
@@ -128,6 +143,7 @@ export class MediaSession {
     if (this.senders.video || !this.localStream) return;
     const [track] = this.localStream.getVideoTracks();
     if (track) this.senders.video = this.pc.addTrack(track, this.localStream);
+    if (track && this.e2ee) this.e2ee.attachSender(this.senders.video, 'video');
   }
 
   /** The camera's layers (the offer made them): scale and bitrate per rid. */

@@ -20,8 +20,10 @@ const MEASURE_MS = 2500;
  * @param {() => Promise<number>} opts.ping one signalling round trip, in milliseconds
  * @param {(msg: object) => void} opts.send sends a signalling message
  * @param {() => void} opts.playTestSound
+ * @param {() => boolean} [opts.synthetic] send a generated picture, not the camera (end_to_end:
+ *   the server must not see the camera unencrypted, and the test session has no media key)
  */
-export function createPrecall({ getStream, ping, send, playTestSound }) {
+export function createPrecall({ getStream, ping, send, playTestSound, synthetic = () => false }) {
   const meter = document.getElementById('mic-meter');
   const result = document.getElementById('precall-result');
   const details = document.getElementById('precall-details');
@@ -64,6 +66,36 @@ export function createPrecall({ getStream, ping, send, playTestSound }) {
 
   // ---------------------------------------------------------------- the connection test
 
+  /** What the last connection test sent: `camera`, `generated` or null (tests). */
+  let lastSource = null;
+
+  /**
+   * A generated 640×480 picture (moving noise, about as costly to encode as a camera) for the
+   * connection test of an end_to_end consultation.
+   */
+  function generatedVideo() {
+    const canvas = document.createElement('canvas');
+    canvas.width = 640;
+    canvas.height = 480;
+    const g = canvas.getContext('2d');
+    const draw = () => {
+      for (let i = 0; i < 48; i++) {
+        g.fillStyle = `hsl(${Math.floor(Math.random() * 360)} 60% 50%)`;
+        g.fillRect(Math.floor(Math.random() * 600), Math.floor(Math.random() * 440), 40, 40);
+      }
+    };
+    draw();
+    const every = setInterval(draw, 66);
+    const track = canvas.captureStream(15).getVideoTracks()[0];
+    return {
+      track,
+      stop() {
+        clearInterval(every);
+        track.stop();
+      },
+    };
+  }
+
   /** The offer of the test session the server is about to send (`precall_offer`). */
   let offerWaiter = null;
   let ended = null;
@@ -91,7 +123,9 @@ export function createPrecall({ getStream, ping, send, playTestSound }) {
     });
     const pc = new RTCPeerConnection();
     const stream = getStream();
-    const video = stream && stream.getVideoTracks()[0];
+    const generated = synthetic() ? generatedVideo() : null;
+    const video = generated ? generated.track : stream && stream.getVideoTracks()[0];
+    lastSource = generated ? 'generated' : video ? 'camera' : null;
     if (video) pc.addTrack(video, new MediaStream([video]));
     const stopped = new Promise((resolve) => {
       ended = resolve;
@@ -134,6 +168,7 @@ export function createPrecall({ getStream, ping, send, playTestSound }) {
     } finally {
       ended = null;
       pc.close();
+      if (generated) generated.stop();
       send({ type: 'precall_stop' });
     }
   }
@@ -200,5 +235,14 @@ export function createPrecall({ getStream, ping, send, playTestSound }) {
 
   run.addEventListener('click', testConnection);
   document.getElementById('precall-speaker').addEventListener('click', playTestSound);
-  return { startMeter, stopMeter, testConnection, onOffer, onEnded };
+  return {
+    startMeter,
+    stopMeter,
+    testConnection,
+    onOffer,
+    onEnded,
+    get lastSource() {
+      return lastSource;
+    },
+  };
 }

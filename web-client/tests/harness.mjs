@@ -373,6 +373,62 @@ export async function waitForRemoteMedia(p, { videos, audios = videos, timeoutMs
   );
 }
 
+/** The publisher's video layers now: rid → { frameHeight, framesEncoded }. */
+export function outboundLayers(page) {
+  return page.evaluate(async () => {
+    const pc = window.teleconsult.pc;
+    const out = {};
+    if (!pc) return out;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) {
+        out[s.rid] = { frameHeight: s.frameHeight ?? 0, framesEncoded: s.framesEncoded ?? 0 };
+      }
+    });
+    return out;
+  });
+}
+
+/** The publisher's simulcast layers once at least two are sent: rid → { frameHeight, framesEncoded }. */
+export function waitForLayers(page) {
+  return waitFor(
+    async () => {
+      const l = await outboundLayers(page);
+      const sending = Object.entries(l).filter(([, v]) => v.framesEncoded > 0 && v.frameHeight > 0);
+      return sending.length >= 2 ? Object.fromEntries(sending) : null;
+    },
+    { what: 'the practitioner sends at least two simulcast layers', timeoutMs: 20_000 },
+  );
+}
+
+export async function remoteVideo(page) {
+  const stats = await inboundStats(page);
+  return stats.find((s) => s.kind === 'video' && s.framesDecoded > 0) || null;
+}
+
+/**
+ * Make the patient's video of the practitioner `height` CSS pixels high, taken out of the
+ * layout (fixed) so the call layout's own sizing rules do not interfere.
+ */
+export function sizeTile(page, height) {
+  return page.evaluate((h) => {
+    const video = document.querySelector('#tiles video');
+    const set = {
+      position: 'fixed',
+      top: '0px',
+      left: '0px',
+      'min-height': '0px',
+      'min-width': '0px',
+      'max-height': 'none',
+      'max-width': 'none',
+      height: `${h}px`,
+      width: `${Math.round((h * 16) / 9)}px`,
+      'z-index': '10',
+    };
+    for (const [k, v] of Object.entries(set)) video.style.setProperty(k, v, 'important');
+    return video.getBoundingClientRect().height;
+  }, height);
+}
+
 /** Remote tiles on a page (one `li` per remote participant). */
 export function tiles(p) {
   return p.page.locator('#tiles > li');

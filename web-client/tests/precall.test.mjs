@@ -24,6 +24,7 @@ test('pre-call check: preview, microphone meter, connection verdict', { timeout:
     await page.locator('#precall-run').click();
     await page.waitForFunction(() => document.getElementById('precall-result').dataset.verdict, null, { timeout: 40_000 });
     const verdict = await page.locator('#precall-result').evaluate((el) => ({ ...el.dataset, rtt: Number(el.dataset.rtt), text: el.textContent }));
+    assert.equal(await page.evaluate(() => window.teleconsult.precallSource), 'camera');
     assert.equal(verdict.udp, 'true', `the media port over UDP: ${JSON.stringify(verdict)}`);
     assert.equal(verdict.tcp, 'true', `the media port over TCP: ${JSON.stringify(verdict)}`);
     assert.ok(Number(verdict.up) > 0, `an upstream estimate: ${JSON.stringify(verdict)}`);

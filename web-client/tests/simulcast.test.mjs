@@ -6,51 +6,7 @@
 // freeze or stop).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { withCall, consultationId, waitForPrejoin, admit, waitForRemoteMedia, inboundStats, waitFor } from './harness.mjs';
-
-/** The publisher's video layers now: rid → { frameHeight, framesEncoded }. */
-function outboundLayers(page) {
-  return page.evaluate(async () => {
-    const pc = window.teleconsult.pc;
-    const out = {};
-    if (!pc) return out;
-    (await pc.getStats()).forEach((s) => {
-      if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) {
-        out[s.rid] = { frameHeight: s.frameHeight ?? 0, framesEncoded: s.framesEncoded ?? 0 };
-      }
-    });
-    return out;
-  });
-}
-
-async function remoteVideo(page) {
-  const stats = await inboundStats(page);
-  return stats.find((s) => s.kind === 'video' && s.framesDecoded > 0) || null;
-}
-
-/**
- * Make the patient's video of the practitioner `height` CSS pixels high, taken out of the
- * layout (fixed) so the call layout's own sizing rules do not interfere.
- */
-function sizeTile(page, height) {
-  return page.evaluate((h) => {
-    const video = document.querySelector('#tiles video');
-    const set = {
-      position: 'fixed',
-      top: '0px',
-      left: '0px',
-      'min-height': '0px',
-      'min-width': '0px',
-      'max-height': 'none',
-      'max-width': 'none',
-      height: `${h}px`,
-      width: `${Math.round((h * 16) / 9)}px`,
-      'z-index': '10',
-    };
-    for (const [k, v] of Object.entries(set)) video.style.setProperty(k, v, 'important');
-    return video.getBoundingClientRect().height;
-  }, height);
-}
+import { withCall, consultationId, waitForPrejoin, admit, waitForRemoteMedia, inboundStats, waitFor, waitForLayers, remoteVideo, sizeTile } from './harness.mjs';
 
 test('simulcast: three layers out, the tile size picks the layer in, decoding across switches', { timeout: 150_000 }, async () => {
   await withCall('simulcast', async ({ open }) => {
@@ -66,14 +22,7 @@ test('simulcast: three layers out, the tile size picks the layer in, decoding ac
     // The offer asked for layers; the practitioner's browser sends more than one.
     const offer = await doctor.page.evaluate(() => window.teleconsult.pc.remoteDescription.sdp);
     assert.match(offer, /a=simulcast:recv q;h;f/);
-    const layers = await waitFor(
-      async () => {
-        const l = await outboundLayers(doctor.page);
-        const sending = Object.entries(l).filter(([, v]) => v.framesEncoded > 0 && v.frameHeight > 0);
-        return sending.length >= 2 ? Object.fromEntries(sending) : null;
-      },
-      { what: 'the practitioner sends at least two simulcast layers', timeoutMs: 20_000 },
-    );
+    const layers = await waitForLayers(doctor.page);
     const heights = Object.values(layers).map((v) => v.frameHeight);
     const lowest = Math.min(...heights);
     const highest = Math.max(...heights);

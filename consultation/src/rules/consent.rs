@@ -464,7 +464,7 @@ impl Consultation {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::chat::ChatLimits;
     use crate::event::Outbound;
@@ -473,7 +473,8 @@ mod tests {
     use std::time::{Duration, Instant};
     use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
-    fn consultation(policy: Policy) -> Consultation {
+    /// A consultation of `policy` (also for the other rules' tests).
+    pub(in crate::rules) fn consultation(policy: Policy) -> Consultation {
         Consultation::new(
             "c1".into(),
             Limits {
@@ -485,7 +486,8 @@ mod tests {
         .with_policy(policy)
     }
 
-    fn join(
+    /// `who` joins as `role` from a new tab (also for the other rules' tests).
+    pub(in crate::rules) fn join(
         c: &mut Consultation,
         who: &str,
         role: Role,

@@ -285,8 +285,7 @@ impl From<SchedulingError> for ApiError {
             | SchedulingError::BadGuestLabel(_)
             | SchedulingError::TooManyGuests
             | SchedulingError::BadScheduledAt
-            | SchedulingError::BadPolicy
-            | SchedulingError::PolicyUnavailable => StatusCode::BAD_REQUEST,
+            | SchedulingError::BadPolicy => StatusCode::BAD_REQUEST,
             SchedulingError::NotScheduled(_) => StatusCode::CONFLICT,
             SchedulingError::Store(teleconsult_store::StoreError::Unavailable(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE

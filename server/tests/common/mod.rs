@@ -112,6 +112,21 @@ pub async fn invite_token(
     label: &str,
     role: Role,
 ) -> String {
+    invite_with_policy(store, config, consultation, label, role, None, "acct-test")
+        .await
+        .expect("invitation issued")
+}
+
+/// The CLI's invitation: a consultation it creates (owned by `practitioner`) gets `policy`.
+pub async fn invite_with_policy(
+    store: &dyn Store,
+    config: &Config,
+    consultation: &str,
+    label: &str,
+    role: Role,
+    policy: Option<teleconsult::protocol::Policy>,
+    practitioner: &str,
+) -> Result<String, teleconsult::invite::InviteError> {
     let (_, token) = teleconsult::invite::invite(
         store,
         config,
@@ -121,14 +136,13 @@ pub async fn invite_token(
             label,
             scheduled_at: None,
             organisation: Some("org-test"),
-            practitioner: Some("acct-test"),
-            policy: None,
+            practitioner: Some(practitioner),
+            policy,
         },
         teleconsult::consultation::invitation::now_millis(),
     )
-    .await
-    .expect("invitation issued");
-    token
+    .await?;
+    Ok(token)
 }
 
 /// The invitation id (`jti`) a link names: the patient's or guest's stable seat id.

@@ -428,6 +428,14 @@ impl Core {
             .iter()
             .find(|c| c.0 == payload_type)
             .map(|c| c.1);
+        if codec == Some(Codec::Vp8) && track.ssrc == view.ssrc {
+            // What the server can read of the frame (`crate::inspect`): once per frame.
+            match crate::inspect::vp8_view(payload) {
+                crate::inspect::Vp8View::Plausible => self.metrics.tally.vp8_plausible += 1,
+                crate::inspect::Vp8View::Opaque => self.metrics.tally.vp8_opaque += 1,
+                crate::inspect::Vp8View::NotStart => {}
+            }
+        }
         let keyframe = match codec {
             Some(Codec::Vp8) => crate::rtp::vp8_keyframe(payload),
             Some(Codec::H264) => crate::rtp::h264_keyframe(payload),

@@ -382,7 +382,7 @@ export default {
     policy: 'Aufzeichnung und Verschlüsselung',
     policyStandard: 'Standard: nie aufgezeichnet',
     policyRecordable: 'Aufzeichenbar: nur mit der Einwilligung aller Teilnehmenden',
-    policyEndToEnd: 'Ende-zu-Ende-verschlüsselt (noch nicht verfügbar)',
+    policyEndToEnd: 'Ende-zu-Ende-verschlüsselt (keine Aufzeichnung)',
     policyNote: 'Wird beim Anlegen der Sprechstunde festgelegt; alle Teilnehmenden sehen es, bevor sie das Gespräch betreten.',
     upcomingHeading: 'Heute und demnächst',
     upcomingEmpty: 'Keine Sprechstunden geplant.',
@@ -463,6 +463,12 @@ export default {
     signedOut: 'Sie sind abgemeldet.',
     failed: 'Die Anmeldung ist fehlgeschlagen. Prüfen Sie E-Mail und Passwort und versuchen Sie es erneut.',
     unreachable: 'Der Server ist nicht erreichbar. Prüfen Sie Ihre Verbindung und versuchen Sie es erneut.',
+  },
+  e2ee: {
+    codesHeading: 'Sicherheitscode',
+    codesHelp: 'Vergleichen Sie diesen Code mit der anderen Person (laut vorlesen): Ist er auf beiden Bildschirmen gleich, hört niemand dazwischen mit.',
+    waiting: 'Ende-zu-Ende-Verschlüsselung wird eingerichtet…',
+    unsupported: 'Diese Sprechstunde ist Ende-zu-Ende-verschlüsselt, und dieser Browser kann Videoanrufe nicht verschlüsseln. Bitte verwenden Sie eine aktuelle Version von Chrome, Edge, Firefox oder Safari.',
   },
   recording: {
     policy_standard: 'Diese Sprechstunde wird nicht aufgezeichnet.',

@@ -383,7 +383,7 @@ export default {
     policy: 'Recording and encryption',
     policyStandard: 'Standard: never recorded',
     policyRecordable: 'Recordable: only with each participant’s consent',
-    policyEndToEnd: 'End-to-end encrypted (not available yet)',
+    policyEndToEnd: 'End-to-end encrypted (no recording)',
     policyNote: 'Fixed once the consultation is created; every participant sees it before entering the call.',
     upcomingHeading: 'Today and upcoming',
     upcomingEmpty: 'No consultations planned.',
@@ -464,6 +464,12 @@ export default {
     signedOut: 'You are signed out.',
     failed: 'Sign-in failed. Check your email and password and try again.',
     unreachable: 'The server cannot be reached. Check your connection and try again.',
+  },
+  e2ee: {
+    codesHeading: 'Security code',
+    codesHelp: 'Compare this code with the other person (say it aloud): if it is the same on both screens, nobody is listening in between.',
+    waiting: 'Setting up end-to-end encryption…',
+    unsupported: 'This consultation is end-to-end encrypted, and this browser cannot encrypt video calls. Please use a recent version of Chrome, Edge, Firefox or Safari.',
   },
   recording: {
     policy_standard: 'This consultation is not recorded.',

@@ -382,7 +382,7 @@ export default {
     policy: 'Enregistrement et chiffrement',
     policyStandard: 'Standard : jamais enregistrée',
     policyRecordable: 'Enregistrable : seulement avec le consentement de chaque participant',
-    policyEndToEnd: 'Chiffrée de bout en bout (pas encore disponible)',
+    policyEndToEnd: 'Chiffrée de bout en bout (sans enregistrement)',
     policyNote: 'Fixé à la création de la consultation ; chaque participant le voit avant d’entrer dans l’appel.',
     upcomingHeading: 'Aujourd’hui et à venir',
     upcomingEmpty: 'Aucune consultation prévue.',
@@ -463,6 +463,12 @@ export default {
     signedOut: 'Vous êtes déconnecté(e).',
     failed: 'La connexion a échoué. Vérifiez votre e-mail et votre mot de passe, puis réessayez.',
     unreachable: 'Le serveur est injoignable. Vérifiez votre connexion et réessayez.',
+  },
+  e2ee: {
+    codesHeading: 'Code de sécurité',
+    codesHelp: 'Comparez ce code avec l\'autre personne (à voix haute) : s\'il est identique sur les deux écrans, personne n\'écoute entre vous.',
+    waiting: 'Mise en place du chiffrement de bout en bout…',
+    unsupported: 'Cette consultation est chiffrée de bout en bout et ce navigateur ne peut pas chiffrer les appels vidéo. Utilisez une version récente de Chrome, Edge, Firefox ou Safari.',
   },
   recording: {
     policy_standard: "Cette consultation n'est pas enregistrée.",

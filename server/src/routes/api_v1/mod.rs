@@ -434,10 +434,6 @@ fn scheduling_error(e: SchedulingError) -> ApiError {
             invalid_field("scheduled_at", "a time between 2020 and 2100")
         }
         SchedulingError::BadPolicy => invalid_field("policy", "standard, recordable or end_to_end"),
-        SchedulingError::PolicyUnavailable => invalid_field(
-            "policy",
-            "end_to_end is not available yet on this server (media would not be end-to-end encrypted)",
-        ),
         SchedulingError::NotScheduled(status) => ApiError::new(
             StatusCode::CONFLICT,
             "not_scheduled",
