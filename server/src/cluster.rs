@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use teleconsult_cluster::{LeaseState, OwnerLease};
-use teleconsult_consultation::{ConsultationId, ConsultationService};
+use teleconsult_consultation::{Admissions, ConsultationId, ConsultationService, SeatKey};
 use teleconsult_signaling::{ConsultationRouter, Route};
-use teleconsult_store::{ClusterStore, Millis, MongoStore, NodeRecord, NodeState};
+use teleconsult_store::{
+    ClusterStore, Millis, MongoStore, NodeRecord, NodeState, StoredAdmissions,
+};
 use tokio::sync::Notify;
 
 /// Metric: placements claimed by this node's routing (a consultation placed or re-placed).
@@ -51,6 +53,9 @@ struct Inner {
     region: Option<String>,
     lease_ms: Millis,
     draining: AtomicBool,
+    /// The limit of a drain an operator asked for (`teleconsult drain`), for `serve` to run.
+    drain_request: Mutex<Option<Duration>>,
+    drain_wanted: Notify,
     /// Until when the last successful heartbeat keeps this node alive for the others.
     alive_until: AtomicI64,
     consultations: ConsultationService,
@@ -58,6 +63,10 @@ struct Inner {
     stopped: AtomicBool,
     /// The placements this node owns, by consultation (never locked across an `.await`).
     leases: Mutex<HashMap<String, Held>>,
+    /// The admissions last queued for the store, by consultation (a write only on a change).
+    admissions: Mutex<HashMap<String, Admissions>>,
+    /// The admissions writer (one task, so writes of one consultation land in order).
+    admissions_tx: tokio::sync::mpsc::UnboundedSender<(String, Admissions)>,
     /// The WebSocket origins of the live nodes (`ws://host:port`), refreshed every lease: the
     /// pages' Content-Security-Policy lets the browser follow a `redirect` to them.
     origins: Mutex<Vec<String>>,
@@ -85,6 +94,7 @@ impl ClusterNode {
         )
         .await?;
         let c = &config.cluster;
+        let (admissions_tx, admissions_rx) = tokio::sync::mpsc::unbounded_channel();
         let node = ClusterNode {
             inner: Arc::new(Inner {
                 store: Arc::new(store),
@@ -94,11 +104,15 @@ impl ClusterNode {
                 region: (!c.region.is_empty()).then(|| c.region.clone()),
                 lease_ms: Millis::try_from(c.lease_secs * 1000).unwrap_or(5_000),
                 draining: AtomicBool::new(false),
+                drain_request: Mutex::new(None),
+                drain_wanted: Notify::new(),
                 alive_until: AtomicI64::new(0),
                 consultations,
                 stop: Notify::new(),
                 stopped: AtomicBool::new(false),
                 leases: Mutex::new(HashMap::new()),
+                admissions: Mutex::new(HashMap::new()),
+                admissions_tx,
                 origins: Mutex::new(Vec::new()),
             }),
         };
@@ -108,6 +122,8 @@ impl ClusterNode {
         tokio::spawn(async move { this.run().await });
         let this = node.clone();
         tokio::spawn(async move { this.keep_leases().await });
+        let this = node.clone();
+        tokio::spawn(async move { this.write_admissions(admissions_rx).await });
         tracing::info!(node = %node.inner.id, "joined the cluster");
         Ok(node)
     }
@@ -135,6 +151,37 @@ impl ClusterNode {
     pub async fn drain(&self) {
         self.inner.draining.store(true, Ordering::Relaxed);
         self.beat().await;
+    }
+
+    /// An operator asked for a drain (`POST /drain` on the metrics listener): announce
+    /// `draining` now, and hand `limit` to whoever runs the process ([`Self::drain_requested`]:
+    /// `serve` waits for the calls to end, at most `limit`, then exits). A second request
+    /// replaces the limit of a drain not yet picked up.
+    pub async fn request_drain(&self, limit: Duration) {
+        *self
+            .inner
+            .drain_request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(limit);
+        self.drain().await;
+        // A permit is stored if nobody waits yet.
+        self.inner.drain_wanted.notify_one();
+    }
+
+    /// Resolves when an operator asked for a drain, with its limit.
+    pub async fn drain_requested(&self) -> Duration {
+        loop {
+            self.inner.drain_wanted.notified().await;
+            let limit = self
+                .inner
+                .drain_request
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(limit) = limit {
+                return limit;
+            }
+        }
     }
 
     /// Leave the cluster: stop heartbeats, release the placements still held (their next join
@@ -215,7 +262,11 @@ impl ClusterNode {
                         // Taken on now (claimed here or by the node that redirected the
                         // client): renew at once, so that a client arriving late in the
                         // claim's lease does not find it run out a moment later.
-                        self.renew_now(consultation, now).await
+                        let route = self.renew_now(consultation, now).await;
+                        if route == Route::Here {
+                            self.take_over_admissions(consultation, p.epoch).await;
+                        }
+                        route
                     } else {
                         Route::Here
                     }
@@ -289,6 +340,93 @@ impl ClusterNode {
         !keep
     }
 
+    /// A consultation taken on here at `epoch`: what its previous owner admitted (and removed)
+    /// applies here, and the store's document is stamped with this epoch at once, so that the
+    /// old owner's late writes are discarded from now on.
+    async fn take_over_admissions(&self, consultation: &str, epoch: u64) {
+        if self.inner.consultations.is_live(consultation) {
+            return;
+        }
+        let stored = match self.inner.store.admissions(consultation).await {
+            Ok(Some(a)) if a.epoch < epoch => a,
+            Ok(_) => return,
+            Err(e) => {
+                // Nobody is admitted without the practitioner then: the safe side.
+                tracing::warn!(%consultation, error = %e, "cannot read the consultation's admissions");
+                return;
+            }
+        };
+        let admissions = Admissions {
+            admitted: stored
+                .admitted
+                .iter()
+                .filter_map(|s| seat_from(s))
+                .collect(),
+            removed: stored.removed.iter().filter_map(|s| seat_from(s)).collect(),
+        };
+        if !admissions.admitted.is_empty() || !admissions.removed.is_empty() {
+            tracing::info!(
+                %consultation,
+                epoch,
+                admitted = admissions.admitted.len(),
+                removed = admissions.removed.len(),
+                "admissions taken over from the previous owner"
+            );
+        }
+        let stamp = StoredAdmissions {
+            epoch,
+            updated_at: now_ms(),
+            ..stored
+        };
+        if let Err(e) = self.inner.store.save_admissions(&stamp).await {
+            tracing::warn!(%consultation, error = %e, "cannot stamp the admissions with the new epoch");
+        }
+        self.inner
+            .admissions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(consultation.to_string(), admissions.clone());
+        self.inner
+            .consultations
+            .restore_admissions(&ConsultationId::new(consultation), admissions);
+    }
+
+    /// The admissions writer: each change, in order, written with the epoch of the lease this
+    /// node holds — and only while it holds it (a fenced node writes nothing; the store
+    /// discards what a stale epoch sends anyway).
+    async fn write_admissions(
+        self,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, Admissions)>,
+    ) {
+        while let Some((consultation, admissions)) = rx.recv().await {
+            let now = now_ms();
+            let epoch = self
+                .leases()
+                .get(&consultation)
+                .filter(|h| h.lease.state(now) == LeaseState::Held)
+                .map(|h| h.lease.epoch);
+            let Some(epoch) = epoch else {
+                continue;
+            };
+            let doc = StoredAdmissions {
+                consultation: consultation.clone(),
+                epoch,
+                admitted: admissions.admitted.iter().map(seat_to).collect(),
+                removed: admissions.removed.iter().map(seat_to).collect(),
+                updated_at: now,
+            };
+            match self.inner.store.save_admissions(&doc).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(%consultation, epoch, "admissions not written: a newer owner exists")
+                }
+                Err(e) => {
+                    tracing::warn!(%consultation, error = %e, "cannot write the consultation's admissions")
+                }
+            }
+        }
+    }
+
     /// Stop serving `consultation` here if this node holds an older lease for it than `newer`
     /// (or any lease, for `None`): its sessions close, its clients reconnect through the load
     /// balancer.
@@ -303,6 +441,11 @@ impl ClusterNode {
             }
         };
         if removed {
+            self.inner
+                .admissions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(consultation);
             metrics::counter!(FENCED).increment(1);
             tracing::warn!(%consultation, node = %self.inner.id, "fenced: this node no longer owns the consultation");
             self.inner
@@ -400,6 +543,11 @@ impl ClusterNode {
                 }
             };
             if gone {
+                self.inner
+                    .admissions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&consultation);
                 self.release(&lease).await;
                 tracing::info!(%consultation, epoch = lease.epoch, "placement released");
                 return;
@@ -484,6 +632,46 @@ impl ClusterNode {
                 }
             }
         }
+    }
+}
+
+impl teleconsult_consultation::AdmissionRecorder for ClusterNode {
+    fn admissions(&self, consultation: &ConsultationId, admissions: Admissions) {
+        let mut last = self
+            .inner
+            .admissions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.get(consultation.as_str()) == Some(&admissions) {
+            return;
+        }
+        if admissions == Admissions::default() && !last.contains_key(consultation.as_str()) {
+            // Nothing admitted yet and nothing written: nothing to write.
+            return;
+        }
+        last.insert(consultation.as_str().to_string(), admissions.clone());
+        drop(last);
+        let _ = self
+            .inner
+            .admissions_tx
+            .send((consultation.as_str().to_string(), admissions));
+    }
+}
+
+/// A seat as the store keeps it (ids only).
+fn seat_to(seat: &SeatKey) -> String {
+    match seat {
+        SeatKey::Invitation(jti) => format!("invitation:{jti}"),
+        SeatKey::Account(id) => format!("account:{id}"),
+    }
+}
+
+fn seat_from(s: &str) -> Option<SeatKey> {
+    if let Some(jti) = s.strip_prefix("invitation:") {
+        Some(SeatKey::Invitation(jti.to_string()))
+    } else {
+        s.strip_prefix("account:")
+            .map(|id| SeatKey::Account(id.to_string()))
     }
 }
 

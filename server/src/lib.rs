@@ -6,6 +6,7 @@
 pub mod billing_api;
 pub mod cluster;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod http;
 pub mod invite;
