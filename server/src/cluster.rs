@@ -78,6 +78,17 @@ struct Held {
     /// When a join was last routed here for it (a consultation is not released as over before
     /// that join has had time to arrive).
     since: Millis,
+    /// Held by the join that took the consultation on while it rebuilds the admissions: other
+    /// joins wait for it, so that none creates the consultation here before that is done.
+    takeover: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What [`ClusterNode::adopt`] did.
+enum Adopted {
+    /// Taken on now: the caller rebuilds the admissions, then drops the guard.
+    Now(tokio::sync::OwnedMutexGuard<()>),
+    /// Held already: wait on this until any takeover in progress is done.
+    Held(Arc<tokio::sync::Mutex<()>>),
 }
 
 impl ClusterNode {
@@ -258,17 +269,26 @@ impl ClusterNode {
                     }
                 }
                 if p.node == self.inner.id {
-                    if self.adopt(&p, now) {
-                        // Taken on now (claimed here or by the node that redirected the
-                        // client): renew at once, so that a client arriving late in the
-                        // claim's lease does not find it run out a moment later.
-                        let route = self.renew_now(consultation, now).await;
-                        if route == Route::Here {
-                            self.take_over_admissions(consultation, p.epoch).await;
+                    match self.adopt(&p, now) {
+                        Adopted::Now(guard) => {
+                            // Taken on now (claimed here or by the node that redirected the
+                            // client): renew at once, so that a client arriving late in the
+                            // claim's lease does not find it run out a moment later.
+                            let route = self.renew_now(consultation, now).await;
+                            if route == Route::Here {
+                                self.take_over_admissions(consultation, p.epoch).await;
+                            }
+                            drop(guard);
+                            route
                         }
-                        route
-                    } else {
-                        Route::Here
+                        Adopted::Held(takeover) => {
+                            // A takeover in progress (another join's): its admissions first.
+                            let wait = Duration::from_millis(
+                                u64::try_from(self.inner.lease_ms).unwrap_or(5_000),
+                            );
+                            let _ = tokio::time::timeout(wait, takeover.lock()).await;
+                            Route::Here
+                        }
                     }
                 } else {
                     // Someone else owns it: if this node still thought it did, it is fenced.
@@ -317,27 +337,30 @@ impl ClusterNode {
     }
 
     /// Serve `p` (this node's placement): keep the lease we hold for its epoch, else take it on.
-    /// Returns whether it was taken on now.
-    fn adopt(&self, p: &teleconsult_store::Placement, now: Millis) -> bool {
+    fn adopt(&self, p: &teleconsult_store::Placement, now: Millis) -> Adopted {
         let mut leases = self.leases();
-        let keep = leases
-            .get(&p.consultation)
-            .is_some_and(|h| h.lease.epoch == p.epoch && h.lease.state(now) == LeaseState::Held);
-        if keep {
+        if let Some(h) = leases.get_mut(&p.consultation)
+            && h.lease.epoch == p.epoch
+            && h.lease.state(now) == LeaseState::Held
+        {
             // A join is on its way: not released as over before it arrives.
-            if let Some(h) = leases.get_mut(&p.consultation) {
-                h.since = now;
-            }
-        } else {
-            leases.insert(
-                p.consultation.clone(),
-                Held {
-                    lease: OwnerLease::new(p, self.inner.lease_ms),
-                    since: now,
-                },
-            );
+            h.since = now;
+            return Adopted::Held(h.takeover.clone());
         }
-        !keep
+        let takeover = Arc::new(tokio::sync::Mutex::new(()));
+        let guard = takeover
+            .clone()
+            .try_lock_owned()
+            .expect("a new mutex is free");
+        leases.insert(
+            p.consultation.clone(),
+            Held {
+                lease: OwnerLease::new(p, self.inner.lease_ms),
+                since: now,
+                takeover,
+            },
+        );
+        Adopted::Now(guard)
     }
 
     /// A consultation taken on here at `epoch`: what its previous owner admitted (and removed)
@@ -373,14 +396,6 @@ impl ClusterNode {
                 "admissions taken over from the previous owner"
             );
         }
-        let stamp = StoredAdmissions {
-            epoch,
-            updated_at: now_ms(),
-            ..stored
-        };
-        if let Err(e) = self.inner.store.save_admissions(&stamp).await {
-            tracing::warn!(%consultation, error = %e, "cannot stamp the admissions with the new epoch");
-        }
         self.inner
             .admissions
             .lock()
@@ -389,6 +404,14 @@ impl ClusterNode {
         self.inner
             .consultations
             .restore_admissions(&ConsultationId::new(consultation), admissions);
+        let stamp = StoredAdmissions {
+            epoch,
+            updated_at: now_ms(),
+            ..stored
+        };
+        if let Err(e) = self.inner.store.save_admissions(&stamp).await {
+            tracing::warn!(%consultation, error = %e, "cannot stamp the admissions with the new epoch");
+        }
     }
 
     /// The admissions writer: each change, in order, written with the epoch of the lease this
