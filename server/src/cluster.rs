@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use teleconsult_cluster::{LeaseState, OwnerLease};
 use teleconsult_consultation::{Admissions, ConsultationId, ConsultationService, SeatKey};
-use teleconsult_signaling::{ConsultationRouter, Route};
+use teleconsult_signaling::{ConsultationRouter, Route, SignedIn};
 use teleconsult_store::{
     ClusterStore, Millis, MongoStore, NodeRecord, NodeState, StoredAdmissions,
 };
@@ -52,6 +52,8 @@ struct Inner {
     media_addr: String,
     region: Option<String>,
     lease_ms: Millis,
+    /// The join tickets' key (crate::ticket), derived from `auth.signing_secret`.
+    ticket_key: [u8; 32],
     draining: AtomicBool,
     /// The limit of a drain an operator asked for (`teleconsult drain`), for `serve` to run.
     drain_request: Mutex<Option<Duration>>,
@@ -114,6 +116,9 @@ impl ClusterNode {
                 media_addr: media_addr.to_string(),
                 region: (!c.region.is_empty()).then(|| c.region.clone()),
                 lease_ms: Millis::try_from(c.lease_secs * 1000).unwrap_or(5_000),
+                ticket_key: crate::ticket::key(
+                    config.auth.signing_secret.expose_secret().as_bytes(),
+                ),
                 draining: AtomicBool::new(false),
                 drain_request: Mutex::new(None),
                 drain_wanted: Notify::new(),
@@ -648,6 +653,9 @@ impl ClusterNode {
             }
             if beats.is_multiple_of(50) {
                 self.sweep_orphans(now_ms(), SWEEP_GRACE_MS).await;
+                if let Err(e) = self.inner.store.sweep_join_tickets(now_ms()).await {
+                    tracing::warn!(error = %e, "sweeping used join tickets failed");
+                }
                 match self.inner.store.sweep_nodes(now_ms(), SWEEP_GRACE_MS).await {
                     Ok(n) if n > 0 => tracing::info!(swept = n, "dead nodes' documents deleted"),
                     Ok(_) => {}
@@ -704,6 +712,56 @@ impl ConsultationRouter for ClusterNode {
         consultation: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Route> + Send + 'a>> {
         Box::pin(self.route_join(consultation))
+    }
+
+    fn mint_ticket(&self, me: &SignedIn, consultation: &str) -> Option<String> {
+        let ticket = crate::ticket::Ticket {
+            jti: crate::ticket::new_jti(),
+            account: me.account.clone(),
+            organisation: me.organisation.clone(),
+            display_name: me.display_name.clone(),
+            consultation: consultation.to_string(),
+            exp: now_ms() + crate::ticket::TICKET_TTL_MS,
+        };
+        Some(crate::ticket::mint(&self.inner.ticket_key, &ticket))
+    }
+
+    fn is_ticket(&self, token: &str) -> bool {
+        token.starts_with(crate::ticket::PREFIX)
+    }
+
+    fn redeem_ticket<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<(SignedIn, String)>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let t = match crate::ticket::verify(&self.inner.ticket_key, token, now_ms()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::info!(error = %e, "join ticket refused");
+                    return None;
+                }
+            };
+            match self.inner.store.redeem_join_ticket(&t.jti, t.exp).await {
+                Ok(true) => Some((
+                    SignedIn {
+                        account: t.account,
+                        organisation: t.organisation,
+                        display_name: t.display_name,
+                    },
+                    t.consultation,
+                )),
+                Ok(false) => {
+                    tracing::warn!(consultation = %t.consultation, "join ticket used twice: refused");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot redeem a join ticket");
+                    None
+                }
+            }
+        })
     }
 }
 

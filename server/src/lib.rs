@@ -16,6 +16,7 @@ pub mod routes;
 pub mod scheduling;
 pub mod server;
 pub mod telemetry;
+pub mod ticket;
 pub mod turn;
 
 /// The domain crates, under the names the rest of the code (and the tests) use.

@@ -118,6 +118,12 @@ pub trait ClusterStore: Send + Sync {
     /// the owner of a newer epoch exists or wrote them already (a fenced node's late write).
     async fn save_admissions(&self, a: &StoredAdmissions) -> Result<bool>;
 
+    /// Use the join ticket `jti` (valid until `expires_at`): `true` the first time only, for
+    /// any number of concurrent attempts (a unique `_id` insert).
+    async fn redeem_join_ticket(&self, jti: &str, expires_at: Millis) -> Result<bool>;
+    /// Forget used tickets that expired before `now`; how many.
+    async fn sweep_join_tickets(&self, now: Millis) -> Result<u64>;
+
     /// The owner lets go (its consultation ended, or it drains): the lease ends now, so the next
     /// join places the consultation at once. Only this owner's epoch is touched.
     async fn release_placement(

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 const NODES: &str = "nodes";
 const PLACEMENTS: &str = "placements";
+/// Join tickets already used (`_id` = the ticket's id), until they expire.
+const TICKETS: &str = "join_tickets";
 /// One document per consultation (`_id` = consultation id): its owner's admissions.
 const ADMISSIONS: &str = "admissions";
 
@@ -268,6 +270,27 @@ impl ClusterStore for MongoStore {
             Err(e) if is_duplicate_key(&e) => Ok(false),
             Err(e) => Err(map_err(e)),
         }
+    }
+
+    async fn redeem_join_ticket(&self, jti: &str, expires_at: Millis) -> Result<bool> {
+        match self
+            .coll(TICKETS)
+            .insert_one(doc! {"_id": jti, "expires_at": expires_at})
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn sweep_join_tickets(&self, now: Millis) -> Result<u64> {
+        let r = self
+            .coll(TICKETS)
+            .delete_many(doc! {"expires_at": {"$lt": now}})
+            .await
+            .map_err(map_err)?;
+        Ok(r.deleted_count)
     }
 
     async fn release_placement(
