@@ -83,14 +83,15 @@ pub trait ConsultationRouter: Send + Sync {
 
     /// Redeem a join ticket: the practitioner and consultation it was minted for, once; `None`
     /// when forged, expired, already used, or the store cannot say.
-    fn redeem_ticket<'a>(
-        &'a self,
-        _ticket: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<(SignedIn, String)>> + Send + 'a>>
-    {
+    fn redeem_ticket<'a>(&'a self, _ticket: &'a str) -> Redemption<'a> {
         Box::pin(async { None })
     }
 }
+
+/// What [`ConsultationRouter::redeem_ticket`] resolves to: the practitioner and the
+/// consultation the ticket was minted for.
+pub type Redemption<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<(SignedIn, String)>> + Send + 'a>>;
 
 /// Mints a participant's `ice_servers` (see the server's `turn` module); none by default.
 pub type IceServerSource = Arc<dyn Fn(&ParticipantId) -> Vec<IceServer> + Send + Sync>;
