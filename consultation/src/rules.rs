@@ -247,6 +247,13 @@ impl Consultation {
         if self.ended {
             return Admissions::default();
         }
+        if self.everyone_left() {
+            // Over until someone comes back: the next visit waits, as on one server.
+            return Admissions {
+                admitted: Vec::new(),
+                removed: self.banned.clone(),
+            };
+        }
         let mut admitted: Vec<SeatKey> = self
             .participants
             .iter()
@@ -271,6 +278,15 @@ impl Consultation {
             admitted,
             removed: self.banned.clone(),
         }
+    }
+
+    /// Someone was here and everyone has left (a consultation nobody joined yet is not).
+    fn everyone_left(&self) -> bool {
+        !self.participants.is_empty()
+            && self
+                .participants
+                .iter()
+                .all(|p| p.state == ParticipantState::Left)
     }
 
     /// The consultation under `policy` (from its record).
@@ -532,6 +548,10 @@ impl Consultation {
         }
         if self.banned.contains(req.seat) {
             return Err(JoinError::Removed);
+        }
+        if self.everyone_left() {
+            // Admissions restored from a previous owner end with the visit they belonged to.
+            self.restored.clear();
         }
         let mut effects = Vec::new();
         let presented = req.secret.map(secret_hash);
@@ -1751,6 +1771,17 @@ mod tests {
         );
         let (again, _, _a) = join(&mut next, "Pat", Role::Patient, 13);
         assert!(!again.admitted);
+        // Everyone leaves (the restored practitioner never came back): over, nothing admitted
+        // is kept, and the practitioner's seat restored earlier no longer counts.
+        next.gone(late.participant.as_str(), 12, true, Instant::now());
+        next.gone(again.participant.as_str(), 13, true, Instant::now());
+        assert_eq!(
+            next.admissions(),
+            Admissions {
+                admitted: vec![],
+                removed: vec![seat("Gu", Role::Guest)],
+            }
+        );
         // Ended: nothing to rebuild.
         let (dr, _, _d2) = join(&mut next, "Dr A", Role::Practitioner, 14);
         next.end(&dr.participant).unwrap();
