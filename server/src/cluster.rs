@@ -278,8 +278,10 @@ impl ClusterNode {
                         Adopted::Now(guard) => {
                             // Taken on now (claimed here or by the node that redirected the
                             // client): renew at once, so that a client arriving late in the
-                            // claim's lease does not find it run out a moment later.
-                            let route = self.renew_now(consultation, now).await;
+                            // claim's lease does not find it run out a moment later. (The time of
+                            // the renewal itself, not of the join's start: the placement may have
+                            // taken a while on a loaded store.)
+                            let route = self.renew_now(consultation, now_ms()).await;
                             if route == Route::Here {
                                 self.take_over_admissions(consultation, p.epoch).await;
                             }
