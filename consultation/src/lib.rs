@@ -37,11 +37,13 @@ pub use model::{
     TrackInfo, TrackSource,
 };
 pub use rules::{
-    ActionError, CONSENT_TEXT_VERSION, CONSENT_TEXTS, Consultation, E2eeError, Effect, JoinError,
-    Joined, Limits, MAX_PUBLIC_KEY_CHARS, MAX_WRAPPED_KEY_CHARS, RecordingEffect, RecordingError,
-    consent_text, text_sha256,
+    ActionError, Admissions, CONSENT_TEXT_VERSION, CONSENT_TEXTS, Consultation, E2eeError, Effect,
+    JoinError, Joined, Limits, MAX_PUBLIC_KEY_CHARS, MAX_WRAPPED_KEY_CHARS, RecordingEffect,
+    RecordingError, consent_text, text_sha256,
 };
-pub use service::{ConsultationService, MediaPlane, MediaSession, NoMedia, Observer, Recorder};
+pub use service::{
+    AdmissionRecorder, ConsultationService, MediaPlane, MediaSession, NoMedia, Observer, Recorder,
+};
 pub use teleconsult_store::Policy;
 
 /// Names of the metrics this crate records.

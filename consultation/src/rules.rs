@@ -202,6 +202,17 @@ pub struct Consultation {
     policy: Policy,
     /// The recording running now, if any, with everyone's answers.
     recording: Option<consent::ActiveRecording>,
+    /// Seats admitted before this server took the consultation over (from the store, cluster
+    /// mode): their first join here is admitted at once, as a reconnect would be.
+    restored: Vec<SeatKey>,
+}
+
+/// What a consultation's admissions are, as the store keeps them across nodes (cluster mode):
+/// the seats admitted now (in the call or reconnecting) and the seats removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Admissions {
+    pub admitted: Vec<SeatKey>,
+    pub removed: Vec<SeatKey>,
 }
 
 impl Consultation {
@@ -217,7 +228,69 @@ impl Consultation {
             screen_sharer: None,
             policy: Policy::Standard,
             recording: None,
+            restored: Vec::new(),
         }
+    }
+
+    /// The consultation as another server left it (cluster takeover): `admissions.admitted`
+    /// come back admitted at their first join, `admissions.removed` stay out.
+    pub fn with_admissions(mut self, admissions: Admissions) -> Consultation {
+        self.restored = admissions.admitted;
+        for seat in admissions.removed {
+            if !self.banned.contains(&seat) {
+                self.banned.push(seat);
+            }
+        }
+        self
+    }
+
+    /// The admissions to keep in the store: every seat admitted and not gone (in the call or
+    /// reconnecting; restored seats not yet back count too), and every seat removed. Empty once
+    /// the consultation ended.
+    pub fn admissions(&self) -> Admissions {
+        if self.ended {
+            return Admissions::default();
+        }
+        if self.everyone_left() {
+            // Over until someone comes back: the next visit waits, as on one server.
+            return Admissions {
+                admitted: Vec::new(),
+                removed: self.banned.clone(),
+            };
+        }
+        let mut admitted: Vec<SeatKey> = self
+            .participants
+            .iter()
+            .filter(|p| {
+                p.state != ParticipantState::Left
+                    && (p.state == ParticipantState::Admitted
+                        || (p.state == ParticipantState::Reconnecting
+                            && p.resume == ParticipantState::Admitted))
+            })
+            .map(|p| p.seat.clone())
+            .chain(self.restored.iter().cloned())
+            .collect();
+        let mut seen = Vec::new();
+        admitted.retain(|s| {
+            let new = !seen.contains(s);
+            if new {
+                seen.push(s.clone());
+            }
+            new
+        });
+        Admissions {
+            admitted,
+            removed: self.banned.clone(),
+        }
+    }
+
+    /// Someone was here and everyone has left (a consultation nobody joined yet is not).
+    fn everyone_left(&self) -> bool {
+        !self.participants.is_empty()
+            && self
+                .participants
+                .iter()
+                .all(|p| p.state == ParticipantState::Left)
     }
 
     /// The consultation under `policy` (from its record).
@@ -480,6 +553,10 @@ impl Consultation {
         if self.banned.contains(req.seat) {
             return Err(JoinError::Removed);
         }
+        if self.everyone_left() {
+            // Admissions restored from a previous owner end with the visit they belonged to.
+            self.restored.clear();
+        }
         let mut effects = Vec::new();
         let presented = req.secret.map(secret_hash);
         let live = |p: &Participant| p.seat == *req.seat && p.state != ParticipantState::Left;
@@ -542,7 +619,16 @@ impl Consultation {
                 }
                 let replaces = holder.map(|i| self.participants[i].id.clone());
                 second_device = replaces.is_some();
-                let admitted = req.role == Role::Practitioner && !second_device;
+                // Admitted on another server before a takeover: back in at once.
+                let restored = !second_device
+                    && match self.restored.iter().position(|r| r == req.seat) {
+                        Some(i) => {
+                            self.restored.swap_remove(i);
+                            true
+                        }
+                        None => false,
+                    };
+                let admitted = (req.role == Role::Practitioner && !second_device) || restored;
                 let state = if admitted {
                     ParticipantState::Admitted
                 } else {
@@ -1630,6 +1716,85 @@ mod tests {
             Some(JoinError::Ended)
         );
         assert!(!c.is_abandoned(), "an ended consultation is kept to say so");
+    }
+
+    /// Cluster takeover: what one server admitted and removed is what the next one starts
+    /// from. An admitted patient's first join there is admitted at once (media starts, the
+    /// call is visible); a second visit after leaving waits again, as on one server; a removed
+    /// seat is refused; a seat never admitted waits.
+    #[test]
+    fn admissions_written_by_one_owner_are_rebuilt_by_the_next() {
+        let mut first = consultation(12);
+        let (doc, _, _d) = join(&mut first, "Dr A", Role::Practitioner, 1);
+        let (pat, _, _p) = join(&mut first, "Pat", Role::Patient, 2);
+        let (gu, _, _g) = join(&mut first, "Gu", Role::Guest, 3);
+        let (_late, _, _l) = join(&mut first, "Late", Role::Patient, 4);
+        assert_eq!(
+            first.admissions().admitted,
+            vec![seat("Dr A", Role::Practitioner)]
+        );
+        first
+            .admit(&doc.participant, pat.participant.as_str())
+            .unwrap();
+        first
+            .admit(&doc.participant, gu.participant.as_str())
+            .unwrap();
+        first
+            .remove(&doc.participant, gu.participant.as_str())
+            .unwrap();
+        let kept = first.admissions();
+        assert_eq!(
+            kept,
+            Admissions {
+                admitted: vec![seat("Dr A", Role::Practitioner), seat("Pat", Role::Patient)],
+                removed: vec![seat("Gu", Role::Guest)],
+            }
+        );
+
+        let mut next = consultation(12).with_admissions(kept.clone());
+        // Restored seats not back yet still count (a second takeover keeps them).
+        assert_eq!(next.admissions(), kept);
+        let (back, effects, mut back_conn) = join(&mut next, "Pat", Role::Patient, 10);
+        assert!(
+            back.admitted,
+            "admitted without the practitioner doing anything"
+        );
+        assert!(starts_media(&effects, &back.participant));
+        assert!(back_conn.events().iter().any(|e| matches!(
+            e,
+            ConsultationEvent::Joined { you, .. } if you.state == ParticipantState::Admitted
+        )));
+        assert_eq!(
+            try_join(&mut next, "Gu", Role::Guest, None, 11).err(),
+            Some(JoinError::Removed)
+        );
+        let (late, _, _l2) = join(&mut next, "Late", Role::Patient, 12);
+        assert!(!late.admitted, "never admitted: waits");
+        // Leaving for good forgets the admission: the next visit waits, as on one server.
+        next.gone(back.participant.as_str(), 10, true, Instant::now());
+        assert!(
+            !next
+                .admissions()
+                .admitted
+                .contains(&seat("Pat", Role::Patient))
+        );
+        let (again, _, _a) = join(&mut next, "Pat", Role::Patient, 13);
+        assert!(!again.admitted);
+        // Everyone leaves (the restored practitioner never came back): over, nothing admitted
+        // is kept, and the practitioner's seat restored earlier no longer counts.
+        next.gone(late.participant.as_str(), 12, true, Instant::now());
+        next.gone(again.participant.as_str(), 13, true, Instant::now());
+        assert_eq!(
+            next.admissions(),
+            Admissions {
+                admitted: vec![],
+                removed: vec![seat("Gu", Role::Guest)],
+            }
+        );
+        // Ended: nothing to rebuild.
+        let (dr, _, _d2) = join(&mut next, "Dr A", Role::Practitioner, 14);
+        next.end(&dr.participant).unwrap();
+        assert_eq!(next.admissions(), Admissions::default());
     }
 
     fn closes(conn: &mut Conn) -> Vec<Disconnect> {

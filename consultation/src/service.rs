@@ -11,8 +11,8 @@ use crate::ids::{ConsultationId, ParticipantId, TrackId};
 use crate::invitation::{Credential, SeatKey};
 use crate::model::{MediaKind, ParticipantState, Presence, TrackInfo, TrackSource};
 use crate::rules::{
-    ActionError, Consultation, Effect, JoinError, JoinRequest, Joined, Limits, RecordingEffect,
-    RecordingError,
+    ActionError, Admissions, Consultation, Effect, JoinError, JoinRequest, Joined, Limits,
+    RecordingEffect, RecordingError,
 };
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +98,13 @@ impl MediaSession {
     }
 }
 
+/// Where a consultation's admissions are kept for another server to take over (cluster mode):
+/// told after every change of presence, while the consultation's lock is held (so it must not
+/// block: queue the write, and skip it when nothing changed).
+pub trait AdmissionRecorder: Send + Sync {
+    fn admissions(&self, consultation: &ConsultationId, admissions: Admissions);
+}
+
 /// Who records (the server's recording service): started, let through and stopped by the
 /// rules' [`RecordingEffect`]s, while the consultation's lock is held (so it must not block:
 /// queue the work).
@@ -126,6 +133,10 @@ struct Inner {
     /// Who records consultations (none: a recording request is refused).
     recorder: OnceLock<Arc<dyn Recorder>>,
     consultations: DashMap<ConsultationId, Arc<Mutex<Consultation>>>,
+    /// Where admissions are kept across nodes (cluster mode only).
+    admission_recorder: OnceLock<Arc<dyn AdmissionRecorder>>,
+    /// Admissions read from the store at a takeover, for the consultation's first join here.
+    restored: DashMap<ConsultationId, Admissions>,
     next_generation: AtomicU64,
 }
 
@@ -167,6 +178,8 @@ impl ConsultationService {
                 invitations: OnceLock::new(),
                 recorder: OnceLock::new(),
                 consultations: DashMap::new(),
+                admission_recorder: OnceLock::new(),
+                restored: DashMap::new(),
                 next_generation: AtomicU64::new(1),
             }),
         }
@@ -194,6 +207,25 @@ impl ConsultationService {
     /// consultations whose policy allows them).
     pub fn attach_recorder(&self, recorder: Arc<dyn Recorder>) {
         let _ = self.inner.recorder.set(recorder);
+    }
+
+    /// Attach where admissions are kept across nodes (cluster mode), once, at start-up.
+    pub fn attach_admission_recorder(&self, recorder: Arc<dyn AdmissionRecorder>) {
+        let _ = self.inner.admission_recorder.set(recorder);
+    }
+
+    /// This server takes `consultation` over from another (cluster mode): `admissions` (as the
+    /// store keeps them) apply when it is next created here — its admitted seats come back in
+    /// at their first join, its removed seats stay out. Ignored if it is live here already; an
+    /// abandoned copy here (everyone left) is forgotten first.
+    pub fn restore_admissions(&self, consultation: &ConsultationId, admissions: Admissions) {
+        self.inner
+            .consultations
+            .remove_if(consultation, |_, c| lock(c).is_abandoned());
+        if self.inner.consultations.contains_key(consultation) {
+            return;
+        }
+        self.inner.restored.insert(consultation.clone(), admissions);
     }
 
     /// Record in the invitation store (in the background; failures are logged, ids only).
@@ -255,6 +287,9 @@ impl ConsultationService {
                 Effect::PresenceChanged => {
                     if let Some(o) = self.inner.observer.get() {
                         o.presence(c.id(), &mut c.presence(), c.is_ended());
+                    }
+                    if let Some(r) = self.inner.admission_recorder.get() {
+                        r.admissions(c.id(), c.admissions());
                     }
                 }
                 Effect::Audit {
@@ -326,9 +361,16 @@ impl ConsultationService {
             .consultations
             .entry(consultation.clone())
             .or_insert_with(|| {
+                let restored = self
+                    .inner
+                    .restored
+                    .remove(consultation)
+                    .map(|(_, a)| a)
+                    .unwrap_or_default();
                 Arc::new(Mutex::new(
                     Consultation::new(consultation.clone(), self.inner.limits)
-                        .with_policy(credential.policy()),
+                        .with_policy(credential.policy())
+                        .with_admissions(restored),
                 ))
             })
             .clone();
@@ -681,6 +723,7 @@ impl ConsultationService {
     /// stop their media, tell the observer, and forget it here, without recording it ended or
     /// anyone as left. Returns whether it was live here.
     pub fn evict(&self, consultation: &ConsultationId) -> bool {
+        self.inner.restored.remove(consultation);
         let Some((_, entry)) = self.inner.consultations.remove(consultation) else {
             return false;
         };

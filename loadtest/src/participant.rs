@@ -161,7 +161,7 @@ impl Participant {
                 )
             })
             .await?;
-        if let ServerMessage::Redirect { url } = joined {
+        if let ServerMessage::Redirect { url, .. } = joined {
             p.drop_connection().await;
             return Ok(Err(url));
         }

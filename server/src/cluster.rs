@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use teleconsult_cluster::{LeaseState, OwnerLease};
-use teleconsult_consultation::{ConsultationId, ConsultationService};
-use teleconsult_signaling::{ConsultationRouter, Route};
-use teleconsult_store::{ClusterStore, Millis, MongoStore, NodeRecord, NodeState};
+use teleconsult_consultation::{Admissions, ConsultationId, ConsultationService, SeatKey};
+use teleconsult_signaling::{ConsultationRouter, Route, SignedIn};
+use teleconsult_store::{
+    ClusterStore, Millis, MongoStore, NodeRecord, NodeState, StoredAdmissions,
+};
 use tokio::sync::Notify;
 
 /// Metric: placements claimed by this node's routing (a consultation placed or re-placed).
@@ -50,7 +52,12 @@ struct Inner {
     media_addr: String,
     region: Option<String>,
     lease_ms: Millis,
+    /// The join tickets' key (crate::ticket), derived from `auth.signing_secret`.
+    ticket_key: [u8; 32],
     draining: AtomicBool,
+    /// The limit of a drain an operator asked for (`teleconsult drain`), for `serve` to run.
+    drain_request: Mutex<Option<Duration>>,
+    drain_wanted: Notify,
     /// Until when the last successful heartbeat keeps this node alive for the others.
     alive_until: AtomicI64,
     consultations: ConsultationService,
@@ -58,6 +65,10 @@ struct Inner {
     stopped: AtomicBool,
     /// The placements this node owns, by consultation (never locked across an `.await`).
     leases: Mutex<HashMap<String, Held>>,
+    /// The admissions last queued for the store, by consultation (a write only on a change).
+    admissions: Mutex<HashMap<String, Admissions>>,
+    /// The admissions writer (one task, so writes of one consultation land in order).
+    admissions_tx: tokio::sync::mpsc::UnboundedSender<(String, Admissions)>,
     /// The WebSocket origins of the live nodes (`ws://host:port`), refreshed every lease: the
     /// pages' Content-Security-Policy lets the browser follow a `redirect` to them.
     origins: Mutex<Vec<String>>,
@@ -69,6 +80,17 @@ struct Held {
     /// When a join was last routed here for it (a consultation is not released as over before
     /// that join has had time to arrive).
     since: Millis,
+    /// Held by the join that took the consultation on while it rebuilds the admissions: other
+    /// joins wait for it, so that none creates the consultation here before that is done.
+    takeover: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What [`ClusterNode::adopt`] did.
+enum Adopted {
+    /// Taken on now: the caller rebuilds the admissions, then drops the guard.
+    Now(tokio::sync::OwnedMutexGuard<()>),
+    /// Held already: wait on this until any takeover in progress is done.
+    Held(Arc<tokio::sync::Mutex<()>>),
 }
 
 impl ClusterNode {
@@ -85,6 +107,7 @@ impl ClusterNode {
         )
         .await?;
         let c = &config.cluster;
+        let (admissions_tx, admissions_rx) = tokio::sync::mpsc::unbounded_channel();
         let node = ClusterNode {
             inner: Arc::new(Inner {
                 store: Arc::new(store),
@@ -93,12 +116,19 @@ impl ClusterNode {
                 media_addr: media_addr.to_string(),
                 region: (!c.region.is_empty()).then(|| c.region.clone()),
                 lease_ms: Millis::try_from(c.lease_secs * 1000).unwrap_or(5_000),
+                ticket_key: crate::ticket::key(
+                    config.auth.signing_secret.expose_secret().as_bytes(),
+                ),
                 draining: AtomicBool::new(false),
+                drain_request: Mutex::new(None),
+                drain_wanted: Notify::new(),
                 alive_until: AtomicI64::new(0),
                 consultations,
                 stop: Notify::new(),
                 stopped: AtomicBool::new(false),
                 leases: Mutex::new(HashMap::new()),
+                admissions: Mutex::new(HashMap::new()),
+                admissions_tx,
                 origins: Mutex::new(Vec::new()),
             }),
         };
@@ -108,6 +138,8 @@ impl ClusterNode {
         tokio::spawn(async move { this.run().await });
         let this = node.clone();
         tokio::spawn(async move { this.keep_leases().await });
+        let this = node.clone();
+        tokio::spawn(async move { this.write_admissions(admissions_rx).await });
         tracing::info!(node = %node.inner.id, "joined the cluster");
         Ok(node)
     }
@@ -135,6 +167,37 @@ impl ClusterNode {
     pub async fn drain(&self) {
         self.inner.draining.store(true, Ordering::Relaxed);
         self.beat().await;
+    }
+
+    /// An operator asked for a drain (`POST /drain` on the metrics listener): announce
+    /// `draining` now, and hand `limit` to whoever runs the process ([`Self::drain_requested`]:
+    /// `serve` waits for the calls to end, at most `limit`, then exits). A second request
+    /// replaces the limit of a drain not yet picked up.
+    pub async fn request_drain(&self, limit: Duration) {
+        *self
+            .inner
+            .drain_request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(limit);
+        self.drain().await;
+        // A permit is stored if nobody waits yet.
+        self.inner.drain_wanted.notify_one();
+    }
+
+    /// Resolves when an operator asked for a drain, with its limit.
+    pub async fn drain_requested(&self) -> Duration {
+        loop {
+            self.inner.drain_wanted.notified().await;
+            let limit = self
+                .inner
+                .drain_request
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(limit) = limit {
+                return limit;
+            }
+        }
     }
 
     /// Leave the cluster: stop heartbeats, release the placements still held (their next join
@@ -211,13 +274,28 @@ impl ClusterNode {
                     }
                 }
                 if p.node == self.inner.id {
-                    if self.adopt(&p, now) {
-                        // Taken on now (claimed here or by the node that redirected the
-                        // client): renew at once, so that a client arriving late in the
-                        // claim's lease does not find it run out a moment later.
-                        self.renew_now(consultation, now).await
-                    } else {
-                        Route::Here
+                    match self.adopt(&p, now) {
+                        Adopted::Now(guard) => {
+                            // Taken on now (claimed here or by the node that redirected the
+                            // client): renew at once, so that a client arriving late in the
+                            // claim's lease does not find it run out a moment later. (The time of
+                            // the renewal itself, not of the join's start: the placement may have
+                            // taken a while on a loaded store.)
+                            let route = self.renew_now(consultation, now_ms()).await;
+                            if route == Route::Here {
+                                self.take_over_admissions(consultation, p.epoch).await;
+                            }
+                            drop(guard);
+                            route
+                        }
+                        Adopted::Held(takeover) => {
+                            // A takeover in progress (another join's): its admissions first.
+                            let wait = Duration::from_millis(
+                                u64::try_from(self.inner.lease_ms).unwrap_or(5_000),
+                            );
+                            let _ = tokio::time::timeout(wait, takeover.lock()).await;
+                            Route::Here
+                        }
                     }
                 } else {
                     // Someone else owns it: if this node still thought it did, it is fenced.
@@ -266,27 +344,117 @@ impl ClusterNode {
     }
 
     /// Serve `p` (this node's placement): keep the lease we hold for its epoch, else take it on.
-    /// Returns whether it was taken on now.
-    fn adopt(&self, p: &teleconsult_store::Placement, now: Millis) -> bool {
+    fn adopt(&self, p: &teleconsult_store::Placement, now: Millis) -> Adopted {
         let mut leases = self.leases();
-        let keep = leases
-            .get(&p.consultation)
-            .is_some_and(|h| h.lease.epoch == p.epoch && h.lease.state(now) == LeaseState::Held);
-        if keep {
+        if let Some(h) = leases.get_mut(&p.consultation)
+            && h.lease.epoch == p.epoch
+            && h.lease.state(now) == LeaseState::Held
+        {
             // A join is on its way: not released as over before it arrives.
-            if let Some(h) = leases.get_mut(&p.consultation) {
-                h.since = now;
+            h.since = now;
+            return Adopted::Held(h.takeover.clone());
+        }
+        let takeover = Arc::new(tokio::sync::Mutex::new(()));
+        let guard = takeover
+            .clone()
+            .try_lock_owned()
+            .expect("a new mutex is free");
+        leases.insert(
+            p.consultation.clone(),
+            Held {
+                lease: OwnerLease::new(p, self.inner.lease_ms),
+                since: now,
+                takeover,
+            },
+        );
+        Adopted::Now(guard)
+    }
+
+    /// A consultation taken on here at `epoch`: what its previous owner admitted (and removed)
+    /// applies here, and the store's document is stamped with this epoch at once, so that the
+    /// old owner's late writes are discarded from now on.
+    async fn take_over_admissions(&self, consultation: &str, epoch: u64) {
+        if self.inner.consultations.is_live(consultation) {
+            return;
+        }
+        let stored = match self.inner.store.admissions(consultation).await {
+            Ok(Some(a)) if a.epoch < epoch => a,
+            Ok(_) => return,
+            Err(e) => {
+                // Nobody is admitted without the practitioner then: the safe side.
+                tracing::warn!(%consultation, error = %e, "cannot read the consultation's admissions");
+                return;
             }
-        } else {
-            leases.insert(
-                p.consultation.clone(),
-                Held {
-                    lease: OwnerLease::new(p, self.inner.lease_ms),
-                    since: now,
-                },
+        };
+        let admissions = Admissions {
+            admitted: stored
+                .admitted
+                .iter()
+                .filter_map(|s| seat_from(s))
+                .collect(),
+            removed: stored.removed.iter().filter_map(|s| seat_from(s)).collect(),
+        };
+        if !admissions.admitted.is_empty() || !admissions.removed.is_empty() {
+            tracing::info!(
+                %consultation,
+                epoch,
+                admitted = admissions.admitted.len(),
+                removed = admissions.removed.len(),
+                "admissions taken over from the previous owner"
             );
         }
-        !keep
+        self.inner
+            .admissions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(consultation.to_string(), admissions.clone());
+        self.inner
+            .consultations
+            .restore_admissions(&ConsultationId::new(consultation), admissions);
+        let stamp = StoredAdmissions {
+            epoch,
+            updated_at: now_ms(),
+            ..stored
+        };
+        if let Err(e) = self.inner.store.save_admissions(&stamp).await {
+            tracing::warn!(%consultation, error = %e, "cannot stamp the admissions with the new epoch");
+        }
+    }
+
+    /// The admissions writer: each change, in order, written with the epoch of the lease this
+    /// node holds — and only while it holds it (a fenced node writes nothing; the store
+    /// discards what a stale epoch sends anyway).
+    async fn write_admissions(
+        self,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, Admissions)>,
+    ) {
+        while let Some((consultation, admissions)) = rx.recv().await {
+            let now = now_ms();
+            let epoch = self
+                .leases()
+                .get(&consultation)
+                .filter(|h| h.lease.state(now) == LeaseState::Held)
+                .map(|h| h.lease.epoch);
+            let Some(epoch) = epoch else {
+                continue;
+            };
+            let doc = StoredAdmissions {
+                consultation: consultation.clone(),
+                epoch,
+                admitted: admissions.admitted.iter().map(seat_to).collect(),
+                removed: admissions.removed.iter().map(seat_to).collect(),
+                updated_at: now,
+            };
+            match self.inner.store.save_admissions(&doc).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(%consultation, epoch, "admissions not written: a newer owner exists")
+                }
+                Err(e) => {
+                    tracing::warn!(%consultation, error = %e, "cannot write the consultation's admissions")
+                }
+            }
+        }
     }
 
     /// Stop serving `consultation` here if this node holds an older lease for it than `newer`
@@ -303,6 +471,11 @@ impl ClusterNode {
             }
         };
         if removed {
+            self.inner
+                .admissions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(consultation);
             metrics::counter!(FENCED).increment(1);
             tracing::warn!(%consultation, node = %self.inner.id, "fenced: this node no longer owns the consultation");
             self.inner
@@ -400,6 +573,11 @@ impl ClusterNode {
                 }
             };
             if gone {
+                self.inner
+                    .admissions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&consultation);
                 self.release(&lease).await;
                 tracing::info!(%consultation, epoch = lease.epoch, "placement released");
                 return;
@@ -477,6 +655,9 @@ impl ClusterNode {
             }
             if beats.is_multiple_of(50) {
                 self.sweep_orphans(now_ms(), SWEEP_GRACE_MS).await;
+                if let Err(e) = self.inner.store.sweep_join_tickets(now_ms()).await {
+                    tracing::warn!(error = %e, "sweeping used join tickets failed");
+                }
                 match self.inner.store.sweep_nodes(now_ms(), SWEEP_GRACE_MS).await {
                     Ok(n) if n > 0 => tracing::info!(swept = n, "dead nodes' documents deleted"),
                     Ok(_) => {}
@@ -487,12 +668,102 @@ impl ClusterNode {
     }
 }
 
+impl teleconsult_consultation::AdmissionRecorder for ClusterNode {
+    fn admissions(&self, consultation: &ConsultationId, admissions: Admissions) {
+        let mut last = self
+            .inner
+            .admissions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.get(consultation.as_str()) == Some(&admissions) {
+            return;
+        }
+        if admissions == Admissions::default() && !last.contains_key(consultation.as_str()) {
+            // Nothing admitted yet and nothing written: nothing to write.
+            return;
+        }
+        last.insert(consultation.as_str().to_string(), admissions.clone());
+        drop(last);
+        let _ = self
+            .inner
+            .admissions_tx
+            .send((consultation.as_str().to_string(), admissions));
+    }
+}
+
+/// A seat as the store keeps it (ids only).
+fn seat_to(seat: &SeatKey) -> String {
+    match seat {
+        SeatKey::Invitation(jti) => format!("invitation:{jti}"),
+        SeatKey::Account(id) => format!("account:{id}"),
+    }
+}
+
+fn seat_from(s: &str) -> Option<SeatKey> {
+    if let Some(jti) = s.strip_prefix("invitation:") {
+        Some(SeatKey::Invitation(jti.to_string()))
+    } else {
+        s.strip_prefix("account:")
+            .map(|id| SeatKey::Account(id.to_string()))
+    }
+}
+
 impl ConsultationRouter for ClusterNode {
     fn route<'a>(
         &'a self,
         consultation: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Route> + Send + 'a>> {
         Box::pin(self.route_join(consultation))
+    }
+
+    fn mint_ticket(&self, me: &SignedIn, consultation: &str) -> Option<String> {
+        let ticket = crate::ticket::Ticket {
+            jti: crate::ticket::new_jti(),
+            account: me.account.clone(),
+            organisation: me.organisation.clone(),
+            display_name: me.display_name.clone(),
+            consultation: consultation.to_string(),
+            exp: now_ms() + crate::ticket::TICKET_TTL_MS,
+        };
+        Some(crate::ticket::mint(&self.inner.ticket_key, &ticket))
+    }
+
+    fn is_ticket(&self, token: &str) -> bool {
+        token.starts_with(crate::ticket::PREFIX)
+    }
+
+    fn redeem_ticket<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<(SignedIn, String)>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let t = match crate::ticket::verify(&self.inner.ticket_key, token, now_ms()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::info!(error = %e, "join ticket refused");
+                    return None;
+                }
+            };
+            match self.inner.store.redeem_join_ticket(&t.jti, t.exp).await {
+                Ok(true) => Some((
+                    SignedIn {
+                        account: t.account,
+                        organisation: t.organisation,
+                        display_name: t.display_name,
+                    },
+                    t.consultation,
+                )),
+                Ok(false) => {
+                    tracing::warn!(consultation = %t.consultation, "join ticket used twice: refused");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot redeem a join ticket");
+                    None
+                }
+            }
+        })
     }
 }
 

@@ -91,6 +91,11 @@ pub struct ClusterConfig {
     pub lease_secs: u64,
     /// On SIGTERM, wait at most this long for the calls on this node to end (draining).
     pub drain_limit_secs: u64,
+    /// The operator's credential for `teleconsult drain` (`POST /drain` on the metrics
+    /// listener, `Authorization: Bearer <token>`). Empty: no drain endpoint (SIGTERM only).
+    /// At least 32 bytes if set.
+    #[serde(serialize_with = "redacted")]
+    pub operator_token: SecretString,
 }
 
 impl Default for ClusterConfig {
@@ -102,6 +107,7 @@ impl Default for ClusterConfig {
             region: String::new(),
             lease_secs: 5,
             drain_limit_secs: 4 * 3600,
+            operator_token: SecretString::default(),
         }
     }
 }
@@ -923,6 +929,13 @@ impl Config {
             if c.drain_limit_secs > 24 * 3600 {
                 bad("drain_limit_secs", "must be at most 24 hours");
             }
+            let operator = c.operator_token.expose_secret();
+            if !operator.is_empty() && operator.len() < 32 {
+                bad(
+                    "operator_token",
+                    "must be at least 32 bytes (or empty: no drain endpoint, SIGTERM only)",
+                );
+            }
         }
 
         p
@@ -1090,8 +1103,9 @@ mod tests {
     }
 
     /// The secrets, which `ser` writes as `<redacted>`.
-    fn secrets(c: &Config) -> [&str; 7] {
+    fn secrets(c: &Config) -> [&str; 8] {
         [
+            c.cluster.operator_token.expose_secret(),
             c.metrics.bearer_token.expose_secret(),
             c.accounts.totp_key.expose_secret(),
             c.auth.signing_secret.expose_secret(),

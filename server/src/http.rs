@@ -317,6 +317,8 @@ pub fn metrics_router(state: AppState) -> Router {
     crate::telemetry::install();
     let router = Router::new()
         .route("/metrics", get(metrics))
+        // `teleconsult drain` (operator token; 404 when none is set): crate::drain.
+        .merge(crate::drain::routes())
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(request_logs(Level::DEBUG));
     security_headers(router, &state.config.server).with_state(state)

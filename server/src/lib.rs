@@ -6,6 +6,7 @@
 pub mod billing_api;
 pub mod cluster;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod http;
 pub mod invite;
@@ -15,6 +16,7 @@ pub mod routes;
 pub mod scheduling;
 pub mod server;
 pub mod telemetry;
+pub mod ticket;
 pub mod turn;
 
 /// The domain crates, under the names the rest of the code (and the tests) use.

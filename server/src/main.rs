@@ -140,6 +140,28 @@ enum Command {
         #[command(subcommand)]
         command: RecordingCommand,
     },
+    /// Drain a running cluster node (a rolling update): it takes no new consultations, keeps
+    /// the calls it carries until they end (at most --limit), then leaves the cluster and
+    /// exits. Talks to the node's metrics listener with cluster.operator_token.
+    Drain {
+        /// The node's metrics listener (default: http://metrics.bind:metrics.port of the
+        /// configuration, loopback for an unspecified bind).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// How long the node waits for its calls to end before it stops anyway, seconds
+        /// (default: its cluster.drain_limit_secs).
+        #[arg(long, value_name = "SECS")]
+        limit: Option<u64>,
+        /// How long this command waits for the node to exit, seconds (default: the limit plus
+        /// a minute); it exits 0 once the node is gone, 2 if it is still running then.
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
+        /// The configuration holding cluster.operator_token (and the metrics address).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        dev: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -409,6 +431,57 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Billing { command } => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(billing(command))
+        }
+        Command::Drain {
+            url,
+            limit,
+            wait,
+            config,
+            dev,
+        } => {
+            let config = Config::load_for_tokens(config.as_deref(), dev)?;
+            let token = config.cluster.operator_token.expose_secret();
+            if token.is_empty() {
+                anyhow::bail!(
+                    "cluster.operator_token is not set in this configuration (or TELECONSULT_CLUSTER__OPERATOR_TOKEN): the node offers no drain endpoint without it"
+                );
+            }
+            let url = url.unwrap_or_else(|| {
+                let ip = if config.metrics.bind.is_unspecified() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    config.metrics.bind
+                };
+                format!(
+                    "http://{}",
+                    std::net::SocketAddr::new(ip, config.metrics.port)
+                )
+            });
+            let limit_secs = limit.unwrap_or(config.cluster.drain_limit_secs);
+            let wait = Duration::from_secs(wait.unwrap_or(limit_secs + 60));
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let outcome =
+                runtime.block_on(teleconsult::drain::run(&url, token, limit, wait, |s| {
+                    out!(
+                        "{}: draining={} consultations={} participants={}",
+                        s.node,
+                        s.draining,
+                        s.consultations,
+                        s.participants
+                    )
+                }))?;
+            match outcome {
+                teleconsult::drain::Outcome::Exited => {
+                    out!("drained: the node has exited");
+                    Ok(())
+                }
+                teleconsult::drain::Outcome::StillRunning { participants } => {
+                    eprintln!(
+                        "teleconsult: the node is still draining ({participants} participants in calls); it exits when they end or its limit is reached"
+                    );
+                    std::process::exit(2);
+                }
+            }
         }
         Command::Recording { command } => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -775,6 +848,17 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         );
     }
 
+    // `teleconsult drain` (crate::drain) asks for the same drain as SIGTERM, with its limit.
+    let drain_requested = {
+        let node = server.state.cluster.clone();
+        async move {
+            match node {
+                Some(node) => node.drain_requested().await,
+                None => std::future::pending().await,
+            }
+        }
+    };
+    let mut limit = Duration::from_secs(server.state.config.cluster.drain_limit_secs);
     tokio::select! {
         result = server.wait() => {
             result?;
@@ -784,10 +868,13 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
             signal?;
             tracing::info!("shutting down");
         }
+        asked = drain_requested => {
+            limit = asked;
+            tracing::info!(limit_secs = limit.as_secs(), "draining on the operator's request");
+        }
     }
     if server.state.cluster.is_some() {
         // A rolling update: let the calls here end (a second signal stops at once).
-        let limit = Duration::from_secs(server.state.config.cluster.drain_limit_secs);
         tokio::select! {
             _ = server.drain(limit) => {}
             signal = shutdown_signal() => {

@@ -287,6 +287,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         let node = node.clone();
         billing.attach_gate(Arc::new(move |c: &str, now| node.may_write(c, now)));
     }
+    if let Some(node) = &cluster {
+        // Admissions kept in the store, for a takeover to rebuild (crate::cluster).
+        consultations.attach_admission_recorder(Arc::new(node.clone()));
+    }
     // Recordings (consultations created `recordable`, with everyone's consent): journals
     // sealed with the documents' current master key.
     let recording_keys = crate::recording::master_keys(&config.documents)

@@ -282,3 +282,202 @@ async fn joins_reach_the_owner_through_a_redirect_and_a_newer_epoch_fences_it() 
     b.shutdown().await;
     let _ = store.database().drop().await;
 }
+
+/// The first server message (or the close) of a join sent to `url` with `headers`.
+async fn first_answer(
+    url: &str,
+    headers: &[(&'static str, String)],
+    join: serde_json::Value,
+) -> Result<teleconsult::protocol::ServerMessage, (u16, String)> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().expect("request");
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, v.parse().expect("header"));
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connects");
+    ws.send(Message::Text(join.to_string().into()))
+        .await
+        .expect("sends");
+    loop {
+        match tokio::time::timeout(common::T, ws.next())
+            .await
+            .expect("answer")
+        {
+            Some(Ok(Message::Text(t))) => {
+                return Ok(serde_json::from_str(&t).expect("protocol"));
+            }
+            Some(Ok(Message::Close(f))) => {
+                return Err(f
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((1005, String::new())));
+            }
+            Some(Ok(_)) => continue,
+            other => return Err((1006, format!("{other:?}"))),
+        }
+    }
+}
+
+/// A practitioner signed in on one node (session cookie, no link) joins a consultation another
+/// node owns: the redirect carries a join ticket (in the message, never the URL), and the owner
+/// seats them with it — as their account, under their name — although the cookie never reaches
+/// it. The ticket works once, only for its consultation, and not when edited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_practitioner_is_redirected_with_a_single_use_join_ticket() {
+    use teleconsult::accounts::{NewAccount, StaffRole};
+    use teleconsult::protocol::ServerMessage;
+    let Some(uri) = common::mongo_uri() else {
+        return;
+    };
+    let database = format!("ticket_{:08x}", rand::random::<u32>());
+    let a = TestServer::start_with(routed_node_config(&uri, &database, "node-a")).await;
+    let b = TestServer::start_with(routed_node_config(&uri, &database, "node-b")).await;
+    let store = MongoStore::open(&uri, &database).await.unwrap();
+    let now = teleconsult_accounts::now_millis();
+
+    // A practitioner account and a consultation of theirs, owned by node b.
+    let svc = &a.server.state.accounts;
+    let org = svc.create_organisation("Clinic", now).await.unwrap();
+    const PASSWORD: &str = "correct horse battery staple";
+    let account = svc
+        .create_account(
+            &org.id,
+            NewAccount {
+                email: "dr@ticket.example".into(),
+                display_name: "Dr Ticket".into(),
+                roles: vec![StaffRole::Practitioner],
+                password: PASSWORD.into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let c = "c-ticket";
+    a.server
+        .state
+        .store
+        .upsert_scheduled_consultation(&teleconsult_store::ScheduledConsultation {
+            id: c.into(),
+            organisation: org.id.clone(),
+            practitioner: account.id.clone(),
+            scheduled_at: None,
+            status: teleconsult_store::ConsultationStatus::Scheduled,
+            created_at: now,
+            policy: teleconsult_store::Policy::Standard,
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_placement(&teleconsult_store::Placement {
+                consultation: c.into(),
+                epoch: 1,
+                node: "node-b".into(),
+                claimed_at: now,
+                lease_until: now + 2_000,
+            })
+            .await
+            .unwrap()
+    );
+
+    // Signed in on node a.
+    let body = serde_json::json!({ "email": "dr@ticket.example", "password": PASSWORD });
+    let r = common::request(
+        a.http_addr,
+        "POST",
+        "/api/auth/login",
+        &[("Content-Type", "application/json".to_string())],
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let origin = format!("http://{}", a.http_addr);
+    let on_a = format!("ws://{}/ws/{c}", a.http_addr);
+    let session_join =
+        serde_json::json!({"type": "join", "token": "", "protocol": 2, "consultation": c});
+    let answer = first_answer(
+        &on_a,
+        &[("Cookie", cookie.clone()), ("Origin", origin.clone())],
+        session_join,
+    )
+    .await;
+    let (url, ticket) = match answer {
+        Ok(ServerMessage::Redirect {
+            url,
+            ticket: Some(ticket),
+        }) => (url, ticket),
+        other => panic!("a redirect with a ticket: {other:?}"),
+    };
+    assert_eq!(url, format!("ws://{}/ws/{c}", b.http_addr));
+    assert!(
+        !url.contains(&ticket) && !url.contains('?'),
+        "never in the URL"
+    );
+
+    // On node b: no cookie there (another host), the ticket instead; the page's origin is a
+    // live node's.
+    let ticket_join =
+        |t: &str| serde_json::json!({"type": "join", "token": t, "protocol": 2, "consultation": c});
+    // Edited (one character of the signature): refused.
+    let mut edited = ticket.clone();
+    let last = edited.pop().unwrap();
+    edited.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(
+        first_answer(&url, &[("Origin", origin.clone())], ticket_join(&edited))
+            .await
+            .err(),
+        Some((4401, "expired".to_string())),
+        "an edited ticket"
+    );
+    // For another consultation's path: refused.
+    let elsewhere = format!("ws://{}/ws/c-other", b.http_addr);
+    let wrong = first_answer(
+        &elsewhere,
+        &[("Origin", origin.clone())],
+        ticket_join(&ticket),
+    )
+    .await;
+    assert!(wrong.is_err(), "{wrong:?}");
+    // (The path is checked after the redemption: a ticket sent to the wrong path is spent.) A
+    // new one for the real join.
+    let answer = first_answer(
+        &on_a,
+        &[("Cookie", cookie.clone()), ("Origin", origin.clone())],
+        serde_json::json!({"type": "join", "token": "", "protocol": 2, "consultation": c}),
+    )
+    .await;
+    let Ok(ServerMessage::Redirect {
+        ticket: Some(ticket),
+        ..
+    }) = answer
+    else {
+        panic!("a second redirect with a ticket: {answer:?}");
+    };
+    match first_answer(&url, &[("Origin", origin.clone())], ticket_join(&ticket)).await {
+        Ok(ServerMessage::Joined { you, .. }) => {
+            assert_eq!(you.role.as_str(), "practitioner");
+            assert_eq!(you.display_name, "Dr Ticket");
+        }
+        other => panic!("joined on the owner with the ticket: {other:?}"),
+    }
+    // Once only.
+    assert_eq!(
+        first_answer(&url, &[("Origin", origin.clone())], ticket_join(&ticket))
+            .await
+            .err(),
+        Some((4401, "expired".to_string())),
+        "a ticket is single-use"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    let _ = store.database().drop().await;
+}

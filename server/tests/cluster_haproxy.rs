@@ -40,6 +40,9 @@ fn lease_secs() -> u64 {
         .unwrap_or(2)
 }
 
+/// The nodes' `cluster.operator_token` (what `teleconsult drain` presents).
+const OPERATOR_TOKEN: &str = "operator-token-of-the-cluster-tests-0123456789";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -62,6 +65,18 @@ impl Node {
     }
     fn pid(&self) -> i32 {
         self.server.as_ref().expect("running").child.id() as i32
+    }
+    /// Where its metrics listener (and `/drain`) is bound, from its start-up line.
+    fn metrics_addr(&self) -> std::net::SocketAddr {
+        let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        let line = log
+            .lines()
+            .rfind(|l| l.contains("listening (HTTP"))
+            .expect("the start-up line");
+        let (_, rest) = line
+            .split_once("metrics_addr=")
+            .expect("metrics_addr logged");
+        rest.split_whitespace().next().unwrap().parse().unwrap()
     }
     async fn start(&mut self) {
         let port = self.port.to_string();
@@ -184,7 +199,7 @@ impl Cluster {
             let toml = format!(
                 "[storage]\nmongodb_uri = \"{uri}\"\ndatabase = \"{database}\"\ndata_dir = \"{}\"\n\
                  [cluster]\nenabled = true\nnode_id = \"{id}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-                 lease_secs = {}\n[billing]\ncheckpoint_secs = 1\n",
+                 lease_secs = {}\noperator_token = \"{OPERATOR_TOKEN}\"\n[billing]\ncheckpoint_secs = 1\n",
                 dir.join("data").display(),
                 lease_secs()
             );
@@ -743,5 +758,336 @@ async fn a_rolling_restart_of_three_draining_nodes_interrupts_no_consultation() 
     }
     println!("rolling restart: {serial} consultations, none interrupted");
     drop(calls);
+    let _ = cluster.database().drop().await;
+}
+
+/// The admitted state of a consultation survives its owner: kill -9 of the owner mid-call, the
+/// patient's client comes back through HAProxy, lands on another node and is back in the call
+/// at once — the practitioner (back too, admitting nobody) does nothing; media flows again; a
+/// guest the practitioner removed stays out; billing has no overlap; and the dead owner's epoch
+/// can no longer write the admissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_an_admitted_patient_is_back_in_the_call_without_a_new_admission() {
+    use teleconsult::protocol::{ClientMessage, ServerMessage};
+    use teleconsult_consultation::ParticipantState;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(c) = Cluster::start("admit").await else {
+        return;
+    };
+    let Cluster {
+        mut nodes,
+        lb_port,
+        config,
+        store,
+        cluster,
+        _lb,
+        ..
+    } = c;
+    let lb = |c: &str| format!("ws://127.0.0.1:{lb_port}/ws/{c}");
+    let c = "c-admit-1";
+    let dr_token = common::sign_token(
+        config.auth.signing_secret.expose_secret().as_bytes(),
+        c,
+        "dr-admit",
+        Role::Practitioner,
+    );
+    let pt_token = common::invite_token(&*store, &config, c, "pt-admit", Role::Patient).await;
+    let gu_token = common::invite_token(&*store, &config, c, "gu-admit", Role::Guest).await;
+    // The practitioner admits whoever waits, this first time only.
+    let dr = Participant::join_with(
+        &lb(c),
+        &dr_token,
+        JoinOptions {
+            auto_admit: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the practitioner joins");
+    let pt = Participant::join(&lb(c), &pt_token).await.expect("patient");
+    let gu = Participant::join(&lb(c), &gu_token).await.expect("guest");
+    let admitted = |p: &Participant| {
+        p.history
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Admitted { .. }))
+    };
+    poll(T, "the patient and the guest admitted", || {
+        let ok = admitted(&pt) && admitted(&gu);
+        async move { ok.then_some(()) }
+    })
+    .await;
+    // The guest is removed by the practitioner.
+    dr.send(ClientMessage::Remove {
+        participant: gu.id.clone().into(),
+    });
+    poll(T, "the guest removed", || {
+        let code = gu.close_code();
+        async move { code }
+    })
+    .await;
+    let _publishing = [dr.peer.start_publishing(1), pt.peer.start_publishing(2)];
+    poll(T, "media flowing before the kill", || {
+        let ok = hears(&dr, &pt.id, 20) && hears(&pt, &dr.id, 20);
+        async move { ok.then_some(()) }
+    })
+    .await;
+    let placed = cluster.placement(c).await.unwrap().unwrap();
+    // The owner keeps the admissions in the store, with its epoch.
+    let kept = poll(T, "the admissions in the store", || {
+        let cluster = cluster.clone();
+        async move {
+            let a = cluster.admissions(c).await.ok()??;
+            (a.admitted.len() == 2 && a.removed.len() == 1).then_some(a)
+        }
+    })
+    .await;
+    assert_eq!(kept.epoch, placed.epoch);
+    assert!(
+        kept.admitted.contains(&"account:dr-admit".to_string()),
+        "{kept:?}"
+    );
+    assert!(
+        kept.admitted.iter().any(|s| s.starts_with("invitation:")),
+        "the patient's seat (an invitation id, never a name): {kept:?}"
+    );
+    assert!(kept.removed[0].starts_with("invitation:"), "{kept:?}");
+
+    // kill -9 of the owner, mid-call.
+    let killed_at_ms = teleconsult_accounts::now_millis();
+    let owner = nodes.iter_mut().find(|n| n.id == placed.node).unwrap();
+    owner.server.as_mut().unwrap().kill();
+    drop((dr, pt, gu));
+    // Both come back through the load balancer; the practitioner admits nobody this time.
+    let url = lb(c);
+    let (dr, pt) = tokio::join!(
+        join_until(&url, &dr_token, JoinOptions::default()),
+        join_until(&url, &pt_token, JoinOptions::default())
+    );
+    let p = cluster.placement(c).await.unwrap().unwrap();
+    assert_ne!(p.node, placed.node, "re-placed on a live node");
+    assert!(p.epoch > placed.epoch);
+    let joined_admitted = pt.history.lock().unwrap().iter().any(|m| {
+        matches!(m, ServerMessage::Joined { you, .. } if you.state == ParticipantState::Admitted)
+    });
+    assert!(
+        joined_admitted,
+        "the patient is back in the call at once, without a new admission"
+    );
+    assert!(
+        !dr.history.lock().unwrap().iter().any(
+            |m| matches!(m, ServerMessage::WaitingList { participants } if !participants.is_empty())
+        ),
+        "nobody waits for the practitioner"
+    );
+    let _publishing = [dr.peer.start_publishing(1), pt.peer.start_publishing(2)];
+    poll(T, "media flowing again on the new owner", || {
+        let ok = hears(&dr, &pt.id, 20) && hears(&pt, &dr.id, 20);
+        async move { ok.then_some(()) }
+    })
+    .await;
+    // The removed guest stays out.
+    let again = Participant::join(&lb(c), &gu_token).await;
+    match again {
+        Err(_) => {}
+        Ok(g) => {
+            let code = poll(T, "the removed guest refused", || {
+                let code = g.close_code();
+                async move { code }
+            })
+            .await;
+            assert_ne!(code.0, 1000, "{code:?}");
+        }
+    }
+    // The new owner stamped its epoch: the dead owner's can no longer write the admissions.
+    let now = cluster.admissions(c).await.unwrap().unwrap();
+    assert_eq!(now.epoch, p.epoch);
+    let stale = teleconsult_store::StoredAdmissions {
+        epoch: placed.epoch,
+        admitted: vec![],
+        ..now.clone()
+    };
+    assert!(!cluster.save_admissions(&stale).await.unwrap());
+    assert_eq!(
+        cluster.admissions(c).await.unwrap().unwrap().admitted,
+        now.admitted
+    );
+    // Billing: the dead owner's intervals closed at their last checkpoint, no overlap.
+    let intervals = poll(T, "the new owner's billing interval", || {
+        let store = store.clone();
+        async move {
+            let v = store.billing_intervals(c).await.ok()?;
+            v.iter().any(|i| i.start > killed_at_ms).then_some(v)
+        }
+    })
+    .await;
+    assert_no_overlap(c, &intervals);
+    assert!(
+        intervals
+            .iter()
+            .filter(|i| i.start < killed_at_ms)
+            .all(|i| i.recovered && i.end == Some(i.checkpoint)),
+        "{intervals:?}"
+    );
+    drop((dr, pt));
+    let _ = cluster.database().drop().await;
+}
+
+/// `teleconsult drain`, as an operator runs it against one node: refused without the operator
+/// token; with it the node turns not-ready, new consultations go to other nodes (a join sent to
+/// it straight is redirected), its running call goes on with media until it ends, and then the
+/// node exits by itself and the command reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teleconsult_drain_stops_new_placements_keeps_the_call_and_exits_when_empty() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(c) = Cluster::start("opdrain").await else {
+        return;
+    };
+    let Cluster {
+        mut nodes,
+        lb_port,
+        config,
+        store,
+        cluster,
+        _lb,
+        ..
+    } = c;
+    let secret = config
+        .auth
+        .signing_secret
+        .expose_secret()
+        .as_bytes()
+        .to_vec();
+    let practitioner = JoinOptions {
+        auto_admit: true,
+        ..Default::default()
+    };
+    let call = async |i: usize, url: &str| {
+        let c = format!("c-opdrain-{i}");
+        let dr_token = common::sign_token(&secret, &c, &format!("dr-{i}"), Role::Practitioner);
+        let pt_token =
+            common::invite_token(&*store, &config, &c, &format!("pt-{i}"), Role::Patient).await;
+        let url = url.replace("{c}", &c);
+        let dr = Participant::join_with(&url, &dr_token, practitioner.clone())
+            .await
+            .unwrap();
+        let pt = Participant::join(&url, &pt_token).await.unwrap();
+        let owner = cluster.placement(&c).await.unwrap().unwrap().node;
+        (c, owner, dr, pt)
+    };
+    let lb_url = format!("ws://127.0.0.1:{lb_port}/ws/{{c}}");
+    let (c0, owner, dr, pt) = call(0, &lb_url).await;
+    let _publishing = [dr.peer.start_publishing(1), pt.peer.start_publishing(2)];
+    poll(T, "media flowing", || {
+        let ok = hears(&dr, &pt.id, 20) && hears(&pt, &dr.id, 20);
+        async move { ok.then_some(()) }
+    })
+    .await;
+    let node = nodes.iter_mut().find(|n| n.id == owner).unwrap();
+    let metrics = node.metrics_addr();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", node.port).parse().unwrap();
+
+    // Without the operator token (or with another), nothing happens.
+    let client = reqwest::Client::new();
+    let drain_url = format!("http://{metrics}/drain");
+    let r = client.post(&drain_url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(&drain_url)
+        .bearer_auth("operator-token-of-someone-else-0123456789xyz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Nor on the public listener.
+    let r = client
+        .post(format!("http://{addr}/drain"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_eq!(status_of(addr, "/healthz/ready").await, Some(200));
+
+    // The operator's command, as run on the node (its configuration holds the token).
+    let out = node.dir.join("drain.out");
+    let mut drain = Command::new(env!("CARGO_BIN_EXE_teleconsult"))
+        .args(["drain", "--dev", "--config"])
+        .arg(node.dir.join("teleconsult.toml"))
+        .args(["--url", &format!("http://{metrics}"), "--wait", "120"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("teleconsult drain runs");
+    poll(T, "the node turns not-ready", || async move {
+        (status_of(addr, "/healthz/ready").await == Some(503)).then_some(())
+    })
+    .await;
+    // New consultations go elsewhere, through the balancer or sent to it straight.
+    let (_c1, owner1, _dr1, _pt1) = call(1, &lb_url).await;
+    assert_ne!(owner1, owner, "no new consultation on the draining node");
+    let straight = format!("ws://127.0.0.1:{}/ws/{{c}}", node.port);
+    let (c2, owner2, dr2, _pt2) = call(2, &straight).await;
+    assert_ne!(
+        owner2, owner,
+        "a join sent to the draining node is placed elsewhere"
+    );
+    assert_ne!(dr2.served_by, straight.replace("{c}", &c2), "redirected");
+    // The running call goes on, media flowing, nobody disconnected.
+    let heard = |p: &Participant, from: &str| {
+        p.peer
+            .received()
+            .get(from)
+            .map_or(0, |r| r.distinct_audio())
+    };
+    let (a0, b0) = (heard(&dr, &pt.id), heard(&pt, &dr.id));
+    poll(T, "media still flowing on the draining node", || {
+        let ok = heard(&dr, &pt.id) >= a0 + 50 && heard(&pt, &dr.id) >= b0 + 50;
+        async move { ok.then_some(()) }
+    })
+    .await;
+    assert_eq!(dr.close_code(), None);
+    assert_eq!(pt.close_code(), None);
+    assert!(
+        drain.try_wait().unwrap().is_none(),
+        "the command waits for the node"
+    );
+    let server = node.server.as_mut().unwrap();
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the node still runs"
+    );
+
+    // The call ends: the node leaves the cluster and exits, and the command says so.
+    dr.send(teleconsult::protocol::ClientMessage::Leave);
+    pt.send(teleconsult::protocol::ClientMessage::Leave);
+    let status = poll(Duration::from_secs(30), "the drained node exits", || {
+        let status = server.child.try_wait().expect("child status");
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+    let done = poll(Duration::from_secs(30), "the drain command ends", || {
+        let status = drain.try_wait().expect("drain status");
+        async move { status }
+    })
+    .await;
+    assert!(done.success(), "{done:?}");
+    let printed = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        printed.contains("drained: the node has exited"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("{owner}: draining=true")),
+        "{printed}"
+    );
+    let live = cluster
+        .live_nodes(teleconsult_accounts::now_millis())
+        .await
+        .unwrap();
+    assert!(!live.iter().any(|n| n.id == owner), "it left the cluster");
+    let _ = c0;
     let _ = cluster.database().drop().await;
 }

@@ -13,8 +13,8 @@ pub mod wire;
 
 pub use config::SignalingConfig;
 pub use session::{
-    ConsultationRouter, ErrorCounters, ErrorKind, Route, Signaling, SignedIn, handler, upgrade,
-    upgrade_from,
+    ConsultationRouter, ErrorCounters, ErrorKind, Redemption, Route, Signaling, SignedIn, handler,
+    upgrade, upgrade_from,
 };
 
 /// Names of the metrics this crate records.

@@ -251,6 +251,11 @@ pub enum ServerMessage {
     /// `joined`, to clients of any version.
     Redirect {
         url: String,
+        /// (cluster mode, a practitioner's session join) A short-lived, single-use,
+        /// consultation-bound join ticket: send it as `join.token` at `url` (the session cookie
+        /// of this host does not reach the owner's host). Absent for link joins.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<String>,
     },
     /// (v2) `participant` started or stopped sharing their screen (the sharer is told too).
     ScreenShare {

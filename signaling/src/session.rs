@@ -68,7 +68,30 @@ pub trait ConsultationRouter: Send + Sync {
         &'a self,
         consultation: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Route> + Send + 'a>>;
+
+    /// A join ticket for `me` (a practitioner whose session this node authenticated) to join
+    /// `consultation` on the node a `redirect` names: short-lived, single-use, bound to the
+    /// consultation. `None`: none (the client falls back to its own credential).
+    fn mint_ticket(&self, _me: &SignedIn, _consultation: &str) -> Option<String> {
+        None
+    }
+
+    /// Whether `token` is a join ticket (rather than a link token).
+    fn is_ticket(&self, _token: &str) -> bool {
+        false
+    }
+
+    /// Redeem a join ticket: the practitioner and consultation it was minted for, once; `None`
+    /// when forged, expired, already used, or the store cannot say.
+    fn redeem_ticket<'a>(&'a self, _ticket: &'a str) -> Redemption<'a> {
+        Box::pin(async { None })
+    }
 }
+
+/// What [`ConsultationRouter::redeem_ticket`] resolves to: the practitioner and the
+/// consultation the ticket was minted for.
+pub type Redemption<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<(SignedIn, String)>> + Send + 'a>>;
 
 /// Mints a participant's `ice_servers` (see the server's `turn` module); none by default.
 pub type IceServerSource = Arc<dyn Fn(&ParticipantId) -> Vec<IceServer> + Send + Sync>;
@@ -476,8 +499,29 @@ async fn session(
                         .await;
                     return;
                 }
-                let authenticated = if token.is_empty() {
+                // The practitioner's session behind this join (cookie or join ticket), if any: a
+                // redirect hands them a ticket for the owner's node.
+                let mut session: Option<SignedIn> = None;
+                let ticket = state
+                    .router
+                    .as_ref()
+                    .filter(|r| !token.is_empty() && r.is_ticket(&token));
+                let authenticated = if let Some(router) = ticket {
+                    // A practitioner redirected here from the node that checked their session.
+                    match router.redeem_ticket(&token).await {
+                        Some((me, c)) => {
+                            let r = state
+                                .authenticator
+                                .practitioner(&me.account, &me.organisation, &me.display_name, &c)
+                                .await;
+                            session = Some(me);
+                            r
+                        }
+                        None => Err(Refusal::Expired),
+                    }
+                } else if token.is_empty() {
                     // A practitioner's own session (no link): only their own consultations.
+                    session = signed_in.clone();
                     match (&signed_in, &consultation) {
                         (Some(me), Some(c)) => {
                             state
@@ -518,7 +562,12 @@ async fn session(
                                 Route::Here => {}
                                 Route::Elsewhere(url) => {
                                     metrics::counter!(crate::metric_names::REDIRECTS).increment(1);
-                                    let _ = sink.send(text(&ServerMessage::Redirect { url })).await;
+                                    let ticket = session.as_ref().and_then(|me| {
+                                        router.mint_ticket(me, credential.consultation().as_str())
+                                    });
+                                    let _ = sink
+                                        .send(text(&ServerMessage::Redirect { url, ticket }))
+                                        .await;
                                     let _ =
                                         sink.send(close_frame(close::REDIRECT, "redirect")).await;
                                     await_close_reply(&mut stream).await;

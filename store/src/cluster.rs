@@ -57,6 +57,20 @@ pub struct Placement {
     pub lease_until: Millis,
 }
 
+/// The admissions of a consultation as its owner wrote them (cluster mode): what a takeover
+/// rebuilds. Seats are opaque strings (`invitation:{jti}`, `account:{id}`), never names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAdmissions {
+    pub consultation: String,
+    /// The placement epoch of the owner that wrote them.
+    pub epoch: u64,
+    /// Seats admitted (in the call, or reconnecting).
+    pub admitted: Vec<String>,
+    /// Seats removed by a practitioner: they stay out.
+    pub removed: Vec<String>,
+    pub updated_at: Millis,
+}
+
 /// What a renewal found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Renewal {
@@ -97,6 +111,18 @@ pub trait ClusterStore: Send + Sync {
     async fn fence_intervals(&self, consultation: &str) -> Result<u64>;
     /// The consultations with an open billing or presence interval.
     async fn open_consultations(&self) -> Result<Vec<String>>;
+
+    /// The admissions last written for `consultation`, if any.
+    async fn admissions(&self, consultation: &str) -> Result<Option<StoredAdmissions>>;
+    /// Write `a` as the owner at `a.epoch`: `true` if written; `false` if discarded because
+    /// the owner of a newer epoch exists or wrote them already (a fenced node's late write).
+    async fn save_admissions(&self, a: &StoredAdmissions) -> Result<bool>;
+
+    /// Use the join ticket `jti` (valid until `expires_at`): `true` the first time only, for
+    /// any number of concurrent attempts (a unique `_id` insert).
+    async fn redeem_join_ticket(&self, jti: &str, expires_at: Millis) -> Result<bool>;
+    /// Forget used tickets that expired before `now`; how many.
+    async fn sweep_join_tickets(&self, now: Millis) -> Result<u64>;
 
     /// The owner lets go (its consultation ended, or it drains): the lease ends now, so the next
     /// join places the consultation at once. Only this owner's epoch is touched.

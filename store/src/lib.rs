@@ -23,7 +23,7 @@ pub mod sqlite;
 pub use accounts::{Account, AccountStore, LoginThrottle, Organisation, SessionRecord, TotpRecord};
 pub use api_keys::{ApiKey, ApiKeyStore, ConsultationCursor};
 pub use chat::{ChatKeyRecord, ChatStore, StoredChatMessage};
-pub use cluster::{ClusterStore, NodeRecord, NodeState, Placement, Renewal};
+pub use cluster::{ClusterStore, NodeRecord, NodeState, Placement, Renewal, StoredAdmissions};
 pub use invitations::{
     ConsultationStatus, Invitation, InvitationStore, Policy, Pseudonym, ScheduledConsultation,
 };

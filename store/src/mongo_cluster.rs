@@ -2,7 +2,7 @@
 //! (`_id` = `{consultation}#{epoch}`, index `consultation_epoch`).
 
 use super::{MongoStore, from_doc, is_duplicate_key, map_err, to_doc};
-use crate::cluster::{ClusterStore, NodeRecord, NodeState, Placement, Renewal};
+use crate::cluster::{ClusterStore, NodeRecord, NodeState, Placement, Renewal, StoredAdmissions};
 use crate::{Millis, Result};
 use futures_util::TryStreamExt;
 use mongodb::IndexModel;
@@ -12,6 +12,20 @@ use serde::{Deserialize, Serialize};
 
 const NODES: &str = "nodes";
 const PLACEMENTS: &str = "placements";
+/// Join tickets already used (`_id` = the ticket's id), until they expire.
+const TICKETS: &str = "join_tickets";
+/// One document per consultation (`_id` = consultation id): its owner's admissions.
+const ADMISSIONS: &str = "admissions";
+
+#[derive(Serialize, Deserialize)]
+struct AdmissionsDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    epoch: i64,
+    admitted: Vec<String>,
+    removed: Vec<String>,
+    updated_at: i64,
+}
 
 #[derive(Serialize, Deserialize)]
 struct NodeDoc {
@@ -203,6 +217,80 @@ impl ClusterStore for MongoStore {
         } else {
             Renewal::Fenced
         })
+    }
+
+    async fn admissions(&self, consultation: &str) -> Result<Option<StoredAdmissions>> {
+        let found = self
+            .coll(ADMISSIONS)
+            .find_one(doc! {"_id": consultation})
+            .await
+            .map_err(map_err)?;
+        found
+            .map(|d| {
+                from_doc::<AdmissionsDoc>(d).map(|d| StoredAdmissions {
+                    consultation: d.id,
+                    epoch: u64::try_from(d.epoch).unwrap_or(0),
+                    admitted: d.admitted,
+                    removed: d.removed,
+                    updated_at: d.updated_at,
+                })
+            })
+            .transpose()
+    }
+
+    async fn save_admissions(&self, a: &StoredAdmissions) -> Result<bool> {
+        let epoch = i64::try_from(a.epoch).map_err(|_| crate::StoreError::Other("epoch".into()))?;
+        // A newer owner exists: this write comes from a fenced node (it may not have noticed
+        // yet). Checked first as renewals do; the epoch filter below holds even without it,
+        // once the newer owner has written.
+        let newer = self
+            .coll(PLACEMENTS)
+            .find_one(doc! {"_id": placement_id(&a.consultation, a.epoch + 1)})
+            .await
+            .map_err(map_err)?;
+        if newer.is_some() {
+            return Ok(false);
+        }
+        let d = to_doc(&AdmissionsDoc {
+            id: a.consultation.clone(),
+            epoch,
+            admitted: a.admitted.clone(),
+            removed: a.removed.clone(),
+            updated_at: a.updated_at,
+        })?;
+        // Replace only a document of this epoch or an older one; if a newer epoch's document
+        // exists the filter matches nothing and the upsert's insert collides with its `_id`.
+        match self
+            .coll(ADMISSIONS)
+            .replace_one(doc! {"_id": &a.consultation, "epoch": {"$lte": epoch}}, d)
+            .upsert(true)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn redeem_join_ticket(&self, jti: &str, expires_at: Millis) -> Result<bool> {
+        match self
+            .coll(TICKETS)
+            .insert_one(doc! {"_id": jti, "expires_at": expires_at})
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn sweep_join_tickets(&self, now: Millis) -> Result<u64> {
+        let r = self
+            .coll(TICKETS)
+            .delete_many(doc! {"expires_at": {"$lt": now}})
+            .await
+            .map_err(map_err)?;
+        Ok(r.deleted_count)
     }
 
     async fn release_placement(

@@ -223,3 +223,64 @@ async fn a_takeover_closes_the_old_owners_intervals_and_discards_its_late_writes
     assert_eq!(store.open_consultations().await.unwrap(), ["c-2"]);
     common::drop_mongo(&store).await;
 }
+
+/// Admissions (what a takeover rebuilds) are written with the owner's epoch: once the owner of a
+/// newer epoch exists or wrote them, a write of the old epoch is discarded, and what the new
+/// owner wrote stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_of_a_fenced_epoch_are_discarded() {
+    use teleconsult_store::StoredAdmissions;
+    let Some(store) = common::mongo("cluster_admissions").await else {
+        return;
+    };
+    let c = "c-admit";
+    assert_eq!(store.admissions(c).await.unwrap(), None);
+    assert!(
+        store
+            .claim_placement(&placement(c, 1, "a", 10_000))
+            .await
+            .unwrap()
+    );
+    let at = |epoch, admitted: &[&str], removed: &[&str]| StoredAdmissions {
+        consultation: c.into(),
+        epoch,
+        admitted: admitted.iter().map(|s| s.to_string()).collect(),
+        removed: removed.iter().map(|s| s.to_string()).collect(),
+        updated_at: 1_000 * epoch as i64,
+    };
+    // The owner of epoch 1 writes, then rewrites (same epoch: replaced).
+    assert!(
+        store
+            .save_admissions(&at(1, &["account:dr"], &[]))
+            .await
+            .unwrap()
+    );
+    let first = at(1, &["account:dr", "invitation:pt"], &["invitation:gu"]);
+    assert!(store.save_admissions(&first).await.unwrap());
+    assert_eq!(store.admissions(c).await.unwrap(), Some(first.clone()));
+
+    // A takeover: epoch 2 exists. The old owner's write is refused before the new owner even
+    // wrote (the placement says so)...
+    assert!(
+        store
+            .claim_placement(&placement(c, 2, "b", 20_000))
+            .await
+            .unwrap()
+    );
+    assert!(!store.save_admissions(&at(1, &[], &[])).await.unwrap());
+    assert_eq!(store.admissions(c).await.unwrap(), Some(first));
+    // ...and after the new owner stamped its epoch, by the document itself.
+    let second = at(2, &["invitation:pt"], &["invitation:gu"]);
+    assert!(store.save_admissions(&second).await.unwrap());
+    // (Without the placement check: a write of epoch 1 against the epoch-2 document.)
+    let stale = at(1, &["invitation:intruder"], &[]);
+    let coll = store
+        .database()
+        .collection::<mongodb::bson::Document>("placements");
+    coll.delete_one(mongodb::bson::doc! {"_id": format!("{c}#2")})
+        .await
+        .unwrap();
+    assert!(!store.save_admissions(&stale).await.unwrap());
+    assert_eq!(store.admissions(c).await.unwrap(), Some(second));
+    common::drop_mongo(&store).await;
+}

@@ -395,6 +395,10 @@ function send(msg) {
 
 /** Connect to `url` (a node's, after a `redirect`), else through the load balancer. */
 function connect(url) {
+  // A session join redirected to another node presents the ticket that node's redirect gave
+  // (the session cookie does not reach the other host); once, and only there.
+  const ticket = typeof url === 'string' ? app.redirectTicket : null;
+  app.redirectTicket = null;
   if (typeof url !== 'string') {
     app.redirects = 0;
     url = wsUrl();
@@ -408,7 +412,7 @@ function connect(url) {
       JSON.stringify({
         type: 'join',
         // Empty for a session join: the cookie of this handshake is the credential.
-        token: token.startsWith(SESSION_PREFIX) ? '' : token,
+        token: ticket || (token.startsWith(SESSION_PREFIX) ? '' : token),
         protocol: PROTOCOL_VERSION,
         consultation: app.claims.consultation,
         // This tab's proof that it holds its seat (after a reload or a dropped network).
@@ -497,6 +501,7 @@ function handleMessage(msg) {
     case 'redirect':
       // Followed when the close (4302) arrives; an unexpected URL is ignored.
       app.redirectTo = redirectTarget(String(msg.url || ''), app.claims.consultation, location.protocol);
+      app.redirectTicket = app.redirectTo && typeof msg.ticket === 'string' ? msg.ticket : null;
       break;
     case 'joined':
       app.redirects = 0;

@@ -16,6 +16,8 @@ import {
   waitForRemoteMedia,
   consultationId,
   waitFor,
+  signInPractitioner,
+  createConsultation,
 } from './harness.mjs';
 
 const MONGO = process.env.TELECONSULT_TEST_MONGODB_URI;
@@ -32,6 +34,100 @@ function freePort() {
 }
 
 const noMongo = !MONGO && !process.env.CI ? 'needs TELECONSULT_TEST_MONGODB_URI (scripts/test sets it)' : false;
+
+/** Two --dev nodes in cluster mode on one database (ports picked), each page's CSP allowing the other. */
+async function startTwoNodes(name) {
+  const database = `browser_${name}_${Math.random().toString(16).slice(2, 10)}`;
+  const ports = [await freePort(), await freePort()];
+  const nodes = [];
+  for (const [i, port] of ports.entries()) {
+    nodes.push(
+      await startServer({
+        extraEnv: {
+          TELECONSULT_SERVER__PORT: String(port),
+          TELECONSULT_STORAGE__MONGODB_URI: MONGO,
+          TELECONSULT_STORAGE__DATABASE: database,
+          TELECONSULT_CLUSTER__ENABLED: 'true',
+          TELECONSULT_CLUSTER__NODE_ID: `browser-${i}`,
+          TELECONSULT_CLUSTER__PUBLIC_URL: `http://127.0.0.1:${port}`,
+          TELECONSULT_CLUSTER__LEASE_SECS: '2',
+        },
+      }),
+    );
+  }
+  for (const [i, node] of nodes.entries()) {
+    const other = `ws://127.0.0.1:${ports[1 - i]}`;
+    await waitFor(
+      async () => ((await fetch(`${node.base}/join`)).headers.get('content-security-policy') || '').includes(other),
+      { what: `node ${i}'s CSP allows ${other}` },
+    );
+  }
+  return { ports, nodes };
+}
+
+// Stop 11: the practitioner signed in on node 0 (their session cookie is node 0's) starts a
+// consultation that node 1 owns: node 0's `redirect` carries a join ticket, the page presents it
+// as its join token on node 1 (where no cookie of theirs exists), and they are in the call there.
+test('cluster: a signed-in practitioner redirected to the owner joins with the ticket', { timeout: 180_000, skip: noMongo }, async () => {
+  assert.ok(MONGO, 'CI runs this test: TELECONSULT_TEST_MONGODB_URI must be set');
+  let browser;
+  let nodes = [];
+  const participants = [];
+  try {
+    const started = await startTwoNodes('ticket');
+    nodes = started.nodes;
+    const { ports } = started;
+    browser = await launchBrowser();
+    const doctor = await signInPractitioner({ server: nodes[0], browser, participants });
+    // A consultation placed on node 1: its patient opens the link on node 1 first (placement is
+    // two random choices: a new consultation until one stays on node 1).
+    let c;
+    let patient;
+    for (let attempt = 0; attempt < 8 && !patient; attempt += 1) {
+      c = await createConsultation(doctor, nodes[0], { patient: `Patient ${attempt}` });
+      const token = c.token(`Patient ${attempt}`);
+      const p = await openLink(browser, nodes[1].joinUrl(token), { identity: `Patient ${attempt}`, role: 'patient', token });
+      participants.push(p);
+      const urls = [];
+      p.page.on('websocket', (ws) => urls.push(ws.url()));
+      await waitForPrejoin(p);
+      await p.join();
+      await p.page.waitForFunction(() => window.teleconsult.state === 'waiting');
+      if (urls.length === 1 && urls[0] === `ws://127.0.0.1:${ports[1]}/ws/${c.id}`) patient = p;
+      else await p.context.close();
+    }
+    assert.ok(patient, 'a consultation placed on node 1 within 8 tries');
+
+    // The practitioner starts it from the workspace on node 0.
+    const drSockets = [];
+    const sent = [];
+    doctor.page.on('websocket', (ws) => {
+      drSockets.push(ws.url());
+      ws.on('framesent', (f) => sent.push({ url: ws.url(), payload: String(f.payload) }));
+    });
+    await doctor.page.locator(`li.ws-item[data-consultation="${c.id}"] button.primary`).click();
+    await doctor.page.waitForURL(/\/join$/);
+    await doctor.page.waitForFunction(() => !document.getElementById('join').disabled);
+    await doctor.page.locator('#join').click();
+    await waitFor(async () => (await doctor.page.evaluate(() => window.teleconsult.state)) === 'in_call', {
+      what: 'the practitioner in the call on the owner',
+    });
+    assert.deepEqual(drSockets, [`ws://127.0.0.1:${ports[0]}/ws/${c.id}`, `ws://127.0.0.1:${ports[1]}/ws/${c.id}`]);
+    const joins = sent.filter((f) => f.payload.includes('"type":"join"')).map((f) => ({ url: f.url, msg: JSON.parse(f.payload) }));
+    assert.equal(joins[0].msg.token, '', 'the first join is the session (cookie) join');
+    assert.ok(joins.at(-1).msg.token.startsWith('tkt1.'), 'the redirected join presents the ticket');
+    assert.equal(joins.at(-1).url, `ws://127.0.0.1:${ports[1]}/ws/${c.id}`);
+    assert.ok(drSockets.every((u) => !u.includes('tkt1') && !u.includes('?')), 'never in a URL');
+    // In the call on node 1: the patient waiting there is theirs to admit.
+    await admit(doctor, patient.identity);
+    await waitForRemoteMedia(patient, { videos: 1 });
+    await waitForRemoteMedia(doctor, { videos: 1 });
+    assert.ok(!doctor.consoleText().includes('tkt1.'), 'the ticket in the console');
+  } finally {
+    await browser?.close().catch(() => {});
+    for (const n of nodes) await n.stop().catch(() => {});
+  }
+});
 
 test('cluster: a join on the wrong node is redirected to the owner, and the call works', { timeout: 150_000, skip: noMongo }, async () => {
   assert.ok(MONGO, 'CI runs this test: TELECONSULT_TEST_MONGODB_URI must be set');
