@@ -466,7 +466,11 @@ mod tests {
         assert_eq!(l.admit(0, true), Admit::Drop, "not even a keyframe");
         l.resume();
         assert!(l.switching(), "a keyframe of the target is wanted again");
-        assert_eq!(l.admit(0, false), Admit::Drop, "a delta frame after the pause is useless");
+        assert_eq!(
+            l.admit(0, false),
+            Admit::Drop,
+            "a delta frame after the pause is useless"
+        );
         assert_eq!(l.admit(0, true), Admit::Switch { from: None });
         assert_eq!(l.admit(0, false), Admit::Forward);
     }
