@@ -157,7 +157,8 @@ impl Core {
                     continue;
                 };
                 // Audio first: pause the video when not even its lowest layer fits, resume once
-                // it does (probing finds out, as for an upgrade).
+                // it does (probing finds out, as for an upgrade: a paused subscription keeps its
+                // RTX stream and history, so it can be probed).
                 let lowest_rate = o.rates[layer as usize];
                 if measured
                     && estimate.is_finite()
@@ -167,7 +168,15 @@ impl Core {
                     if sub.layers.paused() && budget >= lowest_rate {
                         sub.layers.resume();
                         tracing::debug!(subscriber = %s.id, estimate, "video resumed");
-                    } else if !sub.layers.paused() && budget < PAUSE_BELOW * lowest_rate {
+                    } else if !sub.layers.paused()
+                        && sub.layers.current() == Some(layer)
+                        && s.bwe.congested()
+                        && budget < PAUSE_BELOW * lowest_rate
+                    {
+                        // Only a subscription already on its lowest layer, on a congested path:
+                        // at a call's start the estimate is bounded by what little was sent
+                        // (audio), which says nothing of the path, and a subscription paused
+                        // before its first frame could never be probed back.
                         sub.layers.pause();
                         paused += 1;
                         tracing::debug!(subscriber = %s.id, estimate, lowest_rate, "video paused: not even the lowest layer fits");
