@@ -705,9 +705,9 @@ impl Plaintext {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use teleconsult_consultation::OutboxReceiver;
     use teleconsult_consultation::config::ConsultationConfig;
     use teleconsult_consultation::{ConsultationId, Label, NoMedia, Outbound};
-    use tokio::sync::mpsc::UnboundedReceiver;
 
     const CONSULTATION: &str = "c-docs";
 
@@ -777,8 +777,8 @@ mod tests {
     }
 
     /// Join `who`; returns the participant id and the events it receives.
-    fn join(w: &World, who: &str, role: Role) -> (String, UnboundedReceiver<Outbound>) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    fn join(w: &World, who: &str, role: Role) -> (String, OutboxReceiver) {
+        let (tx, rx) = teleconsult_consultation::outbox(1024);
         let joined = w
             .consultations
             .join(&claims(who, role), None, tx)
@@ -880,7 +880,7 @@ mod tests {
         assert_eq!(info.content_type, "application/pdf");
         assert_eq!(info.sha256, hex(&Sha256::digest(&data)));
         assert!(
-            std::iter::from_fn(|| rx.try_recv().ok()).any(|m| matches!(
+            std::iter::from_fn(|| rx.try_recv()).any(|m| matches!(
                 m,
                 Outbound::Event(ConsultationEvent::DocumentAdded { ref document }) if document.id == info.id
             )),

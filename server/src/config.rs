@@ -677,6 +677,9 @@ impl Config {
         if !(1..=1_000_000).contains(&self.signaling.max_connections) {
             bad("signaling.max_connections", "must be in 1..=1000000");
         }
+        if !(8..=65_536).contains(&self.signaling.outbox_messages) {
+            bad("signaling.outbox_messages", "must be in 8..=65536");
+        }
 
         // auth (never print the secret itself)
         let secret = self.auth.signing_secret.expose_secret();

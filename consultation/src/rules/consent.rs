@@ -468,10 +468,10 @@ mod tests {
     use super::*;
     use crate::chat::ChatLimits;
     use crate::event::Outbound;
+    use crate::event::{OutboxReceiver, outbox};
     use crate::invitation::{Label, SeatKey};
     use crate::rules::{JoinRequest, Limits};
     use std::time::{Duration, Instant};
-    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
     fn consultation(policy: Policy) -> Consultation {
         Consultation::new(
@@ -490,8 +490,8 @@ mod tests {
         who: &str,
         role: Role,
         generation: u64,
-    ) -> (ParticipantId, UnboundedReceiver<Outbound>) {
-        let (tx, rx) = unbounded_channel();
+    ) -> (ParticipantId, OutboxReceiver) {
+        let (tx, rx) = outbox(1024);
         let seat = match role {
             Role::Practitioner => SeatKey::Account(format!("acct-{who}")),
             _ => SeatKey::Invitation(format!("jti-{who}")),
@@ -512,9 +512,9 @@ mod tests {
         (j.participant, rx)
     }
 
-    fn events(rx: &mut UnboundedReceiver<Outbound>) -> Vec<ConsultationEvent> {
+    fn events(rx: &mut OutboxReceiver) -> Vec<ConsultationEvent> {
         let mut v = Vec::new();
-        while let Ok(Outbound::Event(e)) = rx.try_recv() {
+        while let Some(Outbound::Event(e)) = rx.try_recv() {
             v.push(e);
         }
         v
@@ -557,7 +557,7 @@ mod tests {
     }
 
     /// A participant's id and inbox.
-    type Conn = (ParticipantId, UnboundedReceiver<Outbound>);
+    type Conn = (ParticipantId, OutboxReceiver);
 
     /// A practitioner and an admitted patient in a consultation of `policy`.
     fn call(policy: Policy) -> (Consultation, Conn, Conn) {
