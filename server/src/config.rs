@@ -229,6 +229,10 @@ pub struct MediaConfig {
     pub tcp_max_per_ip: usize,
     /// Milliseconds a new ICE-TCP connection has to send its first STUN binding request.
     pub tcp_first_message_ms: u64,
+    /// Datagrams a source address that is no participant's may send to the media port within
+    /// a second before it is ignored for `unknown_source_ignore_secs`.
+    pub unknown_source_datagrams_per_sec: u32,
+    pub unknown_source_ignore_secs: u64,
 }
 
 impl MediaConfig {
@@ -295,6 +299,8 @@ impl Default for MediaConfig {
             tcp_port: 40000,
             tcp_max_per_ip: 16,
             tcp_first_message_ms: 5000,
+            unknown_source_datagrams_per_sec: 50,
+            unknown_source_ignore_secs: 10,
         }
     }
 }
@@ -570,6 +576,18 @@ impl Config {
         }
         if self.media.workers > 256 {
             bad("media.workers", "must be in 0..=256 (0 = one per CPU core)");
+        }
+        if !(1..=100_000).contains(&self.media.unknown_source_datagrams_per_sec) {
+            bad(
+                "media.unknown_source_datagrams_per_sec",
+                "must be in 1..=100000",
+            );
+        }
+        if !(1..=3600).contains(&self.media.unknown_source_ignore_secs) {
+            bad(
+                "media.unknown_source_ignore_secs",
+                "must be between 1 and 3600 seconds",
+            );
         }
         if self.media.tcp_enabled {
             if !(1..=1024).contains(&self.media.tcp_max_per_ip) {

@@ -74,13 +74,20 @@ pub mod srtp;
 pub mod stun;
 pub mod tcp;
 pub mod twcc;
+pub mod unknown;
 
 use dashmap::DashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender as EventSender;
+
+/// Room to leave in a media session's event channel (`Sfu::add_participant`): a few
+/// negotiations' worth (an offer and a handful of track changes each). The worker never waits:
+/// a session whose channel is full is closed and counted
+/// (`teleconsult_media_event_overflows_total`).
+pub const EVENT_QUEUE: usize = 64;
 use tokio::sync::oneshot;
 
 pub use core::recording::{Offered, RecordingSink, TrackTap};
@@ -98,6 +105,8 @@ pub struct SfuConfig {
     pub workers: usize,
     /// ICE-TCP on one TCP port beside the UDP one (`None`: UDP only).
     pub tcp: Option<tcp::TcpSettings>,
+    /// When a source address that is no participant's is ignored for a while.
+    pub unknown_sources: unknown::UnknownSourceLimits,
 }
 
 /// Kind of a track.
@@ -303,7 +312,7 @@ impl Sfu {
         let mut receivers = Vec::with_capacity(n);
         for _ in 0..n {
             let poll = mio::Poll::new()?;
-            let (handle, rx) = driver::Handle::new(&poll)?;
+            let (handle, rx) = driver::Handle::new(&poll, driver::HANDOVER_QUEUE)?;
             polls.push(poll);
             handles.push(handle);
             receivers.push(rx);
@@ -319,6 +328,7 @@ impl Sfu {
                 tcp_addr,
                 routes.clone(),
                 handles.clone(),
+                config.unknown_sources,
             );
             std::thread::Builder::new()
                 .name(format!("sfu-worker-{index}"))
@@ -395,7 +405,7 @@ impl Sfu {
         &self,
         consultation: &str,
         participant: &str,
-        events: UnboundedSender<SfuEvent>,
+        events: EventSender<SfuEvent>,
     ) -> Result<(), SfuError> {
         let key = ParticipantKey {
             worker: self.worker_for(consultation),
@@ -533,6 +543,7 @@ mod tests {
             announce_ip: None,
             workers: 2,
             tcp: None,
+            unknown_sources: Default::default(),
         }
     }
 
@@ -548,6 +559,44 @@ mod tests {
             "a second media plane on port {port} must fail, not split the traffic"
         );
         drop(first);
+    }
+
+    /// A session whose event channel is full: the worker never waits for it. When one slot is
+    /// left, `Failed` takes it and the session is closed; another session on the same worker
+    /// goes on.
+    #[tokio::test]
+    async fn a_session_whose_events_are_not_read_fails_and_the_others_go_on() {
+        let sfu = Sfu::start(SfuConfig {
+            workers: 1,
+            ..config(0)
+        })
+        .expect("media plane");
+        // Room for one event only: the offer would leave none for a failure, so `Failed` takes
+        // the slot instead and the session is closed at once (a full channel, in short).
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        sfu.add_participant("c", "alice", tx).await.expect("added");
+        let (bob_tx, mut bob_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        sfu.add_participant("c", "bob", bob_tx)
+            .await
+            .expect("added");
+        assert_eq!(rx.try_recv().ok(), Some(SfuEvent::Failed));
+        // The session is gone from its worker.
+        assert_eq!(
+            sfu.restart_ice("alice").await,
+            Err(SfuError::UnknownParticipant)
+        );
+        // Closed: nothing more ever comes (the worker dropped its sender).
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("closed")
+                .is_none()
+        );
+        // Bob's session, on the same worker, is untouched.
+        assert!(matches!(bob_rx.recv().await, Some(SfuEvent::Offer(_))));
+        sfu.restart_ice("bob")
+            .await
+            .expect("bob's session is there");
     }
 
     /// A STUN binding request whose USERNAME is `<ours>:<theirs>`.

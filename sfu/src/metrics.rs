@@ -38,6 +38,16 @@ pub mod metric_names {
     /// Packets a recording's tap dropped because the recorder's queue was full (the worker
     /// never waits for the disk).
     pub const RECORDING_DROPPED: &str = "teleconsult_recording_dropped_packets_total";
+    /// Media sessions closed because their event channel was full (its reader did not keep up).
+    pub const EVENT_OVERFLOWS: &str = "teleconsult_media_event_overflows_total";
+    /// Source addresses ignored for a while for sending more datagrams that are no
+    /// participant's than `media.unknown_source_datagrams_per_sec` allows.
+    pub const SOURCES_IGNORED: &str = "teleconsult_media_sources_ignored_total";
+}
+
+/// One media session closed for a full event channel (rare: not a per-packet path).
+pub(crate) fn event_overflow() {
+    ::metrics::counter!(metric_names::EVENT_OVERFLOWS).increment(1);
 }
 
 use ::metrics::{Counter, Gauge};
@@ -138,6 +148,12 @@ impl Recorded {
 pub(crate) struct ReadCounters {
     pub unknown: Counter,
     pub handed_over: Counter,
+    /// From a source ignored for sending too many unknown datagrams (not parsed at all).
+    pub ignored: Counter,
+    /// Sources that went past `media.unknown_source_datagrams_per_sec`.
+    pub sources_ignored: Counter,
+    /// Handed over to a worker whose queue was full ([`crate::driver::HANDOVER_QUEUE`]).
+    pub handover_full: Counter,
 }
 
 impl ReadCounters {
@@ -145,6 +161,9 @@ impl ReadCounters {
         ReadCounters {
             unknown: ::metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "unknown_source"),
             handed_over: ::metrics::counter!(metric_names::DATAGRAMS_HANDED_OVER),
+            ignored: ::metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "ignored_source"),
+            sources_ignored: ::metrics::counter!(metric_names::SOURCES_IGNORED),
+            handover_full: ::metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "handover_full"),
         }
     }
 }
