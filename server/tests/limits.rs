@@ -5,6 +5,7 @@ mod common;
 
 use common::{T, TestServer, signaling_errors};
 use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
 use teleconsult::config::Config;
 use teleconsult::protocol::{ClientMessage, ServerMessage};
 use teleconsult::token::Role;
@@ -158,4 +159,55 @@ async fn a_client_that_stops_reading_is_disconnected_and_the_others_are_unaffect
     let errors = signaling_errors(&server).await;
     assert_eq!(errors.get("slow_consumer"), Some(&1), "{errors:?}");
     assert_eq!(errors.len(), 1, "{errors:?}");
+}
+
+/// Slow-loris: fifty connections each dribbling a header that never ends are all cut off by
+/// `server.header_read_timeout_secs`, and the server answers others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_slow_header_connections_are_all_closed_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = Config::for_tests();
+    config.server.header_read_timeout_secs = 2;
+    let server = TestServer::start_with(config).await;
+    let addr = server.http_addr;
+    let started = tokio::time::Instant::now();
+    let mut loris = Vec::new();
+    for _ in 0..50 {
+        loris.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connects");
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 256];
+            // A byte every 200 ms until the server ends the connection (or 20 s pass).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while tokio::time::Instant::now() < deadline {
+                if s.write_all(b"a").await.is_err() {
+                    return true;
+                }
+                match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return true,
+                    // A 408 before the close counts as cut off too.
+                    Ok(Ok(_)) => return true,
+                    Err(_) => {}
+                }
+            }
+            false
+        }));
+    }
+    // Meanwhile a normal request is answered.
+    let (status, _) = common::http_get(addr, "/healthz/live", None).await;
+    assert_eq!(status, 200);
+    let mut closed = 0;
+    for l in loris {
+        if l.await.unwrap() {
+            closed += 1;
+        }
+    }
+    let took = started.elapsed();
+    assert_eq!(closed, 50, "every slow connection is closed");
+    println!("50 slow-header connections closed within {took:?} (header timeout 2 s)");
+    assert!(took < Duration::from_secs(20));
 }
