@@ -35,6 +35,16 @@ use tokio::sync::mpsc;
 pub const QUEUE_GAUGE: &str = "teleconsult_billing_queue_events";
 /// Metric: events dropped because the outage queue was full.
 pub const QUEUE_DROPPED: &str = "teleconsult_billing_queue_dropped_total";
+/// Metric: events dropped because the in-memory channel to the writer was full
+/// ([`WRITER_CHANNEL`]: the writer stalled on the store for that long; counted apart from
+/// [`QUEUE_DROPPED`]).
+pub const CHANNEL_DROPPED: &str = "teleconsult_billing_channel_dropped_total";
+/// Events that may wait in memory for the writer. The writer waits on the store at most one
+/// store timeout before it spills to the on-disk queue, so this only fills if thousands of
+/// billing changes arrive within that time; the consultation (which holds its lock while
+/// calling in) never waits: past it, an event is dropped, logged and counted, as the on-disk
+/// queue does past `billing.outage_queue_max_events`.
+pub const WRITER_CHANNEL: usize = 10_000;
 /// Metric: store writes by result (`ok`, `queued`, `failed`).
 pub const WRITES: &str = "teleconsult_billing_writes_total";
 
@@ -698,7 +708,7 @@ struct Inner {
     secret: Vec<u8>,
     gate: std::sync::OnceLock<WriteGate>,
     clocks: Mutex<HashMap<String, BillingClock>>,
-    tx: mpsc::UnboundedSender<Op>,
+    tx: mpsc::Sender<Op>,
     queue_depth: Arc<AtomicUsize>,
 }
 
@@ -758,7 +768,7 @@ impl Billing {
         }
         let queue_depth = Arc::new(AtomicUsize::new(queue.len()));
         metrics::gauge!(QUEUE_GAUGE).set(queue.len() as f64);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(WRITER_CHANNEL);
         let billing = Billing {
             inner: Arc::new(Inner {
                 secret: secret.to_vec(),
@@ -807,8 +817,7 @@ impl Billing {
             }
         }
         for op in ops {
-            // The writer lives as long as any sender does.
-            let _ = self.inner.tx.send(op);
+            enqueue(&self.inner.tx, op);
         }
     }
 
@@ -908,12 +917,26 @@ impl Observer for Billing {
     }
 }
 
+/// Hand `op` to the writer without waiting; on a full channel it is dropped and counted.
+/// Returns whether it was queued. (The writer lives as long as any sender does.)
+fn enqueue(tx: &mpsc::Sender<Op>, op: Op) -> bool {
+    match tx.try_send(op) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics::counter!(CHANNEL_DROPPED).increment(1);
+            tracing::error!("billing event lost: the writer is {WRITER_CHANNEL} events behind");
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
 /// The writer: applies ops in order; while the store is unavailable, queues them on disk and
 /// retries every second.
 async fn writer(
     store: Arc<dyn Store>,
     mut queue: OutageQueue,
-    mut rx: mpsc::UnboundedReceiver<Op>,
+    mut rx: mpsc::Receiver<Op>,
     depth: Arc<AtomicUsize>,
 ) {
     let mut retry = tokio::time::interval(RETRY_EVERY);
@@ -1207,6 +1230,37 @@ pub fn content_type(format: ExportFormat) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The channel to the writer is bounded: when it is full the caller (a consultation, under
+    /// its lock) does not wait; the event is dropped and counted, and what was queued before
+    /// is kept in order.
+    #[test]
+    fn a_full_writer_channel_drops_and_counts_without_waiting() {
+        use ::metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        ::metrics::with_local_recorder(&recorder, || {
+            let (tx, mut rx) = mpsc::channel(2);
+            let op = |boot| Op::Recover { boot };
+            assert!(enqueue(&tx, op(1)));
+            assert!(enqueue(&tx, op(2)));
+            assert!(!enqueue(&tx, op(3)), "the third does not fit");
+            let dropped: u64 = snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .filter(|(k, ..)| k.key().name() == CHANNEL_DROPPED)
+                .map(|(.., v)| match v {
+                    DebugValue::Counter(n) => n,
+                    _ => 0,
+                })
+                .sum();
+            assert_eq!(dropped, 1);
+            assert!(matches!(rx.try_recv(), Ok(Op::Recover { boot: 1 })));
+            assert!(matches!(rx.try_recv(), Ok(Op::Recover { boot: 2 })));
+            assert!(rx.try_recv().is_err());
+        });
+    }
 
     const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
     const S: Millis = 1_000; // one second
