@@ -794,6 +794,9 @@ impl Config {
         if self.documents.max_bytes < 1024 {
             bad("documents.max_bytes", "must be at least 1024");
         }
+        if !(1..=100).contains(&self.documents.max_concurrent_uploads) {
+            bad("documents.max_concurrent_uploads", "must be in 1..=100");
+        }
         const KNOWN_TYPES: [&str; 6] = ["pdf", "png", "jpeg", "webp", "text", "dicom"];
         for t in &self.documents.allowed_types {
             if !KNOWN_TYPES.contains(&t.as_str()) {

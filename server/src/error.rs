@@ -93,6 +93,7 @@ impl From<DocumentError> for ApiError {
             DocumentError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             DocumentError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             DocumentError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            DocumentError::TooManyUploads(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         let api = ApiError::new(status, e.code(), e.to_string());
         match e {
