@@ -150,6 +150,9 @@ pub enum Command {
     StopRecording {
         consultation: String,
     },
+    /// Tests only: make the worker panic (a stand-in for a bug), never in a production build.
+    #[cfg(test)]
+    Panic,
     /// The tile size a subscriber shows one of its videos at.
     VideoSize {
         key: ParticipantKey,
@@ -245,6 +248,40 @@ impl Worker {
             return;
         }
         self.registry = poll.registry().try_clone().ok();
+        // A panic here is a bug (errors from input are values, never panics); should one happen
+        // anyway, only this worker's sessions go: each is told `Failed` (its client hears
+        // `media_failed`), it is counted, and the worker ends (commands to it then fail with
+        // `Stopped`). The state a panic left half-changed is not touched again.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.serve(&mut poll, &inbox);
+        }));
+        if served.is_err() {
+            crate::metrics::worker_panicked();
+            tracing::error!("media worker panicked: its media sessions are failed");
+            for (id, link) in self.links.drain() {
+                let _ = link.events.try_send(SfuEvent::Failed);
+                let key = ParticipantKey {
+                    worker: self.index,
+                    id,
+                };
+                self.routes.forget(key, &link.ufrag);
+            }
+            return;
+        }
+        self.core.close(Instant::now());
+        self.dispatch_events();
+        self.flush();
+        for (id, link) in self.links.drain() {
+            let key = ParticipantKey {
+                worker: self.index,
+                id,
+            };
+            self.routes.forget(key, &link.ufrag);
+        }
+    }
+
+    /// The worker's loop, until it is told to close.
+    fn serve(&mut self, poll: &mut mio::Poll, inbox: &Inbox) {
         let counters = ReadCounters::new();
         let mut events = mio::Events::with_capacity(16);
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -302,16 +339,6 @@ impl Worker {
             self.core.handle_timeout(Instant::now());
             self.dispatch_events();
             self.flush();
-        }
-        self.core.close(Instant::now());
-        self.dispatch_events();
-        self.flush();
-        for (id, link) in self.links.drain() {
-            let key = ParticipantKey {
-                worker: self.index,
-                id,
-            };
-            self.routes.forget(key, &link.ufrag);
         }
     }
 
@@ -445,6 +472,8 @@ impl Worker {
 
     fn handle(&mut self, command: Command) {
         match command {
+            #[cfg(test)]
+            Command::Panic => panic!("a media worker panic injected by a test"),
             Command::Datagram {
                 key,
                 from,

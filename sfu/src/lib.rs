@@ -599,6 +599,48 @@ mod tests {
             .expect("bob's session is there");
     }
 
+    /// A worker thread that panics (injected: `Command::Panic` exists in test builds only)
+    /// fails its own sessions — each told `Failed` — is counted, and the other worker's
+    /// sessions go on; new work for the dead worker is refused with `Stopped`, not hung.
+    #[tokio::test]
+    async fn a_panicking_worker_fails_its_sessions_and_the_other_worker_goes_on() {
+        let sfu = Sfu::start(config(0)).expect("media plane");
+        // Two consultations on different workers.
+        let a = "c-panics".to_string();
+        let b = (0..)
+            .map(|i| format!("c-survives-{i}"))
+            .find(|c| sfu.worker_for(c) != sfu.worker_for(&a))
+            .unwrap();
+        let (tx, mut doomed) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        sfu.add_participant(&a, "alice", tx).await.expect("added");
+        let (tx, mut survivor) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        sfu.add_participant(&b, "bob", tx).await.expect("added");
+        assert!(matches!(doomed.recv().await, Some(SfuEvent::Offer(_))));
+        assert!(matches!(survivor.recv().await, Some(SfuEvent::Offer(_))));
+        let before = metrics::WORKER_PANICS.load(Ordering::Relaxed);
+
+        let dead = sfu.worker_for(&a);
+        sfu.inner.workers[dead]
+            .send(driver::Command::Panic)
+            .expect("queued");
+        let told = tokio::time::timeout(std::time::Duration::from_secs(5), doomed.recv())
+            .await
+            .expect("told in time");
+        assert_eq!(told, Some(SfuEvent::Failed));
+        assert_eq!(metrics::WORKER_PANICS.load(Ordering::Relaxed), before + 1);
+        // Work for the dead worker is refused at once.
+        assert_eq!(
+            sfu.restart_ice("alice").await,
+            Err(SfuError::Stopped),
+            "refused, not hung"
+        );
+        // The other worker goes on: bob's session answers, a new session starts there.
+        sfu.restart_ice("bob").await.expect("bob's worker is alive");
+        let (tx, mut carol) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        sfu.add_participant(&b, "carol", tx).await.expect("added");
+        assert!(matches!(carol.recv().await, Some(SfuEvent::Offer(_))));
+    }
+
     /// A STUN binding request whose USERNAME is `<ours>:<theirs>`.
     fn binding_request(ours: &str) -> Vec<u8> {
         let username = format!("{ours}:client");

@@ -40,9 +40,21 @@ pub mod metric_names {
     pub const RECORDING_DROPPED: &str = "teleconsult_recording_dropped_packets_total";
     /// Media sessions closed because their event channel was full (its reader did not keep up).
     pub const EVENT_OVERFLOWS: &str = "teleconsult_media_event_overflows_total";
+    /// Media worker threads that panicked; each failed its own sessions, the others went on.
+    pub const WORKER_PANICS: &str = "teleconsult_media_worker_panics_total";
     /// Source addresses ignored for a while for sending more datagrams that are no
     /// participant's than `media.unknown_source_datagrams_per_sec` allows.
     pub const SOURCES_IGNORED: &str = "teleconsult_media_sources_ignored_total";
+}
+
+/// Media worker threads that panicked (each failed its own sessions only).
+pub(crate) static WORKER_PANICS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// A media worker panicked.
+pub(crate) fn worker_panicked() {
+    WORKER_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ::metrics::counter!(metric_names::WORKER_PANICS).increment(1);
 }
 
 /// One media session closed for a full event channel (rare: not a per-packet path).
