@@ -53,12 +53,29 @@ const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a non-empty outage queue is retried.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-/// Milliseconds since the Unix epoch, now.
+/// Milliseconds since the Unix epoch, now — on a monotonic clock: the wall clock is read once
+/// per process and the time since then taken from the monotonic clock. Billing measures
+/// durations as differences of these, so the system clock stepped forward or back (by an
+/// operator, or NTP correcting a bad start) changes no billed duration; the price is that
+/// the times written are off by such a step until the next start (a step of the wall clock is
+/// logged by the host, and the durations are what is billed).
 pub fn now_ms() -> Millis {
+    static ANCHOR: std::sync::OnceLock<(Millis, std::time::Instant)> = std::sync::OnceLock::new();
+    let (wall, at) = ANCHOR.get_or_init(|| (wall_ms(), std::time::Instant::now()));
+    anchored(*wall, *at, std::time::Instant::now())
+}
+
+/// The wall clock, milliseconds since the Unix epoch.
+fn wall_ms() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
+}
+
+/// `wall` (the wall clock read at `at`) advanced by the monotonic time from `at` to `now`.
+fn anchored(wall: Millis, at: std::time::Instant, now: std::time::Instant) -> Millis {
+    wall.saturating_add(now.saturating_duration_since(at).as_millis() as Millis)
 }
 
 /// The stable pseudonym of a patient in a consultation: `pt-` and 12 hex digits of
@@ -1230,6 +1247,37 @@ pub fn content_type(format: ExportFormat) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Billing time follows the monotonic clock from one reading of the wall clock: whatever
+    /// the wall clock does afterwards (here: a reading an hour off either way, as after a
+    /// step), the time advances exactly by the monotonic time elapsed, so the billed duration
+    /// of an interval is the time that passed. (The machine's clock itself is not stepped: it
+    /// is shared.)
+    #[test]
+    fn billing_time_ignores_steps_of_the_wall_clock() {
+        let at = std::time::Instant::now();
+        let wall = 1_800_000_000_000;
+        let later = at + Duration::from_secs(600);
+        // Ten minutes later on the monotonic clock: `anchored` takes no wall-clock reading
+        // but the anchor, so a step of the wall clock cannot enter.
+        assert_eq!(anchored(wall, at, later), wall + 600_000);
+        // An earlier instant (never given by `now_ms`, which reads after its anchor) is not
+        // before the anchor: time never runs backwards.
+        assert_eq!(anchored(wall, later, at), wall);
+        // And a real interval: start and end from `now_ms`, never negative.
+        let start = now_ms();
+        let end = now_ms();
+        assert!(end >= start);
+        // A clock driven by these times bills the monotonic duration: an interval opened and
+        // closed ten minutes apart on this clock lasts ten minutes.
+        let mut clock = BillingClock::new("c-steps", SECRET, 7);
+        let t0 = anchored(wall, at, at);
+        let t1 = anchored(wall, at, later);
+        let ps = vec![p("dr", Role::Practitioner), p("pt", Role::Patient)];
+        let _ = clock.observe(t0, view(&ps), false);
+        assert!(clock.is_running());
+        assert_eq!(clock.billable_ms(t1), 600_000);
+    }
 
     /// The channel to the writer is bounded: when it is full the caller (a consultation, under
     /// its lock) does not wait; the event is dropped and counted, and what was queued before
