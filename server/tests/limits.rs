@@ -76,13 +76,13 @@ async fn a_client_that_stops_reading_is_disconnected_and_the_others_are_unaffect
         for _ in 0..20 {
             talker.send(ClientMessage::Mute {
                 kind: MediaKind::Audio,
-                muted: sent % 2 == 0,
+                muted: sent.is_multiple_of(2),
             });
             sent += 1;
         }
         // Every toggle reaches the listener, in order, while the slow reader is stuck.
         for i in sent - 20..sent {
-            let want = i % 2 == 0;
+            let want = i.is_multiple_of(2);
             listener
                 .expect(
                     T,
@@ -113,9 +113,9 @@ async fn a_client_that_stops_reading_is_disconnected_and_the_others_are_unaffect
     for i in 0..20u32 {
         talker.send(ClientMessage::Mute {
             kind: MediaKind::Video,
-            muted: i % 2 == 0,
+            muted: i.is_multiple_of(2),
         });
-        let want = i % 2 == 0;
+        let want = i.is_multiple_of(2);
         listener
             .expect(T, |m| {
                 matches!(m, ServerMessage::Mute { kind: MediaKind::Video, muted, .. } if *muted == want)
