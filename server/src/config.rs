@@ -205,6 +205,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A request body that sends nothing for this long is abandoned (slow body).
     pub body_idle_timeout_secs: u64,
+    /// A handler that has not produced its response within this long (the storage paused or
+    /// unreachable) answers 503 `timeout`; document uploads are exempt (they stream for as long
+    /// as their body does, bounded by `body_idle_timeout_secs`).
+    pub request_timeout_secs: u64,
     /// Origins (`https://host[:port]`) besides this server's own whose pages may open the
     /// signalling WebSocket; a handshake from any other is refused with 403.
     pub allowed_origins: Vec<String>,
@@ -283,6 +287,7 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             max_body_bytes: 64 * 1024,
             body_idle_timeout_secs: 30,
+            request_timeout_secs: 15,
             allowed_origins: Vec::new(),
         }
     }
@@ -886,6 +891,9 @@ impl Config {
         }
 
         // accounts (never print the key itself)
+        if !(1..=300).contains(&self.server.request_timeout_secs) {
+            p.push("server.request_timeout_secs: must be between 1 and 300 seconds".into());
+        }
         if !(1..=300).contains(&self.server.header_read_timeout_secs) {
             p.push("server.header_read_timeout_secs: must be between 1 and 300 seconds".into());
         }

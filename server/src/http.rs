@@ -84,6 +84,33 @@ async fn declared_within(limit: usize, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// A handler that has not answered within `limit` (the store paused, a lock held elsewhere) is
+/// dropped and answered 503 `timeout` with `Retry-After`, so no request hangs however its
+/// dependencies do. Handlers are already cancel-safe (hyper drops them when a client goes).
+/// Document uploads are exempt: they last as long as their body streams.
+async fn within_deadline(limit: Duration, req: Request, next: Next) -> Response {
+    let upload = req.method() == Method::POST && req.uri().path().ends_with("/documents");
+    if upload {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("teleconsult_http_timeouts_total").increment(1);
+            let mut response = crate::error::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the server could not answer in time; try again shortly",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+    }
+}
+
 /// The router of the whole HTTP edge. Request bodies: every route but the document uploads takes
 /// at most `server.max_body_bytes` (a declared length past it refused before reading, 413
 /// `too_large`), the uploads `documents.max_bytes` (checked while streaming); a body that goes quiet for `server.body_idle_timeout_secs` is
@@ -97,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz/ready", get(ready))
         .layer(request_logs(Level::DEBUG));
     let max_body = state.config.server.max_body_bytes;
+    let request_timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     let router = Router::new()
         .route("/ws", get(crate::routes::workspace::websocket))
         .route(
@@ -126,6 +154,9 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
             state.config.server.body_idle_timeout_secs,
         )))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            within_deadline(request_timeout, req, next)
+        }))
         .layer(middleware::from_fn(record_latency))
         .layer(request_logs(Level::INFO))
         .merge(quiet)

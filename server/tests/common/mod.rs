@@ -326,6 +326,16 @@ impl FerretDb {
         self.script(&["stop", self.dir.to_str().expect("utf-8")]);
     }
 
+    /// Pause (`SIGSTOP`: connections stay open, nothing is answered) or resume (`SIGCONT`) it.
+    pub fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.join("ferretdb.pid")).expect("pid file");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), pid.trim()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     fn script(&self, args: &[&str]) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ferretdb");
         let out = Command::new("bash")
