@@ -33,6 +33,9 @@ use tokio::sync::mpsc;
 
 /// Metric: events waiting in the on-disk outage queue.
 pub const QUEUE_GAUGE: &str = "teleconsult_billing_queue_events";
+/// Metric: events that could not be written to the outage queue (the disk full, an I/O
+/// error); the queue stays readable and takes events again once the disk does.
+pub const QUEUE_WRITE_ERRORS: &str = "teleconsult_billing_queue_write_errors_total";
 /// Metric: events dropped because the outage queue was full.
 pub const QUEUE_DROPPED: &str = "teleconsult_billing_queue_dropped_total";
 /// Metric: events dropped because the in-memory channel to the writer was full
@@ -615,10 +618,21 @@ impl OutageQueue {
         // Serialising our own types cannot fail.
         let mut line = serde_json::to_string(op).expect("ops serialise");
         line.push('\n');
-        self.file
+        let before = self.file.metadata().map_err(|e| self.io(e))?.len();
+        if let Err(e) = self
+            .file
             .write_all(line.as_bytes())
             .and_then(|_| self.file.sync_data())
-            .map_err(|e| self.io(e))?;
+        {
+            // A line half-written (the disk full: ENOSPC) would swallow the next one: cut it
+            // off, so the file stays whole lines and what was queued before stays readable.
+            let _ = self
+                .file
+                .set_len(before)
+                .and_then(|_| self.file.sync_data());
+            metrics::counter!(QUEUE_WRITE_ERRORS).increment(1);
+            return Err(self.io(e));
+        }
         self.len += 1;
         metrics::gauge!(QUEUE_GAUGE).set(self.len as f64);
         Ok(())
@@ -727,6 +741,8 @@ struct Inner {
     clocks: Mutex<HashMap<String, BillingClock>>,
     tx: mpsc::Sender<Op>,
     queue_depth: Arc<AtomicUsize>,
+    /// The last write to the on-disk queue failed (the disk full): `/healthz` says degraded.
+    queue_failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The billing service: clocks of live consultations, checkpoints, the writer. Cheap to clone.
@@ -784,6 +800,7 @@ impl Billing {
             queue.push(&recover_op)?;
         }
         let queue_depth = Arc::new(AtomicUsize::new(queue.len()));
+        let queue_failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         metrics::gauge!(QUEUE_GAUGE).set(queue.len() as f64);
         let (tx, rx) = mpsc::channel(WRITER_CHANNEL);
         let billing = Billing {
@@ -793,9 +810,10 @@ impl Billing {
                 clocks: Mutex::new(HashMap::new()),
                 tx,
                 queue_depth: queue_depth.clone(),
+                queue_failing: queue_failing.clone(),
             }),
         };
-        tokio::spawn(writer(store, queue, rx, queue_depth));
+        tokio::spawn(writer(store, queue, rx, queue_depth, queue_failing));
         let period = Duration::from_secs(config.checkpoint_secs.max(1));
         let weak = Arc::downgrade(&billing.inner);
         tokio::spawn(async move {
@@ -892,6 +910,12 @@ impl Billing {
         self.inner.queue_depth.load(Ordering::Relaxed)
     }
 
+    /// Whether the on-disk queue took the last event it was given (false while the disk is
+    /// full: events are being lost, and counted).
+    pub fn queue_writable(&self) -> bool {
+        !self.inner.queue_failing.load(Ordering::Relaxed)
+    }
+
     /// Billable milliseconds of a live consultation so far (diagnostics, tests).
     pub fn live_billable_ms(&self, consultation: &str) -> Option<i64> {
         lock(&self.inner.clocks)
@@ -955,6 +979,7 @@ async fn writer(
     mut queue: OutageQueue,
     mut rx: mpsc::Receiver<Op>,
     depth: Arc<AtomicUsize>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut retry = tokio::time::interval(RETRY_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -974,8 +999,12 @@ async fn writer(
                     }
                 }
                 metrics::counter!(WRITES, "result" => "queued").increment(1);
-                if let Err(e) = queue.push(&op) {
-                    tracing::error!(error = %e, "billing event lost: could not queue it");
+                match queue.push(&op) {
+                    Ok(()) => failing.store(false, Ordering::Relaxed),
+                    Err(e) => {
+                        failing.store(true, Ordering::Relaxed);
+                        tracing::error!(error = %e, "billing event lost: could not queue it");
+                    }
                 }
                 depth.store(queue.len(), Ordering::Relaxed);
             }
@@ -1277,6 +1306,80 @@ mod tests {
         let _ = clock.observe(t0, view(&ps), false);
         assert!(clock.is_running());
         assert_eq!(clock.billable_ms(t1), 600_000);
+    }
+
+    /// The disk under the outage queue full (ENOSPC), on a real 64 KiB tmpfs mounted for the
+    /// test (tests run as root here): the write fails with a clear error, nothing already
+    /// queued is corrupted (a half-written line is cut off), and once there is space again the
+    /// queue takes events and reads back whole.
+    #[test]
+    fn a_full_disk_under_the_queue_corrupts_nothing_and_recovers() {
+        let dir = std::env::temp_dir().join(format!(
+            "teleconsult-enospc-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mount = |args: &[&str]| {
+            let s = std::process::Command::new("mount")
+                .args(args)
+                .status()
+                .expect("mount runs");
+            assert!(s.success(), "mount {args:?} (the tests run as root)");
+        };
+        let d = dir.to_str().unwrap();
+        mount(&["-t", "tmpfs", "-o", "size=64k", "tmpfs", d]);
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let _unmount = Unmount(dir.clone());
+
+        let mut q = OutageQueue::open(&dir, 1_000_000).unwrap();
+        let op = |i: i64| Op::Recover {
+            boot: 1_000_000_000_000 + i,
+        };
+        let mut queued = 0;
+        let err = loop {
+            match q.push(&op(queued)) {
+                Ok(()) => queued += 1,
+                Err(e) => break e,
+            }
+            assert!(queued < 100_000, "a 64 KiB disk never filled");
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("billing queue") && text.to_lowercase().contains("no space"),
+            "a clear error: {text}"
+        );
+        assert!(queued > 100, "{queued} events fitted");
+        // Nothing corrupted: every queued event reads back, in order.
+        let read: Vec<Op> = q.read_all().unwrap();
+        assert_eq!(read.len(), queued as usize);
+        assert!(
+            matches!(read.last(), Some(Op::Recover { boot }) if *boot == 1_000_000_000_000 + queued - 1)
+        );
+        // The file is whole lines: a half-written one was cut off.
+        assert!(std::fs::read(q.path()).unwrap().ends_with(b"\n"));
+        // Still full: refused again, still nothing corrupted.
+        assert!(q.push(&op(queued)).is_err());
+        assert_eq!(q.read_all().unwrap().len(), queued as usize);
+
+        // Space returns.
+        mount(&["-o", "remount,size=1m", d]);
+        for i in 0..10 {
+            q.push(&op(queued + i)).expect("room again");
+        }
+        let read = q.read_all().unwrap();
+        assert_eq!(read.len(), queued as usize + 10);
+        // And a fresh open (a restart) counts the same.
+        assert_eq!(
+            OutageQueue::open(&dir, 1_000_000).unwrap().len(),
+            queued as usize + 10
+        );
     }
 
     /// The channel to the writer is bounded: when it is full the caller (a consultation, under

@@ -285,13 +285,18 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     let billing_queue = state.billing.queue_depth();
     let storage_ok = storage_ok(&state).await;
     let storage = if storage_ok { "ok" } else { "unavailable" };
-    let status = if billing_queue > 0 || !storage_ok {
+    // The on-disk queue refused its last event (the disk full): billing is being lost.
+    let queue_writable = state.billing.queue_writable();
+    let status = if billing_queue > 0 || !storage_ok || !queue_writable {
         "degraded"
     } else {
         "ok"
     };
     let mut body =
         serde_json::json!({ "status": status, "storage": storage, "billing_queue": billing_queue });
+    if !queue_writable {
+        body["billing_queue_error"] = "cannot write the billing queue (disk full?)".into();
+    }
     if let Some(node) = &state.cluster {
         body["cluster"] = serde_json::json!({
             "node": node.id(),
