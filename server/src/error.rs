@@ -156,6 +156,7 @@ mod tests {
             (DocumentError::BadUpload("x".into()), 400, "bad_request"),
             (DocumentError::Unavailable, 503, "storage_unavailable"),
             (DocumentError::Internal, 500, "internal"),
+            (DocumentError::TooManyUploads(3), 429, "too_many_uploads"),
         ] {
             let api = ApiError::from(e);
             assert_eq!((api.status().as_u16(), api.code()), (status, code));
