@@ -32,37 +32,7 @@ async fn start(dir: &Path, mongodb: Option<(&str, &str)>, log: &str) -> BinarySe
 
 /// Chunks no document claims.
 async fn orphan_chunks(dir: &Path, mongodb: Option<(&str, &str)>) -> u64 {
-    match mongodb {
-        None => {
-            let path = dir.join("data").join(teleconsult_store::sqlite::DB_FILE);
-            let conn = rusqlite::Connection::open(path).expect("open the embedded database");
-            conn.query_row(
-                "SELECT COUNT(*) FROM document_chunks WHERE blob NOT IN (SELECT blob FROM documents)",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .expect("count chunks") as u64
-        }
-        Some((uri, db)) => {
-            use mongodb::bson::{Document, doc};
-            let client = mongodb::Client::with_uri_str(uri).await.expect("connect");
-            let db = client.database(db);
-            let bucket = teleconsult_store::mongo::BUCKET;
-            let mut ids = Vec::new();
-            let mut files = db
-                .collection::<Document>(&format!("{bucket}.files"))
-                .find(doc! {})
-                .await
-                .expect("files");
-            while let Some(f) = files.next().await {
-                ids.push(f.expect("file").get("_id").cloned().expect("_id"));
-            }
-            db.collection::<Document>(&format!("{bucket}.chunks"))
-                .count_documents(doc! { "files_id": { "$nin": ids } })
-                .await
-                .expect("count chunks")
-        }
-    }
+    common::orphan_chunks(&dir.join("data"), mongodb).await
 }
 
 /// Give every GridFS chunk an ObjectId two hours old (the sweep goes by the ObjectId's time).

@@ -359,6 +359,44 @@ impl Drop for FerretDb {
     }
 }
 
+/// Stored document chunks that belong to no document (an aborted or killed upload's leftovers),
+/// read from the database itself rather than through the store: the embedded store in
+/// `data_dir`, or MongoDB `(uri, database)`.
+pub async fn orphan_chunks(data_dir: &Path, mongodb: Option<(&str, &str)>) -> u64 {
+    match mongodb {
+        None => {
+            let path = data_dir.join(teleconsult_store::sqlite::DB_FILE);
+            let conn = rusqlite::Connection::open(path).expect("open the embedded database");
+            conn.query_row(
+                "SELECT COUNT(*) FROM document_chunks WHERE blob NOT IN (SELECT blob FROM documents)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .expect("count chunks") as u64
+        }
+        Some((uri, db)) => {
+            use futures_util::StreamExt;
+            use mongodb::bson::{Document, doc};
+            let client = mongodb::Client::with_uri_str(uri).await.expect("connect");
+            let db = client.database(db);
+            let bucket = teleconsult_store::mongo::BUCKET;
+            let mut ids = Vec::new();
+            let mut files = db
+                .collection::<Document>(&format!("{bucket}.files"))
+                .find(doc! {})
+                .await
+                .expect("files");
+            while let Some(f) = files.next().await {
+                ids.push(f.expect("file").get("_id").cloned().expect("_id"));
+            }
+            db.collection::<Document>(&format!("{bucket}.chunks"))
+                .count_documents(doc! { "files_id": { "$nin": ids } })
+                .await
+                .expect("count chunks")
+        }
+    }
+}
+
 /// How many audit events with `action` the store holds.
 pub async fn audit_count(store: &dyn Store, action: &str) -> usize {
     let mut audit = store.export_audit(0, i64::MAX);
