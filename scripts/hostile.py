@@ -8,6 +8,7 @@ afterwards. Exit status 0 only if every probe got its expected answer and the se
 healthy throughout.
 
     scripts/hostile --http 127.0.0.1:8080 --media 127.0.0.1:40000 [--tcp 127.0.0.1:40000]
+        [--metrics 127.0.0.1:9090 [--slow-token LINK_TOKEN --talker-token PRACTITIONER_TOKEN]]
 
 Needs the `websockets` package (scripts/install-test-deps puts it in target/test-venv;
 scripts/hostile runs the script with that interpreter).
@@ -16,6 +17,7 @@ scripts/hostile runs the script with that interpreter).
 import argparse
 import asyncio
 import ipaddress
+import json
 import os
 import socket
 import sys
@@ -215,6 +217,86 @@ async def probe_tcp_many(http, tcp, count):
            f"{closed} closed by the server at once", closed > 0, await healthy(http))
 
 
+def scrape(metrics, name):
+    """Sum of the samples of `name` on the server's /metrics (0 if absent)."""
+    host, port = metrics
+    with socket.create_connection((host, port), timeout=5) as c:
+        c.sendall(f"GET /metrics HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    total = 0.0
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def probe_udp_flood(http, media, metrics, count):
+    """One source sending more datagrams that are no participant's than allowed is ignored."""
+    before = scrape(metrics, "teleconsult_media_sources_ignored_total")
+    sock = socket.socket(socket.AF_INET6 if ":" in media[0] else socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(count):
+        sock.sendto(bytes([0x80]) + os.urandom(40), media)
+    sock.close()
+    deadline = time.monotonic() + 5
+    after = before
+    while time.monotonic() < deadline and after <= before:
+        await asyncio.sleep(0.1)
+        after = scrape(metrics, "teleconsult_media_sources_ignored_total")
+    record("udp: a flood from one source", f"{count} RTP-looking datagrams from one socket at once",
+           f"sources ignored: {before:.0f} -> {after:.0f}", after > before, await healthy(http))
+
+
+async def probe_non_reading_ws(http, metrics, slow_token, talker_token, seconds):
+    """A joined client that stops reading is disconnected (4008 slow_consumer), counted."""
+    url = f"ws://{http[0]}:{http[1]}/ws"
+    before = scrape(metrics, 'teleconsult_signaling_errors_total{kind="slow_consumer"}')
+    raw = socket.socket(socket.AF_INET6 if ":" in http[0] else socket.AF_INET, socket.SOCK_STREAM)
+    # A tiny receive window and MSS, so that the server's send buffer stays small.
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    raw.connect(http)
+    raw.setblocking(False)
+    async with websockets.connect(url, sock=raw, max_size=None, open_timeout=5, ping_interval=None,
+                                  max_queue=1) as slow:
+        await slow.send(json.dumps({"type": "join", "token": slow_token}))
+        me = None
+        while me is None:
+            m = json.loads(await asyncio.wait_for(slow.recv(), 10))
+            if m.get("type") == "joined":
+                me = m["you"]["id"]
+        # From here on `slow` is not read (the library reads only into its one-message queue).
+        sent, dropped = 0, False
+        async with websockets.connect(url, max_size=None, open_timeout=5, ping_interval=None) as talker:
+            await talker.send(json.dumps({"type": "join", "token": talker_token}))
+
+            async def watch():
+                async for raw_msg in talker:
+                    m = json.loads(raw_msg)
+                    if m.get("type") == "participant_state" and m.get("participant") == me:
+                        return True
+                    if m.get("type") == "participant_left" and m.get("participant") == me:
+                        return True
+                return False
+
+            watcher = asyncio.create_task(watch())
+            deadline = time.monotonic() + seconds
+            while not watcher.done() and time.monotonic() < deadline:
+                await talker.send(json.dumps({"type": "mute", "kind": "audio", "muted": sent % 2 == 0}))
+                sent += 1
+                if sent % 20 == 0:
+                    await asyncio.sleep(0.03)
+            dropped = watcher.done() and watcher.result()
+            watcher.cancel()
+        code = await ws_close_code(slow, 10)
+    after = scrape(metrics, 'teleconsult_signaling_errors_total{kind="slow_consumer"}')
+    ok = dropped and after > before and code in (4008, 1006, None)
+    record("ws: a joined client that stops reading", f"{sent} mute toggles by another participant",
+           f"others told it dropped: {dropped}; closed with {code}; slow_consumer {before:.0f} -> {after:.0f}",
+           ok, await healthy(http))
+
+
 async def main():
     p = argparse.ArgumentParser(description="Hostile input against a Teleconsult server (loopback only).")
     p.add_argument("--http", required=True, help="host:port of the HTTP/WebSocket listener")
@@ -225,6 +307,13 @@ async def main():
     p.add_argument("--header-timeout", type=int, default=10, help="server.header_read_timeout_secs")
     p.add_argument("--tcp-first-message", type=float, default=5.0, help="media.tcp_first_message_ms / 1000")
     p.add_argument("--tcp-max-per-ip", type=int, default=16)
+    p.add_argument("--metrics", help="host:port of the metrics listener (the flood and slow-reader "
+                   "probes read their counters there; skipped if absent)")
+    p.add_argument("--slow-token", help="a join credential for the client that stops reading")
+    p.add_argument("--talker-token", help="a join credential (admitted on joining, e.g. a practitioner) "
+                   "for the participant who keeps talking; same consultation as --slow-token")
+    p.add_argument("--talk-seconds", type=float, default=60.0,
+                   help="how long the talker may toggle mute before the slow-reader probe gives up")
     args = p.parse_args()
     http = loopback(args.http)
     media = loopback(args.media)
@@ -260,6 +349,11 @@ async def main():
     await probe_http(http, "http: a garbage request line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
                      {"400"})
     await probe_udp_garbage(http, media, 5000)
+    if args.metrics:
+        metrics = loopback(args.metrics)
+        await probe_udp_flood(http, media, metrics, 1000)
+        if args.slow_token and args.talker_token:
+            await probe_non_reading_ws(http, metrics, args.slow_token, args.talker_token, args.talk_seconds)
     if tcp:
         await probe_tcp_silent(http, tcp, args.tcp_first_message)
         await probe_tcp_many(http, tcp, args.tcp_max_per_ip + 8)

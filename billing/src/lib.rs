@@ -33,8 +33,21 @@ use tokio::sync::mpsc;
 
 /// Metric: events waiting in the on-disk outage queue.
 pub const QUEUE_GAUGE: &str = "teleconsult_billing_queue_events";
+/// Metric: events that could not be written to the outage queue (the disk full, an I/O
+/// error); the queue stays readable and takes events again once the disk does.
+pub const QUEUE_WRITE_ERRORS: &str = "teleconsult_billing_queue_write_errors_total";
 /// Metric: events dropped because the outage queue was full.
 pub const QUEUE_DROPPED: &str = "teleconsult_billing_queue_dropped_total";
+/// Metric: events dropped because the in-memory channel to the writer was full
+/// ([`WRITER_CHANNEL`]: the writer stalled on the store for that long; counted apart from
+/// [`QUEUE_DROPPED`]).
+pub const CHANNEL_DROPPED: &str = "teleconsult_billing_channel_dropped_total";
+/// Events that may wait in memory for the writer. The writer waits on the store at most one
+/// store timeout before it spills to the on-disk queue, so this only fills if thousands of
+/// billing changes arrive within that time; the consultation (which holds its lock while
+/// calling in) never waits: past it, an event is dropped, logged and counted, as the on-disk
+/// queue does past `billing.outage_queue_max_events`.
+pub const WRITER_CHANNEL: usize = 10_000;
 /// Metric: store writes by result (`ok`, `queued`, `failed`).
 pub const WRITES: &str = "teleconsult_billing_writes_total";
 
@@ -43,12 +56,29 @@ const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a non-empty outage queue is retried.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-/// Milliseconds since the Unix epoch, now.
+/// Milliseconds since the Unix epoch, now — on a monotonic clock: the wall clock is read once
+/// per process and the time since then taken from the monotonic clock. Billing measures
+/// durations as differences of these, so the system clock stepped forward or back (by an
+/// operator, or NTP correcting a bad start) changes no billed duration; the price is that
+/// the times written are off by such a step until the next start (a step of the wall clock is
+/// logged by the host, and the durations are what is billed).
 pub fn now_ms() -> Millis {
+    static ANCHOR: std::sync::OnceLock<(Millis, std::time::Instant)> = std::sync::OnceLock::new();
+    let (wall, at) = ANCHOR.get_or_init(|| (wall_ms(), std::time::Instant::now()));
+    anchored(*wall, *at, std::time::Instant::now())
+}
+
+/// The wall clock, milliseconds since the Unix epoch.
+fn wall_ms() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
+}
+
+/// `wall` (the wall clock read at `at`) advanced by the monotonic time from `at` to `now`.
+fn anchored(wall: Millis, at: std::time::Instant, now: std::time::Instant) -> Millis {
+    wall.saturating_add(now.saturating_duration_since(at).as_millis() as Millis)
 }
 
 /// The stable pseudonym of a patient in a consultation: `pt-` and 12 hex digits of
@@ -588,10 +618,21 @@ impl OutageQueue {
         // Serialising our own types cannot fail.
         let mut line = serde_json::to_string(op).expect("ops serialise");
         line.push('\n');
-        self.file
+        let before = self.file.metadata().map_err(|e| self.io(e))?.len();
+        if let Err(e) = self
+            .file
             .write_all(line.as_bytes())
             .and_then(|_| self.file.sync_data())
-            .map_err(|e| self.io(e))?;
+        {
+            // A line half-written (the disk full: ENOSPC) would swallow the next one: cut it
+            // off, so the file stays whole lines and what was queued before stays readable.
+            let _ = self
+                .file
+                .set_len(before)
+                .and_then(|_| self.file.sync_data());
+            metrics::counter!(QUEUE_WRITE_ERRORS).increment(1);
+            return Err(self.io(e));
+        }
         self.len += 1;
         metrics::gauge!(QUEUE_GAUGE).set(self.len as f64);
         Ok(())
@@ -698,8 +739,10 @@ struct Inner {
     secret: Vec<u8>,
     gate: std::sync::OnceLock<WriteGate>,
     clocks: Mutex<HashMap<String, BillingClock>>,
-    tx: mpsc::UnboundedSender<Op>,
+    tx: mpsc::Sender<Op>,
     queue_depth: Arc<AtomicUsize>,
+    /// The last write to the on-disk queue failed (the disk full): `/healthz` says degraded.
+    queue_failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The billing service: clocks of live consultations, checkpoints, the writer. Cheap to clone.
@@ -757,8 +800,9 @@ impl Billing {
             queue.push(&recover_op)?;
         }
         let queue_depth = Arc::new(AtomicUsize::new(queue.len()));
+        let queue_failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         metrics::gauge!(QUEUE_GAUGE).set(queue.len() as f64);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(WRITER_CHANNEL);
         let billing = Billing {
             inner: Arc::new(Inner {
                 secret: secret.to_vec(),
@@ -766,9 +810,10 @@ impl Billing {
                 clocks: Mutex::new(HashMap::new()),
                 tx,
                 queue_depth: queue_depth.clone(),
+                queue_failing: queue_failing.clone(),
             }),
         };
-        tokio::spawn(writer(store, queue, rx, queue_depth));
+        tokio::spawn(writer(store, queue, rx, queue_depth, queue_failing));
         let period = Duration::from_secs(config.checkpoint_secs.max(1));
         let weak = Arc::downgrade(&billing.inner);
         tokio::spawn(async move {
@@ -807,8 +852,7 @@ impl Billing {
             }
         }
         for op in ops {
-            // The writer lives as long as any sender does.
-            let _ = self.inner.tx.send(op);
+            enqueue(&self.inner.tx, op);
         }
     }
 
@@ -866,6 +910,12 @@ impl Billing {
         self.inner.queue_depth.load(Ordering::Relaxed)
     }
 
+    /// Whether the on-disk queue took the last event it was given (false while the disk is
+    /// full: events are being lost, and counted).
+    pub fn queue_writable(&self) -> bool {
+        !self.inner.queue_failing.load(Ordering::Relaxed)
+    }
+
     /// Billable milliseconds of a live consultation so far (diagnostics, tests).
     pub fn live_billable_ms(&self, consultation: &str) -> Option<i64> {
         lock(&self.inner.clocks)
@@ -908,13 +958,28 @@ impl Observer for Billing {
     }
 }
 
+/// Hand `op` to the writer without waiting; on a full channel it is dropped and counted.
+/// Returns whether it was queued. (The writer lives as long as any sender does.)
+fn enqueue(tx: &mpsc::Sender<Op>, op: Op) -> bool {
+    match tx.try_send(op) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics::counter!(CHANNEL_DROPPED).increment(1);
+            tracing::error!("billing event lost: the writer is {WRITER_CHANNEL} events behind");
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
 /// The writer: applies ops in order; while the store is unavailable, queues them on disk and
 /// retries every second.
 async fn writer(
     store: Arc<dyn Store>,
     mut queue: OutageQueue,
-    mut rx: mpsc::UnboundedReceiver<Op>,
+    mut rx: mpsc::Receiver<Op>,
     depth: Arc<AtomicUsize>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut retry = tokio::time::interval(RETRY_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -934,8 +999,12 @@ async fn writer(
                     }
                 }
                 metrics::counter!(WRITES, "result" => "queued").increment(1);
-                if let Err(e) = queue.push(&op) {
-                    tracing::error!(error = %e, "billing event lost: could not queue it");
+                match queue.push(&op) {
+                    Ok(()) => failing.store(false, Ordering::Relaxed),
+                    Err(e) => {
+                        failing.store(true, Ordering::Relaxed);
+                        tracing::error!(error = %e, "billing event lost: could not queue it");
+                    }
                 }
                 depth.store(queue.len(), Ordering::Relaxed);
             }
@@ -1207,6 +1276,142 @@ pub fn content_type(format: ExportFormat) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Billing time follows the monotonic clock from one reading of the wall clock: whatever
+    /// the wall clock does afterwards (here: a reading an hour off either way, as after a
+    /// step), the time advances exactly by the monotonic time elapsed, so the billed duration
+    /// of an interval is the time that passed. (The machine's clock itself is not stepped: it
+    /// is shared.)
+    #[test]
+    fn billing_time_ignores_steps_of_the_wall_clock() {
+        let at = std::time::Instant::now();
+        let wall = 1_800_000_000_000;
+        let later = at + Duration::from_secs(600);
+        // Ten minutes later on the monotonic clock: `anchored` takes no wall-clock reading
+        // but the anchor, so a step of the wall clock cannot enter.
+        assert_eq!(anchored(wall, at, later), wall + 600_000);
+        // An earlier instant (never given by `now_ms`, which reads after its anchor) is not
+        // before the anchor: time never runs backwards.
+        assert_eq!(anchored(wall, later, at), wall);
+        // And a real interval: start and end from `now_ms`, never negative.
+        let start = now_ms();
+        let end = now_ms();
+        assert!(end >= start);
+        // A clock driven by these times bills the monotonic duration: an interval opened and
+        // closed ten minutes apart on this clock lasts ten minutes.
+        let mut clock = BillingClock::new("c-steps", SECRET, 7);
+        let t0 = anchored(wall, at, at);
+        let t1 = anchored(wall, at, later);
+        let ps = vec![p("dr", Role::Practitioner), p("pt", Role::Patient)];
+        let _ = clock.observe(t0, view(&ps), false);
+        assert!(clock.is_running());
+        assert_eq!(clock.billable_ms(t1), 600_000);
+    }
+
+    /// The disk under the outage queue full (ENOSPC), on a real 64 KiB tmpfs mounted for the
+    /// test (tests run as root here): the write fails with a clear error, nothing already
+    /// queued is corrupted (a half-written line is cut off), and once there is space again the
+    /// queue takes events and reads back whole.
+    #[test]
+    fn a_full_disk_under_the_queue_corrupts_nothing_and_recovers() {
+        let dir = std::env::temp_dir().join(format!(
+            "teleconsult-enospc-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mount = |args: &[&str]| {
+            let s = std::process::Command::new("mount")
+                .args(args)
+                .status()
+                .expect("mount runs");
+            assert!(s.success(), "mount {args:?} (the tests run as root)");
+        };
+        let d = dir.to_str().unwrap();
+        mount(&["-t", "tmpfs", "-o", "size=64k", "tmpfs", d]);
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let _unmount = Unmount(dir.clone());
+
+        let mut q = OutageQueue::open(&dir, 1_000_000).unwrap();
+        let op = |i: i64| Op::Recover {
+            boot: 1_000_000_000_000 + i,
+        };
+        let mut queued = 0;
+        let err = loop {
+            match q.push(&op(queued)) {
+                Ok(()) => queued += 1,
+                Err(e) => break e,
+            }
+            assert!(queued < 100_000, "a 64 KiB disk never filled");
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("billing queue") && text.to_lowercase().contains("no space"),
+            "a clear error: {text}"
+        );
+        assert!(queued > 100, "{queued} events fitted");
+        // Nothing corrupted: every queued event reads back, in order.
+        let read: Vec<Op> = q.read_all().unwrap();
+        assert_eq!(read.len(), queued as usize);
+        assert!(
+            matches!(read.last(), Some(Op::Recover { boot }) if *boot == 1_000_000_000_000 + queued - 1)
+        );
+        // The file is whole lines: a half-written one was cut off.
+        assert!(std::fs::read(q.path()).unwrap().ends_with(b"\n"));
+        // Still full: refused again, still nothing corrupted.
+        assert!(q.push(&op(queued)).is_err());
+        assert_eq!(q.read_all().unwrap().len(), queued as usize);
+
+        // Space returns.
+        mount(&["-o", "remount,size=1m", d]);
+        for i in 0..10 {
+            q.push(&op(queued + i)).expect("room again");
+        }
+        let read = q.read_all().unwrap();
+        assert_eq!(read.len(), queued as usize + 10);
+        // And a fresh open (a restart) counts the same.
+        assert_eq!(
+            OutageQueue::open(&dir, 1_000_000).unwrap().len(),
+            queued as usize + 10
+        );
+    }
+
+    /// The channel to the writer is bounded: when it is full the caller (a consultation, under
+    /// its lock) does not wait; the event is dropped and counted, and what was queued before
+    /// is kept in order.
+    #[test]
+    fn a_full_writer_channel_drops_and_counts_without_waiting() {
+        use ::metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        ::metrics::with_local_recorder(&recorder, || {
+            let (tx, mut rx) = mpsc::channel(2);
+            let op = |boot| Op::Recover { boot };
+            assert!(enqueue(&tx, op(1)));
+            assert!(enqueue(&tx, op(2)));
+            assert!(!enqueue(&tx, op(3)), "the third does not fit");
+            let dropped: u64 = snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .filter(|(k, ..)| k.key().name() == CHANNEL_DROPPED)
+                .map(|(.., v)| match v {
+                    DebugValue::Counter(n) => n,
+                    _ => 0,
+                })
+                .sum();
+            assert_eq!(dropped, 1);
+            assert!(matches!(rx.try_recv(), Ok(Op::Recover { boot: 1 })));
+            assert!(matches!(rx.try_recv(), Ok(Op::Recover { boot: 2 })));
+            assert!(rx.try_recv().is_err());
+        });
+    }
 
     const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
     const S: Millis = 1_000; // one second

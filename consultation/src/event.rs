@@ -149,5 +149,130 @@ pub enum Outbound {
     Close(Disconnect),
 }
 
-/// A connection's inbox of [`Outbound`]s, given to the service at join.
-pub type Outbox = tokio::sync::mpsc::UnboundedSender<Outbound>;
+/// A connection's inbox of [`Outbound`]s, given to the service at join: a bounded queue
+/// (`signaling.outbox_messages`). Sending never blocks nor waits: when the queue is full (the
+/// client does not read its socket), the message is refused and the connection is marked
+/// overflowed; its session then closes it (`slow_consumer`), and the consultation carries on
+/// as for any dropped connection. Nothing is ever buffered without limit for a slow client.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    tx: tokio::sync::mpsc::Sender<Outbound>,
+    overflow: std::sync::Arc<Overflow>,
+}
+
+/// The receiving end of an [`Outbox`] (the connection's session).
+#[derive(Debug)]
+pub struct OutboxReceiver {
+    rx: tokio::sync::mpsc::Receiver<Outbound>,
+    overflow: std::sync::Arc<Overflow>,
+}
+
+/// Set once, when an [`Outbox`] refused a message because its queue was full.
+#[derive(Debug, Default)]
+pub struct Overflow {
+    happened: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Overflow {
+    /// Whether the outbox overflowed.
+    pub fn happened(&self) -> bool {
+        self.happened.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves when (or at once if) the outbox overflowed. One waiter (the session).
+    pub async fn wait(&self) {
+        while !self.happened() {
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// A new outbox holding at most `capacity` (at least 1) undelivered messages.
+pub fn outbox(capacity: usize) -> (Outbox, OutboxReceiver) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+    let overflow = std::sync::Arc::new(Overflow::default());
+    (
+        Outbox {
+            tx,
+            overflow: overflow.clone(),
+        },
+        OutboxReceiver { rx, overflow },
+    )
+}
+
+/// Why [`Outbox::send`] did not queue a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The queue is full: the connection is marked overflowed and will be closed.
+    #[error("outbox full")]
+    Full,
+    /// The connection is gone.
+    #[error("connection closed")]
+    Closed,
+}
+
+impl Outbox {
+    /// Queue `message` without waiting; on a full queue, mark the connection overflowed.
+    pub fn send(&self, message: Outbound) -> Result<(), SendError> {
+        use tokio::sync::mpsc::error::TrySendError;
+        match self.tx.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.overflow
+                    .happened
+                    .store(true, std::sync::atomic::Ordering::Release);
+                // A stored permit: the session wakes even if it is not waiting yet.
+                self.overflow.notify.notify_one();
+                Err(SendError::Full)
+            }
+            Err(TrySendError::Closed(_)) => Err(SendError::Closed),
+        }
+    }
+}
+
+impl OutboxReceiver {
+    /// The next message, in order; `None` once every [`Outbox`] is dropped and the queue is
+    /// empty.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        self.rx.recv().await
+    }
+
+    /// The next message if one is queued.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The overflow mark of this outbox (to wait on while receiving).
+    pub fn overflow(&self) -> std::sync::Arc<Overflow> {
+        self.overflow.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_outbox_refuses_marks_and_wakes_the_session() {
+        let (tx, mut rx) = outbox(2);
+        let overflow = rx.overflow();
+        let ev = || Outbound::Event(ConsultationEvent::Rejected);
+        assert_eq!(tx.send(ev()), Ok(()));
+        assert_eq!(tx.send(ev()), Ok(()));
+        assert!(!overflow.happened());
+        // The third does not wait: it is refused, and the mark is set.
+        assert_eq!(tx.send(ev()), Err(SendError::Full));
+        assert!(overflow.happened());
+        // The waiter wakes (the permit was stored before it waited).
+        tokio::time::timeout(std::time::Duration::from_secs(5), overflow.wait())
+            .await
+            .expect("overflow seen");
+        // What was queued before is still delivered, in order; nothing more.
+        assert_eq!(rx.try_recv(), Some(ev()));
+        assert_eq!(rx.try_recv(), Some(ev()));
+        assert_eq!(rx.try_recv(), None);
+        drop(rx);
+        assert_eq!(tx.send(ev()), Err(SendError::Closed));
+    }
+}

@@ -29,7 +29,9 @@ pub mod token;
 
 pub use chat::{ChatError, ChatKind, ChatLimits, ChatMessage, ChatRecorder};
 pub use config::ConsultationConfig;
-pub use event::{ConsultationEvent, Disconnect, MediaFailure, Outbound, Outbox};
+pub use event::{
+    ConsultationEvent, Disconnect, MediaFailure, Outbound, Outbox, OutboxReceiver, outbox,
+};
 pub use ids::{ConsultationId, ParticipantId, TrackId};
 pub use invitation::{Authenticator, Credential, Keyring, Label, Refusal, SeatKey, SeatSecret};
 pub use model::{

@@ -3,8 +3,9 @@
 //! [`ConsultationService`](crate::ConsultationService) serialises calls and carries out the
 //! [`Effect`]s; the tests below drive it on a synthetic clock.
 //!
-//! Events go straight into each participant's [`Outbox`] (an unbounded channel: sending never
-//! blocks nor fails the caller), in the order the rules produce them.
+//! Events go straight into each participant's [`Outbox`] (a bounded queue: sending never
+//! blocks; a connection whose queue is full is marked overflowed and closed by its session),
+//! in the order the rules produce them.
 
 use crate::chat::{
     ChatError, ChatKind, ChatLimits, ChatMessage, RateLimiter, clean_text, new_message_id,
@@ -1181,8 +1182,8 @@ impl Consultation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{OutboxReceiver, outbox};
     use crate::model::TrackSource;
-    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
     const GRACE: Duration = Duration::from_secs(60);
 
@@ -1198,13 +1199,13 @@ mod tests {
     }
 
     struct Conn {
-        rx: UnboundedReceiver<Outbound>,
+        rx: OutboxReceiver,
     }
 
     impl Conn {
         fn drain(&mut self) -> Vec<Outbound> {
             let mut v = Vec::new();
-            while let Ok(m) = self.rx.try_recv() {
+            while let Some(m) = self.rx.try_recv() {
                 v.push(m);
             }
             v
@@ -1235,7 +1236,7 @@ mod tests {
         secret: Option<&SeatSecret>,
         generation: u64,
     ) -> Result<(Joined, Vec<Effect>, Conn), JoinError> {
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = outbox(1024);
         let seat = seat(who, role);
         let label = Label::new(who);
         let req = JoinRequest {

@@ -214,8 +214,15 @@ struct Job {
 pub struct ChatArchive {
     store: Arc<dyn ChatStore>,
     keys: Arc<KeyRing>,
-    queue: mpsc::UnboundedSender<Job>,
+    queue: mpsc::Sender<Job>,
 }
+
+/// Chat messages that may wait in memory for the archive's writer (while the store is
+/// unavailable it retries each for up to ~26 s; chat is rate-limited per participant, so a
+/// long outage of a busy server is what fills it). Full: the message (already delivered live)
+/// is not archived, and is counted in `teleconsult_chat_messages_lost_total`; the
+/// consultation never waits. At most about 4096 × 8 KB (2000 characters of 4 bytes) = 32 MiB.
+pub const ARCHIVE_QUEUE: usize = 4096;
 
 /// How often, and after which pauses, a write is retried while the store is unavailable.
 const RETRIES: [Duration; 4] = [
@@ -229,7 +236,7 @@ impl ChatArchive {
     /// The archive over `store`, sealing with `keys`; starts its writer task (needs a tokio
     /// runtime).
     pub fn start(store: Arc<dyn ChatStore>, keys: Arc<KeyRing>) -> ChatArchive {
-        let (queue, rx) = mpsc::unbounded_channel();
+        let (queue, rx) = mpsc::channel(ARCHIVE_QUEUE);
         tokio::spawn(writer(store.clone(), keys.clone(), rx));
         ChatArchive { store, keys, queue }
     }
@@ -264,10 +271,27 @@ fn open_key(keys: &KeyRing, record: &ChatKeyRecord) -> Result<ChatKey, CryptoErr
 
 impl ChatRecorder for ChatArchive {
     fn record(&self, consultation: &ConsultationId, message: &ChatMessage) {
-        let _ = self.queue.send(Job {
-            consultation: consultation.clone(),
-            message: message.clone(),
-        });
+        enqueue(
+            &self.queue,
+            Job {
+                consultation: consultation.clone(),
+                message: message.clone(),
+            },
+        );
+    }
+}
+
+/// Queue `job` for the writer without waiting; a full queue drops it (counted, logged with ids
+/// only). Returns whether it was queued.
+fn enqueue(queue: &mpsc::Sender<Job>, job: Job) -> bool {
+    match queue.try_send(job) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(job)) => {
+            metrics::counter!(metric_names::CHAT_MESSAGES_LOST).increment(1);
+            tracing::error!(consultation = %job.consultation, message = %job.message.id, "a chat message could not be stored: the archive's queue is full");
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
@@ -308,11 +332,7 @@ fn message_time_now() -> i64 {
     teleconsult_consultation::invitation::now_millis()
 }
 
-async fn writer(
-    store: Arc<dyn ChatStore>,
-    keys: Arc<KeyRing>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-) {
+async fn writer(store: Arc<dyn ChatStore>, keys: Arc<KeyRing>, mut rx: mpsc::Receiver<Job>) {
     let mut cache = HashMap::new();
     while let Some(job) = rx.recv().await {
         let consultation = job.consultation.as_str();
@@ -376,6 +396,26 @@ mod tests {
             at: 1_700_000_000_000,
             text: text.into(),
         }
+    }
+
+    /// The archive's queue is bounded: full, a message is dropped (not archived; it was
+    /// delivered live) without the caller waiting; what was queued stays, in order.
+    #[test]
+    fn a_full_archive_queue_drops_without_waiting() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let job = |id: &str| Job {
+            consultation: "c1".into(),
+            message: ChatMessage {
+                id: id.into(),
+                ..message("hello")
+            },
+        };
+        assert!(enqueue(&tx, job("m1")));
+        assert!(enqueue(&tx, job("m2")));
+        assert!(!enqueue(&tx, job("m3")), "the third does not fit");
+        assert_eq!(rx.try_recv().unwrap().message.id, "m1");
+        assert_eq!(rx.try_recv().unwrap().message.id, "m2");
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct DocumentsConfig {
     /// Earlier master keys, kept only to open the documents they wrapped (looked up by the
     /// `master_key_id` stored with each document); never used for new documents.
     pub previous_master_keys: Vec<PreviousMasterKey>,
+    /// Uploads of one consultation that may stream at once; one more gets 429
+    /// `too_many_uploads`.
+    pub max_concurrent_uploads: usize,
 }
 
 /// One retired master key (`documents.previous_master_keys`). `Debug` shows `[REDACTED]`.
@@ -55,6 +58,7 @@ impl Default for DocumentsConfig {
             master_key: SecretString::default(),
             master_key_id: "k1".to_string(),
             previous_master_keys: Vec::new(),
+            max_concurrent_uploads: 3,
         }
     }
 }

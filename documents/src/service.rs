@@ -49,6 +49,8 @@ pub enum DocumentError {
     RangeNotSatisfiable(u64),
     #[error("storage is unavailable; try again later")]
     Unavailable,
+    #[error("{0} uploads to this consultation are already under way; try again when one is done")]
+    TooManyUploads(usize),
     #[error("internal error")]
     Internal,
 }
@@ -66,6 +68,7 @@ impl DocumentError {
             DocumentError::BadUpload(_) => "bad_request",
             DocumentError::RangeNotSatisfiable(_) => "range_not_satisfiable",
             DocumentError::Unavailable => "storage_unavailable",
+            DocumentError::TooManyUploads(_) => "too_many_uploads",
             DocumentError::Internal => "internal",
         }
     }
@@ -152,6 +155,28 @@ pub struct DocumentService {
     keys: Arc<KeyRing>,
     max_bytes: u64,
     allowed: Arc<[FileType]>,
+    /// Uploads streaming now, by consultation (`documents.max_concurrent_uploads` each).
+    uploads: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    max_uploads: usize,
+}
+
+/// One upload's place among its consultation's concurrent uploads; given back on drop (also
+/// when the request is abandoned half-way).
+struct UploadSlot {
+    uploads: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    consultation: String,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut u = lock(&self.uploads);
+        if let Some(n) = u.get_mut(&self.consultation) {
+            *n -= 1;
+            if *n == 0 {
+                u.remove(&self.consultation);
+            }
+        }
+    }
 }
 
 fn now_millis() -> i64 {
@@ -203,11 +228,29 @@ impl DocumentService {
             consultations,
             keys: Arc::new(keys),
             max_bytes: config.max_bytes,
+            uploads: Default::default(),
+            max_uploads: config.max_concurrent_uploads.max(1),
             allowed: config
                 .allowed_types
                 .iter()
                 .filter_map(|t| FileType::from_name(t))
                 .collect(),
+        })
+    }
+
+    /// A place for one more upload to `consultation`, if it has fewer than the limit streaming.
+    fn upload_slot(&self, consultation: &str) -> Result<UploadSlot, DocumentError> {
+        let mut u = lock(&self.uploads);
+        let n = u.entry(consultation.to_string()).or_insert(0);
+        if *n >= self.max_uploads {
+            metrics::counter!("teleconsult_documents_refused_total", "reason" => "too_many_uploads")
+                .increment(1);
+            return Err(DocumentError::TooManyUploads(self.max_uploads));
+        }
+        *n += 1;
+        Ok(UploadSlot {
+            uploads: self.uploads.clone(),
+            consultation: consultation.to_string(),
         })
     }
 
@@ -322,6 +365,7 @@ impl DocumentService {
         E: Into<DocumentError>,
     {
         let consultation = caller.consultation.as_str();
+        let _slot = self.upload_slot(consultation)?;
         let mut body = Box::pin(body);
         let max = self.max_bytes;
         let head = sniff(&mut body, max).await?;
@@ -705,9 +749,9 @@ impl Plaintext {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use teleconsult_consultation::OutboxReceiver;
     use teleconsult_consultation::config::ConsultationConfig;
     use teleconsult_consultation::{ConsultationId, Label, NoMedia, Outbound};
-    use tokio::sync::mpsc::UnboundedReceiver;
 
     const CONSULTATION: &str = "c-docs";
 
@@ -777,8 +821,8 @@ mod tests {
     }
 
     /// Join `who`; returns the participant id and the events it receives.
-    fn join(w: &World, who: &str, role: Role) -> (String, UnboundedReceiver<Outbound>) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    fn join(w: &World, who: &str, role: Role) -> (String, OutboxReceiver) {
+        let (tx, rx) = teleconsult_consultation::outbox(1024);
         let joined = w
             .consultations
             .join(&claims(who, role), None, tx)
@@ -860,6 +904,61 @@ mod tests {
         assert_eq!(doctor.actor(), doctor_id);
     }
 
+    /// Uploads streaming at once to one consultation are limited: one more is refused at once
+    /// (429 `too_many_uploads`), another consultation is not affected, and a place is given
+    /// back when an upload ends (here: abandoned half-way, as a client dropping the request).
+    #[tokio::test]
+    async fn concurrent_uploads_per_consultation_are_limited() {
+        let w = world(DocumentsConfig {
+            max_concurrent_uploads: 2,
+            ..config()
+        })
+        .await;
+        let _ = join(&w, "Dr A", Role::Practitioner);
+        let doctor = w
+            .service
+            .authorize(&claims("Dr A", Role::Practitioner), CONSULTATION)
+            .expect("practitioner");
+        // Two uploads whose bodies send their first bytes, then stall.
+        let stalled = || {
+            let head = pdf(1000);
+            futures_util::stream::iter([Ok::<Bytes, DocumentError>(Bytes::from(head))])
+                .chain(futures_util::stream::pending())
+        };
+        let mut first = Box::pin(w.service.upload(&doctor, "a.pdf", stalled()));
+        let mut second = Box::pin(w.service.upload(&doctor, "b.pdf", stalled()));
+        for u in [&mut first, &mut second] {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(200), u.as_mut())
+                    .await
+                    .is_err(),
+                "a stalled upload is still streaming"
+            );
+        }
+        let third = w
+            .service
+            .upload(&doctor, "c.pdf", chunks(&pdf(1000), 100))
+            .await;
+        assert!(
+            matches!(third, Err(DocumentError::TooManyUploads(2))),
+            "{third:?}"
+        );
+        assert_eq!(
+            third.unwrap_err().code(),
+            "too_many_uploads",
+            "a stable code"
+        );
+        // One abandoned: its place is free again.
+        drop(first);
+        let info = w
+            .service
+            .upload(&doctor, "c.pdf", chunks(&pdf(1000), 100))
+            .await
+            .expect("a place again");
+        assert_eq!(info.size, 1000);
+        drop(second);
+    }
+
     #[tokio::test]
     async fn upload_seals_and_download_opens_ranges() {
         let w = world(config()).await;
@@ -880,7 +979,7 @@ mod tests {
         assert_eq!(info.content_type, "application/pdf");
         assert_eq!(info.sha256, hex(&Sha256::digest(&data)));
         assert!(
-            std::iter::from_fn(|| rx.try_recv().ok()).any(|m| matches!(
+            std::iter::from_fn(|| rx.try_recv()).any(|m| matches!(
                 m,
                 Outbound::Event(ConsultationEvent::DocumentAdded { ref document }) if document.id == info.id
             )),

@@ -68,7 +68,10 @@ struct Inner {
     /// The admissions last queued for the store, by consultation (a write only on a change).
     admissions: Mutex<HashMap<String, Admissions>>,
     /// The admissions writer (one task, so writes of one consultation land in order).
-    admissions_tx: tokio::sync::mpsc::UnboundedSender<(String, Admissions)>,
+    /// Bounded ([`ADMISSIONS_QUEUE`]): admission changes are a practitioner's actions; if the
+    /// store stalls long enough to fill it, a change is dropped and the next one writes the whole
+    /// state again.
+    admissions_tx: tokio::sync::mpsc::Sender<(String, Admissions)>,
     /// The WebSocket origins of the live nodes (`ws://host:port`), refreshed every lease: the
     /// pages' Content-Security-Policy lets the browser follow a `redirect` to them.
     origins: Mutex<Vec<String>>,
@@ -107,7 +110,7 @@ impl ClusterNode {
         )
         .await?;
         let c = &config.cluster;
-        let (admissions_tx, admissions_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (admissions_tx, admissions_rx) = tokio::sync::mpsc::channel(ADMISSIONS_QUEUE);
         let node = ClusterNode {
             inner: Arc::new(Inner {
                 store: Arc::new(store),
@@ -424,10 +427,7 @@ impl ClusterNode {
     /// The admissions writer: each change, in order, written with the epoch of the lease this
     /// node holds — and only while it holds it (a fenced node writes nothing; the store
     /// discards what a stale epoch sends anyway).
-    async fn write_admissions(
-        self,
-        mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, Admissions)>,
-    ) {
+    async fn write_admissions(self, mut rx: tokio::sync::mpsc::Receiver<(String, Admissions)>) {
         while let Some((consultation, admissions)) = rx.recv().await {
             let now = now_ms();
             let epoch = self
@@ -684,12 +684,27 @@ impl teleconsult_consultation::AdmissionRecorder for ClusterNode {
         }
         last.insert(consultation.as_str().to_string(), admissions.clone());
         drop(last);
-        let _ = self
+        if let Err(e) = self
             .inner
             .admissions_tx
-            .send((consultation.as_str().to_string(), admissions));
+            .try_send((consultation.as_str().to_string(), admissions))
+        {
+            if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
+                // Not written: forget what was last queued, so the next change writes it all.
+                tracing::warn!(consultation = %consultation.as_str(), "admissions queue full: this change is written with the next");
+                self.inner
+                    .admissions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(consultation.as_str());
+            }
+        }
     }
 }
+
+/// Admission changes queued for the store at most (a practitioner's actions, across every
+/// consultation of this node).
+const ADMISSIONS_QUEUE: usize = 1024;
 
 /// A seat as the store keeps it (ids only).
 fn seat_to(seat: &SeatKey) -> String {

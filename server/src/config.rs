@@ -222,6 +222,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A request body that sends nothing for this long is abandoned (slow body).
     pub body_idle_timeout_secs: u64,
+    /// A handler that has not produced its response within this long (the storage paused or
+    /// unreachable) answers 503 `timeout`; document uploads are exempt (they stream for as long
+    /// as their body does, bounded by `body_idle_timeout_secs`).
+    pub request_timeout_secs: u64,
     /// Origins (`https://host[:port]`) besides this server's own whose pages may open the
     /// signalling WebSocket; a handshake from any other is refused with 403.
     pub allowed_origins: Vec<String>,
@@ -246,6 +250,10 @@ pub struct MediaConfig {
     pub tcp_max_per_ip: usize,
     /// Milliseconds a new ICE-TCP connection has to send its first STUN binding request.
     pub tcp_first_message_ms: u64,
+    /// Datagrams a source address that is no participant's may send to the media port within
+    /// a second before it is ignored for `unknown_source_ignore_secs`.
+    pub unknown_source_datagrams_per_sec: u32,
+    pub unknown_source_ignore_secs: u64,
 }
 
 impl MediaConfig {
@@ -296,6 +304,7 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             max_body_bytes: 64 * 1024,
             body_idle_timeout_secs: 30,
+            request_timeout_secs: 15,
             allowed_origins: Vec::new(),
         }
     }
@@ -312,6 +321,8 @@ impl Default for MediaConfig {
             tcp_port: 40000,
             tcp_max_per_ip: 16,
             tcp_first_message_ms: 5000,
+            unknown_source_datagrams_per_sec: 50,
+            unknown_source_ignore_secs: 10,
         }
     }
 }
@@ -588,6 +599,18 @@ impl Config {
         if self.media.workers > 256 {
             bad("media.workers", "must be in 0..=256 (0 = one per CPU core)");
         }
+        if !(1..=100_000).contains(&self.media.unknown_source_datagrams_per_sec) {
+            bad(
+                "media.unknown_source_datagrams_per_sec",
+                "must be in 1..=100000",
+            );
+        }
+        if !(1..=3600).contains(&self.media.unknown_source_ignore_secs) {
+            bad(
+                "media.unknown_source_ignore_secs",
+                "must be between 1 and 3600 seconds",
+            );
+        }
         if self.media.tcp_enabled {
             if !(1..=1024).contains(&self.media.tcp_max_per_ip) {
                 bad("media.tcp_max_per_ip", "must be in 1..=1024");
@@ -694,6 +717,9 @@ impl Config {
         if !(1..=1_000_000).contains(&self.signaling.max_connections) {
             bad("signaling.max_connections", "must be in 1..=1000000");
         }
+        if !(8..=65_536).contains(&self.signaling.outbox_messages) {
+            bad("signaling.outbox_messages", "must be in 8..=65536");
+        }
 
         // auth (never print the secret itself)
         let secret = self.auth.signing_secret.expose_secret();
@@ -790,6 +816,9 @@ impl Config {
         if self.documents.max_bytes < 1024 {
             bad("documents.max_bytes", "must be at least 1024");
         }
+        if !(1..=100).contains(&self.documents.max_concurrent_uploads) {
+            bad("documents.max_concurrent_uploads", "must be in 1..=100");
+        }
         const KNOWN_TYPES: [&str; 6] = ["pdf", "png", "jpeg", "webp", "text", "dicom"];
         for t in &self.documents.allowed_types {
             if !KNOWN_TYPES.contains(&t.as_str()) {
@@ -879,6 +908,9 @@ impl Config {
         }
 
         // accounts (never print the key itself)
+        if !(1..=300).contains(&self.server.request_timeout_secs) {
+            p.push("server.request_timeout_secs: must be between 1 and 300 seconds".into());
+        }
         if !(1..=300).contains(&self.server.header_read_timeout_secs) {
             p.push("server.header_read_timeout_secs: must be between 1 and 300 seconds".into());
         }

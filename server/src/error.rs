@@ -93,6 +93,7 @@ impl From<DocumentError> for ApiError {
             DocumentError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             DocumentError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             DocumentError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            DocumentError::TooManyUploads(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         let api = ApiError::new(status, e.code(), e.to_string());
         match e {
@@ -155,6 +156,7 @@ mod tests {
             (DocumentError::BadUpload("x".into()), 400, "bad_request"),
             (DocumentError::Unavailable, 503, "storage_unavailable"),
             (DocumentError::Internal, 500, "internal"),
+            (DocumentError::TooManyUploads(3), 429, "too_many_uploads"),
         ] {
             let api = ApiError::from(e);
             assert_eq!((api.status().as_u16(), api.code()), (status, code));

@@ -84,6 +84,33 @@ async fn declared_within(limit: usize, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// A handler that has not answered within `limit` (the store paused, a lock held elsewhere) is
+/// dropped and answered 503 `timeout` with `Retry-After`, so no request hangs however its
+/// dependencies do. Handlers are already cancel-safe (hyper drops them when a client goes).
+/// Document uploads are exempt: they last as long as their body streams.
+async fn within_deadline(limit: Duration, req: Request, next: Next) -> Response {
+    let upload = req.method() == Method::POST && req.uri().path().ends_with("/documents");
+    if upload {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("teleconsult_http_timeouts_total").increment(1);
+            let mut response = crate::error::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the server could not answer in time; try again shortly",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+    }
+}
+
 /// The router of the whole HTTP edge. Request bodies: every route but the document uploads takes
 /// at most `server.max_body_bytes` (a declared length past it refused before reading, 413
 /// `too_large`), the uploads `documents.max_bytes` (checked while streaming); a body that goes quiet for `server.body_idle_timeout_secs` is
@@ -97,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz/ready", get(ready))
         .layer(request_logs(Level::DEBUG));
     let max_body = state.config.server.max_body_bytes;
+    let request_timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     let router = Router::new()
         .route("/ws", get(crate::routes::workspace::websocket))
         .route(
@@ -126,6 +154,9 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
             state.config.server.body_idle_timeout_secs,
         )))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            within_deadline(request_timeout, req, next)
+        }))
         .layer(middleware::from_fn(record_latency))
         .layer(request_logs(Level::INFO))
         .merge(quiet)
@@ -254,13 +285,18 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     let billing_queue = state.billing.queue_depth();
     let storage_ok = storage_ok(&state).await;
     let storage = if storage_ok { "ok" } else { "unavailable" };
-    let status = if billing_queue > 0 || !storage_ok {
+    // The on-disk queue refused its last event (the disk full): billing is being lost.
+    let queue_writable = state.billing.queue_writable();
+    let status = if billing_queue > 0 || !storage_ok || !queue_writable {
         "degraded"
     } else {
         "ok"
     };
     let mut body =
         serde_json::json!({ "status": status, "storage": storage, "billing_queue": billing_queue });
+    if !queue_writable {
+        body["billing_queue_error"] = "cannot write the billing queue (disk full?)".into();
+    }
     if let Some(node) = &state.cluster {
         body["cluster"] = serde_json::json!({
             "node": node.id(),

@@ -37,7 +37,7 @@ impl MediaPlane for SfuMedia {
     fn start(&self, session: MediaSession) {
         let sfu = self.sfu.clone();
         tokio::spawn(async move {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(teleconsult_sfu::EVENT_QUEUE);
             if let Err(e) = sfu
                 .add_participant(
                     session.consultation.as_str(),

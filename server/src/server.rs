@@ -198,6 +198,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         announce_ip: config.media.announce_ip,
         workers: config.media.workers,
         tcp: config.media.tcp_settings(),
+        unknown_sources: teleconsult_sfu::unknown::UnknownSourceLimits {
+            per_second: config.media.unknown_source_datagrams_per_sec,
+            ignore: Duration::from_secs(config.media.unknown_source_ignore_secs),
+        },
     })
     .with_context(|| {
         format!(

@@ -133,6 +133,40 @@ fn describe() {
         teleconsult_sfu::metric_names::VP8_FRAMES_INSPECTED,
         "VP8 frames whose header beyond the clear bytes reads as plaintext (view=plausible) or not (view=opaque, e.g. end-to-end encrypted)"
     );
+
+    // Stop 11 limits (docs/security.md, "Stop 11").
+    for (name, help) in [
+        (
+            teleconsult_sfu::metric_names::EVENT_OVERFLOWS,
+            "Media sessions closed because their event channel was full",
+        ),
+        (
+            teleconsult_sfu::metric_names::SOURCES_IGNORED,
+            "Source addresses ignored for a while for flooding the media port",
+        ),
+        (
+            teleconsult_sfu::metric_names::WORKER_PANICS,
+            "Media worker threads that panicked (their sessions failed, the others went on)",
+        ),
+        (
+            teleconsult_billing::CHANNEL_DROPPED,
+            "Billing events dropped because the writer's channel was full",
+        ),
+        (
+            teleconsult_billing::QUEUE_WRITE_ERRORS,
+            "Billing events that could not be written to the on-disk queue (disk full)",
+        ),
+        (
+            "teleconsult_documents_refused_total",
+            "Document uploads refused, by reason (too_many_uploads)",
+        ),
+        (
+            "teleconsult_http_timeouts_total",
+            "HTTP requests answered 503 because their handler took longer than server.request_timeout_secs",
+        ),
+    ] {
+        describe_counter!(name, help);
+    }
 }
 
 /// Metrics only appear in the scrape once touched: register the unlabelled ones at zero.

@@ -39,43 +39,11 @@ async fn server(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer
     TestServer::start_with(config).await
 }
 
-/// Stored chunks that belong to no document (an aborted upload's leftovers), read from the
-/// database itself rather than through the store.
+/// Stored chunks that belong to no document (an aborted upload's leftovers).
 async fn orphan_chunks(s: &TestServer) -> u64 {
-    if s.config.storage.mongodb_uri.expose_secret().is_empty() {
-        let path = s
-            .config
-            .storage
-            .data_dir
-            .join(teleconsult_store::sqlite::DB_FILE);
-        let conn = rusqlite::Connection::open(path).expect("open the embedded database");
-        conn.query_row(
-            "SELECT COUNT(*) FROM document_chunks WHERE blob NOT IN (SELECT blob FROM documents)",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .expect("count chunks") as u64
-    } else {
-        use mongodb::bson::{Document, doc};
-        let client = mongodb::Client::with_uri_str(s.config.storage.mongodb_uri.expose_secret())
-            .await
-            .expect("connect");
-        let db = client.database(&s.config.storage.database);
-        let bucket = teleconsult_store::mongo::BUCKET;
-        let mut ids = Vec::new();
-        let mut files = db
-            .collection::<Document>(&format!("{bucket}.files"))
-            .find(doc! {})
-            .await
-            .expect("files");
-        while let Some(f) = files.next().await {
-            ids.push(f.expect("file").get("_id").cloned().expect("_id"));
-        }
-        db.collection::<Document>(&format!("{bucket}.chunks"))
-            .count_documents(doc! { "files_id": { "$nin": ids } })
-            .await
-            .expect("count chunks")
-    }
+    let uri = s.config.storage.mongodb_uri.expose_secret();
+    let mongodb = (!uri.is_empty()).then_some((uri, s.config.storage.database.as_str()));
+    common::orphan_chunks(&s.config.storage.data_dir, mongodb).await
 }
 
 /// The GridFS `filename` of document `id` read from MongoDB itself (`None` on the embedded

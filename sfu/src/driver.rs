@@ -9,6 +9,7 @@ use crate::core::Core;
 use crate::metrics::ReadCounters;
 use crate::sendq::FLUSH_AT;
 use crate::tcp::{FrameDecoder, Identified, Slot, TcpOut};
+use crate::unknown::{UnknownSourceLimits, UnknownSources, Verdict};
 use crate::{Candidate, ParticipantKey, Routes, SfuError, SfuEvent};
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender as EventSender;
 use tokio::sync::oneshot;
 
 /// Longest a worker sleeps when nothing is scheduled.
@@ -36,25 +37,54 @@ const FIRST_TCP: usize = 2;
 /// Bytes read from one ICE-TCP stream per wake-up before the others get a turn.
 const TCP_READ_BUDGET: usize = 64 * 1024;
 
-/// The way into a worker from other threads: its command channel and the waker of its poll loop.
+/// Datagrams another worker may have queued for this one, at most. The network sets their
+/// rate, so they are bounded and dropped (counted, reason `handover_full`) when the owner falls
+/// that far behind (about 6 MiB of pooled buffers at most); the reading worker never waits.
+pub const HANDOVER_QUEUE: usize = 4096;
+
+/// The way into a worker from other threads: its command channel, the bounded queue of
+/// datagrams handed over by the other workers, and the waker of its poll loop.
+///
+/// Commands stay on an unbounded channel, bounded by construction: each comes from a signalling
+/// message (rate-limited per connection, `signaling.messages_per_second`, connections limited)
+/// and every one that replies is awaited by its caller before the next, or from the ICE-TCP
+/// acceptor (bounded by `media.tcp_max_per_ip` and its cap of unidentified streams).
 pub struct Handle {
     tx: mpsc::Sender<Command>,
+    datagrams: mpsc::SyncSender<Command>,
     waker: mio::Waker,
     closed: AtomicBool,
 }
 
+/// What a worker reads from its [`Handle`].
+pub struct Inbox {
+    commands: mpsc::Receiver<Command>,
+    datagrams: mpsc::Receiver<Command>,
+}
+
 impl Handle {
-    pub fn new(poll: &mio::Poll) -> std::io::Result<(Handle, mpsc::Receiver<Command>)> {
-        let (tx, rx) = mpsc::channel();
+    pub fn new(poll: &mio::Poll, handover: usize) -> std::io::Result<(Handle, Inbox)> {
+        let (tx, commands) = mpsc::channel();
+        let (datagrams, datagrams_rx) = mpsc::sync_channel(handover);
         let waker = mio::Waker::new(poll.registry(), WAKE)?;
         Ok((
             Handle {
                 tx,
+                datagrams,
                 waker,
                 closed: AtomicBool::new(false),
             },
-            rx,
+            Inbox {
+                commands,
+                datagrams: datagrams_rx,
+            },
         ))
+    }
+
+    /// Queue a datagram read by another worker, without waiting: `false` when the queue is full
+    /// (or the worker gone) and it was dropped.
+    fn hand_over(&self, datagram: Command) -> bool {
+        self.datagrams.try_send(datagram).is_ok()
     }
 
     /// Queue `command` and wake the worker.
@@ -89,7 +119,7 @@ pub enum Command {
         key: ParticipantKey,
         consultation: String,
         participant: String,
-        events: UnboundedSender<SfuEvent>,
+        events: EventSender<SfuEvent>,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
     Answer {
@@ -120,6 +150,9 @@ pub enum Command {
     StopRecording {
         consultation: String,
     },
+    /// Tests only: make the worker panic (a stand-in for a bug), never in a production build.
+    #[cfg(test)]
+    Panic,
     /// The tile size a subscriber shows one of its videos at.
     VideoSize {
         key: ParticipantKey,
@@ -144,7 +177,14 @@ struct TcpConn {
 /// What the driver keeps per participant: its routing key and where its events go.
 struct Link {
     ufrag: String,
-    events: UnboundedSender<SfuEvent>,
+    events: EventSender<SfuEvent>,
+}
+
+impl Link {
+    /// Whether an event other than the last (`Failed`) still fits: one slot is kept for it.
+    fn accepts_more(&self) -> bool {
+        self.events.capacity() > 1 || self.events.is_closed()
+    }
 }
 
 pub struct Worker {
@@ -164,6 +204,8 @@ pub struct Worker {
     /// Streams with bytes queued since the last write.
     tcp_dirty: Vec<SocketAddr>,
     registry: Option<mio::Registry>,
+    /// Sources that are no participant's, and which of them are ignored for a while.
+    unknown: UnknownSources,
 }
 
 impl Worker {
@@ -174,6 +216,7 @@ impl Worker {
         tcp_addr: Option<SocketAddr>,
         routes: Arc<Routes>,
         workers: Arc<[Handle]>,
+        unknown: UnknownSourceLimits,
     ) -> Worker {
         let to_wake = vec![false; workers.len()];
         let mut core = Core::new(local_addr);
@@ -191,10 +234,11 @@ impl Worker {
             next_tcp_token: FIRST_TCP,
             tcp_dirty: Vec::new(),
             registry: None,
+            unknown: UnknownSources::new(unknown),
         }
     }
 
-    pub fn run(mut self, mut poll: mio::Poll, rx: mpsc::Receiver<Command>) {
+    pub fn run(mut self, mut poll: mio::Poll, inbox: Inbox) {
         let _span = tracing::info_span!("sfu_worker", index = self.index).entered();
         if let Err(e) = poll
             .registry()
@@ -204,6 +248,40 @@ impl Worker {
             return;
         }
         self.registry = poll.registry().try_clone().ok();
+        // A panic here is a bug (errors from input are values, never panics); should one happen
+        // anyway, only this worker's sessions go: each is told `Failed` (its client hears
+        // `media_failed`), it is counted, and the worker ends (commands to it then fail with
+        // `Stopped`). The state a panic left half-changed is not touched again.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.serve(&mut poll, &inbox);
+        }));
+        if served.is_err() {
+            crate::metrics::worker_panicked();
+            tracing::error!("media worker panicked: its media sessions are failed");
+            for (id, link) in self.links.drain() {
+                let _ = link.events.try_send(SfuEvent::Failed);
+                let key = ParticipantKey {
+                    worker: self.index,
+                    id,
+                };
+                self.routes.forget(key, &link.ufrag);
+            }
+            return;
+        }
+        self.core.close(Instant::now());
+        self.dispatch_events();
+        self.flush();
+        for (id, link) in self.links.drain() {
+            let key = ParticipantKey {
+                worker: self.index,
+                id,
+            };
+            self.routes.forget(key, &link.ufrag);
+        }
+    }
+
+    /// The worker's loop, until it is told to close.
+    fn serve(&mut self, poll: &mut mio::Poll, inbox: &Inbox) {
         let counters = ReadCounters::new();
         let mut events = mio::Events::with_capacity(16);
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -238,15 +316,19 @@ impl Worker {
             }
             // Commands (and datagrams handed over by other workers) first, a bounded number so
             // our own socket still gets its turn: an answer must not wait behind media.
-            let mut queued = true;
-            for _ in 0..COMMAND_BUDGET {
-                match rx.try_recv() {
-                    Ok(command) => self.handle(command),
-                    Err(_) => {
-                        queued = false;
-                        break;
+            let mut queued = false;
+            for rx in [&inbox.commands, &inbox.datagrams] {
+                let mut left = true;
+                for _ in 0..COMMAND_BUDGET {
+                    match rx.try_recv() {
+                        Ok(command) => self.handle(command),
+                        Err(_) => {
+                            left = false;
+                            break;
+                        }
                     }
                 }
+                queued |= left;
             }
             if readable {
                 readable = self.read_datagrams(&mut buf, &counters);
@@ -258,24 +340,59 @@ impl Worker {
             self.dispatch_events();
             self.flush();
         }
-        self.core.close(Instant::now());
-        self.dispatch_events();
-        self.flush();
-        for (id, link) in self.links.drain() {
-            let key = ParticipantKey {
-                worker: self.index,
-                id,
-            };
-            self.routes.forget(key, &link.ufrag);
+    }
+
+    /// Pass the core's events to each participant's channel (bounded: [`crate::EVENT_QUEUE`]).
+    /// The worker never waits for a reader: when only one slot is left in a participant's
+    /// channel, [`SfuEvent::Failed`] takes it and the media session is closed and counted, as
+    /// if its connection had failed (the reader reports that as usual); nobody else is affected.
+    fn dispatch_events(&mut self) {
+        let mut overflowed = Vec::new();
+        loop {
+            while let Some((key, event)) = self.core.poll_event() {
+                if let Some(link) = self.links.get(&key) {
+                    if !link.accepts_more() {
+                        let _ = link.events.try_send(SfuEvent::Failed);
+                        overflowed.push(key);
+                    } else {
+                        let _ = link.events.try_send(event);
+                    }
+                }
+            }
+            if overflowed.is_empty() {
+                return;
+            }
+            for id in overflowed.drain(..) {
+                // Unlinked first: nothing more is queued for it.
+                let Some(link) = self.links.remove(&id) else {
+                    continue;
+                };
+                crate::metrics::event_overflow();
+                tracing::warn!(
+                    participant_key = id,
+                    "media session events not read: closed"
+                );
+                let key = ParticipantKey {
+                    worker: self.index,
+                    id,
+                };
+                self.routes.forget(key, &link.ufrag);
+                self.core.remove_participant(Instant::now(), id);
+                self.close_tcp_of(id);
+            }
         }
     }
 
-    /// Pass the core's events to each participant's channel.
-    fn dispatch_events(&mut self) {
-        while let Some((key, event)) = self.core.poll_event() {
-            if let Some(link) = self.links.get(&key) {
-                let _ = link.events.send(event);
-            }
+    /// Close every ICE-TCP stream of participant `id`.
+    fn close_tcp_of(&mut self, id: u64) {
+        let gone: Vec<SocketAddr> = self
+            .tcp
+            .iter()
+            .filter(|(_, c)| c.participant == id)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in gone {
+            self.close_tcp(addr);
         }
     }
 
@@ -311,9 +428,16 @@ impl Worker {
                 }
             };
             let at = Instant::now();
+            if self.unknown.is_ignored(from, at) {
+                counters.ignored.increment(1);
+                continue;
+            }
             let data = &buf[..n];
             let Some(key) = self.routes.lookup(data, from) else {
                 counters.unknown.increment(1);
+                if self.unknown.record(from, at) == Verdict::NowIgnored {
+                    counters.sources_ignored.increment(1);
+                }
                 continue;
             };
             // A pooled buffer: the core gives it back once the packet is forwarded.
@@ -324,17 +448,16 @@ impl Worker {
                 if self.core.transmits().len() >= FLUSH_AT {
                     self.flush();
                 }
-            } else if self.workers[key.worker]
-                .queue(Command::Datagram {
-                    key,
-                    from,
-                    at,
-                    data: packet,
-                })
-                .is_ok()
-            {
+            } else if self.workers[key.worker].hand_over(Command::Datagram {
+                key,
+                from,
+                at,
+                data: packet,
+            }) {
                 self.to_wake[key.worker] = true;
                 counters.handed_over.increment(1);
+            } else {
+                counters.handover_full.increment(1);
             }
         }
         self.flush();
@@ -349,6 +472,8 @@ impl Worker {
 
     fn handle(&mut self, command: Command) {
         match command {
+            #[cfg(test)]
+            Command::Panic => panic!("a media worker panic injected by a test"),
             Command::Datagram {
                 key,
                 from,
@@ -395,15 +520,7 @@ impl Worker {
                 if let Some(link) = self.links.remove(&key.id) {
                     self.routes.forget(key, &link.ufrag);
                 }
-                let gone: Vec<SocketAddr> = self
-                    .tcp
-                    .iter()
-                    .filter(|(_, c)| c.participant == key.id)
-                    .map(|(a, _)| *a)
-                    .collect();
-                for addr in gone {
-                    self.close_tcp(addr);
-                }
+                self.close_tcp_of(key.id);
             }
             Command::Tcp(identified) => self.adopt_tcp(identified),
             Command::VideoSize {
@@ -616,5 +733,39 @@ impl Worker {
                 let _ = r.deregister(&mut conn.stream);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The queue of datagrams handed over to a worker is bounded: when it is full, the reading
+    /// worker drops (and counts) instead of waiting or growing it; commands still get through.
+    #[test]
+    fn a_full_handover_queue_drops_datagrams_and_commands_still_pass() {
+        let poll = mio::Poll::new().unwrap();
+        let (handle, inbox) = Handle::new(&poll, 2).unwrap();
+        let datagram = || Command::Datagram {
+            key: ParticipantKey { worker: 0, id: 1 },
+            from: "127.0.0.1:9".parse().unwrap(),
+            at: Instant::now(),
+            data: BytesMut::from(&[0x80u8; 12][..]),
+        };
+        assert!(handle.hand_over(datagram()));
+        assert!(handle.hand_over(datagram()));
+        assert!(!handle.hand_over(datagram()), "a third does not fit");
+        handle
+            .send(Command::Remove {
+                key: ParticipantKey { worker: 0, id: 1 },
+            })
+            .expect("commands have their own channel");
+        assert!(matches!(
+            inbox.commands.try_recv(),
+            Ok(Command::Remove { .. })
+        ));
+        assert_eq!(inbox.datagrams.try_iter().count(), 2);
+        // Room again once the worker read them.
+        assert!(handle.hand_over(datagram()));
     }
 }

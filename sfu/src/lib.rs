@@ -75,13 +75,20 @@ pub mod srtp;
 pub mod stun;
 pub mod tcp;
 pub mod twcc;
+pub mod unknown;
 
 use dashmap::DashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender as EventSender;
+
+/// Room to leave in a media session's event channel (`Sfu::add_participant`): a few
+/// negotiations' worth (an offer and a handful of track changes each). The worker never waits:
+/// a session whose channel is full is closed and counted
+/// (`teleconsult_media_event_overflows_total`).
+pub const EVENT_QUEUE: usize = 64;
 use tokio::sync::oneshot;
 
 pub use core::recording::{Offered, RecordingSink, TrackTap};
@@ -99,6 +106,8 @@ pub struct SfuConfig {
     pub workers: usize,
     /// ICE-TCP on one TCP port beside the UDP one (`None`: UDP only).
     pub tcp: Option<tcp::TcpSettings>,
+    /// When a source address that is no participant's is ignored for a while.
+    pub unknown_sources: unknown::UnknownSourceLimits,
 }
 
 /// Kind of a track.
@@ -304,7 +313,7 @@ impl Sfu {
         let mut receivers = Vec::with_capacity(n);
         for _ in 0..n {
             let poll = mio::Poll::new()?;
-            let (handle, rx) = driver::Handle::new(&poll)?;
+            let (handle, rx) = driver::Handle::new(&poll, driver::HANDOVER_QUEUE)?;
             polls.push(poll);
             handles.push(handle);
             receivers.push(rx);
@@ -320,6 +329,7 @@ impl Sfu {
                 tcp_addr,
                 routes.clone(),
                 handles.clone(),
+                config.unknown_sources,
             );
             std::thread::Builder::new()
                 .name(format!("sfu-worker-{index}"))
@@ -396,7 +406,7 @@ impl Sfu {
         &self,
         consultation: &str,
         participant: &str,
-        events: UnboundedSender<SfuEvent>,
+        events: EventSender<SfuEvent>,
     ) -> Result<(), SfuError> {
         let key = ParticipantKey {
             worker: self.worker_for(consultation),
@@ -534,6 +544,7 @@ mod tests {
             announce_ip: None,
             workers: 2,
             tcp: None,
+            unknown_sources: Default::default(),
         }
     }
 
@@ -549,6 +560,86 @@ mod tests {
             "a second media plane on port {port} must fail, not split the traffic"
         );
         drop(first);
+    }
+
+    /// A session whose event channel is full: the worker never waits for it. When one slot is
+    /// left, `Failed` takes it and the session is closed; another session on the same worker
+    /// goes on.
+    #[tokio::test]
+    async fn a_session_whose_events_are_not_read_fails_and_the_others_go_on() {
+        let sfu = Sfu::start(SfuConfig {
+            workers: 1,
+            ..config(0)
+        })
+        .expect("media plane");
+        // Room for one event only: the offer would leave none for a failure, so `Failed` takes
+        // the slot instead and the session is closed at once (a full channel, in short).
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        sfu.add_participant("c", "alice", tx).await.expect("added");
+        let (bob_tx, mut bob_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        sfu.add_participant("c", "bob", bob_tx)
+            .await
+            .expect("added");
+        assert_eq!(rx.try_recv().ok(), Some(SfuEvent::Failed));
+        // The session is gone from its worker.
+        assert_eq!(
+            sfu.restart_ice("alice").await,
+            Err(SfuError::UnknownParticipant)
+        );
+        // Closed: nothing more ever comes (the worker dropped its sender).
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("closed")
+                .is_none()
+        );
+        // Bob's session, on the same worker, is untouched.
+        assert!(matches!(bob_rx.recv().await, Some(SfuEvent::Offer(_))));
+        sfu.restart_ice("bob")
+            .await
+            .expect("bob's session is there");
+    }
+
+    /// A worker thread that panics (injected: `Command::Panic` exists in test builds only)
+    /// fails its own sessions — each told `Failed` — is counted, and the other worker's
+    /// sessions go on; new work for the dead worker is refused with `Stopped`, not hung.
+    #[tokio::test]
+    async fn a_panicking_worker_fails_its_sessions_and_the_other_worker_goes_on() {
+        let sfu = Sfu::start(config(0)).expect("media plane");
+        // Two consultations on different workers.
+        let a = "c-panics".to_string();
+        let b = (0..)
+            .map(|i| format!("c-survives-{i}"))
+            .find(|c| sfu.worker_for(c) != sfu.worker_for(&a))
+            .unwrap();
+        let (tx, mut doomed) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        sfu.add_participant(&a, "alice", tx).await.expect("added");
+        let (tx, mut survivor) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        sfu.add_participant(&b, "bob", tx).await.expect("added");
+        assert!(matches!(doomed.recv().await, Some(SfuEvent::Offer(_))));
+        assert!(matches!(survivor.recv().await, Some(SfuEvent::Offer(_))));
+        let before = metrics::WORKER_PANICS.load(Ordering::Relaxed);
+
+        let dead = sfu.worker_for(&a);
+        sfu.inner.workers[dead]
+            .send(driver::Command::Panic)
+            .expect("queued");
+        let told = tokio::time::timeout(std::time::Duration::from_secs(5), doomed.recv())
+            .await
+            .expect("told in time");
+        assert_eq!(told, Some(SfuEvent::Failed));
+        assert_eq!(metrics::WORKER_PANICS.load(Ordering::Relaxed), before + 1);
+        // Work for the dead worker is refused at once.
+        assert_eq!(
+            sfu.restart_ice("alice").await,
+            Err(SfuError::Stopped),
+            "refused, not hung"
+        );
+        // The other worker goes on: bob's session answers, a new session starts there.
+        sfu.restart_ice("bob").await.expect("bob's worker is alive");
+        let (tx, mut carol) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        sfu.add_participant(&b, "carol", tx).await.expect("added");
+        assert!(matches!(carol.recv().await, Some(SfuEvent::Offer(_))));
     }
 
     /// A STUN binding request whose USERNAME is `<ours>:<theirs>`.

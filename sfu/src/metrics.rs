@@ -45,6 +45,29 @@ pub mod metric_names {
     /// beyond the clear bytes reads as a libvpx encoder writes it, or not (`crate::inspect`):
     /// under end-to-end encryption, what the server can see of the media.
     pub const VP8_FRAMES_INSPECTED: &str = "teleconsult_vp8_frames_inspected_total";
+
+    /// Media sessions closed because their event channel was full (its reader did not keep up).
+    pub const EVENT_OVERFLOWS: &str = "teleconsult_media_event_overflows_total";
+    /// Media worker threads that panicked; each failed its own sessions, the others went on.
+    pub const WORKER_PANICS: &str = "teleconsult_media_worker_panics_total";
+    /// Source addresses ignored for a while for sending more datagrams that are no
+    /// participant's than `media.unknown_source_datagrams_per_sec` allows.
+    pub const SOURCES_IGNORED: &str = "teleconsult_media_sources_ignored_total";
+}
+
+/// Media worker threads that panicked (each failed its own sessions only).
+pub(crate) static WORKER_PANICS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// A media worker panicked.
+pub(crate) fn worker_panicked() {
+    WORKER_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ::metrics::counter!(metric_names::WORKER_PANICS).increment(1);
+}
+
+/// One media session closed for a full event channel (rare: not a per-packet path).
+pub(crate) fn event_overflow() {
+    ::metrics::counter!(metric_names::EVENT_OVERFLOWS).increment(1);
 }
 
 use ::metrics::{Counter, Gauge};
@@ -158,6 +181,12 @@ impl Recorded {
 pub(crate) struct ReadCounters {
     pub unknown: Counter,
     pub handed_over: Counter,
+    /// From a source ignored for sending too many unknown datagrams (not parsed at all).
+    pub ignored: Counter,
+    /// Sources that went past `media.unknown_source_datagrams_per_sec`.
+    pub sources_ignored: Counter,
+    /// Handed over to a worker whose queue was full ([`crate::driver::HANDOVER_QUEUE`]).
+    pub handover_full: Counter,
 }
 
 impl ReadCounters {
@@ -165,6 +194,9 @@ impl ReadCounters {
         ReadCounters {
             unknown: ::metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "unknown_source"),
             handed_over: ::metrics::counter!(metric_names::DATAGRAMS_HANDED_OVER),
+            ignored: ::metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "ignored_source"),
+            sources_ignored: ::metrics::counter!(metric_names::SOURCES_IGNORED),
+            handover_full: ::metrics::counter!(metric_names::DATAGRAMS_DROPPED, "reason" => "handover_full"),
         }
     }
 }

@@ -20,6 +20,10 @@ pub struct SignalingConfig {
     pub max_connections_per_ip: usize,
     /// Open signalling WebSockets in all; one more is refused (503).
     pub max_connections: usize,
+    /// Messages queued for one connection that its client has not read yet; one more closes
+    /// the connection (4008 `slow_consumer`): a client that does not read is never buffered
+    /// without limit, and the consultation never waits for it.
+    pub outbox_messages: usize,
 }
 
 impl Default for SignalingConfig {
@@ -32,6 +36,7 @@ impl Default for SignalingConfig {
             message_burst: 50,
             max_connections_per_ip: 20,
             max_connections: 10_000,
+            outbox_messages: 1024,
         }
     }
 }

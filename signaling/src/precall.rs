@@ -9,7 +9,7 @@
 use std::time::Duration;
 use teleconsult_consultation::ParticipantId;
 use teleconsult_sfu::{Sfu, SfuError, SfuEvent};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 
 /// How long a test's media session may live.
@@ -18,7 +18,7 @@ pub const LIMIT: Duration = Duration::from_secs(20);
 pub struct Probe {
     /// The SFU's participant id of the test session (never the call's own).
     id: String,
-    events: UnboundedReceiver<SfuEvent>,
+    events: Receiver<SfuEvent>,
     until: Instant,
 }
 
@@ -27,7 +27,7 @@ impl Probe {
     pub async fn start(sfu: &Sfu, participant: &ParticipantId) -> Result<Probe, SfuError> {
         // `~` is in no id we issue, so these never meet a real participant or consultation.
         let id = format!("{participant}~precall");
-        let (tx, events) = unbounded_channel();
+        let (tx, events) = tokio::sync::mpsc::channel(teleconsult_sfu::EVENT_QUEUE);
         sfu.add_participant(&format!("precall~{participant}"), &id, tx)
             .await?;
         Ok(Probe {

@@ -34,6 +34,9 @@ pub mod close {
     /// This node stopped serving the consultation (another node owns it now, or this one lost
     /// its lease): reconnect through the load balancer (the standard "service restart" code).
     pub const MOVED: u16 = 1012;
+    /// The client did not read what the server sent: more than `signaling.outbox_messages`
+    /// queued for it (reason `slow_consumer`). The client may reconnect.
+    pub const SLOW_CONSUMER: u16 = 4008;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

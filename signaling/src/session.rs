@@ -23,7 +23,6 @@ use teleconsult_consultation::{
     ParticipantId, Refusal,
 };
 use teleconsult_sfu::{Candidate, Sfu, SfuError, SfuEvent};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// What a signalling session needs: the consultation service, the media plane (for answers and
@@ -125,11 +124,13 @@ pub enum ErrorKind {
     TooManyConnections,
     /// A recording request or consent answer refused.
     Recording,
+    /// A connection whose client did not read: its outbox overflowed (closed with 4008).
+    SlowConsumer,
 }
 
 impl ErrorKind {
     /// Every kind, in the order they are rendered.
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 21] = [
         ErrorKind::TooBig,
         ErrorKind::Binary,
         ErrorKind::BadMessage,
@@ -150,6 +151,7 @@ impl ErrorKind {
         ErrorKind::Flood,
         ErrorKind::TooManyConnections,
         ErrorKind::Recording,
+        ErrorKind::SlowConsumer,
     ];
 
     /// The metric label value.
@@ -175,6 +177,7 @@ impl ErrorKind {
             ErrorKind::Flood => "flood",
             ErrorKind::TooManyConnections => "too_many_connections",
             ErrorKind::Recording => "recording",
+            ErrorKind::SlowConsumer => "slow_consumer",
         }
     }
 }
@@ -612,7 +615,8 @@ async fn session(
     // 2. Joined: register with the consultation service. Everything it says to this
     // participant (events, the media plane's offers) arrives in order on `out_rx`.
     let consultation = credential.consultation().clone();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outbound>();
+    let (out_tx, mut out_rx) = teleconsult_consultation::outbox(state.config.outbox_messages);
+    let overflow = out_rx.overflow();
     let joined = state
         .consultations
         .join(&credential, seat_secret.as_deref(), out_tx);
@@ -649,7 +653,10 @@ async fn session(
     // The pre-call connection test's media session, while one runs (`crate::precall`).
     let mut probe: Option<crate::precall::Probe> = None;
 
-    loop {
+    // The loop below may wait on a socket the client does not read (a send blocks once the
+    // TCP buffers are full); meanwhile the consultation keeps queueing into the bounded outbox.
+    // When that overflows, the loop is abandoned wherever it waits and the connection closed.
+    let session = async { loop {
         tokio::select! {
             // What the consultation says first: it is queued in order (`joined` and the roster
             // before the offer that follows them), and a busy client must not starve it.
@@ -759,6 +766,21 @@ async fn session(
                 if sink.send(Message::Ping(Default::default())).await.is_err() { break; }
             }
         }
+    } };
+    let overflowed = tokio::select! {
+        biased;
+        () = overflow.wait() => true,
+        () = session => false,
+    };
+    if overflowed {
+        state.count_error(ErrorKind::SlowConsumer);
+        tracing::info!("client did not read its messages: closing (slow_consumer)");
+        // The client is not reading: the close frame may never leave either; do not wait long.
+        let _ = tokio::time::timeout(
+            SLOW_CONSUMER_CLOSE_TIMEOUT,
+            sink.send(close_frame(close::SLOW_CONSUMER, "slow_consumer")),
+        )
+        .await;
     }
     if let Some(p) = probe.take() {
         p.stop(&state.sfu);
@@ -790,6 +812,9 @@ where
     })
     .await;
 }
+
+/// How long a session whose client does not read tries to send it the close frame.
+const SLOW_CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a closing session waits for the client's close frame.
 const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);

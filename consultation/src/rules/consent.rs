@@ -468,10 +468,10 @@ pub(super) mod tests {
     use super::*;
     use crate::chat::ChatLimits;
     use crate::event::Outbound;
+    use crate::event::{OutboxReceiver, outbox};
     use crate::invitation::{Label, SeatKey};
     use crate::rules::{JoinRequest, Limits};
     use std::time::{Duration, Instant};
-    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
     /// A consultation of `policy` (also for the other rules' tests).
     pub(in crate::rules) fn consultation(policy: Policy) -> Consultation {
@@ -492,8 +492,8 @@ pub(super) mod tests {
         who: &str,
         role: Role,
         generation: u64,
-    ) -> (ParticipantId, UnboundedReceiver<Outbound>) {
-        let (tx, rx) = unbounded_channel();
+    ) -> (ParticipantId, OutboxReceiver) {
+        let (tx, rx) = outbox(1024);
         let seat = match role {
             Role::Practitioner => SeatKey::Account(format!("acct-{who}")),
             _ => SeatKey::Invitation(format!("jti-{who}")),
@@ -514,9 +514,9 @@ pub(super) mod tests {
         (j.participant, rx)
     }
 
-    fn events(rx: &mut UnboundedReceiver<Outbound>) -> Vec<ConsultationEvent> {
+    fn events(rx: &mut OutboxReceiver) -> Vec<ConsultationEvent> {
         let mut v = Vec::new();
-        while let Ok(Outbound::Event(e)) = rx.try_recv() {
+        while let Some(Outbound::Event(e)) = rx.try_recv() {
             v.push(e);
         }
         v
@@ -559,7 +559,7 @@ pub(super) mod tests {
     }
 
     /// A participant's id and inbox.
-    type Conn = (ParticipantId, UnboundedReceiver<Outbound>);
+    type Conn = (ParticipantId, OutboxReceiver);
 
     /// A practitioner and an admitted patient in a consultation of `policy`.
     fn call(policy: Policy) -> (Consultation, Conn, Conn) {

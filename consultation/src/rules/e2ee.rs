@@ -130,14 +130,13 @@ impl Consultation {
 mod tests {
     use super::super::consent::tests::consultation;
     use super::*;
-    use crate::event::Outbound;
+    use crate::event::{Outbound, OutboxReceiver};
     use std::time::{Duration, Instant};
-    use tokio::sync::mpsc::UnboundedReceiver;
 
     const PUB_A: &str = "BPractitionerPublicKey_-0123456789";
     const PUB_B: &str = "BPatientPublicKey";
 
-    type Conn = UnboundedReceiver<Outbound>;
+    type Conn = OutboxReceiver;
 
     fn join(c: &mut Consultation, who: &str, role: Role) -> (ParticipantId, Conn) {
         super::super::consent::tests::join(c, who, role, 1)
@@ -145,7 +144,7 @@ mod tests {
 
     fn e2ee_events(conn: &mut Conn) -> Vec<ConsultationEvent> {
         let mut v = Vec::new();
-        while let Ok(o) = conn.try_recv() {
+        while let Some(o) = conn.try_recv() {
             if let Outbound::Event(
                 e @ (ConsultationEvent::E2eePublicKey { .. } | ConsultationEvent::E2eeKey { .. }),
             ) = o

@@ -340,6 +340,16 @@ impl FerretDb {
         self.script(&["stop", self.dir.to_str().expect("utf-8")]);
     }
 
+    /// Pause (`SIGSTOP`: connections stay open, nothing is answered) or resume (`SIGCONT`) it.
+    pub fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.join("ferretdb.pid")).expect("pid file");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), pid.trim()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     fn script(&self, args: &[&str]) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ferretdb");
         let out = Command::new("bash")
@@ -360,6 +370,44 @@ impl Drop for FerretDb {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Stored document chunks that belong to no document (an aborted or killed upload's leftovers),
+/// read from the database itself rather than through the store: the embedded store in
+/// `data_dir`, or MongoDB `(uri, database)`.
+pub async fn orphan_chunks(data_dir: &Path, mongodb: Option<(&str, &str)>) -> u64 {
+    match mongodb {
+        None => {
+            let path = data_dir.join(teleconsult_store::sqlite::DB_FILE);
+            let conn = rusqlite::Connection::open(path).expect("open the embedded database");
+            conn.query_row(
+                "SELECT COUNT(*) FROM document_chunks WHERE blob NOT IN (SELECT blob FROM documents)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .expect("count chunks") as u64
+        }
+        Some((uri, db)) => {
+            use futures_util::StreamExt;
+            use mongodb::bson::{Document, doc};
+            let client = mongodb::Client::with_uri_str(uri).await.expect("connect");
+            let db = client.database(db);
+            let bucket = teleconsult_store::mongo::BUCKET;
+            let mut ids = Vec::new();
+            let mut files = db
+                .collection::<Document>(&format!("{bucket}.files"))
+                .find(doc! {})
+                .await
+                .expect("files");
+            while let Some(f) = files.next().await {
+                ids.push(f.expect("file").get("_id").cloned().expect("_id"));
+            }
+            db.collection::<Document>(&format!("{bucket}.chunks"))
+                .count_documents(doc! { "files_id": { "$nin": ids } })
+                .await
+                .expect("count chunks")
+        }
     }
 }
 
