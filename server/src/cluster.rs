@@ -684,20 +684,18 @@ impl teleconsult_consultation::AdmissionRecorder for ClusterNode {
         }
         last.insert(consultation.as_str().to_string(), admissions.clone());
         drop(last);
-        if let Err(e) = self
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = self
             .inner
             .admissions_tx
             .try_send((consultation.as_str().to_string(), admissions))
         {
-            if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
-                // Not written: forget what was last queued, so the next change writes it all.
-                tracing::warn!(consultation = %consultation.as_str(), "admissions queue full: this change is written with the next");
-                self.inner
-                    .admissions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(consultation.as_str());
-            }
+            // Not written: forget what was last queued, so the next change writes it all.
+            tracing::warn!(consultation = %consultation.as_str(), "admissions queue full: this change is written with the next");
+            self.inner
+                .admissions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(consultation.as_str());
         }
     }
 }
