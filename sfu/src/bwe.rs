@@ -203,16 +203,6 @@ impl SubscriberBwe {
         gcc.min(bound).max(MIN_BITRATE)
     }
 
-    /// Whether the path itself is what limits the estimate now: the feedback reports loss above
-    /// [`LOSSY`], or `Gcc` (delay and loss) is below what arrives. Not merely that little is
-    /// sent (an application-limited estimate is bounded by what arrives, as at a call's start).
-    pub fn congested(&self) -> bool {
-        self.loss().is_some_and(|l| l > LOSSY)
-            || self
-                .acked_rate()
-                .is_some_and(|r| self.gcc.target_bitrate() < r)
-    }
-
     /// The rate acknowledged over the last [`ACKED_WINDOW`] of arrivals, if feedback covered
     /// enough of it.
     pub fn acked_rate(&self) -> Option<f64> {

@@ -26,9 +26,6 @@ pub mod metric_names {
     pub const BWE_PROBE_PACKETS: &str = "teleconsult_bwe_probe_packets_total";
     /// Simulcast layer switches made by subscriptions (`crate::simulcast`).
     pub const SIMULCAST_SWITCHES: &str = "teleconsult_simulcast_layer_switches_total";
-    /// Simulcast subscriptions paused because not even their lowest layer fitted the
-    /// subscriber's estimate after audio (`crate::simulcast::PAUSE_BELOW`).
-    pub const VIDEO_PAUSED: &str = "teleconsult_video_paused_total";
     /// Histogram (seconds): datagram taken off the socket → packet sent to a subscriber. Kept by
     /// [`crate::quality`], not the recorder.
     pub const FORWARDING_LATENCY: &str = "teleconsult_forwarding_latency_seconds";
@@ -97,7 +94,6 @@ pub(crate) struct CoreMetrics {
     pub recording_dropped: Counter,
     pub probes: Counter,
     pub switches: Counter,
-    pub video_paused: Counter,
 
     pub vp8_plausible: Counter,
     pub vp8_opaque: Counter,
@@ -123,7 +119,6 @@ impl CoreMetrics {
             recording_dropped: ::metrics::counter!(RECORDING_DROPPED),
             probes: ::metrics::counter!(BWE_PROBE_PACKETS),
             switches: ::metrics::counter!(SIMULCAST_SWITCHES),
-            video_paused: ::metrics::counter!(VIDEO_PAUSED),
 
             vp8_plausible: ::metrics::counter!(VP8_FRAMES_INSPECTED, "view" => "plausible"),
             vp8_opaque: ::metrics::counter!(VP8_FRAMES_INSPECTED, "view" => "opaque"),

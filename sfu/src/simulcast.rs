@@ -92,9 +92,6 @@ pub enum Admit {
 pub struct LayerSelector {
     current: Option<u8>,
     target: u8,
-    /// Not even the lowest layer fits the subscriber's estimate after its audio: no video is
-    /// forwarded until it does (audio first).
-    paused: bool,
 }
 
 impl Default for LayerSelector {
@@ -102,7 +99,6 @@ impl Default for LayerSelector {
         LayerSelector {
             current: None,
             target: TOP,
-            paused: false,
         }
     }
 }
@@ -124,29 +120,11 @@ impl LayerSelector {
     }
     /// Whether a keyframe of the target is awaited (the target is not what is forwarded).
     pub fn switching(&self) -> bool {
-        !self.paused && self.current != Some(self.target)
-    }
-
-    pub fn paused(&self) -> bool {
-        self.paused
-    }
-
-    /// Forward no layer from now on (the next packet is dropped); [`Self::resume`] waits for a
-    /// keyframe of the target again.
-    pub fn pause(&mut self) {
-        self.paused = true;
-        self.current = None;
-    }
-
-    pub fn resume(&mut self) {
-        self.paused = false;
+        self.current != Some(self.target)
     }
 
     /// Decide for one packet of `layer`; `keyframe_start` when it starts a keyframe.
     pub fn admit(&mut self, layer: u8, keyframe_start: bool) -> Admit {
-        if self.paused {
-            return Admit::Drop;
-        }
         if self.current == Some(layer) {
             return Admit::Forward;
         }
@@ -322,10 +300,6 @@ pub const UPGRADE_HEADROOM: f64 = 1.25;
 pub const UPGRADE_TICKS: u8 = 2;
 /// What an audio subscription is counted at before any video is allocated (audio first).
 pub const AUDIO_BITRATE: f64 = 48_000.0;
-/// A simulcast subscription is paused when what is left after audio is below this share of its
-/// lowest layer's bitrate (that layer would only congest the link and take the audio with it),
-/// and resumed once the whole lowest layer fits again.
-pub const PAUSE_BELOW: f64 = 0.5;
 
 /// The layer a bandwidth budget allows: the highest layer not above `desired` that arrives and
 /// fits `budget` (an upgrade above `current` needs [`UPGRADE_HEADROOM`]); the lowest arriving
@@ -452,27 +426,6 @@ mod tests {
         assert_eq!(layer_of("q"), Some(0));
         assert_eq!(layer_of("f"), Some(2));
         assert_eq!(layer_of("x"), None);
-    }
-
-    #[test]
-    fn a_paused_subscription_forwards_nothing_and_resumes_at_a_keyframe() {
-        let mut l = LayerSelector::default();
-        l.set_target(0);
-        assert_eq!(l.admit(0, true), Admit::Switch { from: None });
-        assert_eq!(l.admit(0, false), Admit::Forward);
-        l.pause();
-        assert!(!l.switching(), "no keyframe wanted while paused");
-        assert_eq!(l.admit(0, false), Admit::Drop);
-        assert_eq!(l.admit(0, true), Admit::Drop, "not even a keyframe");
-        l.resume();
-        assert!(l.switching(), "a keyframe of the target is wanted again");
-        assert_eq!(
-            l.admit(0, false),
-            Admit::Drop,
-            "a delta frame after the pause is useless"
-        );
-        assert_eq!(l.admit(0, true), Admit::Switch { from: None });
-        assert_eq!(l.admit(0, false), Admit::Forward);
     }
 
     #[test]

@@ -10,9 +10,7 @@
 
 use super::media::{layer_info, write_probe};
 use super::{Core, Kind};
-use crate::simulcast::{
-    AUDIO_BITRATE, PAUSE_BELOW, TOP, UPGRADE_HEADROOM, UPGRADE_TICKS, fit_layer,
-};
+use crate::simulcast::{AUDIO_BITRATE, TOP, UPGRADE_HEADROOM, UPGRADE_TICKS, fit_layer};
 use crate::simulcast::{layer_for_height, pick_layer};
 use std::time::Instant;
 
@@ -104,7 +102,6 @@ impl Core {
             Vec::new()
         };
         let mut wanted: Vec<(u64, String, u8)> = Vec::new();
-        let mut paused = 0u64;
         let mut probes: Vec<(u64, f64)> = Vec::new();
         for (&sid, s) in self.participants.iter_mut() {
             if only.is_some_and(|o| o != sid) || !s.link.forwards() {
@@ -156,36 +153,6 @@ impl Core {
                 else {
                     continue;
                 };
-                // Audio first: pause the video when not even its lowest layer fits, resume once
-                // it does (probing finds out, as for an upgrade: a paused subscription keeps its
-                // RTX stream and history, so it can be probed).
-                let lowest_rate = o.rates[layer as usize];
-                if measured
-                    && estimate.is_finite()
-                    && lowest_rate > 0.0
-                    && layer == lowest_of(o.available)
-                {
-                    if sub.layers.paused() && budget >= lowest_rate {
-                        sub.layers.resume();
-                        tracing::debug!(subscriber = %s.id, estimate, "video resumed");
-                    } else if !sub.layers.paused()
-                        && sub.layers.current() == Some(layer)
-                        && s.bwe.congested()
-                        && budget < PAUSE_BELOW * lowest_rate
-                    {
-                        // Only a subscription already on its lowest layer, on a congested path:
-                        // at a call's start the estimate is bounded by what little was sent
-                        // (audio), which says nothing of the path, and a subscription paused
-                        // before its first frame could never be probed back.
-                        sub.layers.pause();
-                        paused += 1;
-                        tracing::debug!(subscriber = %s.id, estimate, lowest_rate, "video paused: not even the lowest layer fits");
-                    }
-                }
-                if sub.layers.paused() {
-                    short += lowest_rate;
-                    continue;
-                }
                 // Up only after room was found twice in a row.
                 let target = sub.layers.target();
                 if layer > target && o.available & (1 << target) != 0 {
@@ -242,9 +209,6 @@ impl Core {
                 );
             }
         }
-        if paused > 0 {
-            self.metrics.get().video_paused.increment(paused);
-        }
         for (publisher, source, layer) in wanted {
             self.request_keyframe(publisher, &source, Some(layer), now);
         }
@@ -290,9 +254,4 @@ impl Core {
         }
         self.metrics.get().probes.increment(sent);
     }
-}
-
-/// The lowest layer in `available` (bit `i`: layer `i` arrives).
-fn lowest_of(available: u8) -> u8 {
-    (0..=TOP).find(|l| available & (1 << l) != 0).unwrap_or(0)
 }
